@@ -97,8 +97,17 @@ public sealed record AttentionSite
     public string? Value { get; init; }
     /// <summary>Layout of <see cref="Query"/> / <see cref="Key"/> / <see cref="Value"/>.</summary>
     public required HeadLayout QkvLayout { get; init; }
-    /// <summary>The attention output in [B, S, Hq·D] that the output projection consumes.</summary>
+    /// <summary>
+    /// For ops that project Q/K/V themselves (ORT <c>Attention</c>): the packed [hidden, (Hq+2·Hkv)·D] weight that
+    /// turns <see cref="Query"/> (then the hidden states) into packed QKV; null when Q/K/V arrive projected.
+    /// </summary>
+    public string? QkvWeight { get; init; }
+    /// <summary>Bias added after <see cref="QkvWeight"/>, if any.</summary>
+    public string? QkvBias { get; init; }
+    /// <summary>The attention output that the rest of the graph consumes (see <see cref="OutputLayout"/>).</summary>
     public required string Output { get; init; }
+    /// <summary>Layout of <see cref="Output"/>: BSHD [B, S, Hq·D] for most styles, BNSH [B, Hq, S, D] for 4-D ONNX <c>Attention</c>.</summary>
+    public HeadLayout OutputLayout { get; init; } = HeadLayout.BSHD;
     /// <summary>Cache graph inputs/outputs; null for a graph without KV cache.</summary>
     public CacheTensors? Cache { get; init; }
     /// <summary>Number of query heads.</summary>
