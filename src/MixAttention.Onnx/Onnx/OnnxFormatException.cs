@@ -4,7 +4,7 @@ namespace MixAttention.Onnx.Onnx;
 /// A model file that cannot be used as given: not ONNX, truncated, or pointing at external data that is missing.
 /// The message says what is wrong and where (file, tensor, node); the CLI prints it without a stack trace.
 /// </summary>
-public class OnnxFormatException : Exception
+public class OnnxFormatException : MixAttentionException
 {
     /// <summary>Creates the exception with a user-facing message.</summary>
     public OnnxFormatException(string message) : base(message) { }

@@ -1,0 +1,69 @@
+using System.CommandLine;
+using MixAttention.Onnx;
+using Spectre.Console;
+
+namespace MixAttention.Onnx.Cli;
+
+/// <summary>Options shared by every verb.</summary>
+internal static class CliOptions
+{
+    /// <summary>Show stack traces on errors.</summary>
+    public static readonly Option<bool> Verbose = new("--verbose", "-v") { Description = "Show full error details (stack traces).", Recursive = true };
+}
+
+/// <summary>Exit codes, documented in docs/cli.md.</summary>
+internal static class ExitCodes
+{
+    public const int Ok = 0;
+    public const int Failed = 1;      // the command ran and its check failed (e.g. verify --expect-exact)
+    public const int UserError = 2;   // bad input: model, layout, options
+    public const int InternalError = 3;
+}
+
+/// <summary>Runs a parsed command with one error policy: user errors print one line, no stack trace unless --verbose.</summary>
+internal static class Cli
+{
+    public static async Task<int> RunAsync(RootCommand root, string[] args)
+    {
+        var parse = root.Parse(args);
+        bool verbose = parse.GetValue(CliOptions.Verbose);
+        try
+        {
+            return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception e) when (Unwrap(e) is MixAttentionException user)
+        {
+            Error(user.Message);
+            if (verbose) Console.Error.WriteLine(user.ToString());
+            return ExitCodes.UserError;
+        }
+        catch (Exception e)
+        {
+            Error($"{e.GetType().Name}: {e.Message}");
+            if (verbose) Console.Error.WriteLine(e.ToString());
+            else Console.Error.WriteLine("(run again with --verbose for details)");
+            return ExitCodes.InternalError;
+        }
+    }
+
+    private static Exception Unwrap(Exception e) =>
+        e is AggregateException { InnerExceptions.Count: 1 } a ? Unwrap(a.InnerExceptions[0]) :
+        e is System.Reflection.TargetInvocationException { InnerException: { } inner } ? Unwrap(inner) : e;
+
+    public static void Error(string message)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        if (Console.IsErrorRedirected) console.Profile.Width = 1000;
+        console.MarkupLine($"[red]error:[/] {Markup.Escape(message)}");
+    }
+
+    /// <summary>Human-readable byte count.</summary>
+    public static string Bytes(long bytes)
+    {
+        string[] units = { "B", "KiB", "MiB", "GiB", "TiB" };
+        double v = bytes;
+        int u = 0;
+        while (v >= 1024 && u < units.Length - 1) { v /= 1024; u++; }
+        return u == 0 ? $"{bytes} B" : $"{v:0.##} {units[u]}";
+    }
+}

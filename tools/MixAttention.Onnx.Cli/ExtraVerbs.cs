@@ -1,0 +1,9 @@
+using System.CommandLine;
+
+namespace MixAttention.Onnx.Cli;
+
+/// <summary>Verbs added by later stages (convert, verify, generate, demo, bench).</summary>
+internal static class ExtraVerbs
+{
+    public static IEnumerable<Command> Create() => Array.Empty<Command>();
+}

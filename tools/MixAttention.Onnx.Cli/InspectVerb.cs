@@ -1,0 +1,66 @@
+using System.CommandLine;
+using System.Text.Json;
+using MixAttention.Onnx.Inspection;
+using Spectre.Console;
+
+namespace MixAttention.Onnx.Cli;
+
+/// <summary><c>mixattn inspect MODEL [--context N] [--batch N] [--json]</c></summary>
+internal static class InspectVerb
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("MODEL") { Description = "The .onnx model file (or a folder holding one)." };
+        var context = new Option<int>("--context") { Description = "Context length for the KV cache size.", DefaultValueFactory = _ => 4096 };
+        var batch = new Option<int>("--batch") { Description = "Batch size for the KV cache size.", DefaultValueFactory = _ => 1 };
+        var json = new Option<bool>("--json") { Description = "Print a machine-readable JSON document instead of a table." };
+        var cmd = new Command("inspect", "List every attention layer the model has (style, heads, window, cache tensors) and its KV cache size.\n\nExample: mixattn inspect graphs/llama-torchscript/model.onnx --context 32768 --batch 8")
+        {
+            model, context, batch, json,
+        };
+        cmd.SetAction(parse =>
+        {
+            var result = ModelInspection.Run(parse.GetValue(model)!, parse.GetValue(context), parse.GetValue(batch));
+            if (parse.GetValue(json))
+                Console.WriteLine(result.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            else
+                Render(result);
+            return result.Layers.Count == 0 ? ExitCodes.UserError : ExitCodes.Ok;
+        });
+        return cmd;
+    }
+
+    /// <summary>Short, stable style names (also used in docs).</summary>
+    public static string StyleName(Detection.ExportStyle style) => style switch
+    {
+        Detection.ExportStyle.Decomposed => "decomposed",
+        Detection.ExportStyle.OnnxAttention => "onnx-attention",
+        Detection.ExportStyle.OrtAttention => "ort-attention",
+        Detection.ExportStyle.OrtMultiHeadAttention => "ort-mha",
+        Detection.ExportStyle.GroupQueryAttention => "ort-gqa",
+        _ => style.ToString(),
+    };
+
+    private static void Render(ModelInspection r)
+    {
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
+        var table = new Table().Border(TableBorder.Simple).Title($"[bold]{Markup.Escape(Path.GetFileName(r.ModelPath))}[/]: {r.Layers.Count} attention layers");
+        foreach (var h in new[] { "layer", "style", "heads", "kv heads", "head size", "window", "rotary", "dtype", "past cache input", $"KV @ {r.Context}×{r.Batch}" })
+            table.AddColumn(h);
+        foreach (var s in r.Layers)
+        {
+            var source = s.WindowSource switch { Detection.WindowSource.HfConfig => "config.json", Detection.WindowSource.GenAiConfig => "genai_config", Detection.WindowSource.Graph => "graph", Detection.WindowSource.CommandLine => "--window", _ => "" };
+            var window = (s.Window > 0 ? s.Window.ToString() : "global") + (source.Length > 0 ? $" ({source})" : "");
+            var cache = s.Cache is null ? "-" : s.Cache.IsPacked ? $"{s.Cache.PastKey} (packed K+V)" : s.Cache.PastKey;
+            table.AddRow(s.Layer.ToString(), StyleName(s.Style), s.NumHeads.ToString(), s.KvNumHeads.ToString(), s.HeadSize.ToString(),
+                window, s.Rotary.Kind switch { Detection.RotaryKind.Fused => "fused", Detection.RotaryKind.AppliedBefore => "before", _ => "none" }, ModelInspection.TypeName(s.ElementType), Markup.Escape(cache),
+                Cli.Bytes(ModelInspection.CacheBytes(s, r.Context, r.Batch, 0)));
+        }
+        AnsiConsole.Write(table);
+        AnsiConsole.MarkupLine($"KV cache at context {r.Context}, batch {r.Batch}: [bold]{Cli.Bytes(r.KvBytesAsExported)}[/] as exported (full cache per layer); {Cli.Bytes(r.KvBytesWithOwnWindows)} if each layer kept only its own window.");
+        foreach (var issue in r.Detection.Issues)
+            AnsiConsole.MarkupLine($"[yellow]warning:[/] node '{Markup.Escape(issue.Node)}': {Markup.Escape(issue.Message)}");
+        if (r.Layers.Count == 0)
+            Cli.Error("no attention layers found in this model" + (r.Detection.Issues.Count > 0 ? " (see the warnings above)." : ": it has no Softmax/attention nodes that read a KV cache."));
+    }
+}
