@@ -34,12 +34,15 @@ public sealed class OnnxModel
     /// <summary>Protobuf's hard limit on one serialized message: models larger than this need external data.</summary>
     public const long ProtobufLimitBytes = int.MaxValue;
 
-    private OnnxModel(ModelProto proto, string? sourcePath, string? baseDirectory)
+    private OnnxModel(ModelProto proto, string? sourcePath, string? baseDirectory, bool allowOutside = false)
     {
+        _allowOutside = allowOutside;
         Proto = proto;
         SourcePath = sourcePath;
         BaseDirectory = baseDirectory;
     }
+
+    private readonly bool _allowOutside;
 
     /// <summary>The model message; edit it through <c>ModelGraph</c> to keep links consistent.</summary>
     public ModelProto Proto { get; }
@@ -90,7 +93,7 @@ public sealed class OnnxModel
         if (proto.Graph.Node.Count == 0)
             throw new OnnxFormatException($"'{path}' has an empty graph (no nodes).");
 
-        var model = new OnnxModel(proto, full, Path.GetDirectoryName(full)!);
+        var model = new OnnxModel(proto, full, Path.GetDirectoryName(full)!, options.AllowExternalDataOutsideModelFolder);
         if (options.ValidateExternalData)
             model.ValidateExternalData(options.AllowExternalDataOutsideModelFolder);
         return model;
@@ -118,13 +121,14 @@ public sealed class OnnxModel
     }
 
     /// <summary>Resolves an external-data location to a full path, refusing paths outside the model folder unless allowed.</summary>
-    public string ResolveExternalPath(ExternalDataRef r, string tensorName, bool allowOutside = false)
+    public string ResolveExternalPath(ExternalDataRef r, string tensorName, bool? allowOutside = null)
     {
+        allowOutside ??= _allowOutside;
         if (BaseDirectory is null)
             throw new OnnxFormatException($"Tensor '{tensorName}' keeps its data in '{r.Location}', but the model has no folder to resolve it against.");
         var full = Path.GetFullPath(Path.Combine(BaseDirectory, r.Location));
         var root = BaseDirectory.EndsWith(Path.DirectorySeparatorChar) ? BaseDirectory : BaseDirectory + Path.DirectorySeparatorChar;
-        if (!allowOutside && (Path.IsPathRooted(r.Location) || !full.StartsWith(root, StringComparison.Ordinal)))
+        if (allowOutside != true && (Path.IsPathRooted(r.Location) || !full.StartsWith(root, StringComparison.Ordinal)))
             throw new OnnxFormatException($"Tensor '{tensorName}': external data location '{r.Location}' lies outside the model's folder '{BaseDirectory}'; refusing to read it (allow it explicitly if you trust this model).");
         return full;
     }
@@ -200,7 +204,7 @@ public sealed class OnnxModel
         var sourceFiles = new HashSet<string>(StringComparer.Ordinal);
         var external = ExternalTensors().ToList();
         foreach (var (t, r) in external)
-            sourceFiles.Add(ResolveExternalPath(r, t.Name, allowOutside: true));
+            sourceFiles.Add(ResolveExternalPath(r, t.Name));
         if (sourceFiles.Contains(dataPath))
             throw new OnnxFormatException($"Refusing to write '{dataPath}': it is the external data of the input model.");
 
@@ -278,7 +282,7 @@ public sealed class OnnxModel
                 }
                 else
                 {
-                    var file = ResolveExternalPath(r, src.Name, allowOutside: true);
+                    var file = ResolveExternalPath(r, src.Name);
                     if (!readers.TryGetValue(file, out var reader))
                     {
                         reader = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
@@ -311,7 +315,7 @@ public sealed class OnnxModel
     private long ResolvedLength(TensorProto tensor, ExternalDataRef r)
     {
         if (r.Length is { } l) return l;
-        var file = ResolveExternalPath(r, tensor.Name, allowOutside: true);
+        var file = ResolveExternalPath(r, tensor.Name);
         return new FileInfo(file).Length - r.Offset;
     }
 }
