@@ -1,0 +1,264 @@
+// The CPU attention kernel: "attend queries to a cache window, plus (owner) the chunk's own K/V".
+//
+// Included by one translation unit per instruction set (attention_cpu_v3.cc, attention_cpu_base.cc),
+// each defining MIXATTN_ISA_NS, so the same source is compiled for AVX2/FMA/F16C and for baseline
+// x86-64 and chosen at run time (attention_cpu.cc). Written for auto-vectorisation at -O3: the hot
+// loops are fixed-width, branch-free and over contiguous fp32 rows.
+//
+// Work split: one task = (sequence b, KV head h, block of kQueryBlock query tokens). A task handles
+// all G = Hq/Hkv query heads of its KV head together, so each K/V row is converted/loaded once per
+// query token for the whole group.
+#pragma once
+
+#ifndef MIXATTN_ISA_NS
+#error "define MIXATTN_ISA_NS before including attention_cpu.h"
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/float_convert.h"
+#include "mixattention/attention_params.h"
+
+namespace mixattn::MIXATTN_ISA_NS {
+
+inline constexpr int kKeyBlock = 64;    // keys per online-softmax block
+inline constexpr int kQueryBlock = 16;  // query tokens per task
+
+// exp(x) for x <= 0 (scores minus the running max), relative error ~2e-7; vectorises (no calls,
+// no branches). exp(x) = 2^n * e^r, n = round(x / ln2), |r| <= ln2/2, e^r by a degree-6 polynomial.
+inline float ExpNonPositive(float x) {
+  x = std::max(x, -87.0f);  // below this the result underflows fp32 normals: treat as ~0
+  const float t = x * 1.44269504088896341f;
+  const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
+  const float r = x - n * 0.693145751953125f - n * 1.428606765330187045e-06f;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t e = static_cast<int32_t>(n) + 127;
+  return p * cvt::BitsToFloat(static_cast<uint32_t>(e) << 23);
+}
+
+// Dot product with 32 independent partial sums (4 AVX2 / 2 AVX-512 accumulators).
+inline float Dot(const float* a, const float* b, int n) {
+  float part[32] = {};
+  int d = 0;
+  for (; d + 32 <= n; d += 32)
+    for (int u = 0; u < 32; ++u) part[u] += a[d + u] * b[d + u];
+  float s = 0.f;
+  for (; d < n; ++d) s += a[d] * b[d];
+  for (int u = 0; u < 32; ++u) s += part[u];
+  return s;
+}
+
+// Per-thread scratch, grown on demand and reused across calls.
+struct Scratch {
+  std::vector<float> q, acc, scores, kbuf, vbuf, m, l;
+  void Reserve(int group, int dim) {
+    const size_t gd = static_cast<size_t>(group) * dim;
+    if (q.size() < gd) q.resize(gd), acc.resize(gd);
+    if (scores.size() < static_cast<size_t>(group) * kKeyBlock) scores.resize(static_cast<size_t>(group) * kKeyBlock);
+    if (kbuf.size() < static_cast<size_t>(kKeyBlock) * dim)
+      kbuf.resize(static_cast<size_t>(kKeyBlock) * dim), vbuf.resize(static_cast<size_t>(kKeyBlock) * dim);
+    if (m.size() < static_cast<size_t>(group)) m.resize(group), l.resize(group);
+  }
+};
+
+inline Scratch& ThreadScratch() {
+  thread_local Scratch scratch;
+  return scratch;
+}
+
+// Online-softmax state for the G query heads of one query token.
+struct SoftmaxState {
+  int group, dim;
+  float scale, softcap;
+  float* q;       // [G][D] fp32 query rows
+  float* acc;     // [G][D] un-normalised output
+  float* scores;  // [G][kKeyBlock]
+  float* m;       // [G] running max
+  float* l;       // [G] running sum
+  float* kbuf;    // [kKeyBlock][D] fp32 K block (non-fp32 storage)
+  float* vbuf;
+};
+
+// Folds `count` consecutive keys (row r at k + r*stride) into the state.
+template <typename T>
+void ProcessRun(SoftmaxState& st, const T* k, const T* v, int64_t stride, int count) {
+  const int G = st.group, D = st.dim;
+  for (int j0 = 0; j0 < count; j0 += kKeyBlock) {
+    const int nb = std::min(kKeyBlock, count - j0);
+    const float* kr;
+    const float* vr;
+    int64_t rs;
+    if constexpr (std::is_same_v<T, float>) {
+      kr = k + j0 * stride;
+      vr = v + j0 * stride;
+      rs = stride;
+    } else {
+      for (int j = 0; j < nb; ++j) {
+        cvt::RowToFloat(k + (j0 + j) * stride, st.kbuf + static_cast<int64_t>(j) * D, D);
+        cvt::RowToFloat(v + (j0 + j) * stride, st.vbuf + static_cast<int64_t>(j) * D, D);
+      }
+      kr = st.kbuf;
+      vr = st.vbuf;
+      rs = D;
+    }
+    // Scores.
+    for (int j = 0; j < nb; ++j) {
+      const float* krow = kr + j * rs;
+      for (int g = 0; g < G; ++g) st.scores[g * kKeyBlock + j] = Dot(st.q + g * D, krow, D) * st.scale;
+    }
+    if (st.softcap > 0.f) {
+      const float inv = 1.0f / st.softcap;
+      for (int i = 0; i < G * kKeyBlock; ++i) st.scores[i] = st.softcap * std::tanh(st.scores[i] * inv);
+    }
+    // Online softmax: one rescale per block.
+    for (int g = 0; g < G; ++g) {
+      float* s = st.scores + g * kKeyBlock;
+      float bmax = s[0];
+      for (int j = 1; j < nb; ++j) bmax = std::max(bmax, s[j]);
+      const float m_old = st.m[g];
+      const float m_new = std::max(m_old, bmax);
+      float sum = 0.f;
+      for (int j = 0; j < nb; ++j) {
+        s[j] = ExpNonPositive(s[j] - m_new);
+        sum += s[j];
+      }
+      if (m_old != -std::numeric_limits<float>::infinity() && m_old != m_new) {
+        const float alpha = ExpNonPositive(m_old - m_new);
+        float* a = st.acc + g * D;
+        for (int d = 0; d < D; ++d) a[d] *= alpha;
+        st.l[g] *= alpha;
+      }
+      st.l[g] += sum;
+      st.m[g] = m_new;
+    }
+    // acc += p . V
+    for (int j = 0; j < nb; ++j) {
+      const float* vrow = vr + j * rs;
+      for (int g = 0; g < G; ++g) {
+        const float p = st.scores[g * kKeyBlock + j];
+        float* a = st.acc + g * D;
+        for (int d = 0; d < D; ++d) a[d] += p * vrow[d];
+      }
+    }
+  }
+}
+
+template <typename T>
+struct AttendTask {
+  const AttendArgs<T>* args;
+  int query_blocks;  // ceil(S / kQueryBlock)
+};
+
+template <typename T>
+void AttendOne(void* data, size_t index) {
+  const auto& task = *static_cast<const AttendTask<T>*>(data);
+  const AttendArgs<T>& a = *task.args;
+  const AttentionShape& sh = a.shape;
+  const int G = sh.group(), D = sh.head_dim, Hq = sh.num_heads, Hkv = sh.kv_num_heads, S = sh.seq;
+  const int64_t C = sh.capacity;
+  const int qb = static_cast<int>(index % task.query_blocks);
+  const int h = static_cast<int>((index / task.query_blocks) % Hkv);
+  const int b = static_cast<int>(index / task.query_blocks / Hkv);
+  const int64_t past = a.past_lengths[b];
+  const int n_new = a.new_lengths ? a.new_lengths[b] : S;
+
+  Scratch& scratch = ThreadScratch();
+  scratch.Reserve(G, D);
+  SoftmaxState st{G, D, sh.scale, sh.softcap, scratch.q.data(), scratch.acc.data(), scratch.scores.data(),
+                  scratch.m.data(), scratch.l.data(), scratch.kbuf.data(), scratch.vbuf.data()};
+
+  const int64_t cache_row0 = (static_cast<int64_t>(b) * Hkv + h) * C * D;  // [b, h, 0, 0]
+  const T* kc = a.key_cache + cache_row0;
+  const T* vc = a.value_cache + cache_row0;
+  const bool has_chunk = a.chunk_key != nullptr;
+
+  const int s_end = std::min(S, (qb + 1) * kQueryBlock);
+  for (int s = qb * kQueryBlock; s < s_end; ++s) {
+    T* out = a.output + (static_cast<int64_t>(b) * S + s) * Hq * D + static_cast<int64_t>(h) * G * D;
+    if (s >= n_new) {  // right padding: zeros
+      std::memset(static_cast<void*>(out), 0, sizeof(T) * G * D);
+      continue;
+    }
+    const int64_t p = past + s;
+    const int64_t lo = sh.window > 0 ? std::max<int64_t>(0, p - sh.window + 1) : 0;
+    const int64_t hi = p + 1;  // exclusive
+
+    const T* q = a.query + (static_cast<int64_t>(b) * S + s) * Hq * D + static_cast<int64_t>(h) * G * D;
+    for (int g = 0; g < G; ++g) cvt::RowToFloat(q + g * D, st.q + g * D, D);
+    std::fill(st.acc, st.acc + G * D, 0.f);
+    std::fill(st.m, st.m + G, -std::numeric_limits<float>::infinity());
+    std::fill(st.l, st.l + G, 0.f);
+
+    // Cache part: positions [lo, cache_hi), slot = pos mod C; wraps at most once (length <= C).
+    const int64_t cache_hi = has_chunk ? std::min(hi, past) : hi;
+    if (cache_hi > lo) {
+      const int64_t len = cache_hi - lo;
+      const int64_t slot = lo % C;
+      const int64_t n1 = std::min(len, C - slot);
+      ProcessRun(st, kc + slot * D, vc + slot * D, D, static_cast<int>(n1));
+      if (len > n1) ProcessRun(st, kc, vc, D, static_cast<int>(len - n1));
+    }
+    // Chunk part: positions [max(lo, past), hi) = chunk rows [.. - past].
+    if (has_chunk) {
+      const int64_t c0 = std::max(lo, past) - past;
+      const int64_t c1 = hi - past;
+      if (c1 > c0) {
+        const int64_t row_stride = static_cast<int64_t>(Hkv) * D;
+        const int64_t off = (static_cast<int64_t>(b) * S + c0) * row_stride + static_cast<int64_t>(h) * D;
+        ProcessRun(st, a.chunk_key + off, a.chunk_value + off, row_stride, static_cast<int>(c1 - c0));
+      }
+    }
+    for (int g = 0; g < G; ++g) cvt::RowFromFloat(st.acc + g * D, 1.0f / st.l[g], out + g * D, D);
+  }
+}
+
+template <typename T>
+void AttendImpl(const AttendArgs<T>& args, const Executor& executor) {
+  const AttentionShape& sh = args.shape;
+  AttendTask<T> task{&args, (sh.seq + kQueryBlock - 1) / kQueryBlock};
+  const size_t tasks = static_cast<size_t>(sh.batch) * sh.kv_num_heads * task.query_blocks;
+  executor.ParallelFor(tasks, &AttendOne<T>, &task);
+}
+
+template <typename T>
+void WriteOne(void* data, size_t index) {
+  const CacheWriteArgs<T>& a = *static_cast<const CacheWriteArgs<T>*>(data);
+  const AttentionShape& sh = a.shape;
+  const int Hkv = sh.kv_num_heads, D = sh.head_dim, S = sh.seq;
+  const int64_t C = sh.capacity;
+  const int h = static_cast<int>(index % Hkv);
+  const int b = static_cast<int>(index / Hkv);
+  const int64_t row0 = (static_cast<int64_t>(b) * Hkv + h) * C * D;
+  if (a.present_key != a.past_key) std::memcpy(a.present_key + row0, a.past_key + row0, sizeof(T) * C * D);
+  if (a.present_value != a.past_value) std::memcpy(a.present_value + row0, a.past_value + row0, sizeof(T) * C * D);
+  const int64_t past = a.past_lengths[b];
+  const int n_new = a.new_lengths ? a.new_lengths[b] : S;
+  const int first = static_cast<int>(std::max<int64_t>(0, n_new - C));  // earlier ones would be overwritten
+  const int64_t row_stride = static_cast<int64_t>(Hkv) * D;
+  for (int s = first; s < n_new; ++s) {
+    const int64_t slot = (past + s) % C;
+    const int64_t src = (static_cast<int64_t>(b) * S + s) * row_stride + static_cast<int64_t>(h) * D;
+    std::memcpy(a.present_key + row0 + slot * D, a.chunk_key + src, sizeof(T) * D);
+    std::memcpy(a.present_value + row0 + slot * D, a.chunk_value + src, sizeof(T) * D);
+  }
+}
+
+template <typename T>
+void WriteChunkImpl(const CacheWriteArgs<T>& args, const Executor& executor) {
+  const size_t tasks = static_cast<size_t>(args.shape.batch) * args.shape.kv_num_heads;
+  executor.ParallelFor(tasks, &WriteOne<T>, const_cast<CacheWriteArgs<T>*>(&args));
+}
+
+}  // namespace mixattn::MIXATTN_ISA_NS

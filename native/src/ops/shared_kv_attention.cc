@@ -1,0 +1,76 @@
+// SharedKvAttention (reader layer): ORT glue, shape checks, dispatch. Semantics: docs/ops.md.
+#include "mixattention/op_spec.h"
+#include "ops/attention_ops.h"
+
+namespace mixattn::ops {
+
+namespace spec_r = spec::reader;
+static constexpr const char* kOp = spec::kSharedKvAttention;
+
+template <typename T>
+OrtStatusPtr SharedKvAttentionKernel<T>::ComputeV2(OrtKernelContext* context) {
+  return GuardStatus([&] {
+    Ort::KernelContext ctx(context);
+    Ort::ConstValue query = ctx.GetInput(spec_r::kQuery);
+    Ort::ConstValue key_cache = ctx.GetInput(spec_r::kKeyCache);
+    Ort::ConstValue value_cache = ctx.GetInput(spec_r::kValueCache);
+    CommonShapes cs = CheckCommonInputs(kOp, attrs_, query, "key_cache", key_cache, "value_cache", value_cache);
+
+    const int32_t* past_lengths = nullptr;
+    const int32_t* new_lengths = nullptr;
+    CheckLengthInputs(kOp, ctx, spec_r::kPastLengths, spec_r::kNewLengths, cs.shape.batch, &past_lengths,
+                      &new_lengths);
+    if (std::string err = ValidateLengths(OpKind::kReader, cs.shape, past_lengths, new_lengths); !err.empty())
+      Fail(err);
+
+    Ort::UnownedValue output = ctx.GetOutput(spec_r::kOutput, cs.query_shape);
+    AttendArgs<T> attend;
+    attend.shape = cs.shape;
+    attend.query = query.GetTensorData<T>();
+    attend.key_cache = key_cache.GetTensorData<T>();
+    attend.value_cache = value_cache.GetTensorData<T>();
+    attend.past_lengths = past_lengths;
+    attend.new_lengths = new_lengths;
+    attend.output = output.GetTensorMutableData<T>();
+    Attend(attend, OrtExecutor(context));
+  });
+}
+
+template <typename T>
+OrtStatusPtr SharedKvAttentionOp<T>::CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+  *kernel = nullptr;
+  return GuardStatus([&] { *kernel = new SharedKvAttentionKernel<T>(OpAttributes::Read(kOp, info)); });
+}
+template <typename T>
+const char* SharedKvAttentionOp<T>::GetName() const {
+  return kOp;
+}
+template <typename T>
+size_t SharedKvAttentionOp<T>::GetInputTypeCount() const {
+  return spec_r::kInputCount;
+}
+template <typename T>
+ONNXTensorElementDataType SharedKvAttentionOp<T>::GetInputType(size_t index) const {
+  return index >= static_cast<size_t>(spec_r::kPastLengths) ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 : OnnxType<T>::value;
+}
+template <typename T>
+OrtCustomOpInputOutputCharacteristic SharedKvAttentionOp<T>::GetInputCharacteristic(size_t index) const {
+  return index == static_cast<size_t>(spec_r::kNewLengths) ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+}
+template <typename T>
+size_t SharedKvAttentionOp<T>::GetOutputTypeCount() const {
+  return spec_r::kOutputCount;
+}
+template <typename T>
+ONNXTensorElementDataType SharedKvAttentionOp<T>::GetOutputType(size_t) const {
+  return OnnxType<T>::value;
+}
+
+template struct SharedKvAttentionKernel<float>;
+template struct SharedKvAttentionKernel<Float16>;
+template struct SharedKvAttentionKernel<BFloat16>;
+template struct SharedKvAttentionOp<float>;
+template struct SharedKvAttentionOp<Float16>;
+template struct SharedKvAttentionOp<BFloat16>;
+
+}  // namespace mixattn::ops
