@@ -1,0 +1,37 @@
+namespace MixAttention.Onnx.Runtime.Native;
+
+/// <summary>
+/// Locates <c>libmixattention_ops.so</c>, the native library with the <c>com.mixattention</c> custom ops
+/// (docs/ops.md). The build (Native/NativeOps.targets) copies it next to this assembly; pass
+/// <see cref="Path"/> to <c>SessionOptions.RegisterCustomOpLibrary</c>.
+/// </summary>
+public static class NativeLibraryPath
+{
+    /// <summary>File name of the op library on Linux.</summary>
+    public const string FileName = "libmixattention_ops.so";
+
+    /// <summary>The ONNX custom-op domain the library registers.</summary>
+    public const string Domain = "com.mixattention";
+
+    /// <summary>Full path of the library next to this assembly (whether or not it exists).</summary>
+    public static string Path { get; } = System.IO.Path.Combine(AssemblyDirectory(), FileName);
+
+    /// <summary>True when the library file is present at <see cref="Path"/>.</summary>
+    public static bool Exists => File.Exists(Path);
+
+    private static string AssemblyDirectory()
+    {
+        var location = typeof(NativeLibraryPath).Assembly.Location;
+        var dir = string.IsNullOrEmpty(location) ? null : System.IO.Path.GetDirectoryName(location);
+        return string.IsNullOrEmpty(dir) ? AppContext.BaseDirectory : dir;
+    }
+
+    /// <summary>Returns <see cref="Path"/>, or throws with a build hint when the file is missing.</summary>
+    /// <exception cref="FileNotFoundException">The library was not built or not copied to the output folder.</exception>
+    public static string GetRequired() =>
+        Exists
+            ? Path
+            : throw new FileNotFoundException(
+                $"{FileName} not found next to the application; build MixAttention.Onnx.Runtime on Linux (needs cmake and g++).",
+                Path);
+}
