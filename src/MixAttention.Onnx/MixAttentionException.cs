@@ -10,5 +10,5 @@ public class MixAttentionException : Exception
     public MixAttentionException(string message) : base(message) { }
 
     /// <summary>Creates the exception with a user-facing message and the low-level cause.</summary>
-    public MixAttentionException(string message, Exception inner) : base(message, inner) { }
+    public MixAttentionException(string message, Exception? inner) : base(message, inner) { }
 }

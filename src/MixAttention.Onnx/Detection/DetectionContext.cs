@@ -11,6 +11,13 @@ public sealed record DetectionIssue(string Node, string Message);
 /// <summary>A site found by one pattern, before layers are numbered. <paramref name="Anchor"/> orders sites in the graph.</summary>
 public sealed record SiteMatch(NodeProto Anchor, AttentionSite Site);
 
+/// <summary>Where a key/value entering attention comes from.</summary>
+/// <param name="NewValue">This step's K or V, [B, Hkv, S, D] (before repeat_kv).</param>
+/// <param name="PastInput">Graph input holding the past, or null without cache.</param>
+/// <param name="PresentOutput">Graph output carrying past ++ new, or null.</param>
+/// <param name="Concat">The appending Concat node, or null.</param>
+public sealed record KvOrigin(string NewValue, string? PastInput, string? PresentOutput, NodeProto? Concat);
+
 /// <summary>Shared state and small graph-walking helpers for the detection patterns.</summary>
 public sealed class DetectionContext
 {
@@ -43,7 +50,7 @@ public sealed class DetectionContext
         {
             if (Graph.IsGraphInput(value)) return value;
             var p = Graph.Producer(value);
-            if (p is null || p.OpType is not ("Identity" or "Cast")) return null;
+            if (p is null || !(p.OpType is "Identity" or "Cast" || (p.OpType == "Concat" && p.Input.Count == 1))) return null;
             value = p.Input[0];
         }
         return null;
@@ -60,6 +67,32 @@ public sealed class DetectionContext
             value = next.Output[0];
         }
         return null;
+    }
+
+    /// <summary>
+    /// Follows a key or value entering an attention core back through repeat_kv plumbing (Reshape, Expand,
+    /// Unsqueeze, Tile, Identity, Cast) to the <c>Concat(past, new, axis=-2)</c> that appends this step's
+    /// K/V to the cache. Without such a Concat the value itself is this step's K/V and there is no cache.
+    /// </summary>
+    public KvOrigin TraceKv(string value)
+    {
+        var v = value;
+        for (int i = 0; i < 16; i++)
+        {
+            var p = Graph.Producer(v);
+            if (p is null) break;
+            if (p.OpType == "Concat" && p.Input.Count == 2)
+            {
+                long axis = AttrInt(p, "axis", 0);
+                var past = TraceToGraphInput(p.Input[0]);
+                if ((axis == -2 || axis == 2) && past is not null)
+                    return new KvOrigin(p.Input[1], past, TraceToGraphOutput(p.Output[0]), p);
+                break;
+            }
+            if (p.OpType is not ("Reshape" or "Expand" or "Unsqueeze" or "Tile" or "Identity" or "Cast" or "Squeeze")) break;
+            v = p.Input[0];
+        }
+        return new KvOrigin(v, null, null, null);
     }
 
     /// <summary>Integer attribute of a node, or the default.</summary>

@@ -205,18 +205,33 @@ public sealed class OnnxAttentionPattern : IAttentionPattern
         foreach (var node in ctx.Graph.Nodes.Where(n => n.OpType == "Attention" && n.Domain is "" or "ai.onnx"))
         {
             string q = Input(node, 0), k = Input(node, 1), v = Input(node, 2), pastK = Input(node, 4), pastV = Input(node, 5);
+            // dynamo exports append to the cache outside the op: Concat(past, new) → repeat_kv → Attention.
+            KvOrigin? keyOrigin = null, valueOrigin = null;
+            if (pastK.Length == 0)
+            {
+                keyOrigin = ctx.TraceKv(k);
+                valueOrigin = ctx.TraceKv(v);
+            }
             var qShape = ctx.Graph.DeclaredShape(q);
             var kShape = ctx.Graph.DeclaredShape(k);
             int heads = (int)AttrInt(node, "q_num_heads", 0), kvHeads = (int)AttrInt(node, "kv_num_heads", 0);
             long? headSize = ctx.LastDim(pastK);
+            if (keyOrigin?.PastInput is { } tracedPast)
+            {
+                headSize ??= ctx.LastDim(tracedPast);
+                if (ctx.Dim(tracedPast, 1) is { } h) kvHeads = (int)h;
+            }
             HeadLayout layout;
             if (qShape is { Length: 4 } || (qShape is null && heads == 0))
             {
                 layout = HeadLayout.BNSH;
                 headSize ??= qShape is { Length: 4 } && qShape[3] > 0 ? qShape[3] : null;
                 if (qShape is { Length: 4 } && qShape[1] > 0) heads = (int)qShape[1];
-                if (kShape is { Length: 4 } && kShape[1] > 0) kvHeads = (int)kShape[1];
-                else if (ctx.Dim(pastK, 1) is { } h) kvHeads = (int)h;
+                if (keyOrigin?.PastInput is null)
+                {
+                    if (kShape is { Length: 4 } && kShape[1] > 0) kvHeads = (int)kShape[1];
+                    else if (ctx.Dim(pastK, 1) is { } h) kvHeads = (int)h;
+                }
             }
             else
             {
@@ -230,13 +245,25 @@ public sealed class OnnxAttentionPattern : IAttentionPattern
             }
             if (AttrInt(node, "is_causal", 0) == 0 && Input(node, 3).Length == 0)
                 ctx.Report(node, "has neither is_causal nor an attention mask: not a decoder self-attention, skipped.");
-            var cache = GroupQueryAttentionPattern.CacheOf(ctx, node, pastK, pastV, Output(node, 1), Output(node, 2));
+            CacheTensors? cache;
+            var nodes = new List<string> { node.Name };
+            if (keyOrigin is not null && valueOrigin is not null)
+            {
+                cache = keyOrigin.PastInput is { } pk && valueOrigin.PastInput is { } pv && keyOrigin.PresentOutput is { } ok && valueOrigin.PresentOutput is { } ov
+                    ? new CacheTensors(pk, pv, ok, ov) : null;
+                k = keyOrigin.NewValue;
+                v = valueOrigin.NewValue;
+                if (keyOrigin.Concat is { } kc) nodes.Add(Graph.ModelGraph.Describe(kc));
+                if (valueOrigin.Concat is { } vc) nodes.Add(Graph.ModelGraph.Describe(vc));
+            }
+            else
+                cache = GroupQueryAttentionPattern.CacheOf(ctx, node, pastK, pastV, Output(node, 1), Output(node, 2));
             float scale = AttrFloat(node, "scale", 0f);
             yield return new SiteMatch(node, new AttentionSite
             {
                 Layer = -1,
                 Style = Style,
-                Nodes = new[] { node.Name },
+                Nodes = nodes,
                 Query = q, Key = k, Value = v,
                 QkvLayout = layout,
                 Output = Output(node, 0),

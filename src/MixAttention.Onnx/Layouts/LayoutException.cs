@@ -30,7 +30,7 @@ public enum LayoutRule
 }
 
 /// <summary>A layout could not be parsed, built or validated. The message names the layer (or token) and the rule.</summary>
-public sealed class LayoutException : Exception
+public sealed class LayoutException : MixAttentionException
 {
     /// <summary>Creates the exception.</summary>
     public LayoutException(LayoutRule rule, string message, int? layer = null, Exception? inner = null)

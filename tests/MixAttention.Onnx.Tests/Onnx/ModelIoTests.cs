@@ -28,8 +28,10 @@ public sealed class ModelIoTests
         Assert.AreEqual(model.Proto, reloaded.Proto, "the saved model differs from the loaded one");
         // ... and ORT computes the same outputs. fp16 GQA models may not run on CPU: those compare protos only.
         if (fixture.Contains("fp16")) return;
-        var expected = OrtRunner.RunWithSyntheticInputs(source);
-        var actual = OrtRunner.RunWithSyntheticInputs(copy);
+        // ORT's GQA takes a multi-token step with past context only for batch 1.
+        int batch = fixture.Contains("gqa") ? 1 : 2;
+        var expected = OrtRunner.RunWithSyntheticInputs(source, batch: batch);
+        var actual = OrtRunner.RunWithSyntheticInputs(copy, batch: batch);
         CollectionAssert.AreEquivalent(expected.Keys.ToList(), actual.Keys.ToList());
         foreach (var (name, values) in expected)
             CollectionAssert.AreEqual(values, actual[name], $"output '{name}' changed after load/save");

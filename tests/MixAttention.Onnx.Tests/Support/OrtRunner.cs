@@ -10,13 +10,13 @@ public static class OrtRunner
     /// Values for symbolic dims by name: batch 2, new tokens 3, past 4, total 7. Inputs named like
     /// input_ids get token ids, masks get ones, position ids get positions, everything else seeded noise.
     /// </summary>
-    public static Dictionary<string, float[]> RunWithSyntheticInputs(string modelPath, int seed = 1, string? customOpLibrary = null)
+    public static Dictionary<string, float[]> RunWithSyntheticInputs(string modelPath, int seed = 1, string? customOpLibrary = null, int batch = 2)
     {
         using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL };
         if (customOpLibrary is not null) options.RegisterCustomOpLibrary(customOpLibrary);
         using var session = new InferenceSession(modelPath, options);
         var rng = new Random(seed);
-        const int batch = 2, seq = 3, past = 4;
+        const int seq = 3, past = 4;
         var inputs = new List<NamedOnnxValue>();
         foreach (var (name, meta) in session.InputMetadata)
         {

@@ -1,0 +1,190 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace MixAttention.Onnx.Lowering;
+
+/// <summary>How the runtime sizes an owner's cache (capacity along the sequence axis).</summary>
+public enum CapacityRule
+{
+    /// <summary>The runtime's maximum sequence length (global owners).</summary>
+    MaxLength,
+    /// <summary>A ring of the window, plus (prefill chunk − 1) slots when other layers read it.</summary>
+    Window,
+    /// <summary>The cache grows each step (past/present concatenation; reference backend).</summary>
+    Growing,
+}
+
+/// <summary>One cache a converted model keeps between steps: who owns it, its kind and size, who reads it.</summary>
+public sealed record CacheEntry
+{
+    /// <summary>The layer that owns (writes) the cache.</summary>
+    public required int Owner { get; init; }
+    /// <summary>Sliding window of the owner; 0 = global.</summary>
+    public required int Window { get; init; }
+    /// <summary>How the capacity is chosen.</summary>
+    public required CapacityRule Capacity { get; init; }
+    /// <summary>KV heads.</summary>
+    public required int KvNumHeads { get; init; }
+    /// <summary>Head size.</summary>
+    public required int HeadSize { get; init; }
+    /// <summary>Element type name (fp32, fp16, bf16).</summary>
+    public required string DType { get; init; }
+    /// <summary>Graph input with the past keys.</summary>
+    public required string PastKey { get; init; }
+    /// <summary>Graph input with the past values.</summary>
+    public required string PastValue { get; init; }
+    /// <summary>Graph output with the updated keys.</summary>
+    public required string PresentKey { get; init; }
+    /// <summary>Graph output with the updated values.</summary>
+    public required string PresentValue { get; init; }
+    /// <summary>Other layers that read this cache.</summary>
+    public required IReadOnlyList<int> Readers { get; init; }
+    /// <summary>True for a sliding (ring) cache.</summary>
+    public bool IsSliding => Window > 0;
+}
+
+/// <summary>
+/// The one document between converter and runtime, stored as versioned JSON in the converted model's
+/// <c>metadata_props</c> under <see cref="MetadataKey"/>: which layers own caches, their kind and size,
+/// who reads them, and the names of the inputs the runtime feeds. The runtime never re-derives this from the graph.
+/// </summary>
+public sealed record CachePlan
+{
+    /// <summary>metadata_props key.</summary>
+    public const string MetadataKey = "mixattention.cache_plan";
+    /// <summary>Format version written by this build.</summary>
+    public const int CurrentVersion = 1;
+
+    /// <summary>Backend the model was lowered to: <c>ops</c>, <c>ort-gqa</c> or <c>reference</c>.</summary>
+    public required string Backend { get; init; }
+    /// <summary>The layout in compact form.</summary>
+    public required string Layout { get; init; }
+    /// <summary>The layout's name (preset, file, custom).</summary>
+    public string LayoutName { get; init; } = "custom";
+    /// <summary>Number of attention layers.</summary>
+    public required int LayerCount { get; init; }
+    /// <summary>For each layer, the owner whose cache it reads (itself for owners).</summary>
+    public required IReadOnlyList<int> KvSource { get; init; }
+    /// <summary>For each layer, its window (0 = global).</summary>
+    public required IReadOnlyList<int> Windows { get; init; }
+    /// <summary>The caches, one per owner, ascending.</summary>
+    public required IReadOnlyList<CacheEntry> Caches { get; init; }
+    /// <summary>Token ids input.</summary>
+    public required string InputIds { get; init; }
+    /// <summary>Position ids input (int64 [B,S]), when the model has one.</summary>
+    public string? PositionIds { get; init; }
+    /// <summary>Attention mask input (int64 [B, total]), when the model still uses one.</summary>
+    public string? AttentionMask { get; init; }
+    /// <summary>Per-sequence tokens already processed, int32 [B] (ops / ort-gqa backends).</summary>
+    public string? PastLengths { get; init; }
+    /// <summary>Logits output.</summary>
+    public required string Logits { get; init; }
+
+    /// <summary>The versioned JSON form.</summary>
+    public string ToJson()
+    {
+        var caches = new JsonArray();
+        foreach (var c in Caches)
+            caches.Add(new JsonObject
+            {
+                ["owner"] = c.Owner,
+                ["kind"] = c.IsSliding ? "sliding" : "global",
+                ["window"] = c.Window,
+                ["capacity"] = c.Capacity switch { CapacityRule.MaxLength => "max_length", CapacityRule.Window => "window", _ => "growing" },
+                ["kv_num_heads"] = c.KvNumHeads,
+                ["head_size"] = c.HeadSize,
+                ["dtype"] = c.DType,
+                ["past_key"] = c.PastKey,
+                ["past_value"] = c.PastValue,
+                ["present_key"] = c.PresentKey,
+                ["present_value"] = c.PresentValue,
+                ["readers"] = new JsonArray(c.Readers.Select(r => (JsonNode)JsonValue.Create(r)).ToArray()),
+            });
+        var o = new JsonObject
+        {
+            ["version"] = CurrentVersion,
+            ["backend"] = Backend,
+            ["layout"] = Layout,
+            ["layout_name"] = LayoutName,
+            ["layers"] = LayerCount,
+            ["kv_source"] = new JsonArray(KvSource.Select(r => (JsonNode)JsonValue.Create(r)).ToArray()),
+            ["windows"] = new JsonArray(Windows.Select(r => (JsonNode)JsonValue.Create(r)).ToArray()),
+            ["caches"] = caches,
+            ["inputs"] = new JsonObject
+            {
+                ["input_ids"] = InputIds,
+                ["position_ids"] = PositionIds,
+                ["attention_mask"] = AttentionMask,
+                ["past_lengths"] = PastLengths,
+            },
+            ["logits"] = Logits,
+        };
+        return o.ToJsonString(new JsonSerializerOptions { WriteIndented = false });
+    }
+
+    /// <summary>Parses the JSON form; a newer major version or a malformed document is a clear error.</summary>
+    public static CachePlan FromJson(string json)
+    {
+        JsonObject o;
+        try { o = JsonNode.Parse(json) as JsonObject ?? throw new MixAttentionException("cache plan is not a JSON object"); }
+        catch (JsonException e) { throw new MixAttentionException($"cache plan is not valid JSON: {e.Message}", e); }
+        int version = o["version"]?.GetValue<int>() ?? 0;
+        if (version != CurrentVersion)
+            throw new MixAttentionException($"cache plan version {version} is not supported by this build (expects {CurrentVersion}); convert the model again with this version.");
+        T Req<T>(JsonNode? n, string what) => n is null ? throw new MixAttentionException($"cache plan lacks '{what}'.") : n.GetValue<T>();
+        var inputs = o["inputs"] as JsonObject ?? throw new MixAttentionException("cache plan lacks 'inputs'.");
+        return new CachePlan
+        {
+            Backend = Req<string>(o["backend"], "backend"),
+            Layout = Req<string>(o["layout"], "layout"),
+            LayoutName = o["layout_name"]?.GetValue<string>() ?? "custom",
+            LayerCount = Req<int>(o["layers"], "layers"),
+            KvSource = (o["kv_source"] as JsonArray ?? throw new MixAttentionException("cache plan lacks 'kv_source'.")).Select(n => n!.GetValue<int>()).ToArray(),
+            Windows = (o["windows"] as JsonArray ?? throw new MixAttentionException("cache plan lacks 'windows'.")).Select(n => n!.GetValue<int>()).ToArray(),
+            Caches = (o["caches"] as JsonArray ?? throw new MixAttentionException("cache plan lacks 'caches'.")).Select(n =>
+            {
+                var c = n as JsonObject ?? throw new MixAttentionException("cache plan: a cache entry is not an object.");
+                return new CacheEntry
+                {
+                    Owner = Req<int>(c["owner"], "caches[].owner"),
+                    Window = Req<int>(c["window"], "caches[].window"),
+                    Capacity = Req<string>(c["capacity"], "caches[].capacity") switch
+                    {
+                        "max_length" => CapacityRule.MaxLength,
+                        "window" => CapacityRule.Window,
+                        "growing" => CapacityRule.Growing,
+                        var other => throw new MixAttentionException($"cache plan: unknown capacity rule '{other}'."),
+                    },
+                    KvNumHeads = Req<int>(c["kv_num_heads"], "caches[].kv_num_heads"),
+                    HeadSize = Req<int>(c["head_size"], "caches[].head_size"),
+                    DType = Req<string>(c["dtype"], "caches[].dtype"),
+                    PastKey = Req<string>(c["past_key"], "caches[].past_key"),
+                    PastValue = Req<string>(c["past_value"], "caches[].past_value"),
+                    PresentKey = Req<string>(c["present_key"], "caches[].present_key"),
+                    PresentValue = Req<string>(c["present_value"], "caches[].present_value"),
+                    Readers = (c["readers"] as JsonArray ?? new JsonArray()).Select(r => r!.GetValue<int>()).ToArray(),
+                };
+            }).ToArray(),
+            InputIds = Req<string>(inputs["input_ids"], "inputs.input_ids"),
+            PositionIds = inputs["position_ids"]?.GetValue<string>(),
+            AttentionMask = inputs["attention_mask"]?.GetValue<string>(),
+            PastLengths = inputs["past_lengths"]?.GetValue<string>(),
+            Logits = Req<string>(o["logits"], "logits"),
+        };
+    }
+
+    /// <summary>Reads the plan from a model's metadata, or null when the model has none (an unconverted model).</summary>
+    public static CachePlan? FromModel(Onnx.Proto.ModelProto model)
+    {
+        var entry = model.MetadataProps.FirstOrDefault(p => p.Key == MetadataKey);
+        return entry is null ? null : FromJson(entry.Value);
+    }
+
+    /// <summary>Writes the plan into a model's metadata (replacing an older one).</summary>
+    public void WriteTo(Onnx.Proto.ModelProto model)
+    {
+        var old = model.MetadataProps.Where(p => p.Key == MetadataKey).ToList();
+        foreach (var p in old) model.MetadataProps.Remove(p);
+        model.MetadataProps.Add(new Onnx.Proto.StringStringEntryProto { Key = MetadataKey, Value = ToJson() });
+    }
+}

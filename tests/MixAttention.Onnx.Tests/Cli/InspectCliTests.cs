@@ -1,0 +1,85 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using MixAttention.Onnx.Tests.Support;
+
+namespace MixAttention.Onnx.Tests.Cli;
+
+/// <summary>Runs the real mixattn executable as a user would.</summary>
+[TestClass]
+public sealed class InspectCliTests
+{
+    internal static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var dll = Path.Combine(AppContext.BaseDirectory, "mixattn.dll");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(dll);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(120_000)) { p.Kill(true); throw new TimeoutException("mixattn did not finish"); }
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    [TestMethod]
+    public void JsonListsEveryLayerAndTheCacheSize()
+    {
+        var (code, stdout, stderr) = Run("inspect", TestPaths.Fixture("gemma3-torchscript"), "--context", "1024", "--batch", "2", "--json");
+        Assert.AreEqual(0, code, stderr);
+        var doc = JsonNode.Parse(stdout)!;
+        var layers = doc["layers"]!.AsArray();
+        Assert.HasCount(6, layers);
+        Assert.AreEqual(16, layers[0]!["window"]!.GetValue<int>());
+        Assert.AreEqual(0, layers[5]!["window"]!.GetValue<int>());
+        // 6 layers × K and V × batch 2 × 2 kv heads × 1024 × 16 × 4 bytes
+        Assert.AreEqual(6L * 2 * 2 * 2 * 1024 * 16 * 4, doc["kv_cache"]!["bytes_as_exported"]!.GetValue<long>());
+        // Own windows: five layers keep 16 positions, one keeps 1024.
+        Assert.AreEqual((5L * 16 + 1024) * 2 * 2 * 2 * 16 * 4, doc["kv_cache"]!["bytes_with_own_windows"]!.GetValue<long>());
+    }
+
+    [TestMethod]
+    public void TableNamesEveryLayer()
+    {
+        var (code, stdout, _) = Run("inspect", TestPaths.Fixture("llama-dynamo"));
+        Assert.AreEqual(0, code);
+        StringAssert.Contains(stdout, "onnx-attention");
+        StringAssert.Contains(stdout, "past_key_values.1.key");
+    }
+
+    [TestMethod]
+    [DataRow("truncated")]
+    [DataRow("text")]
+    [DataRow("missing-data")]
+    [DataRow("no-attention")]
+    [DataRow("no-file")]
+    public void BadInputGivesOneLineAndNonZeroExit(string kind)
+    {
+        var dir = TestPaths.TempDir();
+        var path = Path.Combine(dir, "m.onnx");
+        switch (kind)
+        {
+            case "truncated": File.WriteAllBytes(path, File.ReadAllBytes(TestPaths.Fixture("llama-gqa")).Take(3000).ToArray()); break;
+            case "text": File.WriteAllText(path, "hello\n"); break;
+            case "missing-data":
+                MixAttention.Onnx.Onnx.OnnxModel.Load(TestPaths.Fixture("llama-gqa")).Save(path, new MixAttention.Onnx.Onnx.OnnxSaveOptions { ExternalizeAtLeastBytes = 1024 });
+                File.Delete(path + ".data");
+                break;
+            case "no-attention":
+                var m = new MixAttention.Onnx.Onnx.Proto.ModelProto { IrVersion = 10, Graph = new MixAttention.Onnx.Onnx.Proto.GraphProto() };
+                m.OpsetImport.Add(new MixAttention.Onnx.Onnx.Proto.OperatorSetIdProto { Version = 21 });
+                m.Graph.Node.Add(new MixAttention.Onnx.Onnx.Proto.NodeProto { OpType = "Relu", Input = { "x" }, Output = { "y" } });
+                File.WriteAllBytes(path, Google.Protobuf.MessageExtensions.ToByteArray(m));
+                break;
+            case "no-file": path = Path.Combine(dir, "absent.onnx"); break;
+        }
+        var (code, _, stderr) = Run("inspect", path);
+        Assert.AreNotEqual(0, code);
+        var lines = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.HasCount(1, lines, stderr);
+        StringAssert.StartsWith(lines[0], "error:");
+        Assert.DoesNotContain("   at ", stderr, "no stack trace without --verbose");
+
+        var (_, _, verbose) = Run("inspect", path, "--verbose");
+        if (kind != "no-attention") StringAssert.Contains(verbose, "   at ", "--verbose shows the stack trace");
+    }
+}
