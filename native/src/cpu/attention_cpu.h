@@ -23,6 +23,10 @@
 #include <vector>
 
 #include "cpu/float_convert.h"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #include "mixattention/attention_params.h"
 
 namespace mixattn::MIXATTN_ISA_NS {
@@ -59,6 +63,69 @@ inline float Dot(const float* a, const float* b, int n) {
   for (int u = 0; u < 32; ++u) s += part[u];
   return s;
 }
+
+#if defined(__AVX2__) && defined(__FMA__)
+#define MIXATTN_HAVE_AVX2_KERNELS 1
+inline float HorizontalSum(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+
+// scores[g * kKeyBlock + j] = scale * q_g . k_j for nb keys (rows at k + j*stride), D % 8 == 0.
+// Up to 4 query heads share each loaded K vector.
+inline void ScoresAvx2(const float* q, int G, int D, const float* k, int64_t stride, int nb, float scale,
+                       float* scores) {
+  for (int j = 0; j < nb; ++j) {
+    const float* kr = k + j * stride;
+    int g = 0;
+    for (; g + 4 <= G; g += 4) {
+      const float* q0 = q + g * D;
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+      for (int d = 0; d < D; d += 8) {
+        const __m256 kv = _mm256_loadu_ps(kr + d);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + d), kv, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + D + d), kv, a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + 2 * D + d), kv, a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + 3 * D + d), kv, a3);
+      }
+      scores[(g + 0) * kKeyBlock + j] = HorizontalSum(a0) * scale;
+      scores[(g + 1) * kKeyBlock + j] = HorizontalSum(a1) * scale;
+      scores[(g + 2) * kKeyBlock + j] = HorizontalSum(a2) * scale;
+      scores[(g + 3) * kKeyBlock + j] = HorizontalSum(a3) * scale;
+    }
+    for (; g < G; ++g) {
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      const float* qg = q + g * D;
+      int d = 0;
+      for (; d + 16 <= D; d += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d), _mm256_loadu_ps(kr + d), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d + 8), _mm256_loadu_ps(kr + d + 8), a1);
+      }
+      for (; d < D; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d), _mm256_loadu_ps(kr + d), a0);
+      scores[g * kKeyBlock + j] = HorizontalSum(_mm256_add_ps(a0, a1)) * scale;
+    }
+  }
+}
+
+// acc[g][:] += sum_j p[g][j] * v_j for nb value rows, D % 8 == 0. The accumulator slice stays in
+// registers across the key loop (16 floats x up to 4 heads).
+inline void AccumulateAvx2(const float* p, int G, int D, const float* v, int64_t stride, int nb, float* acc) {
+  for (int g0 = 0; g0 < G; g0 += 4) {
+    const int gn = std::min(4, G - g0);
+    for (int d = 0; d < D; d += 8) {
+      __m256 a[4];
+      for (int g = 0; g < gn; ++g) a[g] = _mm256_loadu_ps(acc + (g0 + g) * D + d);
+      for (int j = 0; j < nb; ++j) {
+        const __m256 vv = _mm256_loadu_ps(v + j * stride + d);
+        for (int g = 0; g < gn; ++g) a[g] = _mm256_fmadd_ps(_mm256_set1_ps(p[(g0 + g) * kKeyBlock + j]), vv, a[g]);
+      }
+      for (int g = 0; g < gn; ++g) _mm256_storeu_ps(acc + (g0 + g) * D + d, a[g]);
+    }
+  }
+}
+#endif
 
 // Per-thread scratch, grown on demand and reused across calls.
 struct Scratch {
@@ -114,9 +181,20 @@ void ProcessRun(SoftmaxState& st, const T* k, const T* v, int64_t stride, int co
       rs = D;
     }
     // Scores.
-    for (int j = 0; j < nb; ++j) {
-      const float* krow = kr + j * rs;
-      for (int g = 0; g < G; ++g) st.scores[g * kKeyBlock + j] = Dot(st.q + g * D, krow, D) * st.scale;
+#if defined(MIXATTN_HAVE_AVX2_KERNELS)
+    const bool vec = D % 8 == 0;
+#else
+    const bool vec = false;
+#endif
+    if (vec) {
+#if defined(MIXATTN_HAVE_AVX2_KERNELS)
+      ScoresAvx2(st.q, G, D, kr, rs, nb, st.scale, st.scores);
+#endif
+    } else {
+      for (int j = 0; j < nb; ++j) {
+        const float* krow = kr + j * rs;
+        for (int g = 0; g < G; ++g) st.scores[g * kKeyBlock + j] = Dot(st.q + g * D, krow, D) * st.scale;
+      }
     }
     if (st.softcap > 0.f) {
       const float inv = 1.0f / st.softcap;
@@ -144,6 +222,12 @@ void ProcessRun(SoftmaxState& st, const T* k, const T* v, int64_t stride, int co
       st.m[g] = m_new;
     }
     // acc += p . V
+    if (vec) {
+#if defined(MIXATTN_HAVE_AVX2_KERNELS)
+      AccumulateAvx2(st.scores, G, D, vr, rs, nb, st.acc);
+#endif
+      continue;
+    }
     for (int j = 0; j < nb; ++j) {
       const float* vrow = vr + j * rs;
       for (int g = 0; g < G; ++g) {
