@@ -163,6 +163,35 @@ public sealed class ModelGraph
         return order;
     }
 
+    /// <summary>Reorders the graph's nodes topologically (ONNX requires it; rewrites append nodes at the end).</summary>
+    public void SortTopologically()
+    {
+        var order = TopologicalOrder().ToList();
+        Proto.Node.Clear();
+        Proto.Node.AddRange(order);
+    }
+
+    /// <summary>Renames a value everywhere: its producer's output, every consumer's input and graph outputs.</summary>
+    public void RenameValue(string oldName, string newName)
+    {
+        if (_producers.ContainsKey(newName))
+            throw new InvalidOperationException($"cannot rename '{oldName}' to '{newName}': that name is already produced.");
+        if (_producers.TryGetValue(oldName, out var p))
+        {
+            p.Node.Output[p.Index] = newName;
+            _producers.Remove(oldName);
+            _producers[newName] = p;
+        }
+        foreach (var use in Uses(oldName))
+            SetInput(use.Node, use.InputIndex, newName);
+        foreach (var o in Proto.Output.Where(o => o.Name == oldName))
+        {
+            o.Name = newName;
+            _outputs.Remove(oldName);
+            _outputs.Add(newName);
+        }
+    }
+
     /// <summary>Adds a node (after the last node by default) and links it.</summary>
     public NodeProto AddNode(NodeProto node, int? index = null)
     {

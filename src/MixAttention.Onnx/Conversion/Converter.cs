@@ -1,0 +1,159 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using MixAttention.Onnx.Detection;
+using MixAttention.Onnx.Graph;
+using MixAttention.Onnx.Layouts;
+using MixAttention.Onnx.Lowering;
+using MixAttention.Onnx.Onnx;
+
+namespace MixAttention.Onnx.Conversion;
+
+/// <summary>Options of one conversion.</summary>
+public sealed record ConversionOptions
+{
+    /// <summary>Layout spec: compact string, JSON file, or preset name.</summary>
+    public required string Layout { get; init; }
+    /// <summary>Window for sliding layers the model does not define (<c>--window</c>).</summary>
+    public int? Window { get; init; }
+    /// <summary>Backend: ops (default), ort-gqa, reference.</summary>
+    public string Backend { get; init; } = "ops";
+    /// <summary>Overwrite an existing output.</summary>
+    public bool Force { get; init; }
+    /// <summary>Load-time safety options.</summary>
+    public OnnxLoadOptions Load { get; init; } = new();
+}
+
+/// <summary>What a conversion did, for the summary table and <c>--json</c>.</summary>
+public sealed record ConversionReport
+{
+    /// <summary>Input model path.</summary>
+    public required string Input { get; init; }
+    /// <summary>Output model path (null for in-memory conversions).</summary>
+    public string? Output { get; init; }
+    /// <summary>Export style(s) detected.</summary>
+    public required IReadOnlyList<ExportStyle> Styles { get; init; }
+    /// <summary>The layout applied.</summary>
+    public required MixAttentionLayout Layout { get; init; }
+    /// <summary>The cache plan written into the model.</summary>
+    public required CachePlan Plan { get; init; }
+    /// <summary>Dead code removed (reader K/V projections, old attention cores).</summary>
+    public required DeadCodeReport Removed { get; init; }
+    /// <summary>KV bytes per sequence at 4K and 32K context: before (every layer a full cache) and after.</summary>
+    public required IReadOnlyList<(long Context, long Before, long After)> KvBytesPerSequence { get; init; }
+    /// <summary>Where the converted model attends differently from the source (empty = exact).</summary>
+    public required IReadOnlyList<string> Differences { get; init; }
+    /// <summary>Wall time of the whole conversion.</summary>
+    public TimeSpan Elapsed { get; init; }
+
+    /// <summary>Machine-readable form.</summary>
+    public JsonObject ToJson() => new()
+    {
+        ["input"] = Input,
+        ["output"] = Output,
+        ["styles"] = new JsonArray(Styles.Select(s => (JsonNode)JsonValue.Create(s.ToString())!).ToArray()),
+        ["layout"] = Layout.ToCompactString(withWindows: true),
+        ["layout_name"] = Layout.Name,
+        ["backend"] = Plan.Backend,
+        ["layers"] = Layout.Count,
+        ["owners"] = new JsonArray(Layout.Owners.Select(o => (JsonNode)JsonValue.Create(o)).ToArray()),
+        ["removed_nodes"] = Removed.Nodes,
+        ["removed_initializers"] = Removed.Initializers,
+        ["removed_parameters"] = Removed.Parameters,
+        ["removed_bytes"] = Removed.InitializerBytes,
+        ["kv_bytes_per_sequence"] = new JsonArray(KvBytesPerSequence.Select(k => (JsonNode)new JsonObject { ["context"] = k.Context, ["before"] = k.Before, ["after"] = k.After }).ToArray()),
+        ["exact"] = Differences.Count == 0,
+        ["differences"] = new JsonArray(Differences.Select(d => (JsonNode)JsonValue.Create(d)!).ToArray()),
+        ["elapsed_ms"] = (long)Elapsed.TotalMilliseconds,
+        ["cache_plan"] = JsonNode.Parse(Plan.ToJson()),
+    };
+}
+
+/// <summary>
+/// The converter pipeline: load → detect attention sites → parse and validate the layout → lower through a
+/// backend → remove dead code → write model + cache plan (+ genai_config.json). Never touches the input;
+/// the output appears atomically.
+/// </summary>
+public static class Converter
+{
+    /// <summary>Progress stages reported to the caller.</summary>
+    public enum Stage { Loading, Detecting, Lowering, Saving, Done }
+
+    /// <summary>Converts <paramref name="input"/> into <paramref name="output"/>.</summary>
+    public static ConversionReport Convert(string input, string output, ConversionOptions options, IProgress<(Stage Stage, double Fraction)>? progress = null)
+    {
+        var clock = Stopwatch.StartNew();
+        var inFull = Path.GetFullPath(input);
+        var outFull = Path.GetFullPath(output);
+        if (string.Equals(inFull, outFull, StringComparison.Ordinal) || (Directory.Exists(inFull) && string.Equals(Path.GetDirectoryName(outFull), inFull, StringComparison.Ordinal) && File.Exists(outFull)))
+            throw new MixAttentionException($"the output '{output}' is the input model; choose another path (the input is never overwritten).");
+        if (File.Exists(outFull) && !options.Force)
+            throw new MixAttentionException($"'{output}' already exists; pass --force to overwrite it.");
+
+        progress?.Report((Stage.Loading, 0));
+        var model = OnnxModel.Load(input, options.Load);
+        var config = ModelConfig.ForModel(model.SourcePath);
+        var (report, graph) = ConvertInMemory(model, config, options, progress);
+
+        progress?.Report((Stage.Saving, 0));
+        model.Save(outFull, new OnnxSaveOptions { Overwrite = options.Force }, new Progress<double>(f => progress?.Report((Stage.Saving, f))));
+        WriteSideFiles(config, outFull, report.Plan);
+        progress?.Report((Stage.Done, 1));
+        return report with { Output = outFull, Elapsed = clock.Elapsed };
+    }
+
+    /// <summary>Converts a loaded model in place (its proto is rewritten) and returns the report.</summary>
+    public static (ConversionReport Report, ModelGraph Graph) ConvertInMemory(OnnxModel model, ModelConfig config, ConversionOptions options,
+        IProgress<(Stage Stage, double Fraction)>? progress = null)
+    {
+        if (CachePlan.FromModel(model.Proto) is not null)
+            throw new MixAttentionException("this model is already a MixAttention model (it has a cache plan); convert the original export instead.");
+        progress?.Report((Stage.Detecting, 0));
+        var graph = new ModelGraph(model);
+        var detection = AttentionDetector.Detect(graph, config);
+        if (detection.Sites.Count == 0)
+            throw new MixAttentionException("no attention layers found in this model" +
+                (detection.Issues.Count > 0 ? ": " + string.Join("; ", detection.Issues.Select(i => $"node '{i.Node}': {i.Message}")) : "."));
+
+        var layoutContext = LayoutContext.FromSites(detection.Sites, options.Window);
+        var layout = LayoutParser.Parse(options.Layout, layoutContext);
+        var differences = LayoutValidator.Differences(layout, layoutContext);
+
+        var backend = LayoutLowering.Backend(options.Backend);
+        var lowering = LayoutLowering.Apply(graph, detection.Sites, layout, backend,
+            new Progress<(int Done, int Total)>(p => progress?.Report((Stage.Lowering, (double)p.Done / p.Total))));
+
+        var kv = new[] { 4096L, 32768L }.Select(t => (t, KvMemory.Unconverted(layoutContext, t), KvMemory.Layout(layout, layoutContext, t))).ToArray();
+        var report = new ConversionReport
+        {
+            Input = model.SourcePath ?? "(in memory)",
+            Styles = detection.Styles,
+            Layout = layout,
+            Plan = lowering.Plan,
+            Removed = lowering.Removed,
+            KvBytesPerSequence = kv,
+            Differences = differences,
+        };
+        return (report, graph);
+    }
+
+    /// <summary>Rewrites genai_config.json beside the output to match the converted model (filename, layers' caches).</summary>
+    private static void WriteSideFiles(ModelConfig config, string output, CachePlan plan)
+    {
+        var dir = Path.GetDirectoryName(output)!;
+        if (config.HfConfigPath is { } hf && !string.Equals(Path.GetDirectoryName(hf), dir, StringComparison.Ordinal))
+            File.Copy(hf, Path.Combine(dir, "config.json"), overwrite: true);
+        if (config.GenAiConfig is { } genai)
+        {
+            var copy = (JsonObject)genai.DeepClone();
+            if (copy["model"]?["decoder"] is JsonObject decoder)
+            {
+                decoder["filename"] = Path.GetFileName(output);
+                decoder["mixattention"] = JsonNode.Parse(plan.ToJson());
+            }
+            var tmp = Path.Combine(dir, $".genai_config.json.{Guid.NewGuid():N}.tmp");
+            File.WriteAllText(tmp, copy.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            File.Move(tmp, Path.Combine(dir, "genai_config.json"), overwrite: true);
+        }
+    }
+}

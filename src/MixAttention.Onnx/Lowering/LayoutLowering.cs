@@ -1,0 +1,177 @@
+using MixAttention.Onnx.Detection;
+using MixAttention.Onnx.Graph;
+using MixAttention.Onnx.Inspection;
+using MixAttention.Onnx.Layouts;
+using MixAttention.Onnx.Onnx.Proto;
+
+namespace MixAttention.Onnx.Lowering;
+
+/// <summary>What lowering changed, for reports.</summary>
+public sealed record LoweringResult(CachePlan Plan, DeadCodeReport Removed);
+
+/// <summary>
+/// Applies a layout to a graph through a backend: replaces every site's attention, gives the graph
+/// KV inputs/outputs only for owner layers (<c>past_key_values.N.*</c> / <c>present.N.*</c>, N = owner),
+/// removes what became dead (reader K/V projections and their weights), and writes the cache plan.
+/// </summary>
+public static class LayoutLowering
+{
+    /// <summary>Backends by command-line name.</summary>
+    public static ILoweringBackend Backend(string name) => name switch
+    {
+        "ops" => new OpsBackend(),
+        "reference" => new ReferenceBackend(),
+        "ort-gqa" => new OrtGqaBackend(),
+        _ => throw new MixAttentionException($"unknown backend '{name}': use ops, ort-gqa or reference."),
+    };
+
+    /// <summary>Rewrites <paramref name="graph"/> in place.</summary>
+    public static LoweringResult Apply(ModelGraph graph, IReadOnlyList<AttentionSite> sites, MixAttentionLayout layout,
+        ILoweringBackend backend, IProgress<(int Done, int Total)>? progress = null)
+    {
+        if (layout.Count != sites.Count)
+            throw new MixAttentionException($"the layout has {layout.Count} layers but the model has {sites.Count} attention layers.");
+        foreach (var s in sites)
+            if (s.Cache is null)
+                throw new MixAttentionException($"layer {s.Layer} (node '{s.Nodes[0]}') has no KV cache inputs/outputs; export the model with past_key_values (use_cache=True) before converting.");
+
+        var ctx = new LoweringContext(graph, sites, layout);
+        backend.Check(ctx);
+
+        // 1. The old cache graph inputs/outputs go; owners get canonical ones with the backend's axes.
+        var oldCacheInputs = sites.SelectMany(s => new[] { s.Cache!.PastKey, s.Cache.PastValue }).OfType<string>().Distinct().ToList();
+        foreach (var s in sites)
+        {
+            graph.RemoveGraphOutput(s.Cache!.PresentKey);
+            if (s.Cache.PresentValue is { } pv) graph.RemoveGraphOutput(pv);
+        }
+        foreach (var name in oldCacheInputs) graph.RemoveGraphInput(name);
+
+        var presents = new Dictionary<int, (string TempKey, string TempValue)>();
+        for (int layer = 0; layer < sites.Count; layer++)
+        {
+            var site = sites[layer];
+            var a = layout[layer];
+            (string Key, string Value) cache;
+            if (a.IsOwner)
+            {
+                var (pastAxis, _) = backend.CacheAxis(a);
+                cache = ($"past_key_values.{layer}.key", $"past_key_values.{layer}.value");
+                // A past input whose old name is still read by not-yet-dead nodes is fine: they die below.
+                graph.AddGraphInput(GraphBuilder.TensorInfo(cache.Key, site.ElementType, ctx.BatchDim, (long)site.KvNumHeads, pastAxis, (long)site.HeadSize));
+                graph.AddGraphInput(GraphBuilder.TensorInfo(cache.Value, site.ElementType, ctx.BatchDim, (long)site.KvNumHeads, pastAxis, (long)site.HeadSize));
+            }
+            else
+            {
+                cache = presents.TryGetValue(a.KvSource, out var owned)
+                    ? (owned.TempKey, owned.TempValue)
+                    : throw new MixAttentionException($"layer {layer} reads layer {a.KvSource}, which is not an earlier owner.");
+            }
+            var lowered = backend.Lower(ctx, site, a, cache);
+            if (a.IsOwner) presents[layer] = (lowered.PresentKey!, lowered.PresentValue!);
+            graph.ReplaceAllUses(site.Output, lowered.Output);
+            progress?.Report((layer + 1, sites.Count));
+        }
+
+        // 2. Dead code: old attention cores, reader K/V projections, masks built for the old attention.
+        var keepInputs = new HashSet<string>(StringComparer.Ordinal) { ctx.InputIds };
+        var removed = graph.RemoveDeadCode(removeUnusedInputs: false);
+        // Nothing alive may still read an old cache input by its old meaning (a position computed from
+        // the cache length would be silently wrong once caches are rings). Reading the batch, head or
+        // head-size axes is harmless: those are rewired to input_ids or folded to constants.
+        RewireCacheShapeReads(ctx, sites, oldCacheInputs);
+        foreach (var input in graph.Proto.Input.Select(i => i.Name).ToList())
+            if (!keepInputs.Contains(input) && graph.Uses(input).Count == 0 && graph.Initializer(input) is null)
+                graph.RemoveGraphInput(input);
+
+        // 3. Present outputs get their canonical names.
+        foreach (var (owner, temp) in presents)
+        {
+            var site = sites[owner];
+            var (_, presentAxis) = backend.CacheAxis(layout[owner]);
+            foreach (var (tempName, canonical) in new[] { (temp.TempKey, $"present.{owner}.key"), (temp.TempValue, $"present.{owner}.value") })
+            {
+                graph.RenameValue(tempName, canonical);
+                graph.AddGraphOutput(GraphBuilder.TensorInfo(canonical, site.ElementType, ctx.BatchDim, (long)site.KvNumHeads, presentAxis, (long)site.HeadSize));
+            }
+        }
+
+        graph.SortTopologically();
+        EnsureOpset(graph.Proto, graph.Model.Proto, "com.microsoft", 1, onlyIfUsed: true);
+        EnsureOpset(graph.Proto, graph.Model.Proto, OpsBackend.Domain, 1, onlyIfUsed: true);
+
+        var plan = new CachePlan
+        {
+            Backend = backend.Name,
+            Layout = layout.ToCompactString(withWindows: true),
+            LayoutName = layout.Name,
+            LayerCount = sites.Count,
+            KvSource = layout.Layers.Select(l => l.KvSource).ToArray(),
+            Windows = layout.Layers.Select(l => l.Window).ToArray(),
+            Caches = layout.Owners.Select(o => new CacheEntry
+            {
+                Owner = o,
+                Window = layout[o].Window,
+                Capacity = backend.Capacity(layout[o]),
+                KvNumHeads = sites[o].KvNumHeads,
+                HeadSize = sites[o].HeadSize,
+                DType = ModelInspection.TypeName(sites[o].ElementType),
+                PastKey = $"past_key_values.{o}.key",
+                PastValue = $"past_key_values.{o}.value",
+                PresentKey = $"present.{o}.key",
+                PresentValue = $"present.{o}.value",
+                Readers = layout.ReadersOf(o),
+            }).ToArray(),
+            InputIds = ctx.InputIds,
+            PositionIds = graph.IsGraphInput("position_ids") ? "position_ids" : null,
+            AttentionMask = graph.IsGraphInput("attention_mask") ? "attention_mask" : null,
+            PastLengths = graph.IsGraphInput("past_lengths") ? "past_lengths" : null,
+            Logits = graph.Proto.Output.FirstOrDefault(o => o.Name == "logits")?.Name ?? graph.Proto.Output[0].Name,
+        };
+        plan.WriteTo(graph.Model.Proto);
+        return new LoweringResult(plan, removed);
+    }
+
+    private static void RewireCacheShapeReads(LoweringContext ctx, IReadOnlyList<AttentionSite> sites, IReadOnlyList<string> oldCacheInputs)
+    {
+        var graph = ctx.Graph;
+        foreach (var name in oldCacheInputs)
+        {
+            var site = sites.First(s => s.Cache!.PastKey == name || s.Cache.PastValue == name);
+            foreach (var use in graph.Uses(name))
+            {
+                var node = use.Node;
+                if (node.Name.StartsWith(ctx.Builder.Prefix + "/", StringComparison.Ordinal)) continue; // ours
+                if (node.OpType == "Shape" && !site.Cache!.IsPacked)
+                {
+                    long start = node.Attribute.FirstOrDefault(a => a.Name == "start")?.I ?? 0;
+                    long end = node.Attribute.FirstOrDefault(a => a.Name == "end")?.I ?? 4;
+                    if (start < 0) start += 4;
+                    if (end < 0) end += 4;
+                    if (start == 0 && end == 1)
+                    {
+                        var batch = ctx.Shared("batch_shape", () => ctx.Builder.ShapeSlice("batch_from_input_ids", ctx.InputIds, 0, 1));
+                        graph.ReplaceAllUses(node.Output[0], batch);
+                        continue;
+                    }
+                    if (end - start == 1 && (start == 1 || start == 3))
+                    {
+                        var c = ctx.Builder.Int64s("cache_dim", new long[] { start == 1 ? site.KvNumHeads : site.HeadSize });
+                        graph.ReplaceAllUses(node.Output[0], c);
+                        continue;
+                    }
+                }
+                throw new MixAttentionException($"after lowering, node '{ModelGraph.Describe(node)}' ({node.OpType}) still reads the cache input '{name}' " +
+                    "in a way that depends on the cached length; this model derives something else from its cache and cannot be converted safely.");
+            }
+        }
+        graph.RemoveDeadCode(removeUnusedInputs: false);
+    }
+
+    private static void EnsureOpset(GraphProto graph, ModelProto model, string domain, long version, bool onlyIfUsed)
+    {
+        if (onlyIfUsed && !graph.Node.Any(n => n.Domain == domain)) return;
+        if (!model.OpsetImport.Any(o => o.Domain == domain))
+            model.OpsetImport.Add(new OperatorSetIdProto { Domain = domain, Version = version });
+    }
+}

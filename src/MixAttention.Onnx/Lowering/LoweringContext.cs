@@ -1,0 +1,82 @@
+using MixAttention.Onnx.Detection;
+using MixAttention.Onnx.Graph;
+using MixAttention.Onnx.Layouts;
+using MixAttention.Onnx.Onnx.Proto;
+using static MixAttention.Onnx.Graph.GraphBuilder;
+
+namespace MixAttention.Onnx.Lowering;
+
+/// <summary>What lowering one site produced: the new attention output and, for owners, the new present caches (temporary names).</summary>
+public sealed record LoweredSite(string Output, string? PresentKey, string? PresentValue);
+
+/// <summary>
+/// Shared state of one lowering run: the graph, the sites and layout, and values several layers share
+/// (past lengths, positions, step length, window masks), created once on first use.
+/// </summary>
+public sealed class LoweringContext
+{
+    private readonly Dictionary<string, string> _shared = new(StringComparer.Ordinal);
+
+    /// <summary>Creates the context.</summary>
+    public LoweringContext(ModelGraph graph, IReadOnlyList<AttentionSite> sites, MixAttentionLayout layout)
+    {
+        Graph = graph;
+        Sites = sites;
+        Layout = layout;
+        Builder = new GraphBuilder(graph, "mixattn");
+        InputIds = graph.Proto.Input.FirstOrDefault(i => i.Name == "input_ids")?.Name
+            ?? graph.Proto.Input.FirstOrDefault(i => graph.IsGraphInput(i.Name) && i.Type?.TensorType?.ElemType == (int)TensorProto.Types.DataType.Int64 && i.Type.TensorType.Shape?.Dim.Count == 2)?.Name
+            ?? throw new MixAttentionException("the model has no 'input_ids' input (int64 [batch, sequence]); cannot lower it.");
+        var batchDim = graph.Proto.Input.First(i => i.Name == InputIds).Type?.TensorType?.Shape?.Dim.FirstOrDefault();
+        BatchDim = batchDim is { DimParam.Length: > 0 } ? batchDim.DimParam : "batch_size";
+    }
+
+    /// <summary>The graph being rewritten.</summary>
+    public ModelGraph Graph { get; }
+    /// <summary>Sites, index = layer.</summary>
+    public IReadOnlyList<AttentionSite> Sites { get; }
+    /// <summary>The layout being applied.</summary>
+    public MixAttentionLayout Layout { get; }
+    /// <summary>Builder for new nodes.</summary>
+    public GraphBuilder Builder { get; }
+    /// <summary>The token ids input.</summary>
+    public string InputIds { get; }
+    /// <summary>Symbolic name of the batch axis.</summary>
+    public string BatchDim { get; }
+
+    /// <summary>Gets or creates a value shared across layers.</summary>
+    public string Shared(string key, Func<string> create)
+    {
+        if (!_shared.TryGetValue(key, out var v))
+            _shared[key] = v = create();
+        return v;
+    }
+
+    /// <summary>The <c>past_lengths</c> graph input (int32 [B]): tokens each sequence processed before this step.</summary>
+    public string PastLengths => Shared("past_lengths", () =>
+    {
+        const string name = "past_lengths";
+        Graph.AddGraphInput(TensorInfo(name, (int)TensorProto.Types.DataType.Int32, BatchDim));
+        return name;
+    });
+
+    /// <summary>S, the step length, as an int64 1-element tensor.</summary>
+    public string StepLength => Shared("step_length", () =>
+        Builder.ShapeSlice("step_length", InputIds, 1, 2));
+
+    /// <summary>[0, 1, …, S-1] as int64 [S].</summary>
+    public string StepRange => Shared("step_range", () =>
+    {
+        var s = Builder.Squeeze("step_length_scalar", StepLength, 0);
+        return Builder.Op("Range", "step_range", new[] { Builder.Int64s("zero", new long[] { 0 }, scalar: true), s, Builder.Int64s("one", new long[] { 1 }, scalar: true) });
+    });
+
+    /// <summary>Absolute positions of this step's tokens from <see cref="PastLengths"/>: int64 [B, S].</summary>
+    public string PositionsFromPastLengths => Shared("positions_from_past_lengths", () =>
+    {
+        var past = Builder.Op("Cast", "past_lengths_i64", new[] { PastLengths }, "", Int("to", (long)TensorProto.Types.DataType.Int64));
+        var col = Builder.Unsqueeze("past_lengths_col", past, 1);
+        var row = Builder.Unsqueeze("step_range_row", StepRange, 0);
+        return Builder.Op("Add", "positions", new[] { col, row });
+    });
+}

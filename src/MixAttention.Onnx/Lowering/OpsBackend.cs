@@ -1,0 +1,52 @@
+using MixAttention.Onnx.Detection;
+using MixAttention.Onnx.Layouts;
+using static MixAttention.Onnx.Graph.GraphBuilder;
+
+namespace MixAttention.Onnx.Lowering;
+
+/// <summary>
+/// Lowers to our custom ops (<c>com.mixattention</c>, see docs/ops.md): owners become
+/// <c>WindowedAttention</c> (ring cache of the window, or a global cache, updated in place),
+/// readers become <c>SharedKvAttention</c> over the owner's updated cache.
+/// </summary>
+public sealed class OpsBackend : ILoweringBackend
+{
+    /// <summary>The custom-op domain.</summary>
+    public const string Domain = "com.mixattention";
+
+    /// <inheritdoc/>
+    public string Name => "ops";
+
+    /// <inheritdoc/>
+    public void Check(LoweringContext ctx) { }
+
+    /// <inheritdoc/>
+    public CapacityRule Capacity(LayerAssignment owner) => owner.IsSliding ? CapacityRule.Window : CapacityRule.MaxLength;
+
+    /// <inheritdoc/>
+    public (string Past, string Present) CacheAxis(LayerAssignment owner)
+    {
+        var name = owner.IsSliding ? $"cache_capacity_w{owner.Window}" : "max_sequence_length";
+        return (name, name);
+    }
+
+    /// <inheritdoc/>
+    public LoweredSite Lower(LoweringContext ctx, AttentionSite site, LayerAssignment a, (string Key, string Value) cache)
+    {
+        var b = ctx.Builder;
+        var attrs = new[]
+        {
+            Int("num_heads", site.NumHeads), Int("kv_num_heads", site.KvNumHeads), Int("window", a.Window),
+            Float("scale", site.Scale), Float("softcap", site.Softcap),
+        };
+        if (a.IsOwner)
+        {
+            var (q, k, v) = SiteInputs.Bshd(ctx, site, withKv: true, () => ctx.PositionsFromPastLengths);
+            var outs = b.Ops("WindowedAttention", $"L{site.Layer}/windowed_attention", new[] { q, k!, v!, cache.Key, cache.Value, ctx.PastLengths }, 3, Domain, attrs);
+            return new LoweredSite(SiteInputs.FromBshd(b, site, outs[0]), outs[1], outs[2]);
+        }
+        var (qr, _, _) = SiteInputs.Bshd(ctx, site, withKv: false, () => ctx.PositionsFromPastLengths);
+        var o = b.Op("SharedKvAttention", $"L{site.Layer}/shared_kv_attention", new[] { qr, cache.Key, cache.Value, ctx.PastLengths }, Domain, attrs);
+        return new LoweredSite(SiteInputs.FromBshd(b, site, o), null, null);
+    }
+}

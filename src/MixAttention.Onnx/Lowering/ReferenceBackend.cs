@@ -1,0 +1,118 @@
+using MixAttention.Onnx.Detection;
+using MixAttention.Onnx.Layouts;
+using MixAttention.Onnx.Onnx.Proto;
+using static MixAttention.Onnx.Graph.GraphBuilder;
+
+namespace MixAttention.Onnx.Lowering;
+
+/// <summary>
+/// Lowers to plain standard ONNX that any ORT build runs — the semantic reference for tests: every owner
+/// keeps a growing concatenated cache, windows are explicit additive masks, readers are wired to their
+/// owner's present value. No custom op, no padding support (every sequence has the same length).
+/// </summary>
+public sealed class ReferenceBackend : ILoweringBackend
+{
+    /// <inheritdoc/>
+    public string Name => "reference";
+
+    /// <inheritdoc/>
+    public void Check(LoweringContext ctx) { }
+
+    /// <inheritdoc/>
+    public CapacityRule Capacity(LayerAssignment owner) => CapacityRule.Growing;
+
+    /// <inheritdoc/>
+    public (string Past, string Present) CacheAxis(LayerAssignment owner) => ("past_sequence_length", "total_sequence_length");
+
+    /// <summary>Past length P (int64 [1]) read from the first owner's past key.</summary>
+    private static string PastLength(LoweringContext ctx, string anyPastKey) => ctx.Shared("ref_past_length", () =>
+        ctx.Builder.ShapeSlice("past_length", anyPastKey, 2, 3));
+
+    /// <inheritdoc/>
+    public LoweredSite Lower(LoweringContext ctx, AttentionSite site, LayerAssignment a, (string Key, string Value) cache)
+    {
+        var b = ctx.Builder;
+        string pastKeyForLength = ctx.Shared("ref_first_past_key", () => cache.Key);
+        string Positions() => ctx.Shared("ref_positions", () =>
+        {
+            var p = b.Squeeze("past_length_scalar", PastLength(ctx, pastKeyForLength), 0);
+            var s = b.Squeeze("step_scalar", ctx.StepLength, 0);
+            var end = b.Op("Add", "total_length_scalar", new[] { p, s });
+            var range = b.Op("Range", "positions_1d", new[] { p, end, b.Int64s("one", new long[] { 1 }, scalar: true) });
+            var row = b.Unsqueeze("positions_row", range, 0);
+            var batch = b.ShapeSlice("batch_size", ctx.InputIds, 0, 1);
+            var shape = b.Op("Concat", "positions_shape", new[] { batch, ctx.StepLength }, "", Int("axis", 0));
+            return b.Op("Expand", "positions", new[] { row, shape });
+        });
+
+        string keys, values, presentK = "", presentV = "";
+        string q;
+        if (a.IsOwner)
+        {
+            var (qq, k, v) = SiteInputs.Bshd(ctx, site, withKv: true, Positions);
+            q = qq;
+            presentK = b.Op("Concat", $"L{site.Layer}/present_key", new[] { cache.Key, ToBnsh(b, k!, site.KvNumHeads, site.HeadSize, $"L{site.Layer}/k") }, "", Int("axis", 2));
+            presentV = b.Op("Concat", $"L{site.Layer}/present_value", new[] { cache.Value, ToBnsh(b, v!, site.KvNumHeads, site.HeadSize, $"L{site.Layer}/v") }, "", Int("axis", 2));
+            (keys, values) = (presentK, presentV);
+        }
+        else
+        {
+            (q, _, _) = SiteInputs.Bshd(ctx, site, withKv: false, Positions);
+            (keys, values) = cache;
+        }
+
+        int group = site.NumHeads / site.KvNumHeads;
+        var qh = ToBnsh(b, q, site.NumHeads, site.HeadSize, $"L{site.Layer}/q");
+        var kh = RepeatKv(b, keys, group, site, "k");
+        var vh = RepeatKv(b, values, group, site, "v");
+        var kt = b.Op("Transpose", $"L{site.Layer}/kt", new[] { kh }, "", Ints("perm", 0, 1, 3, 2));
+        var scores = b.Op("MatMul", $"L{site.Layer}/scores", new[] { qh, kt });
+        scores = b.Op("Mul", $"L{site.Layer}/scaled", new[] { scores, b.Scalar("scale", site.Scale, site.ElementType) });
+        if (site.Softcap > 0)
+        {
+            var cap = b.Scalar("softcap", site.Softcap, site.ElementType);
+            var t = b.Op("Tanh", $"L{site.Layer}/softcap_tanh", new[] { b.Op("Div", $"L{site.Layer}/softcap_div", new[] { scores, cap }) });
+            scores = b.Op("Mul", $"L{site.Layer}/softcapped", new[] { t, cap });
+        }
+        scores = b.Op("Add", $"L{site.Layer}/masked", new[] { scores, Mask(ctx, a.Window, keys, site.ElementType) });
+        var probs = b.Op("Softmax", $"L{site.Layer}/probs", new[] { scores }, "", Int("axis", -1));
+        var ctxv = b.Op("MatMul", $"L{site.Layer}/context", new[] { probs, vh });
+        var merged = SiteInputs.ToBshd(b, ctxv, HeadLayout.BNSH, site.NumHeads * site.HeadSize, $"L{site.Layer}/out");
+        return new LoweredSite(SiteInputs.FromBshd(b, site, merged), a.IsOwner ? presentK : null, a.IsOwner ? presentV : null);
+    }
+
+    private static string ToBnsh(Graph.GraphBuilder b, string x, int heads, int headSize, string stem)
+    {
+        var r = b.Op("Reshape", $"{stem}_heads", new[] { x, b.Int64s("shape", new long[] { 0, 0, heads, headSize }) });
+        return b.Op("Transpose", $"{stem}_bnsh", new[] { r }, "", Ints("perm", 0, 2, 1, 3));
+    }
+
+    /// <summary>[B, Hkv, T, D] → [B, Hq, T, D] by repeating each KV head for its query group.</summary>
+    private static string RepeatKv(Graph.GraphBuilder b, string x, int group, AttentionSite site, string what)
+    {
+        if (group == 1) return x;
+        var u = b.Unsqueeze($"L{site.Layer}/{what}_group_axis", x, 2);
+        var e = b.Op("Expand", $"L{site.Layer}/{what}_repeat", new[] { u, b.Int64s("shape", new long[] { 1, 1, group, 1, 1 }) });
+        return b.Op("Reshape", $"L{site.Layer}/{what}_repeated", new[] { e, b.Int64s("shape", new long[] { 0, site.NumHeads, -1, site.HeadSize }) });
+    }
+
+    /// <summary>Additive mask [S, T]: 0 where key position j is visible to query position p (j ≤ p, and j > p − W when sliding), −∞ elsewhere.</summary>
+    private static string Mask(LoweringContext ctx, int window, string keys, int elementType) => ctx.Shared($"ref_mask_w{window}_t{elementType}", () =>
+    {
+        var b = ctx.Builder;
+        var total = b.Squeeze("mask_total", b.ShapeSlice("mask_total_1d", keys, 2, 3), 0);
+        var step = b.Squeeze("mask_step", ctx.StepLength, 0);
+        var past = b.Op("Sub", "mask_past", new[] { total, step });
+        var one = b.Int64s("one", new long[] { 1 }, scalar: true);
+        var qpos = b.Unsqueeze("mask_qpos", b.Op("Range", "mask_qpos_1d", new[] { past, total, one }), 1);
+        var kpos = b.Unsqueeze("mask_kpos", b.Op("Range", "mask_kpos_1d", new[] { b.Int64s("zero", new long[] { 0 }, scalar: true), total, one }), 0);
+        // Not(Greater) rather than LessOrEqual: the latter needs opset 12 and some exports are opset 11.
+        var allowed = b.Op("Not", "mask_causal", new[] { b.Op("Greater", "mask_future", new[] { kpos, qpos }) });
+        if (window > 0)
+        {
+            var lowest = b.Op("Sub", "mask_window_start", new[] { qpos, b.Int64s("window", new long[] { window }, scalar: true) });
+            allowed = b.Op("And", "mask_allowed", new[] { allowed, b.Op("Greater", "mask_in_window", new[] { kpos, lowest }) });
+        }
+        return b.Op("Where", $"mask_w{window}", new[] { allowed, b.Scalar("zero", 0f, elementType), b.Scalar("minus_inf", float.NegativeInfinity, elementType) });
+    });
+}

@@ -1,0 +1,164 @@
+using MixAttention.Onnx.Conversion;
+using MixAttention.Onnx.Detection;
+using MixAttention.Onnx.Lowering;
+using MixAttention.Onnx.Onnx;
+using MixAttention.Onnx.Runtime.Native;
+using MixAttention.Onnx.Tests.Support;
+
+namespace MixAttention.Onnx.Tests.Conversion;
+
+[TestClass]
+public sealed class ConversionTests
+{
+    internal static string Convert(string fixture, string layout, string backend, int? window = null)
+    {
+        var dir = TestPaths.TempDir();
+        var output = Path.Combine(dir, "model.onnx");
+        Converter.Convert(TestPaths.Fixture(fixture), output, new ConversionOptions { Layout = layout, Backend = backend, Window = window });
+        return output;
+    }
+
+    private static float MaxAbsDiff(float[] a, float[] b)
+    {
+        Assert.HasCount(a.Length, b);
+        float max = 0;
+        for (int i = 0; i < a.Length; i++)
+        {
+            var d = Math.Abs(a[i] - b[i]);
+            if (float.IsNaN(d)) return float.NaN;
+            max = Math.Max(max, d);
+        }
+        return max;
+    }
+
+    /// <summary>
+    /// SWA-trained models with the native layout are exact: the converted model, decoding 64 tokens
+    /// (4× the window of 16: the ring wraps three times), gives torch's logits.
+    /// </summary>
+    [TestMethod]
+    [DataRow("mistral-torchscript", "ops")]
+    [DataRow("mistral-torchscript", "reference")]
+    [DataRow("mistral-dynamo", "ops")]
+    [DataRow("mistral-dynamo", "reference")]
+    [DataRow("mistral-gqa", "ops")]
+    [DataRow("mistral-gqa", "reference")]
+    [DataRow("gemma3-torchscript", "ops")]
+    [DataRow("gemma3-torchscript", "reference")]
+    [DataRow("gemma3-dynamo", "ops")]
+    [DataRow("gemma3-dynamo", "reference")]
+    public void NativeLayoutOfSlidingWindowModelMatchesTorch(string fixture, string backend)
+    {
+        var converted = Convert(fixture, "native", backend);
+        var reference = TorchReference.For(fixture);
+        using var runner = new DecoderRunner(converted, NativeLibraryPath.GetRequired());
+        var logits = runner.Run(reference.InputIds, reference.Batch, reference.Length, prefill: 5);
+        var diff = MaxAbsDiff(logits, reference.Logits);
+        Assert.IsLessThanOrEqualTo(1e-4f, diff, $"{fixture} / {backend}: max |Δlogit| vs torch = {diff}");
+    }
+
+    /// <summary>A prefill longer than the window (S = 40 > W = 16) followed by decode is exact too.</summary>
+    [TestMethod]
+    [DataRow("mistral-torchscript")]
+    [DataRow("gemma3-dynamo")]
+    public void LongPrefillThenDecodeMatchesTorch(string fixture)
+    {
+        var converted = Convert(fixture, "native", "ops");
+        var reference = TorchReference.For(fixture);
+        using var runner = new DecoderRunner(converted, NativeLibraryPath.GetRequired());
+        var logits = runner.Run(reference.InputIds, reference.Batch, reference.Length, prefill: 40);
+        Assert.IsLessThanOrEqualTo(1e-4f, MaxAbsDiff(logits, reference.Logits));
+    }
+
+    /// <summary>Retrofit layouts (sharing, new windows) change the model; ops and the plain-ONNX reference must agree exactly.</summary>
+    [TestMethod]
+    [DataRow("llama-torchscript", "0s_0s", 4)]
+    [DataRow("llama-dynamo", "0s_0s", 4)]
+    [DataRow("llama-gqa", "0s_0s", 8)]
+    [DataRow("qwen2-torchscript", "0s_1", 8)]
+    [DataRow("phi3-torchscript", "0_0", 8)]
+    [DataRow("phi3-dynamo", "0s_0s", 8)]
+    [DataRow("gpt2-torchscript", "0s_0s", 8)]
+    [DataRow("gpt2-dynamo", "0s_1", 8)]
+    [DataRow("gpt2-ortattention", "cai", 8)]
+    [DataRow("gemma3-torchscript", "cai", 8)]
+    [DataRow("gemma3-dynamo", "ma-pairs", 8)]
+    [DataRow("mistral-gqa", "0s_0s", 8)]
+    public void RetrofitOpsEqualsReference(string fixture, string layout, int window)
+    {
+        var ops = Convert(fixture, layout, "ops", window);
+        var reference = Convert(fixture, layout, "reference", window);
+        var rng = new Random(7);
+        const int batch = 2, length = 40;
+        var ids = Enumerable.Range(0, batch * length).Select(_ => (long)rng.Next(0, 200)).ToArray();
+        using var a = new DecoderRunner(ops, NativeLibraryPath.GetRequired());
+        using var b = new DecoderRunner(reference, NativeLibraryPath.GetRequired());
+        // Prefill of 1 token keeps the sliding readers' residency rule at C = W (chunk 1) honest; the rest decodes.
+        var la = a.Run(ids, batch, length, prefill: 3);
+        var lb = b.Run(ids, batch, length, prefill: 3);
+        var diff = MaxAbsDiff(la, lb);
+        Assert.IsLessThanOrEqualTo(1e-4f, diff, $"{fixture} {layout}: ops vs reference max |Δ| = {diff}");
+    }
+
+    [TestMethod]
+    public void ReaderKvProjectionsAreRemovedAndOnlyOwnersHaveCaches()
+    {
+        var dir = TestPaths.TempDir();
+        var output = Path.Combine(dir, "m.onnx");
+        var report = Converter.Convert(TestPaths.Fixture("gemma3-torchscript"), output, new ConversionOptions { Layout = "cai" });
+        var model = OnnxModel.Load(output);
+        var plan = CachePlan.FromModel(model.Proto)!;
+        var owners = report.Layout.Owners;
+        CollectionAssert.AreEqual(owners.ToArray(), plan.Caches.Select(c => c.Owner).ToArray());
+        var inputs = model.Proto.Graph.Input.Select(i => i.Name).ToHashSet();
+        var outputs = model.Proto.Graph.Output.Select(i => i.Name).ToHashSet();
+        for (int layer = 0; layer < 6; layer++)
+        {
+            bool owner = owners.Contains(layer);
+            Assert.AreEqual(owner, inputs.Contains($"past_key_values.{layer}.key"), $"layer {layer} past input");
+            Assert.AreEqual(owner, outputs.Contains($"present.{layer}.value"), $"layer {layer} present output");
+        }
+        // Two K and two V projections of 64x32 fp32 weights per reader layer (plus norms) are gone.
+        Assert.IsGreaterThanOrEqualTo((6 - owners.Count) * 2 * 64 * 32, (int)report.Removed.Parameters);
+        Assert.IsTrue(model.Proto.Graph.Input.Any(i => i.Name == "past_lengths"));
+        Assert.IsTrue(report.KvBytesPerSequence.All(k => k.After < k.Before));
+    }
+
+    [TestMethod]
+    [DataRow("native")]
+    [DataRow("gemma3")]
+    [DataRow("cai")]
+    public void EveryFixtureConvertsAndLoadsInOrt(string layout)
+    {
+        foreach (var dir in Directory.GetDirectories(TestPaths.Graphs).Where(d => File.Exists(Path.Combine(d, "model.onnx"))))
+        {
+            var fixture = Path.GetFileName(dir);
+            var output = Convert(fixture, layout, "ops", window: 8);
+            using var options = new Microsoft.ML.OnnxRuntime.SessionOptions();
+            options.RegisterCustomOpLibrary(NativeLibraryPath.GetRequired());
+            using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(output, options);
+            Assert.IsTrue(session.InputMetadata.ContainsKey("past_lengths"), fixture);
+        }
+    }
+
+    [TestMethod]
+    public void OutputIsNeverTheInputAndNotOverwrittenWithoutForce()
+    {
+        var dir = TestPaths.TempDir();
+        var copy = Path.Combine(dir, "model.onnx");
+        File.Copy(TestPaths.Fixture("llama-gqa"), copy);
+        var before = File.ReadAllBytes(copy);
+        Assert.ThrowsExactly<MixAttentionException>(() => Converter.Convert(copy, copy, new ConversionOptions { Layout = "native", Force = true }));
+        var output = Path.Combine(dir, "out.onnx");
+        Converter.Convert(copy, output, new ConversionOptions { Layout = "native" });
+        Assert.ThrowsExactly<MixAttentionException>(() => Converter.Convert(copy, output, new ConversionOptions { Layout = "native" }));
+        Converter.Convert(copy, output, new ConversionOptions { Layout = "native", Force = true });
+        CollectionAssert.AreEqual(before, File.ReadAllBytes(copy), "the input changed");
+    }
+
+    [TestMethod]
+    public void InvalidLayoutNamesTheLayer()
+    {
+        var e = Assert.ThrowsExactly<MixAttention.Onnx.Layouts.LayoutException>(() => Convert("llama-torchscript", "1_0", "ops"));
+        StringAssert.Contains(e.Message, "layer 0");
+    }
+}
