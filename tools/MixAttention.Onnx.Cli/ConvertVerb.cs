@@ -1,0 +1,105 @@
+using System.CommandLine;
+using System.Text.Json;
+using MixAttention.Onnx.Conversion;
+using MixAttention.Onnx.Onnx;
+using Spectre.Console;
+
+namespace MixAttention.Onnx.Cli;
+
+/// <summary><c>mixattn convert IN -o OUT --layout SPEC [--window N] [--backend ops|ort-gqa|reference] [--force] [--json]</c></summary>
+internal static class ConvertVerb
+{
+    public static Command Create()
+    {
+        var input = new Argument<string>("IN") { Description = "The exported decoder (.onnx, or a folder holding one). Never modified." };
+        var output = new Option<string>("--output", "-o") { Description = "Where to write the converted model (its external data goes beside it).", Required = true };
+        var layout = new Option<string>("--layout", "-l")
+        {
+            Description = "Layout: a preset (native, gemma3, cai, ma-pairs, ma, ma-offset, ma-offset-pairs), a compact string like 0_1s_1s_3s, or a JSON file.",
+            DefaultValueFactory = _ => "native",
+        };
+        var window = new Option<int?>("--window", "-w") { Description = "Window for sliding layers the model does not define itself." };
+        var backend = new Option<string>("--backend", "-b") { Description = "Lowering target: ops (our custom ops), ort-gqa (ORT GroupQueryAttention) or reference (plain ONNX).", DefaultValueFactory = _ => "ops" };
+        backend.AcceptOnlyFromAmong("ops", "ort-gqa", "reference");
+        var force = new Option<bool>("--force") { Description = "Overwrite OUT if it exists." };
+        var json = new Option<bool>("--json") { Description = "Print the report as JSON." };
+        var allowOutside = new Option<bool>("--allow-external-data-outside") { Description = "Trust external-data paths that leave the model's folder." };
+        var cmd = new Command("convert", "Rewrite an exported decoder to a MixAttention layout (sliding windows, shared KV caches).\n\n" +
+            "Examples:\n  mixattn convert graphs/mistral-torchscript/model.onnx -o out/mistral.onnx --layout native\n" +
+            "  mixattn convert model.onnx -o mixed.onnx --layout cai --window 1024\n  mixattn convert model.onnx -o mixed.onnx --layout 0_1s_1s_3s_3s_3s --window 512 --backend reference")
+        {
+            input, output, layout, window, backend, force, json, allowOutside,
+        };
+        cmd.SetAction(parse =>
+        {
+            var options = new ConversionOptions
+            {
+                Layout = parse.GetValue(layout)!,
+                Window = parse.GetValue(window),
+                Backend = parse.GetValue(backend)!,
+                Force = parse.GetValue(force),
+                Load = new OnnxLoadOptions { AllowExternalDataOutsideModelFolder = parse.GetValue(allowOutside) },
+            };
+            ConversionReport report;
+            if (parse.GetValue(json) || Console.IsOutputRedirected)
+                report = Converter.Convert(parse.GetValue(input)!, parse.GetValue(output)!, options);
+            else
+            {
+                report = null!;
+                AnsiConsole.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn()).Start(p =>
+                {
+                    var tasks = new Dictionary<Converter.Stage, ProgressTask>();
+                    var progress = new SyncProgress<(Converter.Stage Stage, double Fraction)>(e =>
+                    {
+                        if (e.Stage == Converter.Stage.Done) return;
+                        if (!tasks.TryGetValue(e.Stage, out var t))
+                        {
+                            foreach (var other in tasks.Values) other.Value = other.MaxValue;
+                            tasks[e.Stage] = t = p.AddTask(e.Stage.ToString().ToLowerInvariant(), maxValue: 1.0);
+                        }
+                        t.Value = Math.Max(t.Value, e.Fraction);
+                    });
+                    report = Converter.Convert(parse.GetValue(input)!, parse.GetValue(output)!, options, progress);
+                });
+            }
+            if (parse.GetValue(json))
+                Console.WriteLine(report.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            else
+                Render(report);
+            return ExitCodes.Ok;
+        });
+        return cmd;
+    }
+
+    private static void Render(ConversionReport r)
+    {
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
+        var table = new Table().Border(TableBorder.Simple).Title($"[bold]{Markup.Escape(Path.GetFileName(r.Output ?? ""))}[/]: layout {Markup.Escape(r.Layout.Name)}, backend {r.Plan.Backend}");
+        table.AddColumn("layer").AddColumn("kind").AddColumn("window").AddColumn("reads KV of").AddColumn("cache");
+        foreach (var l in r.Layout.Layers)
+        {
+            var entry = r.Plan.Caches.FirstOrDefault(c => c.Owner == l.Layer);
+            table.AddRow(l.Layer.ToString(), l.IsSliding ? "sliding" : "global", l.IsSliding ? l.Window.ToString() : "-",
+                l.IsOwner ? "itself" : $"layer {l.KvSource}",
+                entry is null ? "-" : $"{(entry.IsSliding ? "ring" : "full")} ({entry.Readers.Count} readers)");
+        }
+        AnsiConsole.Write(table);
+        var summary = new Table().Border(TableBorder.Simple).AddColumn("").AddColumn(new TableColumn("before").RightAligned()).AddColumn(new TableColumn("after").RightAligned()).AddColumn(new TableColumn("ratio").RightAligned());
+        summary.AddRow("attention layers", r.Layout.Count.ToString(), r.Layout.Count.ToString(), "");
+        summary.AddRow("KV caches (owners)", r.Layout.Count.ToString(), r.Layout.Owners.Count.ToString(), "");
+        foreach (var (context, before, after) in r.KvBytesPerSequence)
+            summary.AddRow($"KV bytes / sequence @ {context / 1024}K", Cli.Bytes(before), Cli.Bytes(after), after == 0 ? "-" : $"{(double)before / after:0.0}×");
+        summary.AddRow("parameters removed", "", r.Removed.Parameters.ToString("N0"), Cli.Bytes(r.Removed.InitializerBytes));
+        AnsiConsole.Write(summary);
+        AnsiConsole.MarkupLine(r.Differences.Count == 0
+            ? "[green]exact:[/] every layer attends as in the source model."
+            : $"[yellow]retrofit:[/] {r.Differences.Count} layer(s) attend differently from the source (fine-tune or verify quality).");
+        AnsiConsole.MarkupLine($"wrote [bold]{Markup.Escape(r.Output ?? "")}[/] in {r.Elapsed.TotalSeconds:0.00} s");
+    }
+
+    /// <summary>Reports on the calling thread (Progress&lt;T&gt; posts to the thread pool, which races the live display).</summary>
+    private sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
+    }
+}
