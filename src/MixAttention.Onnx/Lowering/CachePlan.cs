@@ -77,6 +77,8 @@ public sealed record CachePlan
     public string? AttentionMask { get; init; }
     /// <summary>Per-sequence tokens already processed, int32 [B] (ops / ort-gqa backends).</summary>
     public string? PastLengths { get; init; }
+    /// <summary>Per-sequence count of real tokens in this step, int32 [B] (ops backend): rows past it are right padding.</summary>
+    public string? NewLengths { get; init; }
     /// <summary>Logits output.</summary>
     public required string Logits { get; init; }
 
@@ -116,6 +118,7 @@ public sealed record CachePlan
                 ["position_ids"] = PositionIds,
                 ["attention_mask"] = AttentionMask,
                 ["past_lengths"] = PastLengths,
+                ["new_lengths"] = NewLengths,
             },
             ["logits"] = Logits,
         };
@@ -169,6 +172,7 @@ public sealed record CachePlan
             PositionIds = inputs["position_ids"]?.GetValue<string>(),
             AttentionMask = inputs["attention_mask"]?.GetValue<string>(),
             PastLengths = inputs["past_lengths"]?.GetValue<string>(),
+            NewLengths = inputs["new_lengths"]?.GetValue<string>(),
             Logits = Req<string>(o["logits"], "logits"),
         };
     }

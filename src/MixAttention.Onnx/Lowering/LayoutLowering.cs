@@ -126,6 +126,7 @@ public static class LayoutLowering
             PositionIds = graph.IsGraphInput("position_ids") ? "position_ids" : null,
             AttentionMask = graph.IsGraphInput("attention_mask") ? "attention_mask" : null,
             PastLengths = graph.IsGraphInput("past_lengths") ? "past_lengths" : null,
+            NewLengths = graph.IsGraphInput("new_lengths") ? "new_lengths" : null,
             Logits = graph.Proto.Output.FirstOrDefault(o => o.Name == "logits")?.Name ?? graph.Proto.Output[0].Name,
         };
         plan.WriteTo(graph.Model.Proto);

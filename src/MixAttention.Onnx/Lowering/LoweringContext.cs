@@ -60,6 +60,14 @@ public sealed class LoweringContext
         return name;
     });
 
+    /// <summary>The <c>new_lengths</c> graph input (int32 [B]): real tokens of each sequence in this step (the rest is right padding).</summary>
+    public string NewLengths => Shared("new_lengths", () =>
+    {
+        const string name = "new_lengths";
+        Graph.AddGraphInput(TensorInfo(name, (int)TensorProto.Types.DataType.Int32, BatchDim));
+        return name;
+    });
+
     /// <summary>S, the step length, as an int64 1-element tensor.</summary>
     public string StepLength => Shared("step_length", () =>
         Builder.ShapeSlice("step_length", InputIds, 1, 2));

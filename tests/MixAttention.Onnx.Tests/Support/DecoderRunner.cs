@@ -69,6 +69,8 @@ public sealed class DecoderRunner : IDisposable
                     else
                         inputs.Add(NamedOnnxValue.CreateFromTensor(name, new DenseTensor<long>(Enumerable.Repeat(1L, batch * (done + s)).ToArray(), shape)));
                 }
+                else if (name == "new_lengths")
+                    inputs.Add(NamedOnnxValue.CreateFromTensor(name, new DenseTensor<int>(Enumerable.Repeat(s, batch).ToArray(), new[] { batch })));
                 else if (name == "past_lengths")
                     inputs.Add(NamedOnnxValue.CreateFromTensor(name, new DenseTensor<int>(Enumerable.Repeat(done, batch).ToArray(), new[] { batch })));
             }
