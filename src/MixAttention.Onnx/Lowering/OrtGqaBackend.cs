@@ -1,25 +1,99 @@
 using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Layouts;
+using MixAttention.Onnx.Onnx.Proto;
+using static MixAttention.Onnx.Graph.GraphBuilder;
 
 namespace MixAttention.Onnx.Lowering;
 
-/// <summary>Lowers to ORT's own <c>com.microsoft.GroupQueryAttention</c> where the layout allows it.</summary>
+/// <summary>
+/// Lowers to ONNX Runtime's own <c>com.microsoft.GroupQueryAttention</c> (ORT ≥ 1.31): global owners use a
+/// shared past/present buffer of the maximum length, sliding owners a windowed cache
+/// (<c>sliding_window_cache=1</c>, <c>local_window_size=W</c>, capacity W), readers of a global cache use
+/// GQA's shared-KV mode (empty key/value, the owner's buffer as past). GQA cannot read another layer's
+/// windowed cache, so layouts with sliding readers are refused.
+/// </summary>
 public sealed class OrtGqaBackend : ILoweringBackend
 {
     /// <inheritdoc/>
     public string Name => "ort-gqa";
 
     /// <inheritdoc/>
-    public void Check(LoweringContext ctx) =>
-        throw new MixAttentionException("the ort-gqa backend is not implemented yet; use --backend ops or --backend reference.");
+    public void Check(LoweringContext ctx)
+    {
+        foreach (var a in ctx.Layout.Layers)
+        {
+            if (!a.IsOwner && a.IsSliding)
+                throw new MixAttentionException($"layer {a.Layer} is a sliding layer reading layer {a.KvSource}'s cache: ORT's GroupQueryAttention cannot read another layer's windowed cache (sliding_window_cache does not support shared KV). Use --backend ops, or a layout whose sliding layers own their caches.");
+            var site = ctx.Sites[a.Layer];
+            if (site.ElementType is not ((int)TensorProto.Types.DataType.Float or (int)TensorProto.Types.DataType.Float16 or (int)TensorProto.Types.DataType.Bfloat16))
+                throw new MixAttentionException($"layer {a.Layer}: GroupQueryAttention supports fp32 (CPU), fp16 and bf16; the model's attention is {(TensorProto.Types.DataType)site.ElementType}.");
+        }
+    }
 
     /// <inheritdoc/>
     public CapacityRule Capacity(LayerAssignment owner) => owner.IsSliding ? CapacityRule.Window : CapacityRule.MaxLength;
 
     /// <inheritdoc/>
-    public (string Past, string Present) CacheAxis(LayerAssignment owner) => ("cache", "cache");
+    public (string Past, string Present) CacheAxis(LayerAssignment owner)
+    {
+        var name = owner.IsSliding ? $"cache_capacity_w{owner.Window}" : "max_sequence_length";
+        return (name, name);
+    }
+
+    /// <summary>seqlens_k (int32 [B]) = past_lengths + new_lengths − 1: GQA counts absolute tokens, minus one.</summary>
+    private static string SeqLensK(LoweringContext ctx) => ctx.Shared("gqa_seqlens_k", () =>
+    {
+        var b = ctx.Builder;
+        var total = b.Op("Add", "gqa_total_per_sequence", new[] { ctx.PastLengths, ctx.NewLengths });
+        var one = b.Op("Cast", "gqa_one_i32", new[] { b.Int64s("one", new long[] { 1 }, scalar: true) }, "", Int("to", (long)TensorProto.Types.DataType.Int32));
+        return b.Op("Sub", "gqa_seqlens_k", new[] { total, one });
+    });
+
+    /// <summary>total_sequence_length (int32 scalar) = max over the batch of past_lengths + S.</summary>
+    private static string TotalLength(LoweringContext ctx) => ctx.Shared("gqa_total_sequence_length", () =>
+    {
+        var b = ctx.Builder;
+        var step = b.Op("Cast", "gqa_step_i32", new[] { ctx.StepLength }, "", Int("to", (long)TensorProto.Types.DataType.Int32));
+        var ends = b.Op("Add", "gqa_ends", new[] { ctx.PastLengths, step });
+        var max = b.Op("ReduceMax", "gqa_total_1d", new[] { ends }, "", Int("keepdims", 1));
+        return b.Squeeze("gqa_total_sequence_length", max, 0);
+    });
 
     /// <inheritdoc/>
-    public LoweredSite Lower(LoweringContext ctx, AttentionSite site, LayerAssignment assignment, (string Key, string Value) cache) =>
-        throw new NotSupportedException();
+    public LoweredSite Lower(LoweringContext ctx, AttentionSite site, LayerAssignment a, (string Key, string Value) cache)
+    {
+        var b = ctx.Builder;
+        bool fused = site.Rotary.Kind == RotaryKind.Fused;
+        // GQA rotates Q/K itself when the source did (fused rotary): hand it the raw projections and the caches.
+        var raw = fused ? site with { Rotary = RotaryInfo.Before } : site;
+        var (q, k, v) = SiteInputs.Bshd(ctx, raw, withKv: a.IsOwner, () => ctx.PositionsFromPastLengths);
+        var attrs = new List<AttributeProto>
+        {
+            Int("num_heads", site.NumHeads), Int("kv_num_heads", site.KvNumHeads),
+            Int("local_window_size", a.IsSliding ? a.Window : -1), Float("scale", site.Scale), Float("softcap", site.Softcap),
+            Int("do_rotary", fused ? 1 : 0), Int("rotary_interleaved", site.Rotary.Interleaved ? 1 : 0),
+        };
+        if (a.IsOwner && a.IsSliding) attrs.Add(Int("sliding_window_cache", 1));
+        // A reader passes key/value with zero new tokens ([B, 0, Hkv·D]): GQA's shared-KV mode. (Omitting them
+        // would make GQA read the query as packed QKV.)
+        string emptyKv = a.IsOwner ? "" : ctx.Shared($"gqa_empty_kv_{site.KvNumHeads * site.HeadSize}_{site.ElementType}", () =>
+        {
+            var batch = b.ShapeSlice("gqa_batch", ctx.InputIds, 0, 1);
+            var shape = b.Op("Concat", "gqa_empty_kv_shape", new[] { batch, b.Int64s("zero_width", new long[] { 0, site.KvNumHeads * site.HeadSize }) }, "", Int("axis", 0));
+            var zeros = b.Op("ConstantOfShape", "gqa_empty_kv_f32", new[] { shape });
+            return b.Op("Cast", "gqa_empty_kv", new[] { zeros }, "", Int("to", site.ElementType));
+        });
+        var inputs = new List<string>
+        {
+            q, a.IsOwner ? k! : emptyKv, a.IsOwner ? v! : emptyKv, cache.Key, cache.Value, SeqLensK(ctx), TotalLength(ctx),
+        };
+        if (fused) { inputs.Add(site.Rotary.CosCache!); inputs.Add(site.Rotary.SinCache!); }
+        if (a.IsOwner)
+        {
+            var outs = b.Ops("GroupQueryAttention", $"L{site.Layer}/gqa", inputs, 3, "com.microsoft", attrs.ToArray());
+            return new LoweredSite(SiteInputs.FromBshd(b, site, outs[0]), outs[1], outs[2]);
+        }
+        var o = b.Op("GroupQueryAttention", $"L{site.Layer}/gqa_shared_kv", inputs, "com.microsoft", attrs.ToArray());
+        return new LoweredSite(SiteInputs.FromBshd(b, site, o), null, null);
+    }
 }

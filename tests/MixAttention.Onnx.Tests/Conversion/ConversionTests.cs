@@ -46,6 +46,10 @@ public sealed class ConversionTests
     [DataRow("gemma3-torchscript", "reference")]
     [DataRow("gemma3-dynamo", "ops")]
     [DataRow("gemma3-dynamo", "reference")]
+    [DataRow("mistral-torchscript", "ort-gqa")]
+    [DataRow("mistral-gqa", "ort-gqa")]
+    [DataRow("gemma3-dynamo", "ort-gqa")]
+    [DataRow("gemma3-torchscript", "ort-gqa")]
     public void NativeLayoutOfSlidingWindowModelMatchesTorch(string fixture, string backend)
     {
         var converted = Convert(fixture, "native", backend);
@@ -97,6 +101,33 @@ public sealed class ConversionTests
         var lb = b.Run(ids, batch, length, prefill: 3);
         var diff = MaxAbsDiff(la, lb);
         Assert.IsLessThanOrEqualTo(1e-4f, diff, $"{fixture} {layout}: ops vs reference max |Δ| = {diff}");
+    }
+
+    /// <summary>ORT's own GQA as a backend: global readers share the owner's buffer; it must agree with our ops.</summary>
+    [TestMethod]
+    [DataRow("llama-torchscript", "0_0")]
+    [DataRow("gemma3-torchscript", "0_1s_2s_3s_4s_0")]
+    [DataRow("llama-gqa", "0_0")]
+    [DataRow("gpt2-dynamo", "0_0")]
+    public void OrtGqaBackendEqualsOps(string fixture, string layout)
+    {
+        var ops = Convert(fixture, layout, "ops", 8);
+        var gqa = Convert(fixture, layout, "ort-gqa", 8);
+        var rng = new Random(11);
+        const int batch = 1, length = 30;
+        var ids = Enumerable.Range(0, batch * length).Select(_ => (long)rng.Next(0, 200)).ToArray();
+        using var a = new DecoderRunner(ops, NativeLibraryPath.GetRequired());
+        using var b = new DecoderRunner(gqa, NativeLibraryPath.GetRequired());
+        var diff = MaxAbsDiff(a.Run(ids, batch, length, prefill: 4), b.Run(ids, batch, length, prefill: 4));
+        Assert.IsLessThanOrEqualTo(1e-4f, diff, $"{fixture} {layout}: ops vs ort-gqa max |Δ| = {diff}");
+    }
+
+    [TestMethod]
+    public void OrtGqaBackendRefusesSlidingReadersWithAReason()
+    {
+        var e = Assert.ThrowsExactly<MixAttentionException>(() => Convert("gemma3-torchscript", "cai", "ort-gqa", 8));
+        StringAssert.Contains(e.Message, "layer 2");
+        StringAssert.Contains(e.Message, "--backend ops");
     }
 
     [TestMethod]
