@@ -1,0 +1,42 @@
+namespace MixAttention.Onnx.Runtime;
+
+/// <summary>
+/// A decoding session: sequences with their own KV state, prefill and decode steps returning logits.
+/// Sequence ids are handed out by <see cref="AddSequence"/> and never reused within a session.
+/// Not thread-safe: one step at a time.
+/// </summary>
+public interface IDecoderSession : IDisposable
+{
+    /// <summary>The model.</summary>
+    MixAttentionModel Model { get; }
+    /// <summary>Sizes.</summary>
+    SessionConfig Config { get; }
+    /// <summary>Vocabulary size (length of each logits row).</summary>
+    int VocabSize { get; }
+    /// <summary>Ids of the live sequences.</summary>
+    IReadOnlyCollection<int> Sequences { get; }
+    /// <summary>Free batch slots.</summary>
+    int FreeSlots { get; }
+
+    /// <summary>Starts an empty sequence in a free slot (reusing slots of removed sequences); throws when all are taken.</summary>
+    int AddSequence();
+    /// <summary>Ends a sequence and frees its slot (its cache rows are left as they are and overwritten by the next user).</summary>
+    void RemoveSequence(int sequence);
+    /// <summary>Removes every sequence.</summary>
+    void Reset();
+    /// <summary>Tokens the sequence has processed.</summary>
+    int Length(int sequence);
+
+    /// <summary>
+    /// Feeds <paramref name="tokens"/> to one sequence, in calls of at most <see cref="SessionConfig.PrefillChunk"/> tokens.
+    /// Returns the logits of the last token (<see cref="VocabSize"/> floats), or of every token
+    /// (tokens × vocab) when <paramref name="allPositions"/> is set.
+    /// </summary>
+    float[] Prefill(int sequence, ReadOnlySpan<long> tokens, bool allPositions = false);
+
+    /// <summary>One token for each listed sequence, in one batched call where the model allows it; returns each sequence's logits.</summary>
+    float[][] Decode(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens);
+
+    /// <summary>KV memory now, per extra sequence, and for the unconverted model.</summary>
+    KvMemory Memory();
+}

@@ -1,0 +1,67 @@
+using Microsoft.ML.OnnxRuntime;
+
+namespace MixAttention.Onnx.Runtime;
+
+/// <summary>Where the session runs and where its KV caches live.</summary>
+public enum ExecutionDevice
+{
+    /// <summary>ONNX Runtime's CPU execution provider; caches in host memory.</summary>
+    Cpu,
+    /// <summary>ONNX Runtime's CUDA execution provider; caches in device memory (ORT's CUDA allocator).</summary>
+    Cuda,
+}
+
+/// <summary>How <see cref="MixAttentionModel.Open"/> creates its ORT session.</summary>
+public sealed record ModelOptions
+{
+    /// <summary>Execution device. With caller <see cref="SessionOptions"/>, the caller appends the execution provider; this says where caches are allocated.</summary>
+    public ExecutionDevice Device { get; init; } = ExecutionDevice.Cpu;
+
+    /// <summary>CUDA device ordinal.</summary>
+    public int DeviceId { get; init; }
+
+    /// <summary>
+    /// Caller's session options, used as they are (execution providers, threads, optimisation level); the model
+    /// adds the op library (and ORT Extensions when the graph needs them) to them. The caller keeps ownership and
+    /// must keep them alive while the model is open. Null: the model creates and owns its options.
+    /// </summary>
+    public SessionOptions? SessionOptions { get; init; }
+
+    /// <summary>Intra-op threads when the model creates its own options (0 = ORT's default).</summary>
+    public int IntraOpNumThreads { get; init; }
+
+    /// <summary>
+    /// Set <c>mixattention.require_inplace = 1</c>: the ops fail instead of copying a cache when past and present
+    /// are not the same buffer (a binding bug would otherwise only cost speed). Default on.
+    /// </summary>
+    public bool RequireInPlace { get; init; } = true;
+
+    /// <summary>The com.mixattention op library; null = <see cref="Native.NativeLibraryPath"/>.</summary>
+    public string? OpLibraryPath { get; init; }
+}
+
+/// <summary>Sizes of a decoding session: batch slots, longest sequence, prefill chunk.</summary>
+public sealed record SessionConfig
+{
+    /// <summary>Batch slots (concurrent sequences).</summary>
+    public int MaxBatch { get; init; } = 1;
+
+    /// <summary>Longest sequence (prompt + generated) a slot holds; the capacity of global caches.</summary>
+    public int MaxLength { get; init; } = 2048;
+
+    /// <summary>
+    /// Longest prefill call: a longer prompt runs in several calls. Ring caches that other layers read get
+    /// <c>window + chunk − 1</c> slots (the reader residency rule, docs/ops.md).
+    /// </summary>
+    public int PrefillChunk { get; init; } = 256;
+
+    /// <summary>Fill fresh CPU caches with NaN (debugging: a read of an unwritten slot poisons the logits).</summary>
+    public bool PoisonCaches { get; init; }
+
+    internal void Validate()
+    {
+        if (MaxBatch < 1) throw new MixAttentionException($"MaxBatch must be >= 1, got {MaxBatch}.");
+        if (MaxLength < 1) throw new MixAttentionException($"MaxLength must be >= 1, got {MaxLength}.");
+        if (PrefillChunk < 1) throw new MixAttentionException($"PrefillChunk must be >= 1, got {PrefillChunk}.");
+    }
+}
