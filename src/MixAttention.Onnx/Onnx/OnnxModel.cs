@@ -21,6 +21,13 @@ public sealed record OnnxSaveOptions
     public long? ExternalizeAtLeastBytes { get; init; }
     /// <summary>Alignment of each tensor in the external-data file (lets ORT memory-map large tensors).</summary>
     public int ExternalDataAlignment { get; init; } = 64;
+    /// <summary>
+    /// When every external tensor lives in one source file, hard-link that file beside the output instead of
+    /// copying it (same file system only; falls back to a streamed copy). Weights are then never read, whatever
+    /// the model's size; tensors the graph no longer uses keep their bytes in the shared file. Off: always
+    /// write a compact new data file.
+    /// </summary>
+    public bool LinkExternalData { get; init; } = true;
 }
 
 /// <summary>
@@ -231,7 +238,14 @@ public sealed class OnnxModel
         try
         {
             if (tmpData is not null)
-                WriteExternalData(tmpData, dataName, toExternal, options.ExternalDataAlignment, progress);
+            {
+                var single = toExternal.All(t => t.Ref is not null) ? toExternal.Select(t => ResolveExternalPath(t.Ref!, t.Src.Name)).Distinct().ToList() : null;
+                if (options.LinkExternalData && single is [var onlySource] && HardLink.TryCreate(onlySource, tmpData))
+                    foreach (var (outTensor, _, r) in toExternal)
+                        (r! with { Location = dataName }).ApplyTo(outTensor);
+                else
+                    WriteExternalData(tmpData, dataName, toExternal, options.ExternalDataAlignment, progress);
+            }
 
             var size = output.CalculateSize();
             if (size < 0 || size > ProtobufLimitBytes)
@@ -317,5 +331,21 @@ public sealed class OnnxModel
         if (r.Length is { } l) return l;
         var file = ResolveExternalPath(r, tensor.Name);
         return new FileInfo(file).Length - r.Offset;
+    }
+}
+
+/// <summary>POSIX hard links (no managed API exists): lets a converted model share its weights file with the source.</summary>
+internal static class HardLink
+{
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true, EntryPoint = "link")]
+    private static extern int Link(string oldPath, string newPath);
+
+    /// <summary>Creates <paramref name="link"/> pointing at <paramref name="target"/>'s data; false where not possible (other file system, Windows).</summary>
+    public static bool TryCreate(string target, string link)
+    {
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return false;
+        try { return Link(target, link) == 0; }
+        catch (DllNotFoundException) { return false; }
+        catch (EntryPointNotFoundException) { return false; }
     }
 }
