@@ -20,6 +20,11 @@ inline constexpr const char* kAttrSoftcap = "softcap";  // 0 = none
 // when the caller did not bind present_* to the past_* buffer (guards the in-place contract).
 inline constexpr const char* kConfigRequireInPlace = "mixattention.require_inplace";
 
+// Session config entry: "1" makes the CUDA kernels copy past_lengths / new_lengths to the host and
+// check the cache rules (one device->host copy and stream synchronisation per call; tests and
+// debugging). Without it the CUDA ops keep the lengths on the device and only clamp them.
+inline constexpr const char* kConfigCheckLengths = "mixattention.check_lengths";
+
 // WindowedAttention inputs / outputs.
 namespace owner {
 inline constexpr int kQuery = 0, kKey = 1, kValue = 2, kPastKey = 3, kPastValue = 4, kPastLengths = 5,

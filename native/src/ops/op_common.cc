@@ -59,6 +59,8 @@ OpAttributes OpAttributes::Read(const char* op, const OrtKernelInfo* info) {
   } else if (entries != nullptr) {
     const char* v = Ort::GetApi().GetKeyValue(entries, spec::kConfigRequireInPlace);
     a.require_inplace = v != nullptr && std::strcmp(v, "1") == 0;
+    const char* c = Ort::GetApi().GetKeyValue(entries, spec::kConfigCheckLengths);
+    a.check_lengths = c != nullptr && std::strcmp(c, "1") == 0;
     Ort::GetApi().ReleaseKeyValuePairs(entries);
   }
   return a;

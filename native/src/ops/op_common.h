@@ -43,6 +43,7 @@ struct OpAttributes {
   float scale = 0.f;
   float softcap = 0.f;
   bool require_inplace = false;  // session config mixattention.require_inplace = 1
+  bool check_lengths = false;    // session config mixattention.check_lengths = 1 (CUDA ops)
 
   static OpAttributes Read(const char* op, const OrtKernelInfo* info);
 };

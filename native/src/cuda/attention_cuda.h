@@ -1,0 +1,71 @@
+// Host-facing API of the CUDA kernels (native/src/cuda). No CUDA or ORT headers here: the ORT glue
+// (cuda_ops.cc) is plain C++; everything that touches the CUDA runtime lives in the .cu files.
+//
+// Host code validates shapes and chooses a path and a kernel instantiation (Plan); device code only
+// computes (Launch). Lengths (past_lengths / new_lengths) stay in device memory: kernels read them
+// and clamp them so that no access leaves the tensors, but cannot report a broken cache rule
+// (docs/ops.md); the session option mixattention.check_lengths=1 validates them on the host (one
+// device->host copy and stream sync per call) for tests and debugging.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "mixattention/attention_params.h"
+
+namespace mixattn::cuda {
+
+enum class DType { kFloat32, kFloat16, kBFloat16 };
+
+// One call of either op. Every pointer is device memory.
+struct CudaAttendArgs {
+  AttentionShape shape;
+  DType dtype = DType::kFloat16;
+  const void* query = nullptr;        // [B, S, Hq*D]
+  const void* chunk_key = nullptr;    // [B, S, Hkv*D] owner; nullptr for the reader
+  const void* chunk_value = nullptr;  // [B, S, Hkv*D]
+  const void* key_cache = nullptr;    // [B, Hkv, C, D]: owner = past (before this step's write), reader = owner's present
+  const void* value_cache = nullptr;
+  const int32_t* past_lengths = nullptr;  // [B], device
+  const int32_t* new_lengths = nullptr;   // [B], device, or nullptr (= S)
+  void* output = nullptr;                 // [B, S, Hq*D]
+  void* present_key = nullptr;  // owner: cache that receives the chunk (== key_cache when bound in place); reader: nullptr
+  void* present_value = nullptr;
+};
+
+enum class Path {
+  kDecode,      // S == 1: split-K flash-decoding kernel (+ combine when split), cache write fused
+  kPrefill,     // S > 1, fp16/bf16: tiled tensor-core (WMMA) kernel, then the cache-write kernel
+  kPerToken,    // S > 1, fp32: the decode kernel once per query token, then the cache-write kernel
+};
+
+// What host code decided for one call; a function of the shapes only (never of device data).
+struct LaunchPlan {
+  Path path = Path::kDecode;
+  int splits = 1;         // key-range splits per (token, KV head, head chunk)
+  int head_chunk = 1;     // query heads per decode block (compile-time GC: 1, 2, 4 or 8)
+  int chunks = 1;         // ceil(G / head_chunk)
+  bool copy_cache = false;  // owner, present != past: copy past -> present first
+  size_t scratch_bytes = 0; // split-K partials (device memory from ORT's allocator)
+};
+
+// Empty when the kernels support this shape / type; else why not (head size, SM count, ...).
+std::string CheckSupported(const AttentionShape& shape, DType dtype);
+
+// num_sms: multiprocessors of the current device (CurrentDeviceSmCount()).
+LaunchPlan Plan(const CudaAttendArgs& args, int num_sms);
+
+// Enqueues the whole call on `stream` (a cudaStream_t; nullptr = legacy default stream). No
+// allocation, no synchronisation. scratch: plan.scratch_bytes of device memory (or nullptr when 0).
+// Returns an empty string or the CUDA error.
+std::string Launch(const CudaAttendArgs& args, const LaunchPlan& plan, void* scratch, void* stream);
+
+// Device of the calling thread (cudaGetDevice) and its multiprocessor count (cached per device).
+int CurrentDevice();
+int CurrentDeviceSmCount();
+
+// For mixattention.check_lengths=1: copies n int32 from the device and synchronises `stream`.
+std::string CopyLengthsToHost(const int32_t* device, int32_t* host, int n, void* stream);
+
+}  // namespace mixattn::cuda

@@ -1,0 +1,81 @@
+// Device helpers shared by the CUDA kernels: storage types, 16-byte vector loads, conversions.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace mixattn::cuda::dev {
+
+// kVec elements of T in one 16-byte vector.
+template <typename T>
+struct Traits;
+
+template <>
+struct Traits<float> {
+  static constexpr int kVec = 4;
+  __device__ static __forceinline__ void ToFloat(const uint4& u, float* f) {
+    f[0] = __uint_as_float(u.x);
+    f[1] = __uint_as_float(u.y);
+    f[2] = __uint_as_float(u.z);
+    f[3] = __uint_as_float(u.w);
+  }
+  __device__ static __forceinline__ float One(float x) { return x; }
+  __device__ static __forceinline__ float From(float x) { return x; }
+};
+
+template <>
+struct Traits<__half> {
+  static constexpr int kVec = 8;
+  __device__ static __forceinline__ void ToFloat(const uint4& u, float* f) {
+    const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 x = __half22float2(h[i]);
+      f[2 * i] = x.x;
+      f[2 * i + 1] = x.y;
+    }
+  }
+  __device__ static __forceinline__ float One(__half x) { return __half2float(x); }
+  __device__ static __forceinline__ __half From(float x) { return __float2half_rn(x); }
+};
+
+template <>
+struct Traits<__nv_bfloat16> {
+  static constexpr int kVec = 8;
+  __device__ static __forceinline__ void ToFloat(const uint4& u, float* f) {
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 x = __bfloat1622float2(h[i]);
+      f[2 * i] = x.x;
+      f[2 * i + 1] = x.y;
+    }
+  }
+  __device__ static __forceinline__ float One(__nv_bfloat16 x) { return __bfloat162float(x); }
+  __device__ static __forceinline__ __nv_bfloat16 From(float x) { return __float2bfloat16_rn(x); }
+};
+
+// 16-byte read-only load (K/V rows are read once per call: keep them out of L1).
+__device__ __forceinline__ uint4 Load16(const void* p) {
+  return __ldg(reinterpret_cast<const uint4*>(p));
+}
+
+__device__ __forceinline__ float Softcap(float s, float softcap) {
+  return softcap > 0.f ? softcap * tanhf(s / softcap) : s;
+}
+
+// Clamped lengths of sequence b (the kernels never trust device data for addressing).
+__device__ __forceinline__ int PastLength(const int32_t* past, int b) {
+  const int p = past[b];
+  return p < 0 ? 0 : p;
+}
+__device__ __forceinline__ int NewLength(const int32_t* newl, int b, int S) {
+  if (newl == nullptr) return S;
+  const int n = newl[b];
+  return n < 0 ? 0 : (n > S ? S : n);
+}
+
+}  // namespace mixattn::cuda::dev

@@ -1,0 +1,70 @@
+// Parameter structs and launcher tables of the CUDA kernels (decode.cu, prefill.cu, cache_write.cu).
+// Launchers are plain function pointers chosen by small switch functions (no dispatch macros):
+// each kernel template is instantiated once per (storage type, head size[, head chunk]).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/attention_cuda.h"
+
+namespace mixattn::cuda {
+
+// Split-K decode: block (token z, split, KV head, head chunk); 4 warps.
+struct DecodeParams {
+  const void* query;        // [B, S, Hq*D]
+  const void* chunk_key;    // [B, S, Hkv*D] or nullptr (reader)
+  const void* chunk_value;
+  const void* key_cache;    // [B, Hkv, C, D]
+  const void* value_cache;
+  const int32_t* past_lengths;
+  const int32_t* new_lengths;  // or nullptr
+  void* output;             // [B, S, Hq*D]; written when splits == 1
+  void* write_key;          // fused cache write (S == 1 owner) target, or nullptr
+  void* write_value;
+  float2* part_ml;          // [B*S, Hq, splits] (max, sum) when splits > 1
+  float* part_acc;          // [B*S, Hq, splits, D]
+  int batch, seq, num_heads, kv_num_heads, capacity, window, group, chunks, splits, min_per_split;
+  float scale, softcap;
+};
+
+// Tiled tensor-core prefill: block (64 query tokens, query head, sequence).
+struct PrefillParams {
+  const void* query;
+  const void* chunk_key;  // or nullptr (reader)
+  const void* chunk_value;
+  const void* key_cache;
+  const void* value_cache;
+  const int32_t* past_lengths;
+  const int32_t* new_lengths;
+  void* output;
+  int batch, seq, num_heads, kv_num_heads, capacity, window, group;
+  float scale, softcap;
+};
+
+using DecodeLauncher = cudaError_t (*)(const DecodeParams& p, cudaStream_t stream);
+using CombineLauncher = cudaError_t (*)(const DecodeParams& p, int head_dim, cudaStream_t stream);
+using PrefillLauncher = cudaError_t (*)(const PrefillParams& p, cudaStream_t stream);
+
+// nullptr when (dtype, head_dim, head_chunk) has no instantiation.
+DecodeLauncher GetDecodeLauncher(DType dtype, int head_dim, int head_chunk);
+CombineLauncher GetCombineLauncher(DType dtype);
+// Resident decode blocks per multiprocessor (cudaOccupancyMaxActiveBlocksPerMultiprocessor, cached).
+int DecodeBlocksPerSm(DType dtype, int head_dim, int head_chunk);
+PrefillLauncher GetPrefillLauncher(DType dtype, int head_dim);  // fp16 / bf16 only
+
+// Decode block geometry, shared by Plan and the kernel: key rows processed per block step.
+constexpr int kDecodeThreads = 128;
+inline int DecodeRowsPerStep(DType dtype, int head_dim) {
+  const int vec = dtype == DType::kFloat32 ? 4 : 8;
+  const int nv = head_dim / vec;
+  const int tpr = nv < 32 ? nv : 32;
+  return (kDecodeThreads / 32) * (32 / tpr);
+}
+inline int DecodeUnroll(int head_chunk) { return head_chunk <= 4 ? 4 : 2; }
+
+// Cache write for S > 1 (owner): chunk rows s < N_b with s >= N_b - C go to slot (P_b + s) mod C.
+cudaError_t LaunchCacheWrite(DType dtype, const CudaAttendArgs& args, cudaStream_t stream);
+
+}  // namespace mixattn::cuda
