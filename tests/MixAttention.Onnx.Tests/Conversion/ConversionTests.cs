@@ -84,6 +84,7 @@ public sealed class ConversionTests
     [DataRow("gpt2-torchscript", "0s_0s", 8)]
     [DataRow("gpt2-dynamo", "0s_1", 8)]
     [DataRow("gpt2-ortattention", "cai", 8)]
+    [DataRow("gpt2-ortmha", "0s_0s", 8)]
     [DataRow("gemma3-torchscript", "cai", 8)]
     [DataRow("gemma3-dynamo", "ma-pairs", 8)]
     [DataRow("mistral-gqa", "0s_0s", 8)]

@@ -27,6 +27,7 @@ public sealed class DetectionTests
     [DataRow("mistral-gqa", ExportStyle.GroupQueryAttention, 2, 4, 2, 16, 0.25f, "16,16")]
     [DataRow("qwen35-gqa-fp16", ExportStyle.GroupQueryAttention, 2, 4, 2, 16, 0.25f, "")]
     [DataRow("gpt2-ortattention", ExportStyle.OrtAttention, 5, 4, 4, 8, 0.35355339f, "")]
+    [DataRow("gpt2-ortmha", ExportStyle.OrtMultiHeadAttention, 2, 4, 4, 16, 0.25f, "")]
     public void DetectsEveryLayerWithItsShapes(string fixture, ExportStyle style, int layers, int heads, int kvHeads, int headSize, float scale, string windows)
     {
         var model = OnnxModel.Load(TestPaths.Fixture(fixture));
