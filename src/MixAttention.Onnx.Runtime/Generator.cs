@@ -1,0 +1,161 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+
+namespace MixAttention.Onnx.Runtime;
+
+/// <summary>Why a sequence stopped.</summary>
+public enum FinishReason
+{
+    /// <summary>A stop token was generated.</summary>
+    Stop,
+    /// <summary><see cref="GenerationOptions.MaxNewTokens"/> reached, or the session's max length.</summary>
+    Length,
+}
+
+/// <summary>One prompt to complete.</summary>
+public sealed record GenerationRequest(IReadOnlyList<long> Prompt, GenerationOptions Options);
+
+/// <summary>A token as it is produced (streaming).</summary>
+/// <param name="Request">Index of the request.</param>
+/// <param name="Token">The token id.</param>
+/// <param name="Index">0 for the first generated token.</param>
+/// <param name="Finish">Set on the request's last token.</param>
+public readonly record struct GeneratedToken(int Request, long Token, int Index, FinishReason? Finish);
+
+/// <summary>A finished request.</summary>
+public sealed record GenerationResult(int Request, IReadOnlyList<long> Tokens, FinishReason Finish, TimeSpan PrefillTime, TimeSpan DecodeTime);
+
+/// <summary>Totals of a <see cref="Generator.Run"/>.</summary>
+public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, TimeSpan PrefillTime, TimeSpan DecodeTime, int DecodeSteps)
+{
+    /// <summary>Generated tokens per second of model time (prefill + decode).</summary>
+    public double TokensPerSecond => (PrefillTime + DecodeTime).TotalSeconds is var s && s > 0 ? GeneratedTokens / s : 0;
+}
+
+/// <summary>
+/// Generates from prompts on a decoding session. <see cref="Run"/> does continuous batching: requests wait for a
+/// free slot, are prefilled alone (chunked), then decode together, one batched call per step; a finished sequence
+/// leaves at once and its slot takes the next request. <see cref="GenerateAsync"/> streams one prompt.
+/// </summary>
+public sealed class Generator
+{
+    /// <summary>Uses <paramref name="session"/> (not owned).</summary>
+    public Generator(IDecoderSession session) => Session = session;
+
+    /// <summary>The session.</summary>
+    public IDecoderSession Session { get; }
+
+    /// <summary>Statistics of the last <see cref="Run"/>.</summary>
+    public GenerationStats? LastStats { get; private set; }
+
+    /// <summary>Streams the tokens generated for one prompt.</summary>
+    public async IAsyncEnumerable<long> GenerateAsync(IReadOnlyList<long> prompt, GenerationOptions options, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var sampler = new Sampler(options);
+        var history = new List<long>(prompt);
+        int seq = Session.AddSequence();
+        try
+        {
+            var logits = Session.Prefill(seq, prompt.ToArray());
+            for (int n = 0; ; n++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                long token = sampler.Next(logits, history);
+                history.Add(token);
+                yield return token;
+                if (options.StopTokens.Contains(token) || n + 1 >= options.MaxNewTokens || Session.Length(seq) >= Session.Config.MaxLength) yield break;
+                await Task.Yield();
+                logits = Session.Decode(new[] { seq }, new[] { token })[0];
+            }
+        }
+        finally
+        {
+            Session.RemoveSequence(seq);
+        }
+    }
+
+    /// <summary>
+    /// Completes every request with continuous batching, calling <paramref name="onToken"/> for each token as it is
+    /// produced. Results are in request order.
+    /// </summary>
+    public IReadOnlyList<GenerationResult> Run(IReadOnlyList<GenerationRequest> requests, Action<GeneratedToken>? onToken = null, CancellationToken cancellationToken = default)
+    {
+        var pending = new Queue<int>(Enumerable.Range(0, requests.Count));
+        var active = new List<Active>();
+        var results = new GenerationResult?[requests.Count];
+        var prefillWatch = new Stopwatch();
+        var decodeWatch = new Stopwatch();
+        int steps = 0, promptTokens = 0, generated = 0;
+
+        bool Emit(Active a, long token)
+        {
+            a.Tokens.Add(token);
+            a.History.Add(token);
+            generated++;
+            var options = requests[a.Request].Options;
+            FinishReason? finish = options.StopTokens.Contains(token) ? FinishReason.Stop
+                : a.Tokens.Count >= options.MaxNewTokens || Session.Length(a.Sequence) >= Session.Config.MaxLength ? FinishReason.Length : null;
+            onToken?.Invoke(new GeneratedToken(a.Request, token, a.Tokens.Count - 1, finish));
+            if (finish is { } f)
+            {
+                results[a.Request] = new GenerationResult(a.Request, a.Tokens, f, a.PrefillTime, a.DecodeTime);
+                Session.RemoveSequence(a.Sequence);
+                return true;
+            }
+            return false;
+        }
+
+        try
+        {
+            while (pending.Count > 0 || active.Count > 0)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                while (pending.Count > 0 && Session.FreeSlots > 0)
+                {
+                    int r = pending.Dequeue();
+                    var req = requests[r];
+                    if (req.Prompt.Count == 0) throw new MixAttentionException($"request {r} has an empty prompt.");
+                    var a = new Active(r, Session.AddSequence(), new Sampler(req.Options), new List<long>(req.Prompt));
+                    var t0 = prefillWatch.Elapsed;
+                    prefillWatch.Start();
+                    var logits = Session.Prefill(a.Sequence, req.Prompt.ToArray());
+                    prefillWatch.Stop();
+                    a.PrefillTime = prefillWatch.Elapsed - t0;
+                    promptTokens += req.Prompt.Count;
+                    if (!Emit(a, a.Sampler.Next(logits, a.History))) active.Add(a);
+                }
+                if (active.Count == 0) continue;
+                var t1 = decodeWatch.Elapsed;
+                decodeWatch.Start();
+                var rows = Session.Decode(active.Select(a => a.Sequence).ToArray(), active.Select(a => a.Tokens[^1]).ToArray());
+                decodeWatch.Stop();
+                steps++;
+                var dt = decodeWatch.Elapsed - t1;
+                var finished = new List<Active>();
+                for (int i = 0; i < active.Count; i++)
+                {
+                    active[i].DecodeTime += dt;
+                    if (Emit(active[i], active[i].Sampler.Next(rows[i], active[i].History))) finished.Add(active[i]);
+                }
+                foreach (var f in finished) active.Remove(f);
+            }
+        }
+        finally
+        {
+            foreach (var a in active) if (Session.Sequences.Contains(a.Sequence)) Session.RemoveSequence(a.Sequence);
+            LastStats = new GenerationStats(promptTokens, generated, prefillWatch.Elapsed, decodeWatch.Elapsed, steps);
+        }
+        return results.Select(r => r!).ToArray();
+    }
+
+    private sealed class Active(int request, int sequence, Sampler sampler, List<long> history)
+    {
+        public int Request { get; } = request;
+        public int Sequence { get; } = sequence;
+        public Sampler Sampler { get; } = sampler;
+        public List<long> History { get; } = history;
+        public List<long> Tokens { get; } = new();
+        public TimeSpan PrefillTime { get; set; }
+        public TimeSpan DecodeTime { get; set; }
+    }
+}

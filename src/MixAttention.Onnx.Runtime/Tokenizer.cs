@@ -1,0 +1,174 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+using MixAttention.Onnx.Onnx.Proto;
+
+namespace MixAttention.Onnx.Runtime;
+
+/// <summary>
+/// Text ⇄ token ids through ONNX Runtime Extensions: two one-node graphs built from a model folder's
+/// <c>tokenizer.json</c> and <c>tokenizer_config.json</c> — <c>HfJsonTokenizer</c> (the two files as attributes) to
+/// encode, <c>BpeDecoder</c> (id vocabulary, byte decoder, added tokens from tokenizer.json) to decode.
+/// Decoding supports byte-level BPE tokenizers (GPT-2 style: <c>decoder.type = ByteLevel</c>).
+/// </summary>
+public sealed class Tokenizer : IDisposable
+{
+    private const string Contrib = "ai.onnx.contrib";
+    private readonly SessionOptions _options;
+    private readonly InferenceSession _encoder;
+    private readonly InferenceSession _decoder;
+
+    private Tokenizer(SessionOptions options, InferenceSession encoder, InferenceSession decoder, IReadOnlyList<long> stop, int vocab)
+    {
+        _options = options;
+        _encoder = encoder;
+        _decoder = decoder;
+        StopTokens = stop;
+        VocabSize = vocab;
+    }
+
+    /// <summary>The end-of-sequence token(s) from tokenizer_config.json (eos_token).</summary>
+    public IReadOnlyList<long> StopTokens { get; }
+
+    /// <summary>Largest token id + 1.</summary>
+    public int VocabSize { get; }
+
+    /// <summary>True when <paramref name="directory"/> has the two files.</summary>
+    public static bool Exists(string directory) =>
+        File.Exists(Path.Combine(directory, "tokenizer.json")) && File.Exists(Path.Combine(directory, "tokenizer_config.json"));
+
+    /// <summary>Builds the tokenizer from <paramref name="directory"/>/tokenizer.json and tokenizer_config.json.</summary>
+    public static Tokenizer FromDirectory(string directory)
+    {
+        var jsonPath = Path.Combine(directory, "tokenizer.json");
+        var configPath = Path.Combine(directory, "tokenizer_config.json");
+        if (!Exists(directory)) throw new MixAttentionException($"{directory} has no tokenizer.json and tokenizer_config.json.");
+        var vocabText = File.ReadAllText(jsonPath);
+        var configText = File.ReadAllText(configPath);
+        var tok = JsonNode.Parse(vocabText) as JsonObject ?? throw new MixAttentionException($"{jsonPath} is not a JSON object.");
+        var config = JsonNode.Parse(configText) as JsonObject ?? throw new MixAttentionException($"{configPath} is not a JSON object.");
+
+        // Id → token table and added tokens for BpeDecoder.
+        var vocab = tok["model"]?["vocab"] as JsonObject ?? throw new MixAttentionException($"{jsonPath}: model.vocab is missing (only BPE tokenizers are supported).");
+        var added = (tok["added_tokens"] as JsonArray ?? new JsonArray()).OfType<JsonObject>()
+            .Select(a => (Id: a["id"]!.GetValue<long>(), Content: a["content"]!.GetValue<string>(), Special: a["special"]?.GetValue<bool>() ?? false)).ToList();
+        long maxId = Math.Max(vocab.Select(kv => kv.Value!.GetValue<long>()).DefaultIfEmpty(0).Max(), added.Select(a => a.Id).DefaultIfEmpty(0).Max());
+        var decoderType = tok["decoder"]?["type"]?.GetValue<string>();
+        if (decoderType is not null && decoderType != "ByteLevel")
+            throw new MixAttentionException($"{jsonPath}: decoder '{decoderType}' is not supported; decoding needs a byte-level BPE tokenizer (GPT-2 style).");
+        var byId = new string[maxId + 1];
+        foreach (var (token, id) in vocab) byId[id!.GetValue<long>()] = token;
+        var idVocab = string.Join("\n", byId.Select(t => t ?? ""));
+        var byteDecoder = string.Join("\n", ByteToUnicode().Select((u, b) => $"{u}\t{b}"));
+        var addedTokens = string.Join("\n", added.Select(a => $"{a.Id}\t{a.Content}"));
+        var specialIds = string.Join("\n", added.Where(a => a.Special).Select(a => $"{a.Id}"));
+
+        var stop = new List<long>();
+        string? eos = config["eos_token"] switch
+        {
+            JsonValue v => v.GetValue<string>(),
+            JsonObject o => o["content"]?.GetValue<string>(),
+            _ => null,
+        };
+        if (eos is not null)
+        {
+            var hit = added.FirstOrDefault(a => a.Content == eos);
+            if (hit.Content is not null) stop.Add(hit.Id);
+            else if (vocab[eos] is { } id) stop.Add(id.GetValue<long>());
+        }
+
+        var options = new SessionOptions();
+        InferenceSession? encoder = null;
+        try
+        {
+            options.RegisterCustomOpLibrary(OrtExtensionsLibrary.GetRequired());
+            encoder = new InferenceSession(Graph("HfJsonTokenizer", "text", TensorProto.Types.DataType.String, "ids", TensorProto.Types.DataType.Int64,
+                ("tokenizer_vocab", vocabText), ("tokenizer_config", configText)), options);
+            var decoder = new InferenceSession(Graph("BpeDecoder", "ids", TensorProto.Types.DataType.Int64, "text", TensorProto.Types.DataType.String,
+                ("id_vocab", idVocab), ("byte_decoder", byteDecoder), ("added_tokens", addedTokens), ("all_special_ids", specialIds)), options);
+            return new Tokenizer(options, encoder, decoder, stop, (int)maxId + 1);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            encoder?.Dispose();
+            options.Dispose();
+            throw new MixAttentionException($"cannot build the tokenizer from {directory}: {e.Message}", e);
+        }
+        catch
+        {
+            encoder?.Dispose();
+            options.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Token ids of <paramref name="text"/>.</summary>
+    public long[] Encode(string text)
+    {
+        using var input = OrtValue.CreateFromStringTensor(new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<string>(new[] { text }, new[] { 1 }));
+        using var outputs = _encoder.Run(new RunOptions(), new[] { "text" }, new[] { input }, new[] { "ids" });
+        return outputs[0].GetTensorDataAsSpan<long>().ToArray();
+    }
+
+    /// <summary>Text of <paramref name="ids"/> (special tokens included).</summary>
+    public string Decode(IReadOnlyList<long> ids)
+    {
+        if (ids.Count == 0) return "";
+        using var input = OrtValue.CreateTensorValueFromMemory(ids.ToArray(), new long[] { ids.Count });
+        using var outputs = _decoder.Run(new RunOptions(), new[] { "ids" }, new[] { input }, new[] { "text" });
+        return outputs[0].GetStringElement(0);
+    }
+
+    /// <summary>
+    /// Streams text for a growing token list: returns what the text of <paramref name="ids"/> adds to the
+    /// <paramref name="emittedChars"/> characters already emitted, holding back an incomplete UTF-8 character (U+FFFD at the end).
+    /// </summary>
+    public string DecodeIncrement(IReadOnlyList<long> ids, ref int emittedChars)
+    {
+        var text = Decode(ids);
+        if (text.EndsWith('\uFFFD')) return "";
+        var delta = text.Length > emittedChars ? text[emittedChars..] : "";
+        emittedChars = text.Length;
+        return delta;
+    }
+
+    private static byte[] Graph(string op, string input, TensorProto.Types.DataType inType, string output, TensorProto.Types.DataType outType, params (string Name, string Value)[] attributes)
+    {
+        var node = new NodeProto { OpType = op, Domain = Contrib, Name = op };
+        node.Input.Add(input);
+        node.Output.Add(output);
+        foreach (var (name, value) in attributes)
+            node.Attribute.Add(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFrom(value, Encoding.UTF8) });
+        var graph = new GraphProto { Name = op.ToLowerInvariant() };
+        graph.Node.Add(node);
+        graph.Input.Add(new ValueInfoProto { Name = input, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)inType } } });
+        graph.Output.Add(new ValueInfoProto { Name = output, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)outType } } });
+        var model = new ModelProto { IrVersion = 8, Graph = graph, ProducerName = "MixAttention.Onnx.Runtime" };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 17 });
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = Contrib, Version = 1 });
+        return model.ToByteArray();
+    }
+
+    /// <summary>GPT-2's byte → printable character table (the code point of each byte's stand-in, indexed by byte).</summary>
+    private static int[] ByteToUnicode()
+    {
+        var map = new int[256];
+        int n = 0;
+        for (int b = 0; b < 256; b++)
+        {
+            bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+            map[b] = printable ? b : 256 + n++;
+        }
+        return map;
+    }
+
+    /// <summary>Disposes both sessions and the options.</summary>
+    public void Dispose()
+    {
+        _encoder.Dispose();
+        _decoder.Dispose();
+        _options.Dispose();
+    }
+}
