@@ -91,6 +91,10 @@ public static class LayoutLowering
             var (_, presentAxis) = backend.CacheAxis(layout[owner]);
             foreach (var (tempName, canonical) in new[] { (temp.TempKey, $"present.{owner}.key"), (temp.TempValue, $"present.{owner}.value") })
             {
+                // A surviving value of the source may already carry the canonical name (it was not the cache
+                // output we removed): give it another name first.
+                if (graph.Producer(canonical) is not null)
+                    graph.RenameValue(canonical, graph.UniqueName(canonical + ".source"));
                 graph.RenameValue(tempName, canonical);
                 graph.AddGraphOutput(GraphBuilder.TensorInfo(canonical, site.ElementType, ctx.BatchDim, (long)site.KvNumHeads, presentAxis, (long)site.HeadSize));
             }

@@ -99,6 +99,8 @@ public sealed class OnnxModel
             throw new OnnxFormatException($"'{path}' is not an ONNX model: it has no {(proto.Graph is null ? "graph" : "IR version")}.");
         if (proto.Graph.Node.Count == 0)
             throw new OnnxFormatException($"'{path}' has an empty graph (no nodes).");
+        try { ModelValidator.Validate(proto); }
+        catch (OnnxFormatException e) { throw new OnnxFormatException($"'{path}': {e.Message}", e); }
 
         var model = new OnnxModel(proto, full, Path.GetDirectoryName(full)!, options.AllowExternalDataOutsideModelFolder);
         if (options.ValidateExternalData)
@@ -106,17 +108,25 @@ public sealed class OnnxModel
         return model;
     }
 
-    /// <summary>Parses a model from bytes (tests, tools). External data, if any, resolves against <paramref name="baseDirectory"/>.</summary>
+    /// <summary>
+    /// Parses and validates a model from bytes (tests, fuzzing, tools) exactly as <see cref="Load"/> does a file,
+    /// external data excepted: that resolves against <paramref name="baseDirectory"/> and is not checked.
+    /// </summary>
     public static OnnxModel Parse(byte[] bytes, string? baseDirectory = null)
     {
+        ModelProto proto;
         try
         {
-            return FromProto(ModelProto.Parser.ParseFrom(bytes), baseDirectory);
+            proto = ModelProto.Parser.ParseFrom(bytes);
         }
         catch (InvalidProtocolBufferException e)
         {
-            throw new OnnxFormatException($"Not a valid ONNX model: {e.Message}", e);
+            throw new OnnxFormatException($"Not a valid ONNX model: the protobuf data is malformed or truncated ({e.Message}).", e);
         }
+        if (proto.Graph is null || !proto.HasIrVersion || proto.IrVersion <= 0)
+            throw new OnnxFormatException($"Not an ONNX model: it has no {(proto.Graph is null ? "graph" : "IR version")}.");
+        ModelValidator.Validate(proto);
+        return FromProto(proto, baseDirectory);
     }
 
     /// <summary>Every tensor that keeps its bytes in an external file, with where.</summary>
