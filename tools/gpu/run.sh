@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Builds the CUDA ops and the harness on the GPU machine, then checks and/or benchmarks them.
+#
+#   tools/gpu/run.sh check      build; every CUDA path vs the CPU op and vs torch; memcheck (quick cases)
+#   tools/gpu/run.sh bench      build; decode benchmark (ours / ORT GQA / torch SDPA, T = 1K..128K) + plot
+#   tools/gpu/run.sh all        both
+#   tools/gpu/run.sh smoke      build; check; a quick benchmark (T = 1K, 16K); memcheck
+#
+# Needs (from the repo root, on the machine that has the GPU): .ortgpu/ (made by
+# /work/shared/tools/ortgpu-stage) and .ortinc/ (ORT 1.31 headers, tools/gpu/stage-headers.sh).
+# Results go to $OUT (default out/gpu): logs.tgz, bench.csv, torch.csv, summary.md, gpu_bandwidth.png.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+mode=${1:-all}
+quick=""
+OUT=${OUT:-$root/out/gpu}
+work=${MIXATTN_GPU_WORK:-/tmp/mixattn-gpu}
+logs=$work/logs
+mkdir -p "$OUT" "$logs"
+cd "$root"
+# shellcheck disable=SC1091
+source .ortgpu/unpack.sh
+export PATH=$PATH:/usr/local/cuda/bin
+nvcc=$(command -v nvcc)
+{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv; nvcc --version | tail -2; } \
+  > "$logs/machine.txt" 2>&1
+cat "$logs/machine.txt"
+
+step() { echo "== $*"; }
+summary=()
+build() {
+  step build native ops with CUDA
+  cmake -S native -B "$work/native" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXATTN_CUDA=ON -DMIXATTN_TESTS=OFF \
+    -DCMAKE_CUDA_COMPILER="$nvcc" -DORT_INCLUDE_DIR="$root/.ortinc" > "$logs/cmake-native.log" 2>&1 || { cat "$logs/cmake-native.log"; return 1; }
+  cmake --build "$work/native" -j "$(nproc)" -- -v > "$logs/build-native.log" 2>&1 || { grep -E "error|Error" -A3 "$logs/build-native.log" | head -60; return 1; }
+  grep -E "registers|spill" "$logs/build-native.log" > "$logs/ptxas.txt" || true
+  step build harness
+  cmake -S tools/gpu -B "$work/harness" -G Ninja -DORT_DIR="$ORTGPU_DIR" -DORT_INCLUDE_DIR="$root/.ortinc" \
+    -DCMAKE_CUDA_COMPILER="$nvcc" > "$logs/cmake-harness.log" 2>&1 || { cat "$logs/cmake-harness.log"; return 1; }
+  cmake --build "$work/harness" -j "$(nproc)" > "$logs/build-harness.log" 2>&1 || { grep -E "error" -A3 "$logs/build-harness.log" | head -60; return 1; }
+  lib=$work/native/libmixattention_ops.so
+  harness=$work/harness/harness
+  "$harness" plan > "$work/specs.txt" && python3 tools/gpu/make_models.py "$work/specs.txt" "$work/models"
+}
+
+check() {
+  step "check: CUDA op vs CPU op (harness)"
+  rm -rf "$work/dump"
+  "$harness" check "$work/models" "$lib" "$work/dump" 2>&1 | tee "$logs/check.log"
+  summary+=("harness check: $(tail -1 "$logs/check.log")")
+  step "check: vs torch float64 reference"
+  python3 tools/gpu/torch_check.py "$work/dump" 2>&1 | tee "$logs/torch_check.log"
+  summary+=("$(tail -1 "$logs/torch_check.log")")
+}
+
+memcheck() {
+  step "compute-sanitizer memcheck (quick cases)"
+  if command -v compute-sanitizer >/dev/null; then
+    timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$harness" check "$work/models" "$lib" - quick \
+      > "$logs/memcheck.log" 2>&1
+    rc=$?
+    tail -5 "$logs/memcheck.log"
+    summary+=("memcheck: rc=$rc, $(grep -E 'ERROR SUMMARY' "$logs/memcheck.log" | tail -1)")
+  else
+    summary+=("memcheck: compute-sanitizer not found")
+  fi
+}
+
+bench() {
+  step "probe: which GQA kernel runs"
+  ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO=1 "$harness" probe "$work/models" "$lib" > "$logs/probe.log" 2>&1
+  grep -E "SdpaKernel|probe" "$logs/probe.log" | sort | uniq -c | head
+  step "bench: ours vs ORT GQA"
+  "$harness" bench "$work/models" "$lib" $quick 2> "$logs/bench.err" | tee "$OUT/bench.csv"
+  tail -5 "$logs/bench.err"
+  step "bench: torch SDPA"
+  python3 tools/gpu/torch_bench.py $quick 2> "$logs/torch_bench.err" | tee "$OUT/torch.csv"
+  step "summary"
+  python3 tools/gpu/plot.py "$OUT/bench.csv" "$OUT/torch.csv" "$OUT/gpu_bandwidth.png" | tee "$OUT/summary.md"
+}
+
+build || { tar czf "$OUT/logs.tgz" -C "$logs" .; exit 1; }
+case "$mode" in
+  check) check; memcheck ;;
+  bench) bench ;;
+  all) check; memcheck; bench ;;
+  smoke) check; quick=quick; bench; memcheck ;;
+esac
+tar czf "$OUT/logs.tgz" -C "$logs" .
+echo "== done"
+printf '%s\n' "${summary[@]}"
