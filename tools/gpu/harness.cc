@@ -741,6 +741,7 @@ int main(int argc, char** argv) {
   }
   const std::string mode = argv[1];
   try {
+    GetEnv();  // before any other ORT object (ORT's default logger lives in the Env)
     if (mode == "plan") {
       Plan();
       return 0;
