@@ -596,11 +596,22 @@ int Bench(const Models& m, bool quick) {
         DeviceBuffer dout(q.raw.size()), dout2(q.raw.size());
         std::vector<std::unique_ptr<DeviceBuffer>> kc, vc;
         {
-          // Random cache contents (once; copies for the rotation).
-          HostTensor hk = RandomTensor(dt, {B, Hkv, C, D}, rng);
+          // Random cache contents: a random block of up to 8 Mi elements tiled over the cache on
+          // the device (host RNG over 4 G elements would take minutes), then copies for the rotation.
+          const size_t elems = size_t{1} * B * Hkv * C * D;
+          HostTensor block = RandomTensor(dt, {static_cast<int64_t>(std::min<size_t>(elems, size_t{8} << 20))}, rng);
           for (int r = 0; r < R; ++r) {
-            kc.push_back(Upload(hk.raw.data(), hk.raw.size()));
-            vc.push_back(Upload(hk.raw.data(), hk.raw.size()));
+            kc.push_back(std::make_unique<DeviceBuffer>(elems * Bytes(dt)));
+            vc.push_back(std::make_unique<DeviceBuffer>(elems * Bytes(dt)));
+          }
+          for (size_t off = 0; off < kc[0]->bytes; off += block.raw.size()) {
+            const size_t n = std::min(block.raw.size(), kc[0]->bytes - off);
+            CK(cudaMemcpy(static_cast<char*>(kc[0]->p) + off, block.raw.data(), n, cudaMemcpyHostToDevice));
+          }
+          CK(cudaMemcpy(vc[0]->p, kc[0]->p, kc[0]->bytes, cudaMemcpyDeviceToDevice));
+          for (int r = 1; r < R; ++r) {
+            CK(cudaMemcpy(kc[r]->p, kc[0]->p, kc[0]->bytes, cudaMemcpyDeviceToDevice));
+            CK(cudaMemcpy(vc[r]->p, kc[0]->p, kc[0]->bytes, cudaMemcpyDeviceToDevice));
           }
         }
         const std::vector<int64_t> cache_shape{B, Hkv, C, D};

@@ -74,6 +74,10 @@ bench() {
   step "bench: ours vs ORT GQA"
   "$harness" bench "$work/models" "$lib" $quick 2> "$logs/bench.err" | tee "$OUT/bench.csv"
   tail -5 "$logs/bench.err"
+  step "bench: split-heuristic sweep (quick shapes, logs only)"
+  for w in 1 4; do
+    MIXATTN_CUDA_DECODE_WAVES=$w "$harness" bench "$work/models" "$lib" quick > "$logs/bench_waves$w.csv" 2>&1
+  done
   step "bench: torch SDPA"
   python3 tools/gpu/torch_bench.py $quick 2> "$logs/torch_bench.err" | tee "$OUT/torch.csv"
   step "summary"
