@@ -23,12 +23,13 @@ internal static class ConvertVerb
         backend.AcceptOnlyFromAmong("ops", "ort-gqa", "reference");
         var force = new Option<bool>("--force") { Description = "Overwrite OUT if it exists." };
         var json = new Option<bool>("--json") { Description = "Print the report as JSON." };
+        var copyWeights = new Option<bool>("--copy-weights") { Description = "Write a compact copy of the external weights instead of hard-linking the source's weights file." };
         var allowOutside = new Option<bool>("--allow-external-data-outside") { Description = "Trust external-data paths that leave the model's folder." };
         var cmd = new Command("convert", "Rewrite an exported decoder to a MixAttention layout (sliding windows, shared KV caches).\n\n" +
             "Examples:\n  mixattn convert graphs/mistral-torchscript/model.onnx -o out/mistral.onnx --layout native\n" +
             "  mixattn convert model.onnx -o mixed.onnx --layout cai --window 1024\n  mixattn convert model.onnx -o mixed.onnx --layout 0_1s_1s_3s_3s_3s --window 512 --backend reference")
         {
-            input, output, layout, window, backend, force, json, allowOutside,
+            input, output, layout, window, backend, force, json, copyWeights, allowOutside,
         };
         cmd.SetAction(parse =>
         {
@@ -38,6 +39,7 @@ internal static class ConvertVerb
                 Window = parse.GetValue(window),
                 Backend = parse.GetValue(backend)!,
                 Force = parse.GetValue(force),
+                LinkWeights = !parse.GetValue(copyWeights),
                 Load = new OnnxLoadOptions { AllowExternalDataOutsideModelFolder = parse.GetValue(allowOutside) },
             };
             ConversionReport report;

@@ -20,6 +20,8 @@ public sealed record ConversionOptions
     public string Backend { get; init; } = "ops";
     /// <summary>Overwrite an existing output.</summary>
     public bool Force { get; init; }
+    /// <summary>Share the source's weights file through a hard link when possible (default) instead of writing a compact copy.</summary>
+    public bool LinkWeights { get; init; } = true;
     /// <summary>Load-time safety options.</summary>
     public OnnxLoadOptions Load { get; init; } = new();
 }
@@ -96,7 +98,7 @@ public static class Converter
         var (report, graph) = ConvertInMemory(model, config, options, progress);
 
         progress?.Report((Stage.Saving, 0));
-        model.Save(outFull, new OnnxSaveOptions { Overwrite = options.Force }, new Progress<double>(f => progress?.Report((Stage.Saving, f))));
+        model.Save(outFull, new OnnxSaveOptions { Overwrite = options.Force, LinkExternalData = options.LinkWeights }, new Progress<double>(f => progress?.Report((Stage.Saving, f))));
         WriteSideFiles(config, outFull, report.Plan);
         progress?.Report((Stage.Done, 1));
         return report with { Output = outFull, Elapsed = clock.Elapsed };

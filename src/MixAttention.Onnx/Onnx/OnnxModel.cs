@@ -216,7 +216,13 @@ public sealed class OnnxModel
         if (File.Exists(full) && !options.Overwrite)
             throw new OnnxFormatException($"'{path}' already exists; pass --force to overwrite it.");
 
+        // Replacing an existing output: write the new weights under a fresh name, so that until the model file
+        // itself is swapped (one atomic rename) the old model still finds its old data, and after it the new
+        // model finds the new data. The old model's data files are deleted last.
+        var oldDataFiles = File.Exists(full) ? DataFilesOf(full) : new List<string>();
         var dataName = Path.GetFileName(full) + ".data";
+        if (File.Exists(Path.Combine(dir, dataName)))
+            dataName = $"{Path.GetFileName(full)}.{Guid.NewGuid().ToString("N")[..8]}.data";
         var dataPath = Path.Combine(dir, dataName);
         var sourceFiles = new HashSet<string>(StringComparer.Ordinal);
         var external = ExternalTensors().ToList();
@@ -265,12 +271,13 @@ public sealed class OnnxModel
                 output.WriteTo(fs);
                 fs.Flush(flushToDisk: true);
             }
-            // Data first: a model file that exists always finds its data.
+            // Data first, under a name no existing model uses; then the model in one rename; then the old data.
             if (tmpData is not null)
-                File.Move(tmpData, dataPath, overwrite: true);
-            else if (File.Exists(dataPath) && options.Overwrite)
-                File.Delete(dataPath); // stale data of a model we are replacing
+                File.Move(tmpData, dataPath, overwrite: false);
             File.Move(tmpModel, full, overwrite: true);
+            foreach (var old in oldDataFiles)
+                if (!string.Equals(old, dataPath, StringComparison.Ordinal) && !sourceFiles.Contains(old) && File.Exists(old))
+                    File.Delete(old);
         }
         finally
         {
@@ -278,6 +285,24 @@ public sealed class OnnxModel
             if (tmpData is not null && File.Exists(tmpData)) File.Delete(tmpData);
         }
         progress?.Report(1.0);
+    }
+
+    /// <summary>External-data files in the model's own folder that an existing model file references (best effort: a broken old model references none).</summary>
+    private static List<string> DataFilesOf(string modelPath)
+    {
+        try
+        {
+            var old = Load(modelPath, new OnnxLoadOptions { ValidateExternalData = false });
+            var dir = Path.GetDirectoryName(modelPath)!;
+            return old.ExternalTensors()
+                .Select(t => Path.GetFullPath(Path.Combine(dir, t.Ref.Location)))
+                .Where(f => string.Equals(Path.GetDirectoryName(f), dir, StringComparison.Ordinal))
+                .Distinct().ToList();
+        }
+        catch (MixAttentionException)
+        {
+            return new List<string>();
+        }
     }
 
     private void WriteExternalData(string tmpData, string dataName,
