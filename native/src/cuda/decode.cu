@@ -252,26 +252,59 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeKernel(const __grid_cons
   }
 }
 
-// Merges the split partials: grid x = token * Hq + head, D threads.
+// Block-wide max or sum (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+template <bool kMax>
+__device__ __forceinline__ float BlockReduce(float v, float* red /* [32] */) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    const float o = __shfl_xor_sync(0xffffffffu, v, off);
+    v = kMax ? fmaxf(v, o) : v + o;
+  }
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < warps ? red[lane] : (kMax ? -INFINITY : 0.f);
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) {
+      const float o = __shfl_xor_sync(0xffffffffu, v, off);
+      v = kMax ? fmaxf(v, o) : v + o;
+    }
+    if (lane == 0) red[0] = v;
+  }
+  __syncthreads();
+  v = red[0];
+  __syncthreads();
+  return v;
+}
+
+// Merges the split partials: grid x = token * Hq + head, D threads. The split weights are computed
+// once into shared memory (in parallel over the splits), so the accumulation loop only streams the
+// partial accumulators (independent loads, many in flight) instead of a serial chain per split.
 template <typename T>
 __global__ void CombineKernel(const __grid_constant__ DecodeParams p) {
+  extern __shared__ float weights[];  // [splits]
+  __shared__ float red[32];
   const int D = blockDim.x;
   const int d = threadIdx.x;
   const size_t zh = blockIdx.x;  // z * Hq + h
   const int splits = p.splits;
   const float2* ml = p.part_ml + zh * splits;
   float mx = -INFINITY;
-  for (int i = 0; i < splits; ++i) mx = fmaxf(mx, ml[i].x);
-  float sum = 0.f, a = 0.f;
-  if (mx != -INFINITY) {
-    for (int i = 0; i < splits; ++i) {
-      const float2 v = ml[i];
-      if (v.x == -INFINITY) continue;
-      const float w = __expf(v.x - mx);
-      sum += w * v.y;
-      a += w * p.part_acc[(zh * splits + i) * D + d];
-    }
+  for (int i = d; i < splits; i += D) mx = fmaxf(mx, ml[i].x);
+  mx = BlockReduce<true>(mx, red);
+  float sum = 0.f;
+  for (int i = d; i < splits; i += D) {
+    const float2 v = ml[i];
+    const float w = (v.x == -INFINITY || mx == -INFINITY) ? 0.f : __expf(v.x - mx);
+    weights[i] = w;
+    sum += w * v.y;
   }
+  sum = BlockReduce<false>(sum, red);  // its barriers also publish weights[]
+  const float* acc = p.part_acc + zh * splits * D + d;
+  float a = 0.f;
+#pragma unroll 8
+  for (int i = 0; i < splits; ++i) a = fmaf(weights[i], acc[static_cast<size_t>(i) * D], a);
   static_cast<T*>(p.output)[zh * D + d] = Traits<T>::From(sum > 0.f ? a / sum : 0.f);
 }
 
@@ -285,7 +318,7 @@ cudaError_t LaunchDecode(const DecodeParams& p, cudaStream_t stream) {
 template <typename T>
 cudaError_t LaunchCombine(const DecodeParams& p, int head_dim, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>(p.batch) * p.seq * p.num_heads;
-  CombineKernel<T><<<blocks, head_dim, 0, stream>>>(p);
+  CombineKernel<T><<<blocks, head_dim, p.splits * sizeof(float), stream>>>(p);
   return cudaGetLastError();
 }
 
