@@ -159,18 +159,24 @@ public sealed class ConversionTests
     [DataRow("native")]
     [DataRow("gemma3")]
     [DataRow("cai")]
+    [DataRow("custom")]
     public void EveryFixtureConvertsAndLoadsInOrt(string layout)
     {
         foreach (var dir in Directory.GetDirectories(TestPaths.Graphs).Where(d => File.Exists(Path.Combine(d, "model.onnx"))))
         {
             var fixture = Path.GetFileName(dir);
-            var output = Convert(fixture, layout, "ops", window: 8);
+            var spec = layout == "custom" ? CustomLayout(AttentionDetector.Detect(OnnxModel.Load(Path.Combine(dir, "model.onnx"))).Sites.Count) : layout;
+            var output = Convert(fixture, spec, "ops", window: 8);
             using var options = new Microsoft.ML.OnnxRuntime.SessionOptions();
             options.RegisterCustomOpLibrary(NativeLibraryPath.GetRequired());
             using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(output, options);
             Assert.IsTrue(session.InputMetadata.ContainsKey("past_lengths"), fixture);
         }
     }
+
+    /// <summary>A hand-written compact layout for n layers: a sliding pair sharing layer 0, a global owner at 2, then sliding pairs.</summary>
+    private static string CustomLayout(int n) => string.Join("_", Enumerable.Range(0, n).Select(i =>
+        i <= 1 ? "0s" : i == 2 ? "2" : i % 2 == 1 ? $"{i}s" : $"{i - 1}s"));
 
     [TestMethod]
     public void OutputIsNeverTheInputAndNotOverwrittenWithoutForce()
