@@ -83,3 +83,24 @@ public sealed class InspectCliTests
         if (kind != "no-attention") StringAssert.Contains(verbose, "   at ", "--verbose shows the stack trace");
     }
 }
+
+[TestClass]
+public sealed class BenchCliTests
+{
+    [TestMethod]
+    public void BenchComparesModelsInOneRunAndReportsMemory()
+    {
+        var dir = TestPaths.TempDir();
+        var converted = Path.Combine(dir, "native", "model.onnx");
+        var (code, _, err) = InspectCliTests.Run("convert", TestPaths.Fixture("mistral-torchscript"), "-o", converted, "--layout", "native", "--json");
+        Assert.AreEqual(0, code, err);
+        (code, var stdout, err) = InspectCliTests.Run("bench", TestPaths.Fixture("mistral-torchscript"), converted, "--context", "40", "--batch", "2", "--steps", "4", "--json");
+        Assert.AreEqual(0, code, err);
+        var results = JsonNode.Parse(stdout)!["results"]!.AsArray();
+        Assert.HasCount(2, results);
+        Assert.AreEqual(1.0, results[0]!["speedup"]!.GetValue<double>(), 1e-9);
+        Assert.IsGreaterThan(0.0, results[1]!["tokens_per_second"]!.GetValue<double>());
+        // Window 16 ring vs a full cache of at least 44 positions per layer.
+        Assert.IsLessThan(results[0]!["kv_bytes_per_sequence"]!.GetValue<long>(), results[1]!["kv_bytes_per_sequence"]!.GetValue<long>());
+    }
+}

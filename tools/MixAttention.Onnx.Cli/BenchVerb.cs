@@ -1,0 +1,90 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using MixAttention.Onnx.Runtime;
+using Spectre.Console;
+
+namespace MixAttention.Onnx.Cli;
+
+/// <summary>
+/// <c>mixattn bench MODEL [MODEL…] [--context N] [--batch N] [--steps N] [--device cpu|cuda] [--budget-gib G] [--json]</c>:
+/// decode throughput and KV memory of each model measured in the same run, the first model being the baseline.
+/// </summary>
+internal static class BenchVerb
+{
+    public static Command Create()
+    {
+        var models = new Argument<string[]>("MODEL") { Description = "Models to compare (converted or not); the first is the baseline.", Arity = ArgumentArity.OneOrMore };
+        var context = new Option<int>("--context") { Description = "Tokens each sequence holds before the timed decode steps (filled by chunked prefill).", DefaultValueFactory = _ => 512 };
+        var batch = new Option<int>("--batch") { Description = "Sequences decoded together.", DefaultValueFactory = _ => 1 };
+        var steps = new Option<int>("--steps") { Description = "Timed decode steps (after 3 warm-up steps).", DefaultValueFactory = _ => 32 };
+        var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill call length.", DefaultValueFactory = _ => 256 };
+        var device = new Option<string>("--device") { Description = "cpu or cuda.", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong("cpu", "cuda");
+        var budget = new Option<double>("--budget-gib") { Description = "KV memory budget for the 'sequences that fit' column.", DefaultValueFactory = _ => 16 };
+        var json = new Option<bool>("--json") { Description = "Print the results as JSON." };
+        var cmd = new Command("bench", "Decode tokens/s and KV memory of one or more models at a given context and batch, measured in one run; ratios are against the first model.\n\n" +
+            "Example:\n  mixattn bench graphs/gemma3-torchscript/model.onnx out/gemma3-cai/model.onnx --context 1024 --batch 4")
+        {
+            models, context, batch, steps, chunk, device, budget, json,
+        };
+        cmd.SetAction(parse =>
+        {
+            var results = new List<BenchResult>();
+            foreach (var path in parse.GetValue(models)!)
+                results.Add(Run(path, parse.GetValue(context), parse.GetValue(batch), parse.GetValue(steps), parse.GetValue(chunk),
+                    parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu));
+            long budgetBytes = (long)(parse.GetValue(budget) * (1L << 30));
+            if (parse.GetValue(json))
+            {
+                var arr = new JsonArray(results.Select(r => (JsonNode)new JsonObject
+                {
+                    ["model"] = r.Path, ["context"] = r.Context, ["batch"] = r.Batch, ["steps"] = r.Steps,
+                    ["decode_ms_per_step"] = r.MsPerStep, ["tokens_per_second"] = r.TokensPerSecond,
+                    ["speedup"] = r.TokensPerSecond / results[0].TokensPerSecond,
+                    ["kv_bytes_per_sequence"] = r.Memory.BytesPerSequence, ["kv_bytes_allocated"] = r.Memory.AllocatedBytes,
+                    ["sequences_in_budget"] = r.Memory.BytesPerSequence == 0 ? 0 : budgetBytes / r.Memory.BytesPerSequence,
+                }).ToArray());
+                Console.WriteLine(new JsonObject { ["device"] = parse.GetValue(device), ["budget_bytes"] = budgetBytes, ["results"] = arr }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                return ExitCodes.Ok;
+            }
+            if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
+            var table = new Table().Border(TableBorder.Simple).Title($"decode at context {parse.GetValue(context)}, batch {parse.GetValue(batch)}, {parse.GetValue(device)}");
+            foreach (var h in new[] { "model", "ms / step", "tokens/s", "vs first", "KV / sequence", $"sequences in {parse.GetValue(budget)} GiB" })
+                table.AddColumn(h);
+            foreach (var r in results)
+                table.AddRow(Markup.Escape(r.Path), $"{r.MsPerStep:0.000}", $"{r.TokensPerSecond:0}", $"{r.TokensPerSecond / results[0].TokensPerSecond:0.00}×",
+                    Cli.Bytes(r.Memory.BytesPerSequence), r.Memory.BytesPerSequence == 0 ? "-" : (budgetBytes / r.Memory.BytesPerSequence).ToString("N0"));
+            AnsiConsole.Write(table);
+            return ExitCodes.Ok;
+        });
+        return cmd;
+    }
+
+    private sealed record BenchResult(string Path, int Context, int Batch, int Steps, double MsPerStep, double TokensPerSecond, KvMemory Memory);
+
+    private static BenchResult Run(string path, int context, int batch, int steps, int chunk, ExecutionDevice device)
+    {
+        if (context < 1 || batch < 1 || steps < 1) throw new MixAttentionException("--context, --batch and --steps must be >= 1.");
+        using var model = MixAttentionModel.Open(path, new ModelOptions { Device = device });
+        using var session = model.CreateSession(new SessionConfig { MaxBatch = batch, MaxLength = context + steps + 4, PrefillChunk = Math.Min(chunk, context) });
+        var rng = new Random(1);
+        int vocab = Math.Max(2, Math.Min(model.VocabSize, 1000));
+        var seqs = new List<int>();
+        for (int b = 0; b < batch; b++)
+        {
+            var s = session.AddSequence();
+            var prompt = Enumerable.Range(0, context).Select(_ => (long)rng.Next(vocab)).ToArray();
+            session.Prefill(s, prompt);
+            seqs.Add(s);
+        }
+        var tokens = seqs.Select(_ => (long)rng.Next(vocab)).ToArray();
+        for (int i = 0; i < 3; i++) session.Decode(seqs, tokens);
+        var clock = Stopwatch.StartNew();
+        for (int i = 0; i < steps; i++) session.Decode(seqs, tokens);
+        clock.Stop();
+        double ms = clock.Elapsed.TotalMilliseconds / steps;
+        return new BenchResult(path, context, batch, steps, ms, batch * 1000.0 / ms, session.Memory());
+    }
+}
