@@ -82,7 +82,7 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
                     ["present_value"] = c.PresentValue,
                     ["packed"] = c.IsPacked,
                 };
-            layers.Add(layer);
+            layers.Add((JsonNode)layer);
         }
         return new JsonObject
         {

@@ -87,7 +87,7 @@ public sealed record CachePlan
     {
         var caches = new JsonArray();
         foreach (var c in Caches)
-            caches.Add(new JsonObject
+            caches.Add((JsonNode)new JsonObject
             {
                 ["owner"] = c.Owner,
                 ["kind"] = c.IsSliding ? "sliding" : "global",
