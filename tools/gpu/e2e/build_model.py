@@ -1,0 +1,93 @@
+"""Writes a 1B-class Llama-style decoder in onnxruntime-genai's layout (GroupQueryAttention with fused rotary,
+SimplifiedLayerNormalization, SiLU MLP), fp16, random weights, weights in one external-data file.
+
+usage: python3 build_model.py OUT_DIR [--layers 24] [--hidden 2048] [--heads 32] [--kv-heads 8] [--ffn 5632]
+Random weights (seeded, N(0, 0.02)): the end-to-end benchmark measures speed and memory, not text.
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+p = argparse.ArgumentParser()
+p.add_argument("out")
+p.add_argument("--layers", type=int, default=24)
+p.add_argument("--hidden", type=int, default=2048)
+p.add_argument("--heads", type=int, default=32)
+p.add_argument("--kv-heads", type=int, default=8)
+p.add_argument("--ffn", type=int, default=5632)
+p.add_argument("--vocab", type=int, default=32000)
+p.add_argument("--max-pos", type=int, default=131072)
+a = p.parse_args()
+H, nh, kvh, L, F, V = a.hidden, a.heads, a.kv_heads, a.layers, a.ffn, a.vocab
+hd = H // nh
+rng = np.random.default_rng(0)
+inits, nodes = [], []
+count = [0]
+
+
+def init(name, arr):
+    inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+    return name
+
+
+def w(name, *shape):
+    return init(name, (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16))
+
+
+def node(op, inputs, outputs=None, domain="", **attrs):
+    count[0] += 1
+    outputs = outputs or [f"{op}_{count[0]}"]
+    nodes.append(helper.make_node(op, inputs, outputs, name=f"{op}_node_{count[0]}", domain=domain, **attrs))
+    return outputs[0]
+
+
+def norm(x, name):
+    return node("SimplifiedLayerNormalization", [x, init(name, np.ones(H, np.float16))], axis=-1, epsilon=1e-5, stash_type=1)
+
+
+inv_freq = 1.0 / (10000.0 ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+freqs = np.outer(np.arange(a.max_pos, dtype=np.float64), inv_freq)
+cos = init("cos_cache", np.cos(freqs).astype(np.float16))
+sin = init("sin_cache", np.sin(freqs).astype(np.float16))
+inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
+          helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"])]
+outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT16, ["batch_size", "sequence_length", V])]
+for i in range(L):
+    for kv in ("key", "value"):
+        inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kv}", TensorProto.FLOAT16, ["batch_size", kvh, "past_sequence_length", hd]))
+        outputs.append(helper.make_tensor_value_info(f"present.{i}.{kv}", TensorProto.FLOAT16, ["batch_size", kvh, "total_sequence_length", hd]))
+one = init("one_i64", np.array(1, np.int64))
+ax1 = init("axes_1", np.array([1], np.int64))
+seqlens = node("Cast", [node("Sub", [node("ReduceSum", ["attention_mask", ax1], keepdims=0), one])], ["seqlens_k"], to=TensorProto.INT32)
+total = node("Cast", [node("Gather", [node("Shape", ["attention_mask"]), init("index_1", np.array(1, np.int64))], axis=0)], ["total_sequence_length"], to=TensorProto.INT32)
+x = node("Gather", [w("embed", V, H), "input_ids"], axis=0)
+for i in range(L):
+    n1 = norm(x, f"l{i}.ln1")
+    q = node("MatMul", [n1, w(f"l{i}.q", H, nh * hd)])
+    k = node("MatMul", [n1, w(f"l{i}.k", H, kvh * hd)])
+    v = node("MatMul", [n1, w(f"l{i}.v", H, kvh * hd)])
+    att = node("GroupQueryAttention", [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total, cos, sin],
+               [f"l{i}.attn", f"present.{i}.key", f"present.{i}.value"], domain="com.microsoft",
+               num_heads=nh, kv_num_heads=kvh, do_rotary=1, local_window_size=-1)
+    x = node("Add", [x, node("MatMul", [att, w(f"l{i}.o", nh * hd, H)])])
+    n2 = norm(x, f"l{i}.ln2")
+    g = node("MatMul", [n2, w(f"l{i}.gate", H, F)])
+    u = node("MatMul", [n2, w(f"l{i}.up", H, F)])
+    act = node("Mul", [node("Mul", [g, node("Sigmoid", [g])]), u])
+    x = node("Add", [x, node("MatMul", [act, w(f"l{i}.down", F, H)])])
+node("MatMul", [norm(x, "final_norm"), w("lm_head", H, V)], ["logits"])
+model = helper.make_model(helper.make_graph(nodes, "llama1b_gqa", inputs, outputs, initializer=inits),
+                          opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)],
+                          producer_name="MixAttention.Onnx tools/gpu/e2e/build_model.py")
+model.ir_version = 10
+os.makedirs(a.out, exist_ok=True)
+onnx.save(model, os.path.join(a.out, "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+          location="model.onnx.data", size_threshold=1024)
+params = sum(int(np.prod(t.dims)) for t in inits)
+json.dump({"num_hidden_layers": L, "hidden_size": H, "num_attention_heads": nh, "num_key_value_heads": kvh,
+           "intermediate_size": F, "vocab_size": V, "parameters": params}, open(os.path.join(a.out, "config.json"), "w"), indent=1)
+print(f"wrote {a.out}/model.onnx: {L} layers, {params / 1e9:.2f} B parameters")

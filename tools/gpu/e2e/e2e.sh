@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# End-to-end decode benchmark (issue 6, part 3) on the GPU machine, through the C# runtime on CUDA:
+# a 24-layer 1B-class Llama-style model (GenAI GQA layout, fp16, random weights) as
+#   (a) gqa-full: the model with ORT GroupQueryAttention and a full cache per layer (the baseline),
+#   cai:          converted with the `cai` layout (W = 1024) to our ops,
+#   (b) gqa-mix:  the closest layout ORT's GQA can express (cai's global sharing; sliding layers own rings:
+#                 GQA cannot read another layer's windowed cache),
+# decode tokens/s and KV memory at 4K and 32K context × batch 1 and 16, measured in one run per shape.
+# Needs (carried from the repo root): .ortgpu (ortgpu-stage), .ortinc (tools/gpu/stage-headers.sh),
+# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick]
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+cd "$root"
+OUT=${OUT:-$root/out/e2e}; work=${MIXATTN_E2E_WORK:-/tmp/mixattn-e2e}
+mkdir -p "$OUT" "$work/app"
+# shellcheck disable=SC1091
+source .ortgpu/unpack.sh
+export PATH=$PATH:/usr/local/cuda/bin DOTNET_CLI_TELEMETRY_OPTOUT=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/card.txt"
+step() { echo "== $* ($(date -u +%T))"; }
+
+step app
+tar xJf .pub/mixattn.tar.xz -C "$work/app" && cp "$ORTGPU_DIR"/*.so "$work/app/" || exit 1
+step native ops with CUDA
+cmake -S native -B "$work/native" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXATTN_CUDA=ON -DMIXATTN_TESTS=OFF \
+  -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DORT_INCLUDE_DIR="$root/.ortinc" > "$OUT/cmake.log" 2>&1 \
+  && cmake --build "$work/native" -j "$(nproc)" > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log" "$OUT/cmake.log"; exit 1; }
+cp "$work/native/libmixattention_ops.so" "$work/app/"
+M="$work/app/mixattn"
+
+step "smoke: a converted fixture on CUDA (fp32 path) and the same on CPU"
+"$M" convert graphs/mistral-torchscript/model.onnx -o "$work/small/model.onnx" --layout native --force --json > /dev/null || exit 1
+"$M" bench graphs/mistral-torchscript/model.onnx "$work/small/model.onnx" --device cuda --context 48 --batch 2 --steps 8 -v 2>&1 | tee "$OUT/smoke.txt"
+
+step "build the 1B model"
+python3 tools/gpu/e2e/build_model.py "$work/base" 2>&1 | tail -2 || exit 1
+layers=24
+mix=$(python3 -c "print('_'.join(('0' if i % 6 == 0 else f'{i}s') for i in range($layers)))")
+step convert
+"$M" convert "$work/base/model.onnx" -o "$work/gqa-full/model.onnx" --layout native --backend ort-gqa --force --json > "$OUT/convert-gqa-full.json" || exit 1
+"$M" convert "$work/base/model.onnx" -o "$work/cai/model.onnx" --layout cai --window 1024 --force --json > "$OUT/convert-cai.json" || exit 1
+"$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --json > "$OUT/convert-gqa-mix.json" || exit 1
+
+shapes="4096:1 4096:16 32768:1 32768:16"
+[ "${1:-}" = quick ] && shapes="4096:1 4096:16"
+for s in $shapes; do
+  ctx=${s%:*}; b=${s#*:}
+  step "bench context $ctx batch $b"
+  timeout 400 "$M" bench "$work/gqa-full/model.onnx" "$work/cai/model.onnx" "$work/gqa-mix/model.onnx" \
+    --device cuda --context "$ctx" --batch "$b" --steps 32 --budget-gib 64 --json > "$OUT/bench-$ctx-$b.json" 2> "$OUT/bench-$ctx-$b.err"
+  echo "rc=$?"; tail -3 "$OUT/bench-$ctx-$b.err"
+  python3 - "$OUT/bench-$ctx-$b.json" <<'PY' || true
+import json, sys
+d = json.load(open(sys.argv[1]))
+for r in d["results"]:
+    print(f'{r["model"].split("/")[-2]:10s} ctx {r["context"]:6d} batch {r["batch"]:3d}: {r["tokens_per_second"]:9.1f} tok/s  x{r["speedup"]:.2f}  KV/seq {r["kv_bytes_per_sequence"]/2**20:8.1f} MiB  seqs in 64 GiB {r["sequences_in_budget"]}')
+PY
+done
