@@ -74,14 +74,14 @@ public static class LayoutLowering
         }
 
         // 2. Dead code: old attention cores, reader K/V projections, masks built for the old attention.
-        var keepInputs = new HashSet<string>(StringComparer.Ordinal) { ctx.InputIds };
-        var removed = graph.RemoveDeadCode(removeUnusedInputs: false);
+        var removed = graph.RemoveDeadCode();
         // Nothing alive may still read an old cache input by its old meaning (a position computed from
         // the cache length would be silently wrong once caches are rings). Reading the batch, head or
         // head-size axes is harmless: those are rewired to input_ids or folded to constants.
-        RewireCacheShapeReads(ctx, sites, oldCacheInputs);
+        removed = removed.Add(RewireCacheShapeReads(ctx, sites, oldCacheInputs));
+        // Inputs nothing reads any more (e.g. an attention mask only the old attention used) go; input_ids stays.
         foreach (var input in graph.Proto.Input.Select(i => i.Name).ToList())
-            if (!keepInputs.Contains(input) && graph.Uses(input).Count == 0 && graph.Initializer(input) is null)
+            if (input != ctx.InputIds && graph.Uses(input).Count == 0 && graph.Initializer(input) is null)
                 graph.RemoveGraphInput(input);
 
         // 3. Present outputs get their canonical names.
@@ -137,7 +137,7 @@ public static class LayoutLowering
         return new LoweringResult(plan, removed);
     }
 
-    private static void RewireCacheShapeReads(LoweringContext ctx, IReadOnlyList<AttentionSite> sites, IReadOnlyList<string> oldCacheInputs)
+    private static DeadCodeReport RewireCacheShapeReads(LoweringContext ctx, IReadOnlyList<AttentionSite> sites, IReadOnlyList<string> oldCacheInputs)
     {
         var graph = ctx.Graph;
         foreach (var name in oldCacheInputs)
@@ -170,7 +170,7 @@ public static class LayoutLowering
                     "in a way that depends on the cached length; this model derives something else from its cache and cannot be converted safely.");
             }
         }
-        graph.RemoveDeadCode(removeUnusedInputs: false);
+        return graph.RemoveDeadCode();
     }
 
     private static void EnsureOpset(GraphProto graph, ModelProto model, string domain, long version, bool onlyIfUsed)
