@@ -139,7 +139,12 @@ public static class Converter
         return (report, graph);
     }
 
-    /// <summary>Rewrites genai_config.json beside the output to match the converted model (filename, layers' caches).</summary>
+    /// <summary>
+    /// Copies config.json and rewrites genai_config.json beside the output so it describes the converted model:
+    /// the file name, the inputs that still exist, the sliding layers of the layout, and (ops backend) the custom-op
+    /// library. Only keys onnxruntime-genai knows are written (it rejects unknown ones); the cache plan itself lives
+    /// in the model's metadata.
+    /// </summary>
     private static void WriteSideFiles(ModelConfig config, string output, CachePlan plan)
     {
         var dir = Path.GetDirectoryName(output)!;
@@ -151,7 +156,27 @@ public static class Converter
             if (copy["model"]?["decoder"] is JsonObject decoder)
             {
                 decoder["filename"] = Path.GetFileName(output);
-                decoder["mixattention"] = JsonNode.Parse(plan.ToJson());
+                if (decoder["inputs"] is JsonObject inputs)
+                {
+                    if (plan.AttentionMask is null) inputs.Remove("attention_mask");
+                    if (plan.PositionIds is null) inputs.Remove("position_ids");
+                }
+                var sliding = Enumerable.Range(0, plan.LayerCount).Where(l => plan.Windows[l] > 0).ToList();
+                if (sliding.Count == 0)
+                    decoder.Remove("sliding_window");
+                else
+                {
+                    var window = decoder["sliding_window"] as JsonObject ?? new JsonObject();
+                    window["window_size"] = plan.Windows.Max();
+                    window["layers"] = new JsonArray(sliding.Select(l => (JsonNode)JsonValue.Create(l)).ToArray());
+                    decoder["sliding_window"] = window;
+                }
+                if (plan.Backend == "ops")
+                {
+                    var sessionOptions = decoder["session_options"] as JsonObject ?? new JsonObject();
+                    sessionOptions["custom_ops_library"] = "libmixattention_ops.so";
+                    decoder["session_options"] = sessionOptions;
+                }
             }
             var tmp = Path.Combine(dir, $".genai_config.json.{Guid.NewGuid():N}.tmp");
             File.WriteAllText(tmp, copy.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));

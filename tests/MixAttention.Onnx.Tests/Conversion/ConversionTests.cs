@@ -194,6 +194,20 @@ public sealed class ConversionTests
     }
 
     [TestMethod]
+    public void GenAiConfigDescribesTheConvertedModelWithKeysGenAiKnows()
+    {
+        var output = Convert("llama-gqa", "0_1s", "ops", 8);
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(Path.GetDirectoryName(output)!, "genai_config.json")))!;
+        var decoder = config["model"]!["decoder"]!;
+        Assert.AreEqual("model.onnx", decoder["filename"]!.GetValue<string>());
+        Assert.IsNull(decoder["mixattention"], "genai rejects unknown keys under model.decoder");
+        Assert.IsNull(decoder["inputs"]!["attention_mask"], "the converted model has no attention_mask input");
+        Assert.AreEqual(8, decoder["sliding_window"]!["window_size"]!.GetValue<int>());
+        CollectionAssert.AreEqual(new[] { 1 }, decoder["sliding_window"]!["layers"]!.AsArray().Select(n => n!.GetValue<int>()).ToArray());
+        Assert.AreEqual("libmixattention_ops.so", decoder["session_options"]!["custom_ops_library"]!.GetValue<string>());
+    }
+
+    [TestMethod]
     public void InvalidLayoutNamesTheLayer()
     {
         var e = Assert.ThrowsExactly<MixAttention.Onnx.Layouts.LayoutException>(() => Convert("llama-torchscript", "1_0", "ops"));
