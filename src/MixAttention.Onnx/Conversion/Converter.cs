@@ -79,7 +79,19 @@ public sealed record ConversionReport
 public static class Converter
 {
     /// <summary>Progress stages reported to the caller.</summary>
-    public enum Stage { Loading, Detecting, Lowering, Saving, Done }
+    public enum Stage
+    {
+        /// <summary>Reading the model file (never its external weights).</summary>
+        Loading,
+        /// <summary>Finding attention sites.</summary>
+        Detecting,
+        /// <summary>Rewriting layers; the fraction counts layers done.</summary>
+        Lowering,
+        /// <summary>Writing model and weights; the fraction counts bytes.</summary>
+        Saving,
+        /// <summary>Finished.</summary>
+        Done,
+    }
 
     /// <summary>Converts <paramref name="input"/> into <paramref name="output"/>.</summary>
     public static ConversionReport Convert(string input, string output, ConversionOptions options, IProgress<(Stage Stage, double Fraction)>? progress = null)
