@@ -15,10 +15,11 @@ internal static class DemoVerb
         var window = new Option<int>("--window") { Description = "Window of the sliding layers.", DefaultValueFactory = _ => 8 };
         var prompt = new Option<string>("--prompt") { DefaultValueFactory = _ => "Once upon a time, in a land far away," };
         var maxNew = new Option<int>("--max-new") { DefaultValueFactory = _ => 48 };
+        var json = new Option<bool>("--json") { Description = "Print the results as JSON instead of a table." };
         var cmd = new Command("demo", "Convert the GPT-2 sample model in graphs/ (native layout and a MixAttention layout), generate with the original and both " +
             "conversions from the same prompt, and print the texts, agreement, KV memory and speed.")
         {
-            graphs, layout, window, prompt, maxNew,
+            graphs, layout, window, prompt, maxNew, json,
         };
         cmd.SetAction(parse =>
         {
@@ -44,6 +45,24 @@ internal static class DemoVerb
                 // Greedy with a repetition penalty: deterministic, and less repetitive than plain argmax on random weights.
                 var options = new GenerationOptions { MaxNewTokens = parse.GetValue(maxNew), StopTokens = tok.StopTokens, RepetitionPenalty = 1.3f };
                 var config = new SessionConfig { MaxLength = 256, PrefillChunk = 16 };
+                if (parse.GetValue(json))
+                {
+                    var rows = new System.Text.Json.Nodes.JsonArray();
+                    foreach (var (name, path) in variants.Skip(1))
+                    {
+                        var cmp = ModelComparison.Generate(original, path, ids, options, config);
+                        if (rows.Count == 0)
+                            rows.Add((System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonObject { ["model"] = "original", ["text"] = tok.Decode(cmp.Original), ["kv_bytes_per_sequence"] = cmp.OriginalMemory.BytesPerSequence, ["tokens_per_second"] = cmp.OriginalStats.TokensPerSecond });
+                        rows.Add((System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonObject
+                        {
+                            ["model"] = name, ["text"] = tok.Decode(cmp.Converted), ["identical"] = cmp.Identical, ["common_prefix"] = cmp.CommonPrefix,
+                            ["kv_bytes_per_sequence"] = cmp.ConvertedMemory.BytesPerSequence, ["tokens_per_second"] = cmp.ConvertedStats.TokensPerSecond,
+                        });
+                    }
+                    Console.WriteLine(new System.Text.Json.Nodes.JsonObject { ["prompt"] = text, ["prompt_tokens"] = ids.Length, ["results"] = rows }
+                        .ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+                    return ExitCodes.Ok;
+                }
                 if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
                 AnsiConsole.MarkupLine($"[bold]prompt[/] ({ids.Length} tokens): {Markup.Escape(text)}");
                 var table = new Table().Border(TableBorder.Simple).AddColumn("model").AddColumn("generated text").AddColumn("same tokens as original")

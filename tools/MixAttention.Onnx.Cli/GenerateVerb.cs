@@ -21,10 +21,11 @@ internal static class GenerateVerb
         var topP = new Option<float>("--top-p") { DefaultValueFactory = _ => 1f };
         var penalty = new Option<float>("--repetition-penalty") { DefaultValueFactory = _ => 1f };
         var seed = new Option<int?>("--seed");
+        var json = new Option<bool>("--json") { Description = "Print one JSON document (text, token ids, tokens/s, KV memory) instead of streaming text." };
         var cmd = new Command("generate", "Generate text with a model, streaming it, then print tokens/s and KV memory.\n\n" +
             "Example:\n  mixattn generate out/gpt2.onnx --tokenizer graphs/demo --prompt \"Once upon a time\" --max-new 40")
         {
-            model, prompt, tokenizer, maxNew, maxLength, device, temperature, topK, topP, penalty, seed,
+            model, prompt, tokenizer, maxNew, maxLength, device, temperature, topK, topP, penalty, seed, json,
         };
         cmd.SetAction(async (parse, ct) =>
         {
@@ -46,7 +47,8 @@ internal static class GenerateVerb
                 Seed = parse.GetValue(seed),
                 StopTokens = tok.StopTokens,
             };
-            Console.Write(parse.GetValue(prompt));
+            bool asJson = parse.GetValue(json);
+            if (!asJson) Console.Write(parse.GetValue(prompt));
             var generated = new List<long>();
             int emitted = 0;
             var watch = Stopwatch.StartNew();
@@ -54,10 +56,23 @@ internal static class GenerateVerb
             await foreach (var t in new Generator(session).GenerateAsync(ids, options, ct))
             {
                 generated.Add(t);
-                Console.Write(tok.DecodeIncrement(generated, ref emitted));
+                var piece = tok.DecodeIncrement(generated, ref emitted);
+                if (!asJson) Console.Write(piece);
                 memory = session.Memory();
             }
             watch.Stop();
+            if (asJson)
+            {
+                Console.WriteLine(new System.Text.Json.Nodes.JsonObject
+                {
+                    ["prompt"] = parse.GetValue(prompt), ["text"] = tok.Decode(generated),
+                    ["tokens"] = new System.Text.Json.Nodes.JsonArray(generated.Select(t => (System.Text.Json.Nodes.JsonNode)System.Text.Json.Nodes.JsonValue.Create(t)).ToArray()),
+                    ["seconds"] = watch.Elapsed.TotalSeconds, ["tokens_per_second"] = generated.Count / watch.Elapsed.TotalSeconds,
+                    ["kv_bytes_allocated"] = memory?.AllocatedBytes, ["kv_bytes_per_sequence"] = memory?.BytesPerSequence,
+                    ["kv_bytes_per_sequence_unconverted"] = memory?.UnconvertedBytesPerSequence,
+                }.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+                return ExitCodes.Ok;
+            }
             Console.WriteLine();
             Console.Error.WriteLine($"{generated.Count} tokens in {watch.Elapsed.TotalSeconds:0.00} s ({generated.Count / watch.Elapsed.TotalSeconds:0.0} tokens/s, prefill of {ids.Length} included)");
             if (memory is not null)

@@ -104,3 +104,21 @@ public sealed class BenchCliTests
         Assert.IsLessThan(results[0]!["kv_bytes_per_sequence"]!.GetValue<long>(), results[1]!["kv_bytes_per_sequence"]!.GetValue<long>());
     }
 }
+
+[TestClass]
+public sealed class JsonOnEveryVerbTests
+{
+    [TestMethod]
+    public void GenerateAndDemoPrintJson()
+    {
+        var (code, stdout, err) = InspectCliTests.Run("generate", TestPaths.Fixture("gpt2-ortattention"), "--tokenizer", Path.Combine(TestPaths.Graphs, "demo"),
+            "--prompt", "Hello there", "--max-new", "4", "--json");
+        Assert.AreEqual(0, code, err);
+        Assert.HasCount(4, JsonNode.Parse(stdout)!["tokens"]!.AsArray());
+        (code, stdout, err) = InspectCliTests.Run("demo", "--max-new", "4", "--json", "--graphs", TestPaths.Graphs);
+        Assert.AreEqual(0, code, err);
+        var results = JsonNode.Parse(stdout)!["results"]!.AsArray();
+        Assert.HasCount(3, results);
+        Assert.IsTrue(results[1]!["identical"]!.GetValue<bool>(), "the native conversion generates the original's tokens");
+    }
+}
