@@ -13,8 +13,20 @@ public static class NativeLibraryPath
     /// <summary>The ONNX custom-op domain the library registers.</summary>
     public const string Domain = "com.mixattention";
 
-    /// <summary>Full path of the library next to this assembly (whether or not it exists).</summary>
-    public static string Path { get; } = System.IO.Path.Combine(AssemblyDirectory(), FileName);
+    /// <summary>
+    /// Full path of the library: next to this assembly (the build copies it there), else under
+    /// <c>runtimes/linux-x64/native/</c> beside it (the NuGet layout, for hosts that do not flatten it).
+    /// The first candidate is returned when neither exists.
+    /// </summary>
+    public static string Path { get; } = Locate();
+
+    private static string Locate()
+    {
+        var dir = AssemblyDirectory();
+        var beside = System.IO.Path.Combine(dir, FileName);
+        var nuget = System.IO.Path.Combine(dir, "runtimes", "linux-x64", "native", FileName);
+        return !File.Exists(beside) && File.Exists(nuget) ? nuget : beside;
+    }
 
     /// <summary>True when the library file is present at <see cref="Path"/>.</summary>
     public static bool Exists => File.Exists(Path);
