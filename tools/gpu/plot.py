@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Merges the harness and torch decode timings into a markdown table and a bandwidth plot.
 
-usage: plot.py BENCH_CSV TORCH_CSV PNG > summary.md
+usage: plot.py BENCH_CSV TORCH_CSV PNG [KBENCH_CSV] > summary.md
 Effective bandwidth = the K/V bytes a decode step must read (2 * B * Hkv * L * D * 2) / time, as a
-share of the D2D-copy peak measured in the same harness run.
+share of the D2D-copy peak measured in the same harness run. With KBENCH_CSV (kbench: our decode
+kernels alone, CUDA-graph replay like torch) the table also shows the kernel time without ORT, for
+the tensor-core kernel ("tc", the default) and the SIMT kernel it replaced ("simt"). kbench times a
+sliding ring only at T = 1024 and 131072 (its time does not depend on T); other T use the T = 1024 row.
 """
 import csv
 import io
@@ -37,9 +40,23 @@ def main():
     peak = bmeta.get("d2d_copy_peak_GBps", float("nan"))
     empty = bmeta.get("empty_kernel_us", float("nan"))
     torch_by = {(r["kind"], int(r["B"]), int(r["T"])): r for r in trows}
+    kb = {}
+    if len(sys.argv) > 4:
+        _, krows = read(sys.argv[4])
+        for r in krows:
+            if r["kernel"] in ("tc", "simt"):  # the first row of each: the automatic plan
+                kb.setdefault((r["kind"], int(r["B"]), int(r["T"]), r["kernel"]), float(r["us"]))
+
+    def kernel_us(kind, B, T, k):
+        v = kb.get((kind, B, T, k))
+        if v is None and kind == "sliding":
+            v = kb.get((kind, B, 1024, k))
+        return v if v is not None else float("nan")
+
     print(f"Card: {bmeta.get('device', '?')}; D2D copy peak {peak:.0f} GB/s; empty kernel {empty:.2f} us per launch\n")
-    print("| layer | B | T | B·T | ours µs | ours % peak | ORT GQA µs | ours vs GQA | torch SDPA µs (best form) | ours vs torch | GQA max abs diff |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| layer | B | T | B·T | ours µs (ORT) | ours % peak | ORT GQA µs | ours vs GQA | torch SDPA µs (best form) | ours vs torch "
+          "| kernel µs (no ORT) | kernel % peak | kernel vs torch | SIMT kernel µs (before) | GQA max abs diff |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     data = []
     for r in brows:
         kind, B, T = r["kind"], int(r["B"]), int(r["T"])
@@ -51,8 +68,9 @@ def main():
             tb = float(t["sdpa_rows_us"]) if not math.isnan(float(t["sdpa_rows_us"])) else float(t["sdpa_gqa_us"])
         bw = lambda us: nbytes / (us * 1e3) if us and not math.isnan(us) else float("nan")
         data.append((kind, B, T, bw(ours), bw(gqa), bw(tb), ours, gqa, tb))
+        kt, ks = kernel_us(kind, B, T, "tc"), kernel_us(kind, B, T, "simt")
         print(f"| {kind} | {B} | {T} | {B*T} | {ours:.2f} | {100*bw(ours)/peak:.0f}% | {gqa:.2f} | {gqa/ours:.2f}x | "
-              f"{tb:.2f} | {tb/ours:.2f}x | {r['gqa_max_abs_diff']} |")
+              f"{tb:.2f} | {tb/ours:.2f}x | {kt:.2f} | {100*bw(kt)/peak:.0f}% | {tb/kt:.2f}x | {ks:.2f} | {r['gqa_max_abs_diff']} |")
     try:
         import matplotlib
         matplotlib.use("Agg")

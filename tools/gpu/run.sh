@@ -5,6 +5,8 @@
 #   tools/gpu/run.sh bench      build; decode benchmark (ours / ORT GQA / torch SDPA, T = 1K..128K) + plot
 #   tools/gpu/run.sh all        both
 #   tools/gpu/run.sh smoke      build; check; a quick benchmark (T = 1K, 16K); memcheck
+#   tools/gpu/run.sh kbench     build; the decode kernels alone (kbench: no ORT, CUDA-graph replay)
+#   tools/gpu/run.sh dev        build; check; kbench; memcheck
 #
 # Needs (from the repo root, on the machine that has the GPU): .ortgpu/ (made by
 # /work/shared/tools/ortgpu-stage) and .ortinc/ (ORT 1.31 headers, tools/gpu/stage-headers.sh).
@@ -30,15 +32,19 @@ cat "$logs/machine.txt"
 step() { echo "== $*"; }
 summary=()
 build() {
-  step build native ops with CUDA
+  step "build native ops with CUDA (kbench in parallel)"
+  cmake -S tools/gpu -B "$work/harness" -G Ninja -DORT_DIR="$ORTGPU_DIR" -DORT_INCLUDE_DIR="$root/.ortinc" \
+    -DCMAKE_CUDA_COMPILER="$nvcc" > "$logs/cmake-harness.log" 2>&1 || { cat "$logs/cmake-harness.log"; return 1; }
+  cmake --build "$work/harness" --target kbench -j 6 -- -v > "$logs/build-kbench.log" 2>&1 &
+  local kpid=$!
   cmake -S native -B "$work/native" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXATTN_CUDA=ON -DMIXATTN_TESTS=OFF \
     -DCMAKE_CUDA_COMPILER="$nvcc" -DORT_INCLUDE_DIR="$root/.ortinc" > "$logs/cmake-native.log" 2>&1 || { cat "$logs/cmake-native.log"; return 1; }
   cmake --build "$work/native" -j "$(nproc)" -- -v > "$logs/build-native.log" 2>&1 || { grep -E "error|Error" -A3 "$logs/build-native.log" | head -60; return 1; }
   grep -E "registers|spill" "$logs/build-native.log" > "$logs/ptxas.txt" || true
   step build harness
-  cmake -S tools/gpu -B "$work/harness" -G Ninja -DORT_DIR="$ORTGPU_DIR" -DORT_INCLUDE_DIR="$root/.ortinc" \
-    -DCMAKE_CUDA_COMPILER="$nvcc" > "$logs/cmake-harness.log" 2>&1 || { cat "$logs/cmake-harness.log"; return 1; }
-  cmake --build "$work/harness" -j "$(nproc)" > "$logs/build-harness.log" 2>&1 || { grep -E "error" -A3 "$logs/build-harness.log" | head -60; return 1; }
+  cmake --build "$work/harness" --target harness -j "$(nproc)" > "$logs/build-harness.log" 2>&1 || { grep -E "error" -A3 "$logs/build-harness.log" | head -60; return 1; }
+  wait $kpid || { grep -E "error" -A3 "$logs/build-kbench.log" | head -40; return 1; }
+  kbench=$work/harness/kbench
   lib=$work/native/libmixattention_ops.so
   harness=$work/harness/harness
   "$harness" plan > "$work/specs.txt" && python3 tools/gpu/make_models.py "$work/specs.txt" "$work/models"
@@ -67,26 +73,31 @@ memcheck() {
   fi
 }
 
+kbench() {
+  step "kbench: decode kernels alone (no ORT), SIMT vs tensor-core, CUDA-graph replay"
+  "$kbench" $quick 2> "$logs/kbench.err" | tee "$OUT/kbench.csv"
+  tail -5 "$logs/kbench.err"
+}
+
 bench() {
+  kbench
   step "probe: which GQA kernel runs"
   ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO=1 "$harness" probe "$work/models" "$lib" > "$logs/probe.log" 2>&1
   grep -E "SdpaKernel|probe" "$logs/probe.log" | sort | uniq -c | head
   step "bench: ours vs ORT GQA"
   "$harness" bench "$work/models" "$lib" $quick 2> "$logs/bench.err" | tee "$OUT/bench.csv"
   tail -5 "$logs/bench.err"
-  step "bench: split-heuristic sweep (quick shapes, logs only)"
-  for w in 1 4; do
-    MIXATTN_CUDA_DECODE_WAVES=$w "$harness" bench "$work/models" "$lib" quick > "$logs/bench_waves$w.csv" 2>&1
-  done
   step "bench: torch SDPA"
   python3 tools/gpu/torch_bench.py $quick 2> "$logs/torch_bench.err" | tee "$OUT/torch.csv"
   step "summary"
-  python3 tools/gpu/plot.py "$OUT/bench.csv" "$OUT/torch.csv" "$OUT/gpu_bandwidth.png" | tee "$OUT/summary.md"
+  python3 tools/gpu/plot.py "$OUT/bench.csv" "$OUT/torch.csv" "$OUT/gpu_bandwidth.png" "$OUT/kbench.csv" | tee "$OUT/summary.md"
 }
 
 build || { tar czf "$OUT/logs.tgz" -C "$logs" .; exit 1; }
 case "$mode" in
   check) check; memcheck ;;
+  kbench) kbench ;;
+  dev) check; kbench; memcheck ;;
   bench) bench ;;
   all) check; memcheck; bench ;;
   smoke) check; quick=quick; bench; memcheck ;;

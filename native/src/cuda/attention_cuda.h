@@ -46,6 +46,8 @@ struct LaunchPlan {
   int splits = 1;         // key-range splits per (token, KV head, head chunk)
   int head_chunk = 1;     // query heads per decode block (compile-time GC: 1, 2, 4 or 8)
   int chunks = 1;         // ceil(G / head_chunk)
+  bool tensor_core = false;  // decode: the tensor-core cp.async kernel (fp16/bf16) instead of the SIMT one
+  int tc_flags = 0;          // its variant flags
   bool copy_cache = false;  // owner, present != past: copy past -> present first
   size_t scratch_bytes = 0; // split-K partials (device memory from ORT's allocator)
 };
@@ -53,8 +55,16 @@ struct LaunchPlan {
 // Empty when the kernels support this shape / type; else why not (head size, SM count, ...).
 std::string CheckSupported(const AttentionShape& shape, DType dtype);
 
+// Overrides for tuning and benchmarks. Defaults: the environment (MIXATTN_CUDA_DECODE_KERNEL=simt|tc,
+// MIXATTN_CUDA_DECODE_SPLITS=n), else automatic.
+struct PlanTuning {
+  int decode_kernel = -1;  // -1 auto (tc for fp16/bf16), 0 SIMT, 1 tensor-core
+  int splits = 0;          // > 0: force this split count (clamped to [1, 256])
+  int tc_flags = -1;       // >= 0: tensor-core kernel variant flags (decode_tc.cu; env MIXATTN_CUDA_DECODE_TC_FLAGS)
+};
+
 // num_sms: multiprocessors of the current device (CurrentDeviceSmCount()).
-LaunchPlan Plan(const CudaAttendArgs& args, int num_sms);
+LaunchPlan Plan(const CudaAttendArgs& args, int num_sms, const PlanTuning& tuning = {});
 
 // Enqueues the whole call on `stream` (a cudaStream_t; nullptr = legacy default stream). No
 // allocation, no synchronisation. scratch: plan.scratch_bytes of device memory (or nullptr when 0).

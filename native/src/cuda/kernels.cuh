@@ -26,6 +26,8 @@ struct DecodeParams {
   float2* part_ml;          // [B*S, Hq, splits] (max, sum) when splits > 1
   float* part_acc;          // [B*S, Hq, splits, D]
   int batch, seq, num_heads, kv_num_heads, capacity, window, group, chunks, splits, min_per_split;
+  int head_chunk;           // query heads per block (the last chunk may hold fewer)
+  int tc_flags;             // tensor-core kernel: bit 0 interleaved warp tiles; bits 1-2 copy mode (decode_tc.cu)
   float scale, softcap;
 };
 
@@ -53,6 +55,13 @@ CombineLauncher GetCombineLauncher(DType dtype);
 // Resident decode blocks per multiprocessor (cudaOccupancyMaxActiveBlocksPerMultiprocessor, cached).
 int DecodeBlocksPerSm(DType dtype, int head_dim, int head_chunk);
 PrefillLauncher GetPrefillLauncher(DType dtype, int head_dim);  // fp16 / bf16 only
+// Tensor-core, cp.async-pipelined decode (decode_tc.cu): fp16 / bf16, head chunks of up to 8 heads;
+// nullptr for fp32. Same DecodeParams, grid and split-K partials as the SIMT kernel.
+DecodeLauncher GetDecodeTcLauncher(DType dtype, int head_dim);
+int DecodeTcBlocksPerSm(DType dtype, int head_dim);
+constexpr int kDecodeTcThreads = 128;
+constexpr int kDecodeTcKeysPerTile = 16;                                        // keys per warp tile
+constexpr int kDecodeTcMinPerSplit = (kDecodeTcThreads / 32) * kDecodeTcKeysPerTile;  // one tile per warp
 
 // Decode block geometry, shared by Plan and the kernel: key rows processed per block step.
 constexpr int kDecodeThreads = 128;

@@ -1,0 +1,466 @@
+// Bandwidth-oriented decode kernel for S == 1, fp16 / bf16 ("tc": tensor cores, cp.async pipeline).
+//
+// Grid and split-K contract are those of DecodeKernel (decode.cu): x = token z * splits + split,
+// y = KV head * chunks + head chunk; partials (max, sum, acc) go to the same scratch layout and are
+// merged by the same CombineKernel, and the owner's new K/V row is written by the same fused write.
+//
+// Block = 4 warps. The block's key range [kb, ke) is read as tiles of 16 keys; by default
+// (DecodeParams::tc_flags bit 0) warp w takes tiles w, w + 4, w + 8, ... so the block streams one
+// contiguous region; with the bit clear each warp takes a contiguous quarter. Each warp streams its
+// tiles through its own shared-memory ring of kStages tiles (K tile and V tile, 16 x D each) with
+// cp.async (16-byte copies, L1 bypassed, zero-filled past the end), so kStages - 1 tiles per warp
+// are in flight while it computes on the oldest one. No block barrier inside the loop: a warp only
+// waits for its own copies (cp.async.wait_group + __syncwarp). Bits 1-2 select L2 copy hints
+// (256-byte prefetch, evict-first; slower on H200, kept for tuning runs).
+//
+// Math per tile on tensor cores (mma.sync m16n8k16, fp32 accumulation), with the up-to-8 query
+// heads of the chunk as the n = 8 side:
+//   S^T[16 keys x 8 heads]  = K[16 x D] . Q^T[D x 8]       A = K (ldmatrix), B = Q (registers)
+//   O^T[D x 8 heads]       += V^T[D x 16] . P^T[16 x 8]     A = V (ldmatrix.trans), B = P
+// P^T's B fragment is the transpose of S^T's accumulator fragment: one movmatrix per 8x8 half.
+// Online softmax in fp32 (base 2): each lane holds 2 heads x 2 keys of a tile; the tile max of a
+// head is reduced over the 8 lanes that share it. Shared-memory rows are XOR-swizzled by 16-byte
+// chunk (chunk ^ (row & 7)) so ldmatrix reads are conflict-free.
+#include <atomic>
+
+#include "cuda/kernel_common.cuh"
+#include "cuda/kernels.cuh"
+
+namespace mixattn::cuda {
+namespace {
+
+using dev::Traits;
+
+constexpr int kWarps = kDecodeTcThreads / 32;
+constexpr int kKeys = kDecodeTcKeysPerTile;  // keys per warp tile
+
+template <int D>
+struct TcGeometry {
+  static constexpr int kStages = D <= 64 ? 4 : 3;
+  static constexpr int kTileElems = kKeys * D;                       // one K (or V) tile
+  static constexpr int kWarpElems = kStages * 2 * kTileElems;        // a warp's ring
+  template <typename T>
+  static constexpr size_t SmemBytes() {
+    const size_t ring = size_t{kWarps} * kWarpElems * sizeof(T);
+    const size_t merge = (size_t{kWarps} * 8 * D + 2 * kWarps * 8) * sizeof(float);
+    return ring > merge ? ring : merge;
+  }
+};
+
+template <typename T>
+struct MmaOp;
+template <>
+struct MmaOp<__half> {
+  __device__ static __forceinline__ void Run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  __device__ static __forceinline__ uint32_t Pack(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+template <>
+struct MmaOp<__nv_bfloat16> {
+  __device__ static __forceinline__ void Run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  __device__ static __forceinline__ uint32_t Pack(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+
+__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void LdMatrixX4(uint32_t* r, uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void LdMatrixX4Trans(uint32_t* r, uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ uint32_t MovMatrixTrans(uint32_t x) {
+  uint32_t y;
+  asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+// 16-byte global -> shared copy; src_bytes = 0 zero-fills the destination (src is not read).
+__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void CpAsync16L2(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void CpAsync16Policy(uint32_t dst, const void* src, int src_bytes, uint64_t policy) {
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes), "l"(policy)
+               : "memory");
+}
+__device__ __forceinline__ uint64_t EvictFirstPolicy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_constant__ DecodeParams p) {
+  using G = TcGeometry<D>;
+  constexpr int NV = D / 8;              // 16-byte chunks per row
+  constexpr int KC = D / 16;             // k-steps of QK^T, m-tiles of PV
+  constexpr int CPL = kKeys * NV / 32;   // chunks per lane per K (or V) tile
+  constexpr int NS = G::kStages;
+  static_assert(NV % 8 == 0 && (kKeys * NV) % 32 == 0, "head size must be a multiple of 64");
+  static_assert(sizeof(T) == 2, "tensor-core decode is for 16-bit types");
+  extern __shared__ uint4 smem_raw[];
+  T* smem = reinterpret_cast<T*>(smem_raw);
+
+  const int splits = p.splits;
+  const int z = blockIdx.x / splits;
+  const int split = blockIdx.x % splits;
+  const int kvh = blockIdx.y / p.chunks;
+  const int chunk = blockIdx.y % p.chunks;
+  const int b = z / p.seq;
+  const int s = z % p.seq;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int S = p.seq, Hq = p.num_heads, Hkv = p.kv_num_heads, C = p.capacity;
+
+  const int P = dev::PastLength(p.past_lengths, b);
+  const int N = dev::NewLength(p.new_lengths, b, S);
+  const bool active = s < N;
+  const int g_count = min(p.head_chunk, p.group - chunk * p.head_chunk);
+  const int h0 = kvh * p.group + chunk * p.head_chunk;
+
+  const T* chunk_k = static_cast<const T*>(p.chunk_key);
+  const T* chunk_v = static_cast<const T*>(p.chunk_value);
+  const T* cache_k = static_cast<const T*>(p.key_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
+  const T* cache_v = static_cast<const T*>(p.value_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
+
+  // Fused cache write (owner), as in DecodeKernel: no block of this launch reads slot (P + s) mod C.
+  if (p.write_key != nullptr && active && split == 0 && chunk == 0) {
+    const size_t src = (static_cast<size_t>(z) * Hkv + kvh) * D;
+    const size_t dst = ((static_cast<size_t>(b) * Hkv + kvh) * C + static_cast<size_t>((P + s) % C)) * D;
+    for (int i = threadIdx.x; i < 2 * NV; i += kDecodeTcThreads) {
+      const int v = i % NV;
+      if (i < NV)
+        reinterpret_cast<uint4*>(static_cast<T*>(p.write_key) + dst)[v] =
+            reinterpret_cast<const uint4*>(chunk_k + src)[v];
+      else
+        reinterpret_cast<uint4*>(static_cast<T*>(p.write_value) + dst)[v] =
+            reinterpret_cast<const uint4*>(chunk_v + src)[v];
+    }
+  }
+
+  // Key range of this split, then of this warp.
+  const int pos = P + s;
+  int lo = 0, hi = 0;
+  if (active) {
+    lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;
+    hi = pos + 1;
+  }
+  const int len = hi - lo;
+  constexpr int kBlockKeys = kWarps * kKeys;
+  int per = (len + splits - 1) / splits;
+  per = max(per, p.min_per_split);
+  per = (per + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
+  const int kb = min(hi, lo + split * per);
+  const int ke = min(hi, kb + per);
+  // Tiles of this warp: a contiguous quarter of [kb, ke) (flag bit 0 clear), or every 4th tile of
+  // [kb, ke) so that the block streams one contiguous region (bit 0 set).
+  const bool interleave = (p.tc_flags & 1) != 0;
+  const int wper = per / kWarps;
+  const int tbase = interleave ? min(ke, kb + warp * kKeys) : min(ke, kb + warp * wper);
+  const int tend = interleave ? ke : min(ke, tbase + wper);
+  const int tstride = interleave ? kWarps * kKeys : kKeys;
+  const int ntiles = (tend - tbase + tstride - 1) / tstride;
+  const int copy_mode = (p.tc_flags >> 1) & 3;  // 0 plain, 1 L2::256B prefetch, 2/3 + evict_first
+  const uint64_t policy = copy_mode >= 2 ? EvictFirstPolicy() : 0;
+
+  T* ring = smem + static_cast<size_t>(warp) * G::kWarpElems;
+  const uint32_t ring_addr = SmemAddr(ring);
+  const bool owner = chunk_k != nullptr;
+  const size_t chunk_row = (static_cast<size_t>(b) * S * Hkv + kvh) * D;  // chunk row of position P (s = 0)
+
+  // Issues the copies of tile t into stage st (always commits a group, possibly empty).
+  int next_slot = C > 0 ? tbase % C : 0;  // cache slot of the next tile's first key
+  auto issue = [&](int t, int st) {
+    if (t < ntiles) {
+      const int k0 = tbase + t * tstride;
+      const uint32_t sk = ring_addr + static_cast<uint32_t>(st * 2 * G::kTileElems * sizeof(T));
+      const uint32_t sv = sk + static_cast<uint32_t>(G::kTileElems * sizeof(T));
+#pragma unroll
+      for (int i = 0; i < CPL; ++i) {
+        const int idx = i * 32 + lane;
+        const int r = idx / NV, c = idx % NV;
+        const int j = k0 + r;
+        const bool valid = j < tend;
+        int slot = next_slot + r;
+        while (slot >= C) slot -= C;
+        const T* kr;
+        const T* vr;
+        if (owner && j >= P) {
+          const size_t off = chunk_row + static_cast<size_t>(j - P) * Hkv * D;
+          kr = chunk_k + off;
+          vr = chunk_v + off;
+        } else {
+          kr = cache_k + static_cast<size_t>(slot) * D;
+          vr = cache_v + static_cast<size_t>(slot) * D;
+        }
+        const uint32_t so = static_cast<uint32_t>((r * D + ((c ^ (r & 7)) * 8)) * sizeof(T));
+        const int bytes = valid ? 16 : 0;
+        const void* ks = valid ? static_cast<const void*>(kr + c * 8) : static_cast<const void*>(cache_k);
+        const void* vs = valid ? static_cast<const void*>(vr + c * 8) : static_cast<const void*>(cache_v);
+        if (copy_mode == 0) {
+          CpAsync16(sk + so, ks, bytes);
+          CpAsync16(sv + so, vs, bytes);
+        } else if (copy_mode == 1) {
+          CpAsync16L2(sk + so, ks, bytes);
+          CpAsync16L2(sv + so, vs, bytes);
+        } else {
+          CpAsync16Policy(sk + so, ks, bytes, policy);
+          CpAsync16Policy(sv + so, vs, bytes, policy);
+        }
+      }
+      next_slot += tstride;
+      while (next_slot >= C) next_slot -= C;
+    }
+    CpAsyncCommit();
+  };
+
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  float acc[KC][4];
+#pragma unroll
+  for (int dt = 0; dt < KC; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
+  const float log2e = 1.4426950408889634f;
+  const float qk_scale = p.softcap > 0.f ? p.scale : p.scale * log2e;
+
+#pragma unroll
+  for (int t = 0; t < NS - 1; ++t) issue(t, t);
+
+  // Q^T B-fragments: lane holds head lane/4, dims kc*16 + 2*(lane%4) + {0,1} (b0) and + 8 (b1).
+  const int qh = lane / 4, qd = 2 * (lane % 4);
+  uint32_t qf[KC][2];
+  {
+    const T* qrow = static_cast<const T*>(p.query) + (static_cast<size_t>(z) * Hq + h0 + min(qh, g_count - 1)) * D;
+    const bool real = qh < g_count;
+#pragma unroll
+    for (int kc = 0; kc < KC; ++kc) {
+      qf[kc][0] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd) : 0u;
+      qf[kc][1] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd + 8) : 0u;
+    }
+  }
+
+
+  // ldmatrix lane addressing (row = key within the tile).
+  const int a_row = lane & 15, a_chunk = lane >> 4;               // K: non-transposed A
+  const int v_row = ((lane >> 4) << 3) + (lane & 7), v_chunk = (lane >> 3) & 1;  // V: transposed A
+
+  for (int t = 0; t < ntiles; ++t) {
+    issue(t + NS - 1, (t + NS - 1) % NS);
+    CpAsyncWait<NS - 1>();
+    __syncwarp();
+    const int st = t % NS;
+    const uint32_t sk = ring_addr + static_cast<uint32_t>(st * 2 * G::kTileElems * sizeof(T));
+    const uint32_t sv = sk + static_cast<uint32_t>(G::kTileElems * sizeof(T));
+
+    // S^T = K Q^T (two accumulator chains).
+    float sa[4] = {0.f, 0.f, 0.f, 0.f}, sb[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int kc = 0; kc < KC; ++kc) {
+      uint32_t a[4];
+      const int ch = kc * 2 + a_chunk;
+      LdMatrixX4(a, sk + static_cast<uint32_t>((a_row * D + ((ch ^ (a_row & 7)) * 8)) * sizeof(T)));
+      MmaOp<T>::Run(kc % 2 == 0 ? sa : sb, a, qf[kc][0], qf[kc][1]);
+    }
+    float sc[4];
+    const int key0 = tbase + t * tstride + lane / 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float x = (sa[i] + sb[i]) * qk_scale;
+      if (p.softcap > 0.f) x = dev::Softcap(x, p.softcap) * log2e;
+      sc[i] = (key0 + (i >= 2 ? 8 : 0)) < tend ? x : -INFINITY;
+    }
+    // Online softmax (base 2); lane's heads: 2*(lane%4) (c0, c2) and +1 (c1, c3).
+    float mx0 = fmaxf(sc[0], sc[2]), mx1 = fmaxf(sc[1], sc[3]);
+#pragma unroll
+    for (int off = 4; off < 32; off *= 2) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+    }
+    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+    const float al0 = n0 == -INFINITY ? 1.f : exp2f(m0 - n0);
+    const float al1 = n1 == -INFINITY ? 1.f : exp2f(m1 - n1);
+    const float p0 = n0 == -INFINITY ? 0.f : exp2f(sc[0] - n0);
+    const float p1 = n1 == -INFINITY ? 0.f : exp2f(sc[1] - n1);
+    const float p2 = n0 == -INFINITY ? 0.f : exp2f(sc[2] - n0);
+    const float p3 = n1 == -INFINITY ? 0.f : exp2f(sc[3] - n1);
+    m0 = n0;
+    m1 = n1;
+    l0 = l0 * al0 + p0 + p2;
+    l1 = l1 * al1 + p1 + p3;
+    const uint32_t pb0 = MovMatrixTrans(MmaOp<T>::Pack(p0, p1));  // keys 0-7
+    const uint32_t pb1 = MovMatrixTrans(MmaOp<T>::Pack(p2, p3));  // keys 8-15
+
+    // O^T += V^T P^T.
+#pragma unroll
+    for (int dt = 0; dt < KC; ++dt) {
+      acc[dt][0] *= al0;
+      acc[dt][1] *= al1;
+      acc[dt][2] *= al0;
+      acc[dt][3] *= al1;
+      uint32_t a[4];
+      const int ch = dt * 2 + v_chunk;
+      LdMatrixX4Trans(a, sv + static_cast<uint32_t>((v_row * D + ((ch ^ (v_row & 7)) * 8)) * sizeof(T)));
+      MmaOp<T>::Run(acc[dt], a, pb0, pb1);
+    }
+    __syncwarp();  // every lane is done with stage st before a later issue() overwrites it
+  }
+  CpAsyncWait<0>();
+
+  // Row sums: each lane summed its own 2 keys per tile; add the 8 lanes of each head.
+#pragma unroll
+  for (int off = 4; off < 32; off *= 2) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+  }
+
+  // Merge the 4 warps in shared memory (the rings are no longer used).
+  __syncthreads();
+  float* sm_acc = reinterpret_cast<float*>(smem_raw);  // [kWarps][8][D]
+  float* sm_m = sm_acc + kWarps * 8 * D;               // [kWarps][8]
+  float* sm_l = sm_m + kWarps * 8;
+  const int hA = 2 * (lane % 4), hB = hA + 1, dA = lane / 4;
+  if (lane < 4) {
+    sm_m[warp * 8 + hA] = m0;
+    sm_m[warp * 8 + hB] = m1;
+    sm_l[warp * 8 + hA] = l0;
+    sm_l[warp * 8 + hB] = l1;
+  }
+#pragma unroll
+  for (int dt = 0; dt < KC; ++dt) {
+    float* w = sm_acc + warp * 8 * D + dt * 16 + dA;
+    w[hA * D] = acc[dt][0];
+    w[hB * D] = acc[dt][1];
+    w[hA * D + 8] = acc[dt][2];
+    w[hB * D + 8] = acc[dt][3];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < 8 * D; idx += kDecodeTcThreads) {
+    const int g = idx / D, d = idx % D;
+    if (g >= g_count) break;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int r = 0; r < kWarps; ++r) mx = fmaxf(mx, sm_m[r * 8 + g]);
+    float sum = 0.f, a = 0.f;
+    if (mx != -INFINITY) {
+#pragma unroll
+      for (int r = 0; r < kWarps; ++r) {
+        const float mr = sm_m[r * 8 + g];
+        if (mr == -INFINITY) continue;
+        const float w = exp2f(mr - mx);
+        sum += w * sm_l[r * 8 + g];
+        a += w * sm_acc[(r * 8 + g) * D + d];
+      }
+    }
+    const int h = h0 + g;
+    if (splits == 1) {
+      static_cast<T*>(p.output)[(static_cast<size_t>(z) * Hq + h) * D + d] = Traits<T>::From(sum > 0.f ? a / sum : 0.f);
+    } else {
+      // CombineKernel works in natural-log units: convert the base-2 maximum.
+      const size_t part = (static_cast<size_t>(z) * Hq + h) * splits + split;
+      p.part_acc[part * D + d] = a;
+      if (d == 0) p.part_ml[part] = make_float2(mx == -INFINITY ? mx : mx * 0.6931471805599453f, sum);
+    }
+  }
+}
+
+// Dynamic shared memory above 48 KB must be allowed per function (and device) before a launch or an
+// occupancy query.
+template <typename T, int D>
+bool EnsureSmem() {
+  static std::atomic<unsigned long long> done{0};
+  const int dev = CurrentDevice();
+  const unsigned long long bit = 1ull << (dev & 63);
+  if (done.load(std::memory_order_relaxed) & bit) return true;
+  const int bytes = static_cast<int>(TcGeometry<D>::template SmemBytes<T>());
+  if (cudaFuncSetAttribute(DecodeTcKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess)
+    return false;
+  done.fetch_or(bit, std::memory_order_relaxed);
+  return true;
+}
+
+template <typename T, int D>
+cudaError_t LaunchDecodeTc(const DecodeParams& p, cudaStream_t stream) {
+  if (!EnsureSmem<T, D>()) return cudaGetLastError();
+  const dim3 grid(static_cast<unsigned>(p.batch) * p.seq * p.splits, static_cast<unsigned>(p.kv_num_heads) * p.chunks);
+  DecodeTcKernel<T, D><<<grid, kDecodeTcThreads, TcGeometry<D>::template SmemBytes<T>(), stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename T, int D>
+int OccupancyTc() {
+  int blocks = 0;
+  if (!EnsureSmem<T, D>()) return 1;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, DecodeTcKernel<T, D>, kDecodeTcThreads,
+                                                    TcGeometry<D>::template SmemBytes<T>()) != cudaSuccess)
+    return 1;
+  return blocks > 0 ? blocks : 1;
+}
+
+template <typename T>
+DecodeLauncher TcForHeadDim(int head_dim) {
+  switch (head_dim) {
+    case 64: return &LaunchDecodeTc<T, 64>;
+    case 128: return &LaunchDecodeTc<T, 128>;
+    case 256: return &LaunchDecodeTc<T, 256>;
+    default: return nullptr;
+  }
+}
+
+template <typename T>
+int TcOccupancyForHeadDim(int head_dim) {
+  switch (head_dim) {
+    case 64: return OccupancyTc<T, 64>();
+    case 128: return OccupancyTc<T, 128>();
+    default: return OccupancyTc<T, 256>();
+  }
+}
+
+}  // namespace
+
+DecodeLauncher GetDecodeTcLauncher(DType dtype, int head_dim) {
+  switch (dtype) {
+    case DType::kFloat16: return TcForHeadDim<__half>(head_dim);
+    case DType::kBFloat16: return TcForHeadDim<__nv_bfloat16>(head_dim);
+    default: return nullptr;
+  }
+}
+
+int DecodeTcBlocksPerSm(DType dtype, int head_dim) {
+  static std::atomic<int> cache[2][3] = {};
+  if (dtype == DType::kFloat32) return 1;
+  const int t = dtype == DType::kFloat16 ? 0 : 1, d = head_dim == 64 ? 0 : head_dim == 128 ? 1 : 2;
+  if (int v = cache[t][d].load(std::memory_order_relaxed)) return v;
+  const int v = dtype == DType::kFloat16 ? TcOccupancyForHeadDim<__half>(head_dim)
+                                         : TcOccupancyForHeadDim<__nv_bfloat16>(head_dim);
+  cache[t][d].store(v, std::memory_order_relaxed);
+  return v;
+}
+
+}  // namespace mixattn::cuda

@@ -1,0 +1,247 @@
+// Kernel-only decode benchmark: our CUDA decode (Plan + Launch from native/src/cuda, linked in
+// directly, no ONNX Runtime) timed by replaying a CUDA graph, so the numbers hold no ORT per-Run cost
+// (the same method torch_bench.py uses for torch SDPA).
+//
+//   kbench [quick]     > kbench.csv
+//
+// Shapes: decode (S = 1), fp16, 32 q / 8 kv heads, D = 128, past = T - 1, owner bound in place;
+// global C = T, sliding ring C = W = 1024. Both kernels ("simt": DecodeKernel, "tc": DecodeTcKernel),
+// each with its automatic split count; "tc" also at half and double that count on some shapes.
+// diff = max |tc - simt| of the outputs on the same inputs. Caches rotate over enough copies to
+// exceed 4x L2.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cuda/attention_cuda.h"
+
+using namespace mixattn;
+using namespace mixattn::cuda;
+
+#define CK(x)                                                                                   \
+  do {                                                                                          \
+    cudaError_t e_ = (x);                                                                       \
+    if (e_ != cudaSuccess) {                                                                    \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(2);                                                                             \
+    }                                                                                           \
+  } while (0)
+
+namespace {
+
+__global__ void FillRandom(__half* p, size_t n, unsigned seed) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
+    unsigned x = static_cast<unsigned>(i) * 2654435761u ^ seed ^ static_cast<unsigned>(i >> 32) * 40503u;
+    x ^= x >> 15;
+    x *= 2246822519u;
+    x ^= x >> 13;
+    p[i] = __float2half((x & 0xffff) / 32768.f - 1.f);
+  }
+}
+
+void Fill(void* p, size_t n, unsigned seed) {
+  FillRandom<<<2048, 256>>>(static_cast<__half*>(p), n, seed);
+  CK(cudaGetLastError());
+}
+
+struct Graph {
+  cudaGraphExec_t exec = nullptr;
+  ~Graph() {
+    if (exec) cudaGraphExecDestroy(exec);
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  cudaStream_t stream;
+  CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cudaEvent_t ea, eb;
+  CK(cudaEventCreate(&ea));
+  CK(cudaEventCreate(&eb));
+
+  double peak = 0;
+  {
+    const size_t n = size_t{2} << 30;
+    void *a, *b;
+    CK(cudaMalloc(&a, n));
+    CK(cudaMalloc(&b, n));
+    CK(cudaMemsetAsync(a, 1, n, stream));
+    CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, stream));
+    CK(cudaEventRecord(ea, stream));
+    for (int i = 0; i < 10; ++i) CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, stream));
+    CK(cudaEventRecord(eb, stream));
+    CK(cudaEventSynchronize(eb));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, ea, eb));
+    peak = 2.0 * n * 10 / (ms * 1e6);
+    CK(cudaFree(a));
+    CK(cudaFree(b));
+  }
+  std::printf("# device %s, %d SMs, L2 %d MiB\n# d2d_copy_peak_GBps %.1f\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize >> 20, peak);
+  std::printf("kind,B,T,L,bytes,kernel,splits,us,pct_peak,diff\n");
+  std::fflush(stdout);
+
+  const int Hq = 32, Hkv = 8, D = 128, W = 1024;
+  std::vector<int> Ts;
+  for (int T = 1024; T <= 131072; T *= 2) Ts.push_back(T);
+  if (quick) Ts = {1024, 16384, 131072};
+  for (const char* kind : {"sliding", "global"}) {
+    const bool sliding = std::strcmp(kind, "sliding") == 0;
+    for (int B : {1, 8, 32})
+      for (int T : Ts) {
+        if (sliding && T != 1024 && T != 131072) continue;  // a ring of W: the time does not depend on T
+        const int C = sliding ? W : T;
+        const int L = sliding ? std::min(T, W) : T;
+        const size_t elems = size_t{1} * B * Hkv * C * D;
+        const size_t cache_bytes = 2 * elems * 2;
+        const double bytes = 2.0 * B * Hkv * L * D * 2;
+        const int R = static_cast<int>(std::clamp<size_t>(4 * size_t(prop.l2CacheSize) / cache_bytes + 1, 1, 32));
+        std::vector<void*> kc(R), vc(R);
+        for (int r = 0; r < R; ++r) {
+          CK(cudaMalloc(&kc[r], elems * 2));
+          CK(cudaMalloc(&vc[r], elems * 2));
+          Fill(kc[r], elems, 17 + 2 * r);
+          Fill(vc[r], elems, 18 + 2 * r);
+        }
+        void *q, *k, *v, *out, *past;
+        CK(cudaMalloc(&q, size_t(B) * Hq * D * 2));
+        CK(cudaMalloc(&k, size_t(B) * Hkv * D * 2));
+        CK(cudaMalloc(&v, size_t(B) * Hkv * D * 2));
+        CK(cudaMalloc(&out, size_t(B) * Hq * D * 2));
+        CK(cudaMalloc(&past, B * 4));
+        Fill(q, size_t(B) * Hq * D, 5);
+        Fill(k, size_t(B) * Hkv * D, 6);
+        Fill(v, size_t(B) * Hkv * D, 7);
+        std::vector<int32_t> hp(B, T - 1);
+        CK(cudaMemcpy(past, hp.data(), B * 4, cudaMemcpyHostToDevice));
+
+        CudaAttendArgs a;
+        a.shape.batch = B;
+        a.shape.seq = 1;
+        a.shape.num_heads = Hq;
+        a.shape.kv_num_heads = Hkv;
+        a.shape.head_dim = D;
+        a.shape.capacity = C;
+        a.shape.window = sliding ? W : 0;
+        a.shape.scale = 1.f / std::sqrt(static_cast<float>(D));
+        a.dtype = DType::kFloat16;
+        a.query = q;
+        a.chunk_key = k;
+        a.chunk_value = v;
+        a.past_lengths = static_cast<const int32_t*>(past);
+        a.output = out;
+
+        std::vector<__half> ref;
+        struct Variant {
+          int kernel, splits, flags;
+        };
+        std::vector<Variant> variants = {{0, 0, -1}, {1, 0, -1}};
+        // Tuning rows on shapes of B*T = 16K..1M: the tensor-core kernel's variant flags
+        // (decode_tc.cu) and half / double the automatic split count.
+        const bool sweep = sliding ? (T == 1024 && B != 8)
+                                   : ((B == 1 && (T == 16384 || T == 65536 || T == 131072)) ||
+                                      (B == 8 && (T == 8192 || T == 131072)) || (B == 32 && (T == 2048 || T == 16384)));
+        if (sweep) {
+          PlanTuning tt;
+          tt.decode_kernel = 1;
+          const int s = Plan(a, prop.multiProcessorCount, tt).splits;
+          for (int f : {0, 1, 3}) variants.push_back({1, 0, f});
+          if (s / 2 >= 1) variants.push_back({1, s / 2, -1});
+          variants.push_back({1, s * 2, -1});
+        }
+        for (const Variant& var : variants) {
+          PlanTuning tune;
+          tune.decode_kernel = var.kernel;
+          tune.splits = var.splits;
+          tune.tc_flags = var.flags;
+          const LaunchPlan pl = Plan(a, prop.multiProcessorCount, tune);
+          void* scratch = nullptr;
+          if (pl.scratch_bytes) CK(cudaMalloc(&scratch, pl.scratch_bytes));
+          auto launch = [&](int r) {
+            CudaAttendArgs x = a;
+            x.key_cache = kc[r];
+            x.value_cache = vc[r];
+            x.present_key = kc[r];
+            x.present_value = vc[r];
+            const std::string e = Launch(x, pl, scratch, stream);
+            if (!e.empty()) {
+              std::fprintf(stderr, "launch: %s\n", e.c_str());
+              std::exit(3);
+            }
+          };
+          // Correctness: poisoned output, one launch, compare with the SIMT kernel's output.
+          CK(cudaMemsetAsync(out, 0xff, size_t(B) * Hq * D * 2, stream));
+          launch(0);
+          CK(cudaStreamSynchronize(stream));
+          std::vector<__half> h(size_t(B) * Hq * D);
+          CK(cudaMemcpy(h.data(), out, h.size() * 2, cudaMemcpyDeviceToHost));
+          double diff = 0;
+          if (ref.empty()) {
+            ref = h;
+          } else {
+            for (size_t i = 0; i < h.size(); ++i) {
+              const double d = std::fabs(double(__half2float(h[i])) - double(__half2float(ref[i])));
+              diff = std::isnan(d) ? INFINITY : std::max(diff, d);
+            }
+          }
+          // Timing: a graph of R launches over the R cache copies, replayed.
+          cudaGraph_t g;
+          CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+          for (int r = 0; r < R; ++r) launch(r);
+          CK(cudaStreamEndCapture(stream, &g));
+          Graph ge;
+          CK(cudaGraphInstantiateWithFlags(&ge.exec, g, 0));
+          CK(cudaGraphDestroy(g));
+          CK(cudaGraphLaunch(ge.exec, stream));
+          CK(cudaEventRecord(ea, stream));
+          CK(cudaGraphLaunch(ge.exec, stream));
+          CK(cudaEventRecord(eb, stream));
+          CK(cudaEventSynchronize(eb));
+          float ms = 0;
+          CK(cudaEventElapsedTime(&ms, ea, eb));
+          const int reps = std::clamp(static_cast<int>(30.0 / std::max(ms, 1e-3f)), 3, 2000);
+          std::vector<double> samples;
+          for (int rep = 0; rep < 5; ++rep) {
+            CK(cudaEventRecord(ea, stream));
+            for (int i = 0; i < std::max(1, reps / 5); ++i) CK(cudaGraphLaunch(ge.exec, stream));
+            CK(cudaEventRecord(eb, stream));
+            CK(cudaEventSynchronize(eb));
+            CK(cudaEventElapsedTime(&ms, ea, eb));
+            samples.push_back(ms * 1e3 / (std::max(1, reps / 5) * R));
+          }
+          std::sort(samples.begin(), samples.end());
+          const double us = samples[samples.size() / 2];
+          const std::string name = !var.kernel       ? "simt"
+                                 : var.flags >= 0 ? "tc_f" + std::to_string(var.flags)
+                                 : var.splits > 0 ? "tc_s"
+                                                  : "tc";
+          std::printf("%s,%d,%d,%d,%.0f,%s,%d,%.2f,%.1f,%.3g\n", kind, B, T, L, bytes, name.c_str(),
+                      pl.splits, us, 100.0 * bytes / (us * 1e3) / peak, diff);
+          std::fflush(stdout);
+          if (scratch) CK(cudaFree(scratch));
+        }
+        for (int r = 0; r < R; ++r) {
+          CK(cudaFree(kc[r]));
+          CK(cudaFree(vc[r]));
+        }
+        CK(cudaFree(q));
+        CK(cudaFree(k));
+        CK(cudaFree(v));
+        CK(cudaFree(out));
+        CK(cudaFree(past));
+      }
+  }
+  return 0;
+}
