@@ -8,5 +8,5 @@ dotnet publish "$root/tools/MixAttention.Onnx.Cli" -c Release -r linux-x64 --sel
 rm -f "$tmp"/app/libonnxruntime*.so "$tmp"/app/*.pdb
 mkdir -p "$root/.pub"
 tar cf - -C "$tmp/app" . | xz -6 -T2 > "$root/.pub/mixattn.tar.xz"
-grep -qx '.pub' "$root/.git/info/exclude" 2>/dev/null || echo '.pub' >> "$root/.git/info/exclude"
+exclude=$(git rev-parse --git-path info/exclude); grep -qx '.pub' "$exclude" 2>/dev/null || echo '.pub' >> "$exclude"
 du -h "$root/.pub/mixattn.tar.xz"
