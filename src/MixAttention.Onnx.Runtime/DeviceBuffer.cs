@@ -37,8 +37,19 @@ internal sealed class DeviceBuffer : SafeHandle
     /// <summary>Allocates <paramref name="bytes"/> host bytes, 64-byte aligned, optionally filled with a float pattern.</summary>
     public static unsafe DeviceBuffer AllocateHost(long bytes, float? fill)
     {
-        var p = NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
-        if (fill is { } f) new Span<float>(p, checked((int)(bytes / sizeof(float)))).Fill(f);
+        void* p;
+        try { p = NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64); }
+        catch (OutOfMemoryException e)
+        {
+            throw new MixAttentionException($"cannot allocate a KV cache tensor of {bytes:N0} bytes in host memory; lower MaxBatch or MaxLength.", e);
+        }
+        if (fill is { } f)
+        {
+            // In spans of at most 2^30 floats (a Span's length is an int).
+            long count = bytes / sizeof(float);
+            for (long at = 0; at < count; at += 1 << 30)
+                new Span<float>((float*)p + at, (int)Math.Min(1L << 30, count - at)).Fill(f);
+        }
         else NativeMemory.Clear(p, (nuint)bytes);
         return new DeviceBuffer((IntPtr)p, bytes, OrtMemoryInfo.DefaultInstance, null);
     }
@@ -51,7 +62,12 @@ internal sealed class DeviceBuffer : SafeHandle
     {
         if (bytes > int.MaxValue)
             throw new MixAttentionException($"a KV cache tensor of {bytes} bytes exceeds the 2 GiB single-allocation limit of this runtime on GPU; use fewer batch slots or a shorter MaxLength.");
-        var value = OrtValue.CreateAllocatedTensorValue(allocator, Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.UInt8, new[] { Math.Max(bytes, 1) });
+        OrtValue value;
+        try { value = OrtValue.CreateAllocatedTensorValue(allocator, Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.UInt8, new[] { Math.Max(bytes, 1) }); }
+        catch (OnnxRuntimeException e)
+        {
+            throw new MixAttentionException($"cannot allocate a KV cache tensor of {bytes:N0} bytes on the GPU ({e.Message.Split('\n', 2)[0]}); lower MaxBatch or MaxLength.", e);
+        }
         try
         {
             // The span is only used for its address: device memory is never dereferenced here.

@@ -36,11 +36,19 @@ public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, Time
 /// Generates from prompts on a decoding session. <see cref="Run"/> does continuous batching: requests wait for a
 /// free slot, are prefilled alone (chunked), then decode together, one batched call per step; a finished sequence
 /// leaves at once and its slot takes the next request. <see cref="GenerateAsync"/> streams one prompt.
+/// <para>
+/// Owns nothing (not disposable): it drives a session the caller owns, so a disposed session makes its calls fail
+/// with the session's <see cref="ObjectDisposedException"/>. Like the session, one run at a time.
+/// </para>
 /// </summary>
 public sealed class Generator
 {
     /// <summary>Uses <paramref name="session"/> (not owned).</summary>
-    public Generator(IDecoderSession session) => Session = session;
+    public Generator(IDecoderSession session)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        Session = session;
+    }
 
     /// <summary>The session.</summary>
     public IDecoderSession Session { get; }
@@ -51,6 +59,9 @@ public sealed class Generator
     /// <summary>Streams the tokens generated for one prompt.</summary>
     public async IAsyncEnumerable<long> GenerateAsync(IReadOnlyList<long> prompt, GenerationOptions options, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(prompt);
+        ArgumentNullException.ThrowIfNull(options);
+        if (prompt.Count == 0) throw new MixAttentionException("the prompt is empty; generation needs at least one prompt token.");
         var sampler = new Sampler(options);
         var history = new List<long>(prompt);
         int seq = Session.AddSequence();
@@ -70,7 +81,23 @@ public sealed class Generator
         }
         finally
         {
-            Session.RemoveSequence(seq);
+            RemoveQuietly(seq);
+        }
+    }
+
+    /// <summary>Removes a sequence on the way out of a run, unless the session is already gone (the error that ended the run stands).</summary>
+    private void RemoveQuietly(int sequence)
+    {
+        try
+        {
+            if (Session.Sequences.Contains(sequence)) Session.RemoveSequence(sequence);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        catch (InvalidOperationException)
+        {
+            // Another thread is using the session: it is not ours to clean up.
         }
     }
 
@@ -80,6 +107,15 @@ public sealed class Generator
     /// </summary>
     public IReadOnlyList<GenerationResult> Run(IReadOnlyList<GenerationRequest> requests, Action<GeneratedToken>? onToken = null, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(requests);
+        // Every request is checked before the first runs: a bad one fails the run at once, not after the others' work.
+        for (int r = 0; r < requests.Count; r++)
+        {
+            var req = requests[r] ?? throw new ArgumentException($"request {r} is null.", nameof(requests));
+            if (req.Prompt is null || req.Prompt.Count == 0) throw new MixAttentionException($"request {r} has an empty prompt; generation needs at least one prompt token.");
+            ArgumentNullException.ThrowIfNull(req.Options, $"requests[{r}].Options");
+            req.Options.Validate();
+        }
         var pending = new Queue<int>(Enumerable.Range(0, requests.Count));
         var active = new List<Active>();
         var results = new GenerationResult?[requests.Count];
@@ -114,7 +150,6 @@ public sealed class Generator
                 {
                     int r = pending.Dequeue();
                     var req = requests[r];
-                    if (req.Prompt.Count == 0) throw new MixAttentionException($"request {r} has an empty prompt.");
                     var a = new Active(r, Session.AddSequence(), new Sampler(req.Options), new List<long>(req.Prompt));
                     var t0 = prefillWatch.Elapsed;
                     prefillWatch.Start();
@@ -142,7 +177,7 @@ public sealed class Generator
         }
         finally
         {
-            foreach (var a in active) if (Session.Sequences.Contains(a.Sequence)) Session.RemoveSequence(a.Sequence);
+            foreach (var a in active) RemoveQuietly(a.Sequence);
             LastStats = new GenerationStats(promptTokens, generated, prefillWatch.Elapsed, decodeWatch.Elapsed, steps);
         }
         return results.Select(r => r!).ToArray();

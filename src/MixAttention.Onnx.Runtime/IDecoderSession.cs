@@ -3,7 +3,9 @@ namespace MixAttention.Onnx.Runtime;
 /// <summary>
 /// A decoding session: sequences with their own KV state, prefill and decode steps returning logits.
 /// Sequence ids are handed out by <see cref="AddSequence"/> and never reused within a session.
-/// Not thread-safe: one step at a time.
+/// Not thread-safe: one call at a time; a call that starts while another runs on another thread throws
+/// <see cref="InvalidOperationException"/>. Different sessions of one model may run concurrently.
+/// Holds a reference to its model until disposed (docs/runtime.md, "Thread safety and errors").
 /// </summary>
 public interface IDecoderSession : IDisposable
 {

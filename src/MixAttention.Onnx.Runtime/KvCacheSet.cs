@@ -11,8 +11,11 @@ namespace MixAttention.Onnx.Runtime;
 /// </summary>
 public sealed class OwnerCache
 {
-    internal OwnerCache(CacheEntry entry, int capacity, TensorElementType type, int elementSize, int maxBatch, DeviceBuffer key, DeviceBuffer value)
+    private readonly KvCacheSet _set;
+
+    internal OwnerCache(KvCacheSet set, CacheEntry entry, int capacity, TensorElementType type, int elementSize, int maxBatch, DeviceBuffer key, DeviceBuffer value)
     {
+        _set = set;
         Entry = entry;
         Capacity = capacity;
         ElementType = type;
@@ -36,10 +39,25 @@ public sealed class OwnerCache
     public long SlotBytes => (long)Entry.KvNumHeads * Capacity * Entry.HeadSize * ElementSize;
     /// <summary>Bytes of this cache (K and V, all slots).</summary>
     public long Bytes => 2 * SlotBytes * MaxBatch;
-    /// <summary>Address of the key tensor (host or device); constant for the cache's lifetime.</summary>
-    public IntPtr KeyAddress => Key.Pointer;
-    /// <summary>Address of the value tensor.</summary>
-    public IntPtr ValueAddress => Value.Pointer;
+    /// <summary>Address of the key tensor (host or device); constant for the cache's lifetime. <see cref="ObjectDisposedException"/> once the set is disposed.</summary>
+    public IntPtr KeyAddress
+    {
+        get
+        {
+            _set.ThrowIfDisposed();
+            return Key.Pointer;
+        }
+    }
+
+    /// <summary>Address of the value tensor. <see cref="ObjectDisposedException"/> once the set is disposed.</summary>
+    public IntPtr ValueAddress
+    {
+        get
+        {
+            _set.ThrowIfDisposed();
+            return Value.Pointer;
+        }
+    }
 
     internal DeviceBuffer Key { get; }
     internal DeviceBuffer Value { get; }
@@ -52,9 +70,16 @@ public sealed class OwnerCache
 /// memory as the owner's past input and present output, so the ops write only the new rows and nothing is
 /// copied between steps. A step over slots <c>[first, first + rows)</c> binds <see cref="OrtValue"/> views of
 /// that contiguous region (made once per range and kept).
+/// <para>
+/// Owned by its session: disposing the session disposes it. Disposing it directly makes the session's next call fail
+/// with <see cref="ObjectDisposedException"/> (never a step over freed memory).
+/// </para>
 /// </summary>
 public sealed class KvCacheSet : IDisposable
 {
+    /// <summary>Size of the largest cache set allocated without an explicit <see cref="SessionConfig.MaxCacheBytes"/> on GPU (64 GiB).</summary>
+    public const long DefaultDeviceLimitBytes = 64L << 30;
+
     private readonly List<OwnerCache> _caches = new();
     private readonly Dictionary<(int First, int Rows), OrtValue[]> _views = new();
     private bool _disposed;
@@ -63,18 +88,34 @@ public sealed class KvCacheSet : IDisposable
     {
         Plan = plan;
         Config = config;
+        // Sizes first, in 128-bit arithmetic (no overflow for any int config), and nothing allocated when they are absurd.
+        var sizes = new List<(CacheEntry Entry, int Capacity, TensorElementType Type, int Size, long Bytes)>();
+        Int128 total = 0;
+        foreach (var entry in plan.Caches)
+        {
+            long capacity = entry.Capacity switch
+            {
+                CapacityRule.Window => (long)entry.Window + (entry.Readers.Count > 0 ? config.PrefillChunk - 1L : 0),
+                CapacityRule.MaxLength => config.MaxLength,
+                _ => throw new MixAttentionException($"cache of layer {entry.Owner} grows each step (capacity rule 'growing'); it cannot be preallocated — run the model with the plain driver."),
+            };
+            if (capacity < 1 || capacity > int.MaxValue)
+                throw new MixAttentionException($"the cache of layer {entry.Owner} would hold {capacity} positions (window {entry.Window}, PrefillChunk {config.PrefillChunk}, MaxLength {config.MaxLength}); it must be between 1 and {int.MaxValue}. Lower PrefillChunk or MaxLength.");
+            var (type, size) = ElementTypeOf(entry.DType, $"cache of layer {entry.Owner}");
+            Int128 bytes = (Int128)config.MaxBatch * entry.KvNumHeads * capacity * entry.HeadSize * size;
+            total += 2 * bytes;
+            sizes.Add((entry, (int)capacity, type, size, bytes > long.MaxValue ? long.MaxValue : (long)bytes));
+        }
+        long limit = config.MaxCacheBytes ?? (device == ExecutionDevice.Cpu ? HostMemoryBytes() : DefaultDeviceLimitBytes);
+        if (total > limit)
+            throw new MixAttentionException(
+                $"the KV caches of this session would need {total:N0} bytes ({Human(total)}: {sizes.Count} owner caches × K and V, MaxBatch {config.MaxBatch}, MaxLength {config.MaxLength}, PrefillChunk {config.PrefillChunk}), " +
+                $"more than the limit of {limit:N0} bytes ({Human(limit)}, {(config.MaxCacheBytes is null ? (device == ExecutionDevice.Cpu ? "this machine's memory" : "the default GPU limit") : "SessionConfig.MaxCacheBytes")}). " +
+                "Lower MaxBatch or MaxLength, or raise SessionConfig.MaxCacheBytes.");
         try
         {
-            foreach (var entry in plan.Caches)
+            foreach (var (entry, capacity, type, size, bytes) in sizes)
             {
-                int capacity = entry.Capacity switch
-                {
-                    CapacityRule.Window => entry.Window + (entry.Readers.Count > 0 ? config.PrefillChunk - 1 : 0),
-                    CapacityRule.MaxLength => config.MaxLength,
-                    _ => throw new MixAttentionException($"cache of layer {entry.Owner} grows each step (capacity rule 'growing'); it cannot be preallocated — run the model with the plain driver."),
-                };
-                var (type, size) = ElementTypeOf(entry.DType);
-                long bytes = (long)config.MaxBatch * entry.KvNumHeads * capacity * entry.HeadSize * size;
                 DeviceBuffer Alloc() => device == ExecutionDevice.Cpu
                     ? DeviceBuffer.AllocateHost(bytes, config.PoisonCaches && type == TensorElementType.Float ? float.NaN : null)
                     : DeviceBuffer.AllocateDevice(deviceAllocator!, memoryInfo, bytes);
@@ -82,7 +123,7 @@ public sealed class KvCacheSet : IDisposable
                 DeviceBuffer v;
                 try { v = Alloc(); }
                 catch { k.Dispose(); throw; }
-                _caches.Add(new OwnerCache(entry, capacity, type, size, config.MaxBatch, k, v));
+                _caches.Add(new OwnerCache(this, entry, capacity, type, size, config.MaxBatch, k, v));
             }
         }
         catch
@@ -92,15 +133,46 @@ public sealed class KvCacheSet : IDisposable
         }
     }
 
+    private static long HostMemoryBytes()
+    {
+        long total = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        return total > 0 ? total : long.MaxValue;
+    }
+
+    private static string Human(Int128 bytes)
+    {
+        double b = (double)bytes;
+        string[] units = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+        int u = 0;
+        while (b >= 1024 && u < units.Length - 1) { b /= 1024; u++; }
+        return $"{b:0.#} {units[u]}";
+    }
+
+    /// <summary>True once disposed.</summary>
+    public bool IsDisposed => _disposed;
+
+    internal void ThrowIfDisposed()
+    {
+        if (_disposed)
+            throw new ObjectDisposedException(nameof(KvCacheSet), $"this {nameof(KvCacheSet)} was disposed (it belongs to its session: dispose the session, not its caches).");
+    }
+
     /// <summary>The plan the caches follow.</summary>
     public CachePlan Plan { get; }
     /// <summary>Batch slots and lengths.</summary>
     public SessionConfig Config { get; }
     /// <summary>One cache per owner, in plan order.</summary>
-    public IReadOnlyList<OwnerCache> Caches => _caches;
+    public IReadOnlyList<OwnerCache> Caches
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return _caches;
+        }
+    }
 
-    /// <summary>Bytes allocated for all caches now.</summary>
-    public long AllocatedBytes => _caches.Sum(c => c.Bytes);
+    /// <summary>Bytes allocated for all caches now (0 once disposed).</summary>
+    public long AllocatedBytes => _disposed ? 0 : _caches.Sum(c => c.Bytes);
 
     /// <summary>Bytes one more batch slot costs.</summary>
     public long BytesPerSequence => _caches.Sum(c => 2 * c.SlotBytes);
@@ -124,13 +196,17 @@ public sealed class KvCacheSet : IDisposable
     }
 
     /// <summary>The memory report.</summary>
-    public KvMemory Memory() => new(AllocatedBytes, BytesPerSequence,
-        UnconvertedBytesPerSequence(Config.MaxLength) * Config.MaxBatch, UnconvertedBytesPerSequence(Config.MaxLength), Config.MaxLength);
+    public KvMemory Memory()
+    {
+        ThrowIfDisposed();
+        return new(AllocatedBytes, BytesPerSequence,
+            UnconvertedBytesPerSequence(Config.MaxLength) * Config.MaxBatch, UnconvertedBytesPerSequence(Config.MaxLength), Config.MaxLength);
+    }
 
     /// <summary>Binds slots <c>[first, first + rows)</c> of every cache as both past input and present output.</summary>
     internal void Bind(OrtIoBinding binding, int first, int rows)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfDisposed();
         if (!_views.TryGetValue((first, rows), out var views))
         {
             views = new OrtValue[_caches.Count * 2];
@@ -152,12 +228,12 @@ public sealed class KvCacheSet : IDisposable
         }
     }
 
-    internal static (TensorElementType Type, int Size) ElementTypeOf(string dtype) => dtype switch
+    internal static (TensorElementType Type, int Size) ElementTypeOf(string dtype, string what) => dtype switch
     {
         "fp32" or "float32" or "float" => (TensorElementType.Float, 4),
         "fp16" or "float16" => (TensorElementType.Float16, 2),
         "bf16" or "bfloat16" => (TensorElementType.BFloat16, 2),
-        _ => throw new MixAttentionException($"cache dtype '{dtype}' is not supported (fp32, fp16, bf16)."),
+        _ => throw new MixAttentionException($"the {what} has dtype '{dtype}', which this runtime does not support (it allocates fp32, fp16 and bf16 caches)."),
     };
 
     /// <summary>Disposes the views, then the memory.</summary>

@@ -8,37 +8,124 @@ namespace MixAttention.Onnx.Runtime;
 /// An opened decoder model: a converted MixAttention model (its cache plan read from the metadata) or an
 /// unconverted export (plain past/present). Owns the <see cref="InferenceSession"/>; creates decoding sessions
 /// (<see cref="CreateSession"/>) that own their caches.
+/// <para>
+/// Ownership: every decoding session holds a reference to its model. <see cref="Dispose"/> with sessions still open
+/// only marks the model disposed (no new sessions: <see cref="ObjectDisposedException"/>); the ORT session is released
+/// when the last of them is disposed, so a live session never runs on a released model.
+/// Thread safety: opening sessions and running different sessions of one model on different threads is allowed.
+/// </para>
 /// </summary>
 public sealed class MixAttentionModel : IDisposable
 {
     private readonly SessionOptions? _ownedOptions;
+    private readonly InferenceSession _session;
+    private readonly Lock _allocatorGate = new();
     private OrtAllocator? _deviceAllocator;
+    private int _references = 1; // the model's own, plus one per live decoding session
+    private int _disposed;
 
     private MixAttentionModel(string path, InferenceSession session, SessionOptions? ownedOptions, CachePlan? plan, ModelOptions options)
     {
         Path = path;
-        Session = session;
+        _session = session;
         _ownedOptions = ownedOptions;
         Plan = plan;
         Options = options;
-        CacheMemoryInfo = options.Device == ExecutionDevice.Cuda
-            ? new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.Default)
-            : OrtMemoryInfo.DefaultInstance;
         InputIds = plan?.InputIds ?? "input_ids";
         Logits = plan?.Logits ?? "logits";
         if (!session.InputMetadata.TryGetValue(InputIds, out var ids))
-            throw new MixAttentionException($"{path}: the model has no input '{InputIds}'.");
+            throw new MixAttentionException($"{path}: the model has no input '{InputIds}' (token ids); its inputs are {List(session.InputMetadata.Keys)}.");
         InputIdsType = ids.ElementDataType;
+        if (InputIdsType is not (TensorElementType.Int32 or TensorElementType.Int64))
+            throw new MixAttentionException($"{path}: input '{InputIds}' (token ids) is {InputIdsType}; the runtime feeds int32 or int64.");
         if (!session.OutputMetadata.TryGetValue(Logits, out var logits))
-            throw new MixAttentionException($"{path}: the model has no output '{Logits}'.");
+            throw new MixAttentionException($"{path}: the model has no output '{Logits}' (logits); its outputs are {List(session.OutputMetadata.Keys)}.");
         LogitsType = logits.ElementDataType;
-        VocabSize = logits.Dimensions[^1];
+        if (LogitsType is not (TensorElementType.Float or TensorElementType.Float16 or TensorElementType.BFloat16))
+            throw new MixAttentionException($"{path}: output '{Logits}' (logits) is {LogitsType}; the runtime reads float, float16 or bfloat16.");
+        VocabSize = logits.Dimensions.Length == 0 ? -1 : logits.Dimensions[^1];
+        if (plan is not null) CheckPlan(path, plan, session);
+        CacheMemoryInfo = options.Device == ExecutionDevice.Cuda
+            ? new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.Default)
+            : OrtMemoryInfo.DefaultInstance;
+    }
+
+    private static string List(IEnumerable<string> names)
+    {
+        var all = names.ToList();
+        return all.Count <= 12 ? string.Join(", ", all) : string.Join(", ", all.Take(12)) + $", … ({all.Count} in all)";
+    }
+
+    /// <summary>
+    /// The cache plan must match the graph: every input and output it names exists with a type the runtime can feed,
+    /// and every cache has a supported dtype (and, for preallocated caches, the graph's heads and head size).
+    /// </summary>
+    private static void CheckPlan(string path, CachePlan plan, InferenceSession session)
+    {
+        var inputs = session.InputMetadata;
+        var outputs = session.OutputMetadata;
+        string Where(string what) => $"{path}: the cache plan names {what}";
+        NodeMetadata Input(string name, string what) => inputs.TryGetValue(name, out var m) ? m
+            : throw new MixAttentionException($"{Where($"input '{name}' ({what})")}, but the model has no such input; its inputs are {List(inputs.Keys)}. The plan and the graph disagree: convert the model again.");
+        void Output(string name, string what)
+        {
+            if (!outputs.ContainsKey(name))
+                throw new MixAttentionException($"{Where($"output '{name}' ({what})")}, but the model has no such output; its outputs are {List(outputs.Keys)}. The plan and the graph disagree: convert the model again.");
+        }
+        void IntInput(string? name, string what, bool int32Only)
+        {
+            if (name is null) return;
+            var t = Input(name, what).ElementDataType;
+            if (int32Only ? t != TensorElementType.Int32 : t is not (TensorElementType.Int32 or TensorElementType.Int64))
+                throw new MixAttentionException($"{path}: input '{name}' ({what}) is {t}; the runtime feeds {(int32Only ? "int32" : "int32 or int64")}.");
+        }
+        IntInput(plan.PositionIds, "position ids", int32Only: false);
+        IntInput(plan.AttentionMask, "attention mask", int32Only: false);
+        IntInput(plan.PastLengths, "past lengths", int32Only: true);
+        IntInput(plan.NewLengths, "new lengths", int32Only: true);
+        bool inPlace = plan.Caches.All(c => c.Capacity != CapacityRule.Growing);
+        if (inPlace && plan.PastLengths is null)
+            throw new MixAttentionException($"{path}: the cache plan has preallocated caches but names no past_lengths input; the runtime cannot tell the ops where each sequence is. Convert the model again.");
+        foreach (var c in plan.Caches)
+        {
+            string what = $"cache of layer {c.Owner}";
+            TensorElementType type;
+            try { (type, _) = KvCacheSet.ElementTypeOf(c.DType, what); }
+            catch (MixAttentionException e) { throw new MixAttentionException($"{path}: {e.Message}", e); }
+            foreach (var (name, kind) in new[] { (c.PastKey, "past key"), (c.PastValue, "past value") })
+            {
+                var m = Input(name, $"{kind} of the {what}");
+                if (m.ElementDataType != type)
+                    throw new MixAttentionException($"{path}: the cache plan says the {what} is {c.DType} ({type}), but input '{name}' is {m.ElementDataType}. Convert the model again.");
+                if (!inPlace) continue;
+                var d = m.Dimensions;
+                if (d.Length != 4)
+                    throw new MixAttentionException($"{path}: input '{name}' ({kind} of the {what}) has rank {d.Length}; a preallocated cache is bound as [batch, kv_heads, capacity, head_size] (rank 4).");
+                if ((d[1] >= 0 && d[1] != c.KvNumHeads) || (d[3] >= 0 && d[3] != c.HeadSize))
+                    throw new MixAttentionException($"{path}: input '{name}' has shape [{string.Join(", ", d)}] but the cache plan says {c.KvNumHeads} KV heads of size {c.HeadSize}. Convert the model again.");
+            }
+            Output(c.PresentKey, $"present key of the {what}");
+            Output(c.PresentValue, $"present value of the {what}");
+        }
     }
 
     /// <summary>The model file.</summary>
     public string Path { get; }
-    /// <summary>The ORT session.</summary>
-    public InferenceSession Session { get; }
+    /// <summary>The ORT session. <see cref="ObjectDisposedException"/> once the model is disposed.</summary>
+    public InferenceSession Session
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return _session;
+        }
+    }
+
+    /// <summary>True once <see cref="Dispose"/> was called (sessions still open keep the ORT session alive until they close).</summary>
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
+    /// <summary>The ORT session for the decoding sessions, which hold a reference (valid even after <see cref="Dispose"/>).</summary>
+    internal InferenceSession OrtSession => _session;
     /// <summary>The cache plan; null for an unconverted model.</summary>
     public CachePlan? Plan { get; }
     /// <summary>True for a converted model whose caches are preallocated and updated in place.</summary>
@@ -65,8 +152,11 @@ public sealed class MixAttentionModel : IDisposable
     /// </summary>
     public static MixAttentionModel Open(string path, ModelOptions? options = null)
     {
+        ArgumentNullException.ThrowIfNull(path);
         options ??= new ModelOptions();
         if (!File.Exists(path)) throw new MixAttentionException($"model not found: {path}");
+        if (options.DeviceId < 0) throw new MixAttentionException($"ModelOptions.DeviceId must be >= 0, got {options.DeviceId}.");
+        if (options.IntraOpNumThreads < 0) throw new MixAttentionException($"ModelOptions.IntraOpNumThreads must be >= 0 (0 = ORT's default), got {options.IntraOpNumThreads}.");
         var owned = options.SessionOptions is null ? new SessionOptions() : null;
         var so = options.SessionOptions ?? owned!;
         InferenceSession? session = null;
@@ -75,7 +165,7 @@ public sealed class MixAttentionModel : IDisposable
             if (owned is not null)
             {
                 if (options.IntraOpNumThreads > 0) owned.IntraOpNumThreads = options.IntraOpNumThreads;
-                if (options.Device == ExecutionDevice.Cuda) owned.AppendExecutionProvider_CUDA(options.DeviceId);
+                if (options.Device == ExecutionDevice.Cuda) AppendCuda(owned, options.DeviceId);
             }
             // The op library is harmless for a model that does not use it; register it whenever it is present.
             var opLib = options.OpLibraryPath ?? (Native.NativeLibraryPath.Exists ? Native.NativeLibraryPath.Path : null);
@@ -105,29 +195,98 @@ public sealed class MixAttentionModel : IDisposable
         }
     }
 
+    /// <summary>Appends the CUDA execution provider, turning "the provider or its CUDA libraries cannot be loaded" into one clear error.</summary>
+    private static void AppendCuda(SessionOptions options, int deviceId)
+    {
+        const string hint = "Install the CUDA runtime, cuBLAS and cuDNN versions this ONNX Runtime build was made for (on the library path) on a machine with an NVIDIA GPU, or open the model with ExecutionDevice.Cpu.";
+        string[] available;
+        try { available = OrtEnv.Instance().GetAvailableProviders(); }
+        catch (Exception e) when (e is OnnxRuntimeException or DllNotFoundException or EntryPointNotFoundException)
+        {
+            throw new MixAttentionException($"CUDA was requested (ModelOptions.Device = Cuda) but ONNX Runtime cannot be queried for its execution providers: {e.Message}", e);
+        }
+        if (!available.Contains("CUDAExecutionProvider"))
+            throw new MixAttentionException($"CUDA was requested (ModelOptions.Device = Cuda) but this ONNX Runtime build has no CUDA execution provider (it has {string.Join(", ", available)}); reference Microsoft.ML.OnnxRuntime.Gpu.Linux.");
+        try { options.AppendExecutionProvider_CUDA(deviceId); }
+        catch (Exception e) when (e is OnnxRuntimeException or DllNotFoundException or EntryPointNotFoundException or BadImageFormatException)
+        {
+            throw new MixAttentionException($"CUDA was requested (ModelOptions.Device = Cuda, device {deviceId}) but the CUDA execution provider cannot be loaded: {FirstLine(e.Message)} {hint}", e);
+        }
+    }
+
+    private static string FirstLine(string message)
+    {
+        var line = message.Split('\n', 2)[0].Trim();
+        return line.EndsWith('.') ? line : line + ".";
+    }
+
     /// <summary>
     /// A decoding session with its own caches: <see cref="MixAttentionSession"/> (in place, continuous batching) for
     /// converted models, <see cref="PlainDecoderSession"/> (growing past/present per sequence) otherwise.
     /// </summary>
     public IDecoderSession CreateSession(SessionConfig? config = null)
     {
-        config ??= new SessionConfig();
-        config.Validate();
+        ThrowIfDisposed();
         return IsInPlace ? new MixAttentionSession(this, config) : new PlainDecoderSession(this, config);
     }
 
     internal OrtAllocator? DeviceAllocator()
     {
         if (Options.Device == ExecutionDevice.Cpu) return null;
-        return _deviceAllocator ??= new OrtAllocator(Session, CacheMemoryInfo);
+        lock (_allocatorGate)
+        {
+            if (_deviceAllocator is not null) return _deviceAllocator;
+            try
+            {
+                return _deviceAllocator = new OrtAllocator(_session, CacheMemoryInfo);
+            }
+            catch (OnnxRuntimeException e)
+            {
+                throw new MixAttentionException(
+                    $"{Path}: caches were asked for on CUDA device {Options.DeviceId} (ModelOptions.Device = Cuda) but the ORT session has no CUDA allocator: " +
+                    (Options.SessionOptions is null ? "the CUDA execution provider did not register one." : "the SessionOptions passed in ModelOptions have no CUDA execution provider (call AppendExecutionProvider_CUDA on them).") +
+                    $" ({FirstLine(e.Message)})", e);
+            }
+        }
     }
 
-    /// <summary>Disposes the session (and the options it created).</summary>
-    public void Dispose()
+    private void ThrowIfDisposed()
     {
+        if (IsDisposed)
+            throw new ObjectDisposedException(nameof(MixAttentionModel), $"this {nameof(MixAttentionModel)} ({Path}) was disposed; open the model again.");
+    }
+
+    /// <summary>References held: 1 for the model itself until disposed, plus one per open decoding session; 0 once released.</summary>
+    internal int References => Volatile.Read(ref _references);
+
+    /// <summary>A decoding session starts using the model; fails once the model is disposed.</summary>
+    internal void AddReference()
+    {
+        while (true)
+        {
+            int n = Volatile.Read(ref _references);
+            if (n == 0 || IsDisposed)
+                throw new ObjectDisposedException(nameof(MixAttentionModel), $"this {nameof(MixAttentionModel)} ({Path}) was disposed; open the model again.");
+            if (Interlocked.CompareExchange(ref _references, n + 1, n) == n) return;
+        }
+    }
+
+    /// <summary>A decoding session is done with the model; the last reference releases the ORT session.</summary>
+    internal void Release()
+    {
+        if (Interlocked.Decrement(ref _references) != 0) return;
         _deviceAllocator?.Dispose();
-        Session.Dispose();
+        _session.Dispose();
         _ownedOptions?.Dispose();
         if (!ReferenceEquals(CacheMemoryInfo, OrtMemoryInfo.DefaultInstance)) CacheMemoryInfo.Dispose();
+    }
+
+    /// <summary>
+    /// Disposes the ORT session (and the options it created) — at once when no decoding session is open, else when the
+    /// last one is disposed. A second call does nothing.
+    /// </summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0) Release();
     }
 }

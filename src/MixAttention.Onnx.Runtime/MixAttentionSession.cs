@@ -1,5 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
+using MixAttention.Onnx.Lowering;
 
 namespace MixAttention.Onnx.Runtime;
 
@@ -14,6 +15,10 @@ namespace MixAttention.Onnx.Runtime;
 /// input, else with one filler token at their next position (a free slot: position 0), which a later real
 /// token overwrites before anything reads it.
 /// </para>
+/// <para>
+/// Not thread-safe: one call at a time (a call that starts while another runs on another thread throws
+/// <see cref="InvalidOperationException"/>). Sessions of one model may run on different threads at once.
+/// </para>
 /// </summary>
 public sealed class MixAttentionSession : IDecoderSession
 {
@@ -25,28 +30,53 @@ public sealed class MixAttentionSession : IDecoderSession
     private readonly List<OrtValue> _stepInputs = new();
     private readonly TensorElementType _positionType;
     private readonly TensorElementType _maskType;
+    private readonly CallGuard _guard;
     private (int First, int Rows) _boundRange = (-1, -1);
     private int _nextId;
-    private bool _disposed;
 
-    internal MixAttentionSession(MixAttentionModel model, SessionConfig config)
+    /// <summary>
+    /// A session over <paramref name="model"/>'s cache plan (<see cref="MixAttentionModel.CreateSession"/> picks this
+    /// driver for converted models). Holds a reference to the model until disposed.
+    /// </summary>
+    /// <exception cref="MixAttentionException">The model has no cache plan or its caches grow; the configuration is invalid or its caches too large.</exception>
+    /// <exception cref="ObjectDisposedException">The model was disposed.</exception>
+    public MixAttentionSession(MixAttentionModel model, SessionConfig? config = null)
     {
+        ArgumentNullException.ThrowIfNull(model);
+        config ??= new SessionConfig();
+        config.Validate();
+        var plan = model.Plan ?? throw new MixAttentionException(
+            $"{model.Path} has no cache plan ('{CachePlan.MetadataKey}' in its metadata), so it is not a converted MixAttention model and MixAttentionSession cannot size its caches. " +
+            "Convert it with `mixattn convert`, or run it as it is with model.CreateSession() (a PlainDecoderSession).");
+        if (!model.IsInPlace)
+            throw new MixAttentionException(
+                $"{model.Path}: the caches of this conversion (backend '{plan.Backend}') grow each step and cannot be preallocated; run it with model.CreateSession() (a PlainDecoderSession).");
         Model = model;
         Config = config;
-        var plan = model.Plan!;
-        Caches = new KvCacheSet(plan, config, model.Options.Device, model.DeviceAllocator(), model.CacheMemoryInfo);
+        model.AddReference();
         try
         {
-            _binding = model.Session.CreateIoBinding();
+            Caches = new KvCacheSet(plan, config, model.Options.Device, model.DeviceAllocator(), model.CacheMemoryInfo);
+            try
+            {
+                _binding = model.OrtSession.CreateIoBinding();
+            }
+            catch
+            {
+                Caches.Dispose();
+                throw;
+            }
         }
         catch
         {
-            Caches.Dispose();
+            _runOptions.Dispose();
+            model.Release();
             throw;
         }
+        _guard = new CallGuard(nameof(MixAttentionSession), ReleaseResources);
         _slotSequence = new int?[config.MaxBatch];
         _slotLength = new int[config.MaxBatch];
-        var inputs = model.Session.InputMetadata;
+        var inputs = model.OrtSession.InputMetadata;
         _positionType = plan.PositionIds is { } p ? inputs[p].ElementDataType : TensorElementType.Int64;
         _maskType = plan.AttentionMask is { } m ? inputs[m].ElementDataType : TensorElementType.Int64;
         VocabSize = model.VocabSize;
@@ -56,26 +86,54 @@ public sealed class MixAttentionSession : IDecoderSession
     public MixAttentionModel Model { get; }
     /// <inheritdoc />
     public SessionConfig Config { get; }
-    /// <summary>The caches (owners only), for addresses and byte counts.</summary>
+    /// <summary>The caches (owners only), for addresses and byte counts. Owned by the session.</summary>
     public KvCacheSet Caches { get; }
     /// <inheritdoc />
     public int VocabSize { get; private set; }
     /// <inheritdoc />
-    public IReadOnlyCollection<int> Sequences => _slotOf.Keys;
+    public IReadOnlyCollection<int> Sequences
+    {
+        get
+        {
+            _guard.ThrowIfDisposed();
+            return _slotOf.Keys;
+        }
+    }
     /// <inheritdoc />
-    public int FreeSlots => _slotSequence.Count(s => s is null);
+    public int FreeSlots
+    {
+        get
+        {
+            _guard.ThrowIfDisposed();
+            return _slotSequence.Count(s => s is null);
+        }
+    }
     /// <summary>Model calls run so far.</summary>
     public long Steps { get; private set; }
+    /// <summary>True once disposed.</summary>
+    public bool IsDisposed => _guard.IsDisposed;
+
+    /// <summary>Test hook: runs inside every model call (the session is busy), before ORT runs; gets "Prefill" or "Decode".</summary>
+    internal Action<string>? BeforeRun { get; set; }
 
     /// <summary>The batch slot of a sequence.</summary>
-    public int SlotOf(int sequence) => _slotOf.TryGetValue(sequence, out var s) ? s : throw new MixAttentionException($"sequence {sequence} does not exist (removed, or never added).");
+    public int SlotOf(int sequence)
+    {
+        using var _ = _guard.Enter(nameof(SlotOf));
+        return Slot(sequence);
+    }
+
+    private int Slot(int sequence) => _slotOf.TryGetValue(sequence, out var s) ? s : throw UnknownSequence(sequence, _slotOf.Keys);
+
+    internal static MixAttentionException UnknownSequence(int sequence, IReadOnlyCollection<int> live) => new(
+        $"sequence {sequence} does not exist in this session (removed, or never added by AddSequence); live sequences: {(live.Count == 0 ? "none" : string.Join(", ", live.Order().Take(16)) + (live.Count > 16 ? ", …" : ""))}.");
 
     /// <inheritdoc />
     public int AddSequence()
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        using var _ = _guard.Enter(nameof(AddSequence));
         int slot = Array.IndexOf(_slotSequence, null);
-        if (slot < 0) throw new MixAttentionException($"all {Config.MaxBatch} batch slots are in use; remove a sequence first or open the session with a larger MaxBatch.");
+        if (slot < 0) throw new MixAttentionException($"all {Config.MaxBatch} batch slots are in use (SessionConfig.MaxBatch = {Config.MaxBatch}); remove a sequence first or open the session with a larger MaxBatch.");
         int id = _nextId++;
         _slotSequence[slot] = id;
         _slotLength[slot] = 0;
@@ -86,7 +144,8 @@ public sealed class MixAttentionSession : IDecoderSession
     /// <inheritdoc />
     public void RemoveSequence(int sequence)
     {
-        int slot = SlotOf(sequence);
+        using var _ = _guard.Enter(nameof(RemoveSequence));
+        int slot = Slot(sequence);
         _slotSequence[slot] = null;
         _slotLength[slot] = 0;
         _slotOf.Remove(sequence);
@@ -95,29 +154,48 @@ public sealed class MixAttentionSession : IDecoderSession
     /// <inheritdoc />
     public void Reset()
     {
+        using var _ = _guard.Enter(nameof(Reset));
         Array.Fill(_slotSequence, null);
         Array.Clear(_slotLength);
         _slotOf.Clear();
     }
 
     /// <inheritdoc />
-    public int Length(int sequence) => _slotLength[SlotOf(sequence)];
+    public int Length(int sequence)
+    {
+        using var _ = _guard.Enter(nameof(Length));
+        return _slotLength[Slot(sequence)];
+    }
 
     /// <inheritdoc />
-    public KvMemory Memory() => Caches.Memory();
+    public KvMemory Memory()
+    {
+        using var _ = _guard.Enter(nameof(Memory));
+        return Caches.Memory();
+    }
 
     private void CheckCapacity(int sequence, int length, int newTokens)
     {
-        if (Caches.GlobalCapacity is { } cap && length + newTokens > cap)
+        if (Caches.GlobalCapacity is { } cap && (long)length + newTokens > cap)
             throw new CacheOverflowException(sequence, length, newTokens, cap);
+    }
+
+    /// <summary>Token ids must index the embedding: <c>0 ≤ id &lt; vocab</c> (ORT's Gather would otherwise fail deep inside or read out of bounds).</summary>
+    internal static void CheckToken(long token, int vocab, TensorElementType idsType, string where)
+    {
+        if (token >= 0 && (vocab > 0 ? token < vocab : idsType == TensorElementType.Int64 || token <= int.MaxValue)) return;
+        throw new MixAttentionException(vocab > 0
+            ? $"{where}: token id {token} is outside the model's vocabulary; ids must be in [0, {vocab})."
+            : $"{where}: token id {token} is not a valid token id; ids must be >= 0{(idsType == TensorElementType.Int32 ? " and fit the model's int32 input" : "")}.");
     }
 
     /// <inheritdoc />
     public float[] Prefill(int sequence, ReadOnlySpan<long> tokens, bool allPositions = false)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        int slot = SlotOf(sequence);
-        if (tokens.Length == 0) throw new MixAttentionException("prefill needs at least one token.");
+        using var _ = _guard.Enter(nameof(Prefill));
+        int slot = Slot(sequence);
+        if (tokens.Length == 0) throw new MixAttentionException($"Prefill of sequence {sequence} got no tokens; a prefill needs at least one token.");
+        for (int i = 0; i < tokens.Length; i++) CheckToken(tokens[i], VocabSize, Model.InputIdsType, $"Prefill of sequence {sequence}, token {i}");
         CheckCapacity(sequence, _slotLength[slot], tokens.Length);
         float[]? all = null;
         float[] last = Array.Empty<float>();
@@ -126,7 +204,7 @@ public sealed class MixAttentionSession : IDecoderSession
         {
             int s = Math.Min(chunk, tokens.Length - done);
             var ids = tokens.Slice(done, s).ToArray();
-            using var logits = RunStep(slot, 1, s, ids, new[] { _slotLength[slot] }, new[] { s });
+            using var logits = RunStep(nameof(Prefill), slot, 1, s, ids, new[] { _slotLength[slot] }, new[] { s });
             _slotLength[slot] += s;
             if (allPositions)
             {
@@ -140,19 +218,36 @@ public sealed class MixAttentionSession : IDecoderSession
         return allPositions ? all! : last;
     }
 
+    /// <summary>Checks a decode request before anything runs; returns the slots.</summary>
+    internal static void CheckDecodeArguments(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(sequences);
+        ArgumentNullException.ThrowIfNull(tokens);
+        if (sequences.Count != tokens.Count)
+            throw new ArgumentException($"Decode got {sequences.Count} sequences and {tokens.Count} tokens; pass exactly one token per sequence.", nameof(tokens));
+        if (sequences.Count == 0)
+            throw new ArgumentException("Decode got no sequences; pass at least one sequence and its next token.", nameof(sequences));
+    }
+
+    internal static MixAttentionException NotPrefilled(int sequence) =>
+        new($"sequence {sequence} has no tokens yet: Prefill it with its prompt (at least one token) before Decode.");
+
     /// <inheritdoc />
     public float[][] Decode(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        if (sequences.Count != tokens.Count) throw new ArgumentException("one token per sequence", nameof(tokens));
-        if (sequences.Count == 0) return Array.Empty<float[]>();
+        using var _ = _guard.Enter(nameof(Decode));
+        CheckDecodeArguments(sequences, tokens);
         var slots = new int[sequences.Count];
+        var seen = new HashSet<int>();
         for (int i = 0; i < slots.Length; i++)
         {
-            slots[i] = SlotOf(sequences[i]);
-            CheckCapacity(sequences[i], _slotLength[slots[i]], 1);
+            int id = sequences[i];
+            slots[i] = Slot(id);
+            if (!seen.Add(id)) throw new ArgumentException($"sequence {id} is listed twice in one Decode; each sequence takes one token per step.", nameof(sequences));
+            if (_slotLength[slots[i]] == 0) throw NotPrefilled(id);
+            CheckToken(tokens[i], VocabSize, Model.InputIdsType, $"Decode of sequence {id}");
+            CheckCapacity(id, _slotLength[slots[i]], 1);
         }
-        if (slots.Distinct().Count() != slots.Length) throw new ArgumentException("a sequence is listed twice", nameof(sequences));
         int first = slots.Min(), rows = slots.Max() - first + 1;
         var ids = new long[rows];
         var past = new int[rows];
@@ -179,7 +274,7 @@ public sealed class MixAttentionSession : IDecoderSession
             ids[r] = tokens[i];
             news[r] = 1;
         }
-        using var logits = RunStep(first, rows, 1, ids, past, news);
+        using var logits = RunStep(nameof(Decode), first, rows, 1, ids, past, news);
         var result = new float[slots.Length][];
         for (int i = 0; i < slots.Length; i++)
         {
@@ -190,8 +285,10 @@ public sealed class MixAttentionSession : IDecoderSession
     }
 
     /// <summary>One model call over slots <c>[first, first + rows)</c> with <paramref name="s"/> tokens per row; returns the logits (caller disposes).</summary>
-    private OrtValue RunStep(int first, int rows, int s, long[] ids, int[] past, int[] news)
+    private OrtValue RunStep(string operation, int first, int rows, int s, long[] ids, int[] past, int[] news)
     {
+        // The binding may still hold views of the caches: never run over a cache set disposed behind the session's back.
+        Caches.ThrowIfDisposed();
         var plan = Model.Plan!;
         foreach (var v in _stepInputs) v.Dispose();
         _stepInputs.Clear();
@@ -223,7 +320,8 @@ public sealed class MixAttentionSession : IDecoderSession
             _boundRange = (first, rows);
         }
         _binding.BindOutputToDevice(plan.Logits, OrtMemoryInfo.DefaultInstance);
-        Model.Session.RunWithBinding(_runOptions, _binding);
+        BeforeRun?.Invoke(operation);
+        Model.OrtSession.RunWithBinding(_runOptions, _binding);
         Steps++;
         var names = _binding.GetOutputNames();
         var outputs = _binding.GetOutputValues(); // not disposed as a whole: the logits value is returned
@@ -238,14 +336,19 @@ public sealed class MixAttentionSession : IDecoderSession
         return logits ?? throw new InvalidOperationException("the logits output was not produced");
     }
 
-    /// <summary>Disposes the binding, step inputs and caches (in reverse order of creation).</summary>
-    public void Dispose()
+    /// <summary>
+    /// Disposes the binding, step inputs and caches (in reverse order of creation) and releases the model. A second call
+    /// does nothing; a call while a step runs on another thread takes effect when that step ends.
+    /// </summary>
+    public void Dispose() => _guard.Dispose();
+
+    private void ReleaseResources()
     {
-        if (_disposed) return;
-        _disposed = true;
         _binding.Dispose();
         foreach (var v in _stepInputs) v.Dispose();
+        _stepInputs.Clear();
         _runOptions.Dispose();
         Caches.Dispose();
+        Model.Release();
     }
 }

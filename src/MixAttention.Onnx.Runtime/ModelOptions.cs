@@ -58,10 +58,17 @@ public sealed record SessionConfig
     /// <summary>Fill fresh CPU caches with NaN (debugging: a read of an unwritten slot poisons the logits).</summary>
     public bool PoisonCaches { get; init; }
 
+    /// <summary>
+    /// Most bytes the session's KV caches may take; creating a session that needs more fails before allocating and says
+    /// how many bytes it would need. Null: this machine's memory on CPU, <see cref="KvCacheSet.DefaultDeviceLimitBytes"/> on GPU.
+    /// </summary>
+    public long? MaxCacheBytes { get; init; }
+
     internal void Validate()
     {
-        if (MaxBatch < 1) throw new MixAttentionException($"MaxBatch must be >= 1, got {MaxBatch}.");
-        if (MaxLength < 1) throw new MixAttentionException($"MaxLength must be >= 1, got {MaxLength}.");
-        if (PrefillChunk < 1) throw new MixAttentionException($"PrefillChunk must be >= 1, got {PrefillChunk}.");
+        if (MaxBatch < 1) throw new MixAttentionException($"SessionConfig.MaxBatch must be >= 1 (batch slots), got {MaxBatch}.");
+        if (MaxLength < 1) throw new MixAttentionException($"SessionConfig.MaxLength must be >= 1 (tokens per sequence), got {MaxLength}.");
+        if (PrefillChunk < 1) throw new MixAttentionException($"SessionConfig.PrefillChunk must be >= 1 (tokens per prefill call), got {PrefillChunk}.");
+        if (MaxCacheBytes is < 1) throw new MixAttentionException($"SessionConfig.MaxCacheBytes must be >= 1 or null, got {MaxCacheBytes}.");
     }
 }

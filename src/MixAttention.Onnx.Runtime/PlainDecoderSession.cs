@@ -9,6 +9,8 @@ namespace MixAttention.Onnx.Runtime;
 /// session's device and runs in its own batch-1 call, so sequences of any lengths can be added and removed;
 /// the present outputs of one call are the past inputs of the next (no host copy, but ORT allocates new tensors
 /// each step — the cost the converted, in-place driver removes). For comparisons and baselines.
+/// A sequence holds at most <see cref="SessionConfig.MaxLength"/> tokens (every layer keeps a full cache).
+/// Not thread-safe: one call at a time (a concurrent call throws <see cref="InvalidOperationException"/>).
 /// </summary>
 public sealed class PlainDecoderSession : IDecoderSession
 {
@@ -25,16 +27,19 @@ public sealed class PlainDecoderSession : IDecoderSession
     private readonly List<OrtValue> _stepInputs = new();
     private readonly string? _positionIds, _attentionMask, _pastLengths, _newLengths;
     private readonly TensorElementType _positionType, _maskType;
+    private readonly CallGuard _guard;
     private int _nextId;
-    private bool _disposed;
 
-    internal PlainDecoderSession(MixAttentionModel model, SessionConfig config)
+    internal PlainDecoderSession(MixAttentionModel model, SessionConfig? config)
     {
+        ArgumentNullException.ThrowIfNull(model);
+        config ??= new SessionConfig();
+        config.Validate();
         Model = model;
         Config = config;
         VocabSize = model.VocabSize;
-        var inputs = model.Session.InputMetadata;
-        var outputs = model.Session.OutputMetadata;
+        var inputs = model.OrtSession.InputMetadata;
+        var outputs = model.OrtSession.OutputMetadata;
         var plan = model.Plan;
         foreach (var (name, meta) in inputs)
         {
@@ -53,7 +58,18 @@ public sealed class PlainDecoderSession : IDecoderSession
         _newLengths = plan?.NewLengths ?? (inputs.ContainsKey("new_lengths") ? "new_lengths" : null);
         _positionType = _positionIds is null ? TensorElementType.Int64 : inputs[_positionIds].ElementDataType;
         _maskType = _attentionMask is null ? TensorElementType.Int64 : inputs[_attentionMask].ElementDataType;
-        _binding = model.Session.CreateIoBinding();
+        model.AddReference();
+        try
+        {
+            _binding = model.OrtSession.CreateIoBinding();
+        }
+        catch
+        {
+            _runOptions.Dispose();
+            model.Release();
+            throw;
+        }
+        _guard = new CallGuard(nameof(PlainDecoderSession), ReleaseResources);
 
         string? PresentFor(string past)
         {
@@ -74,15 +90,34 @@ public sealed class PlainDecoderSession : IDecoderSession
     /// <inheritdoc />
     public int VocabSize { get; private set; }
     /// <inheritdoc />
-    public IReadOnlyCollection<int> Sequences => _sequences.Keys;
+    public IReadOnlyCollection<int> Sequences
+    {
+        get
+        {
+            _guard.ThrowIfDisposed();
+            return _sequences.Keys;
+        }
+    }
     /// <inheritdoc />
-    public int FreeSlots => Config.MaxBatch - _sequences.Count;
+    public int FreeSlots
+    {
+        get
+        {
+            _guard.ThrowIfDisposed();
+            return Config.MaxBatch - _sequences.Count;
+        }
+    }
+    /// <summary>True once disposed.</summary>
+    public bool IsDisposed => _guard.IsDisposed;
+
+    /// <summary>Test hook: runs inside every model call (the session is busy), before ORT runs; gets "Prefill" or "Decode".</summary>
+    internal Action<string>? BeforeRun { get; set; }
 
     /// <inheritdoc />
     public int AddSequence()
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        if (FreeSlots == 0) throw new MixAttentionException($"all {Config.MaxBatch} batch slots are in use; remove a sequence first or open the session with a larger MaxBatch.");
+        using var _ = _guard.Enter(nameof(AddSequence));
+        if (_sequences.Count >= Config.MaxBatch) throw new MixAttentionException($"all {Config.MaxBatch} batch slots are in use (SessionConfig.MaxBatch = {Config.MaxBatch}); remove a sequence first or open the session with a larger MaxBatch.");
         var state = new State();
         foreach (var c in _caches)
         {
@@ -96,10 +131,16 @@ public sealed class PlainDecoderSession : IDecoderSession
         return _nextId++;
     }
 
-    private State Get(int sequence) => _sequences.TryGetValue(sequence, out var s) ? s : throw new MixAttentionException($"sequence {sequence} does not exist (removed, or never added).");
+    private State Get(int sequence) => _sequences.TryGetValue(sequence, out var s) ? s : throw MixAttentionSession.UnknownSequence(sequence, _sequences.Keys);
 
     /// <inheritdoc />
     public void RemoveSequence(int sequence)
+    {
+        using var _ = _guard.Enter(nameof(RemoveSequence));
+        Remove(sequence);
+    }
+
+    private void Remove(int sequence)
     {
         var s = Get(sequence);
         foreach (var v in s.Past.Values) v.Dispose();
@@ -109,15 +150,21 @@ public sealed class PlainDecoderSession : IDecoderSession
     /// <inheritdoc />
     public void Reset()
     {
-        foreach (var id in _sequences.Keys.ToList()) RemoveSequence(id);
+        using var _ = _guard.Enter(nameof(Reset));
+        foreach (var id in _sequences.Keys.ToList()) Remove(id);
     }
 
     /// <inheritdoc />
-    public int Length(int sequence) => Get(sequence).Length;
+    public int Length(int sequence)
+    {
+        using var _ = _guard.Enter(nameof(Length));
+        return Get(sequence).Length;
+    }
 
     /// <inheritdoc />
     public KvMemory Memory()
     {
+        using var _ = _guard.Enter(nameof(Memory));
         long allocated = _sequences.Values.Sum(s => s.Past.Values.Sum(v => v.GetTensorSizeInBytes() is var b ? (long)b : 0));
         long perToken = _caches.Sum(c =>
         {
@@ -132,15 +179,17 @@ public sealed class PlainDecoderSession : IDecoderSession
     /// <inheritdoc />
     public float[] Prefill(int sequence, ReadOnlySpan<long> tokens, bool allPositions = false)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        using var _ = _guard.Enter(nameof(Prefill));
         var state = Get(sequence);
-        if (tokens.Length == 0) throw new MixAttentionException("prefill needs at least one token.");
+        if (tokens.Length == 0) throw new MixAttentionException($"Prefill of sequence {sequence} got no tokens; a prefill needs at least one token.");
+        for (int i = 0; i < tokens.Length; i++) MixAttentionSession.CheckToken(tokens[i], VocabSize, Model.InputIdsType, $"Prefill of sequence {sequence}, token {i}");
+        if ((long)state.Length + tokens.Length > Config.MaxLength) throw new CacheOverflowException(sequence, state.Length, tokens.Length, Config.MaxLength);
         float[]? all = null;
         float[] last = Array.Empty<float>();
         for (int done = 0; done < tokens.Length; done += Config.PrefillChunk)
         {
             int s = Math.Min(Config.PrefillChunk, tokens.Length - done);
-            using var logits = Run(state, tokens.Slice(done, s).ToArray());
+            using var logits = Run(nameof(Prefill), state, tokens.Slice(done, s).ToArray());
             if (allPositions)
             {
                 var rows = StepIo.Rows(logits, 0, 0, s);
@@ -156,17 +205,29 @@ public sealed class PlainDecoderSession : IDecoderSession
     /// <inheritdoc />
     public float[][] Decode(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens)
     {
-        if (sequences.Count != tokens.Count) throw new ArgumentException("one token per sequence", nameof(tokens));
+        using var _ = _guard.Enter(nameof(Decode));
+        MixAttentionSession.CheckDecodeArguments(sequences, tokens);
+        var states = new State[sequences.Count];
+        var seen = new HashSet<int>();
+        for (int i = 0; i < sequences.Count; i++)
+        {
+            int id = sequences[i];
+            states[i] = Get(id);
+            if (!seen.Add(id)) throw new ArgumentException($"sequence {id} is listed twice in one Decode; each sequence takes one token per step.", nameof(sequences));
+            if (states[i].Length == 0) throw MixAttentionSession.NotPrefilled(id);
+            MixAttentionSession.CheckToken(tokens[i], VocabSize, Model.InputIdsType, $"Decode of sequence {id}");
+            if (states[i].Length + 1 > Config.MaxLength) throw new CacheOverflowException(id, states[i].Length, 1, Config.MaxLength);
+        }
         var result = new float[sequences.Count][];
         for (int i = 0; i < sequences.Count; i++)
         {
-            using var logits = Run(Get(sequences[i]), new[] { tokens[i] });
+            using var logits = Run(nameof(Decode), states[i], new[] { tokens[i] });
             result[i] = StepIo.Rows(logits, 0, 0, 1);
         }
         return result;
     }
 
-    private OrtValue Run(State state, long[] ids)
+    private OrtValue Run(string operation, State state, long[] ids)
     {
         int s = ids.Length, p = state.Length;
         foreach (var v in _stepInputs) v.Dispose();
@@ -187,7 +248,8 @@ public sealed class PlainDecoderSession : IDecoderSession
             _binding.BindOutputToDevice(c.Present, Model.CacheMemoryInfo);
         }
         _binding.BindOutputToDevice(Model.Logits, OrtMemoryInfo.DefaultInstance);
-        Model.Session.RunWithBinding(_runOptions, _binding);
+        BeforeRun?.Invoke(operation);
+        Model.OrtSession.RunWithBinding(_runOptions, _binding);
         var names = _binding.GetOutputNames();
         var outputs = _binding.GetOutputValues(); // elements are moved into the state or returned
         OrtValue? logits = null;
@@ -209,14 +271,16 @@ public sealed class PlainDecoderSession : IDecoderSession
         return logits ?? throw new InvalidOperationException("the logits output was not produced");
     }
 
-    /// <summary>Disposes every sequence's past tensors and the binding.</summary>
-    public void Dispose()
+    /// <summary>Disposes every sequence's past tensors and the binding, and releases the model. A second call does nothing.</summary>
+    public void Dispose() => _guard.Dispose();
+
+    private void ReleaseResources()
     {
-        if (_disposed) return;
-        _disposed = true;
         _binding.Dispose();
         foreach (var v in _stepInputs) v.Dispose();
-        Reset();
+        _stepInputs.Clear();
+        foreach (var id in _sequences.Keys.ToList()) Remove(id);
         _runOptions.Dispose();
+        Model.Release();
     }
 }

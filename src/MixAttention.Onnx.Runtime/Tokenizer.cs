@@ -19,6 +19,7 @@ public sealed class Tokenizer : IDisposable
     private readonly SessionOptions _options;
     private readonly InferenceSession _encoder;
     private readonly InferenceSession _decoder;
+    private int _disposed;
 
     private Tokenizer(SessionOptions options, InferenceSession encoder, InferenceSession decoder, IReadOnlyList<long> stop, int vocab)
     {
@@ -107,17 +108,26 @@ public sealed class Tokenizer : IDisposable
     /// <summary>Token ids of <paramref name="text"/>.</summary>
     public long[] Encode(string text)
     {
+        ArgumentNullException.ThrowIfNull(text);
+        ThrowIfDisposed();
+        using var runOptions = new RunOptions();
         using var input = OrtValue.CreateFromStringTensor(new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<string>(new[] { text }, new[] { 1 }));
-        using var outputs = _encoder.Run(new RunOptions(), new[] { "text" }, new[] { input }, new[] { "ids" });
+        using var outputs = _encoder.Run(runOptions, new[] { "text" }, new[] { input }, new[] { "ids" });
         return outputs[0].GetTensorDataAsSpan<long>().ToArray();
     }
 
     /// <summary>Text of <paramref name="ids"/> (special tokens included).</summary>
     public string Decode(IReadOnlyList<long> ids)
     {
+        ArgumentNullException.ThrowIfNull(ids);
+        ThrowIfDisposed();
         if (ids.Count == 0) return "";
+        for (int i = 0; i < ids.Count; i++)
+            if (ids[i] < 0 || ids[i] >= VocabSize)
+                throw new MixAttentionException($"token id {ids[i]} (at {i}) is outside the tokenizer's vocabulary [0, {VocabSize}).");
+        using var runOptions = new RunOptions();
         using var input = OrtValue.CreateTensorValueFromMemory(ids.ToArray(), new long[] { ids.Count });
-        using var outputs = _decoder.Run(new RunOptions(), new[] { "ids" }, new[] { input }, new[] { "text" });
+        using var outputs = _decoder.Run(runOptions, new[] { "ids" }, new[] { input }, new[] { "text" });
         return outputs[0].GetStringElement(0);
     }
 
@@ -164,9 +174,16 @@ public sealed class Tokenizer : IDisposable
         return map;
     }
 
-    /// <summary>Disposes both sessions and the options.</summary>
+    private void ThrowIfDisposed()
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+            throw new ObjectDisposedException(nameof(Tokenizer), $"this {nameof(Tokenizer)} was disposed; create it again with Tokenizer.FromDirectory.");
+    }
+
+    /// <summary>Disposes both sessions and the options. A second call does nothing.</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         _encoder.Dispose();
         _decoder.Dispose();
         _options.Dispose();
