@@ -20,7 +20,7 @@ def parse(spec):
 
 def svg(name, title, spec):
     layers = parse(spec)
-    h = TOP + ROW * len(layers) + 70
+    h = TOP + ROW * len(layers) + 92
     e = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" font-family="Helvetica, Arial, sans-serif" font-size="13">',
          f'<rect width="{W}" height="{h}" fill="white"/>',
          f'<text x="{LEFT}" y="24" font-size="15" font-weight="bold">{title}</text>',
@@ -49,8 +49,8 @@ def svg(name, title, spec):
     n_full = sum(1 for (i, s, sl) in layers if s == i and not sl)
     n_ring = sum(1 for (i, s, sl) in layers if s == i and sl)
     e.append(f'<rect x="{LEFT}" y="{y}" width="14" height="14" fill="{FULL}"/><text x="{LEFT + 20}" y="{y + 12}">full cache (global owner): MaxLength rows, never wraps</text>')
-    e.append(f'<rect x="{LEFT + 380}" y="{y}" width="14" height="14" fill="{RING}"/><text x="{LEFT + 400}" y="{y + 12}">ring (sliding owner): W rows (+ PrefillChunk − 1 when read by others)</text>')
-    e.append(f'<text x="{LEFT}" y="{y + 36}" fill="#444">{n_full} full + {n_ring} ring caches for {len(layers)} layers; dashed: a reader, which allocates nothing and attends over the owner\'s cache (arrow: reads).</text>')
+    e.append(f'<rect x="{LEFT}" y="{y + 22}" width="14" height="14" fill="{RING}"/><text x="{LEFT + 20}" y="{y + 34}">ring (sliding owner): W rows (+ PrefillChunk − 1 when read by others)</text>')
+    e.append(f'<text x="{LEFT}" y="{y + 58}" fill="#444">{n_full} full + {n_ring} ring caches for {len(layers)} layers; dashed: a reader, which allocates nothing and attends over the owner\'s cache (arrow: reads).</text>')
     e.append('</svg>')
     return "\n".join(e) + "\n"
 
