@@ -18,19 +18,6 @@ public sealed class ConversionTests
         return output;
     }
 
-    private static float MaxAbsDiff(float[] a, float[] b)
-    {
-        Assert.HasCount(a.Length, b);
-        float max = 0;
-        for (int i = 0; i < a.Length; i++)
-        {
-            var d = Math.Abs(a[i] - b[i]);
-            if (float.IsNaN(d)) return float.NaN;
-            max = Math.Max(max, d);
-        }
-        return max;
-    }
-
     /// <summary>
     /// SWA-trained models with the native layout are exact: the converted model, decoding 64 tokens
     /// (4× the window of 16: the ring wraps three times), gives torch's logits.
@@ -56,7 +43,7 @@ public sealed class ConversionTests
         var reference = TorchReference.For(fixture);
         using var runner = new DecoderRunner(converted, NativeLibraryPath.GetRequired());
         var logits = runner.Run(reference.InputIds, reference.Batch, reference.Length, prefill: 5);
-        var diff = MaxAbsDiff(logits, reference.Logits);
+        var diff = Compare.MaxAbsDiff(logits, reference.Logits);
         Assert.IsLessThanOrEqualTo(1e-4f, diff, $"{fixture} / {backend}: max |Δlogit| vs torch = {diff}");
     }
 
@@ -70,7 +57,7 @@ public sealed class ConversionTests
         var reference = TorchReference.For(fixture);
         using var runner = new DecoderRunner(converted, NativeLibraryPath.GetRequired());
         var logits = runner.Run(reference.InputIds, reference.Batch, reference.Length, prefill: 40);
-        Assert.IsLessThanOrEqualTo(1e-4f, MaxAbsDiff(logits, reference.Logits));
+        Assert.IsLessThanOrEqualTo(1e-4f, Compare.MaxAbsDiff(logits, reference.Logits));
     }
 
     /// <summary>Retrofit layouts (sharing, new windows) change the model; ops and the plain-ONNX reference must agree exactly.</summary>
@@ -100,7 +87,7 @@ public sealed class ConversionTests
         // Prefill of 1 token keeps the sliding readers' residency rule at C = W (chunk 1) honest; the rest decodes.
         var la = a.Run(ids, batch, length, prefill: 3);
         var lb = b.Run(ids, batch, length, prefill: 3);
-        var diff = MaxAbsDiff(la, lb);
+        var diff = Compare.MaxAbsDiff(la, lb);
         Assert.IsLessThanOrEqualTo(1e-4f, diff, $"{fixture} {layout}: ops vs reference max |Δ| = {diff}");
     }
 
@@ -119,7 +106,7 @@ public sealed class ConversionTests
         var ids = Enumerable.Range(0, batch * length).Select(_ => (long)rng.Next(0, 200)).ToArray();
         using var a = new DecoderRunner(ops, NativeLibraryPath.GetRequired());
         using var b = new DecoderRunner(gqa, NativeLibraryPath.GetRequired());
-        var diff = MaxAbsDiff(a.Run(ids, batch, length, prefill: 4), b.Run(ids, batch, length, prefill: 4));
+        var diff = Compare.MaxAbsDiff(a.Run(ids, batch, length, prefill: 4), b.Run(ids, batch, length, prefill: 4));
         Assert.IsLessThanOrEqualTo(1e-4f, diff, $"{fixture} {layout}: ops vs ort-gqa max |Δ| = {diff}");
     }
 

@@ -20,8 +20,7 @@ public sealed class FixtureTests
         using var runner = new DecoderRunner(TestPaths.Fixture(fixture));
         // ORT's GQA takes several tokens with past context only at batch 1: decode the GQA fixtures one token at a time.
         var logits = runner.Run(reference.InputIds, reference.Batch, reference.Length, prefill: fixture.Contains("gqa") ? 1 : 5);
-        float max = 0;
-        for (int i = 0; i < logits.Length; i++) max = Math.Max(max, Math.Abs(logits[i] - reference.Logits[i]));
+        var max = Compare.MaxAbsDiff(logits, reference.Logits);
         Assert.IsLessThanOrEqualTo(1e-4f, max, $"{fixture}: max |Δ| vs torch = {max}");
     }
 }

@@ -378,7 +378,7 @@ public sealed class MisuseTests
         Assert.AreEqual(2, model.References);
         var a = first.AddSequence();
         first.Prefill(a, tokens.AsSpan(0, 8));
-        Assert.AreEqual(0f, RuntimeFixtures.MaxAbsDiff(expected, first.Decode(new[] { a }, new[] { tokens[8] })[0]));
+        Assert.AreEqual(0f, Compare.MaxAbsDiff(expected, first.Decode(new[] { a }, new[] { tokens[8] })[0]));
         first.Dispose();
         second.Dispose();
         Assert.AreEqual(0, model.References, "the last session released the ORT session");
@@ -454,6 +454,6 @@ public sealed class MisuseTests
         Task.WaitAll(got);
         for (int t = 0; t < Threads; t++)
             for (int i = 0; i <= Steps; i++)
-                Assert.AreEqual(0f, RuntimeFixtures.MaxAbsDiff(expected[t][i], got[t].Result[i]), $"thread {t} step {i}");
+                Assert.AreEqual(0f, Compare.MaxAbsDiff(expected[t][i], got[t].Result[i]), $"thread {t} step {i}");
     }
 }

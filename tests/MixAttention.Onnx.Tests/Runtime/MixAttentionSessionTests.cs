@@ -25,7 +25,7 @@ public sealed class MixAttentionSessionTests
             for (int t = 5; t < reference.Length; t++)
                 logits.AddRange(session.Decode(new[] { seq }, new[] { ids[t] })[0]);
             var expected = reference.Logits.AsSpan(b * reference.Length * v, reference.Length * v).ToArray();
-            Assert.IsLessThanOrEqualTo(1e-4f, RuntimeFixtures.MaxAbsDiff(logits.ToArray(), expected), $"{fixture} row {b}");
+            Assert.IsLessThanOrEqualTo(1e-4f, Compare.MaxAbsDiff(logits.ToArray(), expected), $"{fixture} row {b}");
         }
     }
 
@@ -89,7 +89,7 @@ public sealed class MixAttentionSessionTests
         {
             Assert.HasCount(plan[i].Steps, got[i]);
             for (int t = 0; t < plan[i].Steps; t++)
-                Assert.IsLessThanOrEqualTo(1e-5f, RuntimeFixtures.MaxAbsDiff(expected[i][t], got[i][t]), $"sequence {i} step {t}");
+                Assert.IsLessThanOrEqualTo(1e-5f, Compare.MaxAbsDiff(expected[i][t], got[i][t]), $"sequence {i} step {t}");
         }
     }
 
@@ -112,7 +112,7 @@ public sealed class MixAttentionSessionTests
         }
         var oneShot = Run(40);
         foreach (var chunk in new[] { 3, 16 })
-            Assert.IsLessThanOrEqualTo(1e-5f, RuntimeFixtures.MaxAbsDiff(oneShot, Run(chunk)), $"chunk {chunk}");
+            Assert.IsLessThanOrEqualTo(1e-5f, Compare.MaxAbsDiff(oneShot, Run(chunk)), $"chunk {chunk}");
     }
 
     [TestMethod]

@@ -31,16 +31,4 @@ internal static class RuntimeFixtures
         return Enumerable.Range(0, count).Select(_ => (long)rng.Next(0, vocab)).ToArray();
     }
 
-    public static float MaxAbsDiff(float[] a, float[] b)
-    {
-        Assert.HasCount(a.Length, b);
-        float max = 0;
-        for (int i = 0; i < a.Length; i++)
-        {
-            var d = Math.Abs(a[i] - b[i]);
-            if (float.IsNaN(d)) return float.NaN;
-            max = Math.Max(max, d);
-        }
-        return max;
-    }
 }
