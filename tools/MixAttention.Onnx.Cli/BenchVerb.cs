@@ -24,17 +24,20 @@ internal static class BenchVerb
         device.AcceptOnlyFromAmong("cpu", "cuda");
         var budget = new Option<double>("--budget-gib") { Description = "KV memory budget for the 'sequences that fit' column.", DefaultValueFactory = _ => 16 };
         var json = new Option<bool>("--json") { Description = "Print the results as JSON." };
+        var profile = new Option<string?>("--ort-profile") { Description = "Write ONNX Runtime's profile of each model's runs to files starting with this prefix (paths on stderr); see tools/gpu/e2e/profile_summary.py." };
         var cmd = new Command("bench", "Decode tokens/s and KV memory of one or more models at a given context and batch, measured in one run; ratios are against the first model.\n\n" +
             "Example:\n  mixattn bench graphs/gemma3-torchscript/model.onnx out/gemma3-cai/model.onnx --context 1024 --batch 4")
         {
-            models, context, batch, steps, chunk, device, budget, json,
+            models, context, batch, steps, chunk, device, budget, json, profile,
         };
         cmd.SetAction(parse =>
         {
             var results = new List<BenchResult>();
+            int index = 0;
             foreach (var path in parse.GetValue(models)!)
                 results.Add(Run(path, parse.GetValue(context), parse.GetValue(batch), parse.GetValue(steps), parse.GetValue(chunk),
-                    parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu));
+                    parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu,
+                    parse.GetValue(profile) is { } prefix ? $"{prefix}{index++}" : null));
             long budgetBytes = (long)(parse.GetValue(budget) * (1L << 30));
             if (parse.GetValue(json))
             {
@@ -64,10 +67,13 @@ internal static class BenchVerb
 
     private sealed record BenchResult(string Path, int Context, int Batch, int Steps, double MsPerStep, double TokensPerSecond, KvMemory Memory);
 
-    private static BenchResult Run(string path, int context, int batch, int steps, int chunk, ExecutionDevice device)
+    private static BenchResult Run(string path, int context, int batch, int steps, int chunk, ExecutionDevice device, string? profilePrefix)
     {
         if (context < 1 || batch < 1 || steps < 1) throw new MixAttentionException("--context, --batch and --steps must be >= 1.");
-        using var model = MixAttentionModel.Open(path, new ModelOptions { Device = device });
+        // Profiling needs our own SessionOptions; the model then leaves the execution provider to us.
+        using var profiled = profilePrefix is null ? null : new Microsoft.ML.OnnxRuntime.SessionOptions { ProfileOutputPathPrefix = profilePrefix, EnableProfiling = true };
+        if (profiled is not null && device == ExecutionDevice.Cuda) profiled.AppendExecutionProvider_CUDA(0);
+        using var model = MixAttentionModel.Open(path, new ModelOptions { Device = device, SessionOptions = profiled });
         using var session = model.CreateSession(new SessionConfig { MaxBatch = batch, MaxLength = context + steps + 4, PrefillChunk = Math.Min(chunk, context) });
         var rng = new Random(1);
         int vocab = Math.Max(2, Math.Min(model.VocabSize, 1000));
@@ -84,6 +90,7 @@ internal static class BenchVerb
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < steps; i++) session.Decode(seqs, tokens);
         clock.Stop();
+        if (profiled is not null) Console.Error.WriteLine($"ORT profile of {path}: {model.Session.EndProfiling()}");
         double ms = clock.Elapsed.TotalMilliseconds / steps;
         return new BenchResult(path, context, batch, steps, ms, batch * 1000.0 / ms, session.Memory());
     }

@@ -7,7 +7,7 @@
 #                 GQA cannot read another layer's windowed cache),
 # decode tokens/s and KV memory at 4K and 32K context × batch 1 and 16, measured in one run per shape.
 # Needs (carried from the repo root): .ortgpu (ortgpu-stage), .ortinc (tools/gpu/stage-headers.sh),
-# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick]
+# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick|profile]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$root"
@@ -41,6 +41,17 @@ step convert
 "$M" convert "$work/base/model.onnx" -o "$work/cai/model.onnx" --layout cai --window 1024 --force --json > "$OUT/convert-cai.json" || exit 1
 "$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --json > "$OUT/convert-gqa-mix.json" || exit 1
 
+if [ "${1:-}" = profile ]; then
+  # Where does a decode step go? ORT's profile of 8 timed steps per model (host time per node and op type).
+  for s in 4096:1 4096:16; do
+    ctx=${s%:*}; b=${s#*:}
+    step "profile context $ctx batch $b"
+    "$M" bench "$work/gqa-full/model.onnx" "$work/cai/model.onnx" --device cuda --context "$ctx" --batch "$b" --steps 8 \
+      --ort-profile "$work/prof-$ctx-$b-" --json > "$OUT/profile-bench-$ctx-$b.json" 2> "$OUT/profile-$ctx-$b.err"
+    for f in "$work"/prof-"$ctx"-"$b"-*.json; do python3 tools/gpu/e2e/profile_summary.py "$f" | tee -a "$OUT/profile-summary.txt"; done
+  done
+  exit 0
+fi
 shapes="4096:1 4096:16 32768:1 32768:16"
 [ "${1:-}" = quick ] && shapes="4096:1 4096:16"
 for s in $shapes; do
