@@ -72,19 +72,17 @@ public sealed class LoweringContext
     public string StepLength => Shared("step_length", () =>
         Builder.ShapeSlice("step_length", InputIds, 1, 2));
 
-    /// <summary>[0, 1, …, S-1] as int64 [S].</summary>
-    public string StepRange => Shared("step_range", () =>
+    /// <summary>
+    /// Absolute positions of this step's tokens, int64 [B, S]: the model's own <c>position_ids</c> input when it has
+    /// one, else a new graph input of that name. The runtime knows every position (past length + s), so feeding it
+    /// keeps shape arithmetic (Shape/Range/Cast on the CPU) out of the graph — every node can stay on the GPU, which
+    /// CUDA-graph capture of a decode step needs.
+    /// </summary>
+    public string Positions => Shared("positions", () =>
     {
-        var s = Builder.Squeeze("step_length_scalar", StepLength, 0);
-        return Builder.Op("Range", "step_range", new[] { Builder.Int64s("zero", new long[] { 0 }, scalar: true), s, Builder.Int64s("one", new long[] { 1 }, scalar: true) });
-    });
-
-    /// <summary>Absolute positions of this step's tokens from <see cref="PastLengths"/>: int64 [B, S].</summary>
-    public string PositionsFromPastLengths => Shared("positions_from_past_lengths", () =>
-    {
-        var past = Builder.Op("Cast", "past_lengths_i64", new[] { PastLengths }, "", Int("to", (long)TensorProto.Types.DataType.Int64));
-        var col = Builder.Unsqueeze("past_lengths_col", past, 1);
-        var row = Builder.Unsqueeze("step_range_row", StepRange, 0);
-        return Builder.Op("Add", "positions", new[] { col, row });
+        const string name = "position_ids";
+        if (Graph.IsGraphInput(name)) return name;
+        Graph.AddGraphInput(TensorInfo(name, (int)TensorProto.Types.DataType.Int64, BatchDim, "sequence_length"));
+        return name;
     });
 }

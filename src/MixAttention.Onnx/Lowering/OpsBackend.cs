@@ -41,11 +41,11 @@ public sealed class OpsBackend : ILoweringBackend
         };
         if (a.IsOwner)
         {
-            var (q, k, v) = SiteInputs.Bshd(ctx, site, withKv: true, () => ctx.PositionsFromPastLengths);
+            var (q, k, v) = SiteInputs.Bshd(ctx, site, withKv: true, () => ctx.Positions);
             var outs = b.Ops("WindowedAttention", $"L{site.Layer}/windowed_attention", new[] { q, k!, v!, cache.Key, cache.Value, ctx.PastLengths, ctx.NewLengths }, 3, Domain, attrs);
             return new LoweredSite(SiteInputs.FromBshd(b, site, outs[0]), outs[1], outs[2]);
         }
-        var (qr, _, _) = SiteInputs.Bshd(ctx, site, withKv: false, () => ctx.PositionsFromPastLengths);
+        var (qr, _, _) = SiteInputs.Bshd(ctx, site, withKv: false, () => ctx.Positions);
         var o = b.Op("SharedKvAttention", $"L{site.Layer}/shared_kv_attention", new[] { qr, cache.Key, cache.Value, ctx.PastLengths, ctx.NewLengths }, Domain, attrs);
         return new LoweredSite(SiteInputs.FromBshd(b, site, o), null, null);
     }

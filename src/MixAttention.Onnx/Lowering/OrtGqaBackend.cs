@@ -66,7 +66,7 @@ public sealed class OrtGqaBackend : ILoweringBackend
         bool fused = site.Rotary.Kind == RotaryKind.Fused;
         // GQA rotates Q/K itself when the source did (fused rotary): hand it the raw projections and the caches.
         var raw = fused ? site with { Rotary = RotaryInfo.Before } : site;
-        var (q, k, v) = SiteInputs.Bshd(ctx, raw, withKv: a.IsOwner, () => ctx.PositionsFromPastLengths);
+        var (q, k, v) = SiteInputs.Bshd(ctx, raw, withKv: a.IsOwner, () => ctx.Positions);
         var attrs = new List<AttributeProto>
         {
             Int("num_heads", site.NumHeads), Int("kv_num_heads", site.KvNumHeads),
