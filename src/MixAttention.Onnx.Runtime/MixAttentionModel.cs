@@ -156,6 +156,8 @@ public sealed class MixAttentionModel : IDisposable
         options ??= new ModelOptions();
         if (!File.Exists(path)) throw new MixAttentionException($"model not found: {path}");
         if (options.DeviceId < 0) throw new MixAttentionException($"ModelOptions.DeviceId must be >= 0, got {options.DeviceId}.");
+        if (options.CudaGraphDecode && options.Device != ExecutionDevice.Cuda)
+            throw new MixAttentionException($"ModelOptions.CudaGraphDecode needs ModelOptions.Device = Cuda (CUDA graphs are a CUDA execution provider feature); got Device = {options.Device}. Turn CudaGraphDecode off or run on Cuda.");
         if (options.IntraOpNumThreads < 0) throw new MixAttentionException($"ModelOptions.IntraOpNumThreads must be >= 0 (0 = ORT's default), got {options.IntraOpNumThreads}.");
         var owned = options.SessionOptions is null ? new SessionOptions() : null;
         var so = options.SessionOptions ?? owned!;
@@ -165,7 +167,7 @@ public sealed class MixAttentionModel : IDisposable
             if (owned is not null)
             {
                 if (options.IntraOpNumThreads > 0) owned.IntraOpNumThreads = options.IntraOpNumThreads;
-                if (options.Device == ExecutionDevice.Cuda) AppendCuda(owned, options.DeviceId);
+                if (options.Device == ExecutionDevice.Cuda) AppendCuda(owned, options.DeviceId, options.CudaGraphDecode);
             }
             // The op library is harmless for a model that does not use it; register it whenever it is present.
             var opLib = options.OpLibraryPath ?? (Native.NativeLibraryPath.Exists ? Native.NativeLibraryPath.Path : null);
@@ -196,7 +198,7 @@ public sealed class MixAttentionModel : IDisposable
     }
 
     /// <summary>Appends the CUDA execution provider, turning "the provider or its CUDA libraries cannot be loaded" into one clear error.</summary>
-    private static void AppendCuda(SessionOptions options, int deviceId)
+    private static void AppendCuda(SessionOptions options, int deviceId, bool cudaGraph)
     {
         const string hint = "Install the CUDA runtime, cuBLAS and cuDNN versions this ONNX Runtime build was made for (on the library path) on a machine with an NVIDIA GPU, or open the model with ExecutionDevice.Cpu.";
         string[] available;
@@ -207,7 +209,20 @@ public sealed class MixAttentionModel : IDisposable
         }
         if (!available.Contains("CUDAExecutionProvider"))
             throw new MixAttentionException($"CUDA was requested (ModelOptions.Device = Cuda) but this ONNX Runtime build has no CUDA execution provider (it has {string.Join(", ", available)}); reference Microsoft.ML.OnnxRuntime.Gpu.Linux.");
-        try { options.AppendExecutionProvider_CUDA(deviceId); }
+        try
+        {
+            if (cudaGraph)
+            {
+                using var cuda = new OrtCUDAProviderOptions();
+                cuda.UpdateOptions(new Dictionary<string, string>
+                {
+                    ["device_id"] = deviceId.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    ["enable_cuda_graph"] = "1",
+                });
+                options.AppendExecutionProvider_CUDA(cuda);
+            }
+            else options.AppendExecutionProvider_CUDA(deviceId);
+        }
         catch (Exception e) when (e is OnnxRuntimeException or DllNotFoundException or EntryPointNotFoundException or BadImageFormatException)
         {
             throw new MixAttentionException($"CUDA was requested (ModelOptions.Device = Cuda, device {deviceId}) but the CUDA execution provider cannot be loaded: {FirstLine(e.Message)} {hint}", e);
@@ -227,8 +242,15 @@ public sealed class MixAttentionModel : IDisposable
     public IDecoderSession CreateSession(SessionConfig? config = null)
     {
         ThrowIfDisposed();
+        if (!IsInPlace && Options.CudaGraphDecode)
+            throw new MixAttentionException($"{Path}: ModelOptions.CudaGraphDecode needs a converted model with preallocated caches (a MixAttentionSession); this model's caches grow each step, so its decode steps cannot be captured in a CUDA graph.");
         return IsInPlace ? new MixAttentionSession(this, config) : new PlainDecoderSession(this, config);
     }
+
+    private int _nextGraphId;
+
+    /// <summary>A fresh <c>gpu_graph_id</c> for a session's decode graph (one per session: shapes differ between sessions).</summary>
+    internal int NextGraphId() => Interlocked.Increment(ref _nextGraphId) - 1;
 
     internal OrtAllocator? DeviceAllocator()
     {

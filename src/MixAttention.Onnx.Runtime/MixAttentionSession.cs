@@ -33,6 +33,7 @@ public sealed class MixAttentionSession : IDecoderSession
     private readonly CallGuard _guard;
     private (int First, int Rows) _boundRange = (-1, -1);
     private int _nextId;
+    private CudaGraphStep? _graph;
 
     /// <summary>
     /// A session over <paramref name="model"/>'s cache plan (<see cref="MixAttentionModel.CreateSession"/> picks this
@@ -53,9 +54,17 @@ public sealed class MixAttentionSession : IDecoderSession
                 $"{model.Path}: the caches of this conversion (backend '{plan.Backend}') grow each step and cannot be preallocated; run it with model.CreateSession() (a PlainDecoderSession).");
         Model = model;
         Config = config;
+        if (model.Options.CudaGraphDecode)
+        {
+            if (plan.NewLengths is null)
+                throw new MixAttentionException($"{model.Path}: ModelOptions.CudaGraphDecode needs a model with a new_lengths input (rows not in a step are skipped with new_lengths = 0); this conversion (backend '{plan.Backend}') has none. Convert it with the ops backend, or turn CudaGraphDecode off.");
+            if (plan.AttentionMask is not null)
+                throw new MixAttentionException($"{model.Path}: ModelOptions.CudaGraphDecode cannot capture a model with an attention_mask input (its shape grows every step); turn CudaGraphDecode off.");
+        }
         model.AddReference();
         try
         {
+            if (model.Options.CudaGraphDecode) _runOptions.AddRunConfigEntry("gpu_graph_id", "-1"); // prefill: never captured
             Caches = new KvCacheSet(plan, config, model.Options.Device, model.DeviceAllocator(), model.CacheMemoryInfo);
             try
             {
@@ -110,6 +119,12 @@ public sealed class MixAttentionSession : IDecoderSession
     }
     /// <summary>Model calls run so far.</summary>
     public long Steps { get; private set; }
+
+    /// <summary>
+    /// With <see cref="ModelOptions.CudaGraphDecode"/>: how host ↔ device copies of the graph step are made
+    /// ("OrtEnv.CopyTensors" or "cudaMemcpy"); null before the first decode or without CUDA graphs.
+    /// </summary>
+    public string? CudaGraphTransfer => _graph?.Transfer;
     /// <summary>True once disposed.</summary>
     public bool IsDisposed => _guard.IsDisposed;
 
@@ -248,6 +263,7 @@ public sealed class MixAttentionSession : IDecoderSession
             CheckToken(tokens[i], VocabSize, Model.InputIdsType, $"Decode of sequence {id}");
             CheckCapacity(id, _slotLength[slots[i]], 1);
         }
+        if (Model.Options.CudaGraphDecode) return DecodeGraph(slots, tokens);
         int first = slots.Min(), rows = slots.Max() - first + 1;
         var ids = new long[rows];
         var past = new int[rows];
@@ -279,6 +295,38 @@ public sealed class MixAttentionSession : IDecoderSession
         for (int i = 0; i < slots.Length; i++)
         {
             result[i] = StepIo.Rows(logits, slots[i] - first, 0, 1);
+            _slotLength[slots[i]]++;
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// A decode step as one CUDA graph replay: all MaxBatch rows, one token each; rows not in the step (live or free)
+    /// get <c>new_lengths = 0</c> at their current length, so the ops write nothing for them.
+    /// </summary>
+    private float[][] DecodeGraph(int[] slots, IReadOnlyList<long> tokens)
+    {
+        Caches.ThrowIfDisposed();
+        int b = Config.MaxBatch;
+        var ids = new long[b];
+        var past = new int[b];
+        var news = new int[b];
+        for (int r = 0; r < b; r++) past[r] = _slotSequence[r] is null ? 0 : _slotLength[r];
+        for (int i = 0; i < slots.Length; i++)
+        {
+            ids[slots[i]] = tokens[i];
+            news[slots[i]] = 1;
+        }
+        if (VocabSize <= 0)
+            throw new MixAttentionException($"{Model.Path}: CUDA-graph decode needs the vocabulary size; the logits' last dimension is symbolic and no prefill has run.");
+        _graph ??= new CudaGraphStep(Model, Caches, b, VocabSize, _positionType, Model.NextGraphId());
+        BeforeRun?.Invoke(nameof(Decode));
+        var logits = _graph.Run(Model.OrtSession, ids, past, news);
+        Steps++;
+        var result = new float[slots.Length][];
+        for (int i = 0; i < slots.Length; i++)
+        {
+            result[i] = StepIo.Rows(logits, slots[i], 0, 1);
             _slotLength[slots[i]]++;
         }
         return result;
@@ -344,6 +392,7 @@ public sealed class MixAttentionSession : IDecoderSession
 
     private void ReleaseResources()
     {
+        _graph?.Dispose();
         _binding.Dispose();
         foreach (var v in _stepInputs) v.Dispose();
         _stepInputs.Clear();

@@ -38,6 +38,16 @@ public sealed record ModelOptions
 
     /// <summary>The com.mixattention op library; null = <see cref="Native.NativeLibraryPath"/>.</summary>
     public string? OpLibraryPath { get; init; }
+
+    /// <summary>
+    /// Run each decode step of a <see cref="MixAttentionSession"/> as one CUDA graph replay (ORT's <c>enable_cuda_graph</c>)
+    /// instead of launching every node: the step always runs all <see cref="SessionConfig.MaxBatch"/> rows with one token
+    /// (rows not in the step get <c>new_lengths = 0</c>) over fixed device buffers. Prefill runs as usual (not captured).
+    /// Only with <see cref="ExecutionDevice.Cuda"/>, a converted model whose plan has a <c>new_lengths</c> input and no
+    /// attention mask, and every node on the CUDA execution provider. With caller <see cref="SessionOptions"/>, the caller
+    /// must enable <c>enable_cuda_graph</c> in the CUDA provider options it appends. Default off.
+    /// </summary>
+    public bool CudaGraphDecode { get; init; }
 }
 
 /// <summary>Sizes of a decoding session: batch slots, longest sequence, prefill chunk.</summary>

@@ -8,7 +8,7 @@ using Spectre.Console;
 namespace MixAttention.Onnx.Cli;
 
 /// <summary>
-/// <c>mixattn bench MODEL [MODEL…] [--context N] [--batch N] [--steps N] [--device cpu|cuda] [--budget-gib G] [--json]</c>:
+/// <c>mixattn bench MODEL [MODEL…] [--context N] [--batch N] [--steps N] [--device cpu|cuda] [--cuda-graph] [--check-graph N] [--budget-gib G] [--json]</c>:
 /// decode throughput and KV memory of each model measured in the same run, the first model being the baseline.
 /// </summary>
 internal static class BenchVerb
@@ -25,10 +25,12 @@ internal static class BenchVerb
         var budget = new Option<double>("--budget-gib") { Description = "KV memory budget for the 'sequences that fit' column.", DefaultValueFactory = _ => 16 };
         var json = new Option<bool>("--json") { Description = "Print the results as JSON." };
         var profile = new Option<string?>("--ort-profile") { Description = "Write ONNX Runtime's profile of each model's runs to files starting with this prefix (paths on stderr); see tools/gpu/e2e/profile_summary.py." };
+        var cudaGraph = new Option<bool>("--cuda-graph") { Description = "Decode steps as CUDA graph replays (ModelOptions.CudaGraphDecode; --device cuda, converted models with the ops backend)." };
+        var checkGraph = new Option<int>("--check-graph") { Description = "With --cuda-graph: also decode N steps of the same prompts and tokens without CUDA graphs and print the largest |logit difference|.", DefaultValueFactory = _ => 0 };
         var cmd = new Command("bench", "Decode tokens/s and KV memory of one or more models at a given context and batch, measured in one run; ratios are against the first model.\n\n" +
             "Example:\n  mixattn bench graphs/gemma3-torchscript/model.onnx out/gemma3-cai/model.onnx --context 1024 --batch 4")
         {
-            models, context, batch, steps, chunk, device, budget, json, profile,
+            models, context, batch, steps, chunk, device, budget, json, profile, cudaGraph, checkGraph,
         };
         cmd.SetAction(parse =>
         {
@@ -37,7 +39,7 @@ internal static class BenchVerb
             foreach (var path in parse.GetValue(models)!)
                 results.Add(Run(path, parse.GetValue(context), parse.GetValue(batch), parse.GetValue(steps), parse.GetValue(chunk),
                     parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu,
-                    parse.GetValue(profile) is { } prefix ? $"{prefix}{index++}" : null));
+                    parse.GetValue(profile) is { } prefix ? $"{prefix}{index++}" : null, parse.GetValue(cudaGraph), parse.GetValue(checkGraph)));
             long budgetBytes = (long)(parse.GetValue(budget) * (1L << 30));
             if (parse.GetValue(json))
             {
@@ -48,12 +50,13 @@ internal static class BenchVerb
                     ["speedup"] = r.TokensPerSecond / results[0].TokensPerSecond,
                     ["kv_bytes_per_sequence"] = r.Memory.BytesPerSequence, ["kv_bytes_allocated"] = r.Memory.AllocatedBytes,
                     ["sequences_in_budget"] = r.Memory.BytesPerSequence == 0 ? 0 : budgetBytes / r.Memory.BytesPerSequence,
+                    ["cuda_graph"] = r.CudaGraph, ["graph_transfer"] = r.GraphTransfer, ["graph_max_abs_diff"] = r.GraphMaxAbsDiff is { } g && double.IsNaN(g) ? "NaN" : r.GraphMaxAbsDiff,
                 }).ToArray());
-                Console.WriteLine(new JsonObject { ["device"] = parse.GetValue(device), ["budget_bytes"] = budgetBytes, ["results"] = arr }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                Console.WriteLine(new JsonObject { ["device"] = parse.GetValue(device), ["cuda_graph"] = parse.GetValue(cudaGraph), ["budget_bytes"] = budgetBytes, ["results"] = arr }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
                 return ExitCodes.Ok;
             }
             if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
-            var table = new Table().Border(TableBorder.Simple).Title($"decode at context {parse.GetValue(context)}, batch {parse.GetValue(batch)}, {parse.GetValue(device)}");
+            var table = new Table().Border(TableBorder.Simple).Title($"decode at context {parse.GetValue(context)}, batch {parse.GetValue(batch)}, {parse.GetValue(device)}{(parse.GetValue(cudaGraph) ? ", CUDA graphs" : "")}");
             foreach (var h in new[] { "model", "ms / step", "tokens/s", "vs first", "KV / sequence", $"sequences in {parse.GetValue(budget)} GiB" })
                 table.AddColumn(h);
             foreach (var r in results)
@@ -65,16 +68,30 @@ internal static class BenchVerb
         return cmd;
     }
 
-    private sealed record BenchResult(string Path, int Context, int Batch, int Steps, double MsPerStep, double TokensPerSecond, KvMemory Memory);
+    private sealed record BenchResult(string Path, int Context, int Batch, int Steps, double MsPerStep, double TokensPerSecond, KvMemory Memory,
+        bool CudaGraph = false, string? GraphTransfer = null, double? GraphMaxAbsDiff = null);
 
-    private static BenchResult Run(string path, int context, int batch, int steps, int chunk, ExecutionDevice device, string? profilePrefix)
+    private static BenchResult Run(string path, int context, int batch, int steps, int chunk, ExecutionDevice device, string? profilePrefix, bool cudaGraph, int checkGraph)
     {
         if (context < 1 || batch < 1 || steps < 1) throw new MixAttentionException("--context, --batch and --steps must be >= 1.");
+        if (checkGraph < 0) throw new MixAttentionException("--check-graph must be >= 0 (decode steps compared).");
+        if (checkGraph > 0 && !cudaGraph) throw new MixAttentionException("--check-graph compares CUDA-graph decode with plain decode; pass --cuda-graph too.");
         // Profiling needs our own SessionOptions; the model then leaves the execution provider to us.
         using var profiled = profilePrefix is null ? null : new Microsoft.ML.OnnxRuntime.SessionOptions { ProfileOutputPathPrefix = profilePrefix, EnableProfiling = true };
-        if (profiled is not null && device == ExecutionDevice.Cuda) profiled.AppendExecutionProvider_CUDA(0);
-        using var model = MixAttentionModel.Open(path, new ModelOptions { Device = device, SessionOptions = profiled });
-        using var session = model.CreateSession(new SessionConfig { MaxBatch = batch, MaxLength = context + steps + 4, PrefillChunk = Math.Min(chunk, context) });
+        if (profiled is not null && device == ExecutionDevice.Cuda)
+        {
+            if (cudaGraph)
+            {
+                using var cuda = new Microsoft.ML.OnnxRuntime.OrtCUDAProviderOptions();
+                cuda.UpdateOptions(new Dictionary<string, string> { ["device_id"] = "0", ["enable_cuda_graph"] = "1" });
+                profiled.AppendExecutionProvider_CUDA(cuda);
+            }
+            else profiled.AppendExecutionProvider_CUDA(0);
+        }
+        var config = new SessionConfig { MaxBatch = batch, MaxLength = context + steps + Math.Max(checkGraph, 4) + 4, PrefillChunk = Math.Min(chunk, context) };
+        double? maxDiff = checkGraph > 0 ? CheckGraph(path, device, config, context, checkGraph) : null;
+        using var model = MixAttentionModel.Open(path, new ModelOptions { Device = device, SessionOptions = profiled, CudaGraphDecode = cudaGraph });
+        using var session = model.CreateSession(config);
         var rng = new Random(1);
         int vocab = Math.Max(2, Math.Min(model.VocabSize, 1000));
         var seqs = new List<int>();
@@ -92,6 +109,51 @@ internal static class BenchVerb
         clock.Stop();
         if (profiled is not null) Console.Error.WriteLine($"ORT profile of {path}: {model.Session.EndProfiling()}");
         double ms = clock.Elapsed.TotalMilliseconds / steps;
-        return new BenchResult(path, context, batch, steps, ms, batch * 1000.0 / ms, session.Memory());
+        return new BenchResult(path, context, batch, steps, ms, batch * 1000.0 / ms, session.Memory(),
+            cudaGraph, (session as MixAttentionSession)?.CudaGraphTransfer, maxDiff);
+    }
+
+    /// <summary>
+    /// Decodes <paramref name="steps"/> steps of the same random prompts and tokens with and without CUDA graphs (two
+    /// models opened one after the other) and returns the largest |logit difference| over all steps and sequences.
+    /// Half of the sequences take part in odd steps only, so rows skipped with new_lengths = 0 are covered too.
+    /// </summary>
+    private static double CheckGraph(string path, ExecutionDevice device, SessionConfig config, int context, int steps)
+    {
+        List<float[][]> Decode(bool graph)
+        {
+            using var model = MixAttentionModel.Open(path, new ModelOptions { Device = device, CudaGraphDecode = graph });
+            using var session = model.CreateSession(config);
+            var rng = new Random(7);
+            int vocab = Math.Max(2, Math.Min(model.VocabSize, 1000));
+            var seqs = new List<int>();
+            for (int b = 0; b < config.MaxBatch; b++)
+            {
+                var s = session.AddSequence();
+                session.Prefill(s, Enumerable.Range(0, Math.Max(1, Math.Min(context, 1024) - b)).Select(_ => (long)rng.Next(vocab)).ToArray());
+                seqs.Add(s);
+            }
+            var all = new List<float[][]>();
+            for (int i = 0; i < steps; i++)
+            {
+                var step = seqs.Where((_, k) => i % 2 == 1 || k % 2 == 0 || seqs.Count == 1).ToList();
+                all.Add(session.Decode(step, step.Select(_ => (long)rng.Next(vocab)).ToArray()));
+            }
+            if (graph) Console.Error.WriteLine($"check-graph: transfer {(session as MixAttentionSession)?.CudaGraphTransfer}");
+            return all;
+        }
+        var plain = Decode(false);
+        Console.Error.Flush();
+        var graphed = Decode(true);
+        double max = 0;
+        for (int i = 0; i < plain.Count; i++)
+            for (int k = 0; k < plain[i].Length; k++)
+                for (int j = 0; j < plain[i][k].Length; j++)
+                {
+                    double d = Math.Abs(plain[i][k][j] - graphed[i][k][j]);
+                    if (d > max || double.IsNaN(d)) max = double.IsNaN(max) ? max : d; // NaN sticks
+                }
+        Console.Error.WriteLine($"check-graph {path}: {steps} steps × {config.MaxBatch} sequences, max |logits(graph) - logits(plain)| = {max:G4}");
+        return max;
     }
 }

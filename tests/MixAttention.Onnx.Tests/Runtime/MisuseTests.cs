@@ -281,6 +281,19 @@ public sealed class MisuseTests
         if (model is not null) Assert.Inconclusive("the CUDA provider loads on this machine");
     }
 
+    /// <summary>CUDA-graph decode asked for on the CPU: one clear error at Open (CUDA graphs are a CUDA provider feature).</summary>
+    [TestMethod]
+    public void CudaGraphDecodeOnCpuIsAClearError()
+    {
+        var e = Assert.ThrowsExactly<MixAttentionException>(() => MixAttentionModel.Open(Rings, new ModelOptions { CudaGraphDecode = true }));
+        StringAssert.Contains(e.Message, "ModelOptions.CudaGraphDecode needs ModelOptions.Device = Cuda");
+        StringAssert.Contains(e.Message, "Device = Cpu");
+        // Off (the default) changes nothing on the CPU.
+        using var model = MixAttentionModel.Open(Rings, new ModelOptions { CudaGraphDecode = false });
+        using var session = model.CreateSession(Small);
+        Assert.IsFalse(model.Options.CudaGraphDecode);
+    }
+
     /// <summary>Device = Cuda with caller session options that lack the CUDA provider: the cache allocation says so.</summary>
     [TestMethod]
     public void CudaCachesWithoutACudaSessionIsAClearError()

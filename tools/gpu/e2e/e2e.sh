@@ -7,7 +7,7 @@
 #                 GQA cannot read another layer's windowed cache),
 # decode tokens/s and KV memory at 4K and 32K context × batch 1 and 16, measured in one run per shape.
 # Needs (carried from the repo root): .ortgpu (ortgpu-stage), .ortinc (tools/gpu/stage-headers.sh),
-# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick|profile]
+# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick|profile|graph]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$root"
@@ -39,7 +39,32 @@ mix=$(python3 -c "print('_'.join(('0' if i % 6 == 0 else f'{i}s') for i in range
 step convert
 "$M" convert "$work/base/model.onnx" -o "$work/gqa-full/model.onnx" --layout native --backend ort-gqa --force --json > "$OUT/convert-gqa-full.json" || exit 1
 "$M" convert "$work/base/model.onnx" -o "$work/cai/model.onnx" --layout cai --window 1024 --force --json > "$OUT/convert-cai.json" || exit 1
-"$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --json > "$OUT/convert-gqa-mix.json" || exit 1
+[ "${1:-}" = graph ] || { "$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --json > "$OUT/convert-gqa-mix.json" || exit 1; }
+
+if [ "${1:-}" = graph ]; then
+  # CUDA-graph decode (ModelOptions.CudaGraphDecode): cai and the ops-backend base model with and without graphs, one run
+  # each per shape (a bench run's flags apply to all its models); --check-graph compares graph and plain logits first.
+  "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --json > "$OUT/convert-full.json" || exit 1
+  for s in 4096:1 4096:16 32768:16; do
+    ctx=${s%:*}; b=${s#*:}
+    check=""; [ "$ctx" -le 4096 ] && check="--check-graph 8"
+    for g in plain graph; do
+      flags=""; [ $g = graph ] && flags="--cuda-graph $check"
+      step "bench $g context $ctx batch $b"
+      # shellcheck disable=SC2086
+      timeout 200 "$M" bench "$work/full/model.onnx" "$work/cai/model.onnx" --device cuda --context "$ctx" --batch "$b" --steps 32 \
+        --budget-gib 64 $flags --json > "$OUT/graph-$g-$ctx-$b.json" 2> "$OUT/graph-$g-$ctx-$b.err"
+      echo "rc=$?"; grep -h "check-graph" "$OUT/graph-$g-$ctx-$b.err"; tail -3 "$OUT/graph-$g-$ctx-$b.err" | grep -v check-graph
+      python3 - "$OUT/graph-$g-$ctx-$b.json" <<'PY' || true
+import json, sys
+d = json.load(open(sys.argv[1]))
+for r in d["results"]:
+    print(f'{r["model"].split("/")[-2]:6s} graph={r["cuda_graph"]!s:5s} ctx {r["context"]:6d} batch {r["batch"]:3d}: {r["decode_ms_per_step"]:7.3f} ms/step {r["tokens_per_second"]:9.1f} tok/s  transfer {r["graph_transfer"]}  max|d| {r["graph_max_abs_diff"]}')
+PY
+    done
+  done
+  exit 0
+fi
 
 if [ "${1:-}" = profile ]; then
   # Where does a decode step go? ORT's profile of 8 timed steps per model (host time per node and op type).
