@@ -45,9 +45,9 @@ if [ "${1:-}" = graph ]; then
   # CUDA-graph decode (ModelOptions.CudaGraphDecode): cai and the ops-backend base model with and without graphs, one run
   # each per shape (a bench run's flags apply to all its models); --check-graph compares graph and plain logits first.
   "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --json > "$OUT/convert-full.json" || exit 1
-  for s in 4096:1 4096:16 32768:16; do
+  for s in ${GRAPH_SHAPES:-4096:1 4096:16 32768:16}; do
     ctx=${s%:*}; b=${s#*:}
-    check=""; [ "$ctx" -le 4096 ] && check="--check-graph 8"
+    check=""; [ "$ctx" -le 4096 ] && check="--check-graph ${GRAPH_CHECK_STEPS:-8}"
     for g in plain graph; do
       flags=""; [ $g = graph ] && flags="--cuda-graph $check"
       step "bench $g context $ctx batch $b"
