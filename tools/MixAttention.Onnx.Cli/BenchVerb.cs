@@ -116,9 +116,10 @@ internal static class BenchVerb
     /// <summary>
     /// Decodes <paramref name="steps"/> steps of the same random prompts and tokens with and without CUDA graphs (two
     /// models opened one after the other) and returns the largest |logit difference| over all steps and sequences.
-    /// The first half of the steps decodes every sequence (plain and graph steps then run the same rows); in the second
-    /// half, odd steps leave every other sequence out, so rows skipped with new_lengths = 0 are covered too (the plain
-    /// step then runs fewer rows, so its GEMMs may round differently). Both maxima are printed.
+    /// The first half of the steps decodes every sequence; in the second half, odd steps leave every other sequence out
+    /// but keep the first and the last, so rows skipped with new_lengths = 0 are covered while the plain step still runs
+    /// the same rows as the graph step (fewer rows would change the GEMMs' shapes and their fp16 rounding). Both maxima
+    /// are printed.
     /// </summary>
     private static double CheckGraph(string path, ExecutionDevice device, SessionConfig config, int context, int steps)
     {
@@ -139,7 +140,7 @@ internal static class BenchVerb
             var all = new List<float[][]>();
             for (int i = 0; i < steps; i++)
             {
-                var step = seqs.Where((_, k) => i < full || i % 2 == 0 || k % 2 == 0 || seqs.Count == 1).ToList();
+                var step = seqs.Where((_, k) => i < full || i % 2 == 0 || k % 2 == 0 || k == seqs.Count - 1).ToList();
                 all.Add(session.Decode(step, step.Select(_ => (long)rng.Next(vocab)).ToArray()));
             }
             if (graph) Console.Error.WriteLine($"check-graph: transfer {(session as MixAttentionSession)?.CudaGraphTransfer}");
