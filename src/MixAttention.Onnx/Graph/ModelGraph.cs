@@ -272,10 +272,11 @@ public sealed class ModelGraph
     }
 
     /// <summary>
-    /// Removes nodes whose outputs reach no graph output, then initializers and graph inputs nothing uses
-    /// (graph inputs only when <paramref name="removeUnusedInputs"/>). Returns what was removed.
+    /// Removes nodes whose outputs reach no graph output, then initializers nothing uses, then — when
+    /// <paramref name="pruneInputsExcept"/> is given — graph inputs nothing reads, except those it names.
+    /// Returns what was removed.
     /// </summary>
-    public DeadCodeReport RemoveDeadCode(bool removeUnusedInputs = false)
+    public DeadCodeReport RemoveDeadCode(IReadOnlyCollection<string>? pruneInputsExcept = null)
     {
         var live = new HashSet<NodeProto>(ReferenceEqualityComparer.Instance);
         var stack = new Stack<string>(_outputs);
@@ -311,8 +312,8 @@ public sealed class ModelGraph
             if (input is not null) { Proto.Input.Remove(input); _inputs.Remove(t.Name); }
         }
         var deadInputs = new List<string>();
-        if (removeUnusedInputs)
-            foreach (var i in Proto.Input.Where(i => !used.Contains(i.Name)).Select(i => i.Name).ToList())
+        if (pruneInputsExcept is not null)
+            foreach (var i in Proto.Input.Where(i => !used.Contains(i.Name) && !pruneInputsExcept.Contains(i.Name)).Select(i => i.Name).ToList())
             {
                 RemoveGraphInput(i);
                 deadInputs.Add(i);

@@ -78,11 +78,10 @@ public static class LayoutLowering
         // Nothing alive may still read an old cache input by its old meaning (a position computed from
         // the cache length would be silently wrong once caches are rings). Reading the batch, head or
         // head-size axes is harmless: those are rewired to input_ids or folded to constants.
-        removed = removed.Add(RewireCacheShapeReads(ctx, sites, oldCacheInputs));
-        // Inputs nothing reads any more (e.g. an attention mask only the old attention used) go; input_ids stays.
-        foreach (var input in graph.Proto.Input.Select(i => i.Name).ToList())
-            if (input != ctx.InputIds && graph.Uses(input).Count == 0 && graph.Initializer(input) is null)
-                graph.RemoveGraphInput(input);
+        RewireCacheShapeReads(ctx, sites, oldCacheInputs);
+        // A second pass removes what the rewiring freed, and graph inputs nothing reads any more (e.g. an
+        // attention mask only the old attention used); input_ids stays.
+        removed = removed.Add(graph.RemoveDeadCode(pruneInputsExcept: new[] { ctx.InputIds }));
 
         // 3. Present outputs get their canonical names.
         foreach (var (owner, temp) in presents)
@@ -137,7 +136,7 @@ public static class LayoutLowering
         return new LoweringResult(plan, removed);
     }
 
-    private static DeadCodeReport RewireCacheShapeReads(LoweringContext ctx, IReadOnlyList<AttentionSite> sites, IReadOnlyList<string> oldCacheInputs)
+    private static void RewireCacheShapeReads(LoweringContext ctx, IReadOnlyList<AttentionSite> sites, IReadOnlyList<string> oldCacheInputs)
     {
         var graph = ctx.Graph;
         foreach (var name in oldCacheInputs)
@@ -170,7 +169,6 @@ public static class LayoutLowering
                     "in a way that depends on the cached length; this model derives something else from its cache and cannot be converted safely.");
             }
         }
-        return graph.RemoveDeadCode();
     }
 
     private static void EnsureOpset(GraphProto graph, ModelProto model, string domain, long version, bool onlyIfUsed)
