@@ -157,7 +157,16 @@ internal static class CudaRuntime
     private static readonly string[] Names = { "libcudart.so.12", "libcudart.so.13", "libcudart.so.11.0", "libcudart.so", "cudart64_12.dll" };
     private static unsafe delegate* unmanaged<IntPtr, IntPtr, nuint, int, int> _memcpy;
     private static unsafe delegate* unmanaged<int> _synchronize;
+    private static unsafe delegate* unmanaged<int> _profilerStart, _profilerStop;
     private static readonly Lock Gate = new();
+
+    /// <summary><c>cudaProfilerStart</c> (<paramref name="start"/>) or <c>cudaProfilerStop</c>: bounds the capture range of a profiler run with <c>nsys --capture-range=cudaProfilerApi</c>.</summary>
+    public static unsafe void Profiler(bool start)
+    {
+        Load();
+        int e = start ? _profilerStart() : _profilerStop();
+        if (e != 0) throw new MixAttentionException($"cudaProfiler{(start ? "Start" : "Stop")} failed with CUDA error {e}.");
+    }
 
     /// <summary>Synchronous copy of <paramref name="bytes"/> bytes; host → device when <paramref name="toDevice"/>, else device → host.</summary>
     public static unsafe void Copy(IntPtr dst, IntPtr src, long bytes, bool toDevice)
@@ -178,12 +187,41 @@ internal static class CudaRuntime
             foreach (var name in Names)
             {
                 if (!NativeLibrary.TryLoad(name, out var lib)) continue;
-                if (!NativeLibrary.TryGetExport(lib, "cudaMemcpy", out var copy) || !NativeLibrary.TryGetExport(lib, "cudaDeviceSynchronize", out var sync)) continue;
+                if (!NativeLibrary.TryGetExport(lib, "cudaMemcpy", out var copy) || !NativeLibrary.TryGetExport(lib, "cudaDeviceSynchronize", out var sync)
+                    || !NativeLibrary.TryGetExport(lib, "cudaProfilerStart", out var pStart) || !NativeLibrary.TryGetExport(lib, "cudaProfilerStop", out var pStop)) continue;
                 _synchronize = (delegate* unmanaged<int>)sync;
+                _profilerStart = (delegate* unmanaged<int>)pStart;
+                _profilerStop = (delegate* unmanaged<int>)pStop;
                 _memcpy = (delegate* unmanaged<IntPtr, IntPtr, nuint, int, int>)copy;
                 return;
             }
-            throw new MixAttentionException($"CUDA-graph decode needs host ↔ device copies: OrtEnv.CopyTensors has no CUDA data transfer and no CUDA runtime library ({string.Join(", ", Names)}) could be loaded.");
+            throw new MixAttentionException($"No CUDA runtime library ({string.Join(", ", Names)}) could be loaded: CUDA-graph decode needs it for host ↔ device copies (OrtEnv.CopyTensors has no CUDA data transfer), profiler ranges for cudaProfilerStart/Stop.");
         }
+    }
+}
+
+/// <summary>
+/// A region of a CUDA profiler's capture (<c>nsys profile --capture-range=cudaProfilerApi</c>): <c>cudaProfilerStart</c>
+/// when created, <c>cudaProfilerStop</c> when disposed, from the CUDA runtime ORT's CUDA provider loaded. Lets a
+/// profile hold only the decode steps of a benchmark, not its model load and prefill.
+/// </summary>
+public sealed class CudaProfilerRange : IDisposable
+{
+    private bool _open;
+
+    /// <summary>Starts the capture (cudaProfilerStart).</summary>
+    /// <exception cref="MixAttentionException">No CUDA runtime library could be loaded, or the call failed.</exception>
+    public CudaProfilerRange()
+    {
+        CudaRuntime.Profiler(start: true);
+        _open = true;
+    }
+
+    /// <summary>Stops the capture (cudaProfilerStop); later calls do nothing.</summary>
+    public void Dispose()
+    {
+        if (!_open) return;
+        _open = false;
+        CudaRuntime.Profiler(start: false);
     }
 }

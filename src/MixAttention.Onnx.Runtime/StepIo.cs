@@ -1,3 +1,6 @@
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
@@ -27,21 +30,32 @@ internal static class StepIo
             case TensorElementType.Float:
                 logits.GetTensorDataAsSpan<float>().Slice((int)start, result.Length).CopyTo(result);
                 break;
+            // Vectorised: ORT's Float16/BFloat16 structs convert one element at a time in software, which cost ~2.5 ms
+            // per step for 16 rows of a 32K vocabulary (measured on the GPU machine: longer than the step's kernels).
             case TensorElementType.Float16:
-            {
-                var src = logits.GetTensorDataAsSpan<Float16>().Slice((int)start, result.Length);
-                for (int i = 0; i < result.Length; i++) result[i] = (float)src[i];
+                TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<Float16, Half>(logits.GetTensorDataAsSpan<Float16>().Slice((int)start, result.Length)), result);
                 break;
-            }
             case TensorElementType.BFloat16:
-            {
-                var src = logits.GetTensorDataAsSpan<BFloat16>().Slice((int)start, result.Length);
-                for (int i = 0; i < result.Length; i++) result[i] = (float)src[i];
+                BFloat16ToSingle(MemoryMarshal.Cast<BFloat16, ushort>(logits.GetTensorDataAsSpan<BFloat16>().Slice((int)start, result.Length)), result);
                 break;
-            }
             default:
                 throw new MixAttentionException($"logits of type {shape.ElementDataType} are not supported.");
         }
         return result;
+    }
+
+    /// <summary>bfloat16 → float: the 16 bits are the float's upper half.</summary>
+    internal static void BFloat16ToSingle(ReadOnlySpan<ushort> src, Span<float> dst)
+    {
+        var bits = MemoryMarshal.Cast<float, uint>(dst);
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; i + Vector256<ushort>.Count <= src.Length; i += Vector256<ushort>.Count)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.Create(src.Slice(i, Vector256<ushort>.Count)));
+                (lo << 16).CopyTo(bits.Slice(i));
+                (hi << 16).CopyTo(bits.Slice(i + Vector256<uint>.Count));
+            }
+        for (; i < src.Length; i++) bits[i] = (uint)src[i] << 16;
     }
 }

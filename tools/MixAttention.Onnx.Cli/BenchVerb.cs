@@ -8,7 +8,7 @@ using Spectre.Console;
 namespace MixAttention.Onnx.Cli;
 
 /// <summary>
-/// <c>mixattn bench MODEL [MODEL…] [--context N] [--batch N] [--steps N] [--device cpu|cuda] [--cuda-graph] [--check-graph N] [--budget-gib G] [--json]</c>:
+/// <c>mixattn bench MODEL [MODEL…] [--context N] [--batch N] [--steps N] [--device cpu|cuda] [--cuda-graph] [--check-graph N] [--cuda-profiler-range] [--budget-gib G] [--json]</c>:
 /// decode throughput and KV memory of each model measured in the same run, the first model being the baseline.
 /// </summary>
 internal static class BenchVerb
@@ -27,10 +27,11 @@ internal static class BenchVerb
         var profile = new Option<string?>("--ort-profile") { Description = "Write ONNX Runtime's profile of each model's runs to files starting with this prefix (paths on stderr); see tools/gpu/e2e/profile_summary.py." };
         var cudaGraph = new Option<bool>("--cuda-graph") { Description = "Decode steps as CUDA graph replays (ModelOptions.CudaGraphDecode; --device cuda, converted models with the ops backend)." };
         var checkGraph = new Option<int>("--check-graph") { Description = "With --cuda-graph: also decode N steps of the same prompts and tokens without CUDA graphs and print the largest |logit difference|.", DefaultValueFactory = _ => 0 };
+        var profilerRange = new Option<bool>("--cuda-profiler-range") { Description = "Bracket the timed decode steps with cudaProfilerStart/Stop, for `nsys profile --capture-range=cudaProfilerApi` (--device cuda)." };
         var cmd = new Command("bench", "Decode tokens/s and KV memory of one or more models at a given context and batch, measured in one run; ratios are against the first model.\n\n" +
             "Example:\n  mixattn bench graphs/gemma3-torchscript/model.onnx out/gemma3-cai/model.onnx --context 1024 --batch 4")
         {
-            models, context, batch, steps, chunk, device, budget, json, profile, cudaGraph, checkGraph,
+            models, context, batch, steps, chunk, device, budget, json, profile, cudaGraph, checkGraph, profilerRange,
         };
         cmd.SetAction(parse =>
         {
@@ -39,7 +40,7 @@ internal static class BenchVerb
             foreach (var path in parse.GetValue(models)!)
                 results.Add(Run(path, parse.GetValue(context), parse.GetValue(batch), parse.GetValue(steps), parse.GetValue(chunk),
                     parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu,
-                    parse.GetValue(profile) is { } prefix ? $"{prefix}{index++}" : null, parse.GetValue(cudaGraph), parse.GetValue(checkGraph)));
+                    parse.GetValue(profile) is { } prefix ? $"{prefix}{index++}" : null, parse.GetValue(cudaGraph), parse.GetValue(checkGraph), parse.GetValue(profilerRange)));
             long budgetBytes = (long)(parse.GetValue(budget) * (1L << 30));
             if (parse.GetValue(json))
             {
@@ -71,11 +72,12 @@ internal static class BenchVerb
     private sealed record BenchResult(string Path, int Context, int Batch, int Steps, double MsPerStep, double TokensPerSecond, KvMemory Memory,
         bool CudaGraph = false, string? GraphTransfer = null, double? GraphMaxAbsDiff = null);
 
-    private static BenchResult Run(string path, int context, int batch, int steps, int chunk, ExecutionDevice device, string? profilePrefix, bool cudaGraph, int checkGraph)
+    private static BenchResult Run(string path, int context, int batch, int steps, int chunk, ExecutionDevice device, string? profilePrefix, bool cudaGraph, int checkGraph, bool profilerRange)
     {
         if (context < 1 || batch < 1 || steps < 1) throw new MixAttentionException("--context, --batch and --steps must be >= 1.");
         if (checkGraph < 0) throw new MixAttentionException("--check-graph must be >= 0 (decode steps compared).");
         if (checkGraph > 0 && !cudaGraph) throw new MixAttentionException("--check-graph compares CUDA-graph decode with plain decode; pass --cuda-graph too.");
+        if (profilerRange && device != ExecutionDevice.Cuda) throw new MixAttentionException("--cuda-profiler-range marks a CUDA profiler's capture; pass --device cuda too.");
         // Profiling needs our own SessionOptions; the model then leaves the execution provider to us.
         using var profiled = profilePrefix is null ? null : new Microsoft.ML.OnnxRuntime.SessionOptions { ProfileOutputPathPrefix = profilePrefix, EnableProfiling = true };
         if (profiled is not null && device == ExecutionDevice.Cuda)
@@ -104,11 +106,16 @@ internal static class BenchVerb
         }
         var tokens = seqs.Select(_ => (long)rng.Next(vocab)).ToArray();
         for (int i = 0; i < 3; i++) session.Decode(seqs, tokens);
-        var clock = Stopwatch.StartNew();
-        for (int i = 0; i < steps; i++) session.Decode(seqs, tokens);
-        clock.Stop();
+        TimeSpan elapsed;
+        using (profilerRange ? new CudaProfilerRange() : null)
+        {
+            var clock = Stopwatch.StartNew();
+            for (int i = 0; i < steps; i++) session.Decode(seqs, tokens);
+            clock.Stop();
+            elapsed = clock.Elapsed;
+        }
         if (profiled is not null) Console.Error.WriteLine($"ORT profile of {path}: {model.Session.EndProfiling()}");
-        double ms = clock.Elapsed.TotalMilliseconds / steps;
+        double ms = elapsed.TotalMilliseconds / steps;
         return new BenchResult(path, context, batch, steps, ms, batch * 1000.0 / ms, session.Memory(),
             cudaGraph, (session as MixAttentionSession)?.CudaGraphTransfer, maxDiff);
     }

@@ -7,12 +7,14 @@
 #                 GQA cannot read another layer's windowed cache),
 # decode tokens/s and KV memory at 4K and 32K context × batch 1 and 16, measured in one run per shape.
 # Needs (carried from the repo root): .ortgpu (ortgpu-stage), .ortinc (tools/gpu/stage-headers.sh),
-# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick|profile|graph]
+# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick|profile|graph|kernels]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$root"
 OUT=${OUT:-$root/out/e2e}; work=${MIXATTN_E2E_WORK:-/tmp/mixattn-e2e}
-mkdir -p "$OUT" "$work/app"
+# A fresh work folder: converted models share the base model's weights file, and a later build_model.py run would
+# then fail onnx's checker (it refuses external data files with several hard links).
+rm -rf "$work"; mkdir -p "$OUT" "$work/app"
 # shellcheck disable=SC1091
 source .ortgpu/unpack.sh
 export PATH=$PATH:/usr/local/cuda/bin DOTNET_CLI_TELEMETRY_OPTOUT=1
@@ -28,10 +30,6 @@ cmake -S native -B "$work/native" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXATTN_
 cp "$work/native/libmixattention_ops.so" "$work/app/"
 M="$work/app/mixattn"
 
-step "smoke: a converted fixture on CUDA (fp32 path) and the same on CPU"
-"$M" convert graphs/mistral-torchscript/model.onnx -o "$work/small/model.onnx" --layout native --force --json > /dev/null || exit 1
-"$M" bench graphs/mistral-torchscript/model.onnx "$work/small/model.onnx" --device cuda --context 48 --batch 2 --steps 8 -v 2>&1 | tee "$OUT/smoke.txt"
-
 step "build the 1B model"
 python3 tools/gpu/e2e/build_model.py "$work/base" 2>&1 | tail -2 || exit 1
 layers=24
@@ -39,7 +37,7 @@ mix=$(python3 -c "print('_'.join(('0' if i % 6 == 0 else f'{i}s') for i in range
 step convert
 "$M" convert "$work/base/model.onnx" -o "$work/gqa-full/model.onnx" --layout native --backend ort-gqa --force --json > "$OUT/convert-gqa-full.json" || exit 1
 "$M" convert "$work/base/model.onnx" -o "$work/cai/model.onnx" --layout cai --window 1024 --force --json > "$OUT/convert-cai.json" || exit 1
-[ "${1:-}" = graph ] || { "$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --json > "$OUT/convert-gqa-mix.json" || exit 1; }
+[ "${1:-}" = graph ] || [ "${1:-}" = kernels ] || { "$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --json > "$OUT/convert-gqa-mix.json" || exit 1; }
 
 if [ "${1:-}" = graph ]; then
   # CUDA-graph decode (ModelOptions.CudaGraphDecode): cai and the ops-backend base model with and without graphs, one run
@@ -62,6 +60,27 @@ for r in d["results"]:
     print(f'{r["model"].split("/")[-2]:6s} graph={r["cuda_graph"]!s:5s} ctx {r["context"]:6d} batch {r["batch"]:3d}: {r["decode_ms_per_step"]:7.3f} ms/step {r["tokens_per_second"]:9.1f} tok/s  transfer {r["graph_transfer"]}  max|d| {r["graph_max_abs_diff"]}')
 PY
     done
+  done
+  exit 0
+fi
+
+if [ "${1:-}" = kernels ]; then
+  # Which kernels take a decode step? Nsight Compute times every kernel of the timed steps only (bench
+  # --cuda-profiler-range; graph replays node by node), at the card's own clocks and without cache flushes, so the
+  # sums are GPU time per step without launch gaps. KERNEL_RUNS (model:plain|graph:context:batch …), KERNEL_STEPS.
+  ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  [ -n "$ncu" ] || { echo "no ncu"; exit 1; }
+  "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --json > "$OUT/convert-full.json" || exit 1
+  for r in ${KERNEL_RUNS:-cai:graph:4096:1 full:graph:4096:1 cai:graph:4096:16 full:graph:4096:16 gqa-full:plain:4096:16 cai:graph:32768:16}; do
+    IFS=: read -r m g ctx b <<< "$r"
+    flags=""; [ "$g" = graph ] && flags="--cuda-graph"
+    name="$m-$g-$ctx-$b"; step "ncu $name"
+    # shellcheck disable=SC2086
+    timeout 400 "$ncu" --profile-from-start off --graph-profiling node --metrics gpu__time_duration.sum --cache-control none \
+      --clock-control none --csv --log-file "$OUT/ncu-$name.csv" "$M" bench "$work/$m/model.onnx" --device cuda --context "$ctx" \
+      --batch "$b" --steps "${KERNEL_STEPS:-2}" $flags --cuda-profiler-range --json > "$OUT/ncu-$name.json" 2> "$OUT/ncu-$name.err"
+    echo "rc=$?"; tail -2 "$OUT/ncu-$name.err"
+    python3 tools/gpu/e2e/kernel_summary.py "$OUT/ncu-$name.json" "$OUT/ncu-$name.csv" | tee -a "$OUT/kernel-summary.txt"
   done
   exit 0
 fi
