@@ -54,13 +54,8 @@ public sealed class MixAttentionSession : IDecoderSession
                 $"{model.Path}: the caches of this conversion (backend '{plan.Backend}') grow each step and cannot be preallocated; run it with model.CreateSession() (a PlainDecoderSession).");
         Model = model;
         Config = config;
-        if (model.Options.CudaGraphDecode)
-        {
-            if (plan.NewLengths is null)
-                throw new MixAttentionException($"{model.Path}: ModelOptions.CudaGraphDecode needs a model with a new_lengths input (rows not in a step are skipped with new_lengths = 0); this conversion (backend '{plan.Backend}') has none. Convert it with the ops backend, or turn CudaGraphDecode off.");
-            if (plan.AttentionMask is not null)
-                throw new MixAttentionException($"{model.Path}: ModelOptions.CudaGraphDecode cannot capture a model with an attention_mask input (its shape grows every step); turn CudaGraphDecode off.");
-        }
+        if (model.Options.CudaGraphDecode && CudaGraphDecodeBlocker(plan) is { } why)
+            throw new MixAttentionException($"{model.Path}: {why}");
         model.AddReference();
         try
         {
@@ -127,6 +122,23 @@ public sealed class MixAttentionSession : IDecoderSession
     public string? CudaGraphTransfer => _graph?.Transfer;
     /// <summary>True once disposed.</summary>
     public bool IsDisposed => _guard.IsDisposed;
+
+    /// <summary>
+    /// Why decode steps of a model with this cache plan cannot be captured in a CUDA graph
+    /// (<see cref="ModelOptions.CudaGraphDecode"/>), or null when they can: the plan must preallocate every cache and
+    /// have a new_lengths input (rows left out of a step get 0) and no attention_mask (its shape grows every step).
+    /// </summary>
+    public static string? CudaGraphDecodeBlocker(CachePlan? plan)
+    {
+        if (plan is null) return "ModelOptions.CudaGraphDecode needs a converted model (no cache plan in its metadata); convert it with `mixattn convert`, or turn CudaGraphDecode off.";
+        if (plan.Caches.Any(c => c.Capacity == CapacityRule.Growing))
+            return $"ModelOptions.CudaGraphDecode needs preallocated caches; this conversion's (backend '{plan.Backend}') grow each step. Convert it with the ops backend, or turn CudaGraphDecode off.";
+        if (plan.NewLengths is null)
+            return $"ModelOptions.CudaGraphDecode needs a model with a new_lengths input (rows not in a step are skipped with new_lengths = 0); this conversion (backend '{plan.Backend}') has none. Convert it with the ops backend, or turn CudaGraphDecode off.";
+        if (plan.AttentionMask is not null)
+            return "ModelOptions.CudaGraphDecode cannot capture a model with an attention_mask input (its shape grows every step); turn CudaGraphDecode off.";
+        return null;
+    }
 
     /// <summary>Test hook: runs inside every model call (the session is busy), before ORT runs; gets "Prefill" or "Decode".</summary>
     internal Action<string>? BeforeRun { get; set; }

@@ -96,18 +96,26 @@ if [ "${1:-}" = profile ]; then
   done
   exit 0
 fi
-shapes="4096:1 4096:16 32768:1 32768:16"
+# Per shape two runs: plain (gqa-full, cai, gqa-mix: the issue's table) and --cuda-graph (gqa-full and gqa-mix cannot
+# be captured and run plain again; cai and full, the ops-backend native layout, are graphed). Ratios are against
+# gqa-full of the same run. SHAPES overrides the shapes; prefill in chunks of 2048 (not timed).
+"$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --json > "$OUT/convert-full.json" || exit 1
+shapes=${SHAPES:-4096:1 4096:16 32768:1 32768:16}
 [ "${1:-}" = quick ] && shapes="4096:1 4096:16"
 for s in $shapes; do
   ctx=${s%:*}; b=${s#*:}
-  step "bench context $ctx batch $b"
-  timeout 400 "$M" bench "$work/gqa-full/model.onnx" "$work/cai/model.onnx" "$work/gqa-mix/model.onnx" \
-    --device cuda --context "$ctx" --batch "$b" --steps 32 --budget-gib 64 --json > "$OUT/bench-$ctx-$b.json" 2> "$OUT/bench-$ctx-$b.err"
-  echo "rc=$?"; tail -3 "$OUT/bench-$ctx-$b.err"
-  python3 - "$OUT/bench-$ctx-$b.json" <<'PY' || true
+  for g in plain graph; do
+    if [ $g = plain ]; then models="gqa-full cai gqa-mix"; flags=""; else models="gqa-full cai full gqa-mix"; flags="--cuda-graph"; fi
+    step "bench $g context $ctx batch $b"
+    # shellcheck disable=SC2086
+    timeout 500 "$M" bench $(for m in $models; do echo "$work/$m/model.onnx"; done) --device cuda --context "$ctx" --batch "$b" \
+      --steps 32 --prefill-chunk 2048 --budget-gib 64 $flags --json > "$OUT/bench-$g-$ctx-$b.json" 2> "$OUT/bench-$g-$ctx-$b.err"
+    echo "rc=$?"; grep -v "^bench .*without CUDA graphs" "$OUT/bench-$g-$ctx-$b.err" | tail -3
+    python3 - "$OUT/bench-$g-$ctx-$b.json" <<'PY' || true
 import json, sys
 d = json.load(open(sys.argv[1]))
 for r in d["results"]:
-    print(f'{r["model"].split("/")[-2]:10s} ctx {r["context"]:6d} batch {r["batch"]:3d}: {r["tokens_per_second"]:9.1f} tok/s  x{r["speedup"]:.2f}  KV/seq {r["kv_bytes_per_sequence"]/2**20:8.1f} MiB  seqs in 64 GiB {r["sequences_in_budget"]}')
+    print(f'{r["model"].split("/")[-2]:10s} graph={r["cuda_graph"]!s:5s} ctx {r["context"]:6d} batch {r["batch"]:3d}: {r["decode_ms_per_step"]:7.3f} ms/step {r["tokens_per_second"]:9.1f} tok/s  x{r["speedup"]:.2f}  KV/seq {r["kv_bytes_per_sequence"]/2**20:8.1f} MiB  seqs in 64 GiB {r["sequences_in_budget"]}')
 PY
+  done
 done
