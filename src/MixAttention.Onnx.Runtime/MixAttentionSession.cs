@@ -125,14 +125,17 @@ public sealed class MixAttentionSession : IDecoderSession
 
     /// <summary>
     /// Why decode steps of a model with this cache plan cannot be captured in a CUDA graph
-    /// (<see cref="ModelOptions.CudaGraphDecode"/>), or null when they can: the plan must preallocate every cache and
-    /// have a new_lengths input (rows left out of a step get 0) and no attention_mask (its shape grows every step).
+    /// (<see cref="ModelOptions.CudaGraphDecode"/>), or null when they can: the plan must come from the ops backend
+    /// (ORT captures a graph only when every node runs on the CUDA provider), preallocate every cache, and have a
+    /// new_lengths input (rows left out of a step get 0) and no attention_mask (its shape grows every step).
     /// </summary>
     public static string? CudaGraphDecodeBlocker(CachePlan? plan)
     {
         if (plan is null) return "ModelOptions.CudaGraphDecode needs a converted model (no cache plan in its metadata); convert it with `mixattn convert`, or turn CudaGraphDecode off.";
         if (plan.Caches.Any(c => c.Capacity == CapacityRule.Growing))
             return $"ModelOptions.CudaGraphDecode needs preallocated caches; this conversion's (backend '{plan.Backend}') grow each step. Convert it with the ops backend, or turn CudaGraphDecode off.";
+        if (plan.Backend != "ops")
+            return $"ModelOptions.CudaGraphDecode needs a conversion with the ops backend (every node on the CUDA execution provider); backend '{plan.Backend}' keeps shape arithmetic on the CPU (ORT's GroupQueryAttention reads total_sequence_length there). Convert it with the ops backend, or turn CudaGraphDecode off.";
         if (plan.NewLengths is null)
             return $"ModelOptions.CudaGraphDecode needs a model with a new_lengths input (rows not in a step are skipped with new_lengths = 0); this conversion (backend '{plan.Backend}') has none. Convert it with the ops backend, or turn CudaGraphDecode off.";
         if (plan.AttentionMask is not null)

@@ -294,6 +294,25 @@ public sealed class MisuseTests
         Assert.IsFalse(model.Options.CudaGraphDecode);
     }
 
+    /// <summary>
+    /// Which models CUDA-graph decode can capture (bench --cuda-graph runs the rest plain): ops-backend conversions
+    /// only; ORT GQA and reference conversions and unconverted models each get a reason naming what to do.
+    /// </summary>
+    [TestMethod]
+    public void CudaGraphDecodeBlockerNamesWhyAModelCannotBeCaptured()
+    {
+        CachePlan? PlanOf(string path) => CachePlan.FromModel(OnnxModel.Load(path).Proto);
+        Assert.IsNull(MixAttentionSession.CudaGraphDecodeBlocker(PlanOf(RuntimeFixtures.Convert("mistral-torchscript"))));
+        foreach (var backend in new[] { "ort-gqa", "reference" })
+        {
+            var why = MixAttentionSession.CudaGraphDecodeBlocker(PlanOf(RuntimeFixtures.Convert("mistral-torchscript", backend: backend)));
+            Assert.IsNotNull(why, backend);
+            StringAssert.Contains(why, $"backend '{backend}'");
+            StringAssert.Contains(why, "ops backend");
+        }
+        StringAssert.Contains(MixAttentionSession.CudaGraphDecodeBlocker(PlanOf(TestPaths.Fixture("mistral-torchscript"))), "convert it with `mixattn convert`");
+    }
+
     /// <summary>Device = Cuda with caller session options that lack the CUDA provider: the cache allocation says so.</summary>
     [TestMethod]
     public void CudaCachesWithoutACudaSessionIsAClearError()
