@@ -96,7 +96,7 @@ internal static class BenchVerb
             // one bench compares a graphed conversion with the baselines; the JSON's cuda_graph says which ran how.
             Console.Error.WriteLine($"bench {path}: decoding without CUDA graphs: {why}");
             cudaGraph = false;
-            if (checkGraph > 0) checkGraph = 0;
+            checkGraph = 0;
         }
         var config = new SessionConfig { MaxBatch = batch, MaxLength = context + steps + Math.Max(checkGraph, 4) + 4, PrefillChunk = Math.Min(chunk, context) };
         double? maxDiff = checkGraph > 0 ? CheckGraph(path, device, config, context, checkGraph) : null;

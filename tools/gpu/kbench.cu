@@ -145,9 +145,10 @@ int main(int argc, char** argv) {
 
         std::vector<__half> ref;
         struct Variant {
-          int kernel, splits, flags;
+          int kernel, splits, flags, fused = -1;
         };
-        std::vector<Variant> variants = {{0, 0, -1}, {1, 0, -1}};
+        // SIMT, tensor-core (splits merged in-kernel), tensor-core with the separate CombineKernel ("tc_sep").
+        std::vector<Variant> variants = {{0, 0, -1}, {1, 0, -1}, {1, 0, -1, 0}};
         // Tuning rows on shapes of B*T = 16K..1M: the tensor-core kernel's variant flags
         // (decode_tc.cu) and half / double the automatic split count.
         const bool sweep = sliding ? (T == 1024 && B != 8)
@@ -166,6 +167,7 @@ int main(int argc, char** argv) {
           tune.decode_kernel = var.kernel;
           tune.splits = var.splits;
           tune.tc_flags = var.flags;
+          tune.fused_combine = var.fused;
           const LaunchPlan pl = Plan(a, prop.multiProcessorCount, tune);
           void* scratch = nullptr;
           if (pl.scratch_bytes) CK(cudaMalloc(&scratch, pl.scratch_bytes));
@@ -224,6 +226,7 @@ int main(int argc, char** argv) {
           std::sort(samples.begin(), samples.end());
           const double us = samples[samples.size() / 2];
           const std::string name = !var.kernel       ? "simt"
+                                 : var.fused == 0 ? "tc_sep"
                                  : var.flags >= 0 ? "tc_f" + std::to_string(var.flags)
                                  : var.splits > 0 ? "tc_s"
                                                   : "tc";

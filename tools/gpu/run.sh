@@ -55,6 +55,10 @@ check() {
   rm -rf "$work/dump"
   "$harness" check "$work/models" "$lib" "$work/dump" 2>&1 | tee "$logs/check.log"
   summary+=("harness check: $(tail -1 "$logs/check.log")")
+  step "check: the same with split-K merged by CombineKernel (MIXATTN_CUDA_FUSED_COMBINE=0)"
+  MIXATTN_CUDA_FUSED_COMBINE=0 "$harness" check "$work/models" "$lib" - > "$logs/check-sep.log" 2>&1
+  tail -1 "$logs/check-sep.log"
+  summary+=("harness check, CombineKernel: $(tail -1 "$logs/check-sep.log")")
   step "check: vs torch float64 reference"
   python3 tools/gpu/torch_check.py "$work/dump" 2>&1 | tee "$logs/torch_check.log"
   summary+=("$(tail -1 "$logs/torch_check.log")")

@@ -35,7 +35,7 @@ struct CudaAttendArgs {
 };
 
 enum class Path {
-  kDecode,      // S == 1: split-K flash-decoding kernel (+ combine when split), cache write fused
+  kDecode,      // S == 1: split-K flash-decoding kernel (splits merged in-kernel or by a combine launch), cache write fused
   kPrefill,     // S > 1, fp16/bf16: tiled tensor-core (WMMA) kernel, then the cache-write kernel
   kPerToken,    // S > 1, fp32: the decode kernel once per query token, then the cache-write kernel
 };
@@ -48,6 +48,7 @@ struct LaunchPlan {
   int chunks = 1;         // ceil(G / head_chunk)
   bool tensor_core = false;  // decode: the tensor-core cp.async kernel (fp16/bf16) instead of the SIMT one
   int tc_flags = 0;          // its variant flags
+  bool fused_combine = false;  // tensor-core decode with splits > 1: the last block of each group merges the splits
   bool copy_cache = false;  // owner, present != past: copy past -> present first
   size_t scratch_bytes = 0; // split-K partials (device memory from ORT's allocator)
 };
@@ -61,6 +62,7 @@ struct PlanTuning {
   int decode_kernel = -1;  // -1 auto (tc for fp16/bf16), 0 SIMT, 1 tensor-core
   int splits = 0;          // > 0: force this split count (clamped to [1, 256])
   int tc_flags = -1;       // >= 0: tensor-core kernel variant flags (decode_tc.cu; env MIXATTN_CUDA_DECODE_TC_FLAGS)
+  int fused_combine = -1;  // -1 auto (on; env MIXATTN_CUDA_FUSED_COMBINE=0 turns it off), 0 CombineKernel, 1 fused
 };
 
 // num_sms: multiprocessors of the current device (CurrentDeviceSmCount()).

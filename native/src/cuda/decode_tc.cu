@@ -2,7 +2,8 @@
 //
 // Grid and split-K contract are those of DecodeKernel (decode.cu): x = token z * splits + split,
 // y = KV head * chunks + head chunk; partials (max, sum, acc) go to the same scratch layout and are
-// merged by the same CombineKernel, and the owner's new K/V row is written by the same fused write.
+// merged by the last block of each group (MergeSplitsIfLast, when DecodeParams::counters is set) or
+// by the same CombineKernel, and the owner's new K/V row is written by the same fused write.
 //
 // Block = 4 warps. The block's key range [kb, ke) is read as tiles of 16 keys; by default
 // (DecodeParams::tc_flags bit 0) warp w takes tiles w, w + 4, w + 8, ... so the block streams one
@@ -43,7 +44,8 @@ struct TcGeometry {
   static constexpr size_t SmemBytes() {
     const size_t ring = size_t{kWarps} * kWarpElems * sizeof(T);
     const size_t merge = (size_t{kWarps} * 8 * D + 2 * kWarps * 8) * sizeof(float);
-    return ring > merge ? ring : merge;
+    const size_t splits = (8 * 256 + 8) * sizeof(float);  // MergeSplitsIfLast: weights of up to 8 heads x 256 splits
+    return ring > merge ? (ring > splits ? ring : splits) : (merge > splits ? merge : splits);
   }
 };
 
@@ -117,6 +119,58 @@ __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_
 template <int N>
 __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Split-K merge without a second launch: every block publishes its partials (max, sum, acc), then counts
+// itself done on its group's counter; the block that completes the group (the last of `splits`) merges
+// all partials of the group's heads exactly as CombineKernel does and resets the counter to zero for the
+// next launch or graph replay. The fences order the partial writes before the count (release) and the
+// count before the merge's reads (acquire); the merge reads with ld.global.cg (L2), never stale L1.
+template <typename T, int D>
+__device__ __forceinline__ void MergeSplitsIfLast(const DecodeParams& p, int z, int h0, int g_count, size_t group,
+                                                  uint4* smem_raw) {
+  __shared__ int last;
+  __threadfence();
+  __syncthreads();  // every thread's partials are written and fenced; the shared rings are free again
+  if (threadIdx.x == 0) {
+    last = atomicAdd(p.counters + group, 1) == p.splits - 1;
+    if (last) p.counters[group] = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int splits = p.splits, Hq = p.num_heads;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float* weights = reinterpret_cast<float*>(smem_raw);  // [g_count][splits]
+  float* inv_sum = weights + 8 * splits;                // [g_count]
+  for (int g = warp; g < g_count; g += kWarps) {
+    const float2* ml = p.part_ml + (static_cast<size_t>(z) * Hq + h0 + g) * splits;
+    float mx = -INFINITY;
+    for (int i = lane; i < splits; i += 32) mx = fmaxf(mx, __ldcg(&ml[i]).x);
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    float sum = 0.f;
+    for (int i = lane; i < splits; i += 32) {
+      const float2 v = __ldcg(&ml[i]);
+      const float w = (v.x == -INFINITY || mx == -INFINITY) ? 0.f : __expf(v.x - mx);
+      weights[g * splits + i] = w;
+      sum += w * v.y;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0) inv_sum[g] = sum > 0.f ? 1.f / sum : 0.f;
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < g_count * D; idx += kDecodeTcThreads) {
+    const int g = idx / D, d = idx % D;
+    const size_t zh = static_cast<size_t>(z) * Hq + h0 + g;
+    const float* acc = p.part_acc + zh * splits * D + d;
+    const float* w = weights + g * splits;
+    float a = 0.f;
+#pragma unroll 8
+    for (int i = 0; i < splits; ++i) a = fmaf(w[i], __ldcg(acc + static_cast<size_t>(i) * D), a);
+    static_cast<T*>(p.output)[zh * D + d] = Traits<T>::From(a * inv_sum[g]);
+  }
 }
 
 template <typename T, int D>
@@ -388,6 +442,8 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
       if (d == 0) p.part_ml[part] = make_float2(mx == -INFINITY ? mx : mx * 0.6931471805599453f, sum);
     }
   }
+  if (splits > 1 && p.counters != nullptr)
+    MergeSplitsIfLast<T, D>(p, z, h0, g_count, static_cast<size_t>(z) * gridDim.y + blockIdx.y, smem_raw);
 }
 
 // Dynamic shared memory above 48 KB must be allowed per function (and device) before a launch or an

@@ -25,6 +25,9 @@ struct DecodeParams {
   void* write_value;
   float2* part_ml;          // [B*S, Hq, splits] (max, sum) when splits > 1
   float* part_acc;          // [B*S, Hq, splits, D]
+  int* counters;            // tensor-core kernel, splits > 1: per (token, KV head, head chunk) split-completion
+                            // counters, zero before and after a launch (the last block of a group merges the splits
+                            // and resets its counter); nullptr: CombineKernel merges them in a second launch
   int batch, seq, num_heads, kv_num_heads, capacity, window, group, chunks, splits, min_per_split;
   int head_chunk;           // query heads per block (the last chunk may hold fewer)
   int tc_flags;             // tensor-core kernel: bit 0 interleaved warp tiles; bits 1-2 copy mode (decode_tc.cu)
@@ -72,6 +75,11 @@ inline int DecodeRowsPerStep(DType dtype, int head_dim) {
   return (kDecodeThreads / 32) * (32 / tpr);
 }
 inline int DecodeUnroll(int head_chunk) { return head_chunk <= 4 ? 4 : 2; }
+
+// Zeroed split-completion counters for `count` groups on `stream` (one buffer per device and stream, kept for
+// the process: graphs captured on the stream keep its address); nullptr when it would have to be allocated
+// while the stream is being captured or the allocation fails (the caller then launches CombineKernel).
+int* SplitCounters(cudaStream_t stream, size_t count);
 
 // Cache write for S > 1 (owner): chunk rows s < N_b with s >= N_b - C go to slot (P_b + s) mod C.
 cudaError_t LaunchCacheWrite(DType dtype, const CudaAttendArgs& args, cudaStream_t stream);

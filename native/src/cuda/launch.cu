@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "cuda/kernels.cuh"
 
@@ -58,6 +60,15 @@ int EnvTcFlags() {
   }();
   return v;
 }
+// MIXATTN_CUDA_FUSED_COMBINE=0 (A/B runs): the separate CombineKernel instead of the in-kernel merge.
+bool EnvFusedCombine() {
+  static const bool v = [] {
+    const char* e = std::getenv("MIXATTN_CUDA_FUSED_COMBINE");
+    return e == nullptr || std::atoi(e) != 0;
+  }();
+  return v;
+}
+
 // Default: interleaved warp tiles (each block streams one contiguous region; +6-11% at 256-512 MB per
 // call on H200 vs contiguous quarters), plain cp.async (the L2 prefetch / evict-first hints lost 1-8%).
 constexpr int kDefaultTcFlags = 1;
@@ -122,6 +133,8 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms, const PlanTuning& tuning) 
     const long long want = base > 0 ? (target + base - 1) / base : 1;
     pl.splits = static_cast<int>(std::clamp<long long>(want, 1, max_splits));
   }
+  pl.fused_combine = pl.tensor_core && pl.splits > 1 &&
+                     (tuning.fused_combine >= 0 ? tuning.fused_combine != 0 : EnvFusedCombine());
   if (pl.splits > 1) {
     const size_t parts = static_cast<size_t>(sh.batch) * sh.seq * sh.num_heads * pl.splits;
     const size_t ml = (parts * sizeof(float2) + kScratchAlign - 1) / kScratchAlign * kScratchAlign;
@@ -206,8 +219,10 @@ std::string Launch(const CudaAttendArgs& a, const LaunchPlan& pl, void* scratch,
     p.tc_flags = pl.tc_flags;
     p.scale = sh.scale;
     p.softcap = sh.softcap;
+    if (pl.fused_combine)
+      p.counters = SplitCounters(stream, static_cast<size_t>(sh.batch) * sh.seq * sh.kv_num_heads * pl.chunks);
     if (cudaError_t e = launch(p, stream)) return CudaError("decode kernel launch", e);
-    if (pl.splits > 1)
+    if (pl.splits > 1 && p.counters == nullptr)
       if (cudaError_t e = GetCombineLauncher(a.dtype)(p, sh.head_dim, stream))
         return CudaError("split-K combine kernel launch", e);
   }
@@ -215,6 +230,44 @@ std::string Launch(const CudaAttendArgs& a, const LaunchPlan& pl, void* scratch,
   if (owner && pl.path != Path::kDecode)
     if (cudaError_t e = LaunchCacheWrite(a.dtype, a, stream)) return CudaError("cache write kernel launch", e);
   return {};
+}
+
+int* SplitCounters(cudaStream_t stream, size_t count) {
+  struct Entry {
+    int device;
+    cudaStream_t stream;
+    int* counters;
+    size_t count;
+  };
+  static std::mutex mu;
+  static std::vector<Entry> pool;  // never freed: captured graphs and queued kernels keep the addresses
+  const int device = CurrentDevice();
+  std::lock_guard<std::mutex> lock(mu);
+  Entry* entry = nullptr;
+  for (Entry& e : pool)
+    if (e.device == device && e.stream == stream) entry = &e;
+  if (entry != nullptr && entry->count >= count) return entry->counters;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  const size_t n = std::max<size_t>(count, 4096);
+  int* counters = nullptr;
+  if (cudaMalloc(&counters, n * sizeof(int)) != cudaSuccess ||
+      cudaMemsetAsync(counters, 0, n * sizeof(int), stream) != cudaSuccess) {
+    (void)cudaGetLastError();  // not sticky: clear it so the launch that follows reports only its own errors
+    if (counters != nullptr) cudaFree(counters);
+    return nullptr;
+  }
+  // A smaller buffer of this stream is left allocated: kernels queued before may still use it.
+  if (entry != nullptr) {
+    entry->counters = counters;
+    entry->count = n;
+  } else {
+    pool.push_back({device, stream, counters, n});
+  }
+  return counters;
 }
 
 int CurrentDevice() {

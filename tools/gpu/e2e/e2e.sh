@@ -107,16 +107,18 @@ for s in $shapes; do
   ctx=${s%:*}; b=${s#*:}
   for g in ${MODES:-plain graph}; do
     if [ $g = plain ]; then models="gqa-full cai gqa-mix"; flags=""; else models="gqa-full cai full gqa-mix"; flags="--cuda-graph"; fi
+    # Graphed models first decode GRAPH_CHECK_STEPS steps with and without graphs and compare the logits (4K shapes).
+    [ $g = graph ] && [ "$ctx" -le 4096 ] && flags="$flags --check-graph ${GRAPH_CHECK_STEPS:-8}"
     step "bench $g context $ctx batch $b"
     # shellcheck disable=SC2086
     timeout 500 "$M" bench $(for m in $models; do echo "$work/$m/model.onnx"; done) --device cuda --context "$ctx" --batch "$b" \
       --steps 32 --prefill-chunk "${PREFILL_CHUNK:-256}" --budget-gib 64 $flags --json > "$OUT/bench-$g-$ctx-$b.json" 2> "$OUT/bench-$g-$ctx-$b.err"
-    echo "rc=$?"; grep -v "^bench .*without CUDA graphs" "$OUT/bench-$g-$ctx-$b.err" | tail -3
+    echo "rc=$?"; grep -h "check-graph" "$OUT/bench-$g-$ctx-$b.err"; grep -v "^bench .*without CUDA graphs\|check-graph" "$OUT/bench-$g-$ctx-$b.err" | tail -3
     python3 - "$OUT/bench-$g-$ctx-$b.json" <<'PY' || true
 import json, sys
 d = json.load(open(sys.argv[1]))
 for r in d["results"]:
-    print(f'{r["model"].split("/")[-2]:10s} graph={r["cuda_graph"]!s:5s} ctx {r["context"]:6d} batch {r["batch"]:3d}: {r["decode_ms_per_step"]:7.3f} ms/step {r["tokens_per_second"]:9.1f} tok/s  x{r["speedup"]:.2f}  KV/seq {r["kv_bytes_per_sequence"]/2**20:8.1f} MiB  seqs in 64 GiB {r["sequences_in_budget"]}')
+    print(f'{r["model"].split("/")[-2]:10s} graph={r["cuda_graph"]!s:5s} ctx {r["context"]:6d} batch {r["batch"]:3d}: {r["decode_ms_per_step"]:7.3f} ms/step {r["tokens_per_second"]:9.1f} tok/s  x{r["speedup"]:.2f}  KV/seq {r["kv_bytes_per_sequence"]/2**20:8.1f} MiB  seqs in 64 GiB {r["sequences_in_budget"]}  transfer {r["graph_transfer"]}  max|d| {r["graph_max_abs_diff"]}')
 PY
   done
 done
