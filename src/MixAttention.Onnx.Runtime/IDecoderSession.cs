@@ -39,6 +39,13 @@ public interface IDecoderSession : IDisposable
     /// <summary>One token for each listed sequence, in one batched call where the model allows it; returns each sequence's logits.</summary>
     float[][] Decode(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens);
 
+    /// <summary>
+    /// As <see cref="Decode(IReadOnlyList{int}, IReadOnlyList{long})"/>, writing sequence <c>i</c>'s logits to floats
+    /// <c>[i × VocabSize, (i + 1) × VocabSize)</c> of <paramref name="logits"/> (exactly sequences × <see cref="VocabSize"/>
+    /// long): no allocation per step, for serving loops that sample from a reused buffer.
+    /// </summary>
+    void Decode(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens, Span<float> logits);
+
     /// <summary>KV memory now, per extra sequence, and for the unconverted model.</summary>
     KvMemory Memory();
 }

@@ -265,6 +265,17 @@ public sealed class MixAttentionSession : IDecoderSession
     /// <inheritdoc />
     public float[][] Decode(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens)
     {
+        var rows = new float[sequences?.Count ?? 0][];
+        DecodeInto(sequences!, tokens, rows, default);
+        return rows;
+    }
+
+    /// <inheritdoc />
+    public void Decode(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens, Span<float> logits) => DecodeInto(sequences, tokens, null, logits);
+
+    /// <summary>The decode step behind both overloads: logits go to new arrays in <paramref name="rows"/> or, when it is null, to <paramref name="flat"/>.</summary>
+    private void DecodeInto(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens, float[][]? rows, Span<float> flat)
+    {
         using var _ = _guard.Enter(nameof(Decode));
         CheckDecodeArguments(sequences, tokens);
         var slots = new int[sequences.Count];
@@ -278,13 +289,19 @@ public sealed class MixAttentionSession : IDecoderSession
             CheckToken(tokens[i], VocabSize, Model.InputIdsType, $"Decode of sequence {id}");
             CheckCapacity(id, _slotLength[slots[i]], 1);
         }
-        if (Model.Options.CudaGraphDecode) return DecodeGraph(slots, tokens);
-        int first = slots.Min(), rows = slots.Max() - first + 1;
-        var ids = new long[rows];
-        var past = new int[rows];
-        var news = new int[rows];
+        if (rows is null) CheckLogitsDestination(flat.Length, sequences.Count, VocabSize);
+        if (Model.Options.CudaGraphDecode)
+        {
+            var graphLogits = DecodeGraph(slots, tokens);
+            for (int i = 0; i < slots.Length; i++) CopyRow(graphLogits, slots[i], i, rows, flat);
+            return;
+        }
+        int first = slots.Min(), count = slots.Max() - first + 1;
+        var ids = new long[count];
+        var past = new int[count];
+        var news = new int[count];
         bool hasNewLengths = Model.Plan!.NewLengths is not null;
-        for (int r = 0; r < rows; r++)
+        for (int r = 0; r < count; r++)
         {
             int slot = first + r;
             if (_slotSequence[slot] is { } other)
@@ -305,21 +322,36 @@ public sealed class MixAttentionSession : IDecoderSession
             ids[r] = tokens[i];
             news[r] = 1;
         }
-        using var logits = RunStep(nameof(Decode), first, rows, 1, ids, past, news);
-        var result = new float[slots.Length][];
+        using var logits = RunStep(nameof(Decode), first, count, 1, ids, past, news);
         for (int i = 0; i < slots.Length; i++)
         {
-            result[i] = StepIo.Rows(logits, slots[i] - first, 0, 1);
+            CopyRow(logits, slots[i] - first, i, rows, flat);
             _slotLength[slots[i]]++;
         }
-        return result;
+    }
+
+    /// <summary>Row <paramref name="row"/> of step logits <c>[rows, 1, V]</c> into <c>rows[index]</c> (a new array) or row <paramref name="index"/> of <paramref name="flat"/>.</summary>
+    private static void CopyRow(OrtValue logits, int row, int index, float[][]? rows, Span<float> flat)
+    {
+        if (rows is not null) rows[index] = StepIo.Rows(logits, row, 0, 1);
+        else
+        {
+            int v = (int)logits.GetTensorTypeAndShape().Shape[2];
+            StepIo.RowsInto(logits, row, 0, 1, flat.Slice(index * v, v));
+        }
+    }
+
+    internal static void CheckLogitsDestination(int length, int sequences, int vocab)
+    {
+        if (length != (long)sequences * vocab)
+            throw new ArgumentException($"Decode of {sequences} sequences writes {sequences} × {vocab} (vocabulary) = {(long)sequences * vocab} logits; the destination span holds {length}.", "logits");
     }
 
     /// <summary>
     /// A decode step as one CUDA graph replay: all MaxBatch rows, one token each; rows not in the step (live or free)
     /// get <c>new_lengths = 0</c> at their current length, so the ops write nothing for them.
     /// </summary>
-    private float[][] DecodeGraph(int[] slots, IReadOnlyList<long> tokens)
+    private OrtValue DecodeGraph(int[] slots, IReadOnlyList<long> tokens)
     {
         Caches.ThrowIfDisposed();
         int b = Config.MaxBatch;
@@ -338,13 +370,8 @@ public sealed class MixAttentionSession : IDecoderSession
         BeforeRun?.Invoke(nameof(Decode));
         var logits = _graph.Run(Model.OrtSession, ids, past, news);
         Steps++;
-        var result = new float[slots.Length][];
-        for (int i = 0; i < slots.Length; i++)
-        {
-            result[i] = StepIo.Rows(logits, slots[i], 0, 1);
-            _slotLength[slots[i]]++;
-        }
-        return result;
+        foreach (int slot in slots) _slotLength[slot]++;
+        return logits; // owned by the graph step, valid until its next run
     }
 
     /// <summary>One model call over slots <c>[first, first + rows)</c> with <paramref name="s"/> tokens per row; returns the logits (caller disposes).</summary>

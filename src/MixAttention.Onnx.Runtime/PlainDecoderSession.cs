@@ -205,6 +205,16 @@ public sealed class PlainDecoderSession : IDecoderSession
     /// <inheritdoc />
     public float[][] Decode(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens)
     {
+        var rows = new float[sequences?.Count ?? 0][];
+        DecodeInto(sequences!, tokens, rows, default);
+        return rows;
+    }
+
+    /// <inheritdoc />
+    public void Decode(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens, Span<float> logits) => DecodeInto(sequences, tokens, null, logits);
+
+    private void DecodeInto(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens, float[][]? rows, Span<float> flat)
+    {
         using var _ = _guard.Enter(nameof(Decode));
         MixAttentionSession.CheckDecodeArguments(sequences, tokens);
         var states = new State[sequences.Count];
@@ -218,13 +228,13 @@ public sealed class PlainDecoderSession : IDecoderSession
             MixAttentionSession.CheckToken(tokens[i], VocabSize, Model.InputIdsType, $"Decode of sequence {id}");
             if (states[i].Length + 1 > Config.MaxLength) throw new CacheOverflowException(id, states[i].Length, 1, Config.MaxLength);
         }
-        var result = new float[sequences.Count][];
+        if (rows is null) MixAttentionSession.CheckLogitsDestination(flat.Length, sequences.Count, VocabSize);
         for (int i = 0; i < sequences.Count; i++)
         {
             using var logits = Run(nameof(Decode), states[i], new[] { tokens[i] });
-            result[i] = StepIo.Rows(logits, 0, 0, 1);
+            if (rows is not null) rows[i] = StepIo.Rows(logits, 0, 0, 1);
+            else StepIo.RowsInto(logits, 0, 0, 1, flat.Slice(i * VocabSize, VocabSize));
         }
-        return result;
     }
 
     private OrtValue Run(string operation, State state, long[] ids)

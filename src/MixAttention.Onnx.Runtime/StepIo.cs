@@ -20,11 +20,19 @@ internal static class StepIo
     /// <summary>Copies row <paramref name="row"/>, positions <c>[from, from + count)</c> of logits <c>[B, S, V]</c> into floats.</summary>
     public static float[] Rows(OrtValue logits, int row, int from, int count)
     {
+        var result = new float[count * (int)logits.GetTensorTypeAndShape().Shape[2]];
+        RowsInto(logits, row, from, count, result);
+        return result;
+    }
+
+    /// <summary>As <see cref="Rows"/>, into <paramref name="result"/> (<c>count × V</c> floats).</summary>
+    public static void RowsInto(OrtValue logits, int row, int from, int count, Span<float> result)
+    {
         var shape = logits.GetTensorTypeAndShape();
         var dims = shape.Shape;
         int s = (int)dims[1], v = (int)dims[2];
         long start = ((long)row * s + from) * v;
-        var result = new float[count * v];
+        if (result.Length != count * v) throw new ArgumentException($"{count} × {v} logits do not fit {result.Length} floats.", nameof(result));
         switch (shape.ElementDataType)
         {
             case TensorElementType.Float:
@@ -41,7 +49,6 @@ internal static class StepIo
             default:
                 throw new MixAttentionException($"logits of type {shape.ElementDataType} are not supported.");
         }
-        return result;
     }
 
     /// <summary>bfloat16 → float: the 16 bits are the float's upper half.</summary>

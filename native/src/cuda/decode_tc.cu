@@ -161,15 +161,30 @@ __device__ __forceinline__ void MergeSplitsIfLast(const DecodeParams& p, int z, 
     if (lane == 0) inv_sum[g] = sum > 0.f ? 1.f / sum : 0.f;
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < g_count * D; idx += kDecodeTcThreads) {
-    const int g = idx / D, d = idx % D;
+  // One block merges what CombineKernel spreads over g_count * D threads: 16-byte loads (4 dims per
+  // thread) and a deep unroll keep enough L2 reads in flight that the merge is a few round trips.
+  constexpr int D4 = D / 4;
+  for (int idx = threadIdx.x; idx < g_count * D4; idx += kDecodeTcThreads) {
+    const int g = idx / D4, d4 = idx % D4;
     const size_t zh = static_cast<size_t>(z) * Hq + h0 + g;
-    const float* acc = p.part_acc + zh * splits * D + d;
+    const float4* acc = reinterpret_cast<const float4*>(p.part_acc + zh * splits * D) + d4;
     const float* w = weights + g * splits;
-    float a = 0.f;
-#pragma unroll 8
-    for (int i = 0; i < splits; ++i) a = fmaf(w[i], __ldcg(acc + static_cast<size_t>(i) * D), a);
-    static_cast<T*>(p.output)[zh * D + d] = Traits<T>::From(a * inv_sum[g]);
+    float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 16
+    for (int i = 0; i < splits; ++i) {
+      const float4 v = __ldcg(acc + static_cast<size_t>(i) * D4);
+      const float wi = w[i];
+      a.x = fmaf(wi, v.x, a.x);
+      a.y = fmaf(wi, v.y, a.y);
+      a.z = fmaf(wi, v.z, a.z);
+      a.w = fmaf(wi, v.w, a.w);
+    }
+    const float inv = inv_sum[g];
+    T* out = static_cast<T*>(p.output) + zh * D + d4 * 4;
+    out[0] = Traits<T>::From(a.x * inv);
+    out[1] = Traits<T>::From(a.y * inv);
+    out[2] = Traits<T>::From(a.z * inv);
+    out[3] = Traits<T>::From(a.w * inv);
   }
 }
 

@@ -30,6 +30,42 @@ public sealed class MixAttentionSessionTests
     }
 
     /// <summary>
+    /// The allocation-free Decode overload writes the same logits as the array one, row i of the span for the i-th
+    /// listed sequence (listed out of slot order, a sequence of the batch left out), for the converted and the plain
+    /// driver; a span of the wrong length is an ArgumentException before anything runs (lengths unchanged).
+    /// </summary>
+    [TestMethod]
+    [DataRow(true)]
+    [DataRow(false)]
+    public void SpanDecodeMatchesArrayDecode(bool converted)
+    {
+        string path = converted ? RuntimeFixtures.Convert("mistral-torchscript") : TestPaths.Fixture("mistral-torchscript");
+        using var model = RuntimeFixtures.Open(path);
+        var config = new SessionConfig { MaxBatch = 3, MaxLength = 48, PrefillChunk = 4 };
+        using var byArrays = model.CreateSession(config);
+        using var bySpan = model.CreateSession(config);
+        Assert.AreEqual(converted, byArrays is MixAttentionSession);
+        var prompts = new[] { RuntimeFixtures.RandomTokens(1, 5), RuntimeFixtures.RandomTokens(2, 9), RuntimeFixtures.RandomTokens(3, 3) };
+        var a = prompts.Select(p => { var id = byArrays.AddSequence(); byArrays.Prefill(id, p); return id; }).ToArray();
+        var b = prompts.Select(p => { var id = bySpan.AddSequence(); bySpan.Prefill(id, p); return id; }).ToArray();
+        int v = bySpan.VocabSize;
+        var buffer = new float[2 * v];
+        for (int step = 0; step < 12; step++)
+        {
+            var order = step % 2 == 0 ? new[] { 2, 0 } : new[] { 1, 2 }; // out of slot order; one sequence rests
+            var tokens = order.Select(i => (long)(7 * step + i + 1)).ToArray();
+            var expected = byArrays.Decode(order.Select(i => a[i]).ToArray(), tokens);
+            bySpan.Decode(order.Select(i => b[i]).ToArray(), tokens, buffer);
+            for (int i = 0; i < order.Length; i++)
+                CollectionAssert.AreEqual(expected[i], buffer.AsSpan(i * v, v).ToArray(), $"step {step}, sequence {order[i]}");
+        }
+        int before = bySpan.Length(b[0]);
+        var e = Assert.ThrowsExactly<ArgumentException>(() => bySpan.Decode(new[] { b[0] }, new[] { 1L }, new float[v - 1]));
+        StringAssert.Contains(e.Message, $"1 × {v}");
+        Assert.AreEqual(before, bySpan.Length(b[0]));
+    }
+
+    /// <summary>
     /// Continuous batching: four sequences of different prompt lengths join and leave mid-run (slots reused); each gets
     /// exactly the logits it gets when run alone.
     /// </summary>
