@@ -44,6 +44,9 @@ build() {
   step build harness
   cmake --build "$work/harness" --target harness -j "$(nproc)" > "$logs/build-harness.log" 2>&1 || { grep -E "error" -A3 "$logs/build-harness.log" | head -60; return 1; }
   wait $kpid || { grep -E "error" -A3 "$logs/build-kbench.log" | head -40; return 1; }
+  # Registers / shared memory of every kernel (also when the build above was incremental and printed nothing).
+  cuobjdump -res-usage "$work/native/libmixattention_ops.so" 2>/dev/null | grep -A1 --no-group-separator -E "Function .*(Decode|Prefill|Combine)" \
+    | paste - - | sed -E 's/^Function ([^:]*):/\1/' | c++filt | cut -c1-260 > "$logs/resources.txt" || true
   kbench=$work/harness/kbench
   lib=$work/native/libmixattention_ops.so
   harness=$work/harness/harness
@@ -100,7 +103,7 @@ bench() {
 build || { tar czf "$OUT/logs.tgz" -C "$logs" .; exit 1; }
 case "$mode" in
   check) check; memcheck ;;
-  kbench) kbench ;;
+  kbench) grep -E "DecodeTc" "$logs/resources.txt" | head -8; kbench ;;
   dev) check; kbench; memcheck ;;
   bench) bench ;;
   all) check; memcheck; bench ;;
