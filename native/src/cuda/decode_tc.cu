@@ -44,7 +44,7 @@ struct TcGeometry {
   static constexpr size_t SmemBytes() {
     const size_t ring = size_t{kWarps} * kWarpElems * sizeof(T);
     const size_t merge = (size_t{kWarps} * 8 * D + 2 * kWarps * 8) * sizeof(float);
-    const size_t splits = (8 * 256 + 8) * sizeof(float);  // MergeSplitsIfLast: weights of up to 8 heads x 256 splits
+    const size_t splits = 16 + (8 * 256 + 8) * sizeof(float);  // MergeSplitsIfLast: flag, weights of 8 heads x 256 splits
     return ring > merge ? (ring > splits ? ring : splits) : (merge > splits ? merge : splits);
   }
 };
@@ -126,23 +126,28 @@ __device__ __forceinline__ void CpAsyncWait() {
 // all partials of the group's heads exactly as CombineKernel does and resets the counter to zero for the
 // next launch or graph replay. The fences order the partial writes before the count (release) and the
 // count before the merge's reads (acquire); the merge reads with ld.global.cg (L2), never stale L1.
+//
+// No static __shared__ variable here or in the kernel: one (the "last" flag, 16 bytes) moved the dynamic
+// buffer off its 128-byte alignment, so every cp.async / ldmatrix row straddled two shared-memory
+// wavefronts: -20% bandwidth at 0.5-17 GB per call on H200 (kbench A/B). The flag lives in the
+// dynamic buffer, whose rings are free once the partials are written.
 template <typename T, int D>
 __device__ __forceinline__ void MergeSplitsIfLast(const DecodeParams& p, int z, int h0, int g_count, size_t group,
                                                   uint4* smem_raw) {
-  __shared__ int last;
+  int* last = reinterpret_cast<int*>(smem_raw);
   __threadfence();
   __syncthreads();  // every thread's partials are written and fenced; the shared rings are free again
   if (threadIdx.x == 0) {
-    last = atomicAdd(p.counters + group, 1) == p.splits - 1;
-    if (last) p.counters[group] = 0;
+    *last = atomicAdd(p.counters + group, 1) == p.splits - 1;
+    if (*last) p.counters[group] = 0;
   }
   __syncthreads();
-  if (!last) return;
+  if (!*last) return;
   __threadfence();
   const int splits = p.splits, Hq = p.num_heads;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* weights = reinterpret_cast<float*>(smem_raw);  // [g_count][splits]
-  float* inv_sum = weights + 8 * splits;                // [g_count]
+  float* weights = reinterpret_cast<float*>(smem_raw + 1);  // [g_count][splits], after the flag's 16 bytes
+  float* inv_sum = weights + 8 * splits;                    // [g_count]
   for (int g = warp; g < g_count; g += kWarps) {
     const float2* ml = p.part_ml + (static_cast<size_t>(z) * Hq + h0 + g) * splits;
     float mx = -INFINITY;
@@ -162,9 +167,7 @@ __device__ __forceinline__ void MergeSplitsIfLast(const DecodeParams& p, int z, 
   }
   __syncthreads();
   // One block merges what CombineKernel spreads over g_count * D threads: 16-byte loads (4 dims per
-  // thread) keep L2 reads in flight. The unroll stays small: this code shares the kernel's register
-  // budget, and a deeper one (16 x float4 live) raised it enough to cost the streaming loop a block
-  // per SM (-15% bandwidth at 1 GB per call on H200).
+  // thread) keep L2 reads in flight; a small unroll keeps this code out of the kernel's register budget.
   constexpr int D4 = D / 4;
   for (int idx = threadIdx.x; idx < g_count * D4; idx += kDecodeTcThreads) {
     const int g = idx / D4, d4 = idx % D4;
@@ -199,7 +202,8 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   constexpr int NS = G::kStages;
   static_assert(NV % 8 == 0 && (kKeys * NV) % 32 == 0, "head size must be a multiple of 64");
   static_assert(sizeof(T) == 2, "tensor-core decode is for 16-bit types");
-  extern __shared__ uint4 smem_raw[];
+  // 128-byte aligned: the swizzled rows assume it (see MergeSplitsIfLast on static shared variables).
+  extern __shared__ __align__(128) uint4 smem_raw[];
   T* smem = reinterpret_cast<T*>(smem_raw);
 
   const int splits = p.splits;
