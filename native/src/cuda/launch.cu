@@ -73,6 +73,31 @@ bool EnvFusedCombine() {
 // call on H200 vs contiguous quarters), plain cp.async (the L2 prefetch / evict-first hints lost 1-8%).
 constexpr int kDefaultTcFlags = 1;
 
+// The fields PrefillParams and DecodeParams share, from one call's arguments (a reader passes no chunk).
+template <typename Params>
+Params SharedParams(const CudaAttendArgs& a, bool owner) {
+  const AttentionShape& sh = a.shape;
+  Params p{};
+  p.query = a.query;
+  p.chunk_key = owner ? a.chunk_key : nullptr;
+  p.chunk_value = owner ? a.chunk_value : nullptr;
+  p.key_cache = a.key_cache;
+  p.value_cache = a.value_cache;
+  p.past_lengths = a.past_lengths;
+  p.new_lengths = a.new_lengths;
+  p.output = a.output;
+  p.batch = sh.batch;
+  p.seq = sh.seq;
+  p.num_heads = sh.num_heads;
+  p.kv_num_heads = sh.kv_num_heads;
+  p.capacity = sh.capacity;
+  p.window = sh.window;
+  p.group = sh.group();
+  p.scale = sh.scale;
+  p.softcap = sh.softcap;
+  return p;
+}
+
 int MinPerSplit(DType dtype, int head_dim, const LaunchPlan& pl) {
   return pl.tensor_core ? kDecodeTcMinPerSplit : DecodeRowsPerStep(dtype, head_dim) * DecodeUnroll(pl.head_chunk) * 2;
 }
@@ -163,38 +188,13 @@ std::string Launch(const CudaAttendArgs& a, const LaunchPlan& pl, void* scratch,
   if (pl.path == Path::kPrefill) {
     PrefillLauncher launch = GetPrefillLauncher(a.dtype, sh.head_dim);
     if (launch == nullptr) return "no prefill kernel for this head size / element type";
-    PrefillParams p{};
-    p.query = a.query;
-    p.chunk_key = owner ? a.chunk_key : nullptr;
-    p.chunk_value = owner ? a.chunk_value : nullptr;
-    p.key_cache = a.key_cache;
-    p.value_cache = a.value_cache;
-    p.past_lengths = a.past_lengths;
-    p.new_lengths = a.new_lengths;
-    p.output = a.output;
-    p.batch = sh.batch;
-    p.seq = sh.seq;
-    p.num_heads = sh.num_heads;
-    p.kv_num_heads = sh.kv_num_heads;
-    p.capacity = sh.capacity;
-    p.window = sh.window;
-    p.group = sh.group();
-    p.scale = sh.scale;
-    p.softcap = sh.softcap;
+    const PrefillParams p = SharedParams<PrefillParams>(a, owner);
     if (cudaError_t e = launch(p, stream)) return CudaError("prefill kernel launch", e);
   } else {
     DecodeLauncher launch = pl.tensor_core ? GetDecodeTcLauncher(a.dtype, sh.head_dim)
                                            : GetDecodeLauncher(a.dtype, sh.head_dim, pl.head_chunk);
     if (launch == nullptr) return "no decode kernel for this head size / element type";
-    DecodeParams p{};
-    p.query = a.query;
-    p.chunk_key = owner ? a.chunk_key : nullptr;
-    p.chunk_value = owner ? a.chunk_value : nullptr;
-    p.key_cache = a.key_cache;
-    p.value_cache = a.value_cache;
-    p.past_lengths = a.past_lengths;
-    p.new_lengths = a.new_lengths;
-    p.output = a.output;
+    DecodeParams p = SharedParams<DecodeParams>(a, owner);
     const bool fused_write = owner && pl.path == Path::kDecode;
     p.write_key = fused_write ? a.present_key : nullptr;
     p.write_value = fused_write ? a.present_value : nullptr;
@@ -205,20 +205,11 @@ std::string Launch(const CudaAttendArgs& a, const LaunchPlan& pl, void* scratch,
       p.part_ml = static_cast<float2*>(scratch);
       p.part_acc = reinterpret_cast<float*>(static_cast<char*>(scratch) + ml);
     }
-    p.batch = sh.batch;
-    p.seq = sh.seq;
-    p.num_heads = sh.num_heads;
-    p.kv_num_heads = sh.kv_num_heads;
-    p.capacity = sh.capacity;
-    p.window = sh.window;
-    p.group = sh.group();
     p.chunks = pl.chunks;
     p.splits = pl.splits;
     p.min_per_split = MinPerSplit(a.dtype, sh.head_dim, pl);
     p.head_chunk = pl.head_chunk;
     p.tc_flags = pl.tc_flags;
-    p.scale = sh.scale;
-    p.softcap = sh.softcap;
     if (pl.fused_combine)
       p.counters = SplitCounters(stream, static_cast<size_t>(sh.batch) * sh.seq * sh.kv_num_heads * pl.chunks);
     if (cudaError_t e = launch(p, stream)) return CudaError("decode kernel launch", e);
