@@ -168,54 +168,11 @@ struct CudaAttentionKernel {
   OpAttributes attrs_;
 };
 
-size_t GetMayInplace(int** input_index, int** output_index) {
-  *input_index = static_cast<int*>(std::malloc(2 * sizeof(int)));
-  *output_index = static_cast<int*>(std::malloc(2 * sizeof(int)));
-  if (*input_index == nullptr || *output_index == nullptr) {
-    std::free(*input_index);
-    std::free(*output_index);
-    *input_index = *output_index = nullptr;
-    return 0;
-  }
-  (*input_index)[0] = spec::owner::kPastKey;
-  (*output_index)[0] = spec::owner::kPresentKey;
-  (*input_index)[1] = spec::owner::kPastValue;
-  (*output_index)[1] = spec::owner::kPresentValue;
-  return 2;
-}
-void ReleaseMayInplace(int* input_index, int* output_index) {
-  std::free(input_index);
-  std::free(output_index);
-}
-
-// One op description per (element type, op); lengths stay in device memory (OrtMemTypeDefault).
+// One op description per (element type, op): the shared schema (ops::AttentionOpSchema) on the CUDA
+// provider; lengths stay in device memory (OrtMemTypeDefault).
 template <typename T, OpKind K>
-struct CudaAttentionOp : Ort::CustomOpBase<CudaAttentionOp<T, K>, CudaAttentionKernel<T, K>, true> {
-  static constexpr bool kOwner = K == OpKind::kOwner;
-
-  CudaAttentionOp() {
-    if constexpr (kOwner) {
-      OrtCustomOp::GetMayInplace = &GetMayInplace;
-      OrtCustomOp::ReleaseMayInplace = &ReleaseMayInplace;
-    }
-  }
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
-    *kernel = nullptr;
-    return ops::GuardStatus([&] { *kernel = new CudaAttentionKernel<T, K>(OpAttributes::Read(GetName(), info)); });
-  }
-  const char* GetName() const { return kOwner ? spec::kWindowedAttention : spec::kSharedKvAttention; }
+struct CudaAttentionOp : ops::AttentionOpSchema<CudaAttentionOp<T, K>, CudaAttentionKernel<T, K>, T, K> {
   const char* GetExecutionProviderType() const { return "CUDAExecutionProvider"; }
-  size_t GetInputTypeCount() const { return kOwner ? spec::owner::kInputCount : spec::reader::kInputCount; }
-  ONNXTensorElementDataType GetInputType(size_t index) const {
-    const size_t first_length = kOwner ? spec::owner::kPastLengths : spec::reader::kPastLengths;
-    return index >= first_length ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 : OnnxType<T>::value;
-  }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
-    const size_t optional = kOwner ? spec::owner::kNewLengths : spec::reader::kNewLengths;
-    return index == optional ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
-  }
-  size_t GetOutputTypeCount() const { return kOwner ? spec::owner::kOutputCount : spec::reader::kOutputCount; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return OnnxType<T>::value; }
 };
 
 CudaAttentionOp<float, OpKind::kOwner> g_owner_f32;

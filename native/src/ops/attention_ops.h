@@ -1,6 +1,7 @@
 // The two custom ops, one registration per element type (float, MLFloat16, BFloat16).
 #pragma once
 
+#include "mixattention/op_spec.h"
 #include "ops/op_common.h"
 
 namespace mixattn::ops {
@@ -16,17 +17,46 @@ struct WindowedAttentionKernel {
   OpAttributes attrs_;
 };
 
-template <typename T>
-struct WindowedAttentionOp : Ort::CustomOpBase<WindowedAttentionOp<T>, WindowedAttentionKernel<T>, true> {
-  WindowedAttentionOp();
-  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
-  const char* GetName() const;
-  size_t GetInputTypeCount() const;
-  ONNXTensorElementDataType GetInputType(size_t index) const;
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const;
-  size_t GetOutputTypeCount() const;
-  ONNXTensorElementDataType GetOutputType(size_t index) const;
+// past_key -> present_key, past_value -> present_value: ORT's planner hint for intermediate caches
+// (OrtCustomOp::GetMayInplace; the arrays are malloc'ed for ORT and freed by ReleaseMayInplace).
+size_t OwnerMayInplace(int** input_index, int** output_index);
+void ReleaseOwnerMayInplace(int* input_index, int* output_index);
+
+// The schema half of an ORT custom op for either attention op, for any execution provider: name,
+// input/output counts and types, the optional new_lengths, and the owner's in-place hint, all from
+// op_spec.h by kind. Derived ops add only what differs (the kernel type; GetExecutionProviderType
+// for CUDA).
+template <typename Derived, typename Kernel, typename T, OpKind K>
+struct AttentionOpSchema : Ort::CustomOpBase<Derived, Kernel, true> {
+  static constexpr bool kOwner = K == OpKind::kOwner;
+
+  AttentionOpSchema() {
+    if constexpr (kOwner) {
+      OrtCustomOp::GetMayInplace = &OwnerMayInplace;
+      OrtCustomOp::ReleaseMayInplace = &ReleaseOwnerMayInplace;
+    }
+  }
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    *kernel = nullptr;
+    return GuardStatus([&] { *kernel = new Kernel(OpAttributes::Read(GetName(), info)); });
+  }
+  const char* GetName() const { return kOwner ? spec::kWindowedAttention : spec::kSharedKvAttention; }
+  size_t GetInputTypeCount() const { return kOwner ? spec::owner::kInputCount : spec::reader::kInputCount; }
+  ONNXTensorElementDataType GetInputType(size_t index) const {
+    const size_t first_length = kOwner ? spec::owner::kPastLengths : spec::reader::kPastLengths;
+    return index >= first_length ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 : OnnxType<T>::value;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
+    const size_t optional = kOwner ? spec::owner::kNewLengths : spec::reader::kNewLengths;
+    return index == optional ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return kOwner ? spec::owner::kOutputCount : spec::reader::kOutputCount; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return OnnxType<T>::value; }
 };
+
+template <typename T>
+struct WindowedAttentionOp
+    : AttentionOpSchema<WindowedAttentionOp<T>, WindowedAttentionKernel<T>, T, OpKind::kOwner> {};
 
 // Shared-KV (reader) attention: reads another layer's cache, never writes.
 template <typename T>
@@ -39,15 +69,8 @@ struct SharedKvAttentionKernel {
 };
 
 template <typename T>
-struct SharedKvAttentionOp : Ort::CustomOpBase<SharedKvAttentionOp<T>, SharedKvAttentionKernel<T>, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
-  const char* GetName() const;
-  size_t GetInputTypeCount() const;
-  ONNXTensorElementDataType GetInputType(size_t index) const;
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const;
-  size_t GetOutputTypeCount() const;
-  ONNXTensorElementDataType GetOutputType(size_t index) const;
-};
+struct SharedKvAttentionOp
+    : AttentionOpSchema<SharedKvAttentionOp<T>, SharedKvAttentionKernel<T>, T, OpKind::kReader> {};
 
 // Shared front half of both Compute()s: validated shapes of query and the cache pair.
 struct CommonShapes {

@@ -36,36 +36,6 @@ OrtStatusPtr SharedKvAttentionKernel<T>::ComputeV2(OrtKernelContext* context) {
   });
 }
 
-template <typename T>
-OrtStatusPtr SharedKvAttentionOp<T>::CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
-  *kernel = nullptr;
-  return GuardStatus([&] { *kernel = new SharedKvAttentionKernel<T>(OpAttributes::Read(kOp, info)); });
-}
-template <typename T>
-const char* SharedKvAttentionOp<T>::GetName() const {
-  return kOp;
-}
-template <typename T>
-size_t SharedKvAttentionOp<T>::GetInputTypeCount() const {
-  return spec_r::kInputCount;
-}
-template <typename T>
-ONNXTensorElementDataType SharedKvAttentionOp<T>::GetInputType(size_t index) const {
-  return index >= static_cast<size_t>(spec_r::kPastLengths) ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 : OnnxType<T>::value;
-}
-template <typename T>
-OrtCustomOpInputOutputCharacteristic SharedKvAttentionOp<T>::GetInputCharacteristic(size_t index) const {
-  return index == static_cast<size_t>(spec_r::kNewLengths) ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
-}
-template <typename T>
-size_t SharedKvAttentionOp<T>::GetOutputTypeCount() const {
-  return spec_r::kOutputCount;
-}
-template <typename T>
-ONNXTensorElementDataType SharedKvAttentionOp<T>::GetOutputType(size_t) const {
-  return OnnxType<T>::value;
-}
-
 template struct SharedKvAttentionKernel<float>;
 template struct SharedKvAttentionKernel<Float16>;
 template struct SharedKvAttentionKernel<BFloat16>;

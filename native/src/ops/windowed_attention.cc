@@ -123,8 +123,7 @@ OrtStatusPtr WindowedAttentionKernel<T>::ComputeV2(OrtKernelContext* context) {
   });
 }
 
-namespace {
-size_t GetMayInplace(int** input_index, int** output_index) {
+size_t OwnerMayInplace(int** input_index, int** output_index) {
   *input_index = static_cast<int*>(std::malloc(2 * sizeof(int)));
   *output_index = static_cast<int*>(std::malloc(2 * sizeof(int)));
   if (*input_index == nullptr || *output_index == nullptr) {
@@ -139,48 +138,10 @@ size_t GetMayInplace(int** input_index, int** output_index) {
   (*output_index)[1] = spec_o::kPresentValue;
   return 2;
 }
-void ReleaseMayInplace(int* input_index, int* output_index) {
+
+void ReleaseOwnerMayInplace(int* input_index, int* output_index) {
   std::free(input_index);
   std::free(output_index);
-}
-}  // namespace
-
-template <typename T>
-WindowedAttentionOp<T>::WindowedAttentionOp() {
-  // past_key -> present_key, past_value -> present_value: a planner hint for intermediate caches.
-  OrtCustomOp::GetMayInplace = &GetMayInplace;
-  OrtCustomOp::ReleaseMayInplace = &ReleaseMayInplace;
-}
-
-template <typename T>
-OrtStatusPtr WindowedAttentionOp<T>::CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
-  *kernel = nullptr;
-  return GuardStatus([&] { *kernel = new WindowedAttentionKernel<T>(OpAttributes::Read(kOp, info)); });
-}
-
-template <typename T>
-const char* WindowedAttentionOp<T>::GetName() const {
-  return kOp;
-}
-template <typename T>
-size_t WindowedAttentionOp<T>::GetInputTypeCount() const {
-  return spec_o::kInputCount;
-}
-template <typename T>
-ONNXTensorElementDataType WindowedAttentionOp<T>::GetInputType(size_t index) const {
-  return index >= static_cast<size_t>(spec_o::kPastLengths) ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 : OnnxType<T>::value;
-}
-template <typename T>
-OrtCustomOpInputOutputCharacteristic WindowedAttentionOp<T>::GetInputCharacteristic(size_t index) const {
-  return index == static_cast<size_t>(spec_o::kNewLengths) ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
-}
-template <typename T>
-size_t WindowedAttentionOp<T>::GetOutputTypeCount() const {
-  return spec_o::kOutputCount;
-}
-template <typename T>
-ONNXTensorElementDataType WindowedAttentionOp<T>::GetOutputType(size_t) const {
-  return OnnxType<T>::value;
 }
 
 template struct WindowedAttentionKernel<float>;
