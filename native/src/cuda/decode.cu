@@ -59,21 +59,9 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeKernel(const __grid_cons
   const T* cache_k = static_cast<const T*>(p.key_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
   const T* cache_v = static_cast<const T*>(p.value_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
 
-  // Fused cache write (owner, S == 1). No block of this launch reads slot p mod C: it holds
-  // position p - C, outside every window when C >= W, and is empty for a global cache (p < C).
-  if (p.write_key != nullptr && active && split == 0 && chunk == 0) {
-    const size_t src = (static_cast<size_t>(z) * Hkv + kvh) * D;
-    const size_t dst = ((static_cast<size_t>(b) * Hkv + kvh) * C + static_cast<size_t>((P + s) % C)) * D;
-    for (int i = threadIdx.x; i < 2 * NV; i += kDecodeThreads) {
-      const int v = i % NV;
-      if (i < NV)
-        reinterpret_cast<uint4*>(static_cast<T*>(p.write_key) + dst)[v] =
-            reinterpret_cast<const uint4*>(chunk_k + src)[v];
-      else
-        reinterpret_cast<uint4*>(static_cast<T*>(p.write_value) + dst)[v] =
-            reinterpret_cast<const uint4*>(chunk_v + src)[v];
-    }
-  }
+  // Fused cache write (owner, S == 1; dev::WriteNewRow says why no block reads that slot).
+  if (p.write_key != nullptr && active && split == 0 && chunk == 0)
+    dev::WriteNewRow<T, D, kDecodeThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, b, kvh, Hkv, C, P + s);
 
   // Key range of this split.
   const int pos = P + s;

@@ -227,20 +227,9 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   const T* cache_k = static_cast<const T*>(p.key_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
   const T* cache_v = static_cast<const T*>(p.value_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
 
-  // Fused cache write (owner), as in DecodeKernel: no block of this launch reads slot (P + s) mod C.
-  if (p.write_key != nullptr && active && split == 0 && chunk == 0) {
-    const size_t src = (static_cast<size_t>(z) * Hkv + kvh) * D;
-    const size_t dst = ((static_cast<size_t>(b) * Hkv + kvh) * C + static_cast<size_t>((P + s) % C)) * D;
-    for (int i = threadIdx.x; i < 2 * NV; i += kDecodeTcThreads) {
-      const int v = i % NV;
-      if (i < NV)
-        reinterpret_cast<uint4*>(static_cast<T*>(p.write_key) + dst)[v] =
-            reinterpret_cast<const uint4*>(chunk_k + src)[v];
-      else
-        reinterpret_cast<uint4*>(static_cast<T*>(p.write_value) + dst)[v] =
-            reinterpret_cast<const uint4*>(chunk_v + src)[v];
-    }
-  }
+  // Fused cache write (owner, S == 1), as in DecodeKernel.
+  if (p.write_key != nullptr && active && split == 0 && chunk == 0)
+    dev::WriteNewRow<T, D, kDecodeTcThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, b, kvh, Hkv, C, P + s);
 
   // Key range of this split, then of this warp.
   const int pos = P + s;

@@ -78,4 +78,23 @@ __device__ __forceinline__ int NewLength(const int32_t* newl, int b, int S) {
   return n < 0 ? 0 : (n > S ? S : n);
 }
 
+// The fused cache write of an S == 1 owner step (both decode kernels): token z's new K and V rows
+// (D elements each, NV 16-byte vectors) go to cache slot (P + s) mod C of (sequence b, KV head kvh),
+// spread over the block's threads. No block of the launch reads that slot: it holds position
+// p - C, outside every window when C >= W, and is empty for a global cache (p < C).
+template <typename T, int D, int kThreads>
+__device__ __forceinline__ void WriteNewRow(const T* chunk_k, const T* chunk_v, void* cache_k, void* cache_v,
+                                            int z, int b, int kvh, int Hkv, int C, int pos) {
+  constexpr int NV = D * static_cast<int>(sizeof(T)) / 16;
+  const size_t src = (static_cast<size_t>(z) * Hkv + kvh) * D;
+  const size_t dst = ((static_cast<size_t>(b) * Hkv + kvh) * C + static_cast<size_t>(pos % C)) * D;
+  for (int i = threadIdx.x; i < 2 * NV; i += kThreads) {
+    const int v = i % NV;
+    if (i < NV)
+      reinterpret_cast<uint4*>(static_cast<T*>(cache_k) + dst)[v] = reinterpret_cast<const uint4*>(chunk_k + src)[v];
+    else
+      reinterpret_cast<uint4*>(static_cast<T*>(cache_v) + dst)[v] = reinterpret_cast<const uint4*>(chunk_v + src)[v];
+  }
+}
+
 }  // namespace mixattn::cuda::dev
