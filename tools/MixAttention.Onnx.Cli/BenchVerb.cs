@@ -19,7 +19,7 @@ internal static class BenchVerb
         var context = new Option<int>("--context") { Description = "Tokens each sequence holds before the timed decode steps (filled by chunked prefill).", DefaultValueFactory = _ => 512 };
         var batch = new Option<int>("--batch") { Description = "Sequences decoded together.", DefaultValueFactory = _ => 1 };
         var steps = new Option<int>("--steps") { Description = "Timed decode steps (after 3 warm-up steps).", DefaultValueFactory = _ => 32 };
-        var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill call length.", DefaultValueFactory = _ => 256 };
+        var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill call length (the prefill tokens/s column times these calls; shared sliding rings hold W + chunk - 1 rows).", DefaultValueFactory = _ => 256 };
         var device = new Option<string>("--device") { Description = "cpu or cuda.", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong("cpu", "cuda");
         var budget = new Option<double>("--budget-gib") { Description = "KV memory budget for the 'sequences that fit' column.", DefaultValueFactory = _ => 16 };
@@ -48,6 +48,7 @@ internal static class BenchVerb
                 {
                     ["model"] = r.Path, ["context"] = r.Context, ["batch"] = r.Batch, ["steps"] = r.Steps,
                     ["decode_ms_per_step"] = r.MsPerStep, ["tokens_per_second"] = r.TokensPerSecond,
+                    ["prefill_tokens_per_second"] = r.PrefillTokensPerSecond,
                     ["speedup"] = r.TokensPerSecond / results[0].TokensPerSecond,
                     ["kv_bytes_per_sequence"] = r.Memory.BytesPerSequence, ["kv_bytes_allocated"] = r.Memory.AllocatedBytes,
                     ["sequences_in_budget"] = r.Memory.BytesPerSequence == 0 ? 0 : budgetBytes / r.Memory.BytesPerSequence,
@@ -58,10 +59,10 @@ internal static class BenchVerb
             }
             if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
             var table = new Table().Border(TableBorder.Simple).Title($"decode at context {parse.GetValue(context)}, batch {parse.GetValue(batch)}, {parse.GetValue(device)}{(parse.GetValue(cudaGraph) ? ", CUDA graphs" : "")}");
-            foreach (var h in new[] { "model", "ms / step", "tokens/s", "vs first", "KV / sequence", $"sequences in {parse.GetValue(budget)} GiB" })
+            foreach (var h in new[] { "model", "ms / step", "tokens/s", "vs first", "prefill tokens/s", "KV / sequence", $"sequences in {parse.GetValue(budget)} GiB" })
                 table.AddColumn(h);
             foreach (var r in results)
-                table.AddRow(Markup.Escape(r.Path), $"{r.MsPerStep:0.000}", $"{r.TokensPerSecond:0}", $"{r.TokensPerSecond / results[0].TokensPerSecond:0.00}×",
+                table.AddRow(Markup.Escape(r.Path), $"{r.MsPerStep:0.000}", $"{r.TokensPerSecond:0}", $"{r.TokensPerSecond / results[0].TokensPerSecond:0.00}×", $"{r.PrefillTokensPerSecond:0}",
                     Cli.Bytes(r.Memory.BytesPerSequence), r.Memory.BytesPerSequence == 0 ? "-" : (budgetBytes / r.Memory.BytesPerSequence).ToString("N0"));
             AnsiConsole.Write(table);
             return ExitCodes.Ok;
@@ -69,7 +70,7 @@ internal static class BenchVerb
         return cmd;
     }
 
-    private sealed record BenchResult(string Path, int Context, int Batch, int Steps, double MsPerStep, double TokensPerSecond, KvMemory Memory,
+    private sealed record BenchResult(string Path, int Context, int Batch, int Steps, double MsPerStep, double TokensPerSecond, double PrefillTokensPerSecond, KvMemory Memory,
         bool CudaGraph = false, string? GraphTransfer = null, double? GraphMaxAbsDiff = null);
 
     private static BenchResult Run(string path, int context, int batch, int steps, int chunk, ExecutionDevice device, string? profilePrefix, bool cudaGraph, int checkGraph, bool profilerRange)
@@ -105,11 +106,14 @@ internal static class BenchVerb
         var rng = new Random(1);
         int vocab = Math.Max(2, Math.Min(model.VocabSize, 1000));
         var seqs = new List<int>();
+        var prefillClock = new Stopwatch();
         for (int b = 0; b < batch; b++)
         {
             var s = session.AddSequence();
             var prompt = Enumerable.Range(0, context).Select(_ => (long)rng.Next(vocab)).ToArray();
+            prefillClock.Start(); // each call returns host logits, so the GPU work is done when it returns
             session.Prefill(s, prompt);
+            prefillClock.Stop();
             seqs.Add(s);
         }
         var tokens = seqs.Select(_ => (long)rng.Next(vocab)).ToArray();
@@ -126,7 +130,7 @@ internal static class BenchVerb
         }
         if (profiled is not null) Console.Error.WriteLine($"ORT profile of {path}: {model.Session.EndProfiling()}");
         double ms = elapsed.TotalMilliseconds / steps;
-        return new BenchResult(path, context, batch, steps, ms, batch * 1000.0 / ms, session.Memory(),
+        return new BenchResult(path, context, batch, steps, ms, batch * 1000.0 / ms, (double)batch * context / prefillClock.Elapsed.TotalSeconds, session.Memory(),
             cudaGraph, (session as MixAttentionSession)?.CudaGraphTransfer, maxDiff);
     }
 

@@ -100,6 +100,7 @@ public sealed class BenchCliTests
         Assert.HasCount(2, results);
         Assert.AreEqual(1.0, results[0]!["speedup"]!.GetValue<double>(), 1e-9);
         Assert.IsGreaterThan(0.0, results[1]!["tokens_per_second"]!.GetValue<double>());
+        foreach (var r in results) Assert.IsTrue(double.IsFinite(r!["prefill_tokens_per_second"]!.GetValue<double>()) && r["prefill_tokens_per_second"]!.GetValue<double>() > 0);
         // Window 16 ring vs a full cache of at least 44 positions per layer.
         Assert.IsLessThan(results[0]!["kv_bytes_per_sequence"]!.GetValue<long>(), results[1]!["kv_bytes_per_sequence"]!.GetValue<long>());
     }

@@ -118,7 +118,7 @@ for s in $shapes; do
 import json, sys
 d = json.load(open(sys.argv[1]))
 for r in d["results"]:
-    print(f'{r["model"].split("/")[-2]:10s} graph={r["cuda_graph"]!s:5s} ctx {r["context"]:6d} batch {r["batch"]:3d}: {r["decode_ms_per_step"]:7.3f} ms/step {r["tokens_per_second"]:9.1f} tok/s  x{r["speedup"]:.2f}  KV/seq {r["kv_bytes_per_sequence"]/2**20:8.1f} MiB  seqs in 64 GiB {r["sequences_in_budget"]}  transfer {r["graph_transfer"]}  max|d| {r["graph_max_abs_diff"]}')
+    print(f'{r["model"].split("/")[-2]:10s} graph={r["cuda_graph"]!s:5s} ctx {r["context"]:6d} batch {r["batch"]:3d}: {r["decode_ms_per_step"]:7.3f} ms/step {r["tokens_per_second"]:9.1f} tok/s  x{r["speedup"]:.2f}  prefill {r["prefill_tokens_per_second"]:8.0f} tok/s  KV/seq {r["kv_bytes_per_sequence"]/2**20:8.1f} MiB  seqs in 64 GiB {r["sequences_in_budget"]}  transfer {r["graph_transfer"]}  max|d| {r["graph_max_abs_diff"]}')
 PY
   done
 done
