@@ -149,17 +149,25 @@ __device__ __forceinline__ void MergeSplitsIfLast(const DecodeParams& p, int z, 
   float* weights = reinterpret_cast<float*>(smem_raw + 1);  // [g_count][splits], after the flag's 16 bytes
   float* inv_sum = weights + 8 * splits;                    // [g_count]
   for (int g = warp; g < g_count; g += kWarps) {
+    // One read of the (max, sum) pairs into registers: splits <= 256 = 8 per lane.
     const float2* ml = p.part_ml + (static_cast<size_t>(z) * Hq + h0 + g) * splits;
+    float2 v[8];
     float mx = -INFINITY;
-    for (int i = lane; i < splits; i += 32) mx = fmaxf(mx, __ldcg(&ml[i]).x);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int i = lane + 32 * k;
+      v[k] = i < splits ? __ldcg(&ml[i]) : make_float2(-INFINITY, 0.f);
+      mx = fmaxf(mx, v[k].x);
+    }
 #pragma unroll
     for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
     float sum = 0.f;
-    for (int i = lane; i < splits; i += 32) {
-      const float2 v = __ldcg(&ml[i]);
-      const float w = (v.x == -INFINITY || mx == -INFINITY) ? 0.f : __expf(v.x - mx);
-      weights[g * splits + i] = w;
-      sum += w * v.y;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int i = lane + 32 * k;
+      const float w = (v[k].x == -INFINITY || mx == -INFINITY) ? 0.f : __expf(v[k].x - mx);
+      if (i < splits) weights[g * splits + i] = w;
+      sum += w * v[k].y;
     }
 #pragma unroll
     for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
@@ -167,7 +175,9 @@ __device__ __forceinline__ void MergeSplitsIfLast(const DecodeParams& p, int z, 
   }
   __syncthreads();
   // One block merges what CombineKernel spreads over g_count * D threads: 16-byte loads (4 dims per
-  // thread) keep L2 reads in flight; a small unroll keeps this code out of the kernel's register budget.
+  // thread), 16 of them in flight, so a merge of 33 splits is 3 L2 round trips, not 9. The registers
+  // this takes are mostly those the streaming loop no longer holds (95 for D = 128 before and after,
+  // 70 -> 72 for D = 64; occupancy is set by shared memory).
   constexpr int D4 = D / 4;
   for (int idx = threadIdx.x; idx < g_count * D4; idx += kDecodeTcThreads) {
     const int g = idx / D4, d4 = idx % D4;
@@ -175,7 +185,7 @@ __device__ __forceinline__ void MergeSplitsIfLast(const DecodeParams& p, int z, 
     const float4* acc = reinterpret_cast<const float4*>(p.part_acc + zh * splits * D) + d4;
     const float* w = weights + g * splits;
     float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
+#pragma unroll 16
     for (int i = 0; i < splits; ++i) {
       const float4 v = __ldcg(acc + static_cast<size_t>(i) * D4);
       const float wi = w[i];
