@@ -94,10 +94,11 @@ internal sealed class CudaGraphStep : IDisposable
 
     /// <summary>
     /// One decode step over all rows: <paramref name="ids"/>, <paramref name="past"/>, <paramref name="news"/> are
-    /// <c>MaxBatch</c> long (rows without a token: <c>news = 0</c>); positions are <c>past</c>. Returns the host logits
-    /// <c>[MaxBatch, 1, V]</c>, valid until the next step.
+    /// <c>MaxBatch</c> long (rows without a token: <c>news = 0</c>); positions are <c>past</c>. Returns the logits
+    /// <c>[MaxBatch, 1, V]</c>, valid until the next step: copied to the host when <paramref name="copyLogits"/>, else
+    /// the device buffer the graph wrote.
     /// </summary>
-    public unsafe OrtValue Run(InferenceSession session, long[] ids, int[] past, int[] news)
+    public unsafe OrtValue Run(InferenceSession session, long[] ids, int[] past, int[] news, bool copyLogits = true)
     {
         byte* host = (byte*)_hostInputs.Address;
         for (int r = 0; r < MaxBatch; r++)
@@ -114,8 +115,9 @@ internal sealed class CudaGraphStep : IDisposable
         }
         Copy(_hostInputsValue, _deviceInputs, _hostInputs, toDevice: true);
         session.RunWithBinding(_runOptions, _binding);
-        Copy(_deviceLogits, _hostLogits, _hostLogitsMemory, toDevice: false);
         Steps++;
+        if (!copyLogits) return _deviceLogits;
+        Copy(_deviceLogits, _hostLogits, _hostLogitsMemory, toDevice: false);
         return _hostLogits;
     }
 

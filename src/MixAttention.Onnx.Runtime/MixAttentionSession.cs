@@ -34,6 +34,7 @@ public sealed class MixAttentionSession : IDecoderSession
     private (int First, int Rows) _boundRange = (-1, -1);
     private int _nextId;
     private CudaGraphStep? _graph;
+    private OrtValue? _stepLogits; // the last decode step's logits when this session owns them (not the graph step's)
 
     /// <summary>
     /// A session over <paramref name="model"/>'s cache plan (<see cref="MixAttentionModel.CreateSession"/> picks this
@@ -273,10 +274,35 @@ public sealed class MixAttentionSession : IDecoderSession
     /// <inheritdoc />
     public void Decode(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens, Span<float> logits) => DecodeInto(sequences, tokens, null, logits);
 
-    /// <summary>The decode step behind both overloads: logits go to new arrays in <paramref name="rows"/> or, when it is null, to <paramref name="flat"/>.</summary>
+    /// <summary>
+    /// One decode step that leaves the logits where the model computed them — device memory on CUDA — instead of
+    /// copying them to the host: for callers that sample on the device or need only some steps' logits. Returns the
+    /// step's logits tensor and, for each listed sequence, its row in it; both stay valid until the next call on
+    /// this session (the tensor is owned by the session: do not dispose it).
+    /// </summary>
+    public DeviceLogits DecodeOnDevice(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens)
+    {
+        using var _ = _guard.Enter(nameof(Decode));
+        var (logits, rowOf) = Step(sequences, tokens, onDevice: true);
+        return new DeviceLogits(logits, rowOf);
+    }
+
+    /// <summary>The decode step behind the host overloads: logits go to new arrays in <paramref name="rows"/> or, when it is null, to <paramref name="flat"/>.</summary>
     private void DecodeInto(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens, float[][]? rows, Span<float> flat)
     {
         using var _ = _guard.Enter(nameof(Decode));
+        if (rows is null && sequences is not null && tokens is not null && VocabSize > 0 && sequences.Count == tokens.Count)
+            CheckLogitsDestination(flat.Length, sequences.Count, VocabSize);
+        var (logits, rowOf) = Step(sequences!, tokens!, onDevice: false);
+        for (int i = 0; i < rowOf.Length; i++) CopyRow(logits, rowOf[i], i, rows, flat);
+    }
+
+    /// <summary>
+    /// Validates and runs one decode step; returns the logits (host memory unless <paramref name="onDevice"/>; owned by
+    /// the session until the next step) and each listed sequence's row in them.
+    /// </summary>
+    private (OrtValue Logits, int[] RowOf) Step(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens, bool onDevice)
+    {
         CheckDecodeArguments(sequences, tokens);
         var slots = new int[sequences.Count];
         var seen = new HashSet<int>();
@@ -289,13 +315,9 @@ public sealed class MixAttentionSession : IDecoderSession
             CheckToken(tokens[i], VocabSize, Model.InputIdsType, $"Decode of sequence {id}");
             CheckCapacity(id, _slotLength[slots[i]], 1);
         }
-        if (rows is null) CheckLogitsDestination(flat.Length, sequences.Count, VocabSize);
-        if (Model.Options.CudaGraphDecode)
-        {
-            var graphLogits = DecodeGraph(slots, tokens);
-            for (int i = 0; i < slots.Length; i++) CopyRow(graphLogits, slots[i], i, rows, flat);
-            return;
-        }
+        _stepLogits?.Dispose(); // the previous step's logits, if this session owns them
+        _stepLogits = null;
+        if (Model.Options.CudaGraphDecode) return (DecodeGraph(slots, tokens, onDevice), slots);
         int first = slots.Min(), count = slots.Max() - first + 1;
         var ids = new long[count];
         var past = new int[count];
@@ -322,12 +344,14 @@ public sealed class MixAttentionSession : IDecoderSession
             ids[r] = tokens[i];
             news[r] = 1;
         }
-        using var logits = RunStep(nameof(Decode), first, count, 1, ids, past, news);
+        _stepLogits = RunStep(nameof(Decode), first, count, 1, ids, past, news, onDevice);
+        var rowOf = new int[slots.Length];
         for (int i = 0; i < slots.Length; i++)
         {
-            CopyRow(logits, slots[i] - first, i, rows, flat);
+            rowOf[i] = slots[i] - first;
             _slotLength[slots[i]]++;
         }
+        return (_stepLogits, rowOf);
     }
 
     /// <summary>Row <paramref name="row"/> of step logits <c>[rows, 1, V]</c> into <c>rows[index]</c> (a new array) or row <paramref name="index"/> of <paramref name="flat"/>.</summary>
@@ -351,7 +375,7 @@ public sealed class MixAttentionSession : IDecoderSession
     /// A decode step as one CUDA graph replay: all MaxBatch rows, one token each; rows not in the step (live or free)
     /// get <c>new_lengths = 0</c> at their current length, so the ops write nothing for them.
     /// </summary>
-    private OrtValue DecodeGraph(int[] slots, IReadOnlyList<long> tokens)
+    private OrtValue DecodeGraph(int[] slots, IReadOnlyList<long> tokens, bool onDevice)
     {
         Caches.ThrowIfDisposed();
         int b = Config.MaxBatch;
@@ -368,14 +392,14 @@ public sealed class MixAttentionSession : IDecoderSession
             throw new MixAttentionException($"{Model.Path}: CUDA-graph decode needs the vocabulary size; the logits' last dimension is symbolic and no prefill has run.");
         _graph ??= new CudaGraphStep(Model, Caches, b, VocabSize, _positionType, Model.NextGraphId());
         BeforeRun?.Invoke(nameof(Decode));
-        var logits = _graph.Run(Model.OrtSession, ids, past, news);
+        var logits = _graph.Run(Model.OrtSession, ids, past, news, copyLogits: !onDevice);
         Steps++;
         foreach (int slot in slots) _slotLength[slot]++;
         return logits; // owned by the graph step, valid until its next run
     }
 
     /// <summary>One model call over slots <c>[first, first + rows)</c> with <paramref name="s"/> tokens per row; returns the logits (caller disposes).</summary>
-    private OrtValue RunStep(string operation, int first, int rows, int s, long[] ids, int[] past, int[] news)
+    private OrtValue RunStep(string operation, int first, int rows, int s, long[] ids, int[] past, int[] news, bool logitsOnDevice = false)
     {
         // The binding may still hold views of the caches: never run over a cache set disposed behind the session's back.
         Caches.ThrowIfDisposed();
@@ -409,7 +433,7 @@ public sealed class MixAttentionSession : IDecoderSession
             Caches.Bind(_binding, first, rows);
             _boundRange = (first, rows);
         }
-        _binding.BindOutputToDevice(plan.Logits, OrtMemoryInfo.DefaultInstance);
+        _binding.BindOutputToDevice(plan.Logits, logitsOnDevice ? Model.CacheMemoryInfo : OrtMemoryInfo.DefaultInstance);
         BeforeRun?.Invoke(operation);
         Model.OrtSession.RunWithBinding(_runOptions, _binding);
         Steps++;
@@ -435,6 +459,8 @@ public sealed class MixAttentionSession : IDecoderSession
     private void ReleaseResources()
     {
         _graph?.Dispose();
+        _stepLogits?.Dispose();
+        _stepLogits = null;
         _binding.Dispose();
         foreach (var v in _stepInputs) v.Dispose();
         _stepInputs.Clear();

@@ -8,7 +8,7 @@ using Spectre.Console;
 namespace MixAttention.Onnx.Cli;
 
 /// <summary>
-/// <c>mixattn bench MODEL [MODEL…] [--context N] [--batch N] [--steps N] [--device cpu|cuda] [--cuda-graph] [--check-graph N] [--cuda-profiler-range] [--budget-gib G] [--json]</c>:
+/// <c>mixattn bench MODEL [MODEL…] [--context N] [--batch N] [--steps N] [--device cpu|cuda] [--cuda-graph] [--check-graph N] [--cuda-profiler-range] [--device-logits] [--budget-gib G] [--json]</c>:
 /// decode throughput and KV memory of each model measured in the same run, the first model being the baseline.
 /// </summary>
 internal static class BenchVerb
@@ -27,11 +27,12 @@ internal static class BenchVerb
         var profile = new Option<string?>("--ort-profile") { Description = "Write ONNX Runtime's profile of each model's runs to files starting with this prefix (paths on stderr); see tools/gpu/e2e/profile_summary.py." };
         var cudaGraph = new Option<bool>("--cuda-graph") { Description = "Decode steps as CUDA graph replays (ModelOptions.CudaGraphDecode; --device cuda) for the models that allow it (ops-backend conversions); the others run without, in the same run (the JSON's cuda_graph says which)." };
         var checkGraph = new Option<int>("--check-graph") { Description = "With --cuda-graph: also decode N steps of the same prompts and tokens without CUDA graphs and print the largest |logit difference|.", DefaultValueFactory = _ => 0 };
+        var deviceLogits = new Option<bool>("--device-logits") { Description = "Timed steps leave the logits in the model's memory (MixAttentionSession.DecodeOnDevice) instead of copying them to the host; models without it copy (the JSON's logits says which)." };
         var profilerRange = new Option<bool>("--cuda-profiler-range") { Description = "Bracket the timed decode steps with cudaProfilerStart/Stop, for `nsys profile --capture-range=cudaProfilerApi` (--device cuda)." };
         var cmd = new Command("bench", "Decode tokens/s and KV memory of one or more models at a given context and batch, measured in one run; ratios are against the first model.\n\n" +
             "Example:\n  mixattn bench graphs/gemma3-torchscript/model.onnx out/gemma3-cai/model.onnx --context 1024 --batch 4")
         {
-            models, context, batch, steps, chunk, device, budget, json, profile, cudaGraph, checkGraph, profilerRange,
+            models, context, batch, steps, chunk, device, budget, json, profile, cudaGraph, checkGraph, profilerRange, deviceLogits,
         };
         cmd.SetAction(parse =>
         {
@@ -40,7 +41,7 @@ internal static class BenchVerb
             foreach (var path in parse.GetValue(models)!)
                 results.Add(Run(path, parse.GetValue(context), parse.GetValue(batch), parse.GetValue(steps), parse.GetValue(chunk),
                     parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu,
-                    parse.GetValue(profile) is { } prefix ? $"{prefix}{index++}" : null, parse.GetValue(cudaGraph), parse.GetValue(checkGraph), parse.GetValue(profilerRange)));
+                    parse.GetValue(profile) is { } prefix ? $"{prefix}{index++}" : null, parse.GetValue(cudaGraph), parse.GetValue(checkGraph), parse.GetValue(profilerRange), parse.GetValue(deviceLogits)));
             long budgetBytes = (long)(parse.GetValue(budget) * (1L << 30));
             if (parse.GetValue(json))
             {
@@ -52,6 +53,7 @@ internal static class BenchVerb
                     ["speedup"] = r.TokensPerSecond / results[0].TokensPerSecond,
                     ["kv_bytes_per_sequence"] = r.Memory.BytesPerSequence, ["kv_bytes_allocated"] = r.Memory.AllocatedBytes,
                     ["sequences_in_budget"] = r.Memory.BytesPerSequence == 0 ? 0 : budgetBytes / r.Memory.BytesPerSequence,
+                    ["logits"] = r.LogitsOnDevice ? "device" : "host",
                     ["cuda_graph"] = r.CudaGraph, ["graph_transfer"] = r.GraphTransfer, ["graph_max_abs_diff"] = r.GraphMaxAbsDiff is { } g && double.IsNaN(g) ? "NaN" : r.GraphMaxAbsDiff,
                 }).ToArray());
                 Console.WriteLine(new JsonObject { ["device"] = parse.GetValue(device), ["cuda_graph"] = parse.GetValue(cudaGraph), ["budget_bytes"] = budgetBytes, ["results"] = arr }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -71,9 +73,9 @@ internal static class BenchVerb
     }
 
     private sealed record BenchResult(string Path, int Context, int Batch, int Steps, double MsPerStep, double TokensPerSecond, double PrefillTokensPerSecond, KvMemory Memory,
-        bool CudaGraph = false, string? GraphTransfer = null, double? GraphMaxAbsDiff = null);
+        bool CudaGraph = false, string? GraphTransfer = null, double? GraphMaxAbsDiff = null, bool LogitsOnDevice = false);
 
-    private static BenchResult Run(string path, int context, int batch, int steps, int chunk, ExecutionDevice device, string? profilePrefix, bool cudaGraph, int checkGraph, bool profilerRange)
+    private static BenchResult Run(string path, int context, int batch, int steps, int chunk, ExecutionDevice device, string? profilePrefix, bool cudaGraph, int checkGraph, bool profilerRange, bool deviceLogits)
     {
         if (context < 1 || batch < 1 || steps < 1) throw new MixAttentionException("--context, --batch and --steps must be >= 1.");
         if (checkGraph < 0) throw new MixAttentionException("--check-graph must be >= 0 (decode steps compared).");
@@ -117,21 +119,29 @@ internal static class BenchVerb
             seqs.Add(s);
         }
         var tokens = seqs.Select(_ => (long)rng.Next(vocab)).ToArray();
-        // Logits go to one reused buffer (the allocation-free Decode overload), as a serving loop would sample them.
+        // Logits go to one reused buffer (the allocation-free Decode overload), as a serving loop would sample them,
+        // or stay in the model's memory with --device-logits.
         var logits = new float[batch * session.VocabSize];
-        for (int i = 0; i < 3; i++) session.Decode(seqs, tokens, logits);
+        var onDevice = deviceLogits ? session as MixAttentionSession : null;
+        if (deviceLogits && onDevice is null) Console.Error.WriteLine($"bench {path}: logits copied to the host: only converted models with preallocated caches decode with DecodeOnDevice.");
+        void Step()
+        {
+            if (onDevice is not null) onDevice.DecodeOnDevice(seqs, tokens);
+            else session.Decode(seqs, tokens, logits);
+        }
+        for (int i = 0; i < 3; i++) Step();
         TimeSpan elapsed;
         using (profilerRange ? new CudaProfilerRange() : null)
         {
             var clock = Stopwatch.StartNew();
-            for (int i = 0; i < steps; i++) session.Decode(seqs, tokens, logits);
+            for (int i = 0; i < steps; i++) Step();
             clock.Stop();
             elapsed = clock.Elapsed;
         }
         if (profiled is not null) Console.Error.WriteLine($"ORT profile of {path}: {model.Session.EndProfiling()}");
         double ms = elapsed.TotalMilliseconds / steps;
         return new BenchResult(path, context, batch, steps, ms, batch * 1000.0 / ms, (double)batch * context / prefillClock.Elapsed.TotalSeconds, session.Memory(),
-            cudaGraph, (session as MixAttentionSession)?.CudaGraphTransfer, maxDiff);
+            cudaGraph, (session as MixAttentionSession)?.CudaGraphTransfer, maxDiff, onDevice is not null);
     }
 
     private static string? CudaGraphBlocker(string path)

@@ -103,6 +103,15 @@ public sealed class BenchCliTests
         foreach (var r in results) Assert.IsTrue(double.IsFinite(r!["prefill_tokens_per_second"]!.GetValue<double>()) && r["prefill_tokens_per_second"]!.GetValue<double>() > 0);
         // Window 16 ring vs a full cache of at least 44 positions per layer.
         Assert.IsLessThan(results[0]!["kv_bytes_per_sequence"]!.GetValue<long>(), results[1]!["kv_bytes_per_sequence"]!.GetValue<long>());
+        foreach (var r in results) Assert.AreEqual("host", r!["logits"]!.GetValue<string>());
+
+        // --device-logits: the converted model decodes with DecodeOnDevice, the unconverted one copies (and says so).
+        (code, stdout, err) = InspectCliTests.Run("bench", TestPaths.Fixture("mistral-torchscript"), converted, "--context", "20", "--batch", "2", "--steps", "3", "--device-logits", "--json");
+        Assert.AreEqual(0, code, err);
+        results = JsonNode.Parse(stdout)!["results"]!.AsArray();
+        Assert.AreEqual("host", results[0]!["logits"]!.GetValue<string>());
+        Assert.AreEqual("device", results[1]!["logits"]!.GetValue<string>());
+        StringAssert.Contains(err, "logits copied to the host");
     }
 }
 

@@ -1,3 +1,4 @@
+using Microsoft.ML.OnnxRuntime;
 using MixAttention.Onnx.Runtime;
 using MixAttention.Onnx.Tests.Support;
 
@@ -63,6 +64,36 @@ public sealed class MixAttentionSessionTests
         var e = Assert.ThrowsExactly<ArgumentException>(() => bySpan.Decode(new[] { b[0] }, new[] { 1L }, new float[v - 1]));
         StringAssert.Contains(e.Message, $"1 × {v}");
         Assert.AreEqual(before, bySpan.Length(b[0]));
+    }
+
+    /// <summary>
+    /// DecodeOnDevice leaves the logits in the model's memory (host memory on the CPU provider) and says which row
+    /// belongs to which listed sequence: the rows equal Decode's logits of an identical session, over steps with
+    /// sequences listed out of slot order and one left out; the tensor stays valid until the next call.
+    /// </summary>
+    [TestMethod]
+    public void DecodeOnDeviceGivesTheSameLogitsInPlace()
+    {
+        using var model = RuntimeFixtures.Open(RuntimeFixtures.Convert("gemma3-torchscript", "cai", 8));
+        var config = new SessionConfig { MaxBatch = 3, MaxLength = 48, PrefillChunk = 4 };
+        using var host = (MixAttentionSession)model.CreateSession(config);
+        using var device = (MixAttentionSession)model.CreateSession(config);
+        var prompts = new[] { RuntimeFixtures.RandomTokens(4, 6), RuntimeFixtures.RandomTokens(5, 2), RuntimeFixtures.RandomTokens(6, 11) };
+        var a = prompts.Select(p => { var id = host.AddSequence(); host.Prefill(id, p); return id; }).ToArray();
+        var b = prompts.Select(p => { var id = device.AddSequence(); device.Prefill(id, p); return id; }).ToArray();
+        int v = device.VocabSize;
+        for (int step = 0; step < 10; step++)
+        {
+            var order = step % 3 == 0 ? new[] { 2, 0 } : new[] { 1, 2, 0 };
+            var tokens = order.Select(i => (long)(5 * step + i + 2)).ToArray();
+            var expected = host.Decode(order.Select(i => a[i]).ToArray(), tokens);
+            var got = device.DecodeOnDevice(order.Select(i => b[i]).ToArray(), tokens);
+            Assert.AreEqual(OrtMemoryInfo.DefaultInstance.Name, got.Location.Name);
+            Assert.HasCount(order.Length, got.Rows);
+            var all = got.Tensor.GetTensorDataAsSpan<float>();
+            for (int i = 0; i < order.Length; i++)
+                CollectionAssert.AreEqual(expected[i], all.Slice(got.Rows[i] * v, v).ToArray(), $"step {step}, sequence {order[i]}");
+        }
     }
 
     /// <summary>

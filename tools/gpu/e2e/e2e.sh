@@ -98,7 +98,7 @@ if [ "${1:-}" = profile ]; then
 fi
 # Per shape two runs: plain (gqa-full, cai, gqa-mix: the issue's table) and --cuda-graph (gqa-full and gqa-mix cannot
 # be captured and run plain again; cai and full, the ops-backend native layout, are graphed). Ratios are against
-# gqa-full of the same run. SHAPES overrides the shapes, MODES the runs (plain graph), PREFILL_CHUNK the prefill call length
+# gqa-full of the same run. SHAPES overrides the shapes, MODES the runs (plain graph), BENCH_FLAGS extra bench flags, PREFILL_CHUNK the prefill call length
 # (default 256; sliding rings that layers share hold W + chunk - 1 rows, so it sets their KV memory).
 "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --json > "$OUT/convert-full.json" || exit 1
 shapes=${SHAPES:-4096:1 4096:16 32768:1 32768:16}
@@ -112,7 +112,7 @@ for s in $shapes; do
     step "bench $g context $ctx batch $b"
     # shellcheck disable=SC2086
     timeout 500 "$M" bench $(for m in $models; do echo "$work/$m/model.onnx"; done) --device cuda --context "$ctx" --batch "$b" \
-      --steps 32 --prefill-chunk "${PREFILL_CHUNK:-256}" --budget-gib 64 $flags --json > "$OUT/bench-$g-$ctx-$b.json" 2> "$OUT/bench-$g-$ctx-$b.err"
+      --steps 32 --prefill-chunk "${PREFILL_CHUNK:-256}" --budget-gib 64 $flags ${BENCH_FLAGS:-} --json > "$OUT/bench-$g-$ctx-$b.json" 2> "$OUT/bench-$g-$ctx-$b.err"
     echo "rc=$?"; grep -h "check-graph" "$OUT/bench-$g-$ctx-$b.err"; grep -v "^bench .*without CUDA graphs\|check-graph" "$OUT/bench-$g-$ctx-$b.err" | tail -3
     python3 - "$OUT/bench-$g-$ctx-$b.json" <<'PY' || true
 import json, sys
