@@ -138,7 +138,7 @@ public sealed class DecomposedAttentionPattern : IAttentionPattern
             Scale = (float)scale,
             Softcap = chain.Softcap,
             Rotary = RotaryInfo.Before,
-            ElementType = GroupQueryAttentionPattern.ElementTypeOf(ctx, key.PastInput ?? "", value.PastInput ?? ""),
+            ElementType = FusedSites.ElementTypeOf(ctx, key.PastInput ?? "", value.PastInput ?? ""),
         };
     }
 

@@ -31,37 +31,55 @@ public sealed class GroupQueryAttentionPattern : IAttentionPattern
                 ctx.Report(node, $"cannot tell the head size: neither '{pastK}' nor '{q}' has a static last dimension.");
                 continue;
             }
-            var cache = CacheOf(ctx, node, pastK, pastV, Output(node, 1), Output(node, 2));
             var rotary = AttrInt(node, "do_rotary", 0) != 0
                 ? new RotaryInfo(RotaryKind.Fused, Input(node, 7), Input(node, 8), AttrInt(node, "rotary_interleaved", 0) != 0)
                 : RotaryInfo.Before;
             int window = (int)AttrInt(node, "local_window_size", -1);
-            float scale = AttrFloat(node, "scale", 0f);
-            yield return new SiteMatch(node, new AttentionSite
+            yield return new SiteMatch(node, FusedSites.Site(Style, node, new[] { node.Name }, q, packed ? HeadLayout.PackedQkv : HeadLayout.BSHD,
+                heads, kvHeads, headSize.Value, FusedSites.CacheOf(ctx, node, pastK, pastV, Output(node, 1), Output(node, 2)),
+                FusedSites.ElementTypeOf(ctx, pastK, q), rotary) with
             {
-                Layer = -1,
-                Style = Style,
-                Nodes = new[] { node.Name },
-                Query = q,
                 Key = packed ? null : k,
                 Value = packed ? null : v,
-                QkvLayout = packed ? HeadLayout.PackedQkv : HeadLayout.BSHD,
-                Output = Output(node, 0),
-                Cache = cache,
-                NumHeads = heads,
-                KvNumHeads = kvHeads,
-                HeadSize = (int)headSize,
-                Scale = scale != 0 ? scale : 1f / MathF.Sqrt(headSize.Value),
-                Softcap = AttrFloat(node, "softcap", 0f),
-                Rotary = rotary,
                 Window = window > 0 ? window : 0,
                 WindowSource = window > 0 ? WindowSource.Graph : WindowSource.None,
-                ElementType = ElementTypeOf(ctx, pastK, q),
             });
         }
     }
+}
 
-    internal static CacheTensors? CacheOf(DetectionContext ctx, NodeProto node, string pastK, string pastV, string presentK, string presentV)
+/// <summary>What the fused-op patterns share: the site fields every fused op has, and cache / type lookups.</summary>
+internal static class FusedSites
+{
+    /// <summary>
+    /// A site of one fused op: its heads, head size, scale attribute (0 or absent = 1/sqrt(D)), softcap attribute,
+    /// first output and cache; callers add the style's own fields (key/value inputs, weights, window) with <c>with</c>.
+    /// </summary>
+    public static AttentionSite Site(ExportStyle style, NodeProto node, IReadOnlyList<string> nodes, string query, HeadLayout layout,
+        int heads, int kvHeads, long headSize, CacheTensors? cache, int elementType, RotaryInfo rotary)
+    {
+        float scale = AttrFloat(node, "scale", 0f);
+        return new AttentionSite
+        {
+            Layer = -1,
+            Style = style,
+            Nodes = nodes,
+            Query = query,
+            QkvLayout = layout,
+            Output = Output(node, 0),
+            Cache = cache,
+            NumHeads = heads,
+            KvNumHeads = kvHeads,
+            HeadSize = (int)headSize,
+            Scale = scale != 0 ? scale : 1f / MathF.Sqrt(headSize),
+            Softcap = AttrFloat(node, "softcap", 0f),
+            Rotary = rotary,
+            ElementType = elementType,
+        };
+    }
+
+    /// <summary>The op's past/present traced to graph inputs/outputs, or null (reported) when they are not.</summary>
+    public static CacheTensors? CacheOf(DetectionContext ctx, NodeProto node, string pastK, string pastV, string presentK, string presentV)
     {
         if (pastK.Length == 0 && presentK.Length == 0) return null;
         var inK = pastK.Length > 0 ? ctx.TraceToGraphInput(pastK) : null;
@@ -76,7 +94,8 @@ public sealed class GroupQueryAttentionPattern : IAttentionPattern
         return new CacheTensors(inK, inV, outK, outV);
     }
 
-    internal static int ElementTypeOf(DetectionContext ctx, params string[] values)
+    /// <summary>The declared element type of the first of <paramref name="values"/> that has one (float otherwise).</summary>
+    public static int ElementTypeOf(DetectionContext ctx, params string[] values)
     {
         foreach (var v in values)
             if (v.Length > 0 && ctx.Graph.DeclaredElementType(v) is > 0 and var t) return t;
@@ -122,24 +141,11 @@ public sealed class OrtAttentionPattern : IAttentionPattern
             }
             if (AttrInt(node, "unidirectional", 0) == 0 && cache is not null)
                 ctx.Report(node, "is not unidirectional (causal); treating it as a decoder layer anyway because it carries a KV cache.");
-            float scale = AttrFloat(node, "scale", 0f);
-            yield return new SiteMatch(node, new AttentionSite
+            yield return new SiteMatch(node, FusedSites.Site(Style, node, new[] { node.Name }, input, HeadLayout.PackedQkv, heads, heads, headSize,
+                cache, FusedSites.ElementTypeOf(ctx, past, weight, input), RotaryInfo.None) with
             {
-                Layer = -1,
-                Style = Style,
-                Nodes = new[] { node.Name },
-                Query = input,
                 QkvWeight = weight,
                 QkvBias = bias.Length > 0 ? bias : null,
-                QkvLayout = HeadLayout.PackedQkv,
-                Output = Output(node, 0),
-                Cache = cache,
-                NumHeads = heads,
-                KvNumHeads = heads,
-                HeadSize = (int)headSize,
-                Scale = scale != 0 ? scale : 1f / MathF.Sqrt(headSize),
-                Rotary = RotaryInfo.None,
-                ElementType = GroupQueryAttentionPattern.ElementTypeOf(ctx, past, weight, input),
             });
         }
     }
@@ -171,23 +177,11 @@ public sealed class OrtMultiHeadAttentionPattern : IAttentionPattern
             }
             var kvWidth = ctx.LastDim(k);
             int kvHeads = kvWidth is { } kw ? (int)(kw / headSize.Value) : heads;
-            var cache = GroupQueryAttentionPattern.CacheOf(ctx, node, pastK, pastV, Output(node, 1), Output(node, 2));
-            float scale = AttrFloat(node, "scale", 0f);
-            yield return new SiteMatch(node, new AttentionSite
+            yield return new SiteMatch(node, FusedSites.Site(Style, node, new[] { node.Name }, q, HeadLayout.BSHD, heads, kvHeads, headSize.Value,
+                FusedSites.CacheOf(ctx, node, pastK, pastV, Output(node, 1), Output(node, 2)), FusedSites.ElementTypeOf(ctx, pastK, q), RotaryInfo.Before) with
             {
-                Layer = -1,
-                Style = Style,
-                Nodes = new[] { node.Name },
-                Query = q, Key = k, Value = v,
-                QkvLayout = HeadLayout.BSHD,
-                Output = Output(node, 0),
-                Cache = cache,
-                NumHeads = heads,
-                KvNumHeads = kvHeads,
-                HeadSize = (int)headSize,
-                Scale = scale != 0 ? scale : 1f / MathF.Sqrt(headSize.Value),
-                Rotary = RotaryInfo.Before,
-                ElementType = GroupQueryAttentionPattern.ElementTypeOf(ctx, pastK, q),
+                Key = k,
+                Value = v,
             });
         }
     }
@@ -257,25 +251,13 @@ public sealed class OnnxAttentionPattern : IAttentionPattern
                 if (valueOrigin.Concat is { } vc) nodes.Add(Graph.ModelGraph.Describe(vc));
             }
             else
-                cache = GroupQueryAttentionPattern.CacheOf(ctx, node, pastK, pastV, Output(node, 1), Output(node, 2));
-            float scale = AttrFloat(node, "scale", 0f);
-            yield return new SiteMatch(node, new AttentionSite
+                cache = FusedSites.CacheOf(ctx, node, pastK, pastV, Output(node, 1), Output(node, 2));
+            yield return new SiteMatch(node, FusedSites.Site(Style, node, nodes, q, layout, heads, kvHeads, headSize.Value, cache,
+                FusedSites.ElementTypeOf(ctx, pastK, q), RotaryInfo.Before) with
             {
-                Layer = -1,
-                Style = Style,
-                Nodes = nodes,
-                Query = q, Key = k, Value = v,
-                QkvLayout = layout,
-                Output = Output(node, 0),
+                Key = k,
+                Value = v,
                 OutputLayout = layout,
-                Cache = cache,
-                NumHeads = heads,
-                KvNumHeads = kvHeads,
-                HeadSize = (int)headSize,
-                Scale = scale != 0 ? scale : 1f / MathF.Sqrt(headSize.Value),
-                Softcap = AttrFloat(node, "softcap", 0f),
-                Rotary = RotaryInfo.Before,
-                ElementType = GroupQueryAttentionPattern.ElementTypeOf(ctx, pastK, q),
             });
         }
     }
