@@ -132,7 +132,10 @@ public sealed class InPlaceCacheTests
     /// <summary>
     /// Creating and disposing sessions and models gives back all their native memory: caches, IO bindings, cache views,
     /// step inputs, ORT sessions and options. C heap (mallinfo2) after GC, in blocks after a warm-up; a per-object leak
-    /// shows in every block, so the median block bounds it (one-off growth — JIT tiering, arenas — does not move it).
+    /// shows in every block, so the smallest block bounds it. One-off growth (JIT tiering, arenas) lands in some blocks
+    /// only: in the full suite on the 2-core CI box two of four session blocks once grew 230 and 640 KiB while the other
+    /// two grew 0 and 1.5 KiB, which failed a median bound; a leak of one IO binding per session still adds ~300 KiB to
+    /// every block.
     /// </summary>
     [TestMethod]
     public void CreatingAndDisposingSessionsAndModelsDoesNotGrowNativeMemory()
@@ -167,8 +170,7 @@ public sealed class InPlaceCacheTests
         // 30 models in 3 blocks of 10 (an ORT session build costs ~60 ms). Measured: up to ~0.7 MiB a block (arenas,
         // the op library's per-registration domain); an undisposed InferenceSession adds ~45 MiB.
         var models = HeapIncrements(3, () => Models(10));
-        long Median(List<long> xs) => xs.Order().ElementAt(xs.Count / 2);
-        Assert.IsLessThan(64L << 10, Median(sessions), $"the C heap grows by a median {Median(sessions)} bytes per 50 sessions ({string.Join(", ", sessions)})");
-        Assert.IsLessThan(4L << 20, Median(models), $"the C heap grows by a median {Median(models)} bytes per 10 models ({string.Join(", ", models)})");
+        Assert.IsLessThan(64L << 10, sessions.Min(), $"the C heap grows by at least {sessions.Min()} bytes per 50 sessions in every block ({string.Join(", ", sessions)})");
+        Assert.IsLessThan(4L << 20, models.Min(), $"the C heap grows by at least {models.Min()} bytes per 10 models in every block ({string.Join(", ", models)})");
     }
 }
