@@ -149,7 +149,7 @@ public sealed class ConversionTests
     [DataRow("custom")]
     public void EveryFixtureConvertsAndLoadsInOrt(string layout)
     {
-        foreach (var dir in Directory.GetDirectories(TestPaths.Graphs).Where(d => File.Exists(Path.Combine(d, "model.onnx"))))
+        foreach (var dir in TestPaths.FixtureDirectories())
         {
             var fixture = Path.GetFileName(dir);
             var spec = layout == "custom" ? CustomLayout(AttentionDetector.Detect(OnnxModel.Load(Path.Combine(dir, "model.onnx"))).Sites.Count) : layout;

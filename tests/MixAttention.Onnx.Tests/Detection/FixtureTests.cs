@@ -7,9 +7,8 @@ namespace MixAttention.Onnx.Tests.Detection;
 public sealed class FixtureTests
 {
     public static IEnumerable<object[]> FixturesWithTorchReference() =>
-        Directory.GetDirectories(TestPaths.Graphs)
-            .Where(d => File.Exists(Path.Combine(d, "model.onnx")) && File.Exists(Path.Combine(d, "provenance.json"))
-                        && File.ReadAllText(Path.Combine(d, "provenance.json")).Contains("\"reference\""))
+        TestPaths.FixtureDirectories()
+            .Where(d => File.Exists(Path.Combine(d, "provenance.json")) && File.ReadAllText(Path.Combine(d, "provenance.json")).Contains("\"reference\""))
             .Select(d => new object[] { Path.GetFileName(d) });
 
     [TestMethod]

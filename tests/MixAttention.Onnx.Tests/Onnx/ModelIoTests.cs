@@ -9,9 +9,7 @@ namespace MixAttention.Onnx.Tests.Onnx;
 public sealed class ModelIoTests
 {
     public static IEnumerable<object[]> AllFixtures() =>
-        Directory.GetDirectories(TestPaths.Graphs)
-            .Where(d => File.Exists(Path.Combine(d, "model.onnx")))
-            .Select(d => new object[] { Path.GetFileName(d) });
+        TestPaths.FixtureDirectories().Select(d => new object[] { Path.GetFileName(d) });
 
     [TestMethod]
     [DynamicData(nameof(AllFixtures))]

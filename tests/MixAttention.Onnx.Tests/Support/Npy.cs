@@ -51,7 +51,7 @@ public sealed record TorchReference(int Batch, int Length, int Vocab, long[] Inp
 {
     public static TorchReference For(string fixture)
     {
-        var dir = Path.Combine(TestPaths.Graphs, fixture);
+        var dir = TestPaths.FixtureDir(fixture);
         var provenance = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "provenance.json")))!;
         var refDir = Path.GetFullPath(Path.Combine(dir, provenance["reference"]!.GetValue<string>()));
         var (idShape, ids) = Npy.ReadInt64(Path.Combine(refDir, "input_ids.npy"));

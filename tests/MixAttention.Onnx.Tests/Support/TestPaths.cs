@@ -17,8 +17,16 @@ public static class TestPaths
     /// <summary>graphs/ folder with the fixtures.</summary>
     public static string Graphs => Path.Combine(RepoRoot, "graphs");
 
-    /// <summary>The model file of a fixture folder under graphs/.</summary>
-    public static string Fixture(string name) => Path.Combine(Graphs, name, "model.onnx");
+    /// <summary>The folder of a fixture: graphs/NAME, or the folder of a fixture made when the tests run (<see cref="GeneratedFixtures"/>).</summary>
+    public static string FixtureDir(string name) => GeneratedFixtures.Directory(name) ?? Path.Combine(Graphs, name);
+
+    /// <summary>The model file of a fixture (<see cref="FixtureDir"/>).</summary>
+    public static string Fixture(string name) => Path.Combine(FixtureDir(name), "model.onnx");
+
+    /// <summary>Every fixture folder with a model: those under graphs/ and the generated ones.</summary>
+    public static IEnumerable<string> FixtureDirectories() =>
+        Directory.GetDirectories(Graphs).Where(d => File.Exists(Path.Combine(d, "model.onnx")))
+            .Concat(GeneratedFixtures.Names.Select(FixtureDir));
 
     /// <summary>A fresh temporary folder, deleted by the caller (or left for the OS in /tmp).</summary>
     public static string TempDir()
