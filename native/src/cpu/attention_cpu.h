@@ -146,58 +146,36 @@ inline void ScoresAvx2(const float* q, int G, int D, const float* k, int64_t str
   int g = 0;
   for (; g + 4 <= G; g += 4) {
     const float* q0 = q + g * D;
-    int j = 0;
-    for (; j + 2 <= nb; j += 2) {
+    for (int j = 0; j < nb; j += 2) {
       const float* k0 = k + j * stride;
-      const float* k1 = k0 + stride;
+      const float* k1 = j + 1 < nb ? k0 + stride : k0;  // an odd last key is scored twice, stored once
       if (g == 0) {
         // Software pipeline for the memory stream: K rows 8 keys ahead, and this block's V rows, which
-        // AccumulateAvx2 reads next.
+        // AccumulateAvx2 reads next (prefetches never fault, past the end included).
         PrefetchRow(k0 + 8 * stride, D);
-        PrefetchRow(k1 + 8 * stride, D);
+        PrefetchRow(k0 + 9 * stride, D);
         if (v_prefetch != nullptr) {
           PrefetchRow(v_prefetch + j * stride, D);
           PrefetchRow(v_prefetch + (j + 1) * stride, D);
         }
       }
-      __m256 a00 = _mm256_setzero_ps(), a10 = a00, a20 = a00, a30 = a00;
-      __m256 a01 = a00, a11 = a00, a21 = a00, a31 = a00;
+      __m256 a[4][2];  // [head][key], kept in registers (the loops below are fully unrolled)
+      for (auto& row : a) row[0] = row[1] = _mm256_setzero_ps();
       for (int d = 0; d < D; d += 8) {
         const __m256 kv0 = _mm256_loadu_ps(k0 + d), kv1 = _mm256_loadu_ps(k1 + d);
-        __m256 qv = _mm256_loadu_ps(q0 + d);
-        a00 = _mm256_fmadd_ps(qv, kv0, a00);
-        a01 = _mm256_fmadd_ps(qv, kv1, a01);
-        qv = _mm256_loadu_ps(q0 + D + d);
-        a10 = _mm256_fmadd_ps(qv, kv0, a10);
-        a11 = _mm256_fmadd_ps(qv, kv1, a11);
-        qv = _mm256_loadu_ps(q0 + 2 * D + d);
-        a20 = _mm256_fmadd_ps(qv, kv0, a20);
-        a21 = _mm256_fmadd_ps(qv, kv1, a21);
-        qv = _mm256_loadu_ps(q0 + 3 * D + d);
-        a30 = _mm256_fmadd_ps(qv, kv0, a30);
-        a31 = _mm256_fmadd_ps(qv, kv1, a31);
+        for (int h = 0; h < 4; ++h) {
+          const __m256 qv = _mm256_loadu_ps(q0 + h * D + d);
+          a[h][0] = _mm256_fmadd_ps(qv, kv0, a[h][0]);
+          a[h][1] = _mm256_fmadd_ps(qv, kv1, a[h][1]);
+        }
       }
       alignas(16) float s0[4], s1[4];
-      _mm_store_ps(s0, _mm_mul_ps(HorizontalSum4(a00, a10, a20, a30), sc));
-      _mm_store_ps(s1, _mm_mul_ps(HorizontalSum4(a01, a11, a21, a31), sc));
+      _mm_store_ps(s0, _mm_mul_ps(HorizontalSum4(a[0][0], a[1][0], a[2][0], a[3][0]), sc));
+      _mm_store_ps(s1, _mm_mul_ps(HorizontalSum4(a[0][1], a[1][1], a[2][1], a[3][1]), sc));
       for (int h = 0; h < 4; ++h) {
         scores[(g + h) * kKeyBlock + j] = s0[h];
-        scores[(g + h) * kKeyBlock + j + 1] = s1[h];
+        if (j + 1 < nb) scores[(g + h) * kKeyBlock + j + 1] = s1[h];
       }
-    }
-    for (; j < nb; ++j) {
-      const float* kr = k + j * stride;
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      for (int d = 0; d < D; d += 8) {
-        const __m256 kv = _mm256_loadu_ps(kr + d);
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + d), kv, a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + D + d), kv, a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + 2 * D + d), kv, a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + 3 * D + d), kv, a3);
-      }
-      alignas(16) float s0[4];
-      _mm_store_ps(s0, _mm_mul_ps(HorizontalSum4(a0, a1, a2, a3), sc));
-      for (int h = 0; h < 4; ++h) scores[(g + h) * kKeyBlock + j] = s0[h];
     }
   }
   for (; g < G; ++g) {
@@ -227,34 +205,18 @@ inline void AccumulateAvx2(const float* p, int G, int D, const float* v, int64_t
       const float* p0 = p + g0 * kKeyBlock;
       for (; d + 16 <= D; d += 16) {
         float* c0 = acc + g0 * D + d;
-        __m256 a00 = _mm256_loadu_ps(c0), a01 = _mm256_loadu_ps(c0 + 8);
-        __m256 a10 = _mm256_loadu_ps(c0 + D), a11 = _mm256_loadu_ps(c0 + D + 8);
-        __m256 a20 = _mm256_loadu_ps(c0 + 2 * D), a21 = _mm256_loadu_ps(c0 + 2 * D + 8);
-        __m256 a30 = _mm256_loadu_ps(c0 + 3 * D), a31 = _mm256_loadu_ps(c0 + 3 * D + 8);
+        __m256 a[4][2];  // [head][8 dims], kept in registers (fully unrolled loops)
+        for (int h = 0; h < 4; ++h) a[h][0] = _mm256_loadu_ps(c0 + h * D), a[h][1] = _mm256_loadu_ps(c0 + h * D + 8);
         for (int j = 0; j < nb; ++j) {
           const float* vr = v + j * stride + d;
           const __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
-          __m256 pj = _mm256_broadcast_ss(p0 + j);
-          a00 = _mm256_fmadd_ps(pj, v0, a00);
-          a01 = _mm256_fmadd_ps(pj, v1, a01);
-          pj = _mm256_broadcast_ss(p0 + kKeyBlock + j);
-          a10 = _mm256_fmadd_ps(pj, v0, a10);
-          a11 = _mm256_fmadd_ps(pj, v1, a11);
-          pj = _mm256_broadcast_ss(p0 + 2 * kKeyBlock + j);
-          a20 = _mm256_fmadd_ps(pj, v0, a20);
-          a21 = _mm256_fmadd_ps(pj, v1, a21);
-          pj = _mm256_broadcast_ss(p0 + 3 * kKeyBlock + j);
-          a30 = _mm256_fmadd_ps(pj, v0, a30);
-          a31 = _mm256_fmadd_ps(pj, v1, a31);
+          for (int h = 0; h < 4; ++h) {
+            const __m256 pj = _mm256_broadcast_ss(p0 + h * kKeyBlock + j);
+            a[h][0] = _mm256_fmadd_ps(pj, v0, a[h][0]);
+            a[h][1] = _mm256_fmadd_ps(pj, v1, a[h][1]);
+          }
         }
-        _mm256_storeu_ps(c0, a00);
-        _mm256_storeu_ps(c0 + 8, a01);
-        _mm256_storeu_ps(c0 + D, a10);
-        _mm256_storeu_ps(c0 + D + 8, a11);
-        _mm256_storeu_ps(c0 + 2 * D, a20);
-        _mm256_storeu_ps(c0 + 2 * D + 8, a21);
-        _mm256_storeu_ps(c0 + 3 * D, a30);
-        _mm256_storeu_ps(c0 + 3 * D + 8, a31);
+        for (int h = 0; h < 4; ++h) _mm256_storeu_ps(c0 + h * D, a[h][0]), _mm256_storeu_ps(c0 + h * D + 8, a[h][1]);
       }
     }
     for (; d < D; d += 8) {
