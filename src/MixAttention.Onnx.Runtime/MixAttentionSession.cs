@@ -291,17 +291,16 @@ public sealed class MixAttentionSession : IDecoderSession
     private void DecodeInto(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens, float[][]? rows, Span<float> flat)
     {
         using var _ = _guard.Enter(nameof(Decode));
-        if (rows is null && sequences is not null && tokens is not null && VocabSize > 0 && sequences.Count == tokens.Count)
-            CheckLogitsDestination(flat.Length, sequences.Count, VocabSize);
-        var (logits, rowOf) = Step(sequences!, tokens!, onDevice: false);
+        var (logits, rowOf) = Step(sequences, tokens, onDevice: false, flatLength: rows is null ? flat.Length : -1);
         for (int i = 0; i < rowOf.Length; i++) CopyRow(logits, rowOf[i], i, rows, flat);
     }
 
     /// <summary>
     /// Validates and runs one decode step; returns the logits (host memory unless <paramref name="onDevice"/>; owned by
-    /// the session until the next step) and each listed sequence's row in them.
+    /// the session until the next step) and each listed sequence's row in them. <paramref name="flatLength"/> (when
+    /// not -1) is the caller's span, checked with the other arguments, before anything runs.
     /// </summary>
-    private (OrtValue Logits, int[] RowOf) Step(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens, bool onDevice)
+    private (OrtValue Logits, int[] RowOf) Step(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens, bool onDevice, int flatLength = -1)
     {
         CheckDecodeArguments(sequences, tokens);
         var slots = new int[sequences.Count];
@@ -315,6 +314,7 @@ public sealed class MixAttentionSession : IDecoderSession
             CheckToken(tokens[i], VocabSize, Model.InputIdsType, $"Decode of sequence {id}");
             CheckCapacity(id, _slotLength[slots[i]], 1);
         }
+        if (flatLength >= 0) CheckLogitsDestination(flatLength, sequences.Count, VocabSize);
         _stepLogits?.Dispose(); // the previous step's logits, if this session owns them
         _stepLogits = null;
         if (Model.Options.CudaGraphDecode) return (DecodeGraph(slots, tokens, onDevice), slots);
