@@ -92,10 +92,13 @@ HostTensor RandomTensor(DT dt, std::vector<int64_t> shape, std::mt19937& rng) {
   return t;
 }
 
-std::string OursModelName(bool owner, DT dt, int hq, int hkv, int w, float softcap, bool nl) {
+// rotary > 0: the model has cos_cache / sin_cache inputs (after new_lengths) and rotary_interleaved.
+std::string OursModelName(bool owner, DT dt, int hq, int hkv, int w, float softcap, bool nl, int rotary = 0,
+                          bool interleaved = false) {
   char buf[160];
-  std::snprintf(buf, sizeof buf, "%s_%s_h%d_kv%d_w%d_sc%d_nl%d", owner ? "owner" : "reader", Name(dt), hq, hkv, w,
-                static_cast<int>(softcap * 100), nl ? 1 : 0);
+  std::snprintf(buf, sizeof buf, "%s_%s_h%d_kv%d_w%d_sc%d_nl%d%s", owner ? "owner" : "reader", Name(dt), hq, hkv, w,
+                static_cast<int>(softcap * 100), nl ? 1 : 0,
+                rotary > 0 ? (interleaved ? "_rotary_interleaved" : "_rotary") : "");
   return buf;
 }
 std::string GqaModelName(DT dt, int hq, int hkv, int lw, bool swc) {
@@ -114,16 +117,19 @@ struct Case {
   float softcap = 0.f;
   std::vector<int> past, newl;  // newl empty = input absent
   bool inplace = true;          // owner: bind present to the past buffers (else separate buffers: copy path)
-  std::string model() const { return OursModelName(owner, dt, Hq, Hkv, W, softcap, !newl.empty()); }
+  int rotary = 0;               // > 0: rotary inside the op over R = rotary dims (needs newl: inputs follow it)
+  bool interleaved = false;
+  std::string model() const { return OursModelName(owner, dt, Hq, Hkv, W, softcap, !newl.empty(), rotary > 0, interleaved); }
 };
 
 std::vector<Case> CheckCases(bool quick) {
   std::vector<Case> cases;
   auto add = [&](Case c) {
     char buf[256];
-    std::snprintf(buf, sizeof buf, "%s_%s_%s_D%d_G%d_B%d_S%d_C%d_W%d%s%s%s", c.owner ? "owner" : "reader",
+    std::snprintf(buf, sizeof buf, "%s_%s_%s_D%d_G%d_B%d_S%d_C%d_W%d%s%s%s%s", c.owner ? "owner" : "reader",
                   c.S == 1 ? "decode" : "prefill", Name(c.dt), c.D, c.Hq / c.Hkv, c.B, c.S, c.C, c.W,
-                  c.newl.empty() ? "" : "_newlen", c.softcap > 0 ? "_softcap" : "", c.inplace ? "" : "_copy");
+                  c.newl.empty() ? "" : "_newlen", c.softcap > 0 ? "_softcap" : "", c.inplace ? "" : "_copy",
+                  c.rotary > 0 ? (c.interleaved ? "_rotary_il" : "_rotary") : "");
     c.name = buf;
     cases.push_back(c);
   };
@@ -156,6 +162,30 @@ std::vector<Case> CheckCases(bool quick) {
       c.S = 1; c.W = 0; c.C = 500; c.past = {10, 200, 499}; c.newl = {1, 0, 1};
       add(c);
     }
+  // Rotary inside the ops (cos/sin inputs): the fused tensor-core decode (Q at load, the new key in shared memory
+  // and in the cache write) and the pre-pass of every other path; half-split, interleaved and partial rotary.
+  {
+    Case c;
+    c.rotary = 128; c.dt = DT::f16; c.D = 128; c.owner = true; c.B = 3; c.S = 1; c.Hq = 8; c.Hkv = 2; c.C = 300; c.W = 0;
+    c.past = {0, 17, 250}; c.newl = {1, 1, 1};
+    add(c);
+    if (!quick) {
+      c.dt = DT::bf16; c.D = 64; c.rotary = 32; c.interleaved = true; c.C = 64; c.W = 64; c.past = {5, 64, 1000};
+      c.newl = {1, 0, 1};
+      add(c);
+      c.dt = DT::f16; c.D = 128; c.rotary = 128; c.interleaved = false; c.S = 40; c.W = 32; c.C = 48;
+      c.past = {0, 30, 500}; c.newl = {40, 17, 3};
+      add(c);
+      c.owner = false; c.S = 1; c.W = 32; c.C = 40; c.past = {3, 100, 777}; c.newl = {1, 1, 1};
+      add(c);
+      c.S = 9; c.past = {0, 50, 1000}; c.newl = {9, 9, 4};
+      add(c);
+      c.owner = true; c.S = 1; c.C = 64; c.W = 64; c.inplace = false; c.past = {5, 64, 1000}; c.newl = {1, 1, 1};
+      add(c);
+      c.dt = DT::f32; c.inplace = true; c.rotary = 64; add(c);  // SIMT decode: pre-pass
+      c.S = 12; c.C = 80; c.newl = {12, 5, 12}; add(c);      // fp32 per-token path: pre-pass
+    }
+  }
   if (quick) return cases;
   // group sizes: MHA, G = 3 (a partly used head chunk), G = 16 (two chunks); softcap; copy path; fp32
   for (int g : {1, 3, 16}) {
@@ -312,6 +342,15 @@ bool RunCase(const Models& m, const Case& c, const std::string& dump_root, std::
   HostTensor kc = RandomTensor(c.dt, {B, c.Hkv, c.C, D}, rng);
   HostTensor vc = RandomTensor(c.dt, {B, c.Hkv, c.C, D}, rng);
   std::vector<int32_t> past(c.past.begin(), c.past.end()), newl(c.newl.begin(), c.newl.end());
+  // Rotary caches [M, R/2] covering every position of the case (as a model's cos/sin tables, base 10000).
+  const int M = *std::max_element(past.begin(), past.end()) + S + 1;
+  HostTensor rcos = MakeTensor(c.dt, {M, std::max(c.rotary / 2, 1)}), rsin = rcos;
+  for (int pos = 0; c.rotary > 0 && pos < M; ++pos)
+    for (int i = 0; i < c.rotary / 2; ++i) {
+      const double a = pos * std::pow(10000.0, -2.0 * i / c.rotary);
+      rcos.set(static_cast<size_t>(pos) * (c.rotary / 2) + i, static_cast<float>(std::cos(a)));
+      rsin.set(static_cast<size_t>(pos) * (c.rotary / 2) + i, static_cast<float>(std::sin(a)));
+    }
 
   // CPU op.
   std::vector<const char*> in_names, out_names;
@@ -335,6 +374,12 @@ bool RunCase(const Models& m, const Case& c, const std::string& dump_root, std::
   if (!newl.empty()) {
     in_names.push_back("new_lengths");
     ins.push_back(HostInt32(newl, {B}));
+  }
+  if (c.rotary > 0) {
+    in_names.push_back("cos_cache");
+    ins.push_back(HostValue(rcos));
+    in_names.push_back("sin_cache");
+    ins.push_back(HostValue(rsin));
   }
   Ort::Session cpu = OpenSession(m, c.model(), false);
   auto cpu_out = cpu.Run(Ort::RunOptions{}, in_names.data(), ins.data(), ins.size(), out_names.data(), out_names.size());
@@ -397,6 +442,16 @@ bool RunCase(const Models& m, const Case& c, const std::string& dump_root, std::
       vnew = DeviceValue(*dnew, {B}, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32);
       bind.BindInput("new_lengths", vnew);
     }
+    std::unique_ptr<DeviceBuffer> dcos, dsin;
+    Ort::Value vcos{nullptr}, vsin{nullptr};
+    if (c.rotary > 0) {
+      dcos = Upload(rcos.raw.data(), rcos.raw.size());
+      dsin = Upload(rsin.raw.data(), rsin.raw.size());
+      vcos = DeviceValue(*dcos, rcos.shape, t);
+      vsin = DeviceValue(*dsin, rsin.shape, t);
+      bind.BindInput("cos_cache", vcos);
+      bind.BindInput("sin_cache", vsin);
+    }
     bind.BindOutput("output", vout);
     gpu.Run(Ort::RunOptions{}, bind);
     CK(cudaDeviceSynchronize());
@@ -426,7 +481,12 @@ bool RunCase(const Models& m, const Case& c, const std::string& dump_root, std::
     if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "cannot create %s\n", dir.c_str());
     std::ofstream meta(dir + "/meta.txt");
     meta << (c.owner ? "owner" : "reader") << ' ' << Name(c.dt) << ' ' << B << ' ' << S << ' ' << c.Hq << ' ' << c.Hkv
-         << ' ' << D << ' ' << c.C << ' ' << c.W << ' ' << c.softcap << ' ' << (newl.empty() ? 0 : 1) << '\n';
+         << ' ' << D << ' ' << c.C << ' ' << c.W << ' ' << c.softcap << ' ' << (newl.empty() ? 0 : 1) << ' '
+         << c.rotary << ' ' << (c.interleaved ? 1 : 0) << ' ' << M << '\n';
+    if (c.rotary > 0) {
+      Dump(dir, "cos_cache", rcos);
+      Dump(dir, "sin_cache", rsin);
+    }
     Dump(dir, "query", q);
     Dump(dir, "key", k);
     Dump(dir, "value", v);
@@ -728,8 +788,9 @@ void Plan() {
   for (bool quick : {false, true})
     for (const Case& c : CheckCases(quick)) {
       char buf[256];
-      std::snprintf(buf, sizeof buf, "%s %s %s %d %d %d %g %d", c.model().c_str(), c.owner ? "owner" : "reader",
-                    Name(c.dt), c.Hq, c.Hkv, c.W, c.softcap, c.newl.empty() ? 0 : 1);
+      std::snprintf(buf, sizeof buf, "%s %s %s %d %d %d %g %d %d %d", c.model().c_str(), c.owner ? "owner" : "reader",
+                    Name(c.dt), c.Hq, c.Hkv, c.W, c.softcap, c.newl.empty() ? 0 : 1, c.rotary > 0 ? 1 : 0,
+                    c.interleaved ? 1 : 0);
       specs[c.model()] = buf;
     }
   specs[OursModelName(true, DT::f16, 8, 2, 0, 0.f, false)] =

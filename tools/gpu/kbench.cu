@@ -3,6 +3,8 @@
 // (the same method torch_bench.py uses for torch SDPA).
 //
 //   kbench [quick]     > kbench.csv
+//   kbench shape KIND B T D [v...]   one shape (KIND sliding|global), the tensor-core kernel as planned and
+//                                    in each listed variant: a tc_flags value, or sN for N splits (profiling runs)
 //
 // Shapes: decode (S = 1), fp16, 32 q / 8 kv heads, D = 128, past = T - 1, owner bound in place;
 // global C = T, sliding ring C = W = 1024. Both kernels ("simt": DecodeKernel, "tc": DecodeTcKernel),
@@ -18,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/attention_cuda.h"
@@ -62,6 +65,10 @@ struct Graph {
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
+  const bool one = argc > 5 && std::strcmp(argv[1], "shape") == 0;
+  std::vector<std::pair<int, int>> one_extra;  // (splits, flags): "sN" forces N splits, a number is a tc_flags value
+  for (int i = 6; one && i < argc; ++i)
+    one_extra.push_back(argv[i][0] == 's' ? std::make_pair(std::atoi(argv[i] + 1), -1) : std::make_pair(0, std::atoi(argv[i])));
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   cudaStream_t stream;
@@ -93,15 +100,22 @@ int main(int argc, char** argv) {
   std::printf("kind,B,T,L,bytes,kernel,splits,us,pct_peak,diff\n");
   std::fflush(stdout);
 
-  const int Hq = 32, Hkv = 8, D = 128, W = 1024;
-  std::vector<int> Ts;
+  const int Hq = 32, Hkv = 8, W = 1024;
+  const int D = one ? std::atoi(argv[5]) : 128;
+  std::vector<int> Ts, Bs = {1, 8, 32};
   for (int T = 1024; T <= 131072; T *= 2) Ts.push_back(T);
   if (quick) Ts = {1024, 16384, 131072};
-  for (const char* kind : {"sliding", "global"}) {
+  std::vector<const char*> kinds = {"sliding", "global"};
+  if (one) {
+    kinds = {std::strcmp(argv[2], "sliding") == 0 ? "sliding" : "global"};
+    Bs = {std::atoi(argv[3])};
+    Ts = {std::atoi(argv[4])};
+  }
+  for (const char* kind : kinds) {
     const bool sliding = std::strcmp(kind, "sliding") == 0;
-    for (int B : {1, 8, 32})
+    for (int B : Bs)
       for (int T : Ts) {
-        if (sliding && T != 1024 && T != 131072) continue;  // a ring of W: the time does not depend on T
+        if (!one && sliding && T != 1024 && T != 131072) continue;  // a ring of W: the time does not depend on T
         const int C = sliding ? W : T;
         const int L = sliding ? std::min(T, W) : T;
         const size_t elems = size_t{1} * B * Hkv * C * D;
@@ -149,11 +163,15 @@ int main(int argc, char** argv) {
         };
         // SIMT, tensor-core (splits merged in-kernel), tensor-core with the separate CombineKernel ("tc_sep").
         std::vector<Variant> variants = {{0, 0, -1}, {1, 0, -1}, {1, 0, -1, 0}};
+        if (one) {
+          variants = {{1, 0, -1}};
+          for (auto [sp, f] : one_extra) variants.push_back({1, sp, f});
+        }
         // Tuning rows on shapes of B*T = 16K..1M: the tensor-core kernel's variant flags
         // (decode_tc.cu) and half / double the automatic split count.
-        const bool sweep = sliding ? (T == 1024 && B != 8)
+        const bool sweep = !one && (sliding ? (T == 1024 && B != 8)
                                    : ((B == 1 && (T == 16384 || T == 65536 || T == 131072)) ||
-                                      (B == 8 && (T == 8192 || T == 131072)) || (B == 32 && (T == 2048 || T == 16384)));
+                                      (B == 8 && (T == 8192 || T == 131072)) || (B == 32 && (T == 2048 || T == 16384))));
         if (sweep) {
           PlanTuning tt;
           tt.decode_kernel = 1;

@@ -3,7 +3,7 @@
 
 usage: make_models.py SPEC_FILE OUT_DIR     (SPEC_FILE = output of `harness plan`)
 
-Spec lines:  NAME owner|reader DTYPE HQ HKV WINDOW SOFTCAP HAS_NEW_LENGTHS
+Spec lines:  NAME owner|reader DTYPE HQ HKV WINDOW SOFTCAP HAS_NEW_LENGTHS [ROTARY INTERLEAVED]
              NAME gqa DTYPE HQ HKV LOCAL_WINDOW SLIDING_WINDOW_CACHE
 All dimensions are symbolic, so one graph serves every batch / length / cache size.
 """
@@ -20,11 +20,13 @@ def vi(name, elem, dims):
     return helper.make_tensor_value_info(name, elem, dims)
 
 
-def ours(name, kind, dt, hq, hkv, window, softcap, has_nl):
+def ours(name, kind, dt, hq, hkv, window, softcap, has_nl, rotary=0, interleaved=0):
     t = DT[dt]
     attrs = dict(num_heads=hq, kv_num_heads=hkv, window=window)
     if softcap > 0:
         attrs["softcap"] = softcap
+    if rotary:
+        attrs["rotary_interleaved"] = interleaved
     if kind == "owner":
         ins = [vi("query", t, ["B", "S", "QH"]), vi("key", t, ["B", "S", "KH"]), vi("value", t, ["B", "S", "KH"]),
                vi("past_key", t, ["B", "HKV", "C", "D"]), vi("past_value", t, ["B", "HKV", "C", "D"]),
@@ -39,6 +41,8 @@ def ours(name, kind, dt, hq, hkv, window, softcap, has_nl):
         op = "SharedKvAttention"
     if has_nl:
         ins.append(vi("new_lengths", TensorProto.INT32, ["B"]))
+    if rotary:  # the op's own rotary: cos/sin caches [M, R/2] after new_lengths
+        ins += [vi("cos_cache", t, ["M", "R2"]), vi("sin_cache", t, ["M", "R2"])]
     node = helper.make_node(op, [i.name for i in ins], [o.name for o in outs], domain="com.mixattention", **attrs)
     graph = helper.make_graph([node], name, ins, outs)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.mixattention", 1)],
@@ -74,7 +78,7 @@ def main():
         if kind == "gqa":
             m = gqa(name, dt, int(f[3]), int(f[4]), int(f[5]), int(f[6]))
         else:
-            m = ours(name, kind, dt, int(f[3]), int(f[4]), int(f[5]), float(f[6]), int(f[7]))
+            m = ours(name, kind, dt, int(f[3]), int(f[4]), int(f[5]), float(f[6]), int(f[7]), *map(int, f[8:10]))
         onnx.save(m, str(out / (name + ".onnx")))
         n += 1
     print(f"make_models: wrote {n} graphs to {out}")

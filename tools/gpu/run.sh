@@ -7,6 +7,8 @@
 #   tools/gpu/run.sh smoke      build; check; a quick benchmark (T = 1K, 16K); memcheck
 #   tools/gpu/run.sh kbench     build; the decode kernels alone (kbench: no ORT, CUDA-graph replay)
 #   tools/gpu/run.sh dev        build; check; kbench; memcheck
+#   tools/gpu/run.sh profile    build; kbench on PROFILE_SHAPES ("kind B T D [variants]" each, see kbench.cu) and
+#                               an Nsight Compute report (--set full, cold caches) of each shape's first decode launch
 #
 # Needs (from the repo root, on the machine that has the GPU): .ortgpu/ (made by
 # /work/shared/tools/ortgpu-stage) and .ortinc/ (ORT 1.31 headers, tools/gpu/stage-headers.sh).
@@ -100,6 +102,36 @@ bench() {
   python3 tools/gpu/plot.py "$OUT/bench.csv" "$OUT/torch.csv" "$OUT/gpu_bandwidth.png" "$OUT/kbench.csv" | tee "$OUT/summary.md"
 }
 
+profile() {
+  local ncu
+  ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  local shapes=${PROFILE_SHAPES:-"sliding 16 32768 64 8 s1 s4;sliding 1 32768 128 8 s8 s32;sliding 8 32768 128 8 s2 s8;global 1 65536 128 8"}
+  IFS=';' read -ra list <<< "$shapes"
+  for sh in "${list[@]}"; do
+    step "kbench shape $sh"
+    # shellcheck disable=SC2086
+    "$kbench" shape $sh 2>> "$logs/kbench.err" | grep -v "^#" | tee -a "$OUT/kbench-shapes.csv"
+    [ -n "$ncu" ] || continue
+    set -- $sh
+    # shellcheck disable=SC2086
+    timeout 120 "$ncu" --set full -k regex:DecodeTc -c 1 "$kbench" shape $1 $2 $3 $4 > "$OUT/ncu-$1-$2-$3-$4.txt" 2>&1
+    grep -E "^    (Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per Thread|Waves Per SM|Grid Size|Executed Instructions  )" \
+      "$OUT/ncu-$1-$2-$3-$4.txt" | head -12
+    # Why warps wait: the report's stall counters and the per-instruction (SASS) samples, for reading offline.
+    # shellcheck disable=SC2086
+    timeout 150 "$ncu" --set full --import-source no -k regex:DecodeTc -c 1 -f -o "$work/rep-$1-$2-$3-$4" \
+      "$kbench" shape $1 $2 $3 $4 > /dev/null 2>&1
+    "$ncu" -i "$work/rep-$1-$2-$3-$4.ncu-rep" --page raw --csv 2>/dev/null | python3 -c "
+import csv, sys
+rows = list(csv.reader(sys.stdin))
+h, v = rows[0], rows[-1]
+st = sorted(((float(v[i].replace(',', '') or 0), h[i]) for i in range(len(h))
+             if 'warp_latency_issue_stalled' in h[i] or ('issue_stalled' in h[i] and h[i].endswith('.ratio'))), reverse=True)
+for x, n in st[:12]: print(f'{x:10.3f} {n}')" | tee "$OUT/stalls-$1-$2-$3-$4.txt"
+    "$ncu" -i "$work/rep-$1-$2-$3-$4.ncu-rep" --page source --csv --print-source sass > "$OUT/sass-$1-$2-$3-$4.csv" 2>&1
+  done
+}
+
 build || { tar czf "$OUT/logs.tgz" -C "$logs" .; exit 1; }
 case "$mode" in
   check) check; memcheck ;;
@@ -107,6 +139,7 @@ case "$mode" in
   dev) check; kbench; memcheck ;;
   bench) bench ;;
   all) check; memcheck; bench ;;
+  profile) profile ;;
   smoke) check; quick=quick; bench; memcheck ;;
 esac
 tar czf "$OUT/logs.tgz" -C "$logs" .

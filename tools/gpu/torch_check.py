@@ -19,8 +19,9 @@ def load(d, name, shape, dtype=np.float32, ext="f32"):
 
 
 def reference(d):
-    kind, dt, B, S, Hq, Hkv, D, C, W, softcap, has_nl = (d / "meta.txt").read_text().split()
+    kind, dt, B, S, Hq, Hkv, D, C, W, softcap, has_nl, *rot = (d / "meta.txt").read_text().split()
     B, S, Hq, Hkv, D, C, W, has_nl = map(int, (B, S, Hq, Hkv, D, C, W, has_nl))
+    R, interleaved, M = map(int, rot) if rot else (0, 0, 0)
     softcap = float(softcap)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     f64 = lambda t: t.to(dev, torch.float64)
@@ -31,6 +32,23 @@ def reference(d):
     vc = f64(load(d, "value_cache", (B, Hkv, C, D)))
     past = np.fromfile(d / "past_lengths.i32", dtype=np.int32)
     newl = np.fromfile(d / "new_lengths.i32", dtype=np.int32) if has_nl else np.full(B, S, np.int32)
+    if R:  # the op's own rotary (docs/ops.md): this step's real queries and keys turned at position P + s
+        cos = f64(load(d, "cos_cache", (M, R // 2)))
+        sin = f64(load(d, "sin_cache", (M, R // 2)))
+        first = torch.arange(0, R, 2, device=dev) if interleaved else torch.arange(R // 2, device=dev)
+        second = first + 1 if interleaved else first + R // 2
+
+        def rotate(x):
+            y = x.clone()
+            for b in range(B):
+                for s in range(int(newl[b])):
+                    c, sn = cos[int(past[b]) + s], sin[int(past[b]) + s]
+                    a, o = x[b, s, :, first], x[b, s, :, second]
+                    y[b, s, :, first], y[b, s, :, second] = a * c - o * sn, o * c + a * sn
+            return y
+
+        q = rotate(q)
+        k = rotate(k) if k is not None else None
     G = Hq // Hkv
     scale = 1.0 / np.sqrt(D)
     out = torch.zeros(B, S, Hq, D, dtype=torch.float64, device=dev)

@@ -53,6 +53,19 @@ struct AttendArgs {
   T* output = nullptr;
 };
 
+// Rotary position embedding applied by the op itself (optional cos_cache / sin_cache inputs, docs/ops.md):
+// token s of sequence b sits at position P_b + s; for i < R/2 the pair (i, i + R/2) (or (2i, 2i+1) when
+// interleaved) of every head is rotated by the angle whose cos / sin are cos[pos, i] / sin[pos, i];
+// dimensions >= R pass unchanged. Computed in fp32, rounded to T.
+template <typename T>
+struct RotaryArgs {
+  const T* cos = nullptr;  // [max_positions, R/2]
+  const T* sin = nullptr;
+  int rotary_dim = 0;      // R: even, <= D
+  int max_positions = 0;   // M
+  bool interleaved = false;
+};
+
 // Write the chunk's K/V into the owner's cache: slot (past + s) mod C for the last min(N, C)
 // real tokens. When present_* != past_*, past_* is first copied into present_* (whole cache).
 template <typename T>
@@ -91,11 +104,22 @@ enum class OpKind { kOwner, kReader };
 std::string ValidateLengths(OpKind kind, const AttentionShape& shape, const int32_t* past_lengths,
                             const int32_t* new_lengths);
 
+// With rotary inputs: every real token's position P_b + s must have a row in the cos/sin caches
+// (P_b + N_b <= max_positions). Empty when valid, else the error message.
+std::string ValidateRotaryPositions(OpKind kind, const AttentionShape& shape, const int32_t* past_lengths,
+                                    const int32_t* new_lengths, int max_positions);
+
 // Kernels (src/cpu). T is float, Float16 or BFloat16.
 template <typename T>
 void Attend(const AttendArgs<T>& args, const Executor& executor);
 template <typename T>
 void WriteChunk(const CacheWriteArgs<T>& args, const Executor& executor);
+
+// x [B, S, heads*D] -> out (same shape, may not alias x): rows s < N_b rotated at position P_b + s,
+// padding rows copied unchanged. Lengths must have passed ValidateLengths / ValidateRotaryPositions.
+template <typename T>
+void ApplyRotary(const RotaryArgs<T>& rotary, const AttentionShape& shape, int heads, const T* x, T* out,
+                 const int32_t* past_lengths, const int32_t* new_lengths, const Executor& executor);
 
 // Which instruction set the CPU kernels were dispatched to ("x86-64-v3" or "x86-64").
 const char* CpuKernelIsa();

@@ -15,6 +15,7 @@ inline constexpr const char* kAttrKvNumHeads = "kv_num_heads";
 inline constexpr const char* kAttrWindow = "window";    // 0 = global
 inline constexpr const char* kAttrScale = "scale";      // 0 -> 1/sqrt(D)
 inline constexpr const char* kAttrSoftcap = "softcap";  // 0 = none
+inline constexpr const char* kAttrRotaryInterleaved = "rotary_interleaved";  // with cos/sin caches: 1 = pairs (2i, 2i+1)
 
 // Session config entry: "1" makes WindowedAttention fail instead of copying past -> present
 // when the caller did not bind present_* to the past_* buffer (guards the in-place contract).
@@ -28,19 +29,21 @@ inline constexpr const char* kConfigCheckLengths = "mixattention.check_lengths";
 // WindowedAttention inputs / outputs.
 namespace owner {
 inline constexpr int kQuery = 0, kKey = 1, kValue = 2, kPastKey = 3, kPastValue = 4, kPastLengths = 5,
-                     kNewLengths = 6, kInputCount = 7;
+                     kNewLengths = 6, kCosCache = 7, kSinCache = 8, kInputCount = 9;
 inline constexpr int kOutput = 0, kPresentKey = 1, kPresentValue = 2, kOutputCount = 3;
-inline constexpr const char* kInputNames[kInputCount] = {"query",      "key",          "value",      "past_key",
-                                                         "past_value", "past_lengths", "new_lengths"};
+inline constexpr const char* kInputNames[kInputCount] = {"query",        "key",         "value",
+                                                         "past_key",     "past_value",  "past_lengths",
+                                                         "new_lengths",  "cos_cache",   "sin_cache"};
 inline constexpr const char* kOutputNames[kOutputCount] = {"output", "present_key", "present_value"};
 }  // namespace owner
 
 // SharedKvAttention inputs / outputs.
 namespace reader {
-inline constexpr int kQuery = 0, kKeyCache = 1, kValueCache = 2, kPastLengths = 3, kNewLengths = 4, kInputCount = 5;
+inline constexpr int kQuery = 0, kKeyCache = 1, kValueCache = 2, kPastLengths = 3, kNewLengths = 4, kCosCache = 5,
+                     kSinCache = 6, kInputCount = 7;
 inline constexpr int kOutput = 0, kOutputCount = 1;
-inline constexpr const char* kInputNames[kInputCount] = {"query", "key_cache", "value_cache", "past_lengths",
-                                                         "new_lengths"};
+inline constexpr const char* kInputNames[kInputCount] = {"query",       "key_cache", "value_cache", "past_lengths",
+                                                         "new_lengths", "cos_cache", "sin_cache"};
 inline constexpr const char* kOutputNames[kOutputCount] = {"output"};
 }  // namespace reader
 

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "cpu/attention_isa.h"
+#include "cpu/float_convert.h"
 #include "mixattention/attention_params.h"
 
 namespace mixattn {
@@ -53,6 +54,66 @@ template void Attend<BFloat16>(const AttendArgs<BFloat16>&, const Executor&);
 template void WriteChunk<float>(const CacheWriteArgs<float>&, const Executor&);
 template void WriteChunk<Float16>(const CacheWriteArgs<Float16>&, const Executor&);
 template void WriteChunk<BFloat16>(const CacheWriteArgs<BFloat16>&, const Executor&);
+
+template <typename T>
+void ApplyRotary(const RotaryArgs<T>& r, const AttentionShape& sh, int heads, const T* x, T* out,
+                 const int32_t* past_lengths, const int32_t* new_lengths, const Executor& executor) {
+  struct Job {
+    const RotaryArgs<T>* r;
+    const AttentionShape* sh;
+    int heads;
+    const T* x;
+    T* out;
+    const int32_t* past;
+    const int32_t* newl;
+  } job{&r, &sh, heads, x, out, past_lengths, new_lengths};
+  // One task per (sequence, token): heads * D elements.
+  executor.ParallelFor(static_cast<size_t>(sh.batch) * sh.seq, [](void* data, size_t index) {
+    const Job& j = *static_cast<const Job*>(data);
+    const int D = j.sh->head_dim, S = j.sh->seq, half = j.r->rotary_dim / 2;
+    const int b = static_cast<int>(index / S), s = static_cast<int>(index % S);
+    const size_t row = index * static_cast<size_t>(j.heads) * D;
+    std::memcpy(j.out + row, j.x + row, sizeof(T) * j.heads * D);
+    const int n = j.newl ? j.newl[b] : S;
+    if (s >= n) return;
+    const size_t pos = static_cast<size_t>(j.past[b]) + s;
+    const T* cs = j.r->cos + pos * half;
+    const T* sn = j.r->sin + pos * half;
+    for (int h = 0; h < j.heads; ++h) {
+      const T* xi = j.x + row + static_cast<size_t>(h) * D;
+      T* o = j.out + row + static_cast<size_t>(h) * D;
+      for (int i = 0; i < half; ++i) {
+        const int a = j.r->interleaved ? 2 * i : i, c = j.r->interleaved ? 2 * i + 1 : i + half;
+        const float x0 = cvt::ToFloat(xi[a]), x1 = cvt::ToFloat(xi[c]), cv = cvt::ToFloat(cs[i]), sv = cvt::ToFloat(sn[i]);
+        o[a] = cvt::FromFloat<T>(x0 * cv - x1 * sv);
+        o[c] = cvt::FromFloat<T>(x1 * cv + x0 * sv);
+      }
+    }
+  }, &job);
+}
+
+template void ApplyRotary<float>(const RotaryArgs<float>&, const AttentionShape&, int, const float*, float*,
+                                 const int32_t*, const int32_t*, const Executor&);
+template void ApplyRotary<Float16>(const RotaryArgs<Float16>&, const AttentionShape&, int, const Float16*, Float16*,
+                                   const int32_t*, const int32_t*, const Executor&);
+template void ApplyRotary<BFloat16>(const RotaryArgs<BFloat16>&, const AttentionShape&, int, const BFloat16*,
+                                    BFloat16*, const int32_t*, const int32_t*, const Executor&);
+
+std::string ValidateRotaryPositions(OpKind kind, const AttentionShape& sh, const int32_t* past_lengths,
+                                    const int32_t* new_lengths, int max_positions) {
+  for (int b = 0; b < sh.batch; ++b) {
+    const int64_t n = new_lengths ? new_lengths[b] : sh.seq;
+    const int64_t last = static_cast<int64_t>(past_lengths[b]) + n - 1;
+    if (n > 0 && last >= max_positions) {
+      std::ostringstream e;
+      e << OpName(kind) << ": inputs 'cos_cache'/'sin_cache' have " << max_positions
+        << " rows (dimension 0 of [max_positions, rotary_dim/2]) but sequence " << b << " reaches position " << last
+        << " (past_lengths[" << b << "]=" << past_lengths[b] << " + " << n << " new tokens - 1)";
+      return e.str();
+    }
+  }
+  return {};
+}
 
 std::string ValidateLengths(OpKind kind, const AttentionShape& sh, const int32_t* past_lengths,
                             const int32_t* new_lengths) {

@@ -32,6 +32,19 @@ struct CudaAttendArgs {
   void* output = nullptr;                 // [B, S, Hq*D]
   void* present_key = nullptr;  // owner: cache that receives the chunk (== key_cache when bound in place); reader: nullptr
   void* present_value = nullptr;
+  // Rotary inside the op (cos_cache / sin_cache inputs; docs/ops.md): off when rotary_dim == 0.
+  const void* cos_cache = nullptr;  // [max_positions, rotary_dim/2], same element type
+  const void* sin_cache = nullptr;
+  int rotary_dim = 0;
+  int max_positions = 0;
+  bool rotary_interleaved = false;
+};
+
+// How a call with rotary inputs rotates this step's queries and keys.
+enum class RotaryPath {
+  kNone,     // no rotary inputs
+  kFused,    // tensor-core decode: Q rotated as it is loaded, the new key in shared memory and as it is cached
+  kPrepass,  // every other path: a rotary kernel writes rotated copies into the scratch buffer first
 };
 
 enum class Path {
@@ -50,7 +63,9 @@ struct LaunchPlan {
   int tc_flags = 0;          // its variant flags
   bool fused_combine = false;  // tensor-core decode with splits > 1: the last block of each group merges the splits
   bool copy_cache = false;  // owner, present != past: copy past -> present first
-  size_t scratch_bytes = 0; // split-K partials (device memory from ORT's allocator)
+  RotaryPath rotary = RotaryPath::kNone;
+  size_t rotary_offset = 0;  // kPrepass: byte offset of the rotated query (then the rotated keys) in the scratch
+  size_t scratch_bytes = 0; // split-K partials, rotated Q/K for kPrepass (device memory from ORT's allocator)
 };
 
 // Empty when the kernels support this shape / type; else why not (head size, SM count, ...).

@@ -59,8 +59,9 @@ class Scratch {
   void* ptr_ = nullptr;
 };
 
+// max_positions > 0: the rotary caches' rows, checked too.
 void CheckLengthsOnHost(OpKind kind, const char* op, const AttentionShape& sh, const int32_t* past,
-                        const int32_t* newl, void* stream) {
+                        const int32_t* newl, int max_positions, void* stream) {
   std::vector<int32_t> hp(sh.batch), hn(newl ? sh.batch : 0);
   if (std::string e = CopyLengthsToHost(past, hp.data(), sh.batch, stream); !e.empty())
     Fail(std::string(op) + ": " + e);
@@ -68,12 +69,27 @@ void CheckLengthsOnHost(OpKind kind, const char* op, const AttentionShape& sh, c
     if (std::string e = CopyLengthsToHost(newl, hn.data(), sh.batch, stream); !e.empty())
       Fail(std::string(op) + ": " + e);
   if (std::string err = ValidateLengths(kind, sh, hp.data(), newl ? hn.data() : nullptr); !err.empty()) Fail(err);
+  if (max_positions > 0)
+    if (std::string err = ValidateRotaryPositions(kind, sh, hp.data(), newl ? hn.data() : nullptr, max_positions);
+        !err.empty())
+      Fail(err);
 }
 
 void Run(OrtKernelContext* context, const char* op, OpKind kind, const OpAttributes& attrs, CudaAttendArgs& args,
-         const AttentionShape& sh) {
-  void* stream = Ort::KernelContext(context).GetGPUComputeStream();
-  if (attrs.check_lengths) CheckLengthsOnHost(kind, op, sh, args.past_lengths, args.new_lengths, stream);
+         const AttentionShape& sh, int cos_index, int sin_index) {
+  Ort::KernelContext ctx(context);
+  void* stream = ctx.GetGPUComputeStream();
+  const ops::RotaryInputs rotary = ops::CheckRotaryInputs(op, ctx, cos_index, sin_index, sh.head_dim);
+  if (attrs.check_lengths)
+    CheckLengthsOnHost(kind, op, sh, args.past_lengths, args.new_lengths, rotary.present ? rotary.max_positions : 0,
+                       stream);
+  if (rotary.present) {
+    args.cos_cache = rotary.cos;
+    args.sin_cache = rotary.sin;
+    args.rotary_dim = rotary.rotary_dim;
+    args.max_positions = rotary.max_positions;
+    args.rotary_interleaved = attrs.rotary_interleaved;
+  }
   args.shape = sh;
   const LaunchPlan plan = Plan(args, CurrentDeviceSmCount());
   Scratch scratch(context, plan.scratch_bytes);
@@ -135,7 +151,7 @@ struct CudaAttentionKernel {
     if (attrs_.require_inplace && (args.present_key != args.key_cache || args.present_value != args.value_cache))
       Fail(std::string(op) + ": 'present_key'/'present_value' are not bound to the 'past_key'/'past_value' buffers "
                              "(session config mixattention.require_inplace=1 forbids the past->present copy)");
-    Run(context, op, OpKind::kOwner, attrs_, args, sh);
+    Run(context, op, OpKind::kOwner, attrs_, args, sh, so::kCosCache, so::kSinCache);
   }
 
   void ComputeReader(OrtKernelContext* context) {
@@ -162,7 +178,7 @@ struct CudaAttentionKernel {
     args.past_lengths = past_lengths;
     args.new_lengths = new_lengths;
     args.output = output.GetTensorMutableRawData();
-    Run(context, op, OpKind::kReader, attrs_, args, sh);
+    Run(context, op, OpKind::kReader, attrs_, args, sh, sr::kCosCache, sr::kSinCache);
   }
 
   OpAttributes attrs_;

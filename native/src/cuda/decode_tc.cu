@@ -237,9 +237,10 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   const T* cache_k = static_cast<const T*>(p.key_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
   const T* cache_v = static_cast<const T*>(p.value_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
 
-  // Fused cache write (owner, S == 1), as in DecodeKernel.
+  // Fused cache write (owner, S == 1), as in DecodeKernel; with rotary the cached key is the rotated one.
   if (p.write_key != nullptr && active && split == 0 && chunk == 0)
-    dev::WriteNewRow<T, D, kDecodeTcThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, b, kvh, Hkv, C, P + s);
+    dev::WriteNewRow<T, D, kDecodeTcThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, b, kvh, Hkv, C, P + s,
+                                             p.rotary);
 
   // Key range of this split, then of this warp.
   const int pos = P + s;
@@ -271,44 +272,61 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   const bool owner = chunk_k != nullptr;
   const size_t chunk_row = (static_cast<size_t>(b) * S * Hkv + kvh) * D;  // chunk row of position P (s = 0)
 
-  // Issues the copies of tile t into stage st (always commits a group, possibly empty).
   int next_slot = C > 0 ? tbase % C : 0;  // cache slot of the next tile's first key
+  // A lane copies the same 16-byte chunk c of rows lane / NV + i * RS (i < CPL) of every tile: NV divides 32.
+  constexpr int RS = 32 / NV;
+  const int c_lane = lane % NV, r_lane = lane / NV;
+  uint32_t soff[CPL];  // swizzled shared-memory byte offset of the lane's i-th chunk within a tile
+#pragma unroll
+  for (int i = 0; i < CPL; ++i) {
+    const int r = r_lane + i * RS;
+    soff[i] = static_cast<uint32_t>((r * D + ((c_lane ^ (r & 7)) * 8)) * sizeof(T));
+  }
+  auto copy = [&](uint32_t dst, const void* src, int bytes) {
+    if (copy_mode == 0)
+      CpAsync16(dst, src, bytes);
+    else if (copy_mode == 1)
+      CpAsync16L2(dst, src, bytes);
+    else
+      CpAsync16Policy(dst, src, bytes, policy);
+  };
+  // Issues the copies of tile t into stage st (always commits a group, possibly empty).
   auto issue = [&](int t, int st) {
     if (t < ntiles) {
       const int k0 = tbase + t * tstride;
       const uint32_t sk = ring_addr + static_cast<uint32_t>(st * 2 * G::kTileElems * sizeof(T));
       const uint32_t sv = sk + static_cast<uint32_t>(G::kTileElems * sizeof(T));
+      if (k0 + kKeys <= tend && (!owner || k0 + kKeys <= P) && next_slot + kKeys <= C) {
+        // Common case (warp-uniform): 16 full rows of past keys in consecutive cache slots, so every copy
+        // is a fixed offset from one row pointer. Keeps the issue cost per tile to the copies themselves;
+        // the general path below costs ~10x the instructions, which bound short (sliding-window) calls.
+        const size_t row = static_cast<size_t>(next_slot) * D + static_cast<size_t>(r_lane) * D + c_lane * 8;
 #pragma unroll
-      for (int i = 0; i < CPL; ++i) {
-        const int idx = i * 32 + lane;
-        const int r = idx / NV, c = idx % NV;
-        const int j = k0 + r;
-        const bool valid = j < tend;
-        int slot = next_slot + r;
-        while (slot >= C) slot -= C;
-        const T* kr;
-        const T* vr;
-        if (owner && j >= P) {
-          const size_t off = chunk_row + static_cast<size_t>(j - P) * Hkv * D;
-          kr = chunk_k + off;
-          vr = chunk_v + off;
-        } else {
-          kr = cache_k + static_cast<size_t>(slot) * D;
-          vr = cache_v + static_cast<size_t>(slot) * D;
+        for (int i = 0; i < CPL; ++i) {
+          copy(sk + soff[i], cache_k + row + i * RS * D, 16);
+          copy(sv + soff[i], cache_v + row + i * RS * D, 16);
         }
-        const uint32_t so = static_cast<uint32_t>((r * D + ((c ^ (r & 7)) * 8)) * sizeof(T));
-        const int bytes = valid ? 16 : 0;
-        const void* ks = valid ? static_cast<const void*>(kr + c * 8) : static_cast<const void*>(cache_k);
-        const void* vs = valid ? static_cast<const void*>(vr + c * 8) : static_cast<const void*>(cache_v);
-        if (copy_mode == 0) {
-          CpAsync16(sk + so, ks, bytes);
-          CpAsync16(sv + so, vs, bytes);
-        } else if (copy_mode == 1) {
-          CpAsync16L2(sk + so, ks, bytes);
-          CpAsync16L2(sv + so, vs, bytes);
-        } else {
-          CpAsync16Policy(sk + so, ks, bytes, policy);
-          CpAsync16Policy(sv + so, vs, bytes, policy);
+      } else {
+#pragma unroll
+        for (int i = 0; i < CPL; ++i) {
+          const int r = r_lane + i * RS;
+          const int j = k0 + r;
+          const bool valid = j < tend;
+          int slot = next_slot + r;
+          while (slot >= C) slot -= C;
+          const T* kr;
+          const T* vr;
+          if (owner && j >= P) {
+            const size_t off = chunk_row + static_cast<size_t>(j - P) * Hkv * D;
+            kr = chunk_k + off;
+            vr = chunk_v + off;
+          } else {
+            kr = cache_k + static_cast<size_t>(slot) * D;
+            vr = cache_v + static_cast<size_t>(slot) * D;
+          }
+          const int bytes = valid ? 16 : 0;
+          copy(sk + soff[i], valid ? static_cast<const void*>(kr + c_lane * 8) : static_cast<const void*>(cache_k), bytes);
+          copy(sv + soff[i], valid ? static_cast<const void*>(vr + c_lane * 8) : static_cast<const void*>(cache_v), bytes);
         }
       }
       next_slot += tstride;
@@ -333,10 +351,24 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   {
     const T* qrow = static_cast<const T*>(p.query) + (static_cast<size_t>(z) * Hq + h0 + min(qh, g_count - 1)) * D;
     const bool real = qh < g_count;
+    if (p.rotary.dim == 0) {
 #pragma unroll
-    for (int kc = 0; kc < KC; ++kc) {
-      qf[kc][0] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd) : 0u;
-      qf[kc][1] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd + 8) : 0u;
+      for (int kc = 0; kc < KC; ++kc) {
+        qf[kc][0] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd) : 0u;
+        qf[kc][1] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd + 8) : 0u;
+      }
+    } else {
+      // Rotary inside the op: each of the lane's dimensions rotated at this token's position (its pair partner is
+      // read from the same row), rounded to T as the CPU op and the pre-pass round it.
+#pragma unroll
+      for (int kc = 0; kc < KC; ++kc)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int d = kc * 16 + qd + 8 * h;
+          qf[kc][h] = real ? MmaOp<T>::Pack(dev::RotatedElement(qrow, d, pos, p.rotary),
+                                            dev::RotatedElement(qrow, d + 1, pos, p.rotary))
+                           : 0u;
+        }
     }
   }
 
@@ -352,6 +384,30 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     const int st = t % NS;
     const uint32_t sk = ring_addr + static_cast<uint32_t>(st * 2 * G::kTileElems * sizeof(T));
     const uint32_t sv = sk + static_cast<uint32_t>(G::kTileElems * sizeof(T));
+    if (p.rotary.dim > 0 && owner) {
+      // The new key (position P + s, read from the chunk) is rotated in shared memory before it is scored:
+      // every lane reads its elements and their partners first, then writes (pairs cross lanes).
+      const int r = pos - (tbase + t * tstride);
+      if (r >= 0 && r < kKeys && pos < tend) {
+        T* row = ring + st * 2 * G::kTileElems + r * D;
+        auto at = [&](int d) -> T& { return row[((d / 8) ^ (r & 7)) * 8 + d % 8]; };
+        constexpr int kPerLane = (D + 31) / 32;
+        float rotated[kPerLane];
+#pragma unroll
+        for (int e = 0; e < kPerLane; ++e) {
+          const int d = lane + 32 * e;
+          if (d < p.rotary.dim) {
+            const dev::RotaryPair pr = dev::RotaryPairOf(d, p.rotary);
+            rotated[e] = dev::Rotate<T>(Traits<T>::One(at(d)), Traits<T>::One(at(pr.partner)), pos, pr, p.rotary);
+          }
+        }
+        __syncwarp();
+#pragma unroll
+        for (int e = 0; e < kPerLane; ++e)
+          if (lane + 32 * e < p.rotary.dim) at(lane + 32 * e) = Traits<T>::From(rotated[e]);
+        __syncwarp();
+      }
+    }
 
     // S^T = K Q^T (two accumulator chains).
     float sa[4] = {0.f, 0.f, 0.f, 0.f}, sb[4] = {0.f, 0.f, 0.f, 0.f};
@@ -391,13 +447,19 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     const uint32_t pb0 = MovMatrixTrans(MmaOp<T>::Pack(p0, p1));  // keys 0-7
     const uint32_t pb1 = MovMatrixTrans(MmaOp<T>::Pack(p2, p3));  // keys 8-15
 
-    // O^T += V^T P^T.
+    // O^T += V^T P^T. The rescale is skipped when no head of the warp has a new maximum (most tiles once
+    // the maxima settle): one vote instead of 4 * KC multiplies.
+    if (__any_sync(0xffffffffu, al0 != 1.f || al1 != 1.f)) {
+#pragma unroll
+      for (int dt = 0; dt < KC; ++dt) {
+        acc[dt][0] *= al0;
+        acc[dt][1] *= al1;
+        acc[dt][2] *= al0;
+        acc[dt][3] *= al1;
+      }
+    }
 #pragma unroll
     for (int dt = 0; dt < KC; ++dt) {
-      acc[dt][0] *= al0;
-      acc[dt][1] *= al1;
-      acc[dt][2] *= al0;
-      acc[dt][3] *= al1;
       uint32_t a[4];
       const int ch = dt * 2 + v_chunk;
       LdMatrixX4Trans(a, sv + static_cast<uint32_t>((v_row * D + ((ch ^ (v_row & 7)) * 8)) * sizeof(T)));

@@ -78,22 +78,61 @@ __device__ __forceinline__ int NewLength(const int32_t* newl, int b, int S) {
   return n < 0 ? 0 : (n > S ? S : n);
 }
 
+// Rotary (docs/ops.md, "Rotary"): for i < R/2 the pair (i, i + R/2), or (2i, 2i+1) when interleaved, is turned
+// by cos / sin[pos, i]; dimensions >= R are unchanged. fp32, as the CPU op computes it (callers round to T).
+struct RotaryPair {
+  bool first;   // the pair's first element: x' = x cos - partner sin (else x' = x cos + partner sin)
+  int i;        // angle index
+  int partner;  // the other element of the pair
+};
+template <typename Rot>
+__device__ __forceinline__ RotaryPair RotaryPairOf(int d, const Rot& r) {
+  const int half = r.dim / 2;
+  const bool first = r.interleaved ? (d & 1) == 0 : d < half;
+  return {first, r.interleaved ? d / 2 : (first ? d : d - half),
+          r.interleaved ? d ^ 1 : (first ? d + half : d - half)};
+}
+// x' of one element; pos is clamped to the caches (device lengths are never trusted for addressing).
+template <typename T, typename Rot>
+__device__ __forceinline__ float Rotate(float x, float partner, int pos, const RotaryPair& pr, const Rot& r) {
+  const size_t row = static_cast<size_t>(min(max(pos, 0), r.max_positions - 1)) * (r.dim / 2) + pr.i;
+  const float c = Traits<T>::One(static_cast<const T*>(r.cos)[row]);
+  const float s = Traits<T>::One(static_cast<const T*>(r.sin)[row]);
+  // Explicit roundings (no fused multiply-add): bit-identical to the CPU op, so cached keys match bit for bit.
+  return pr.first ? __fsub_rn(__fmul_rn(x, c), __fmul_rn(partner, s)) : __fadd_rn(__fmul_rn(x, c), __fmul_rn(partner, s));
+}
+// Element d of a head row x (D elements, global memory) after rotary at position pos.
+template <typename T, typename Rot>
+__device__ __forceinline__ float RotatedElement(const T* x, int d, int pos, const Rot& r) {
+  const float v = Traits<T>::One(x[d]);
+  if (d >= r.dim) return v;
+  const RotaryPair pr = RotaryPairOf(d, r);
+  return Rotate<T>(v, Traits<T>::One(x[pr.partner]), pos, pr, r);
+}
+
 // The fused cache write of an S == 1 owner step (both decode kernels): token z's new K and V rows
 // (D elements each, NV 16-byte vectors) go to cache slot (P + s) mod C of (sequence b, KV head kvh),
 // spread over the block's threads. No block of the launch reads that slot: it holds position
 // p - C, outside every window when C >= W, and is empty for a global cache (p < C).
-template <typename T, int D, int kThreads>
+// With rot.dim > 0 the key row is rotated at position pos on the way (the cache holds rotated keys).
+template <typename T, int D, int kThreads, typename Rot>
 __device__ __forceinline__ void WriteNewRow(const T* chunk_k, const T* chunk_v, void* cache_k, void* cache_v,
-                                            int z, int b, int kvh, int Hkv, int C, int pos) {
-  constexpr int NV = D * static_cast<int>(sizeof(T)) / 16;
+                                            int z, int b, int kvh, int Hkv, int C, int pos, const Rot& rot) {
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  constexpr int NV = D / kVec;
   const size_t src = (static_cast<size_t>(z) * Hkv + kvh) * D;
   const size_t dst = ((static_cast<size_t>(b) * Hkv + kvh) * C + static_cast<size_t>(pos % C)) * D;
   for (int i = threadIdx.x; i < 2 * NV; i += kThreads) {
     const int v = i % NV;
-    if (i < NV)
-      reinterpret_cast<uint4*>(static_cast<T*>(cache_k) + dst)[v] = reinterpret_cast<const uint4*>(chunk_k + src)[v];
-    else
+    if (i >= NV) {
       reinterpret_cast<uint4*>(static_cast<T*>(cache_v) + dst)[v] = reinterpret_cast<const uint4*>(chunk_v + src)[v];
+    } else if (rot.dim == 0) {
+      reinterpret_cast<uint4*>(static_cast<T*>(cache_k) + dst)[v] = reinterpret_cast<const uint4*>(chunk_k + src)[v];
+    } else {
+      T* out = static_cast<T*>(cache_k) + dst + v * kVec;
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) out[e] = Traits<T>::From(RotatedElement(chunk_k + src, v * kVec + e, pos, rot));
+    }
   }
 }
 

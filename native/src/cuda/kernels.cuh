@@ -11,6 +11,13 @@
 
 namespace mixattn::cuda {
 
+// Rotary applied inside a kernel (RotaryPath::kFused); dim == 0: none.
+struct RotaryParams {
+  const void* cos;  // [max_positions, dim/2]
+  const void* sin;
+  int dim, max_positions, interleaved;
+};
+
 // Split-K decode: block (token z, split, KV head, head chunk); 4 warps.
 struct DecodeParams {
   const void* query;        // [B, S, Hq*D]
@@ -32,6 +39,7 @@ struct DecodeParams {
   int head_chunk;           // query heads per block (the last chunk may hold fewer)
   int tc_flags;             // tensor-core kernel: bit 0 interleaved warp tiles; bits 1-2 copy mode (decode_tc.cu)
   float scale, softcap;
+  RotaryParams rotary;      // tensor-core kernel only (the SIMT kernel gets pre-rotated inputs)
 };
 
 // Tiled tensor-core prefill: block (64 query tokens, query head, sequence).
@@ -80,6 +88,11 @@ inline int DecodeUnroll(int head_chunk) { return head_chunk <= 4 ? 4 : 2; }
 // the process: graphs captured on the stream keep its address); nullptr when it would have to be allocated
 // while the stream is being captured or the allocation fails (the caller then launches CombineKernel).
 int* SplitCounters(cudaStream_t stream, size_t count);
+
+// RotaryPath::kPrepass: x [B, S, heads*D] -> out, rows s < N_b rotated at position P_b + s (clamped to the caches),
+// padding rows copied.
+cudaError_t LaunchRotary(DType dtype, const CudaAttendArgs& args, const void* x, void* out, int heads,
+                         cudaStream_t stream);
 
 // Cache write for S > 1 (owner): chunk rows s < N_b with s >= N_b - C go to slot (P_b + s) mod C.
 cudaError_t LaunchCacheWrite(DType dtype, const CudaAttendArgs& args, cudaStream_t stream);

@@ -102,6 +102,25 @@ int MinPerSplit(DType dtype, int head_dim, const LaunchPlan& pl) {
   return pl.tensor_core ? kDecodeTcMinPerSplit : DecodeRowsPerStep(dtype, head_dim) * DecodeUnroll(pl.head_chunk) * 2;
 }
 
+size_t AlignScratch(size_t bytes) { return (bytes + kScratchAlign - 1) / kScratchAlign * kScratchAlign; }
+
+// Rotary inputs: the tensor-core decode kernel rotates in place of the loads (kFused); every other path gets
+// rotated copies of the queries and the owner's keys, placed after the split-K partials in the scratch buffer.
+LaunchPlan WithRotary(const CudaAttendArgs& a, LaunchPlan pl) {
+  if (a.rotary_dim <= 0) return pl;
+  if (pl.path == Path::kDecode && pl.tensor_core) {
+    pl.rotary = RotaryPath::kFused;
+    return pl;
+  }
+  const AttentionShape& sh = a.shape;
+  const size_t row = static_cast<size_t>(sh.batch) * sh.seq * sh.head_dim * ElementBytes(a.dtype);
+  pl.rotary = RotaryPath::kPrepass;
+  pl.rotary_offset = AlignScratch(pl.scratch_bytes);
+  pl.scratch_bytes = pl.rotary_offset + AlignScratch(row * sh.num_heads) +
+                     (a.chunk_key != nullptr ? row * sh.kv_num_heads : 0);
+  return pl;
+}
+
 }  // namespace
 
 std::string CheckSupported(const AttentionShape& sh, DType dtype) {
@@ -120,7 +139,7 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms, const PlanTuning& tuning) 
     pl.path = Path::kDecode;
   else
     pl.path = a.dtype == DType::kFloat32 ? Path::kPerToken : Path::kPrefill;
-  if (pl.path == Path::kPrefill) return pl;
+  if (pl.path == Path::kPrefill) return WithRotary(a, pl);
 
   const int G = sh.group();
   pl.head_chunk = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
@@ -165,14 +184,29 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms, const PlanTuning& tuning) 
     const size_t ml = (parts * sizeof(float2) + kScratchAlign - 1) / kScratchAlign * kScratchAlign;
     pl.scratch_bytes = ml + parts * sh.head_dim * sizeof(float);
   }
-  return pl;
+  return WithRotary(a, pl);
 }
 
-std::string Launch(const CudaAttendArgs& a, const LaunchPlan& pl, void* scratch, void* stream_ptr) {
-  const AttentionShape& sh = a.shape;
+std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scratch, void* stream_ptr) {
+  const AttentionShape& sh = args.shape;
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   if (sh.batch == 0 || sh.seq == 0) return {};
-  const bool owner = a.present_key != nullptr;
+  const bool owner = args.present_key != nullptr;
+  CudaAttendArgs a = args;
+  if (pl.rotary == RotaryPath::kPrepass) {  // the kernels below then see already rotated queries and keys
+    if (scratch == nullptr) return "rotary pre-pass needs a scratch buffer";
+    char* base = static_cast<char*>(scratch) + pl.rotary_offset;
+    const size_t row = static_cast<size_t>(sh.batch) * sh.seq * sh.head_dim * ElementBytes(a.dtype);
+    if (cudaError_t e = LaunchRotary(a.dtype, args, args.query, base, sh.num_heads, stream))
+      return CudaError("rotary kernel launch (query)", e);
+    a.query = base;
+    if (owner) {
+      void* keys = base + AlignScratch(row * sh.num_heads);
+      if (cudaError_t e = LaunchRotary(a.dtype, args, args.chunk_key, keys, sh.kv_num_heads, stream))
+        return CudaError("rotary kernel launch (key)", e);
+      a.chunk_key = keys;
+    }
+  }
 
   if (pl.copy_cache) {  // present not bound to past: whole-cache copy, then write the new rows into present
     const size_t bytes = static_cast<size_t>(sh.batch) * sh.kv_num_heads * sh.capacity * sh.head_dim *
@@ -210,6 +244,8 @@ std::string Launch(const CudaAttendArgs& a, const LaunchPlan& pl, void* scratch,
     p.min_per_split = MinPerSplit(a.dtype, sh.head_dim, pl);
     p.head_chunk = pl.head_chunk;
     p.tc_flags = pl.tc_flags;
+    if (pl.rotary == RotaryPath::kFused)
+      p.rotary = {a.cos_cache, a.sin_cache, a.rotary_dim, a.max_positions, a.rotary_interleaved ? 1 : 0};
     if (pl.fused_combine)
       p.counters = SplitCounters(stream, static_cast<size_t>(sh.batch) * sh.seq * sh.kv_num_heads * pl.chunks);
     if (cudaError_t e = launch(p, stream)) return CudaError("decode kernel launch", e);

@@ -43,12 +43,14 @@ struct AttentionOpSchema : Ort::CustomOpBase<Derived, Kernel, true> {
   const char* GetName() const { return kOwner ? spec::kWindowedAttention : spec::kSharedKvAttention; }
   size_t GetInputTypeCount() const { return kOwner ? spec::owner::kInputCount : spec::reader::kInputCount; }
   ONNXTensorElementDataType GetInputType(size_t index) const {
-    const size_t first_length = kOwner ? spec::owner::kPastLengths : spec::reader::kPastLengths;
-    return index >= first_length ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 : OnnxType<T>::value;
+    const size_t past = kOwner ? spec::owner::kPastLengths : spec::reader::kPastLengths;
+    const size_t newl = kOwner ? spec::owner::kNewLengths : spec::reader::kNewLengths;
+    return index == past || index == newl ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 : OnnxType<T>::value;
   }
+  // new_lengths and the rotary caches after it are optional.
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
-    const size_t optional = kOwner ? spec::owner::kNewLengths : spec::reader::kNewLengths;
-    return index == optional ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+    const size_t first_optional = kOwner ? spec::owner::kNewLengths : spec::reader::kNewLengths;
+    return index >= first_optional ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
   }
   size_t GetOutputTypeCount() const { return kOwner ? spec::owner::kOutputCount : spec::reader::kOutputCount; }
   ONNXTensorElementDataType GetOutputType(size_t) const { return OnnxType<T>::value; }
@@ -82,6 +84,18 @@ struct CommonShapes {
 CommonShapes CheckCommonInputs(const char* op, const OpAttributes& attrs, const Ort::ConstValue& query,
                                const char* key_cache_name, const Ort::ConstValue& key_cache,
                                const char* value_cache_name, const Ort::ConstValue& value_cache);
+
+// The optional cos_cache / sin_cache inputs [M, R/2] (docs/ops.md, "Rotary"): both or neither, same shape,
+// 0 < R <= D. present == false when both are absent.
+struct RotaryInputs {
+  bool present = false;
+  const void* cos = nullptr;
+  const void* sin = nullptr;
+  int rotary_dim = 0;     // R
+  int max_positions = 0;  // M
+};
+RotaryInputs CheckRotaryInputs(const char* op, const Ort::KernelContext& ctx, int cos_index, int sin_index,
+                               int head_dim);
 
 // past_lengths [B] (required) and new_lengths [B] (optional; nullptr when absent).
 void CheckLengthInputs(const char* op, const Ort::KernelContext& ctx, int past_index, int new_index, int batch,

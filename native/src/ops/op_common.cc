@@ -52,6 +52,11 @@ OpAttributes OpAttributes::Read(const char* op, const OrtKernelInfo* info) {
   if (TryGetFloat(info, spec::kAttrSoftcap, &a.softcap) && !(a.softcap >= 0.f && std::isfinite(a.softcap)))
     Fail(std::string(op) + ": attribute 'softcap' must be a finite value >= 0 (0 = none)");
 
+  int64_t interleaved = 0;
+  if (TryGetInt(info, spec::kAttrRotaryInterleaved, &interleaved) && interleaved != 0 && interleaved != 1)
+    Fail(std::string(op) + ": attribute 'rotary_interleaved' = " + std::to_string(interleaved) + " must be 0 or 1");
+  a.rotary_interleaved = interleaved == 1;
+
   // Session config entries (ORT >= 1.24).
   OrtKeyValuePairs* entries = nullptr;
   if (OrtStatus* st = Ort::GetApi().KernelInfo_GetConfigEntries(info, &entries)) {

@@ -42,6 +42,7 @@ struct OpAttributes {
   int window = 0;
   float scale = 0.f;
   float softcap = 0.f;
+  bool rotary_interleaved = false;  // with cos/sin cache inputs: rotate pairs (2i, 2i+1) instead of (i, i + R/2)
   bool require_inplace = false;  // session config mixattention.require_inplace = 1
   bool check_lengths = false;    // session config mixattention.check_lengths = 1 (CUDA ops)
 

@@ -1,4 +1,6 @@
 // SharedKvAttention (reader layer): ORT glue, shape checks, dispatch. Semantics: docs/ops.md.
+#include <vector>
+
 #include "mixattention/op_spec.h"
 #include "ops/attention_ops.h"
 
@@ -22,6 +24,12 @@ OrtStatusPtr SharedKvAttentionKernel<T>::ComputeV2(OrtKernelContext* context) {
                       &new_lengths);
     if (std::string err = ValidateLengths(OpKind::kReader, cs.shape, past_lengths, new_lengths); !err.empty())
       Fail(err);
+    const RotaryInputs rotary = CheckRotaryInputs(kOp, ctx, spec_r::kCosCache, spec_r::kSinCache, cs.shape.head_dim);
+    if (rotary.present)
+      if (std::string err =
+              ValidateRotaryPositions(OpKind::kReader, cs.shape, past_lengths, new_lengths, rotary.max_positions);
+          !err.empty())
+        Fail(err);
 
     Ort::UnownedValue output = ctx.GetOutput(spec_r::kOutput, cs.query_shape);
     AttendArgs<T> attend;
@@ -32,7 +40,17 @@ OrtStatusPtr SharedKvAttentionKernel<T>::ComputeV2(OrtKernelContext* context) {
     attend.past_lengths = past_lengths;
     attend.new_lengths = new_lengths;
     attend.output = output.GetTensorMutableData<T>();
-    Attend(attend, OrtExecutor(context));
+    OrtExecutor executor(context);
+    std::vector<T> rotated_q;  // rotary inside the op: a rotated copy of this step's queries
+    if (rotary.present) {
+      const RotaryArgs<T> ra{static_cast<const T*>(rotary.cos), static_cast<const T*>(rotary.sin), rotary.rotary_dim,
+                             rotary.max_positions, attrs_.rotary_interleaved};
+      rotated_q.resize(static_cast<size_t>(cs.shape.batch) * cs.shape.seq * cs.shape.num_heads * cs.shape.head_dim);
+      ApplyRotary(ra, cs.shape, cs.shape.num_heads, attend.query, rotated_q.data(), past_lengths, new_lengths,
+                  executor);
+      attend.query = rotated_q.data();
+    }
+    Attend(attend, executor);
   });
 }
 

@@ -1,6 +1,8 @@
 // WindowedAttention (owner layer): ORT glue, shape checks, dispatch. Semantics: docs/ops.md.
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <vector>
 
 #include "mixattention/op_spec.h"
 #include "ops/attention_ops.h"
@@ -57,6 +59,30 @@ void CheckLengthInputs(const char* op, const Ort::KernelContext& ctx, int past_i
   }
 }
 
+RotaryInputs CheckRotaryInputs(const char* op, const Ort::KernelContext& ctx, int cos_index, int sin_index,
+                               int head_dim) {
+  RotaryInputs r;
+  const size_t n = ctx.GetInputCount();
+  Ort::ConstValue cos = n > static_cast<size_t>(cos_index) ? ctx.GetInput(cos_index) : Ort::ConstValue(nullptr);
+  Ort::ConstValue sin = n > static_cast<size_t>(sin_index) ? ctx.GetInput(sin_index) : Ort::ConstValue(nullptr);
+  if (cos == nullptr && sin == nullptr) return r;
+  if (cos == nullptr || sin == nullptr)
+    Fail(std::string(op) + ": inputs 'cos_cache' and 'sin_cache' must be given together (rotary) or both omitted");
+  const std::vector<int64_t> shape = ShapeOf(op, "cos_cache", cos, 2, "[max_positions, rotary_dim/2]");
+  ExpectShape(op, "sin_cache", ShapeOf(op, "sin_cache", sin, 2, "[max_positions, rotary_dim/2]"), shape,
+              "[max_positions, rotary_dim/2] (same as 'cos_cache')");
+  if (shape[0] < 1 || shape[0] > INT32_MAX || shape[1] < 1 || 2 * shape[1] > head_dim)
+    Fail(std::string(op) + ": input 'cos_cache' has shape " + ShapeToString(shape) +
+         ", expected [max_positions >= 1, rotary_dim/2] with 0 < rotary_dim <= head size D = " +
+         std::to_string(head_dim));
+  r.present = true;
+  r.cos = cos.GetTensorRawData();
+  r.sin = sin.GetTensorRawData();
+  r.rotary_dim = static_cast<int>(2 * shape[1]);
+  r.max_positions = static_cast<int>(shape[0]);
+  return r;
+}
+
 template <typename T>
 OrtStatusPtr WindowedAttentionKernel<T>::ComputeV2(OrtKernelContext* context) {
   return GuardStatus([&] {
@@ -83,6 +109,11 @@ OrtStatusPtr WindowedAttentionKernel<T>::ComputeV2(OrtKernelContext* context) {
     const int32_t* new_lengths = nullptr;
     CheckLengthInputs(kOp, ctx, spec_o::kPastLengths, spec_o::kNewLengths, sh.batch, &past_lengths, &new_lengths);
     if (std::string err = ValidateLengths(OpKind::kOwner, sh, past_lengths, new_lengths); !err.empty()) Fail(err);
+    const RotaryInputs rotary = CheckRotaryInputs(kOp, ctx, spec_o::kCosCache, spec_o::kSinCache, sh.head_dim);
+    if (rotary.present)
+      if (std::string err = ValidateRotaryPositions(OpKind::kOwner, sh, past_lengths, new_lengths, rotary.max_positions);
+          !err.empty())
+        Fail(err);
 
     Ort::UnownedValue output = ctx.GetOutput(spec_o::kOutput, cs.query_shape);
     Ort::UnownedValue present_key = ctx.GetOutput(spec_o::kPresentKey, cs.cache_shape);
@@ -107,6 +138,18 @@ OrtStatusPtr WindowedAttentionKernel<T>::ComputeV2(OrtKernelContext* context) {
     attend.past_lengths = past_lengths;
     attend.new_lengths = new_lengths;
     attend.output = output.GetTensorMutableData<T>();
+    // Rotary inside the op: rotated copies of this step's queries and keys; the rotated keys are cached.
+    std::vector<T> rotated_q, rotated_k;
+    if (rotary.present) {
+      const RotaryArgs<T> ra{static_cast<const T*>(rotary.cos), static_cast<const T*>(rotary.sin), rotary.rotary_dim,
+                             rotary.max_positions, attrs_.rotary_interleaved};
+      rotated_q.resize(static_cast<size_t>(sh.batch) * sh.seq * sh.num_heads * sh.head_dim);
+      rotated_k.resize(static_cast<size_t>(sh.batch) * sh.seq * sh.kv_num_heads * sh.head_dim);
+      ApplyRotary(ra, sh, sh.num_heads, attend.query, rotated_q.data(), past_lengths, new_lengths, executor);
+      ApplyRotary(ra, sh, sh.kv_num_heads, attend.chunk_key, rotated_k.data(), past_lengths, new_lengths, executor);
+      attend.query = rotated_q.data();
+      attend.chunk_key = rotated_k.data();
+    }
     Attend(attend, executor);
 
     CacheWriteArgs<T> write;

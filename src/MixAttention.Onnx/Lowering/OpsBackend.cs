@@ -1,5 +1,6 @@
 using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Layouts;
+using MixAttention.Onnx.Onnx.Proto;
 using static MixAttention.Onnx.Graph.GraphBuilder;
 
 namespace MixAttention.Onnx.Lowering;
@@ -34,19 +35,28 @@ public sealed class OpsBackend : ILoweringBackend
     public LoweredSite Lower(LoweringContext ctx, AttentionSite site, LayerAssignment a, (string Key, string Value) cache)
     {
         var b = ctx.Builder;
-        var attrs = new[]
+        // Fused rotary (GQA do_rotary) stays fused: our ops rotate this step's queries and keys themselves at
+        // positions past_lengths + s — GQA's own rule — from the same cos/sin caches, so no RotaryEmbedding
+        // nodes (two launches per owner, one per reader) and no position_ids input are added.
+        bool fused = site.Rotary.Kind == RotaryKind.Fused;
+        var raw = fused ? site with { Rotary = RotaryInfo.Before } : site;
+        var attrs = new List<AttributeProto>
         {
             Int("num_heads", site.NumHeads), Int("kv_num_heads", site.KvNumHeads), Int("window", a.Window),
             Float("scale", site.Scale), Float("softcap", site.Softcap),
         };
+        if (fused) attrs.Add(Int("rotary_interleaved", site.Rotary.Interleaved ? 1 : 0));
+        string[] rotary = fused ? new[] { site.Rotary.CosCache!, site.Rotary.SinCache! } : Array.Empty<string>();
         if (a.IsOwner)
         {
-            var (q, k, v) = SiteInputs.Bshd(ctx, site, withKv: true, () => ctx.Positions);
-            var outs = b.Ops("WindowedAttention", $"L{site.Layer}/windowed_attention", new[] { q, k!, v!, cache.Key, cache.Value, ctx.PastLengths, ctx.NewLengths }, 3, Domain, attrs);
+            var (q, k, v) = SiteInputs.Bshd(ctx, raw, withKv: true, () => ctx.Positions);
+            var inputs = new[] { q, k!, v!, cache.Key, cache.Value, ctx.PastLengths, ctx.NewLengths }.Concat(rotary).ToArray();
+            var outs = b.Ops("WindowedAttention", $"L{site.Layer}/windowed_attention", inputs, 3, Domain, attrs.ToArray());
             return new LoweredSite(SiteInputs.FromBshd(b, site, outs[0]), outs[1], outs[2]);
         }
-        var (qr, _, _) = SiteInputs.Bshd(ctx, site, withKv: false, () => ctx.Positions);
-        var o = b.Op("SharedKvAttention", $"L{site.Layer}/shared_kv_attention", new[] { qr, cache.Key, cache.Value, ctx.PastLengths, ctx.NewLengths }, Domain, attrs);
+        var (qr, _, _) = SiteInputs.Bshd(ctx, raw, withKv: false, () => ctx.Positions);
+        var readerInputs = new[] { qr, cache.Key, cache.Value, ctx.PastLengths, ctx.NewLengths }.Concat(rotary).ToArray();
+        var o = b.Op("SharedKvAttention", $"L{site.Layer}/shared_kv_attention", readerInputs, Domain, attrs.ToArray());
         return new LoweredSite(SiteInputs.FromBshd(b, site, o), null, null);
     }
 }

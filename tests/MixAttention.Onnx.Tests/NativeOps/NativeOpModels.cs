@@ -47,6 +47,44 @@ internal static class NativeOpModels
         return Model(graph);
     }
 
+    /// <summary>
+    /// An owner and a reader over the owner's present caches, both rotating with the op's own rotary: inputs
+    /// <c>cos_cache</c> / <c>sin_cache</c> (after <c>new_lengths</c>) and <c>rotary_interleaved</c>. The cos/sin inputs
+    /// can be left out one at a time (<paramref name="withCos"/>, <paramref name="withSin"/>) for the error tests.
+    /// </summary>
+    public static ModelProto RotaryOwnerThenReader(Attrs owner, Attrs reader, bool interleaved, bool withCos = true, bool withSin = true)
+    {
+        string cos = withCos ? "cos_cache" : "", sin = withSin ? "sin_cache" : "";
+        var graph = new GraphProto { Name = "rotary_owner_reader" };
+        var o = Node("WindowedAttention", NativeLibraryPath.Domain, [.. OwnerInputs, cos, sin], OwnerOutputs, owner);
+        var r = Node("SharedKvAttention", NativeLibraryPath.Domain,
+            ["reader_query", "present_key", "present_value", "past_lengths", "new_lengths", cos, sin], ["reader_output"], reader);
+        foreach (var n in new[] { o, r }) n.Attribute.Add(IntAttr("rotary_interleaved", interleaved ? 1 : 0));
+        graph.Node.Add(o);
+        graph.Node.Add(r);
+        AddOwnerIo(graph, Float, withNewLengths: true);
+        graph.Input.Add(Value("reader_query", Float, 3));
+        if (withCos) graph.Input.Add(Value("cos_cache", Float, 2));
+        if (withSin) graph.Input.Add(Value("sin_cache", Float, 2));
+        foreach (var name in OwnerOutputs) graph.Output.Add(Value(name, Float, name == "output" ? 3 : 4));
+        graph.Output.Add(Value("reader_output", Float, 3));
+        return Model(graph);
+    }
+
+    /// <summary><see cref="OwnerThenReader"/> with <c>new_lengths</c> given to both ops (float).</summary>
+    public static ModelProto OwnerThenReaderWithNewLengths(Attrs owner, Attrs reader)
+    {
+        var graph = new GraphProto { Name = "owner_reader_newlengths" };
+        graph.Node.Add(Node("WindowedAttention", NativeLibraryPath.Domain, OwnerInputs, OwnerOutputs, owner));
+        graph.Node.Add(Node("SharedKvAttention", NativeLibraryPath.Domain,
+            ["reader_query", "present_key", "present_value", "past_lengths", "new_lengths"], ["reader_output"], reader));
+        AddOwnerIo(graph, Float, withNewLengths: true);
+        graph.Input.Add(Value("reader_query", Float, 3));
+        foreach (var o in OwnerOutputs) graph.Output.Add(Value(o, Float, o == "output" ? 3 : 4));
+        graph.Output.Add(Value("reader_output", Float, 3));
+        return Model(graph);
+    }
+
     /// <summary>An owner layer followed by a reader layer that consumes the owner's present caches.</summary>
     public static ModelProto OwnerThenReader(int elemType, Attrs owner, Attrs reader)
     {
