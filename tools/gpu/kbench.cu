@@ -176,7 +176,7 @@ int main(int argc, char** argv) {
           PlanTuning tt;
           tt.decode_kernel = 1;
           const int s = Plan(a, prop.multiProcessorCount, tt).splits;
-          for (int f : {0, 1, 3}) variants.push_back({1, 0, f});
+          for (int f : {0, 1}) variants.push_back({1, 0, f});
           if (s / 2 >= 1) variants.push_back({1, s / 2, -1});
           variants.push_back({1, s * 2, -1});
         }

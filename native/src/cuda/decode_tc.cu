@@ -11,8 +11,8 @@
 // tiles through its own shared-memory ring of kStages tiles (K tile and V tile, 16 x D each) with
 // cp.async (16-byte copies, L1 bypassed, zero-filled past the end), so kStages - 1 tiles per warp
 // are in flight while it computes on the oldest one. No block barrier inside the loop: a warp only
-// waits for its own copies (cp.async.wait_group + __syncwarp). Bits 1-2 select L2 copy hints
-// (256-byte prefetch, evict-first; slower on H200, kept for tuning runs).
+// waits for its own copies (cp.async.wait_group + __syncwarp). (L2 prefetch / evict-first copy hints were
+// tried and lost 1-8% on H200; removed with their code, which cost instruction-cache misses.)
 //
 // Math per tile on tensor cores (mma.sync m16n8k16, fp32 accumulation), with the up-to-8 query
 // heads of the chunk as the n = 8 side:
@@ -102,19 +102,6 @@ __device__ __forceinline__ uint32_t MovMatrixTrans(uint32_t x) {
 __device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
 }
-__device__ __forceinline__ void CpAsync16L2(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void CpAsync16Policy(uint32_t dst, const void* src, int src_bytes, uint64_t policy) {
-  asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
-               "r"(src_bytes), "l"(policy)
-               : "memory");
-}
-__device__ __forceinline__ uint64_t EvictFirstPolicy() {
-  uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
-  return policy;
-}
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void CpAsyncWait() {
@@ -146,6 +133,19 @@ __device__ __forceinline__ void MergeSplitsIfLast(const DecodeParams& p, int z, 
   __threadfence();
   const int splits = p.splits, Hq = p.num_heads;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  constexpr int D4 = D / 4;
+  // Up to kEarly splits with one (head, 4 dims) entry per thread: the accumulators are loaded now, so their L2 round
+  // trip overlaps the one of the (max, sum) pairs instead of following it (both sit on the launch's critical path).
+  constexpr int kEarly = 16;
+  const bool early = splits <= kEarly && g_count * D4 <= kDecodeTcThreads;
+  float4 acc_early[kEarly];
+  if (early && static_cast<int>(threadIdx.x) < g_count * D4) {
+    const size_t zh = static_cast<size_t>(z) * Hq + h0 + threadIdx.x / D4;
+    const float4* acc = reinterpret_cast<const float4*>(p.part_acc + zh * splits * D) + threadIdx.x % D4;
+#pragma unroll
+    for (int i = 0; i < kEarly; ++i)
+      if (i < splits) acc_early[i] = __ldcg(acc + static_cast<size_t>(i) * D4);
+  }
   float* weights = reinterpret_cast<float*>(smem_raw + 1);  // [g_count][splits], after the flag's 16 bytes
   float* inv_sum = weights + 8 * splits;                    // [g_count]
   for (int g = warp; g < g_count; g += kWarps) {
@@ -174,25 +174,29 @@ __device__ __forceinline__ void MergeSplitsIfLast(const DecodeParams& p, int z, 
     if (lane == 0) inv_sum[g] = sum > 0.f ? 1.f / sum : 0.f;
   }
   __syncthreads();
-  // One block merges what CombineKernel spreads over g_count * D threads: 16-byte loads (4 dims per
-  // thread), 16 of them in flight, so a merge of 33 splits is 3 L2 round trips, not 9. The registers
-  // this takes are mostly those the streaming loop no longer holds (95 for D = 128 before and after,
-  // 70 -> 72 for D = 64; occupancy is set by shared memory).
-  constexpr int D4 = D / 4;
+  // One block merges what CombineKernel spreads over g_count * D threads (4 dims per thread):
+  // out[g, 4 dims] = sum_i w[g, i] acc_i / sum; acc_i from the early registers or, for more splits, 16-byte L2
+  // loads with 16 in flight (a merge of 33 splits is 3 round trips, not 9). The registers this takes are mostly
+  // those the streaming loop no longer holds.
   for (int idx = threadIdx.x; idx < g_count * D4; idx += kDecodeTcThreads) {
     const int g = idx / D4, d4 = idx % D4;
     const size_t zh = static_cast<size_t>(z) * Hq + h0 + g;
-    const float4* acc = reinterpret_cast<const float4*>(p.part_acc + zh * splits * D) + d4;
     const float* w = weights + g * splits;
     float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 16
-    for (int i = 0; i < splits; ++i) {
-      const float4 v = __ldcg(acc + static_cast<size_t>(i) * D4);
-      const float wi = w[i];
+    auto add = [&](float wi, const float4& v) {
       a.x = fmaf(wi, v.x, a.x);
       a.y = fmaf(wi, v.y, a.y);
       a.z = fmaf(wi, v.z, a.z);
       a.w = fmaf(wi, v.w, a.w);
+    };
+    if (early) {
+#pragma unroll
+      for (int i = 0; i < kEarly; ++i)
+        if (i < splits) add(w[i], acc_early[i]);
+    } else {
+      const float4* acc = reinterpret_cast<const float4*>(p.part_acc + zh * splits * D) + d4;
+#pragma unroll 16
+      for (int i = 0; i < splits; ++i) add(w[i], __ldcg(acc + static_cast<size_t>(i) * D4));
     }
     const float inv = inv_sum[g];
     T* out = static_cast<T*>(p.output) + zh * D + d4 * 4;
@@ -237,11 +241,6 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   const T* cache_k = static_cast<const T*>(p.key_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
   const T* cache_v = static_cast<const T*>(p.value_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
 
-  // Fused cache write (owner, S == 1), as in DecodeKernel; with rotary the cached key is the rotated one.
-  if (p.write_key != nullptr && active && split == 0 && chunk == 0)
-    dev::WriteNewRow<T, D, kDecodeTcThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, b, kvh, Hkv, C, P + s,
-                                             p.rotary);
-
   // Key range of this split, then of this warp.
   const int pos = P + s;
   int lo = 0, hi = 0;
@@ -264,8 +263,6 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   const int tend = interleave ? ke : min(ke, tbase + wper);
   const int tstride = interleave ? kWarps * kKeys : kKeys;
   const int ntiles = (tend - tbase + tstride - 1) / tstride;
-  const int copy_mode = (p.tc_flags >> 1) & 3;  // 0 plain, 1 L2::256B prefetch, 2/3 + evict_first
-  const uint64_t policy = copy_mode >= 2 ? EvictFirstPolicy() : 0;
 
   T* ring = smem + static_cast<size_t>(warp) * G::kWarpElems;
   const uint32_t ring_addr = SmemAddr(ring);
@@ -282,14 +279,6 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     const int r = r_lane + i * RS;
     soff[i] = static_cast<uint32_t>((r * D + ((c_lane ^ (r & 7)) * 8)) * sizeof(T));
   }
-  auto copy = [&](uint32_t dst, const void* src, int bytes) {
-    if (copy_mode == 0)
-      CpAsync16(dst, src, bytes);
-    else if (copy_mode == 1)
-      CpAsync16L2(dst, src, bytes);
-    else
-      CpAsync16Policy(dst, src, bytes, policy);
-  };
   // Issues the copies of tile t into stage st (always commits a group, possibly empty).
   auto issue = [&](int t, int st) {
     if (t < ntiles) {
@@ -303,8 +292,8 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
         const size_t row = static_cast<size_t>(next_slot) * D + static_cast<size_t>(r_lane) * D + c_lane * 8;
 #pragma unroll
         for (int i = 0; i < CPL; ++i) {
-          copy(sk + soff[i], cache_k + row + i * RS * D, 16);
-          copy(sv + soff[i], cache_v + row + i * RS * D, 16);
+          CpAsync16(sk + soff[i], cache_k + row + i * RS * D, 16);
+          CpAsync16(sv + soff[i], cache_v + row + i * RS * D, 16);
         }
       } else {
 #pragma unroll
@@ -325,8 +314,8 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
             vr = cache_v + static_cast<size_t>(slot) * D;
           }
           const int bytes = valid ? 16 : 0;
-          copy(sk + soff[i], valid ? static_cast<const void*>(kr + c_lane * 8) : static_cast<const void*>(cache_k), bytes);
-          copy(sv + soff[i], valid ? static_cast<const void*>(vr + c_lane * 8) : static_cast<const void*>(cache_v), bytes);
+          CpAsync16(sk + soff[i], valid ? static_cast<const void*>(kr + c_lane * 8) : static_cast<const void*>(cache_k), bytes);
+          CpAsync16(sv + soff[i], valid ? static_cast<const void*>(vr + c_lane * 8) : static_cast<const void*>(cache_v), bytes);
         }
       }
       next_slot += tstride;
@@ -342,7 +331,9 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   const float log2e = 1.4426950408889634f;
   const float qk_scale = p.softcap > 0.f ? p.scale : p.scale * log2e;
 
-#pragma unroll
+  // Not unrolled: issue() is inlined at each call site, and instruction-cache misses are a large part of a short
+  // (sliding-window) call, so the kernel keeps two copies of it, not NS.
+#pragma unroll 1
   for (int t = 0; t < NS - 1; ++t) issue(t, t);
 
   // Q^T B-fragments: lane holds head lane/4, dims kc*16 + 2*(lane%4) + {0,1} (b0) and + 8 (b1).
@@ -372,6 +363,12 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     }
   }
 
+
+  // Fused cache write (owner, S == 1), as in DecodeKernel; with rotary the cached key is the rotated one. Issued
+  // after the first tiles' copies, so its loads overlap them instead of delaying the stream.
+  if (p.write_key != nullptr && active && split == 0 && chunk == 0)
+    dev::WriteNewRow<T, D, kDecodeTcThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, b, kvh, Hkv, C, P + s,
+                                             p.rotary);
 
   // ldmatrix lane addressing (row = key within the tile).
   const int a_row = lane & 15, a_chunk = lane >> 4;               // K: non-transposed A

@@ -37,7 +37,7 @@ struct DecodeParams {
                             // and resets its counter); nullptr: CombineKernel merges them in a second launch
   int batch, seq, num_heads, kv_num_heads, capacity, window, group, chunks, splits, min_per_split;
   int head_chunk;           // query heads per block (the last chunk may hold fewer)
-  int tc_flags;             // tensor-core kernel: bit 0 interleaved warp tiles; bits 1-2 copy mode (decode_tc.cu)
+  int tc_flags;             // tensor-core kernel: bit 0 interleaved warp tiles (decode_tc.cu)
   float scale, softcap;
   RotaryParams rotary;      // tensor-core kernel only (the SIMT kernel gets pre-rotated inputs)
 };
