@@ -31,6 +31,9 @@ int TargetWaves() {
 
 constexpr size_t kScratchAlign = 256;
 
+// Visible ranges up to this many keys count as short for the split choice (Plan).
+constexpr long long kShortRange = 2048;
+
 // MIXATTN_CUDA_DECODE_KERNEL=simt|tc (tuning and A/B runs): -1 when unset.
 int EnvKernel() {
   static const int v = [] {
@@ -160,6 +163,11 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms, const PlanTuning& tuning) 
     // Blocks of one launch do equal work, so the time goes with the number of waves of resident
     // blocks per split: pick the split count with the least ceil(blocks / resident) / splits (a
     // larger count only when it gains 5%), i.e. whole waves and no tail.
+    //
+    // Short ranges (a sliding window, a short global cache: longest visible <= kShortRange keys) are bound by
+    // latency, not bandwidth: there the fewest splits that fill half the resident slots win, since each more
+    // block per SM and the split merge cost more than the shorter streams save (H200 kbench, B = 16, W = 1024,
+    // D = 64: 2 splits 14.5 us, 3 splits 15.7 us; B = 1 still takes its 16).
     const long long cap = static_cast<long long>(std::max(num_sms, 1)) * DecodeTcBlocksPerSm(a.dtype, sh.head_dim);
     long long best = 1;
     double best_cost = 1e30;
@@ -170,6 +178,7 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms, const PlanTuning& tuning) 
         best = s;
       }
     }
+    if (longest <= kShortRange && base > 0) best = std::min(best, std::max<long long>(1, (cap / 2 + base - 1) / base));
     pl.splits = static_cast<int>(best);
   } else {
     const long long target = static_cast<long long>(std::max(num_sms, 1)) *
