@@ -7,7 +7,7 @@
 #                 GQA cannot read another layer's windowed cache),
 # decode tokens/s and KV memory at 4K and 32K context × batch 1 and 16, measured in one run per shape.
 # Needs (carried from the repo root): .ortgpu (ortgpu-stage), .ortinc (tools/gpu/stage-headers.sh),
-# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick|profile|graph|kernels]
+# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick|profile|graph|kernels|prepare]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$root"
@@ -37,6 +37,8 @@ mix=$(python3 -c "print('_'.join(('0' if i % 6 == 0 else f'{i}s') for i in range
 step convert
 "$M" convert "$work/base/model.onnx" -o "$work/gqa-full/model.onnx" --layout native --backend ort-gqa --force --json > "$OUT/convert-gqa-full.json" || exit 1
 "$M" convert "$work/base/model.onnx" -o "$work/cai/model.onnx" --layout cai --window 1024 --force --json > "$OUT/convert-cai.json" || exit 1
+# prepare: the models only (then run `mixattn bench` by hand, e.g. in another model order).
+[ "${1:-}" = prepare ] && { "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --json > "$OUT/convert-full.json"; exit $?; }
 [ "${1:-}" = graph ] || [ "${1:-}" = kernels ] || { "$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --json > "$OUT/convert-gqa-mix.json" || exit 1; }
 
 if [ "${1:-}" = graph ]; then
