@@ -36,47 +36,22 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeKernel(const __grid_cons
   constexpr int U = GC <= 4 ? 4 : 2;        // rows in flight per lane
   static_assert(NV % TPR == 0 && 32 % TPR == 0, "head size must be a multiple of 8 * (16 / sizeof(T))");
 
-  const int splits = p.splits;
-  const int z = blockIdx.x / splits;
-  const int split = blockIdx.x % splits;
-  const int kvh = blockIdx.y / p.chunks;
-  const int chunk = blockIdx.y % p.chunks;
-  const int b = z / p.seq;
-  const int s = z % p.seq;
+  const dev::DecodeBlock<T, D> blk(p, GC, RG);
+  const int z = blk.z, split = blk.split, kvh = blk.kvh, chunk = blk.chunk, b = blk.b, s = blk.s, P = blk.P;
+  const int g_count = blk.g_count, h0 = blk.h0, kb = blk.kb, ke = blk.ke;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rg = warp * RPW + lane / TPR;
   const int tl = lane % TPR;
-  const int S = p.seq, Hq = p.num_heads, Hkv = p.kv_num_heads, C = p.capacity;
-
-  const int P = dev::PastLength(p.past_lengths, b);
-  const int N = dev::NewLength(p.new_lengths, b, S);
-  const bool active = s < N;
-  const int g_count = min(GC, p.group - chunk * GC);
-  const int h0 = kvh * p.group + chunk * GC;
-
+  const int S = p.seq, splits = p.splits, Hq = p.num_heads, Hkv = p.kv_num_heads, C = p.capacity;
   const T* chunk_k = static_cast<const T*>(p.chunk_key);
   const T* chunk_v = static_cast<const T*>(p.chunk_value);
-  const T* cache_k = static_cast<const T*>(p.key_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
-  const T* cache_v = static_cast<const T*>(p.value_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
+  const T* cache_k = blk.cache_k;
+  const T* cache_v = blk.cache_v;
 
   // Fused cache write (owner, S == 1; dev::WriteNewRow says why no block reads that slot).
-  if (p.write_key != nullptr && active && split == 0 && chunk == 0)
+  if (p.write_key != nullptr && blk.active && split == 0 && chunk == 0)
     dev::WriteNewRow<T, D, kDecodeThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, b, kvh, Hkv, C, P + s,
                                            RotaryParams{});  // this kernel gets pre-rotated inputs (RotaryPath::kPrepass)
-
-  // Key range of this split.
-  const int pos = P + s;
-  int lo = 0, hi = 0;
-  if (active) {
-    lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;
-    hi = pos + 1;
-  }
-  const int len = hi - lo;
-  int per = (len + splits - 1) / splits;
-  per = max(per, p.min_per_split);
-  per = (per + RG - 1) / RG * RG;
-  const int kb = min(hi, lo + split * per);
-  const int ke = min(hi, kb + per);
 
   // Query slices of the GC heads, pre-scaled.
   float q[GC][EPT];

@@ -222,41 +222,18 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   extern __shared__ __align__(128) uint4 smem_raw[];
   T* smem = reinterpret_cast<T*>(smem_raw);
 
-  const int splits = p.splits;
-  const int z = blockIdx.x / splits;
-  const int split = blockIdx.x % splits;
-  const int kvh = blockIdx.y / p.chunks;
-  const int chunk = blockIdx.y % p.chunks;
-  const int b = z / p.seq;
-  const int s = z % p.seq;
+  constexpr int kBlockKeys = kWarps * kKeys;
+  const dev::DecodeBlock<T, D> blk(p, p.head_chunk, kBlockKeys);
+  const int z = blk.z, split = blk.split, kvh = blk.kvh, chunk = blk.chunk, b = blk.b, s = blk.s, P = blk.P;
+  const int g_count = blk.g_count, h0 = blk.h0, pos = blk.pos, per = blk.per, kb = blk.kb, ke = blk.ke;
+  const bool active = blk.active;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int S = p.seq, Hq = p.num_heads, Hkv = p.kv_num_heads, C = p.capacity;
-
-  const int P = dev::PastLength(p.past_lengths, b);
-  const int N = dev::NewLength(p.new_lengths, b, S);
-  const bool active = s < N;
-  const int g_count = min(p.head_chunk, p.group - chunk * p.head_chunk);
-  const int h0 = kvh * p.group + chunk * p.head_chunk;
-
+  const int S = p.seq, splits = p.splits, Hq = p.num_heads, Hkv = p.kv_num_heads, C = p.capacity;
   const T* chunk_k = static_cast<const T*>(p.chunk_key);
   const T* chunk_v = static_cast<const T*>(p.chunk_value);
-  const T* cache_k = static_cast<const T*>(p.key_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
-  const T* cache_v = static_cast<const T*>(p.value_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
+  const T* cache_k = blk.cache_k;
+  const T* cache_v = blk.cache_v;
 
-  // Key range of this split, then of this warp.
-  const int pos = P + s;
-  int lo = 0, hi = 0;
-  if (active) {
-    lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;
-    hi = pos + 1;
-  }
-  const int len = hi - lo;
-  constexpr int kBlockKeys = kWarps * kKeys;
-  int per = (len + splits - 1) / splits;
-  per = max(per, p.min_per_split);
-  per = (per + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
-  const int kb = min(hi, lo + split * per);
-  const int ke = min(hi, kb + per);
   // Tiles of this warp: a contiguous quarter of [kb, ke) (flag bit 0 clear), or every 4th tile of
   // [kb, ke) so that the block streams one contiguous region (bit 0 set).
   const bool interleave = (p.tc_flags & 1) != 0;

@@ -78,6 +78,42 @@ __device__ __forceinline__ int NewLength(const int32_t* newl, int b, int S) {
   return n < 0 ? 0 : (n > S ? S : n);
 }
 
+// Where one decode block sits and what it reads (both decode kernels). Grid: x = token z * splits + split, y = KV head
+// * chunks + head chunk. Token z = (sequence b, step s) queries at position pos = P + s and sees keys [lo, hi); this
+// split takes [kb, ke): per = ceil((hi - lo) / splits) keys (at least min_per_split), rounded up to a multiple of
+// `unit` (the keys a block consumes per step). cache_k / cache_v point at the rows of (b, KV head).
+template <typename T, int D>
+struct DecodeBlock {
+  int z, split, kvh, chunk, b, s, P, pos, g_count, h0, lo, hi, per, kb, ke;
+  bool active;
+  const T* cache_k;
+  const T* cache_v;
+
+  template <typename Params>
+  __device__ __forceinline__ DecodeBlock(const Params& p, int head_chunk, int unit) {
+    z = blockIdx.x / p.splits;
+    split = blockIdx.x % p.splits;
+    kvh = blockIdx.y / p.chunks;
+    chunk = blockIdx.y % p.chunks;
+    b = z / p.seq;
+    s = z % p.seq;
+    P = PastLength(p.past_lengths, b);
+    active = s < NewLength(p.new_lengths, b, p.seq);
+    g_count = min(head_chunk, p.group - chunk * head_chunk);
+    h0 = kvh * p.group + chunk * head_chunk;
+    const size_t rows = (static_cast<size_t>(b) * p.kv_num_heads + kvh) * p.capacity * D;
+    cache_k = static_cast<const T*>(p.key_cache) + rows;
+    cache_v = static_cast<const T*>(p.value_cache) + rows;
+    pos = P + s;
+    lo = active && p.window > 0 ? max(0, pos - p.window + 1) : 0;
+    hi = active ? pos + 1 : 0;
+    per = max((hi - lo + p.splits - 1) / p.splits, p.min_per_split);
+    per = (per + unit - 1) / unit * unit;
+    kb = min(hi, lo + split * per);
+    ke = min(hi, kb + per);
+  }
+};
+
 // Rotary (docs/ops.md, "Rotary"): for i < R/2 the pair (i, i + R/2), or (2i, 2i+1) when interleaved, is turned
 // by cos / sin[pos, i]; dimensions >= R are unchanged. fp32, as the CPU op computes it (callers round to T).
 struct RotaryPair {
