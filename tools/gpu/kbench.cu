@@ -4,7 +4,8 @@
 //
 //   kbench [quick]     > kbench.csv
 //   kbench shape KIND B T D [v...]   one shape (KIND sliding|global), the tensor-core kernel as planned and
-//                                    in each listed variant: a tc_flags value, or sN for N splits (profiling runs)
+//                                    in each listed variant: a tc_flags value, sN for N splits, or r for rotary
+//                                    inside the op (R = D; profiling runs)
 //
 // Shapes: decode (S = 1), fp16, 32 q / 8 kv heads, D = 128, past = T - 1, owner bound in place;
 // global C = T, sliding ring C = W = 1024. Both kernels ("simt": DecodeKernel, "tc": DecodeTcKernel),
@@ -66,9 +67,22 @@ struct Graph {
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
   const bool one = argc > 5 && std::strcmp(argv[1], "shape") == 0;
-  std::vector<std::pair<int, int>> one_extra;  // (splits, flags): "sN" forces N splits, a number is a tc_flags value
-  for (int i = 6; one && i < argc; ++i)
-    one_extra.push_back(argv[i][0] == 's' ? std::make_pair(std::atoi(argv[i] + 1), -1) : std::make_pair(0, std::atoi(argv[i])));
+  // Extra variants: "sN" forces N splits, "r" adds rotary inside the op (R = D, half-split), a number is a tc_flags value.
+  struct Extra {
+    int splits = 0, flags = -1;
+    bool rotary = false;
+  };
+  std::vector<Extra> one_extra;
+  for (int i = 6; one && i < argc; ++i) {
+    Extra e;
+    if (argv[i][0] == 's') e.splits = std::atoi(argv[i] + 1);
+    else if (argv[i][0] == 'r') {
+      e.rotary = true;
+      if (argv[i][1] != 0) e.flags = std::atoi(argv[i] + 1);
+    }
+    else e.flags = std::atoi(argv[i]);
+    one_extra.push_back(e);
+  }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   cudaStream_t stream;
@@ -158,14 +172,16 @@ int main(int argc, char** argv) {
         a.output = out;
 
         std::vector<__half> ref;
+        void *rot_cos = nullptr, *rot_sin = nullptr;
         struct Variant {
           int kernel, splits, flags, fused = -1;
+          bool rotary = false;
         };
         // SIMT, tensor-core (splits merged in-kernel), tensor-core with the separate CombineKernel ("tc_sep").
         std::vector<Variant> variants = {{0, 0, -1}, {1, 0, -1}, {1, 0, -1, 0}};
         if (one) {
           variants = {{1, 0, -1}};
-          for (auto [sp, f] : one_extra) variants.push_back({1, sp, f});
+          for (const Extra& e : one_extra) variants.push_back({1, e.splits, e.flags, -1, e.rotary});
         }
         // Tuning rows on shapes of B*T = 16K..1M: the tensor-core kernel's variant flags
         // (decode_tc.cu) and half / double the automatic split count.
@@ -186,11 +202,25 @@ int main(int argc, char** argv) {
           tune.splits = var.splits;
           tune.tc_flags = var.flags;
           tune.fused_combine = var.fused;
-          const LaunchPlan pl = Plan(a, prop.multiProcessorCount, tune);
+          CudaAttendArgs av = a;
+          if (var.rotary) {  // cos/sin caches covering positions 0..T (values only need to be finite)
+            const size_t n = size_t(T + 1) * (D / 2);
+            if (rot_cos == nullptr) {
+              CK(cudaMalloc(&rot_cos, n * 2));
+              CK(cudaMalloc(&rot_sin, n * 2));
+              Fill(rot_cos, n, 31);
+              Fill(rot_sin, n, 32);
+            }
+            av.cos_cache = rot_cos;
+            av.sin_cache = rot_sin;
+            av.rotary_dim = D;
+            av.max_positions = T + 1;
+          }
+          const LaunchPlan pl = Plan(av, prop.multiProcessorCount, tune);
           void* scratch = nullptr;
           if (pl.scratch_bytes) CK(cudaMalloc(&scratch, pl.scratch_bytes));
           auto launch = [&](int r) {
-            CudaAttendArgs x = a;
+            CudaAttendArgs x = av;
             x.key_cache = kc[r];
             x.value_cache = vc[r];
             x.present_key = kc[r];
@@ -243,7 +273,8 @@ int main(int argc, char** argv) {
           }
           std::sort(samples.begin(), samples.end());
           const double us = samples[samples.size() / 2];
-          const std::string name = !var.kernel       ? "simt"
+          const std::string name = var.rotary ? "tc_rotary"
+                                 : !var.kernel       ? "simt"
                                  : var.fused == 0 ? "tc_sep"
                                  : var.flags >= 0 ? "tc_f" + std::to_string(var.flags)
                                  : var.splits > 0 ? "tc_s"
@@ -262,6 +293,8 @@ int main(int argc, char** argv) {
         CK(cudaFree(v));
         CK(cudaFree(out));
         CK(cudaFree(past));
+        if (rot_cos) CK(cudaFree(rot_cos));
+        if (rot_sin) CK(cudaFree(rot_sin));
       }
   }
   return 0;

@@ -330,15 +330,13 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     } else {
       // Rotary inside the op: each of the lane's dimensions rotated at this token's position (its pair partner is
       // read from the same row), rounded to T as the CPU op and the pre-pass round it.
+      int d[2 * KC];
+      float2 r[2 * KC];
 #pragma unroll
-      for (int kc = 0; kc < KC; ++kc)
+      for (int k = 0; k < 2 * KC; ++k) d[k] = (k / 2) * 16 + qd + 8 * (k % 2);
+      dev::RotatePairs(qrow, d, pos, p.rotary, r);
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int d = kc * 16 + qd + 8 * h;
-          qf[kc][h] = real ? MmaOp<T>::Pack(dev::RotatedElement(qrow, d, pos, p.rotary),
-                                            dev::RotatedElement(qrow, d + 1, pos, p.rotary))
-                           : 0u;
-        }
+      for (int k = 0; k < 2 * KC; ++k) qf[k / 2][k % 2] = real ? MmaOp<T>::Pack(r[k].x, r[k].y) : 0u;
     }
   }
 
@@ -348,6 +346,22 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   if (p.write_key != nullptr && active && split == 0 && chunk == 0)
     dev::WriteNewRow<T, D, kDecodeTcThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, b, kvh, Hkv, C, P + s,
                                              p.rotary);
+
+  // The new key's rotation (below, in shared memory) needs the angles of position pos: loaded now, off the path of the
+  // tile that holds the key.
+  constexpr int kPerLane = (D + 31) / 32;
+  float fix_c[kPerLane], fix_s[kPerLane];
+  if (p.rotary.dim > 0 && owner) {
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) {
+      const int d = lane + 32 * e;
+      if (d < p.rotary.dim) {
+        const size_t row = dev::RotaryRow(pos, p.rotary) + dev::RotaryPairOf(d, p.rotary).i;
+        fix_c[e] = Traits<T>::One(static_cast<const T*>(p.rotary.cos)[row]);
+        fix_s[e] = Traits<T>::One(static_cast<const T*>(p.rotary.sin)[row]);
+      }
+    }
+  }
 
   // ldmatrix lane addressing (row = key within the tile).
   const int a_row = lane & 15, a_chunk = lane >> 4;               // K: non-transposed A
@@ -367,14 +381,13 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
       if (r >= 0 && r < kKeys && pos < tend) {
         T* row = ring + st * 2 * G::kTileElems + r * D;
         auto at = [&](int d) -> T& { return row[((d / 8) ^ (r & 7)) * 8 + d % 8]; };
-        constexpr int kPerLane = (D + 31) / 32;
         float rotated[kPerLane];
 #pragma unroll
         for (int e = 0; e < kPerLane; ++e) {
           const int d = lane + 32 * e;
           if (d < p.rotary.dim) {
             const dev::RotaryPair pr = dev::RotaryPairOf(d, p.rotary);
-            rotated[e] = dev::Rotate<T>(Traits<T>::One(at(d)), Traits<T>::One(at(pr.partner)), pos, pr, p.rotary);
+            rotated[e] = dev::RotateValue(Traits<T>::One(at(d)), Traits<T>::One(at(pr.partner)), fix_c[e], fix_s[e], pr.first);
           }
         }
         __syncwarp();

@@ -39,6 +39,7 @@ struct Traits<__half> {
     }
   }
   __device__ static __forceinline__ float One(__half x) { return __half2float(x); }
+  __device__ static __forceinline__ float2 Two(uint32_t u) { return __half22float2(*reinterpret_cast<const __half2*>(&u)); }
   __device__ static __forceinline__ __half From(float x) { return __float2half_rn(x); }
 };
 
@@ -55,6 +56,9 @@ struct Traits<__nv_bfloat16> {
     }
   }
   __device__ static __forceinline__ float One(__nv_bfloat16 x) { return __bfloat162float(x); }
+  __device__ static __forceinline__ float2 Two(uint32_t u) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
+  }
   __device__ static __forceinline__ __nv_bfloat16 From(float x) { return __float2bfloat16_rn(x); }
 };
 
@@ -128,14 +132,22 @@ __device__ __forceinline__ RotaryPair RotaryPairOf(int d, const Rot& r) {
   return {first, r.interleaved ? d / 2 : (first ? d : d - half),
           r.interleaved ? d ^ 1 : (first ? d + half : d - half)};
 }
-// x' of one element; pos is clamped to the caches (device lengths are never trusted for addressing).
+// x' from x, its partner and the angle's cos / sin. Explicit roundings (no fused multiply-add): bit-identical to the
+// CPU op, so cached keys match bit for bit.
+__device__ __forceinline__ float RotateValue(float x, float partner, float c, float s, bool first) {
+  return first ? __fsub_rn(__fmul_rn(x, c), __fmul_rn(partner, s)) : __fadd_rn(__fmul_rn(x, c), __fmul_rn(partner, s));
+}
+// Row of the cos / sin caches for position pos, clamped to them (device lengths are never trusted for addressing).
+template <typename Rot>
+__device__ __forceinline__ size_t RotaryRow(int pos, const Rot& r) {
+  return static_cast<size_t>(min(max(pos, 0), r.max_positions - 1)) * (r.dim / 2);
+}
+// x' of one element at position pos.
 template <typename T, typename Rot>
 __device__ __forceinline__ float Rotate(float x, float partner, int pos, const RotaryPair& pr, const Rot& r) {
-  const size_t row = static_cast<size_t>(min(max(pos, 0), r.max_positions - 1)) * (r.dim / 2) + pr.i;
-  const float c = Traits<T>::One(static_cast<const T*>(r.cos)[row]);
-  const float s = Traits<T>::One(static_cast<const T*>(r.sin)[row]);
-  // Explicit roundings (no fused multiply-add): bit-identical to the CPU op, so cached keys match bit for bit.
-  return pr.first ? __fsub_rn(__fmul_rn(x, c), __fmul_rn(partner, s)) : __fadd_rn(__fmul_rn(x, c), __fmul_rn(partner, s));
+  const size_t row = RotaryRow(pos, r) + pr.i;
+  return RotateValue(x, partner, Traits<T>::One(static_cast<const T*>(r.cos)[row]),
+                     Traits<T>::One(static_cast<const T*>(r.sin)[row]), pr.first);
 }
 // Element d of a head row x (D elements, global memory) after rotary at position pos.
 template <typename T, typename Rot>
@@ -144,6 +156,76 @@ __device__ __forceinline__ float RotatedElement(const T* x, int d, int pos, cons
   if (d >= r.dim) return v;
   const RotaryPair pr = RotaryPairOf(d, r);
   return Rotate<T>(v, Traits<T>::One(x[pr.partner]), pos, pr, r);
+}
+
+// N pairs of elements (d[k], d[k] + 1), d[k] even, of a 16-bit head row after rotary at position pos; same values as
+// RotatedElement. Every load is issued before any arithmetic: with a branch per element (RotatedElement) the compiler
+// issues them one L2 round trip at a time, which cost 2-4 us per decode call (kbench). Paired 4-byte loads where the
+// layout allows (interleaved pairs, or R/2 even: both elements on one side, partners and angles adjacent).
+template <typename T, int N, typename Rot>
+__device__ __forceinline__ void RotatePairs(const T* x, const int (&d)[N], int pos, const Rot& r, float2 (&out)[N]) {
+  const int half = r.dim / 2;
+  const T* cs = static_cast<const T*>(r.cos) + RotaryRow(pos, r);
+  const T* sn = static_cast<const T*>(r.sin) + RotaryRow(pos, r);
+  float2 v[N], pv[N], c[N], s[N];
+  if (r.interleaved) {
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      const int i = (d[k] < r.dim ? d[k] : 0) / 2;
+      v[k] = Traits<T>::Two(*reinterpret_cast<const uint32_t*>(x + d[k]));
+      pv[k] = make_float2(v[k].y, v[k].x);
+      c[k].x = c[k].y = Traits<T>::One(cs[i]);
+      s[k].x = s[k].y = Traits<T>::One(sn[i]);
+    }
+  } else if (half % 2 == 0) {
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      const int dk = d[k] < r.dim ? d[k] : 0;
+      const bool first = dk < half;
+      const int i = first ? dk : dk - half;
+      v[k] = Traits<T>::Two(*reinterpret_cast<const uint32_t*>(x + d[k]));
+      pv[k] = Traits<T>::Two(*reinterpret_cast<const uint32_t*>(x + (first ? dk + half : dk - half)));
+      c[k] = Traits<T>::Two(*reinterpret_cast<const uint32_t*>(cs + i));
+      s[k] = Traits<T>::Two(*reinterpret_cast<const uint32_t*>(sn + i));
+    }
+  } else {  // an odd R/2: a pair may straddle the halves (rare): element by element
+#pragma unroll
+    for (int k = 0; k < N; ++k) out[k] = make_float2(RotatedElement(x, d[k], pos, r), RotatedElement(x, d[k] + 1, pos, r));
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < N; ++k) {
+    // first element of the rotation pair: interleaved -> the even one (.x); half-split -> both, when d < R/2.
+    const bool fx = r.interleaved ? true : d[k] < half, fy = r.interleaved ? false : d[k] < half;
+    out[k] = d[k] < r.dim ? make_float2(RotateValue(v[k].x, pv[k].x, c[k].x, s[k].x, fx),
+                                        RotateValue(v[k].y, pv[k].y, c[k].y, s[k].y, fy))
+                          : v[k];
+  }
+}
+
+// 16 bytes (vector v) of a new key row, rotated, stored at dst: the 16-bit types through RotatePairs; fp32 (whose
+// kernels get pre-rotated keys and never call this with rotary on) element by element.
+template <typename T, typename Rot>
+__device__ __forceinline__ void RotateNewKey(const T* row, int v, int pos, const Rot& r, uint4* dst) {
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  uint4 packed;
+  T* e = reinterpret_cast<T*>(&packed);
+  if constexpr (sizeof(T) == 2) {
+    int d[kVec / 2];
+    float2 o[kVec / 2];
+#pragma unroll
+    for (int k = 0; k < kVec / 2; ++k) d[k] = v * kVec + 2 * k;
+    RotatePairs(row, d, pos, r, o);
+#pragma unroll
+    for (int k = 0; k < kVec / 2; ++k) {
+      e[2 * k] = Traits<T>::From(o[k].x);
+      e[2 * k + 1] = Traits<T>::From(o[k].y);
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) e[k] = Traits<T>::From(RotatedElement(row, v * kVec + k, pos, r));
+  }
+  *dst = packed;
 }
 
 // The fused cache write of an S == 1 owner step (both decode kernels): token z's new K and V rows
@@ -165,9 +247,7 @@ __device__ __forceinline__ void WriteNewRow(const T* chunk_k, const T* chunk_v, 
     } else if (rot.dim == 0) {
       reinterpret_cast<uint4*>(static_cast<T*>(cache_k) + dst)[v] = reinterpret_cast<const uint4*>(chunk_k + src)[v];
     } else {
-      T* out = static_cast<T*>(cache_k) + dst + v * kVec;
-#pragma unroll
-      for (int e = 0; e < kVec; ++e) out[e] = Traits<T>::From(RotatedElement(chunk_k + src, v * kVec + e, pos, rot));
+      RotateNewKey(chunk_k + src, v, pos, rot, reinterpret_cast<uint4*>(static_cast<T*>(cache_k) + dst) + v);
     }
   }
 }
