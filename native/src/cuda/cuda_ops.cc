@@ -16,9 +16,7 @@
 namespace mixattn::cuda {
 namespace {
 
-using ops::CommonShapes;
 using ops::Fail;
-using ops::OnnxType;
 using ops::OpAttributes;
 
 template <typename T>
@@ -75,110 +73,51 @@ void CheckLengthsOnHost(OpKind kind, const char* op, const AttentionShape& sh, c
       Fail(err);
 }
 
-void Run(OrtKernelContext* context, const char* op, OpKind kind, const OpAttributes& attrs, CudaAttendArgs& args,
-         const AttentionShape& sh, int cos_index, int sin_index) {
-  Ort::KernelContext ctx(context);
-  void* stream = ctx.GetGPUComputeStream();
-  const ops::RotaryInputs rotary = ops::CheckRotaryInputs(op, ctx, cos_index, sin_index, sh.head_dim);
-  if (attrs.check_lengths)
-    CheckLengthsOnHost(kind, op, sh, args.past_lengths, args.new_lengths, rotary.present ? rotary.max_positions : 0,
-                       stream);
-  if (rotary.present) {
-    args.cos_cache = rotary.cos;
-    args.sin_cache = rotary.sin;
-    args.rotary_dim = rotary.rotary_dim;
-    args.max_positions = rotary.max_positions;
-    args.rotary_interleaved = attrs.rotary_interleaved;
-  }
-  args.shape = sh;
-  const LaunchPlan plan = Plan(args, CurrentDeviceSmCount());
-  Scratch scratch(context, plan.scratch_bytes);
-  if (std::string e = Launch(args, plan, scratch.get(), stream); !e.empty())
-    throw Ort::Exception(std::string(op) + " (CUDA): " + e, ORT_EP_FAIL);
-}
-
 template <typename T, OpKind K>
 struct CudaAttentionKernel {
   explicit CudaAttentionKernel(const OpAttributes& attrs) : attrs_(attrs) {}
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return ops::GuardStatus([&] { K == OpKind::kOwner ? ComputeOwner(context) : ComputeReader(context); });
+    return ops::GuardStatus([&] { Compute(context); });
   }
 
  private:
-  void ComputeOwner(OrtKernelContext* context) {
-    namespace so = spec::owner;
-    const char* op = spec::kWindowedAttention;
+  void Compute(OrtKernelContext* context) {
+    const char* op = K == OpKind::kOwner ? spec::kWindowedAttention : spec::kSharedKvAttention;
     Ort::KernelContext ctx(context);
-    Ort::ConstValue query = ctx.GetInput(so::kQuery);
-    Ort::ConstValue key = ctx.GetInput(so::kKey);
-    Ort::ConstValue value = ctx.GetInput(so::kValue);
-    Ort::ConstValue past_key = ctx.GetInput(so::kPastKey);
-    Ort::ConstValue past_value = ctx.GetInput(so::kPastValue);
-    CommonShapes cs = ops::CheckCommonInputs(op, attrs_, query, "past_key", past_key, "past_value", past_value);
-    AttentionShape& sh = cs.shape;
-    const std::vector<int64_t> kv_shape{sh.batch, sh.seq, static_cast<int64_t>(sh.kv_num_heads) * sh.head_dim};
-    ops::ExpectShape(op, "key", ops::ShapeOf(op, "key", key, 3, "[B, S, kv_num_heads*D]"), kv_shape,
-                     "[B, S, kv_num_heads*D]");
-    ops::ExpectShape(op, "value", ops::ShapeOf(op, "value", value, 3, "[B, S, kv_num_heads*D]"), kv_shape,
-                     "[B, S, kv_num_heads*D]");
-    if (sh.window > 0 && sh.capacity < sh.window)
-      Fail(std::string(op) + ": input 'past_key' capacity C=" + std::to_string(sh.capacity) +
-           " (dimension 2 of [B, kv_num_heads, C, D]) must be >= window W=" + std::to_string(sh.window) +
-           " for a sliding cache");
-    const int32_t* past_lengths = nullptr;
-    const int32_t* new_lengths = nullptr;
-    ops::CheckLengthInputs(op, ctx, so::kPastLengths, so::kNewLengths, sh.batch, &past_lengths, &new_lengths);
-
-    Ort::UnownedValue output = ctx.GetOutput(so::kOutput, cs.query_shape);
-    Ort::UnownedValue present_key = ctx.GetOutput(so::kPresentKey, cs.cache_shape);
-    Ort::UnownedValue present_value = ctx.GetOutput(so::kPresentValue, cs.cache_shape);
+    const ops::AttentionCall c = ops::ReadCall(K, attrs_, ctx, /*lengths_on_host=*/false);
+    const AttentionShape& sh = c.shape;
     if (sh.batch == 0 || sh.seq == 0) return;
     if (std::string e = CheckSupported(sh, DTypeOf<T>()); !e.empty()) Fail(std::string(op) + " (CUDA): " + e);
+    void* stream = ctx.GetGPUComputeStream();
+    if (attrs_.check_lengths)
+      CheckLengthsOnHost(K, op, sh, c.past_lengths, c.new_lengths, c.rotary.present ? c.rotary.max_positions : 0,
+                         stream);
 
     CudaAttendArgs args;
+    args.shape = sh;
     args.dtype = DTypeOf<T>();
-    args.query = query.GetTensorRawData();
-    args.chunk_key = key.GetTensorRawData();
-    args.chunk_value = value.GetTensorRawData();
-    args.key_cache = past_key.GetTensorRawData();
-    args.value_cache = past_value.GetTensorRawData();
-    args.past_lengths = past_lengths;
-    args.new_lengths = new_lengths;
-    args.output = output.GetTensorMutableRawData();
-    args.present_key = present_key.GetTensorMutableRawData();
-    args.present_value = present_value.GetTensorMutableRawData();
-    if (attrs_.require_inplace && (args.present_key != args.key_cache || args.present_value != args.value_cache))
-      Fail(std::string(op) + ": 'present_key'/'present_value' are not bound to the 'past_key'/'past_value' buffers "
-                             "(session config mixattention.require_inplace=1 forbids the past->present copy)");
-    Run(context, op, OpKind::kOwner, attrs_, args, sh, so::kCosCache, so::kSinCache);
-  }
-
-  void ComputeReader(OrtKernelContext* context) {
-    namespace sr = spec::reader;
-    const char* op = spec::kSharedKvAttention;
-    Ort::KernelContext ctx(context);
-    Ort::ConstValue query = ctx.GetInput(sr::kQuery);
-    Ort::ConstValue key_cache = ctx.GetInput(sr::kKeyCache);
-    Ort::ConstValue value_cache = ctx.GetInput(sr::kValueCache);
-    CommonShapes cs = ops::CheckCommonInputs(op, attrs_, query, "key_cache", key_cache, "value_cache", value_cache);
-    AttentionShape& sh = cs.shape;
-    const int32_t* past_lengths = nullptr;
-    const int32_t* new_lengths = nullptr;
-    ops::CheckLengthInputs(op, ctx, sr::kPastLengths, sr::kNewLengths, sh.batch, &past_lengths, &new_lengths);
-    Ort::UnownedValue output = ctx.GetOutput(sr::kOutput, cs.query_shape);
-    if (sh.batch == 0 || sh.seq == 0) return;
-    if (std::string e = CheckSupported(sh, DTypeOf<T>()); !e.empty()) Fail(std::string(op) + " (CUDA): " + e);
-
-    CudaAttendArgs args;
-    args.dtype = DTypeOf<T>();
-    args.query = query.GetTensorRawData();
-    args.key_cache = key_cache.GetTensorRawData();
-    args.value_cache = value_cache.GetTensorRawData();
-    args.past_lengths = past_lengths;
-    args.new_lengths = new_lengths;
-    args.output = output.GetTensorMutableRawData();
-    Run(context, op, OpKind::kReader, attrs_, args, sh, sr::kCosCache, sr::kSinCache);
+    args.query = c.query;
+    args.chunk_key = c.key;  // nullptr for the reader
+    args.chunk_value = c.value;
+    args.key_cache = c.key_cache;
+    args.value_cache = c.value_cache;
+    args.past_lengths = c.past_lengths;
+    args.new_lengths = c.new_lengths;
+    args.output = c.output;
+    args.present_key = c.present_key;  // nullptr for the reader
+    args.present_value = c.present_value;
+    if (c.rotary.present) {
+      args.cos_cache = c.rotary.cos;
+      args.sin_cache = c.rotary.sin;
+      args.rotary_dim = c.rotary.rotary_dim;
+      args.max_positions = c.rotary.max_positions;
+      args.rotary_interleaved = attrs_.rotary_interleaved;
+    }
+    const LaunchPlan plan = Plan(args, CurrentDeviceSmCount());
+    Scratch scratch(context, plan.scratch_bytes);
+    if (std::string e = Launch(args, plan, scratch.get(), stream); !e.empty())
+      throw Ort::Exception(std::string(op) + " (CUDA): " + e, ORT_EP_FAIL);
   }
 
   OpAttributes attrs_;

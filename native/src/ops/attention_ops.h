@@ -1,6 +1,8 @@
 // The two custom ops, one registration per element type (float, MLFloat16, BFloat16).
 #pragma once
 
+#include <vector>
+
 #include "mixattention/op_spec.h"
 #include "ops/op_common.h"
 
@@ -74,17 +76,6 @@ template <typename T>
 struct SharedKvAttentionOp
     : AttentionOpSchema<SharedKvAttentionOp<T>, SharedKvAttentionKernel<T>, T, OpKind::kReader> {};
 
-// Shared front half of both Compute()s: validated shapes of query and the cache pair.
-struct CommonShapes {
-  AttentionShape shape;
-  std::vector<int64_t> query_shape;  // [B, S, Hq*D]
-  std::vector<int64_t> cache_shape;  // [B, Hkv, C, D]
-};
-
-CommonShapes CheckCommonInputs(const char* op, const OpAttributes& attrs, const Ort::ConstValue& query,
-                               const char* key_cache_name, const Ort::ConstValue& key_cache,
-                               const char* value_cache_name, const Ort::ConstValue& value_cache);
-
 // The optional cos_cache / sin_cache inputs [M, R/2] (docs/ops.md, "Rotary"): both or neither, same shape,
 // 0 < R <= D. present == false when both are absent.
 struct RotaryInputs {
@@ -94,11 +85,57 @@ struct RotaryInputs {
   int rotary_dim = 0;     // R
   int max_positions = 0;  // M
 };
-RotaryInputs CheckRotaryInputs(const char* op, const Ort::KernelContext& ctx, int cos_index, int sin_index,
-                               int head_dim);
 
-// past_lengths [B] (required) and new_lengths [B] (optional; nullptr when absent).
-void CheckLengthInputs(const char* op, const Ort::KernelContext& ctx, int past_index, int new_index, int batch,
-                       const int32_t** past_lengths, const int32_t** new_lengths);
+// One call of either op, checked (attention_call.cc): the shape, every input's data (host or device memory, as the
+// execution provider gives it) and the outputs, fetched with their shapes. Owner only: key, value, present_*.
+struct AttentionCall {
+  AttentionShape shape;
+  const void* query = nullptr;
+  const void* key = nullptr;
+  const void* value = nullptr;
+  const void* key_cache = nullptr;    // owner: past_key; reader: key_cache
+  const void* value_cache = nullptr;
+  const int32_t* past_lengths = nullptr;
+  const int32_t* new_lengths = nullptr;  // nullptr when absent
+  RotaryInputs rotary;
+  void* output = nullptr;
+  void* present_key = nullptr;
+  void* present_value = nullptr;
+};
+
+// Reads and checks the inputs of one WindowedAttention / SharedKvAttention call (shapes, attributes' consequences,
+// require_inplace) and fetches its outputs. lengths_on_host: the lengths are host data (CPU EP), so the cache
+// rules and the rotary positions are checked too; otherwise (CUDA) they stay on the device unread.
+AttentionCall ReadCall(OpKind kind, const OpAttributes& attrs, const Ort::KernelContext& ctx, bool lengths_on_host);
+
+// The CPU kernel's arguments for a checked call (host data; the owner's chunk included).
+template <typename T>
+AttendArgs<T> AttendArgsOf(const AttentionCall& c) {
+  AttendArgs<T> a;
+  a.shape = c.shape;
+  a.query = static_cast<const T*>(c.query);
+  a.chunk_key = static_cast<const T*>(c.key);
+  a.chunk_value = static_cast<const T*>(c.value);
+  a.key_cache = static_cast<const T*>(c.key_cache);  // owner: the state before this step's write
+  a.value_cache = static_cast<const T*>(c.value_cache);
+  a.past_lengths = c.past_lengths;
+  a.new_lengths = c.new_lengths;
+  a.output = static_cast<T*>(c.output);
+  return a;
+}
+
+// Rotary inside the op on the CPU: x [B, S, heads*D] rotated into `buffer` (returned), or x itself when the call has
+// no cos/sin caches.
+template <typename T>
+const T* RotatedRows(const AttentionCall& c, bool interleaved, int heads, const T* x, std::vector<T>& buffer,
+                     const Executor& executor) {
+  if (!c.rotary.present) return x;
+  const AttentionShape& sh = c.shape;
+  const RotaryArgs<T> r{static_cast<const T*>(c.rotary.cos), static_cast<const T*>(c.rotary.sin), c.rotary.rotary_dim,
+                        c.rotary.max_positions, interleaved};
+  buffer.resize(static_cast<size_t>(sh.batch) * sh.seq * heads * sh.head_dim);
+  ApplyRotary(r, sh, heads, x, buffer.data(), c.past_lengths, c.new_lengths, executor);
+  return buffer.data();
+}
 
 }  // namespace mixattn::ops

@@ -1,0 +1,149 @@
+// The front half of every Compute (both ops, CPU and CUDA): read and check one call's inputs, fetch its outputs.
+// Messages name the op, the input and the expected shape (docs/ops.md, "Errors").
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mixattention/op_spec.h"
+#include "ops/attention_ops.h"
+
+namespace mixattn::ops {
+namespace {
+
+// Validated shapes of the query and the cache pair.
+struct CommonShapes {
+  AttentionShape shape;
+  std::vector<int64_t> query_shape;  // [B, S, Hq*D]
+  std::vector<int64_t> cache_shape;  // [B, Hkv, C, D]
+};
+
+CommonShapes CheckCommonInputs(const char* op, const OpAttributes& attrs, const Ort::ConstValue& query,
+                               const char* key_cache_name, const Ort::ConstValue& key_cache,
+                               const char* value_cache_name, const Ort::ConstValue& value_cache) {
+  CommonShapes r;
+  r.query_shape = ShapeOf(op, "query", query, 3, "[B, S, num_heads*D]");
+  const int64_t B = r.query_shape[0], S = r.query_shape[1], qh = r.query_shape[2];
+  if (qh == 0 || qh % attrs.num_heads != 0)
+    Fail(std::string(op) + ": input 'query' dimension 2 = " + std::to_string(qh) +
+         " must be num_heads*D with num_heads = " + std::to_string(attrs.num_heads) + " and D > 0");
+  const int64_t D = qh / attrs.num_heads;
+  r.cache_shape = ShapeOf(op, key_cache_name, key_cache, 4, "[B, kv_num_heads, C, D]");
+  const int64_t C = r.cache_shape[2];
+  const std::vector<int64_t> expected{B, attrs.kv_num_heads, C, D};
+  ExpectShape(op, key_cache_name, r.cache_shape, expected, "[B, kv_num_heads, C, D]");
+  ExpectShape(op, value_cache_name, ShapeOf(op, value_cache_name, value_cache, 4, "[B, kv_num_heads, C, D]"),
+              expected, "[B, kv_num_heads, C, D] (same as the key cache)");
+  if (static_cast<int64_t>(B) * attrs.kv_num_heads * C * D > (int64_t{1} << 40))
+    Fail(std::string(op) + ": cache '" + key_cache_name + "' is too large");
+
+  AttentionShape& sh = r.shape;
+  sh.batch = static_cast<int>(B);
+  sh.seq = static_cast<int>(S);
+  sh.num_heads = attrs.num_heads;
+  sh.kv_num_heads = attrs.kv_num_heads;
+  sh.head_dim = static_cast<int>(D);
+  sh.capacity = static_cast<int>(C);
+  sh.window = attrs.window;
+  sh.scale = attrs.scale > 0.f ? attrs.scale : 1.0f / std::sqrt(static_cast<float>(D));
+  sh.softcap = attrs.softcap;
+  return r;
+}
+
+void CheckLengthInputs(const char* op, const Ort::KernelContext& ctx, int past_index, int new_index, int batch,
+                       const int32_t** past_lengths, const int32_t** new_lengths) {
+  Ort::ConstValue past = ctx.GetInput(past_index);
+  ExpectShape(op, "past_lengths", ShapeOf(op, "past_lengths", past, 1, "[B]"), {batch}, "[B] (int32)");
+  *past_lengths = past.GetTensorData<int32_t>();
+  *new_lengths = nullptr;
+  if (ctx.GetInputCount() > static_cast<size_t>(new_index)) {
+    Ort::ConstValue nl = ctx.GetInput(new_index);
+    if (nl != nullptr) {
+      ExpectShape(op, "new_lengths", ShapeOf(op, "new_lengths", nl, 1, "[B]"), {batch}, "[B] (int32)");
+      *new_lengths = nl.GetTensorData<int32_t>();
+    }
+  }
+}
+
+RotaryInputs CheckRotaryInputs(const char* op, const Ort::KernelContext& ctx, int cos_index, int sin_index,
+                               int head_dim) {
+  RotaryInputs r;
+  const size_t n = ctx.GetInputCount();
+  Ort::ConstValue cos = n > static_cast<size_t>(cos_index) ? ctx.GetInput(cos_index) : Ort::ConstValue(nullptr);
+  Ort::ConstValue sin = n > static_cast<size_t>(sin_index) ? ctx.GetInput(sin_index) : Ort::ConstValue(nullptr);
+  if (cos == nullptr && sin == nullptr) return r;
+  if (cos == nullptr || sin == nullptr)
+    Fail(std::string(op) + ": inputs 'cos_cache' and 'sin_cache' must be given together (rotary) or both omitted");
+  const std::vector<int64_t> shape = ShapeOf(op, "cos_cache", cos, 2, "[max_positions, rotary_dim/2]");
+  ExpectShape(op, "sin_cache", ShapeOf(op, "sin_cache", sin, 2, "[max_positions, rotary_dim/2]"), shape,
+              "[max_positions, rotary_dim/2] (same as 'cos_cache')");
+  if (shape[0] < 1 || shape[0] > INT32_MAX || shape[1] < 1 || 2 * shape[1] > head_dim)
+    Fail(std::string(op) + ": input 'cos_cache' has shape " + ShapeToString(shape) +
+         ", expected [max_positions >= 1, rotary_dim/2] with 0 < rotary_dim <= head size D = " +
+         std::to_string(head_dim));
+  r.present = true;
+  r.cos = cos.GetTensorRawData();
+  r.sin = sin.GetTensorRawData();
+  r.rotary_dim = static_cast<int>(2 * shape[1]);
+  r.max_positions = static_cast<int>(shape[0]);
+  return r;
+}
+
+}  // namespace
+
+AttentionCall ReadCall(OpKind kind, const OpAttributes& attrs, const Ort::KernelContext& ctx, bool lengths_on_host) {
+  const bool owner = kind == OpKind::kOwner;
+  const char* op = owner ? spec::kWindowedAttention : spec::kSharedKvAttention;
+  const char* key_cache_name = owner ? "past_key" : "key_cache";
+  const char* value_cache_name = owner ? "past_value" : "value_cache";
+  const int past_index = owner ? spec::owner::kPastLengths : spec::reader::kPastLengths;
+  const int new_index = owner ? spec::owner::kNewLengths : spec::reader::kNewLengths;
+  const int cos_index = owner ? spec::owner::kCosCache : spec::reader::kCosCache;
+  const int sin_index = owner ? spec::owner::kSinCache : spec::reader::kSinCache;
+
+  Ort::ConstValue query = ctx.GetInput(owner ? spec::owner::kQuery : spec::reader::kQuery);
+  Ort::ConstValue key_cache = ctx.GetInput(owner ? spec::owner::kPastKey : spec::reader::kKeyCache);
+  Ort::ConstValue value_cache = ctx.GetInput(owner ? spec::owner::kPastValue : spec::reader::kValueCache);
+  const CommonShapes cs = CheckCommonInputs(op, attrs, query, key_cache_name, key_cache, value_cache_name, value_cache);
+  AttentionCall c;
+  c.shape = cs.shape;
+  const AttentionShape& sh = c.shape;
+  c.query = query.GetTensorRawData();
+  c.key_cache = key_cache.GetTensorRawData();
+  c.value_cache = value_cache.GetTensorRawData();
+  if (owner) {
+    Ort::ConstValue key = ctx.GetInput(spec::owner::kKey);
+    Ort::ConstValue value = ctx.GetInput(spec::owner::kValue);
+    const std::vector<int64_t> kv_shape{sh.batch, sh.seq, static_cast<int64_t>(sh.kv_num_heads) * sh.head_dim};
+    ExpectShape(op, "key", ShapeOf(op, "key", key, 3, "[B, S, kv_num_heads*D]"), kv_shape, "[B, S, kv_num_heads*D]");
+    ExpectShape(op, "value", ShapeOf(op, "value", value, 3, "[B, S, kv_num_heads*D]"), kv_shape,
+                "[B, S, kv_num_heads*D]");
+    if (sh.window > 0 && sh.capacity < sh.window)
+      Fail(std::string(op) + ": input 'past_key' capacity C=" + std::to_string(sh.capacity) +
+           " (dimension 2 of [B, kv_num_heads, C, D]) must be >= window W=" + std::to_string(sh.window) +
+           " for a sliding cache");
+    c.key = key.GetTensorRawData();
+    c.value = value.GetTensorRawData();
+  }
+
+  CheckLengthInputs(op, ctx, past_index, new_index, sh.batch, &c.past_lengths, &c.new_lengths);
+  if (lengths_on_host)
+    if (std::string err = ValidateLengths(kind, sh, c.past_lengths, c.new_lengths); !err.empty()) Fail(err);
+  c.rotary = CheckRotaryInputs(op, ctx, cos_index, sin_index, sh.head_dim);
+  if (lengths_on_host && c.rotary.present)
+    if (std::string err = ValidateRotaryPositions(kind, sh, c.past_lengths, c.new_lengths, c.rotary.max_positions);
+        !err.empty())
+      Fail(err);
+
+  c.output = ctx.GetOutput(owner ? spec::owner::kOutput : spec::reader::kOutput, cs.query_shape).GetTensorMutableRawData();
+  if (owner) {
+    c.present_key = ctx.GetOutput(spec::owner::kPresentKey, cs.cache_shape).GetTensorMutableRawData();
+    c.present_value = ctx.GetOutput(spec::owner::kPresentValue, cs.cache_shape).GetTensorMutableRawData();
+    if (attrs.require_inplace && (c.present_key != c.key_cache || c.present_value != c.value_cache))
+      Fail(std::string(op) + ": 'present_key'/'present_value' are not bound to the 'past_key'/'past_value' buffers "
+                             "(session config mixattention.require_inplace=1 forbids the past->present copy)");
+  }
+  return c;
+}
+
+}  // namespace mixattn::ops
