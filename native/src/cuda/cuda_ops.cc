@@ -1,6 +1,6 @@
 // CUDA registrations of WindowedAttention / SharedKvAttention (same names, domain, inputs, outputs
-// and semantics as the CPU ops; docs/ops.md, docs/gpu.md). Plain C++: shape checks are shared with
-// the CPU ops (ops/attention_ops.h); every CUDA call sits behind attention_cuda.h.
+// and semantics as the CPU ops; docs/ops.md, docs/gpu.md). Plain C++: the input checks are the CPU ops'
+// (ops::ReadCall); every CUDA call sits behind attention_cuda.h.
 //
 // Per call: validate shapes on the host, pick a plan (attention_cuda.h), take the split-K scratch
 // from ORT's allocator (KernelContext_GetScratchBuffer, stream-ordered), launch on ORT's compute
