@@ -132,14 +132,15 @@ inline __m128 HorizontalSum4(__m256 v0, __m256 v1, __m256 v2, __m256 v3) {
   return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 
-// scores[g * kKeyBlock + j] = scale * q_g . k_j for nb keys (rows at k + j*stride), D % 8 == 0.
-// Four query heads and two keys at a time: 8 independent FMA chains, so the loop runs at FMA
-// throughput instead of FMA latency (one chain per head took ~2x as long), and each loaded Q
-// vector serves two keys.
+// Every 64-byte line of one row of D floats into L1.
 inline void PrefetchRow(const float* row, int D) {
   for (int c = 0; c < D; c += 16) _mm_prefetch(reinterpret_cast<const char*>(row + c), _MM_HINT_T0);
 }
 
+// scores[g * kKeyBlock + j] = scale * q_g . k_j for nb keys (rows at k + j*stride), D % 8 == 0.
+// Four query heads and two keys at a time: 8 independent FMA chains, so the loop runs at FMA
+// throughput instead of FMA latency (one chain per head took ~2x as long), and each loaded Q
+// vector serves two keys.
 inline void ScoresAvx2(const float* q, int G, int D, const float* k, int64_t stride, int nb, float scale,
                        float* scores, const float* v_prefetch = nullptr) {
   const __m128 sc = _mm_set1_ps(scale);

@@ -25,7 +25,7 @@ size_t OwnerMayInplace(int** input_index, int** output_index);
 void ReleaseOwnerMayInplace(int* input_index, int* output_index);
 
 // The schema half of an ORT custom op for either attention op, for any execution provider: name,
-// input/output counts and types, the optional new_lengths, and the owner's in-place hint, all from
+// input/output counts and types, the optional new_lengths and rotary caches, and the owner's in-place hint, all from
 // op_spec.h by kind. Derived ops add only what differs (the kernel type; GetExecutionProviderType
 // for CUDA).
 template <typename Derived, typename Kernel, typename T, OpKind K>

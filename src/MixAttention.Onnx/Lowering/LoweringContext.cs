@@ -71,18 +71,4 @@ public sealed class LoweringContext
     /// <summary>S, the step length, as an int64 1-element tensor.</summary>
     public string StepLength => Shared("step_length", () =>
         Builder.ShapeSlice("step_length", InputIds, 1, 2));
-
-    /// <summary>
-    /// Absolute positions of this step's tokens, int64 [B, S]: the model's own <c>position_ids</c> input when it has
-    /// one, else a new graph input of that name. The runtime knows every position (past length + s), so feeding it
-    /// keeps shape arithmetic (Shape/Range/Cast on the CPU) out of the graph — every node can stay on the GPU, which
-    /// CUDA-graph capture of a decode step needs.
-    /// </summary>
-    public string Positions => Shared("positions", () =>
-    {
-        const string name = "position_ids";
-        if (Graph.IsGraphInput(name)) return name;
-        Graph.AddGraphInput(TensorInfo(name, (int)TensorProto.Types.DataType.Int64, BatchDim, "sequence_length"));
-        return name;
-    });
 }

@@ -39,7 +39,6 @@ public sealed class OpsBackend : ILoweringBackend
         // positions past_lengths + s — GQA's own rule — from the same cos/sin caches, so no RotaryEmbedding
         // nodes (two launches per owner, one per reader) and no position_ids input are added.
         bool fused = site.Rotary.Kind == RotaryKind.Fused;
-        var raw = fused ? site with { Rotary = RotaryInfo.Before } : site;
         var attrs = new List<AttributeProto>
         {
             Int("num_heads", site.NumHeads), Int("kv_num_heads", site.KvNumHeads), Int("window", a.Window),
@@ -49,12 +48,12 @@ public sealed class OpsBackend : ILoweringBackend
         string[] rotary = fused ? new[] { site.Rotary.CosCache!, site.Rotary.SinCache! } : Array.Empty<string>();
         if (a.IsOwner)
         {
-            var (q, k, v) = SiteInputs.Bshd(ctx, raw, withKv: true, () => ctx.Positions);
+            var (q, k, v) = SiteInputs.Bshd(ctx, site, withKv: true, rotaryPositions: null);
             var inputs = new[] { q, k!, v!, cache.Key, cache.Value, ctx.PastLengths, ctx.NewLengths }.Concat(rotary).ToArray();
             var outs = b.Ops("WindowedAttention", $"L{site.Layer}/windowed_attention", inputs, 3, Domain, attrs.ToArray());
             return new LoweredSite(SiteInputs.FromBshd(b, site, outs[0]), outs[1], outs[2]);
         }
-        var (qr, _, _) = SiteInputs.Bshd(ctx, raw, withKv: false, () => ctx.Positions);
+        var (qr, _, _) = SiteInputs.Bshd(ctx, site, withKv: false, rotaryPositions: null);
         var readerInputs = new[] { qr, cache.Key, cache.Value, ctx.PastLengths, ctx.NewLengths }.Concat(rotary).ToArray();
         var o = b.Op("SharedKvAttention", $"L{site.Layer}/shared_kv_attention", readerInputs, Domain, attrs.ToArray());
         return new LoweredSite(SiteInputs.FromBshd(b, site, o), null, null);

@@ -65,8 +65,7 @@ public sealed class OrtGqaBackend : ILoweringBackend
         var b = ctx.Builder;
         bool fused = site.Rotary.Kind == RotaryKind.Fused;
         // GQA rotates Q/K itself when the source did (fused rotary): hand it the raw projections and the caches.
-        var raw = fused ? site with { Rotary = RotaryInfo.Before } : site;
-        var (q, k, v) = SiteInputs.Bshd(ctx, raw, withKv: a.IsOwner, () => ctx.Positions);
+        var (q, k, v) = SiteInputs.Bshd(ctx, site, withKv: a.IsOwner, rotaryPositions: null);
         var attrs = new List<AttributeProto>
         {
             Int("num_heads", site.NumHeads), Int("kv_num_heads", site.KvNumHeads),

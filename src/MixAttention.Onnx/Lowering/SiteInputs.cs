@@ -5,15 +5,24 @@ using static MixAttention.Onnx.Graph.GraphBuilder;
 namespace MixAttention.Onnx.Lowering;
 
 /// <summary>
-/// Brings a site's Q/K/V into the one form every backend takes — [B, S, H·D] after rotary — whatever
-/// the export style wrote: heads-first tensors are transposed back, packed QKV is split, an in-op
-/// QKV projection (ORT Attention) is made explicit, and fused rotary (GQA do_rotary) becomes a
-/// RotaryEmbedding node fed with absolute positions.
+/// Brings a site's Q/K/V into the one form every backend takes — [B, S, H·D] — whatever the export style
+/// wrote: heads-first tensors are transposed back, packed QKV is split, an in-op QKV projection (ORT
+/// Attention) is made explicit. Fused rotary (GQA do_rotary) either stays with the attention op, which
+/// rotates itself (ops and ort-gqa backends), or becomes RotaryEmbedding nodes fed with absolute positions
+/// (reference backend).
 /// </summary>
 public static class SiteInputs
 {
     /// <summary>Query, and (when <paramref name="withKv"/>) this step's key and value, all [B, S, H·D].</summary>
-    public static (string Q, string? K, string? V) Bshd(LoweringContext ctx, AttentionSite site, bool withKv, Func<string> positions)
+    /// <param name="ctx">The lowering in progress (its graph builder).</param>
+    /// <param name="site">The attention site.</param>
+    /// <param name="withKv">Also the key and value (owner layers).</param>
+    /// <param name="rotaryPositions">
+    /// For a site with fused rotary: the positions [B, S] to spell it out as RotaryEmbedding nodes; null leaves Q/K
+    /// unrotated for an attention op that rotates them itself. Sites whose rotary is applied before them (or absent)
+    /// never need it.
+    /// </param>
+    public static (string Q, string? K, string? V) Bshd(LoweringContext ctx, AttentionSite site, bool withKv, Func<string>? rotaryPositions)
     {
         var b = ctx.Builder;
         int qWidth = site.NumHeads * site.HeadSize, kvWidth = site.KvNumHeads * site.HeadSize;
@@ -35,9 +44,9 @@ public static class SiteInputs
             k = site.Key is null ? "" : ToBshd(b, site.Key, site.QkvLayout, kvWidth, $"L{site.Layer}/k");
             v = site.Value is null ? "" : ToBshd(b, site.Value, site.QkvLayout, kvWidth, $"L{site.Layer}/v");
         }
-        if (site.Rotary.Kind == RotaryKind.Fused)
+        if (site.Rotary.Kind == RotaryKind.Fused && rotaryPositions is not null)
         {
-            var pos = positions();
+            var pos = rotaryPositions();
             q = Rotate(b, site, q, site.NumHeads, pos, "q");
             if (withKv) k = Rotate(b, site, k, site.KvNumHeads, pos, "k");
         }
