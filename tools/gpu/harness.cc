@@ -216,7 +216,7 @@ std::vector<Case> CheckCases(bool quick) {
     c.owner = false; c.C = 80; c.W = 64; c.past = {10, 700};
     add(c);
   }
-  // long contexts: many splits (global, B = 1) and a sliding W = 1024 ring at a large position
+  // long contexts: many splits (global, B = 1), a sliding W = 1024 ring at a large position, long prefills
   {
     Case c;
     c.owner = true; c.dt = DT::f16; c.D = 128; c.B = 1; c.S = 1; c.Hq = 32; c.Hkv = 8; c.C = 20000; c.W = 0;
@@ -225,6 +225,9 @@ std::vector<Case> CheckCases(bool quick) {
     c.B = 2; c.C = 1024; c.W = 1024; c.past = {5000, 100};
     add(c);
     c.B = 1; c.S = 300; c.C = 1024; c.W = 1024; c.past = {2000};
+    add(c);
+    // a long global prefill: many key tiles per query tile, a chunk from scratch next to one late in the cache
+    c.B = 2; c.S = 200; c.C = 3000; c.W = 0; c.past = {0, 2700};
     add(c);
   }
   return cases;

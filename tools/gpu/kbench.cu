@@ -1,8 +1,11 @@
-// Kernel-only decode benchmark: our CUDA decode (Plan + Launch from native/src/cuda, linked in
+// Kernel-only decode (and prefill) benchmark: our CUDA decode (Plan + Launch from native/src/cuda, linked in
 // directly, no ONNX Runtime) timed by replaying a CUDA graph, so the numbers hold no ORT per-Run cost
 // (the same method torch_bench.py uses for torch SDPA).
 //
 //   kbench [quick]     > kbench.csv
+//   kbench prefill [B S P D W]...    the prefill kernel (reader form, fp16, 32 q / 8 kv heads): a chunk of S tokens
+//                                    after P cached ones (global cache when W = 0, else a ring of C = W + S); no
+//                                    arguments: the standard shape list
 //   kbench shape KIND B T D [v...]   one shape (KIND sliding|global), the tensor-core kernel as planned and
 //                                    in each listed variant: a tc_flags value, sN for N splits, or r for rotary
 //                                    inside the op (R = D; profiling runs)
@@ -62,6 +65,91 @@ struct Graph {
   }
 };
 
+
+// Prefill: the kernel on one shape; prints µs, useful TFLOP/s (4 D Hq per visible (query, key) pair) and how many
+// output elements are not finite (0 expected).
+void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int B, int S, int P, int D, int W) {
+  const int Hq = 32, Hkv = 8;
+  const int C = W > 0 ? W + S : P + S;
+  const size_t elems = size_t{1} * B * Hkv * C * D;
+  void *kc, *vc, *q, *k, *v, *out, *past;
+  CK(cudaMalloc(&kc, elems * 2));
+  CK(cudaMalloc(&vc, elems * 2));
+  CK(cudaMalloc(&q, size_t(B) * S * Hq * D * 2));
+  CK(cudaMalloc(&k, size_t(B) * S * Hkv * D * 2));
+  CK(cudaMalloc(&v, size_t(B) * S * Hkv * D * 2));
+  CK(cudaMalloc(&out, size_t(B) * S * Hq * D * 2));
+  CK(cudaMalloc(&past, B * 4));
+  Fill(kc, elems, 1);
+  Fill(vc, elems, 2);
+  Fill(q, size_t(B) * S * Hq * D, 3);
+  Fill(k, size_t(B) * S * Hkv * D, 4);
+  Fill(v, size_t(B) * S * Hkv * D, 5);
+  std::vector<int32_t> hp(B, P);
+  CK(cudaMemcpy(past, hp.data(), B * 4, cudaMemcpyHostToDevice));
+  double pairs = 0;
+  for (int s = 0; s < S; ++s) pairs += W > 0 ? std::min(P + s + 1, W) : P + s + 1;
+  const double flops = 4.0 * D * Hq * B * pairs;
+
+  CudaAttendArgs a;
+  a.shape.batch = B;
+  a.shape.seq = S;
+  a.shape.num_heads = Hq;
+  a.shape.kv_num_heads = Hkv;
+  a.shape.head_dim = D;
+  a.shape.capacity = C;
+  a.shape.window = W;
+  a.shape.scale = 1.f / std::sqrt(static_cast<float>(D));
+  a.dtype = DType::kFloat16;
+  a.query = q;
+  a.chunk_key = k;
+  a.chunk_value = v;
+  a.key_cache = kc;
+  a.value_cache = vc;
+  a.past_lengths = static_cast<const int32_t*>(past);
+  a.output = out;
+  // No present (the reader form: keys >= P come from the cache, which holds C >= P + S rows): the kernel alone, no
+  // cache write, and every repetition sees the same inputs.
+  const LaunchPlan pl = Plan(a, 132);
+  auto launch = [&] {
+    const std::string e = Launch(a, pl, nullptr, stream);
+    if (!e.empty()) {
+      std::fprintf(stderr, "launch: %s\n", e.c_str());
+      std::exit(3);
+    }
+  };
+  // Poisoned output, one launch: every element must be written and finite (correctness is run.sh check's job).
+  CK(cudaMemsetAsync(out, 0xff, size_t(B) * S * Hq * D * 2, stream));
+  launch();
+  CK(cudaStreamSynchronize(stream));
+  std::vector<__half> h(size_t(B) * S * Hq * D);
+  CK(cudaMemcpy(h.data(), out, h.size() * 2, cudaMemcpyDeviceToHost));
+  size_t bad = 0;
+  for (const __half& x : h) bad += !std::isfinite(__half2float(x));
+  launch();
+  CK(cudaEventRecord(ea, stream));
+  launch();
+  CK(cudaEventRecord(eb, stream));
+  CK(cudaEventSynchronize(eb));
+  float ms = 0;
+  CK(cudaEventElapsedTime(&ms, ea, eb));
+  const int reps = std::clamp(static_cast<int>(50.0 / std::max(ms, 1e-3f)), 3, 200);
+  std::vector<double> samples;
+  for (int rep = 0; rep < 5; ++rep) {
+    CK(cudaEventRecord(ea, stream));
+    for (int i = 0; i < reps; ++i) launch();
+    CK(cudaEventRecord(eb, stream));
+    CK(cudaEventSynchronize(eb));
+    CK(cudaEventElapsedTime(&ms, ea, eb));
+    samples.push_back(ms * 1e3 / reps);
+  }
+  std::sort(samples.begin(), samples.end());
+  const double us = samples[samples.size() / 2];
+  std::printf("prefill,%d,%d,%d,%d,%d,%.2f,%.1f,%zu\n", B, S, P, D, W, us, flops / (us * 1e6), bad);
+  std::fflush(stdout);
+  for (void* x : {kc, vc, q, k, v, out, past}) CK(cudaFree(x));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -111,6 +199,19 @@ int main(int argc, char** argv) {
   }
   std::printf("# device %s, %d SMs, L2 %d MiB\n# d2d_copy_peak_GBps %.1f\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize >> 20, peak);
+  if (argc > 1 && std::strcmp(argv[1], "prefill") == 0) {
+    std::printf("kind,B,S,P,D,W,us,tflops,nonfinite\n");
+    std::vector<std::vector<int>> shapes;
+    for (int i = 2; i + 4 < argc; i += 5)
+      shapes.push_back({std::atoi(argv[i]), std::atoi(argv[i + 1]), std::atoi(argv[i + 2]), std::atoi(argv[i + 3]),
+                        std::atoi(argv[i + 4])});
+    if (shapes.empty())  // chunked prefill as the e2e benchmark runs it (256-token chunks), whole prompts, a window
+      shapes = {{1, 256, 0, 128, 0},    {1, 256, 4096, 128, 0},   {1, 256, 32512, 128, 0}, {16, 256, 32512, 128, 0},
+                {16, 256, 32512, 64, 0}, {16, 256, 32512, 64, 1024}, {1, 4096, 0, 128, 0},  {1, 16384, 0, 128, 0},
+                {1, 16384, 0, 64, 0},   {1, 16384, 0, 128, 1024}, {4, 4096, 0, 256, 0}};
+    for (const auto& sh : shapes) BenchPrefill(stream, ea, eb, sh[0], sh[1], sh[2], sh[3], sh[4]);
+    return 0;
+  }
   std::printf("kind,B,T,L,bytes,kernel,splits,us,pct_peak,diff\n");
   std::fflush(stdout);
 

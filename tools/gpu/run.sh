@@ -7,6 +7,7 @@
 #   tools/gpu/run.sh smoke      build; check; a quick benchmark (T = 1K, 16K); memcheck
 #   tools/gpu/run.sh kbench     build; the decode kernels alone (kbench: no ORT, CUDA-graph replay)
 #   tools/gpu/run.sh dev        build; check; kbench; memcheck
+#   tools/gpu/run.sh prefill    build; the prefill kernel alone (kbench prefill) and torch SDPA prefill, same shapes
 #   tools/gpu/run.sh profile    build; kbench on PROFILE_SHAPES ("kind B T D [variants]" each, see kbench.cu) and
 #                               an Nsight Compute report (--set full, cold caches) of each shape's first decode launch
 #
@@ -102,12 +103,41 @@ bench() {
   python3 tools/gpu/plot.py "$OUT/bench.csv" "$OUT/torch.csv" "$OUT/gpu_bandwidth.png" "$OUT/kbench.csv" | tee "$OUT/summary.md"
 }
 
+prefill() {
+  step "kbench prefill: the prefill kernel alone"
+  "$kbench" prefill 2> "$logs/kbench-prefill.err" | tee "$OUT/kbench-prefill.csv"
+  tail -3 "$logs/kbench-prefill.err"
+  step "torch SDPA prefill (flash / cuDNN / memory-efficient), the same global shapes"
+  python3 tools/gpu/torch_prefill_bench.py 2> "$logs/torch-prefill.err" | tee "$OUT/torch-prefill.csv"
+  tail -3 "$logs/torch-prefill.err"
+}
+
 profile() {
   local ncu
   ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   local shapes=${PROFILE_SHAPES:-"sliding 16 32768 64 8 s1 s4;sliding 1 32768 128 8 s8 s32;sliding 8 32768 128 8 s2 s8;global 1 65536 128 8"}
   IFS=';' read -ra list <<< "$shapes"
   for sh in "${list[@]}"; do
+    if [[ $sh == prefill* ]]; then  # "prefill B S P D W": the mma.sync prefill kernel
+      step "kbench $sh"
+      # shellcheck disable=SC2086
+      "$kbench" $sh 2>> "$logs/kbench.err" | grep -v "^#" | tee -a "$OUT/kbench-shapes.csv"
+      [ -n "$ncu" ] || continue
+      local tag=${sh// /-}
+      # shellcheck disable=SC2086
+      timeout 150 "$ncu" --set full --import-source no -k regex:PrefillTc -c 1 -f -o "$work/rep-$tag" "$kbench" $sh > /dev/null 2>&1
+      "$ncu" -i "$work/rep-$tag.ncu-rep" > "$OUT/ncu-$tag.txt" 2>&1
+      grep -E "^    (Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per Thread|Executed Ipc Active|Issue Slots Busy)" "$OUT/ncu-$tag.txt" | head -12
+      "$ncu" -i "$work/rep-$tag.ncu-rep" --page raw --csv 2>/dev/null | python3 -c "
+import csv, sys
+rows = list(csv.reader(sys.stdin))
+h, v = rows[0], rows[-1]
+st = sorted(((float(v[i].replace(',', '') or 0), h[i]) for i in range(len(h))
+             if 'warp_latency_issue_stalled' in h[i] or ('issue_stalled' in h[i] and h[i].endswith('.ratio'))), reverse=True)
+for x, n in st[:12]: print(f'{x:10.3f} {n}')" | tee "$OUT/stalls-$tag.txt"
+      "$ncu" -i "$work/rep-$tag.ncu-rep" --page source --csv --print-source sass > "$OUT/sass-$tag.csv" 2>&1
+      continue
+    fi
     step "kbench shape $sh"
     # shellcheck disable=SC2086
     "$kbench" shape $sh 2>> "$logs/kbench.err" | grep -v "^#" | tee -a "$OUT/kbench-shapes.csv"
@@ -140,6 +170,7 @@ case "$mode" in
   bench) bench ;;
   all) check; memcheck; bench ;;
   profile) profile ;;
+  prefill) grep -E "Prefill" "$logs/resources.txt" | head -8; prefill ;;
   smoke) check; quick=quick; bench; memcheck ;;
 esac
 tar czf "$OUT/logs.tgz" -C "$logs" .

@@ -49,7 +49,7 @@ enum class RotaryPath {
 
 enum class Path {
   kDecode,      // S == 1: split-K flash-decoding kernel (splits merged in-kernel or by a combine launch), cache write fused
-  kPrefill,     // S > 1, fp16/bf16: tiled tensor-core (WMMA) kernel, then the cache-write kernel
+  kPrefill,     // S > 1, fp16/bf16: tiled tensor-core kernel, then the cache-write kernel
   kPerToken,    // S > 1, fp32: the decode kernel once per query token, then the cache-write kernel
 };
 
@@ -64,8 +64,13 @@ struct LaunchPlan {
   bool fused_combine = false;  // tensor-core decode with splits > 1: the last block of each group merges the splits
   bool copy_cache = false;  // owner, present != past: copy past -> present first
   RotaryPath rotary = RotaryPath::kNone;
-  size_t rotary_offset = 0;  // kPrepass: byte offset of the rotated query (then the rotated keys) in the scratch
-  size_t scratch_bytes = 0; // split-K partials, rotated Q/K for kPrepass (device memory from ORT's allocator)
+  // Scratch layout (device memory from ORT's allocator; byte offsets, each 256-byte aligned): split-K partials
+  // (max, sum) at 0 and their accumulators at partials_acc_offset; kPrepass: rotated queries at rotary_offset, the
+  // owner's rotated keys at rotary_key_offset.
+  size_t partials_acc_offset = 0;
+  size_t rotary_offset = 0;
+  size_t rotary_key_offset = 0;
+  size_t scratch_bytes = 0;
 };
 
 // Empty when the kernels support this shape / type; else why not (head size, SM count, ...).

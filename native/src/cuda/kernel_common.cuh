@@ -142,20 +142,15 @@ template <typename Rot>
 __device__ __forceinline__ size_t RotaryRow(int pos, const Rot& r) {
   return static_cast<size_t>(min(max(pos, 0), r.max_positions - 1)) * (r.dim / 2);
 }
-// x' of one element at position pos.
-template <typename T, typename Rot>
-__device__ __forceinline__ float Rotate(float x, float partner, int pos, const RotaryPair& pr, const Rot& r) {
-  const size_t row = RotaryRow(pos, r) + pr.i;
-  return RotateValue(x, partner, Traits<T>::One(static_cast<const T*>(r.cos)[row]),
-                     Traits<T>::One(static_cast<const T*>(r.sin)[row]), pr.first);
-}
 // Element d of a head row x (D elements, global memory) after rotary at position pos.
 template <typename T, typename Rot>
 __device__ __forceinline__ float RotatedElement(const T* x, int d, int pos, const Rot& r) {
   const float v = Traits<T>::One(x[d]);
   if (d >= r.dim) return v;
   const RotaryPair pr = RotaryPairOf(d, r);
-  return Rotate<T>(v, Traits<T>::One(x[pr.partner]), pos, pr, r);
+  const size_t row = RotaryRow(pos, r) + pr.i;
+  return RotateValue(v, Traits<T>::One(x[pr.partner]), Traits<T>::One(static_cast<const T*>(r.cos)[row]),
+                     Traits<T>::One(static_cast<const T*>(r.sin)[row]), pr.first);
 }
 
 // N pairs of elements (d[k], d[k] + 1), d[k] even, of a 16-bit head row after rotary at position pos; same values as

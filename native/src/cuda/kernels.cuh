@@ -1,4 +1,4 @@
-// Parameter structs and launcher tables of the CUDA kernels (decode.cu, prefill.cu, cache_write.cu).
+// Parameter structs and launcher tables of the CUDA kernels (decode.cu, decode_tc.cu, prefill.cu, cache_write.cu).
 // Launchers are plain function pointers chosen by small switch functions (no dispatch macros):
 // each kernel template is instantiated once per (storage type, head size[, head chunk]).
 #pragma once
@@ -42,7 +42,7 @@ struct DecodeParams {
   RotaryParams rotary;      // tensor-core kernel only (the SIMT kernel gets pre-rotated inputs)
 };
 
-// Tiled tensor-core prefill: block (64 query tokens, query head, sequence).
+// Tiled tensor-core prefill (both kernels): block (64 query tokens, query head, sequence).
 struct PrefillParams {
   const void* query;
   const void* chunk_key;  // or nullptr (reader)
@@ -65,7 +65,8 @@ DecodeLauncher GetDecodeLauncher(DType dtype, int head_dim, int head_chunk);
 CombineLauncher GetCombineLauncher(DType dtype);
 // Resident decode blocks per multiprocessor (cudaOccupancyMaxActiveBlocksPerMultiprocessor, cached).
 int DecodeBlocksPerSm(DType dtype, int head_dim, int head_chunk);
-PrefillLauncher GetPrefillLauncher(DType dtype, int head_dim);  // fp16 / bf16 only
+// mma.sync, flash-attention-2 style (prefill.cu): fp16 / bf16 only.
+PrefillLauncher GetPrefillLauncher(DType dtype, int head_dim);
 // Tensor-core, cp.async-pipelined decode (decode_tc.cu): fp16 / bf16, head chunks of up to 8 heads;
 // nullptr for fp32. Same DecodeParams, grid and split-K partials as the SIMT kernel.
 DecodeLauncher GetDecodeTcLauncher(DType dtype, int head_dim);

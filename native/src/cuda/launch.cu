@@ -119,8 +119,8 @@ LaunchPlan WithRotary(const CudaAttendArgs& a, LaunchPlan pl) {
   const size_t row = static_cast<size_t>(sh.batch) * sh.seq * sh.head_dim * ElementBytes(a.dtype);
   pl.rotary = RotaryPath::kPrepass;
   pl.rotary_offset = AlignScratch(pl.scratch_bytes);
-  pl.scratch_bytes = pl.rotary_offset + AlignScratch(row * sh.num_heads) +
-                     (a.chunk_key != nullptr ? row * sh.kv_num_heads : 0);
+  pl.rotary_key_offset = pl.rotary_offset + AlignScratch(row * sh.num_heads);
+  pl.scratch_bytes = pl.rotary_key_offset + (a.chunk_key != nullptr ? row * sh.kv_num_heads : 0);
   return pl;
 }
 
@@ -190,8 +190,8 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms, const PlanTuning& tuning) 
                      (tuning.fused_combine >= 0 ? tuning.fused_combine != 0 : EnvFusedCombine());
   if (pl.splits > 1) {
     const size_t parts = static_cast<size_t>(sh.batch) * sh.seq * sh.num_heads * pl.splits;
-    const size_t ml = (parts * sizeof(float2) + kScratchAlign - 1) / kScratchAlign * kScratchAlign;
-    pl.scratch_bytes = ml + parts * sh.head_dim * sizeof(float);
+    pl.partials_acc_offset = AlignScratch(parts * sizeof(float2));
+    pl.scratch_bytes = pl.partials_acc_offset + parts * sh.head_dim * sizeof(float);
   }
   return WithRotary(a, pl);
 }
@@ -205,12 +205,11 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
   if (pl.rotary == RotaryPath::kPrepass) {  // the kernels below then see already rotated queries and keys
     if (scratch == nullptr) return "rotary pre-pass needs a scratch buffer";
     char* base = static_cast<char*>(scratch) + pl.rotary_offset;
-    const size_t row = static_cast<size_t>(sh.batch) * sh.seq * sh.head_dim * ElementBytes(a.dtype);
     if (cudaError_t e = LaunchRotary(a.dtype, args, args.query, base, sh.num_heads, stream))
       return CudaError("rotary kernel launch (query)", e);
     a.query = base;
     if (owner) {
-      void* keys = base + AlignScratch(row * sh.num_heads);
+      void* keys = static_cast<char*>(scratch) + pl.rotary_key_offset;
       if (cudaError_t e = LaunchRotary(a.dtype, args, args.chunk_key, keys, sh.kv_num_heads, stream))
         return CudaError("rotary kernel launch (key)", e);
       a.chunk_key = keys;
@@ -243,10 +242,8 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
     p.write_value = fused_write ? a.present_value : nullptr;
     if (pl.splits > 1) {
       if (scratch == nullptr) return "split-K decode needs a scratch buffer";
-      const size_t parts = static_cast<size_t>(sh.batch) * sh.seq * sh.num_heads * pl.splits;
-      const size_t ml = (parts * sizeof(float2) + kScratchAlign - 1) / kScratchAlign * kScratchAlign;
       p.part_ml = static_cast<float2*>(scratch);
-      p.part_acc = reinterpret_cast<float*>(static_cast<char*>(scratch) + ml);
+      p.part_acc = reinterpret_cast<float*>(static_cast<char*>(scratch) + pl.partials_acc_offset);
     }
     p.chunks = pl.chunks;
     p.splits = pl.splits;

@@ -1,235 +1,372 @@
-// Tiled tensor-core attention for S > 1 (fp16 / bf16), WMMA m16n16k16 with fp32 accumulation.
+// Prefill (S > 1, fp16 / bf16) on tensor cores in the flash-attention-2 manner: mma.sync m16n8k16 with fp32
+// accumulation, scores and probabilities kept in registers, K / V tiles streamed by cp.async into a double buffer.
 //
-// Grid: x = tile of 64 query tokens, y = query head, z = sequence; 4 warps, each owning 16 query
-// rows. The key range of the tile is [max(0, p_first - W + 1), p_last] (p = P + s), walked in
-// tiles of BN keys: tiles wholly before the window of the tile's first query are never visited,
-// and the window / causal mask is applied per element inside the tiles that are. Keys at
-// positions < P come from cache slot pos mod C, keys >= P from the chunk (owner) or the cache
-// (reader); rows are staged through shared memory with 16-byte loads.
+// Grid: x = tile of 64 query tokens (the last tile first: under the causal mask later tokens see more keys, so the
+// longest blocks start first and the short ones fill the tail), y = query head, z = sequence; 4 warps, each owning
+// 16 query rows of the tile. The key range of the tile is [max(0, p_first - W + 1), p_last] (p = P + s), walked in
+// tiles of BN keys: tiles wholly before the window of the tile's first query are never loaded, a warp skips the
+// math of tiles none of its rows can see, and the window / causal mask is applied per element only in tiles that
+// straddle a boundary of the warp's rows. Keys at positions < P come from cache slot pos mod C, keys >= P from the
+// chunk (owner) or the cache (reader) — the addressing of the decode kernels.
 //
-// Per key tile: S = Q K^T (WMMA, to shared memory, fp32), masked online softmax per row (two lanes
-// a row), P (as T) to shared memory, O (fp32, shared memory) rescaled by the row factor, then
-// O += P V (WMMA with the accumulator loaded from / stored to O). Output = O / l.
-#include <mma.h>
+// Per key tile and warp (16 rows x BN keys):
+//   S  = Q K^T     A = Q (ldmatrix; kept in registers for D <= 128), B = K (ldmatrix)
+//   online softmax in fp32, base 2, rows reduced over the 4 lanes that share them
+//   O += P V       A = P (the S accumulators packed to 16 bits: no shared-memory round trip), B = V (ldmatrix.trans)
+// Shared-memory rows are XOR-swizzled by 16-byte chunk (dev::Swizzled): ldmatrix and cp.async are conflict-free.
+#include <climits>
 
 #include "cuda/kernel_common.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/mma.cuh"
 
 namespace mixattn::cuda {
 namespace {
 
+using dev::CpAsync16;
+using dev::CpAsyncCommit;
+using dev::CpAsyncWait;
+using dev::LdMatrixX4;
+using dev::LdMatrixX4Trans;
+using dev::MmaOp;
+using dev::SmemAddr;
+using dev::Swizzled;
 using dev::Traits;
-namespace wmma = nvcuda::wmma;
 
-constexpr int kBM = 64;
-constexpr int kPrefillThreads = 128;
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
 
-template <int D, int BN>
-struct PrefillLayout {
-  static constexpr int LDQ = D + 8;   // 16-bit rows of Q, K, V (padding against bank conflicts)
-  static constexpr int LDS = BN + 4;  // fp32 scores
-  static constexpr int LDP = BN + 8;  // 16-bit probabilities
-  static constexpr int LDO = D + 4;   // fp32 output accumulator
-  static constexpr size_t kQ = 0;
-  static constexpr size_t kK = kQ + size_t{kBM} * LDQ * 2;
-  static constexpr size_t kV = kK + size_t{BN} * LDQ * 2;
-  static constexpr size_t kS = kV + size_t{BN} * LDQ * 2;
-  static constexpr size_t kP = kS + size_t{kBM} * LDS * 4;
-  static constexpr size_t kO = kP + size_t{kBM} * LDP * 2;
-  static constexpr size_t kStats = kO + size_t{kBM} * LDO * 4;
-  static constexpr size_t kBytes = kStats + 3 * kBM * 4;
-  static_assert(kK % 128 == 0 && kV % 128 == 0 && kS % 128 == 0 && kP % 128 == 0 && kO % 128 == 0 &&
-                    kStats % 128 == 0,
-                "shared-memory regions must stay 128-byte aligned for WMMA");
+template <int D>
+struct PrefillGeometry {
+  static constexpr int kBM = 16 * kWarps;           // query rows per block
+  static constexpr int kBN = D <= 128 ? 64 : 32;     // keys per tile (D = 256: registers bound the S tile)
+  static constexpr bool kQInRegisters = D <= 128;    // D = 256 re-reads Q's fragments from shared memory per tile
+  static constexpr int kTileElems = kBN * D;         // one K (or V) tile
+  template <typename T>
+  static constexpr size_t SmemBytes() {              // Q, then 2 stages of (K tile, V tile)
+    return (size_t{kBM} * D + 2 * 2 * size_t{kTileElems}) * sizeof(T);
+  }
 };
 
+// The general path of a K / V tile copy (rows that wrap around the ring, straddle the past and the chunk, or run past
+// the range, zero-filled): per row a modulo and a branch. Not inlined: it is rare, and inlined twice it cost
+// instruction-cache misses in the main loop.
 template <typename T, int D, int BN>
-__global__ void __launch_bounds__(kPrefillThreads) PrefillKernel(const __grid_constant__ PrefillParams p) {
-  using L = PrefillLayout<D, BN>;
-  constexpr int VEC = 8;
-  constexpr int NV = D / VEC;
-  extern __shared__ __align__(128) unsigned char smem[];
-  T* sQ = reinterpret_cast<T*>(smem + L::kQ);
-  T* sK = reinterpret_cast<T*>(smem + L::kK);
-  T* sV = reinterpret_cast<T*>(smem + L::kV);
-  float* sS = reinterpret_cast<float*>(smem + L::kS);
-  T* sP = reinterpret_cast<T*>(smem + L::kP);
-  float* sO = reinterpret_cast<float*>(smem + L::kO);
-  float* sM = reinterpret_cast<float*>(smem + L::kStats);
-  float* sL = sM + kBM;
-  float* sA = sL + kBM;
+__device__ __noinline__ void CopyTileRows(uint32_t sk, uint32_t sv, int kt, int kend, int P, int C, int S, int Hkv,
+                                          int b, int kvh, const T* chunk_k, const T* chunk_v, const T* cache_k,
+                                          const T* cache_v) {
+  constexpr int NV = D / 8, RS = kThreads / NV;
+  const int c_own = threadIdx.x % NV, r_own = threadIdx.x / NV;
+  const bool owner = chunk_k != nullptr;
+#pragma unroll
+  for (int i = 0; i < BN / RS; ++i) {
+    const int r = r_own + i * RS;
+    const int j = kt + r;
+    const bool valid = j < kend;
+    const T* kr = cache_k;
+    const T* vr = cache_v;
+    if (valid) {
+      if (owner && j >= P) {
+        const size_t off = ((static_cast<size_t>(b) * S + (j - P)) * Hkv + kvh) * D;
+        kr = chunk_k + off;
+        vr = chunk_v + off;
+      } else {
+        const size_t off = static_cast<size_t>(j % C) * D;
+        kr = cache_k + off;
+        vr = cache_v + off;
+      }
+    }
+    const uint32_t o = Swizzled<D>(r, c_own) * sizeof(T);
+    CpAsync16(sk + o, kr + (valid ? c_own * 8 : 0), valid ? 16 : 0);
+    CpAsync16(sv + o, vr + (valid ? c_own * 8 : 0), valid ? 16 : 0);
+  }
+}
 
+template <typename T, int D, bool kSoftcap>
+__global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constant__ PrefillParams p) {
+  using G = PrefillGeometry<D>;
+  constexpr int BM = G::kBM, BN = G::kBN;
+  constexpr int NV = D / 8;   // 16-byte chunks per row
+  constexpr int KC = D / 16;  // k-steps of Q K^T
+  constexpr int NT = BN / 8;  // n-tiles of S (8 keys each)
+  constexpr int DT = D / 8;   // n-tiles of O (8 dims each)
+  static_assert(sizeof(T) == 2 && NV % 8 == 0 && kThreads % NV == 0 && (BN * NV) % kThreads == 0 && NT % 2 == 0, "unsupported head size");
+  extern __shared__ __align__(128) uint4 smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  const uint32_t q_addr = SmemAddr(sQ);
+  const uint32_t kv_addr = SmemAddr(sQ + BM * D);  // stage st: K tile at + st * 2 * tile, V tile after it
+
+  const int tile = gridDim.x - 1 - blockIdx.x;
   const int h = blockIdx.y, b = blockIdx.z;
   const int S = p.seq, Hq = p.num_heads, Hkv = p.kv_num_heads, C = p.capacity, W = p.window;
   const int kvh = h / p.group;
   const int P = dev::PastLength(p.past_lengths, b);
   const int N = dev::NewLength(p.new_lengths, b, S);
-  const int s0 = blockIdx.x * kBM;
-  const int nq = max(0, min(kBM, N - s0));
-  const int rows_here = min(kBM, S - s0);
+  const int s0 = tile * BM;
+  const int nq = max(0, min(BM, N - s0));  // real (non-padding) rows of the tile
+  const int rows_here = min(BM, S - s0);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   T* out = static_cast<T*>(p.output);
 
   if (nq == 0) {  // padding tokens only: zero rows
-    for (int idx = tid; idx < rows_here * D; idx += kPrefillThreads) {
+    for (int idx = tid; idx < rows_here * D; idx += kThreads) {
       const int r = idx / D, c = idx % D;
       out[((static_cast<size_t>(b) * S + s0 + r) * Hq + h) * D + c] = Traits<T>::From(0.f);
     }
     return;
   }
 
-  const T* query = static_cast<const T*>(p.query);
   const T* chunk_k = static_cast<const T*>(p.chunk_key);
   const T* chunk_v = static_cast<const T*>(p.chunk_value);
   const T* cache_k = static_cast<const T*>(p.key_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
   const T* cache_v = static_cast<const T*>(p.value_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
   const bool owner = chunk_k != nullptr;
 
-  for (int idx = tid; idx < kBM * NV; idx += kPrefillThreads) {
-    const int r = idx / NV, v = idx % NV;
-    uint4 val = make_uint4(0, 0, 0, 0);
-    if (r < nq) val = dev::Load16(query + ((static_cast<size_t>(b) * S + s0 + r) * Hq + h) * D + v * VEC);
-    *reinterpret_cast<uint4*>(sQ + r * L::LDQ + v * VEC) = val;
-  }
-  for (int idx = tid; idx < kBM * L::LDO; idx += kPrefillThreads) sO[idx] = 0.f;
-  for (int r = tid; r < kBM; r += kPrefillThreads) {
-    sM[r] = -INFINITY;
-    sL[r] = 0.f;
-    sA[r] = 0.f;
-  }
-
   const int p_first = P + s0, p_last = P + s0 + nq - 1;
   const int kstart = W > 0 ? max(0, p_first - W + 1) : 0;
   const int kend = p_last + 1;
-  __syncthreads();
+  const int ntiles = (kend - kstart + BN - 1) / BN;
 
-  for (int kt = kstart; kt < kend; kt += BN) {
-    for (int idx = tid; idx < BN * NV; idx += kPrefillThreads) {
-      const int r = idx / NV, v = idx % NV;
-      const int j = kt + r;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-      if (j < kend) {
-        const T* krow;
-        const T* vrow;
-        if (owner && j >= P) {
-          const size_t off = ((static_cast<size_t>(b) * S + (j - P)) * Hkv + kvh) * D;
-          krow = chunk_k + off;
-          vrow = chunk_v + off;
-        } else {
-          const size_t off = static_cast<size_t>(j % C) * D;
-          krow = cache_k + off;
-          vrow = cache_v + off;
-        }
-        kv = dev::Load16(krow + v * VEC);
-        vv = dev::Load16(vrow + v * VEC);
-      }
-      *reinterpret_cast<uint4*>(sK + r * L::LDQ + v * VEC) = kv;
-      *reinterpret_cast<uint4*>(sV + r * L::LDQ + v * VEC) = vv;
-    }
-    __syncthreads();
+  // A thread copies the same 16-byte chunk c of rows r0 + i * RS of every tile (NV divides the block).
+  constexpr int RS = kThreads / NV;
+  const int c_own = tid % NV, r_own = tid / NV;
 
-    // S = Q K^T for this warp's 16 rows.
-    const int wr = warp * 16;
+  // Q tile (rows past nq zero-filled), committed together with the first K / V tile.
+  {
+    const T* query = static_cast<const T*>(p.query) + ((static_cast<size_t>(b) * S + s0) * Hq + h) * D;
 #pragma unroll
-    for (int nb = 0; nb < BN / 16; ++nb) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.f);
-#pragma unroll
-      for (int kb = 0; kb < D / 16; ++kb) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> bk;
-        wmma::load_matrix_sync(a, sQ + wr * L::LDQ + kb * 16, L::LDQ);
-        wmma::load_matrix_sync(bk, sK + nb * 16 * L::LDQ + kb * 16, L::LDQ);
-        wmma::mma_sync(acc, a, bk, acc);
-      }
-      wmma::store_matrix_sync(sS + wr * L::LDS + nb * 16, acc, L::LDS, wmma::mem_row_major);
+    for (int i = 0; i < BM / RS; ++i) {
+      const int r = r_own + i * RS;
+      const bool valid = r < nq;
+      CpAsync16(q_addr + Swizzled<D>(r, c_own) * sizeof(T),
+                valid ? static_cast<const void*>(query + static_cast<size_t>(r) * Hq * D + c_own * 8) : p.query,
+                valid ? 16 : 0);
     }
-    __syncwarp();
-
-    // Masked online softmax: two lanes per row, BN/2 columns each.
-    {
-      const int r = wr + lane / 2;
-      const int c0 = (lane & 1) * (BN / 2);
-      const int pq = P + s0 + r;
-      const bool row_valid = r < nq;
-      float mloc = -INFINITY;
-      for (int c = c0; c < c0 + BN / 2; ++c) {
-        const int j = kt + c;
-        const bool vis = row_valid && j <= pq && (W == 0 || j > pq - W);
-        float x = -INFINITY;
-        if (vis) x = dev::Softcap(sS[r * L::LDS + c] * p.scale, p.softcap);
-        sS[r * L::LDS + c] = x;
-        mloc = fmaxf(mloc, x);
-      }
-      mloc = fmaxf(mloc, __shfl_xor_sync(0xffffffffu, mloc, 1));
-      const float mold = sM[r];
-      const float mnew = fmaxf(mold, mloc);
-      const float alpha = mnew == -INFINITY ? 1.f : __expf(mold - mnew);
-      float sum = 0.f;
-      for (int c = c0; c < c0 + BN / 2; ++c) {
-        const float e = mnew == -INFINITY ? 0.f : __expf(sS[r * L::LDS + c] - mnew);
-        sP[r * L::LDP + c] = Traits<T>::From(e);
-        sum += e;
-      }
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      if ((lane & 1) == 0) {
-        sM[r] = mnew;
-        sL[r] = sL[r] * alpha + sum;
-        sA[r] = alpha;
-      }
-    }
-    __syncwarp();
-
-    for (int idx = lane; idx < 16 * D; idx += 32) {
-      const int r = wr + idx / D, c = idx % D;
-      sO[r * L::LDO + c] *= sA[r];
-    }
-    __syncwarp();
-
-    // O += P V.
-#pragma unroll
-    for (int db = 0; db < D / 16; ++db) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
-      wmma::load_matrix_sync(o, sO + wr * L::LDO + db * 16, L::LDO, wmma::mem_row_major);
-#pragma unroll
-      for (int kb = 0; kb < BN / 16; ++kb) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> bv;
-        wmma::load_matrix_sync(a, sP + wr * L::LDP + kb * 16, L::LDP);
-        wmma::load_matrix_sync(bv, sV + kb * 16 * L::LDQ + db * 16, L::LDQ);
-        wmma::mma_sync(o, a, bv, o);
-      }
-      wmma::store_matrix_sync(sO + wr * L::LDO + db * 16, o, L::LDO, wmma::mem_row_major);
-    }
-    __syncthreads();  // sK / sV are overwritten by the next tile
   }
+  // K / V tile t into stage st; rows past the range zero-filled. Always commits a group (possibly empty), so that
+  // "all groups but the newest" is always "everything up to the tile about to be used".
+  auto issue = [&](int t, int st) {
+    if (t < ntiles) {
+      const int kt = kstart + t * BN;
+      const uint32_t sk = kv_addr + static_cast<uint32_t>(st * 2 * G::kTileElems * sizeof(T));
+      const uint32_t sv = sk + static_cast<uint32_t>(G::kTileElems * sizeof(T));
+      // Common cases (block-uniform): every row of the tile in consecutive cache slots, or every row from the chunk;
+      // then each copy is a fixed offset from one pointer (the per-row path below costs a modulo and a branch a row).
+      const int slot = kt % C;
+      const bool in_cache = (!owner || kt + BN <= P) && slot + BN <= C;
+      const bool in_chunk = owner && kt >= P;
+      if (kt + BN <= kend && (in_cache || in_chunk)) {
+        const size_t stride = in_cache ? D : static_cast<size_t>(Hkv) * D;
+        const size_t first = in_cache ? static_cast<size_t>(slot) * D
+                                      : ((static_cast<size_t>(b) * S + (kt - P)) * Hkv + kvh) * D;
+        const T* kr = (in_cache ? cache_k : chunk_k) + first + c_own * 8;
+        const T* vr = (in_cache ? cache_v : chunk_v) + first + c_own * 8;
+#pragma unroll
+        for (int i = 0; i < BN / RS; ++i) {
+          const int r = r_own + i * RS;
+          const uint32_t o = Swizzled<D>(r, c_own) * sizeof(T);
+          CpAsync16(sk + o, kr + r * stride, 16);
+          CpAsync16(sv + o, vr + r * stride, 16);
+        }
+        CpAsyncCommit();
+        return;
+      }
+      CopyTileRows<T, D, BN>(sk, sv, kt, kend, P, C, S, Hkv, b, kvh, chunk_k, chunk_v, cache_k, cache_v);
+    }
+    CpAsyncCommit();
+  };
+  issue(0, 0);
 
-  for (int idx = tid; idx < rows_here * D; idx += kPrefillThreads) {
-    const int r = idx / D, c = idx % D;
-    const float l = sL[r];
-    const float val = (r < nq && l > 0.f) ? sO[r * L::LDO + c] / l : 0.f;
-    out[((static_cast<size_t>(b) * S + s0 + r) * Hq + h) * D + c] = Traits<T>::From(val);
+  // The warp's rows: tokens s0 + 16 warp + {g, g + 8} (g = lane / 4) at positions pr0, pr1.
+  const int wrow = warp * 16;
+  const int g = lane / 4, t4 = lane % 4;
+  const int pr0 = p_first + wrow + g, pr1 = pr0 + 8;
+  const bool warp_live = wrow < nq;
+  const int pw_first = p_first + wrow, pw_last = min(p_first + wrow + 15, p_last);
+
+  const float log2e = 1.4426950408889634f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  float o[DT][4];
+#pragma unroll
+  for (int dt = 0; dt < DT; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+
+  // ldmatrix lane addressing. A (Q, rows of the warp): matrix lane / 8 = (row half, chunk half).
+  const int qa_row = wrow + (lane / 8 % 2) * 8 + lane % 8, qa_chunk = lane / 16;
+  // B of S (K rows, not transposed): matrix = (n-tile half, chunk half).
+  const int kb_row = (lane / 16) * 8 + lane % 8, kb_chunk = lane / 8 % 2;
+  // B of O (V rows, transposed): matrix = (chunk half, key half).
+  const int vb_row = (lane / 8 % 2) * 8 + lane % 8, vb_chunk = lane / 16;
+  uint32_t qf[G::kQInRegisters ? KC : 1][4];
+
+  for (int t = 0; t < ntiles; ++t) {
+    issue(t + 1, (t + 1) & 1);
+    CpAsyncWait<1>();
+    __syncthreads();
+    const int st = t & 1;
+    const uint32_t sk = kv_addr + static_cast<uint32_t>(st * 2 * G::kTileElems * sizeof(T));
+    const uint32_t sv = sk + static_cast<uint32_t>(G::kTileElems * sizeof(T));
+    if constexpr (G::kQInRegisters) {
+      if (t == 0) {
+#pragma unroll
+        for (int kc = 0; kc < KC; ++kc) LdMatrixX4(qf[kc], q_addr + Swizzled<D>(qa_row, 2 * kc + qa_chunk) * sizeof(T));
+      }
+    }
+    const int kt = kstart + t * BN;
+    // Can any row of the warp see a key of this tile? (causal: kt <= last row; window: last key > first row - W)
+    const bool any = warp_live && kt <= pw_last && (W == 0 || kt + BN - 1 > pw_first - W);
+    if (any) {
+      float s[NT][4];
+#pragma unroll
+      for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+      for (int kc = 0; kc < KC; ++kc) {
+        uint32_t a_local[4];
+        const uint32_t* a = a_local;
+        if constexpr (G::kQInRegisters) {
+          a = qf[kc];
+        } else {
+          LdMatrixX4(a_local, q_addr + Swizzled<D>(qa_row, 2 * kc + qa_chunk) * sizeof(T));
+        }
+#pragma unroll
+        for (int n = 0; n < NT; n += 2) {
+          uint32_t kf[4];
+          LdMatrixX4(kf, sk + Swizzled<D>(n * 8 + kb_row, 2 * kc + kb_chunk) * sizeof(T));
+          MmaOp<T>::Run(s[n], a, kf[0], kf[1]);
+          MmaOp<T>::Run(s[n + 1], a, kf[2], kf[3]);
+        }
+      }
+      // Softcap must see the scaled score: applied first, it leaves base-2 units (multiplier 1). Without it the raw
+      // scores go into the max (scale > 0, checked by the op) and one FFMA a score applies scale * log2(e) inside
+      // the exponent.
+      float mul = p.scale * log2e;
+      if constexpr (kSoftcap) {
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[n][e] = dev::Softcap(s[n][e] * p.scale, p.softcap) * log2e;
+        mul = 1.f;
+      }
+      // Mask, only in tiles that straddle a boundary of the warp's rows: every key of the tile is visible to every
+      // row of the warp when the tile ends at or before the warp's first position and starts inside the window of
+      // its last one. Row r sees keys (pr - W, pr].
+      if (!(kt + BN - 1 <= pw_first && (W == 0 || kt > pw_last - W))) {
+        const int lo0 = W > 0 ? pr0 - W : INT_MIN, lo1 = W > 0 ? pr1 - W : INT_MIN;
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int j = kt + n * 8 + 2 * t4 + (e & 1);
+            if (e < 2 ? (j > pr0 || j <= lo0) : (j > pr1 || j <= lo1)) s[n][e] = -INFINITY;
+          }
+      }
+      // Online softmax: lane holds rows g (e = 0, 1) and g + 8 (e = 2, 3); the 4 lanes of a row share its max.
+      // Maxima and sums as trees over the n-tiles (a chain of NT dependent steps each would be latency on every tile).
+      float t0[NT], t1[NT];
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        t0[n] = fmaxf(s[n][0], s[n][1]);
+        t1[n] = fmaxf(s[n][2], s[n][3]);
+      }
+#pragma unroll
+      for (int w = NT / 2; w > 0; w /= 2)
+#pragma unroll
+        for (int n = 0; n < w; ++n) {
+          t0[n] = fmaxf(t0[n], t0[n + w]);
+          t1[n] = fmaxf(t1[n], t1[n + w]);
+        }
+      float mx0 = fmaxf(m0, t0[0]), mx1 = fmaxf(m1, t1[0]);
+#pragma unroll
+      for (int off = 1; off < 4; off *= 2) {
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+      }
+      // New maxima mx (raw units); a row that has seen nothing yet keeps -inf, and its exponent base is 0 so that
+      // exp2(-inf) = 0 and never exp2(-inf + inf).
+      const float b0 = mx0 == -INFINITY ? 0.f : mx0 * mul, b1 = mx1 == -INFINITY ? 0.f : mx1 * mul;
+      const float al0 = exp2f(fmaf(m0, mul, -b0)), al1 = exp2f(fmaf(m1, mul, -b1));  // m = -inf: 0 (l, O are 0)
+      m0 = mx0;
+      m1 = mx1;
+      uint32_t pf[NT / 2][4];  // A fragments of P, one per 16-key k-step
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        const float e0 = exp2f(fmaf(s[n][0], mul, -b0)), e1 = exp2f(fmaf(s[n][1], mul, -b0));
+        const float e2 = exp2f(fmaf(s[n][2], mul, -b1)), e3 = exp2f(fmaf(s[n][3], mul, -b1));
+        t0[n] = e0 + e1;
+        t1[n] = e2 + e3;
+        pf[n / 2][(n % 2) * 2 + 0] = MmaOp<T>::Pack(e0, e1);
+        pf[n / 2][(n % 2) * 2 + 1] = MmaOp<T>::Pack(e2, e3);
+      }
+#pragma unroll
+      for (int w = NT / 2; w > 0; w /= 2)
+#pragma unroll
+        for (int n = 0; n < w; ++n) {
+          t0[n] += t0[n + w];
+          t1[n] += t1[n + w];
+        }
+      l0 = l0 * al0 + t0[0];
+      l1 = l1 * al1 + t1[0];
+      if (__any_sync(0xffffffffu, al0 != 1.f || al1 != 1.f)) {  // skipped once the row maxima settle
+#pragma unroll
+        for (int dt = 0; dt < DT; ++dt) {
+          o[dt][0] *= al0;
+          o[dt][1] *= al0;
+          o[dt][2] *= al1;
+          o[dt][3] *= al1;
+        }
+      }
+      // O += P V: for each 16-key k-step, V's B fragments of two 8-dim n-tiles per ldmatrix.x4.trans.
+#pragma unroll
+      for (int kk = 0; kk < NT / 2; ++kk)
+#pragma unroll
+        for (int dt = 0; dt < DT; dt += 2) {
+          uint32_t vf[4];
+          LdMatrixX4Trans(vf, sv + Swizzled<D>(kk * 16 + vb_row, dt + vb_chunk) * sizeof(T));
+          MmaOp<T>::Run(o[dt], pf[kk], vf[0], vf[1]);
+          MmaOp<T>::Run(o[dt + 1], pf[kk], vf[2], vf[3]);
+        }
+    }
+    __syncthreads();  // every warp is done with stage st before the next iteration's issue() refills it
+  }
+  CpAsyncWait<0>();
+
+  // Row sums over the 4 lanes of each row, then O / l (padding rows and rows that saw nothing: zeros).
+#pragma unroll
+  for (int off = 1; off < 4; off *= 2) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+  }
+  const int r0 = wrow + g, r1 = r0 + 8;
+  const float inv0 = r0 < nq && l0 > 0.f ? 1.f / l0 : 0.f;
+  const float inv1 = r1 < nq && l1 > 0.f ? 1.f / l1 : 0.f;
+  T* out0 = out + ((static_cast<size_t>(b) * S + s0 + r0) * Hq + h) * D + 2 * t4;
+  T* out1 = out + ((static_cast<size_t>(b) * S + s0 + r1) * Hq + h) * D + 2 * t4;
+#pragma unroll
+  for (int dt = 0; dt < DT; ++dt) {
+    if (r0 < rows_here) *reinterpret_cast<uint32_t*>(out0 + dt * 8) = MmaOp<T>::Pack(o[dt][0] * inv0, o[dt][1] * inv0);
+    if (r1 < rows_here) *reinterpret_cast<uint32_t*>(out1 + dt * 8) = MmaOp<T>::Pack(o[dt][2] * inv1, o[dt][3] * inv1);
   }
 }
 
-template <typename T, int D, int BN>
+template <typename T, int D>
 cudaError_t LaunchPrefill(const PrefillParams& p, cudaStream_t stream) {
-  using L = PrefillLayout<D, BN>;
-  // Per device and cheap (no synchronisation), so simply set before every launch.
-  const cudaError_t attr = cudaFuncSetAttribute(PrefillKernel<T, D, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(L::kBytes));
-  if (attr != cudaSuccess) return attr;
-  const dim3 grid((p.seq + kBM - 1) / kBM, p.num_heads, p.batch);
-  PrefillKernel<T, D, BN><<<grid, kPrefillThreads, L::kBytes, stream>>>(p);
+  using G = PrefillGeometry<D>;
+  constexpr size_t bytes = G::template SmemBytes<T>();
+  // The softcap variant is a separate instantiation: the common kernel carries none of its code.
+  const auto kernel = p.softcap > 0.f ? PrefillTcKernel<T, D, true> : PrefillTcKernel<T, D, false>;
+  // Per device and cheap (no synchronisation, allowed while a stream is captured), so simply set before every launch.
+  if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)))
+    return e;
+  const dim3 grid((p.seq + G::kBM - 1) / G::kBM, p.num_heads, p.batch);
+  kernel<<<grid, kThreads, bytes, stream>>>(p);
   return cudaGetLastError();
 }
 
 template <typename T>
 PrefillLauncher ForHeadDim(int head_dim) {
   switch (head_dim) {
-    case 64: return &LaunchPrefill<T, 64, 64>;
-    case 128: return &LaunchPrefill<T, 128, 64>;
-    case 256: return &LaunchPrefill<T, 256, 32>;
+    case 64: return &LaunchPrefill<T, 64>;
+    case 128: return &LaunchPrefill<T, 128>;
+    case 256: return &LaunchPrefill<T, 256>;
     default: return nullptr;
   }
 }
