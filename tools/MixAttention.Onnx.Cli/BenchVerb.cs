@@ -8,7 +8,7 @@ using Spectre.Console;
 namespace MixAttention.Onnx.Cli;
 
 /// <summary>
-/// <c>mixattn bench MODEL [MODEL…] [--context N] [--batch N] [--steps N] [--device cpu|cuda] [--cuda-graph] [--check-graph N] [--cuda-profiler-range] [--device-logits] [--budget-gib G] [--json]</c>:
+/// <c>mixattn bench MODEL [MODEL…] [--context N] [--batch N] [--steps N] [--rounds N] [--device cpu|cuda] [--cuda-graph] [--check-graph N] [--cuda-profiler-range] [--device-logits] [--budget-gib G] [--json]</c>:
 /// decode throughput and KV memory of each model measured in the same run, the first model being the baseline.
 /// </summary>
 internal static class BenchVerb
@@ -18,7 +18,8 @@ internal static class BenchVerb
         var models = new Argument<string[]>("MODEL") { Description = "Models to compare (converted or not); the first is the baseline.", Arity = ArgumentArity.OneOrMore };
         var context = new Option<int>("--context") { Description = "Tokens each sequence holds before the timed decode steps (filled by chunked prefill).", DefaultValueFactory = _ => 512 };
         var batch = new Option<int>("--batch") { Description = "Sequences decoded together.", DefaultValueFactory = _ => 1 };
-        var steps = new Option<int>("--steps") { Description = "Timed decode steps (after 3 warm-up steps).", DefaultValueFactory = _ => 32 };
+        var steps = new Option<int>("--steps") { Description = "Timed decode steps (after 3 warm-up steps), per round.", DefaultValueFactory = _ => 32 };
+        var rounds = new Option<int>("--rounds") { Description = "Timed rounds. 1: each model is opened, prefilled, timed and closed in turn. N > 1: every model is opened and prefilled first, then the models take turns, --steps steps each, N times, so a drift of clocks or temperature during the run (a baseline that streams its caches at full bandwidth heats the card) hits each model alike; ms / step is then the median over rounds and each speedup the median of the per-round ratios. Needs every model's caches in memory at once.", DefaultValueFactory = _ => 1 };
         var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill call length (the prefill tokens/s column times these calls; shared sliding rings hold W + chunk - 1 rows).", DefaultValueFactory = _ => 256 };
         var device = new Option<string>("--device") { Description = "cpu or cuda.", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong("cpu", "cuda");
@@ -32,25 +33,53 @@ internal static class BenchVerb
         var cmd = new Command("bench", "Decode tokens/s and KV memory of one or more models at a given context and batch, measured in one run; ratios are against the first model.\n\n" +
             "Example:\n  mixattn bench graphs/gemma3-torchscript/model.onnx out/gemma3-cai/model.onnx --context 1024 --batch 4")
         {
-            models, context, batch, steps, chunk, device, budget, json, profile, cudaGraph, checkGraph, profilerRange, deviceLogits,
+            models, context, batch, steps, rounds, chunk, device, budget, json, profile, cudaGraph, checkGraph, profilerRange, deviceLogits,
         };
         cmd.SetAction(parse =>
         {
+            var paths = parse.GetValue(models)!;
+            int nRounds = parse.GetValue(rounds), nSteps = parse.GetValue(steps);
+            if (nRounds < 1) throw new MixAttentionException("--rounds must be >= 1.");
+            var options = new BenchOptions(parse.GetValue(context), parse.GetValue(batch), nSteps * nRounds, parse.GetValue(chunk),
+                parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu, parse.GetValue(cudaGraph), parse.GetValue(checkGraph),
+                parse.GetValue(deviceLogits));
+            string? Prefix(int i) => parse.GetValue(profile) is { } prefix ? $"{prefix}{i}" : null;
             var results = new List<BenchResult>();
-            int index = 0;
-            foreach (var path in parse.GetValue(models)!)
-                results.Add(Run(path, parse.GetValue(context), parse.GetValue(batch), parse.GetValue(steps), parse.GetValue(chunk),
-                    parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu,
-                    parse.GetValue(profile) is { } prefix ? $"{prefix}{index++}" : null, parse.GetValue(cudaGraph), parse.GetValue(checkGraph), parse.GetValue(profilerRange), parse.GetValue(deviceLogits)));
+            if (nRounds == 1)
+            {
+                for (int i = 0; i < paths.Length; i++)
+                {
+                    using var subject = BenchSubject.Open(paths[i], options, Prefix(i));
+                    results.Add(subject.Result([subject.Time(nSteps, parse.GetValue(profilerRange))]));
+                }
+            }
+            else
+            {
+                var subjects = new List<BenchSubject>();
+                try
+                {
+                    for (int i = 0; i < paths.Length; i++) subjects.Add(BenchSubject.Open(paths[i], options, Prefix(i)));
+                    var ms = subjects.Select(_ => new double[nRounds]).ToArray();
+                    for (int r = 0; r < nRounds; r++)
+                        for (int i = 0; i < subjects.Count; i++) ms[i][r] = subjects[i].Time(nSteps, parse.GetValue(profilerRange));
+                    for (int i = 0; i < subjects.Count; i++)
+                        results.Add(subjects[i].Result(ms[i], Median(ms[0].Zip(ms[i], (a, b) => a / b))));
+                }
+                finally
+                {
+                    foreach (var subject in subjects) subject.Dispose();
+                }
+            }
             long budgetBytes = (long)(parse.GetValue(budget) * (1L << 30));
             if (parse.GetValue(json))
             {
                 var arr = new JsonArray(results.Select(r => (JsonNode)new JsonObject
                 {
-                    ["model"] = r.Path, ["context"] = r.Context, ["batch"] = r.Batch, ["steps"] = r.Steps,
-                    ["decode_ms_per_step"] = r.MsPerStep, ["tokens_per_second"] = r.TokensPerSecond,
+                    ["model"] = r.Path, ["context"] = r.Context, ["batch"] = r.Batch, ["steps"] = nSteps, ["rounds"] = nRounds,
+                    ["decode_ms_per_step"] = r.MsPerStep, ["decode_ms_per_step_rounds"] = new JsonArray(r.RoundMs.Select(x => (JsonNode)x).ToArray()),
+                    ["tokens_per_second"] = r.TokensPerSecond,
                     ["prefill_tokens_per_second"] = r.PrefillTokensPerSecond,
-                    ["speedup"] = r.TokensPerSecond / results[0].TokensPerSecond,
+                    ["speedup"] = r.Speedup ?? r.TokensPerSecond / results[0].TokensPerSecond,
                     ["kv_bytes_per_sequence"] = r.Memory.BytesPerSequence, ["kv_bytes_allocated"] = r.Memory.AllocatedBytes,
                     ["sequences_in_budget"] = r.Memory.BytesPerSequence == 0 ? 0 : budgetBytes / r.Memory.BytesPerSequence,
                     ["logits"] = r.LogitsOnDevice ? "device" : "host",
@@ -60,11 +89,11 @@ internal static class BenchVerb
                 return ExitCodes.Ok;
             }
             if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
-            var table = new Table().Border(TableBorder.Simple).Title($"decode at context {parse.GetValue(context)}, batch {parse.GetValue(batch)}, {parse.GetValue(device)}{(parse.GetValue(cudaGraph) ? ", CUDA graphs" : "")}");
+            var table = new Table().Border(TableBorder.Simple).Title($"decode at context {parse.GetValue(context)}, batch {parse.GetValue(batch)}, {parse.GetValue(device)}{(parse.GetValue(cudaGraph) ? ", CUDA graphs" : "")}{(nRounds > 1 ? $", median of {nRounds} interleaved rounds" : "")}");
             foreach (var h in new[] { "model", "ms / step", "tokens/s", "vs first", "prefill tokens/s", "KV / sequence", $"sequences in {parse.GetValue(budget)} GiB" })
                 table.AddColumn(h);
             foreach (var r in results)
-                table.AddRow(Markup.Escape(r.Path), $"{r.MsPerStep:0.000}", $"{r.TokensPerSecond:0}", $"{r.TokensPerSecond / results[0].TokensPerSecond:0.00}×", $"{r.PrefillTokensPerSecond:0}",
+                table.AddRow(Markup.Escape(r.Path), $"{r.MsPerStep:0.000}", $"{r.TokensPerSecond:0}", $"{r.Speedup ?? r.TokensPerSecond / results[0].TokensPerSecond:0.00}×", $"{r.PrefillTokensPerSecond:0}",
                     Cli.Bytes(r.Memory.BytesPerSequence), r.Memory.BytesPerSequence == 0 ? "-" : (budgetBytes / r.Memory.BytesPerSequence).ToString("N0"));
             AnsiConsole.Write(table);
             return ExitCodes.Ok;
@@ -72,76 +101,156 @@ internal static class BenchVerb
         return cmd;
     }
 
-    private sealed record BenchResult(string Path, int Context, int Batch, int Steps, double MsPerStep, double TokensPerSecond, double PrefillTokensPerSecond, KvMemory Memory,
-        bool CudaGraph = false, string? GraphTransfer = null, double? GraphMaxAbsDiff = null, bool LogitsOnDevice = false);
+    private sealed record BenchOptions(int Context, int Batch, int TimedSteps, int Chunk, ExecutionDevice Device, bool CudaGraph, int CheckGraph, bool DeviceLogits);
 
-    private static BenchResult Run(string path, int context, int batch, int steps, int chunk, ExecutionDevice device, string? profilePrefix, bool cudaGraph, int checkGraph, bool profilerRange, bool deviceLogits)
+    /// <param name="RoundMs">ms per step of each timed round (one entry without --rounds).</param>
+    /// <param name="Speedup">the median of the per-round ratios against the first model (--rounds), else null.</param>
+    private sealed record BenchResult(string Path, int Context, int Batch, double MsPerStep, IReadOnlyList<double> RoundMs, double? Speedup,
+        double TokensPerSecond, double PrefillTokensPerSecond, KvMemory Memory, bool CudaGraph, string? GraphTransfer, double? GraphMaxAbsDiff,
+        bool LogitsOnDevice);
+
+    private static double Median(IEnumerable<double> values)
     {
-        if (context < 1 || batch < 1 || steps < 1) throw new MixAttentionException("--context, --batch and --steps must be >= 1.");
-        if (checkGraph < 0) throw new MixAttentionException("--check-graph must be >= 0 (decode steps compared).");
-        if (checkGraph > 0 && !cudaGraph) throw new MixAttentionException("--check-graph compares CUDA-graph decode with plain decode; pass --cuda-graph too.");
-        if (profilerRange && device != ExecutionDevice.Cuda) throw new MixAttentionException("--cuda-profiler-range marks a CUDA profiler's capture; pass --device cuda too.");
-        // Profiling needs our own SessionOptions; the model then leaves the execution provider to us.
-        using var profiled = profilePrefix is null ? null : new Microsoft.ML.OnnxRuntime.SessionOptions { ProfileOutputPathPrefix = profilePrefix, EnableProfiling = true };
-        if (profiled is not null && device == ExecutionDevice.Cuda)
+        var v = values.Order().ToArray();
+        return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
+    }
+
+    /// <summary>One model opened for a bench: its session, its sequences prefilled to the context, three warm-up steps
+    /// done; <see cref="Time"/> decodes and times steps (the sequences grow by one token a step).</summary>
+    private sealed class BenchSubject : IDisposable
+    {
+        private readonly BenchOptions _o;
+        private readonly Microsoft.ML.OnnxRuntime.SessionOptions? _profiled;
+        private readonly MixAttentionModel _model;
+        private readonly IDecoderSession _session;
+        private readonly List<int> _seqs = [];
+        private readonly long[] _tokens;
+        private readonly float[] _logits;
+        private readonly MixAttentionSession? _onDevice;
+        private readonly bool _cudaGraph;
+        private readonly double? _graphMaxDiff;
+        private readonly double _prefillTokensPerSecond;
+
+        public string Path { get; }
+
+        private BenchSubject(string path, BenchOptions o, Microsoft.ML.OnnxRuntime.SessionOptions? profiled, bool cudaGraph, double? graphMaxDiff,
+            SessionConfig config)
         {
-            if (cudaGraph)
+            Path = path;
+            _o = o;
+            _profiled = profiled;
+            _cudaGraph = cudaGraph;
+            _graphMaxDiff = graphMaxDiff;
+            _model = MixAttentionModel.Open(path, new ModelOptions { Device = o.Device, SessionOptions = profiled, CudaGraphDecode = cudaGraph });
+            try
             {
-                using var cuda = new Microsoft.ML.OnnxRuntime.OrtCUDAProviderOptions();
-                cuda.UpdateOptions(new Dictionary<string, string> { ["device_id"] = "0", ["enable_cuda_graph"] = "1" });
-                profiled.AppendExecutionProvider_CUDA(cuda);
+                _session = _model.CreateSession(config);
+                var rng = new Random(1);
+                int vocab = Math.Max(2, Math.Min(_model.VocabSize, 1000));
+                var prefillClock = new Stopwatch();
+                for (int b = 0; b < o.Batch; b++)
+                {
+                    var s = _session.AddSequence();
+                    var prompt = Enumerable.Range(0, o.Context).Select(_ => (long)rng.Next(vocab)).ToArray();
+                    prefillClock.Start(); // each call returns host logits, so the GPU work is done when it returns
+                    _session.Prefill(s, prompt);
+                    prefillClock.Stop();
+                    _seqs.Add(s);
+                }
+                _prefillTokensPerSecond = (double)o.Batch * o.Context / prefillClock.Elapsed.TotalSeconds;
+                _tokens = _seqs.Select(_ => (long)rng.Next(vocab)).ToArray();
+                // Logits go to one reused buffer (the allocation-free Decode overload), as a serving loop would sample
+                // them, or stay in the model's memory with --device-logits.
+                _logits = new float[o.Batch * _session.VocabSize];
+                _onDevice = o.DeviceLogits ? _session as MixAttentionSession : null;
+                if (o.DeviceLogits && _onDevice is null)
+                    Console.Error.WriteLine($"bench {path}: logits copied to the host: only converted models with preallocated caches decode with DecodeOnDevice.");
+                for (int i = 0; i < 3; i++) Step();
             }
-            else profiled.AppendExecutionProvider_CUDA(0);
+            catch
+            {
+                _session?.Dispose();
+                _model.Dispose();
+                throw;
+            }
         }
-        if (cudaGraph && CudaGraphBlocker(path) is { } why)
+
+        public static BenchSubject Open(string path, BenchOptions o, string? profilePrefix)
         {
-            // Models that cannot be captured (ORT GQA conversions, unconverted models) run plain in the same run, so
-            // one bench compares a graphed conversion with the baselines; the JSON's cuda_graph says which ran how.
-            Console.Error.WriteLine($"bench {path}: decoding without CUDA graphs: {why}");
-            cudaGraph = false;
-            checkGraph = 0;
+            if (o.Context < 1 || o.Batch < 1 || o.TimedSteps < 1) throw new MixAttentionException("--context, --batch and --steps must be >= 1.");
+            if (o.CheckGraph < 0) throw new MixAttentionException("--check-graph must be >= 0 (decode steps compared).");
+            if (o.CheckGraph > 0 && !o.CudaGraph) throw new MixAttentionException("--check-graph compares CUDA-graph decode with plain decode; pass --cuda-graph too.");
+            // Profiling needs our own SessionOptions; the model then leaves the execution provider to us.
+            var profiled = profilePrefix is null ? null : new Microsoft.ML.OnnxRuntime.SessionOptions { ProfileOutputPathPrefix = profilePrefix, EnableProfiling = true };
+            try
+            {
+                bool cudaGraph = o.CudaGraph;
+                int checkGraph = o.CheckGraph;
+                if (profiled is not null && o.Device == ExecutionDevice.Cuda)
+                {
+                    if (cudaGraph)
+                    {
+                        using var cuda = new Microsoft.ML.OnnxRuntime.OrtCUDAProviderOptions();
+                        cuda.UpdateOptions(new Dictionary<string, string> { ["device_id"] = "0", ["enable_cuda_graph"] = "1" });
+                        profiled.AppendExecutionProvider_CUDA(cuda);
+                    }
+                    else profiled.AppendExecutionProvider_CUDA(0);
+                }
+                if (cudaGraph && CudaGraphBlocker(path) is { } why)
+                {
+                    // Models that cannot be captured (ORT GQA conversions, unconverted models) run plain in the same
+                    // run, so one bench compares a graphed conversion with the baselines; the JSON's cuda_graph says
+                    // which ran how.
+                    Console.Error.WriteLine($"bench {path}: decoding without CUDA graphs: {why}");
+                    cudaGraph = false;
+                    checkGraph = 0;
+                }
+                var config = new SessionConfig
+                {
+                    MaxBatch = o.Batch, MaxLength = o.Context + o.TimedSteps + Math.Max(checkGraph, 4) + 4, PrefillChunk = Math.Min(o.Chunk, o.Context),
+                };
+                double? maxDiff = checkGraph > 0 ? CheckGraph(path, o.Device, config, o.Context, checkGraph) : null;
+                return new BenchSubject(path, o, profiled, cudaGraph, maxDiff, config);
+            }
+            catch
+            {
+                profiled?.Dispose();
+                throw;
+            }
         }
-        var config = new SessionConfig { MaxBatch = batch, MaxLength = context + steps + Math.Max(checkGraph, 4) + 4, PrefillChunk = Math.Min(chunk, context) };
-        double? maxDiff = checkGraph > 0 ? CheckGraph(path, device, config, context, checkGraph) : null;
-        using var model = MixAttentionModel.Open(path, new ModelOptions { Device = device, SessionOptions = profiled, CudaGraphDecode = cudaGraph });
-        using var session = model.CreateSession(config);
-        var rng = new Random(1);
-        int vocab = Math.Max(2, Math.Min(model.VocabSize, 1000));
-        var seqs = new List<int>();
-        var prefillClock = new Stopwatch();
-        for (int b = 0; b < batch; b++)
+
+        private void Step()
         {
-            var s = session.AddSequence();
-            var prompt = Enumerable.Range(0, context).Select(_ => (long)rng.Next(vocab)).ToArray();
-            prefillClock.Start(); // each call returns host logits, so the GPU work is done when it returns
-            session.Prefill(s, prompt);
-            prefillClock.Stop();
-            seqs.Add(s);
+            if (_onDevice is not null) _onDevice.DecodeOnDevice(_seqs, _tokens);
+            else _session.Decode(_seqs, _tokens, _logits);
         }
-        var tokens = seqs.Select(_ => (long)rng.Next(vocab)).ToArray();
-        // Logits go to one reused buffer (the allocation-free Decode overload), as a serving loop would sample them,
-        // or stay in the model's memory with --device-logits.
-        var logits = new float[batch * session.VocabSize];
-        var onDevice = deviceLogits ? session as MixAttentionSession : null;
-        if (deviceLogits && onDevice is null) Console.Error.WriteLine($"bench {path}: logits copied to the host: only converted models with preallocated caches decode with DecodeOnDevice.");
-        void Step()
+
+        /// <summary>Decodes <paramref name="steps"/> steps; returns ms per step.</summary>
+        public double Time(int steps, bool profilerRange)
         {
-            if (onDevice is not null) onDevice.DecodeOnDevice(seqs, tokens);
-            else session.Decode(seqs, tokens, logits);
+            using (profilerRange ? new CudaProfilerRange() : null)
+            {
+                var clock = Stopwatch.StartNew();
+                for (int i = 0; i < steps; i++) Step();
+                clock.Stop();
+                return clock.Elapsed.TotalMilliseconds / steps;
+            }
         }
-        for (int i = 0; i < 3; i++) Step();
-        TimeSpan elapsed;
-        using (profilerRange ? new CudaProfilerRange() : null)
+
+        public BenchResult Result(IReadOnlyList<double> roundMs, double? speedup = null)
         {
-            var clock = Stopwatch.StartNew();
-            for (int i = 0; i < steps; i++) Step();
-            clock.Stop();
-            elapsed = clock.Elapsed;
+            double ms = Median(roundMs);
+            return new BenchResult(Path, _o.Context, _o.Batch, ms, roundMs, speedup, _o.Batch * 1000.0 / ms, _prefillTokensPerSecond, _session.Memory(),
+                _cudaGraph, (_session as MixAttentionSession)?.CudaGraphTransfer, _graphMaxDiff, _onDevice is not null);
         }
-        if (profiled is not null) Console.Error.WriteLine($"ORT profile of {path}: {model.Session.EndProfiling()}");
-        double ms = elapsed.TotalMilliseconds / steps;
-        return new BenchResult(path, context, batch, steps, ms, batch * 1000.0 / ms, (double)batch * context / prefillClock.Elapsed.TotalSeconds, session.Memory(),
-            cudaGraph, (session as MixAttentionSession)?.CudaGraphTransfer, maxDiff, onDevice is not null);
+
+        public void Dispose()
+        {
+            if (_profiled is not null) Console.Error.WriteLine($"ORT profile of {Path}: {_model.Session.EndProfiling()}");
+            _session.Dispose();
+            _model.Dispose();
+            _profiled?.Dispose();
+        }
     }
 
     private static string? CudaGraphBlocker(string path)

@@ -113,6 +113,36 @@ public sealed class BenchCliTests
         Assert.AreEqual("device", results[1]!["logits"]!.GetValue<string>());
         StringAssert.Contains(err, "logits copied to the host");
     }
+
+    [TestMethod]
+    public void BenchRoundsInterleaveTheModelsAndReportMedians()
+    {
+        var dir = TestPaths.TempDir();
+        var converted = Path.Combine(dir, "native", "model.onnx");
+        var (code, _, err) = InspectCliTests.Run("convert", TestPaths.Fixture("mistral-torchscript"), "-o", converted, "--layout", "native", "--json");
+        Assert.AreEqual(0, code, err);
+        (code, var stdout, err) = InspectCliTests.Run("bench", TestPaths.Fixture("mistral-torchscript"), converted, "--context", "24", "--batch", "2", "--steps", "2", "--rounds", "3", "--json");
+        Assert.AreEqual(0, code, err);
+        var results = JsonNode.Parse(stdout)!["results"]!.AsArray();
+        Assert.HasCount(2, results);
+        double Median(double[] v) => v.Order().ElementAt(v.Length / 2);
+        var baseline = results[0]!["decode_ms_per_step_rounds"]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
+        foreach (var r in results)
+        {
+            Assert.AreEqual(3, r!["rounds"]!.GetValue<int>());
+            var rounds = r["decode_ms_per_step_rounds"]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
+            Assert.HasCount(3, rounds);
+            Assert.IsTrue(rounds.All(x => x > 0 && double.IsFinite(x)));
+            Assert.AreEqual(Median(rounds), r["decode_ms_per_step"]!.GetValue<double>(), 1e-12);
+            // The speedup is the median of the per-round ratios against the first model, not a ratio of medians.
+            Assert.AreEqual(Median(baseline.Zip(rounds, (a, b) => a / b).ToArray()), r["speedup"]!.GetValue<double>(), 1e-12);
+        }
+        Assert.AreEqual(1.0, results[0]!["speedup"]!.GetValue<double>(), 1e-12);
+
+        (code, _, err) = InspectCliTests.Run("bench", TestPaths.Fixture("mistral-torchscript"), "--rounds", "0");
+        Assert.AreNotEqual(0, code);
+        StringAssert.Contains(err, "--rounds must be >= 1");
+    }
 }
 
 [TestClass]
