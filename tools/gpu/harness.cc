@@ -237,10 +237,21 @@ struct Models {
   std::string dir, lib;
 };
 
-Ort::Env& GetEnv() {
-  static Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "mixattn-harness");
+// The Env is released at the end of main (ReleaseEnvAtReturn), not by a static destructor: that would run after the
+// CUDA runtime's own exit handlers (registered later, run first), so ORT's CUDA provider would free its handles on a
+// torn-down runtime — under compute-sanitizer that ended the process with "corrupted double-linked list".
+std::unique_ptr<Ort::Env>& EnvSlot() {
+  static std::unique_ptr<Ort::Env> env;
   return env;
 }
+Ort::Env& GetEnv() {
+  auto& env = EnvSlot();
+  if (!env) env = std::make_unique<Ort::Env>(ORT_LOGGING_LEVEL_WARNING, "mixattn-harness");
+  return *env;
+}
+struct ReleaseEnvAtReturn {
+  ~ReleaseEnvAtReturn() { EnvSlot().reset(); }
+};
 
 Ort::Session OpenSession(const Models& m, const std::string& model, bool cuda, void* stream = nullptr,
                          bool check_lengths = false) {
@@ -815,6 +826,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string mode = argv[1];
+  const ReleaseEnvAtReturn release_env;  // declared before any ORT object of main, so destroyed after them
   try {
     GetEnv();  // before any other ORT object (ORT's default logger lives in the Env)
     if (mode == "plan") {
