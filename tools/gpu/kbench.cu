@@ -66,6 +66,31 @@ struct Graph {
 };
 
 
+// Median over 5 samples of µs per call of run() (a call = one launch or one graph replay), each sample timing enough
+// calls for about budget_ms of GPU work (at least 3, at most max_calls) between two events.
+template <typename Run>
+double MedianUsPerCall(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, double budget_ms, int max_calls, Run&& run) {
+  run();  // warm
+  CK(cudaEventRecord(ea, stream));
+  run();
+  CK(cudaEventRecord(eb, stream));
+  CK(cudaEventSynchronize(eb));
+  float ms = 0;
+  CK(cudaEventElapsedTime(&ms, ea, eb));
+  const int calls = std::clamp(static_cast<int>(budget_ms / std::max(ms, 1e-3f)), 3, max_calls);
+  std::vector<double> samples;
+  for (int rep = 0; rep < 5; ++rep) {
+    CK(cudaEventRecord(ea, stream));
+    for (int i = 0; i < calls; ++i) run();
+    CK(cudaEventRecord(eb, stream));
+    CK(cudaEventSynchronize(eb));
+    CK(cudaEventElapsedTime(&ms, ea, eb));
+    samples.push_back(ms * 1e3 / calls);
+  }
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
 // Prefill: the kernel on one shape; prints µs, useful TFLOP/s (4 D Hq per visible (query, key) pair) and how many
 // output elements are not finite (0 expected).
 void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int B, int S, int P, int D, int W) {
@@ -126,25 +151,7 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int B, in
   CK(cudaMemcpy(h.data(), out, h.size() * 2, cudaMemcpyDeviceToHost));
   size_t bad = 0;
   for (const __half& x : h) bad += !std::isfinite(__half2float(x));
-  launch();
-  CK(cudaEventRecord(ea, stream));
-  launch();
-  CK(cudaEventRecord(eb, stream));
-  CK(cudaEventSynchronize(eb));
-  float ms = 0;
-  CK(cudaEventElapsedTime(&ms, ea, eb));
-  const int reps = std::clamp(static_cast<int>(50.0 / std::max(ms, 1e-3f)), 3, 200);
-  std::vector<double> samples;
-  for (int rep = 0; rep < 5; ++rep) {
-    CK(cudaEventRecord(ea, stream));
-    for (int i = 0; i < reps; ++i) launch();
-    CK(cudaEventRecord(eb, stream));
-    CK(cudaEventSynchronize(eb));
-    CK(cudaEventElapsedTime(&ms, ea, eb));
-    samples.push_back(ms * 1e3 / reps);
-  }
-  std::sort(samples.begin(), samples.end());
-  const double us = samples[samples.size() / 2];
+  const double us = MedianUsPerCall(stream, ea, eb, 50.0, 200, launch);
   std::printf("prefill,%d,%d,%d,%d,%d,%.2f,%.1f,%zu\n", B, S, P, D, W, us, flops / (us * 1e6), bad);
   std::fflush(stdout);
   for (void* x : {kc, vc, q, k, v, out, past}) CK(cudaFree(x));
@@ -355,25 +362,8 @@ int main(int argc, char** argv) {
           Graph ge;
           CK(cudaGraphInstantiateWithFlags(&ge.exec, g, 0));
           CK(cudaGraphDestroy(g));
-          CK(cudaGraphLaunch(ge.exec, stream));
-          CK(cudaEventRecord(ea, stream));
-          CK(cudaGraphLaunch(ge.exec, stream));
-          CK(cudaEventRecord(eb, stream));
-          CK(cudaEventSynchronize(eb));
-          float ms = 0;
-          CK(cudaEventElapsedTime(&ms, ea, eb));
-          const int reps = std::clamp(static_cast<int>(30.0 / std::max(ms, 1e-3f)), 3, 2000);
-          std::vector<double> samples;
-          for (int rep = 0; rep < 5; ++rep) {
-            CK(cudaEventRecord(ea, stream));
-            for (int i = 0; i < std::max(1, reps / 5); ++i) CK(cudaGraphLaunch(ge.exec, stream));
-            CK(cudaEventRecord(eb, stream));
-            CK(cudaEventSynchronize(eb));
-            CK(cudaEventElapsedTime(&ms, ea, eb));
-            samples.push_back(ms * 1e3 / (std::max(1, reps / 5) * R));
-          }
-          std::sort(samples.begin(), samples.end());
-          const double us = samples[samples.size() / 2];
+          // Each replay runs R launches: µs per launch = µs per replay / R.
+          const double us = MedianUsPerCall(stream, ea, eb, 6.0, 400, [&] { CK(cudaGraphLaunch(ge.exec, stream)); }) / R;
           const std::string name = var.rotary ? "tc_rotary"
                                  : !var.kernel       ? "simt"
                                  : var.fused == 0 ? "tc_sep"
