@@ -229,6 +229,12 @@ std::vector<Case> CheckCases(bool quick) {
     // a long global prefill: many key tiles per query tile, a chunk from scratch next to one late in the cache
     c.B = 2; c.S = 200; c.C = 3000; c.W = 0; c.past = {0, 2700};
     add(c);
+    // split-K prefill (few query tiles against a long cache): 2 splits; then 4, where the short sequence leaves
+    // three splits without a key
+    c.B = 2; c.S = 100; c.C = 12000; c.past = {0, 11800};
+    add(c);
+    c.S = 64; c.C = 20000; c.past = {0, 19000};
+    add(c);
   }
   return cases;
 }

@@ -91,7 +91,7 @@ double MedianUsPerCall(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, doub
   return samples[samples.size() / 2];
 }
 
-// Prefill: the kernel on one shape; prints µs, useful TFLOP/s (4 D Hq per visible (query, key) pair) and how many
+// Prefill: the kernel on one shape (as planned, and unsplit when the plan splits); prints µs, useful TFLOP/s (4 D Hq per visible (query, key) pair) and how many
 // output elements are not finite (0 expected).
 void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int B, int S, int P, int D, int W) {
   const int Hq = 32, Hkv = 8;
@@ -135,25 +135,34 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int B, in
   a.output = out;
   // No present (the reader form: keys >= P come from the cache, which holds C >= P + S rows): the kernel alone, no
   // cache write, and every repetition sees the same inputs.
-  const LaunchPlan pl = Plan(a, 132);
-  auto launch = [&] {
-    const std::string e = Launch(a, pl, nullptr, stream);
-    if (!e.empty()) {
-      std::fprintf(stderr, "launch: %s\n", e.c_str());
-      std::exit(3);
-    }
-  };
-  // Poisoned output, one launch: every element must be written and finite (correctness is run.sh check's job).
-  CK(cudaMemsetAsync(out, 0xff, size_t(B) * S * Hq * D * 2, stream));
-  launch();
-  CK(cudaStreamSynchronize(stream));
-  std::vector<__half> h(size_t(B) * S * Hq * D);
-  CK(cudaMemcpy(h.data(), out, h.size() * 2, cudaMemcpyDeviceToHost));
-  size_t bad = 0;
-  for (const __half& x : h) bad += !std::isfinite(__half2float(x));
-  const double us = MedianUsPerCall(stream, ea, eb, 50.0, 200, launch);
-  std::printf("prefill,%d,%d,%d,%d,%d,%.2f,%.1f,%zu\n", B, S, P, D, W, us, flops / (us * 1e6), bad);
-  std::fflush(stdout);
+  // The plan as it stands, and unsplit (s1) when the plan splits the key range.
+  for (int forced : {0, 1}) {
+    PlanTuning tune;
+    tune.splits = forced;
+    const LaunchPlan pl = Plan(a, 132, tune);
+    if (forced == 1 && Plan(a, 132).splits == 1) break;
+    void* scratch = nullptr;
+    if (pl.scratch_bytes) CK(cudaMalloc(&scratch, pl.scratch_bytes));
+    auto launch = [&] {
+      const std::string e = Launch(a, pl, scratch, stream);
+      if (!e.empty()) {
+        std::fprintf(stderr, "launch: %s\n", e.c_str());
+        std::exit(3);
+      }
+    };
+    // Poisoned output, one launch: every element must be written and finite (correctness is run.sh check's job).
+    CK(cudaMemsetAsync(out, 0xff, size_t(B) * S * Hq * D * 2, stream));
+    launch();
+    CK(cudaStreamSynchronize(stream));
+    std::vector<__half> h(size_t(B) * S * Hq * D);
+    CK(cudaMemcpy(h.data(), out, h.size() * 2, cudaMemcpyDeviceToHost));
+    size_t bad = 0;
+    for (const __half& x : h) bad += !std::isfinite(__half2float(x));
+    const double us = MedianUsPerCall(stream, ea, eb, 50.0, 200, launch);
+    std::printf("prefill,%d,%d,%d,%d,%d,%d,%.2f,%.1f,%zu\n", B, S, P, D, W, pl.splits, us, flops / (us * 1e6), bad);
+    std::fflush(stdout);
+    if (scratch) CK(cudaFree(scratch));
+  }
   for (void* x : {kc, vc, q, k, v, out, past}) CK(cudaFree(x));
 }
 
@@ -207,13 +216,14 @@ int main(int argc, char** argv) {
   std::printf("# device %s, %d SMs, L2 %d MiB\n# d2d_copy_peak_GBps %.1f\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize >> 20, peak);
   if (argc > 1 && std::strcmp(argv[1], "prefill") == 0) {
-    std::printf("kind,B,S,P,D,W,us,tflops,nonfinite\n");
+    std::printf("kind,B,S,P,D,W,splits,us,tflops,nonfinite\n");
     std::vector<std::vector<int>> shapes;
     for (int i = 2; i + 4 < argc; i += 5)
       shapes.push_back({std::atoi(argv[i]), std::atoi(argv[i + 1]), std::atoi(argv[i + 2]), std::atoi(argv[i + 3]),
                         std::atoi(argv[i + 4])});
     if (shapes.empty())  // chunked prefill as the e2e benchmark runs it (256-token chunks), whole prompts, a window
-      shapes = {{1, 256, 0, 128, 0},    {1, 256, 4096, 128, 0},   {1, 256, 32512, 128, 0}, {16, 256, 32512, 128, 0},
+      shapes = {{1, 256, 0, 128, 0},    {1, 256, 4096, 128, 0},   {1, 256, 32512, 128, 0}, {1, 256, 16128, 64, 0},
+                {1, 64, 32704, 128, 0},  {16, 256, 32512, 128, 0},
                 {16, 256, 32512, 64, 0}, {16, 256, 32512, 64, 1024}, {1, 4096, 0, 128, 0},  {1, 16384, 0, 128, 0},
                 {1, 16384, 0, 64, 0},   {1, 16384, 0, 128, 1024}, {4, 4096, 0, 256, 0}};
     for (const auto& sh : shapes) BenchPrefill(stream, ea, eb, sh[0], sh[1], sh[2], sh[3], sh[4]);

@@ -56,7 +56,7 @@ enum class Path {
 // What host code decided for one call; a function of the shapes only (never of device data).
 struct LaunchPlan {
   Path path = Path::kDecode;
-  int splits = 1;         // key-range splits per (token, KV head, head chunk)
+  int splits = 1;         // key-range splits per (token, KV head, head chunk); prefill: per (query tile, head)
   int head_chunk = 1;     // query heads per decode block (compile-time GC: 1, 2, 4 or 8)
   int chunks = 1;         // ceil(G / head_chunk)
   bool tensor_core = false;  // decode: the tensor-core cp.async kernel (fp16/bf16) instead of the SIMT one
@@ -80,7 +80,7 @@ std::string CheckSupported(const AttentionShape& shape, DType dtype);
 // MIXATTN_CUDA_DECODE_SPLITS=n), else automatic.
 struct PlanTuning {
   int decode_kernel = -1;  // -1 auto (tc for fp16/bf16), 0 SIMT, 1 tensor-core
-  int splits = 0;          // > 0: force this split count (clamped to [1, 256])
+  int splits = 0;          // > 0: force this split count (decode: clamped to [1, 256]; prefill: [1, 8])
   int tc_flags = -1;       // >= 0: tensor-core kernel variant flags (decode_tc.cu; env MIXATTN_CUDA_DECODE_TC_FLAGS)
   int fused_combine = -1;  // -1 auto (on; env MIXATTN_CUDA_FUSED_COMBINE=0 turns it off), 0 CombineKernel, 1 fused
 };

@@ -42,7 +42,7 @@ struct DecodeParams {
   RotaryParams rotary;      // tensor-core kernel only (the SIMT kernel gets pre-rotated inputs)
 };
 
-// Tiled tensor-core prefill (both kernels): block (64 query tokens, query head, sequence).
+// Tiled tensor-core prefill: block (64 query tokens x splits, query head, sequence).
 struct PrefillParams {
   const void* query;
   const void* chunk_key;  // or nullptr (reader)
@@ -52,7 +52,11 @@ struct PrefillParams {
   const int32_t* past_lengths;
   const int32_t* new_lengths;
   void* output;
+  float* part_o;    // splits > 1: [B*S, Hq, splits, D] unnormalised partial outputs
+  float2* part_ml;  // [B*S, Hq, splits] (max in base-2 units, sum)
+  int* counters;    // splits > 1: per (sequence, query tile, head) split-completion counters, zero between launches
   int batch, seq, num_heads, kv_num_heads, capacity, window, group;
+  int splits;       // key-range splits per query tile (1: the block writes the output)
   float scale, softcap;
 };
 
@@ -71,6 +75,7 @@ PrefillLauncher GetPrefillLauncher(DType dtype, int head_dim);
 // nullptr for fp32. Same DecodeParams, grid and split-K partials as the SIMT kernel.
 DecodeLauncher GetDecodeTcLauncher(DType dtype, int head_dim);
 int DecodeTcBlocksPerSm(DType dtype, int head_dim);
+constexpr int kPrefillRows = 64;  // query tokens per prefill block
 constexpr int kDecodeTcThreads = 128;
 constexpr int kDecodeTcKeysPerTile = 16;                                        // keys per warp tile
 constexpr int kDecodeTcMinPerSplit = (kDecodeTcThreads / 32) * kDecodeTcKeysPerTile;  // one tile per warp

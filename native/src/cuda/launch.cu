@@ -34,6 +34,11 @@ constexpr size_t kScratchAlign = 256;
 // Visible ranges up to this many keys count as short for the split choice (Plan).
 constexpr long long kShortRange = 2048;
 
+// Prefill split-K (Plan): only when the grid fills at most half the resident slots (2 blocks an SM) and the key range
+// can exceed kPrefillSplitFrom keys; at least kPrefillMinSplitKeys keys a split, at most kPrefillMaxSplits splits.
+constexpr long long kPrefillSplitFrom = 4096, kPrefillMinSplitKeys = 2048;
+constexpr int kPrefillMaxSplits = 8;
+
 // MIXATTN_CUDA_DECODE_KERNEL=simt|tc (tuning and A/B runs): -1 when unset.
 int EnvKernel() {
   static const int v = [] {
@@ -142,7 +147,27 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms, const PlanTuning& tuning) 
     pl.path = Path::kDecode;
   else
     pl.path = a.dtype == DType::kFloat32 ? Path::kPerToken : Path::kPrefill;
-  if (pl.path == Path::kPrefill) return WithRotary(a, pl);
+  if (pl.path == Path::kPrefill) {
+    // One block per (64 query tokens, head, sequence). A chunk that gives fewer blocks than half the resident slots
+    // (one sequence's short chunk against a long cache) splits the key range so that the blocks fill them; the
+    // group's last block merges. The kernel re-splits by the real range.
+    const long long blocks = (static_cast<long long>(sh.seq) + kPrefillRows - 1) / kPrefillRows * sh.num_heads * sh.batch;
+    const long long resident = 2LL * std::max(num_sms, 1);
+    const long long longest = sh.window > 0 ? std::min<long long>(sh.window + kPrefillRows - 1, sh.capacity + sh.seq)
+                                            : static_cast<long long>(sh.capacity) + sh.seq;
+    pl.splits = 1;
+    if (tuning.splits > 0)
+      pl.splits = std::clamp(tuning.splits, 1, kPrefillMaxSplits);
+    else if (blocks > 0 && 2 * blocks <= resident && longest >= kPrefillSplitFrom)
+      pl.splits = static_cast<int>(std::clamp<long long>(
+          std::min(resident / blocks, longest / kPrefillMinSplitKeys), 1, kPrefillMaxSplits));
+    if (pl.splits > 1) {
+      const size_t rows = static_cast<size_t>(sh.batch) * sh.seq * sh.num_heads * pl.splits;
+      pl.partials_acc_offset = AlignScratch(rows * sizeof(float2));
+      pl.scratch_bytes = pl.partials_acc_offset + rows * sh.head_dim * sizeof(float);
+    }
+    return WithRotary(a, pl);
+  }
 
   const int G = sh.group();
   pl.head_chunk = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
@@ -230,7 +255,19 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
   if (pl.path == Path::kPrefill) {
     PrefillLauncher launch = GetPrefillLauncher(a.dtype, sh.head_dim);
     if (launch == nullptr) return "no prefill kernel for this head size / element type";
-    const PrefillParams p = SharedParams<PrefillParams>(a, owner);
+    PrefillParams p = SharedParams<PrefillParams>(a, owner);
+    p.splits = 1;
+    if (pl.splits > 1) {
+      if (scratch == nullptr) return "split-K prefill needs a scratch buffer";
+      // Without counters (a first allocation while the stream is captured) the call runs unsplit: same result.
+      p.counters = SplitCounters(stream, static_cast<size_t>(sh.batch) * sh.num_heads *
+                                             ((static_cast<size_t>(sh.seq) + kPrefillRows - 1) / kPrefillRows));
+      if (p.counters != nullptr) {
+        p.splits = pl.splits;
+        p.part_ml = static_cast<float2*>(scratch);
+        p.part_o = reinterpret_cast<float*>(static_cast<char*>(scratch) + pl.partials_acc_offset);
+      }
+    }
     if (cudaError_t e = launch(p, stream)) return CudaError("prefill kernel launch", e);
   } else {
     DecodeLauncher launch = pl.tensor_core ? GetDecodeTcLauncher(a.dtype, sh.head_dim)

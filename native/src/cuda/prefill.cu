@@ -38,7 +38,8 @@ constexpr int kWarps = kThreads / 32;
 
 template <int D>
 struct PrefillGeometry {
-  static constexpr int kBM = 16 * kWarps;           // query rows per block
+  static constexpr int kBM = kPrefillRows;          // query rows per block: 16 per warp
+  static_assert(kBM == 16 * kWarps, "one 16-row MMA tile per warp");
   static constexpr int kBN = D <= 128 ? 64 : 32;     // keys per tile (D = 256: registers bound the S tile)
   static constexpr bool kQInRegisters = D <= 128;    // D = 256 re-reads Q's fragments from shared memory per tile
   static constexpr int kTileElems = kBN * D;         // one K (or V) tile
@@ -82,6 +83,57 @@ __device__ __noinline__ void CopyTileRows(uint32_t sk, uint32_t sv, int kt, int 
   }
 }
 
+// Split-K merge in the same launch (as the decode kernel's MergeSplitsIfLast): every block of a (sequence, query
+// tile, head) group publishes its partials and counts itself done on the group's counter; the block that completes
+// the group merges out = sum_i 2^(m_i - M) O_i / sum_i 2^(m_i - M) l_i for each real row (padding rows: zeros) and
+// resets the counter for the next launch. Fences order the partial writes before the count and the count before
+// the merge's L2 reads. The flag lives in the dynamic shared buffer (no static __shared__: it would misalign it).
+template <typename T, int D>
+__device__ __forceinline__ void MergeSplitsIfLast(const PrefillParams& p, int b, int tile, int tiles, int h, int s0, int nq,
+                                                  int rows_here, uint4* smem_raw) {
+  int* last = reinterpret_cast<int*>(smem_raw);
+  int* counter = p.counters + (static_cast<size_t>(b) * tiles + tile) * p.num_heads + h;
+  __threadfence();
+  __syncthreads();  // every thread's partials are written and fenced; the Q tile's shared memory is free
+  if (threadIdx.x == 0) {
+    *last = atomicAdd(counter, 1) == p.splits - 1;
+    if (*last) *counter = 0;
+  }
+  __syncthreads();
+  if (!*last) return;
+  __threadfence();
+  const int S = p.seq, Hq = p.num_heads, splits = p.splits;
+  constexpr int D4 = D / 4;
+  T* out = static_cast<T*>(p.output);
+  for (int idx = threadIdx.x; idx < rows_here * D4; idx += kThreads) {
+    const int r = idx / D4, d4 = idx % D4;
+    const size_t row = (static_cast<size_t>(b) * S + s0 + r) * Hq + h;
+    float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+    float sum = 0.f;
+    if (r < nq) {
+      float mx = -INFINITY;
+      for (int i = 0; i < splits; ++i) mx = fmaxf(mx, __ldcg(&p.part_ml[row * splits + i]).x);
+      for (int i = 0; i < splits && mx != -INFINITY; ++i) {
+        const float2 ml = __ldcg(&p.part_ml[row * splits + i]);
+        if (ml.x == -INFINITY) continue;  // a split that saw no key of this row (its O is zeros)
+        const float w = exp2f(ml.x - mx);
+        const float4 v = __ldcg(reinterpret_cast<const float4*>(p.part_o + (row * splits + i) * D) + d4);
+        sum += w * ml.y;
+        a.x += w * v.x;
+        a.y += w * v.y;
+        a.z += w * v.z;
+        a.w += w * v.w;
+      }
+    }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    T* o = out + row * D + d4 * 4;
+    o[0] = Traits<T>::From(a.x * inv);
+    o[1] = Traits<T>::From(a.y * inv);
+    o[2] = Traits<T>::From(a.z * inv);
+    o[3] = Traits<T>::From(a.w * inv);
+  }
+}
+
 template <typename T, int D, bool kSoftcap>
 __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constant__ PrefillParams p) {
   using G = PrefillGeometry<D>;
@@ -96,7 +148,8 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
   const uint32_t q_addr = SmemAddr(sQ);
   const uint32_t kv_addr = SmemAddr(sQ + BM * D);  // stage st: K tile at + st * 2 * tile, V tile after it
 
-  const int tile = gridDim.x - 1 - blockIdx.x;
+  const int splits = p.splits, tiles = gridDim.x / splits;
+  const int tile = tiles - 1 - static_cast<int>(blockIdx.x) / splits, split = blockIdx.x % splits;
   const int h = blockIdx.y, b = blockIdx.z;
   const int S = p.seq, Hq = p.num_heads, Hkv = p.kv_num_heads, C = p.capacity, W = p.window;
   const int kvh = h / p.group;
@@ -123,9 +176,16 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
   const bool owner = chunk_k != nullptr;
 
   const int p_first = P + s0, p_last = P + s0 + nq - 1;
-  const int kstart = W > 0 ? max(0, p_first - W + 1) : 0;
   const int kend = p_last + 1;
-  const int ntiles = (kend - kstart + BN - 1) / BN;
+  // This split's key tiles: an equal share of the tile range (split-K, when the grid alone would not fill the GPU).
+  int kstart = W > 0 ? max(0, p_first - W + 1) : 0;
+  int ntiles = (kend - kstart + BN - 1) / BN;
+  {
+    const int per = (ntiles + splits - 1) / splits;
+    const int first = min(ntiles, split * per);
+    ntiles = min(ntiles, first + per) - first;
+    kstart += first * BN;
+  }
 
   // A thread copies the same 16-byte chunk c of rows r0 + i * RS of every tile (NV divides the block).
   constexpr int RS = kThreads / NV;
@@ -329,13 +389,30 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
   }
   CpAsyncWait<0>();
 
-  // Row sums over the 4 lanes of each row, then O / l (padding rows and rows that saw nothing: zeros).
+  // Row sums over the 4 lanes of each row.
 #pragma unroll
   for (int off = 1; off < 4; off *= 2) {
     l0 += __shfl_xor_sync(0xffffffffu, l0, off);
     l1 += __shfl_xor_sync(0xffffffffu, l1, off);
   }
   const int r0 = wrow + g, r1 = r0 + 8;
+  if (splits > 1) {
+    // Unnormalised partial (O, max in base-2 units, sum) of each real row; the group's last block merges them.
+    const float mul = kSoftcap ? 1.f : p.scale * log2e;
+    auto publish = [&](int r, float m, float l, int e) {
+      if (r >= nq) return;
+      const size_t row = ((static_cast<size_t>(b) * S + s0 + r) * Hq + h) * splits + split;
+      float* po = p.part_o + row * D + 2 * t4;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) *reinterpret_cast<float2*>(po + dt * 8) = make_float2(o[dt][e], o[dt][e + 1]);
+      if (t4 == 0) p.part_ml[row] = make_float2(m == -INFINITY ? m : m * mul, l);
+    };
+    publish(r0, m0, l0, 0);
+    publish(r1, m1, l1, 2);
+    MergeSplitsIfLast<T, D>(p, b, tile, tiles, h, s0, nq, rows_here, smem_raw);
+    return;
+  }
+  // O / l (padding rows and rows that saw nothing: zeros).
   const float inv0 = r0 < nq && l0 > 0.f ? 1.f / l0 : 0.f;
   const float inv1 = r1 < nq && l1 > 0.f ? 1.f / l1 : 0.f;
   T* out0 = out + ((static_cast<size_t>(b) * S + s0 + r0) * Hq + h) * D + 2 * t4;
@@ -356,7 +433,7 @@ cudaError_t LaunchPrefill(const PrefillParams& p, cudaStream_t stream) {
   // Per device and cheap (no synchronisation, allowed while a stream is captured), so simply set before every launch.
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)))
     return e;
-  const dim3 grid((p.seq + G::kBM - 1) / G::kBM, p.num_heads, p.batch);
+  const dim3 grid((p.seq + G::kBM - 1) / G::kBM * p.splits, p.num_heads, p.batch);
   kernel<<<grid, kThreads, bytes, stream>>>(p);
   return cudaGetLastError();
 }
