@@ -193,7 +193,14 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms, const PlanTuning& tuning) 
     // latency, not bandwidth: there the fewest splits that fill half the resident slots win, since each more
     // block per SM and the split merge cost more than the shorter streams save (H200 kbench, B = 16, W = 1024,
     // D = 64: 2 splits 14.5 us, 3 splits 15.7 us; B = 1 still takes its 16).
-    const long long cap = static_cast<long long>(std::max(num_sms, 1)) * DecodeTcBlocksPerSm(a.dtype, sh.head_dim);
+    const long long sms = std::max(num_sms, 1);
+    const long long cap_full = sms * DecodeTcBlocksPerSm(a.dtype, sh.head_dim);
+    // Resident blocks the wave model counts. For D >= 128 (long ranges; the short-range rule below is tuned on all
+    // resident slots) one block per SM already keeps >= 64 KB of K / V in flight
+    // (4 warps x 2 tiles of 16 rows ahead), and more resident blocks only add splits to merge (H200 kbench, global,
+    // D = 128, B = 1: 16 splits 2-10% faster than 33 from T = 4K to 64K; B = 8: 2 and 4 splits equal). D = 64 keeps
+    // 48 KB a block in flight and gains from more (B = 1, T = 64K: 48 splits 40.6 us, 16 splits 43.4 us).
+    const long long cap = sh.head_dim >= 128 && longest > kShortRange ? sms : cap_full;
     long long best = 1;
     double best_cost = 1e30;
     for (long long s = 1; s <= max_splits && base > 0; ++s) {
@@ -203,7 +210,7 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms, const PlanTuning& tuning) 
         best = s;
       }
     }
-    if (longest <= kShortRange && base > 0) best = std::min(best, std::max<long long>(1, (cap / 2 + base - 1) / base));
+    if (longest <= kShortRange && base > 0) best = std::min(best, std::max<long long>(1, (cap_full / 2 + base - 1) / base));
     pl.splits = static_cast<int>(best);
   } else {
     const long long target = static_cast<long long>(std::max(num_sms, 1)) *
