@@ -1,9 +1,10 @@
 // Prefill (S > 1, fp16 / bf16) on tensor cores in the flash-attention-2 manner: mma.sync m16n8k16 with fp32
 // accumulation, scores and probabilities kept in registers, K / V tiles streamed by cp.async into a double buffer.
 //
-// Grid: x = tile of 64 query tokens (the last tile first: under the causal mask later tokens see more keys, so the
-// longest blocks start first and the short ones fill the tail), y = query head, z = sequence; 4 warps, each owning
-// 16 query rows of the tile. The key range of the tile is [max(0, p_first - W + 1), p_last] (p = P + s), walked in
+// Grid: x = (tile of 64 query tokens) x splits (the last tile first: under the causal mask later tokens see more
+// keys, so the longest blocks start first and the short ones fill the tail), y = query head, z = sequence; 4 warps,
+// each owning 16 query rows of the tile. With splits > 1 (Plan: a grid too small to fill the GPU against a long
+// cache) each block takes an equal share of the tile's key range and the group's last block merges the partials. The key range of the tile is [max(0, p_first - W + 1), p_last] (p = P + s), walked in
 // tiles of BN keys: tiles wholly before the window of the tile's first query are never loaded, a warp skips the
 // math of tiles none of its rows can see, and the window / causal mask is applied per element only in tiles that
 // straddle a boundary of the warp's rows. Keys at positions < P come from cache slot pos mod C, keys >= P from the
@@ -50,8 +51,9 @@ struct PrefillGeometry {
 };
 
 // The general path of a K / V tile copy (rows that wrap around the ring, straddle the past and the chunk, or run past
-// the range, zero-filled): per row a modulo and a branch. Not inlined: it is rare, and inlined twice it cost
-// instruction-cache misses in the main loop.
+// the range, zero-filled): per row a modulo and a branch. Kept out of line because it is rare and the main loop
+// should stay small: with it and the softcap instantiation moved out, Nsight Compute's instruction-fetch stalls fell
+// from 0.67 to 0.04 per issued instruction (H200, 16 x 256 tokens at 32K cached).
 template <typename T, int D, int BN>
 __device__ __noinline__ void CopyTileRows(uint32_t sk, uint32_t sv, int kt, int kend, int P, int C, int S, int Hkv,
                                           int b, int kvh, const T* chunk_k, const T* chunk_v, const T* cache_k,
