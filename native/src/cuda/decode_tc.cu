@@ -61,10 +61,8 @@ struct TcGeometry {
 };
 
 // Split-K merge without a second launch: every block publishes its partials (max, sum, acc), then counts
-// itself done on its group's counter; the block that completes the group (the last of `splits`) merges
-// all partials of the group's heads exactly as CombineKernel does and resets the counter to zero for the
-// next launch or graph replay. The fences order the partial writes before the count (release) and the
-// count before the merge's reads (acquire); the merge reads with ld.global.cg (L2), never stale L1.
+// itself done on its group's counter (dev::ArriveLast); the block that completes the group merges all
+// partials of the group's heads exactly as CombineKernel does, reading them with ld.global.cg (L2).
 //
 // No static __shared__ variable here or in the kernel: one (the "last" flag, 16 bytes) moved the dynamic
 // buffer off its 128-byte alignment, so every cp.async / ldmatrix row straddled two shared-memory
@@ -73,16 +71,8 @@ struct TcGeometry {
 template <typename T, int D>
 __device__ __forceinline__ void MergeSplitsIfLast(const DecodeParams& p, int z, int h0, int g_count, size_t group,
                                                   uint4* smem_raw) {
-  int* last = reinterpret_cast<int*>(smem_raw);
-  __threadfence();
-  __syncthreads();  // every thread's partials are written and fenced; the shared rings are free again
-  if (threadIdx.x == 0) {
-    *last = atomicAdd(p.counters + group, 1) == p.splits - 1;
-    if (*last) p.counters[group] = 0;
-  }
-  __syncthreads();
-  if (!*last) return;
-  __threadfence();
+  // The shared rings are free once the partials are written: the flag and the merge's weights reuse them.
+  if (!dev::ArriveLast(p.counters + group, p.splits, reinterpret_cast<int*>(smem_raw))) return;
   const int splits = p.splits, Hq = p.num_heads;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   constexpr int D4 = D / 4;

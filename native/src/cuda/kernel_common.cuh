@@ -82,6 +82,25 @@ __device__ __forceinline__ int NewLength(const int32_t* newl, int b, int S) {
   return n < 0 ? 0 : (n > S ? S : n);
 }
 
+// Split-K completion in one launch (both tensor-core kernels): every block of a group calls this after writing its
+// partials; it returns true in the one block that completes the group (the last of `splits` to arrive), which then
+// merges the group's partials, and resets the group's counter to zero for the next launch or graph replay. The fences
+// order each thread's partial writes before the count (release) and the count before the merge's reads (acquire;
+// read them with ld.global.cg, never through a stale L1). `flag` is a word of shared memory the block may overwrite
+// (no static __shared__ here: one moved the kernels' dynamic buffer off its 128-byte alignment).
+__device__ __forceinline__ bool ArriveLast(int* counter, int splits, int* flag) {
+  __threadfence();
+  __syncthreads();  // every thread's partials are written and fenced
+  if (threadIdx.x == 0) {
+    *flag = atomicAdd(counter, 1) == splits - 1;
+    if (*flag) *counter = 0;
+  }
+  __syncthreads();
+  const bool last = *flag != 0;
+  if (last) __threadfence();
+  return last;
+}
+
 // Where one decode block sits and what it reads (both decode kernels). Grid: x = token z * splits + split, y = KV head
 // * chunks + head chunk. Token z = (sequence b, step s) queries at position pos = P + s and sees keys [lo, hi); this
 // split takes [kb, ke): per = ceil((hi - lo) / splits) keys (at least min_per_split), rounded up to a multiple of

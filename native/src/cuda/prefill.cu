@@ -86,24 +86,15 @@ __device__ __noinline__ void CopyTileRows(uint32_t sk, uint32_t sv, int kt, int 
 }
 
 // Split-K merge in the same launch (as the decode kernel's MergeSplitsIfLast): every block of a (sequence, query
-// tile, head) group publishes its partials and counts itself done on the group's counter; the block that completes
-// the group merges out = sum_i 2^(m_i - M) O_i / sum_i 2^(m_i - M) l_i for each real row (padding rows: zeros) and
-// resets the counter for the next launch. Fences order the partial writes before the count and the count before
-// the merge's L2 reads. The flag lives in the dynamic shared buffer (no static __shared__: it would misalign it).
+// tile, head) group publishes its partials and counts itself done on the group's counter (dev::ArriveLast); the
+// block that completes the group merges out = sum_i 2^(m_i - M) O_i / sum_i 2^(m_i - M) l_i for each real row
+// (padding rows: zeros), reading the partials with ld.global.cg (L2).
 template <typename T, int D>
 __device__ __forceinline__ void MergeSplitsIfLast(const PrefillParams& p, int b, int tile, int tiles, int h, int s0, int nq,
                                                   int rows_here, uint4* smem_raw) {
-  int* last = reinterpret_cast<int*>(smem_raw);
+  // The Q tile's shared memory is free once the loop is done: the flag reuses it.
   int* counter = p.counters + (static_cast<size_t>(b) * tiles + tile) * p.num_heads + h;
-  __threadfence();
-  __syncthreads();  // every thread's partials are written and fenced; the Q tile's shared memory is free
-  if (threadIdx.x == 0) {
-    *last = atomicAdd(counter, 1) == p.splits - 1;
-    if (*last) *counter = 0;
-  }
-  __syncthreads();
-  if (!*last) return;
-  __threadfence();
+  if (!dev::ArriveLast(counter, p.splits, reinterpret_cast<int*>(smem_raw))) return;
   const int S = p.seq, Hq = p.num_heads, splits = p.splits;
   constexpr int D4 = D / 4;
   T* out = static_cast<T*>(p.output);
