@@ -93,7 +93,7 @@ double MedianUsPerCall(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, doub
 
 // Prefill: the kernel on one shape (as planned, and unsplit when the plan splits); prints µs, useful TFLOP/s (4 D Hq per visible (query, key) pair) and how many
 // output elements are not finite (0 expected).
-void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int B, int S, int P, int D, int W) {
+void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, int B, int S, int P, int D, int W) {
   const int Hq = 32, Hkv = 8;
   const int C = W > 0 ? W + S : P + S;
   const size_t elems = size_t{1} * B * Hkv * C * D;
@@ -139,8 +139,8 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int B, in
   for (int forced : {0, 1}) {
     PlanTuning tune;
     tune.splits = forced;
-    const LaunchPlan pl = Plan(a, 132, tune);
-    if (forced == 1 && Plan(a, 132).splits == 1) break;
+    const LaunchPlan pl = Plan(a, sms, tune);
+    if (forced == 1 && Plan(a, sms).splits == 1) break;
     void* scratch = nullptr;
     if (pl.scratch_bytes) CK(cudaMalloc(&scratch, pl.scratch_bytes));
     auto launch = [&] {
@@ -226,7 +226,7 @@ int main(int argc, char** argv) {
                 {1, 64, 32704, 128, 0},  {16, 256, 32512, 128, 0},
                 {16, 256, 32512, 64, 0}, {16, 256, 32512, 64, 1024}, {1, 4096, 0, 128, 0},  {1, 16384, 0, 128, 0},
                 {1, 16384, 0, 64, 0},   {1, 16384, 0, 128, 1024}, {4, 4096, 0, 256, 0}};
-    for (const auto& sh : shapes) BenchPrefill(stream, ea, eb, sh[0], sh[1], sh[2], sh[3], sh[4]);
+    for (const auto& sh : shapes) BenchPrefill(stream, ea, eb, prop.multiProcessorCount, sh[0], sh[1], sh[2], sh[3], sh[4]);
     return 0;
   }
   std::printf("kind,B,T,L,bytes,kernel,splits,us,pct_peak,diff\n");
