@@ -8,7 +8,7 @@ using Spectre.Console;
 namespace MixAttention.Onnx.Cli;
 
 /// <summary>
-/// <c>mixattn bench MODEL [MODEL…] [--context N] [--batch N] [--steps N] [--rounds N] [--device cpu|cuda] [--cuda-graph] [--check-graph N] [--cuda-profiler-range] [--device-logits] [--budget-gib G] [--json]</c>:
+/// <c>mixattn bench MODEL [MODEL…] [--context N] [--batch N] [--steps N] [--rounds N [--rotate-order]] [--device cpu|cuda] [--cuda-graph] [--check-graph N] [--cuda-profiler-range] [--device-logits] [--budget-gib G] [--json]</c>:
 /// decode throughput and KV memory of each model measured in the same run, the first model being the baseline.
 /// </summary>
 internal static class BenchVerb
@@ -20,6 +20,7 @@ internal static class BenchVerb
         var batch = new Option<int>("--batch") { Description = "Sequences decoded together.", DefaultValueFactory = _ => 1 };
         var steps = new Option<int>("--steps") { Description = "Timed decode steps (after 3 warm-up steps), per round.", DefaultValueFactory = _ => 32 };
         var rounds = new Option<int>("--rounds") { Description = "Timed rounds. 1: each model is opened, prefilled, timed and closed in turn. N > 1: every model is opened and prefilled first, then the models take turns, --steps steps each, N times, so a drift of clocks or temperature during the run (a baseline that streams its caches at full bandwidth heats the card) hits each model alike; ms / step is then the median over rounds and each speedup the median of the per-round ratios. Needs every model's caches in memory at once.", DefaultValueFactory = _ => 1 };
+        var rotate = new Option<bool>("--rotate-order") { Description = "With --rounds: round r starts with model r mod (models) and goes on in the given order, so every model is timed in every position equally often (the order of the models within a round was seen to matter: docs/benchmarks.md). The JSON's decode_ms_per_step_rounds stay in round order." };
         var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill call length (the prefill tokens/s column times these calls; shared sliding rings hold W + chunk - 1 rows).", DefaultValueFactory = _ => 256 };
         var device = new Option<string>("--device") { Description = "cpu or cuda.", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong("cpu", "cuda");
@@ -33,13 +34,14 @@ internal static class BenchVerb
         var cmd = new Command("bench", "Decode tokens/s and KV memory of one or more models at a given context and batch, measured in one run; ratios are against the first model.\n\n" +
             "Example:\n  mixattn bench graphs/gemma3-torchscript/model.onnx out/gemma3-cai/model.onnx --context 1024 --batch 4")
         {
-            models, context, batch, steps, rounds, chunk, device, budget, json, profile, cudaGraph, checkGraph, profilerRange, deviceLogits,
+            models, context, batch, steps, rounds, rotate, chunk, device, budget, json, profile, cudaGraph, checkGraph, profilerRange, deviceLogits,
         };
         cmd.SetAction(parse =>
         {
             var paths = parse.GetValue(models)!;
             int nRounds = parse.GetValue(rounds), nSteps = parse.GetValue(steps);
             if (nRounds < 1) throw new MixAttentionException("--rounds must be >= 1.");
+            if (parse.GetValue(rotate) && nRounds == 1) throw new MixAttentionException("--rotate-order changes the order of interleaved rounds; pass --rounds N (N > 1) too.");
             var options = new BenchOptions(parse.GetValue(context), parse.GetValue(batch), nSteps * nRounds, parse.GetValue(chunk),
                 parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu, parse.GetValue(cudaGraph), parse.GetValue(checkGraph),
                 parse.GetValue(deviceLogits));
@@ -50,7 +52,7 @@ internal static class BenchVerb
                 for (int i = 0; i < paths.Length; i++)
                 {
                     using var subject = BenchSubject.Open(paths[i], options, Prefix(i));
-                    results.Add(subject.Result([subject.Time(nSteps, parse.GetValue(profilerRange))]));
+                    results.Add(subject.Result([subject.Time(nSteps, parse.GetValue(profilerRange))], positions: [i]));
                 }
             }
             else
@@ -60,10 +62,17 @@ internal static class BenchVerb
                 {
                     for (int i = 0; i < paths.Length; i++) subjects.Add(BenchSubject.Open(paths[i], options, Prefix(i)));
                     var ms = subjects.Select(_ => new double[nRounds]).ToArray();
+                    var position = subjects.Select(_ => new int[nRounds]).ToArray();
+                    int n = subjects.Count;
                     for (int r = 0; r < nRounds; r++)
-                        for (int i = 0; i < subjects.Count; i++) ms[i][r] = subjects[i].Time(nSteps, parse.GetValue(profilerRange));
+                        for (int k = 0; k < n; k++)
+                        {
+                            int i = parse.GetValue(rotate) ? (r + k) % n : k;
+                            position[i][r] = k;
+                            ms[i][r] = subjects[i].Time(nSteps, parse.GetValue(profilerRange));
+                        }
                     for (int i = 0; i < subjects.Count; i++)
-                        results.Add(subjects[i].Result(ms[i], Median(ms[0].Zip(ms[i], (a, b) => a / b))));
+                        results.Add(subjects[i].Result(ms[i], Median(ms[0].Zip(ms[i], (a, b) => a / b)), position[i]));
                 }
                 finally
                 {
@@ -75,8 +84,9 @@ internal static class BenchVerb
             {
                 var arr = new JsonArray(results.Select(r => (JsonNode)new JsonObject
                 {
-                    ["model"] = r.Path, ["context"] = r.Context, ["batch"] = r.Batch, ["steps"] = nSteps, ["rounds"] = nRounds,
+                    ["model"] = r.Path, ["context"] = r.Context, ["batch"] = r.Batch, ["steps"] = nSteps, ["rounds"] = nRounds, ["rotate_order"] = parse.GetValue(rotate),
                     ["decode_ms_per_step"] = r.MsPerStep, ["decode_ms_per_step_rounds"] = new JsonArray(r.RoundMs.Select(x => (JsonNode)x).ToArray()),
+                    ["round_positions"] = new JsonArray(r.RoundPositions.Select(x => (JsonNode)x).ToArray()),
                     ["tokens_per_second"] = r.TokensPerSecond,
                     ["prefill_tokens_per_second"] = r.PrefillTokensPerSecond,
                     ["speedup"] = r.Speedup ?? r.TokensPerSecond / results[0].TokensPerSecond,
@@ -89,7 +99,7 @@ internal static class BenchVerb
                 return ExitCodes.Ok;
             }
             if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
-            var table = new Table().Border(TableBorder.Simple).Title($"decode at context {parse.GetValue(context)}, batch {parse.GetValue(batch)}, {parse.GetValue(device)}{(parse.GetValue(cudaGraph) ? ", CUDA graphs" : "")}{(nRounds > 1 ? $", median of {nRounds} interleaved rounds" : "")}");
+            var table = new Table().Border(TableBorder.Simple).Title($"decode at context {parse.GetValue(context)}, batch {parse.GetValue(batch)}, {parse.GetValue(device)}{(parse.GetValue(cudaGraph) ? ", CUDA graphs" : "")}{(nRounds > 1 ? $", median of {nRounds} interleaved rounds{(parse.GetValue(rotate) ? " (rotating order)" : "")}" : "")}");
             foreach (var h in new[] { "model", "ms / step", "tokens/s", "vs first", "prefill tokens/s", "KV / sequence", $"sequences in {parse.GetValue(budget)} GiB" })
                 table.AddColumn(h);
             foreach (var r in results)
@@ -105,7 +115,8 @@ internal static class BenchVerb
 
     /// <param name="RoundMs">ms per step of each timed round (one entry without --rounds).</param>
     /// <param name="Speedup">the median of the per-round ratios against the first model (--rounds), else null.</param>
-    private sealed record BenchResult(string Path, int Context, int Batch, double MsPerStep, IReadOnlyList<double> RoundMs, double? Speedup,
+    /// <param name="RoundPositions">the model's place in the timing order of each round (0 = timed first).</param>
+    private sealed record BenchResult(string Path, int Context, int Batch, double MsPerStep, IReadOnlyList<double> RoundMs, IReadOnlyList<int> RoundPositions, double? Speedup,
         double TokensPerSecond, double PrefillTokensPerSecond, KvMemory Memory, bool CudaGraph, string? GraphTransfer, double? GraphMaxAbsDiff,
         bool LogitsOnDevice);
 
@@ -237,10 +248,10 @@ internal static class BenchVerb
             }
         }
 
-        public BenchResult Result(IReadOnlyList<double> roundMs, double? speedup = null)
+        public BenchResult Result(IReadOnlyList<double> roundMs, double? speedup = null, IReadOnlyList<int>? positions = null)
         {
             double ms = Median(roundMs);
-            return new BenchResult(Path, _o.Context, _o.Batch, ms, roundMs, speedup, _o.Batch * 1000.0 / ms, _prefillTokensPerSecond, _session.Memory(),
+            return new BenchResult(Path, _o.Context, _o.Batch, ms, roundMs, positions ?? [], speedup, _o.Batch * 1000.0 / ms, _prefillTokensPerSecond, _session.Memory(),
                 _cudaGraph, (_session as MixAttentionSession)?.CudaGraphTransfer, _graphMaxDiff, _onDevice is not null);
         }
 

@@ -127,6 +127,8 @@ public sealed class BenchCliTests
         Assert.HasCount(2, results);
         double Median(double[] v) => v.Order().ElementAt(v.Length / 2);
         var baseline = results[0]!["decode_ms_per_step_rounds"]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
+        for (int m = 0; m < results.Count; m++) // without --rotate-order the given order, every round
+            CollectionAssert.AreEqual(new[] { m, m, m }, results[m]!["round_positions"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray());
         foreach (var r in results)
         {
             Assert.AreEqual(3, r!["rounds"]!.GetValue<int>());
@@ -142,6 +144,22 @@ public sealed class BenchCliTests
         (code, _, err) = InspectCliTests.Run("bench", TestPaths.Fixture("mistral-torchscript"), "--rounds", "0");
         Assert.AreNotEqual(0, code);
         StringAssert.Contains(err, "--rounds must be >= 1");
+
+        // --rotate-order: the same report (rounds in round order, medians), every model timed in every position.
+        (code, stdout, err) = InspectCliTests.Run("bench", TestPaths.Fixture("mistral-torchscript"), converted, "--context", "24", "--batch", "2", "--steps", "2", "--rounds", "2", "--rotate-order", "--json");
+        Assert.AreEqual(0, code, err);
+        results = JsonNode.Parse(stdout)!["results"]!.AsArray();
+        foreach (var r in results)
+        {
+            Assert.IsTrue(r!["rotate_order"]!.GetValue<bool>());
+            Assert.HasCount(2, r["decode_ms_per_step_rounds"]!.AsArray());
+        }
+        int[] Positions(int m) => results[m]!["round_positions"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
+        CollectionAssert.AreEqual(new[] { 0, 1 }, Positions(0)); // round 0 starts with model 0, round 1 with model 1
+        CollectionAssert.AreEqual(new[] { 1, 0 }, Positions(1));
+        (code, _, err) = InspectCliTests.Run("bench", TestPaths.Fixture("mistral-torchscript"), "--rotate-order");
+        Assert.AreNotEqual(0, code);
+        StringAssert.Contains(err, "--rotate-order changes the order of interleaved rounds");
     }
 }
 
