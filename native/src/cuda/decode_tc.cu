@@ -21,7 +21,7 @@
 // P^T's B fragment is the transpose of S^T's accumulator fragment: one movmatrix per 8x8 half.
 // Online softmax in fp32 (base 2): each lane holds 2 heads x 2 keys of a tile; the tile max of a
 // head is reduced over the 8 lanes that share it. Shared-memory rows are XOR-swizzled by 16-byte
-// chunk (chunk ^ (row & 7)) so ldmatrix reads are conflict-free.
+// chunk (dev::Swizzled: chunk ^ (row & 7)) so ldmatrix reads are conflict-free.
 #include <atomic>
 
 #include "cuda/kernel_common.cuh"
@@ -39,6 +39,7 @@ using dev::LdMatrixX4Trans;
 using dev::MmaOp;
 using dev::MovMatrixTrans;
 using dev::SmemAddr;
+using dev::Swizzled;
 using dev::Traits;
 
 constexpr int kWarps = kDecodeTcThreads / 32;
@@ -196,7 +197,7 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
 #pragma unroll
   for (int i = 0; i < CPL; ++i) {
     const int r = r_lane + i * RS;
-    soff[i] = static_cast<uint32_t>((r * D + ((c_lane ^ (r & 7)) * 8)) * sizeof(T));
+    soff[i] = static_cast<uint32_t>(Swizzled<D>(r, c_lane) * sizeof(T));
   }
   // Issues the copies of tile t into stage st (always commits a group, possibly empty).
   auto issue = [&](int t, int st) {
@@ -320,7 +321,7 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
       const int r = pos - (tbase + t * tstride);
       if (r >= 0 && r < kKeys && pos < tend) {
         T* row = ring + st * 2 * G::kTileElems + r * D;
-        auto at = [&](int d) -> T& { return row[((d / 8) ^ (r & 7)) * 8 + d % 8]; };
+        auto at = [&](int d) -> T& { return row[((d / 8) ^ (r & 7)) * 8 + d % 8]; };  // element d of swizzled row r
         float rotated[kPerLane];
 #pragma unroll
         for (int e = 0; e < kPerLane; ++e) {
@@ -344,7 +345,7 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     for (int kc = 0; kc < KC; ++kc) {
       uint32_t a[4];
       const int ch = kc * 2 + a_chunk;
-      LdMatrixX4(a, sk + static_cast<uint32_t>((a_row * D + ((ch ^ (a_row & 7)) * 8)) * sizeof(T)));
+      LdMatrixX4(a, sk + static_cast<uint32_t>(Swizzled<D>(a_row, ch) * sizeof(T)));
       MmaOp<T>::Run(kc % 2 == 0 ? sa : sb, a, qf[kc][0], qf[kc][1]);
     }
     float sc[4];
@@ -391,7 +392,7 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     for (int dt = 0; dt < KC; ++dt) {
       uint32_t a[4];
       const int ch = dt * 2 + v_chunk;
-      LdMatrixX4Trans(a, sv + static_cast<uint32_t>((v_row * D + ((ch ^ (v_row & 7)) * 8)) * sizeof(T)));
+      LdMatrixX4Trans(a, sv + static_cast<uint32_t>(Swizzled<D>(v_row, ch) * sizeof(T)));
       MmaOp<T>::Run(acc[dt], a, pb0, pb1);
     }
     __syncwarp();  // every lane is done with stage st before a later issue() overwrites it
