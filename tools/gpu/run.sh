@@ -112,53 +112,43 @@ prefill() {
   tail -3 "$logs/torch-prefill.err"
 }
 
-profile() {
-  local ncu
-  ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-  local shapes=${PROFILE_SHAPES:-"sliding 16 32768 64 8 s1 s4;sliding 1 32768 128 8 s8 s32;sliding 8 32768 128 8 s2 s8;global 1 65536 128 8"}
-  IFS=';' read -ra list <<< "$shapes"
-  for sh in "${list[@]}"; do
-    if [[ $sh == prefill* ]]; then  # "prefill B S P D W": the mma.sync prefill kernel
-      step "kbench $sh"
-      # shellcheck disable=SC2086
-      "$kbench" $sh 2>> "$logs/kbench.err" | grep -v "^#" | tee -a "$OUT/kbench-shapes.csv"
-      [ -n "$ncu" ] || continue
-      local tag=${sh// /-}
-      # shellcheck disable=SC2086
-      timeout 150 "$ncu" --set full --import-source no -k regex:PrefillTc -c 1 -f -o "$work/rep-$tag" "$kbench" $sh > /dev/null 2>&1
-      "$ncu" -i "$work/rep-$tag.ncu-rep" > "$OUT/ncu-$tag.txt" 2>&1
-      grep -E "^    (Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per Thread|Executed Ipc Active|Issue Slots Busy)" "$OUT/ncu-$tag.txt" | head -12
-      "$ncu" -i "$work/rep-$tag.ncu-rep" --page raw --csv 2>/dev/null | python3 -c "
+# One Nsight Compute pass (--set full, cold caches) over the first launch of the kernels matching $2, with kbench
+# arguments $3...: headline metrics, the stall reasons per issued instruction, and the per-instruction (SASS) samples
+# as CSV for reading offline, all from one report; files are named after $1.
+ncu_report() {
+  local tag=$1 regex=$2
+  shift 2
+  timeout 150 "$ncu" --set full --import-source no -k "regex:$regex" -c 1 -f -o "$work/rep-$tag" "$kbench" "$@" > /dev/null 2>&1
+  "$ncu" -i "$work/rep-$tag.ncu-rep" > "$OUT/ncu-$tag.txt" 2>&1
+  grep -E "^    (Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per Thread|Waves Per SM|Grid Size|Executed Ipc Active|Executed Instructions  )" \
+    "$OUT/ncu-$tag.txt" | head -12
+  "$ncu" -i "$work/rep-$tag.ncu-rep" --page raw --csv 2>/dev/null | python3 -c "
 import csv, sys
 rows = list(csv.reader(sys.stdin))
 h, v = rows[0], rows[-1]
 st = sorted(((float(v[i].replace(',', '') or 0), h[i]) for i in range(len(h))
              if 'warp_latency_issue_stalled' in h[i] or ('issue_stalled' in h[i] and h[i].endswith('.ratio'))), reverse=True)
 for x, n in st[:12]: print(f'{x:10.3f} {n}')" | tee "$OUT/stalls-$tag.txt"
-      "$ncu" -i "$work/rep-$tag.ncu-rep" --page source --csv --print-source sass > "$OUT/sass-$tag.csv" 2>&1
-      continue
-    fi
-    step "kbench shape $sh"
+  "$ncu" -i "$work/rep-$tag.ncu-rep" --page source --csv --print-source sass > "$OUT/sass-$tag.csv" 2>&1
+}
+
+profile() {
+  local ncu
+  ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  local shapes=${PROFILE_SHAPES:-"sliding 16 32768 64 8 s1 s4;sliding 1 32768 128 8 s8 s32;sliding 8 32768 128 8 s2 s8;global 1 65536 128 8"}
+  IFS=';' read -ra list <<< "$shapes"
+  for sh in "${list[@]}"; do
     # shellcheck disable=SC2086
-    "$kbench" shape $sh 2>> "$logs/kbench.err" | grep -v "^#" | tee -a "$OUT/kbench-shapes.csv"
-    [ -n "$ncu" ] || continue
     set -- $sh
-    # shellcheck disable=SC2086
-    timeout 120 "$ncu" --set full -k regex:DecodeTc -c 1 "$kbench" shape $1 $2 $3 $4 > "$OUT/ncu-$1-$2-$3-$4.txt" 2>&1
-    grep -E "^    (Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per Thread|Waves Per SM|Grid Size|Executed Instructions  )" \
-      "$OUT/ncu-$1-$2-$3-$4.txt" | head -12
-    # Why warps wait: the report's stall counters and the per-instruction (SASS) samples, for reading offline.
-    # shellcheck disable=SC2086
-    timeout 150 "$ncu" --set full --import-source no -k regex:DecodeTc -c 1 -f -o "$work/rep-$1-$2-$3-$4" \
-      "$kbench" shape $1 $2 $3 $4 > /dev/null 2>&1
-    "$ncu" -i "$work/rep-$1-$2-$3-$4.ncu-rep" --page raw --csv 2>/dev/null | python3 -c "
-import csv, sys
-rows = list(csv.reader(sys.stdin))
-h, v = rows[0], rows[-1]
-st = sorted(((float(v[i].replace(',', '') or 0), h[i]) for i in range(len(h))
-             if 'warp_latency_issue_stalled' in h[i] or ('issue_stalled' in h[i] and h[i].endswith('.ratio'))), reverse=True)
-for x, n in st[:12]: print(f'{x:10.3f} {n}')" | tee "$OUT/stalls-$1-$2-$3-$4.txt"
-    "$ncu" -i "$work/rep-$1-$2-$3-$4.ncu-rep" --page source --csv --print-source sass > "$OUT/sass-$1-$2-$3-$4.csv" 2>&1
+    if [ "$1" = prefill ]; then  # "prefill B S P D W": the prefill kernel
+      step "kbench $sh"
+      "$kbench" "$@" 2>> "$logs/kbench.err" | grep -v "^#" | tee -a "$OUT/kbench-shapes.csv"
+      [ -n "$ncu" ] && ncu_report "${sh// /-}" PrefillTc "$@"
+    else  # "KIND B T D [variants]": the decode kernel as planned
+      step "kbench shape $sh"
+      "$kbench" shape "$@" 2>> "$logs/kbench.err" | grep -v "^#" | tee -a "$OUT/kbench-shapes.csv"
+      [ -n "$ncu" ] && ncu_report "$1-$2-$3-$4" DecodeTc shape "$1" "$2" "$3" "$4"
+    fi
   done
 }
 
