@@ -68,6 +68,7 @@ struct LaunchPlan {
   // (max, sum) at 0 and their accumulators at partials_acc_offset; kPrepass: rotated queries at rotary_offset, the
   // owner's rotated keys at rotary_key_offset.
   size_t partials_acc_offset = 0;
+  size_t split_groups = 0;  // splits > 1: groups whose splits are merged (one split-completion counter each)
   size_t rotary_offset = 0;
   size_t rotary_key_offset = 0;
   size_t scratch_bytes = 0;

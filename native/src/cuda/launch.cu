@@ -112,6 +112,17 @@ int MinPerSplit(DType dtype, int head_dim, const LaunchPlan& pl) {
 
 size_t AlignScratch(size_t bytes) { return (bytes + kScratchAlign - 1) / kScratchAlign * kScratchAlign; }
 
+// Split-K (pl.splits > 1): room for the partials of every (token, query head, split) — (max, sum) pairs at offset 0,
+// accumulators of D floats at partials_acc_offset — and the number of merge groups (split-completion counters).
+LaunchPlan WithPartials(const AttentionShape& sh, size_t groups, LaunchPlan pl) {
+  if (pl.splits <= 1) return pl;
+  const size_t parts = static_cast<size_t>(sh.batch) * sh.seq * sh.num_heads * pl.splits;
+  pl.split_groups = groups;
+  pl.partials_acc_offset = AlignScratch(parts * sizeof(float2));
+  pl.scratch_bytes = pl.partials_acc_offset + parts * sh.head_dim * sizeof(float);
+  return pl;
+}
+
 // Rotary inputs: the tensor-core decode kernel rotates in place of the loads (kFused); every other path gets
 // rotated copies of the queries and the owner's keys, placed after the split-K partials in the scratch buffer.
 LaunchPlan WithRotary(const CudaAttendArgs& a, LaunchPlan pl) {
@@ -161,12 +172,7 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms, const PlanTuning& tuning) 
     else if (blocks > 0 && 2 * blocks <= resident && longest >= kPrefillSplitFrom)
       pl.splits = static_cast<int>(std::clamp<long long>(
           std::min(resident / blocks, longest / kPrefillMinSplitKeys), 1, kPrefillMaxSplits));
-    if (pl.splits > 1) {
-      const size_t rows = static_cast<size_t>(sh.batch) * sh.seq * sh.num_heads * pl.splits;
-      pl.partials_acc_offset = AlignScratch(rows * sizeof(float2));
-      pl.scratch_bytes = pl.partials_acc_offset + rows * sh.head_dim * sizeof(float);
-    }
-    return WithRotary(a, pl);
+    return WithRotary(a, WithPartials(sh, blocks, pl));  // a group: one (query tile, head, sequence)
   }
 
   const int G = sh.group();
@@ -220,12 +226,7 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms, const PlanTuning& tuning) 
   }
   pl.fused_combine = pl.tensor_core && pl.splits > 1 &&
                      (tuning.fused_combine >= 0 ? tuning.fused_combine != 0 : EnvFusedCombine());
-  if (pl.splits > 1) {
-    const size_t parts = static_cast<size_t>(sh.batch) * sh.seq * sh.num_heads * pl.splits;
-    pl.partials_acc_offset = AlignScratch(parts * sizeof(float2));
-    pl.scratch_bytes = pl.partials_acc_offset + parts * sh.head_dim * sizeof(float);
-  }
-  return WithRotary(a, pl);
+  return WithRotary(a, WithPartials(sh, base, pl));  // a group: one (token, KV head, head chunk)
 }
 
 std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scratch, void* stream_ptr) {
@@ -267,8 +268,7 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
     if (pl.splits > 1) {
       if (scratch == nullptr) return "split-K prefill needs a scratch buffer";
       // Without counters (a first allocation while the stream is captured) the call runs unsplit: same result.
-      p.counters = SplitCounters(stream, static_cast<size_t>(sh.batch) * sh.num_heads *
-                                             ((static_cast<size_t>(sh.seq) + kPrefillRows - 1) / kPrefillRows));
+      p.counters = SplitCounters(stream, pl.split_groups);
       if (p.counters != nullptr) {
         p.splits = pl.splits;
         p.part_ml = static_cast<float2*>(scratch);
@@ -297,7 +297,7 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
     if (pl.rotary == RotaryPath::kFused)
       p.rotary = {a.cos_cache, a.sin_cache, a.rotary_dim, a.max_positions, a.rotary_interleaved ? 1 : 0};
     if (pl.fused_combine)
-      p.counters = SplitCounters(stream, static_cast<size_t>(sh.batch) * sh.seq * sh.kv_num_heads * pl.chunks);
+      p.counters = SplitCounters(stream, pl.split_groups);
     if (cudaError_t e = launch(p, stream)) return CudaError("decode kernel launch", e);
     if (pl.splits > 1 && p.counters == nullptr)
       if (cudaError_t e = GetCombineLauncher(a.dtype)(p, sh.head_dim, stream))
