@@ -238,6 +238,10 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
   const int pw_first = p_first + wrow, pw_last = min(p_first + wrow + 15, p_last);
 
   const float log2e = 1.4426950408889634f;
+  // Softcap must see the scaled score: applied first, it leaves base-2 units (exponent multiplier 1). Without it the
+  // raw scores go into the max (scale > 0, checked by the op) and one FFMA a score applies scale * log2(e) inside the
+  // exponent. The split-K partials keep their maxima in these base-2 units (max * mul).
+  const float mul = kSoftcap ? 1.f : p.scale * log2e;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   float o[DT][4];
 #pragma unroll
@@ -288,16 +292,11 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
           MmaOp<T>::Run(s[n + 1], a, kf[2], kf[3]);
         }
       }
-      // Softcap must see the scaled score: applied first, it leaves base-2 units (multiplier 1). Without it the raw
-      // scores go into the max (scale > 0, checked by the op) and one FFMA a score applies scale * log2(e) inside
-      // the exponent.
-      float mul = p.scale * log2e;
       if constexpr (kSoftcap) {
 #pragma unroll
         for (int n = 0; n < NT; ++n)
 #pragma unroll
           for (int e = 0; e < 4; ++e) s[n][e] = dev::Softcap(s[n][e] * p.scale, p.softcap) * log2e;
-        mul = 1.f;
       }
       // Mask, only in tiles that straddle a boundary of the warp's rows: every key of the tile is visible to every
       // row of the warp when the tile ends at or before the warp's first position and starts inside the window of
@@ -391,7 +390,6 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
   const int r0 = wrow + g, r1 = r0 + 8;
   if (splits > 1) {
     // Unnormalised partial (O, max in base-2 units, sum) of each real row; the group's last block merges them.
-    const float mul = kSoftcap ? 1.f : p.scale * log2e;
     auto publish = [&](int r, float m, float l, int e) {
       if (r >= nq) return;
       const size_t row = ((static_cast<size_t>(b) * S + s0 + r) * Hq + h) * splits + split;
