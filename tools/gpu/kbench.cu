@@ -91,8 +91,8 @@ double MedianUsPerCall(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, doub
   return samples[samples.size() / 2];
 }
 
-// Prefill: the kernel on one shape (as planned, and unsplit when the plan splits); prints µs, useful TFLOP/s (4 D Hq per visible (query, key) pair) and how many
-// output elements are not finite (0 expected).
+// Prefill: the kernel on one shape (as planned, and unsplit when the plan splits); prints µs, useful TFLOP/s
+// (4 D Hq per visible (query, key) pair) and how many output elements are not finite (0 expected).
 void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, int B, int S, int P, int D, int W) {
   const int Hq = 32, Hkv = 8;
   const int C = W > 0 ? W + S : P + S;
@@ -136,11 +136,13 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, 
   // No present (the reader form: keys >= P come from the cache, which holds C >= P + S rows): the kernel alone, no
   // cache write, and every repetition sees the same inputs.
   // The plan as it stands, and unsplit (s1) when the plan splits the key range.
-  for (int forced : {0, 1}) {
-    PlanTuning tune;
-    tune.splits = forced;
-    const LaunchPlan pl = Plan(a, sms, tune);
-    if (forced == 1 && Plan(a, sms).splits == 1) break;
+  std::vector<LaunchPlan> plans = {Plan(a, sms)};
+  if (plans[0].splits > 1) {
+    PlanTuning unsplit;
+    unsplit.splits = 1;
+    plans.push_back(Plan(a, sms, unsplit));
+  }
+  for (const LaunchPlan& pl : plans) {
     void* scratch = nullptr;
     if (pl.scratch_bytes) CK(cudaMalloc(&scratch, pl.scratch_bytes));
     auto launch = [&] {
