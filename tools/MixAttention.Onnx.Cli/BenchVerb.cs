@@ -40,7 +40,10 @@ internal static class BenchVerb
         {
             var paths = parse.GetValue(models)!;
             int nRounds = parse.GetValue(rounds), nSteps = parse.GetValue(steps);
+            if (parse.GetValue(context) < 1 || parse.GetValue(batch) < 1 || nSteps < 1) throw new MixAttentionException("--context, --batch and --steps must be >= 1.");
             if (nRounds < 1) throw new MixAttentionException("--rounds must be >= 1.");
+            if (parse.GetValue(checkGraph) < 0) throw new MixAttentionException("--check-graph must be >= 0 (decode steps compared).");
+            if (parse.GetValue(checkGraph) > 0 && !parse.GetValue(cudaGraph)) throw new MixAttentionException("--check-graph compares CUDA-graph decode with plain decode; pass --cuda-graph too.");
             if (parse.GetValue(rotate) && nRounds == 1) throw new MixAttentionException("--rotate-order changes the order of interleaved rounds; pass --rounds N (N > 1) too.");
             var options = new BenchOptions(parse.GetValue(context), parse.GetValue(batch), nSteps * nRounds, parse.GetValue(chunk),
                 parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu, parse.GetValue(cudaGraph), parse.GetValue(checkGraph),
@@ -188,9 +191,6 @@ internal static class BenchVerb
 
         public static BenchSubject Open(string path, BenchOptions o, string? profilePrefix)
         {
-            if (o.Context < 1 || o.Batch < 1 || o.TimedSteps < 1) throw new MixAttentionException("--context, --batch and --steps must be >= 1.");
-            if (o.CheckGraph < 0) throw new MixAttentionException("--check-graph must be >= 0 (decode steps compared).");
-            if (o.CheckGraph > 0 && !o.CudaGraph) throw new MixAttentionException("--check-graph compares CUDA-graph decode with plain decode; pass --cuda-graph too.");
             // Profiling needs our own SessionOptions; the model then leaves the execution provider to us.
             var profiled = profilePrefix is null ? null : new Microsoft.ML.OnnxRuntime.SessionOptions { ProfileOutputPathPrefix = profilePrefix, EnableProfiling = true };
             try
