@@ -91,6 +91,10 @@ internal sealed class CudaGraphStep : IDisposable
     public string? Transfer { get; private set; }
     /// <summary>Steps run.</summary>
     public long Steps { get; private set; }
+    /// <summary>Host time spent so far in the steps' phases: the input copy to the device, the replay (ORT's run: launch and wait for the GPU), the logits copy back.</summary>
+    public CudaGraphStepTime Time => new(Elapsed(_inputTicks), Elapsed(_replayTicks), Elapsed(_logitsTicks));
+    private long _inputTicks, _replayTicks, _logitsTicks;
+    private static TimeSpan Elapsed(long ticks) => TimeSpan.FromSeconds((double)ticks / System.Diagnostics.Stopwatch.Frequency);
 
     /// <summary>
     /// One decode step over all rows: <paramref name="ids"/>, <paramref name="past"/>, <paramref name="news"/> are
@@ -113,11 +117,17 @@ internal sealed class CudaGraphStep : IDisposable
             ((int*)(host + _pastOffset))[r] = past[r];
             ((int*)(host + _newOffset))[r] = news[r];
         }
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         Copy(_hostInputsValue, _deviceInputs, _hostInputs, toDevice: true);
+        long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
         session.RunWithBinding(_runOptions, _binding);
+        long t2 = System.Diagnostics.Stopwatch.GetTimestamp();
+        _inputTicks += t1 - t0;
+        _replayTicks += t2 - t1;
         Steps++;
         if (!copyLogits) return _deviceLogits;
         Copy(_deviceLogits, _hostLogits, _hostLogitsMemory, toDevice: false);
+        _logitsTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t2;
         return _hostLogits;
     }
 
@@ -181,6 +191,12 @@ internal sealed class CudaGraphStep : IDisposable
         }
     }
 }
+
+/// <summary>Host time of CUDA-graph decode steps by phase (<see cref="MixAttentionSession.CudaGraphStepTime"/>).</summary>
+/// <param name="Inputs">copying the step's inputs (ids, positions, lengths) to the device.</param>
+/// <param name="Replay">ORT's run of the captured graph: the launch and the wait for the GPU to finish it.</param>
+/// <param name="Logits">copying the logits to the host (zero for steps that leave them on the device).</param>
+public readonly record struct CudaGraphStepTime(TimeSpan Inputs, TimeSpan Replay, TimeSpan Logits);
 
 /// <summary>
 /// <c>cudaMemcpy</c> from the CUDA runtime library ORT's CUDA provider loaded (found by its soname, so the same

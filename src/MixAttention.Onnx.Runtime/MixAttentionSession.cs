@@ -28,6 +28,7 @@ public sealed class MixAttentionSession : IDecoderSession
     private readonly int[] _slotLength;
     private readonly Dictionary<int, int> _slotOf = new();
     private readonly List<OrtValue> _stepInputs = new();
+    private readonly StepIo.OnesMask _mask = new();
     private readonly TensorElementType _positionType;
     private readonly TensorElementType _maskType;
     private readonly CallGuard _guard;
@@ -121,6 +122,8 @@ public sealed class MixAttentionSession : IDecoderSession
     /// ("OrtEnv.CopyTensors" or "cudaMemcpy"); null before the first decode or without CUDA graphs.
     /// </summary>
     public string? CudaGraphTransfer => _graph?.Transfer;
+    /// <summary>Host time the CUDA-graph decode steps spent so far by phase (null before the first graphed step): where a step's time goes on the host.</summary>
+    public CudaGraphStepTime? CudaGraphStepTime => _graph?.Time;
     /// <summary>True once disposed.</summary>
     public bool IsDisposed => _guard.IsDisposed;
 
@@ -419,10 +422,7 @@ public sealed class MixAttentionSession : IDecoderSession
         }
         if (plan.AttentionMask is { } maskName)
         {
-            int total = past.Max() + s;
-            var mask = new long[rows * total];
-            Array.Fill(mask, 1L);
-            _binding.BindInput(maskName, Keep(StepIo.Int(_maskType, mask, new long[] { rows, total })));
+            _binding.BindInput(maskName, Keep(_mask.Create(_maskType, rows, past.Max() + s)));
         }
         var pastLengths = (int[])past.Clone();
         _binding.BindInput(plan.PastLengths!, Keep(OrtValue.CreateTensorValueFromMemory(pastLengths, new long[] { rows })));

@@ -25,6 +25,7 @@ public sealed class PlainDecoderSession : IDecoderSession
     private readonly OrtIoBinding _binding;
     private readonly RunOptions _runOptions = new();
     private readonly List<OrtValue> _stepInputs = new();
+    private readonly StepIo.OnesMask _mask = new();
     private readonly string? _positionIds, _attentionMask, _pastLengths, _newLengths;
     private readonly TensorElementType _positionType, _maskType;
     private readonly CallGuard _guard;
@@ -247,7 +248,7 @@ public sealed class PlainDecoderSession : IDecoderSession
         if (_positionIds is not null)
             _binding.BindInput(_positionIds, Keep(StepIo.Int(_positionType, Enumerable.Range(p, s).Select(x => (long)x).ToArray(), new long[] { 1, s })));
         if (_attentionMask is not null)
-            _binding.BindInput(_attentionMask, Keep(StepIo.Int(_maskType, Enumerable.Repeat(1L, p + s).ToArray(), new long[] { 1, p + s })));
+            _binding.BindInput(_attentionMask, Keep(_mask.Create(_maskType, 1, p + s)));
         if (_pastLengths is not null)
             _binding.BindInput(_pastLengths, Keep(OrtValue.CreateTensorValueFromMemory(new[] { p }, new long[] { 1 })));
         if (_newLengths is not null)

@@ -17,6 +17,38 @@ internal static class StepIo
         _ => throw new MixAttentionException($"integer input of type {type} is not supported (int32, int64)."),
     };
 
+    /// <summary>
+    /// An all-ones <c>attention_mask [rows, total]</c> over one buffer kept from step to step (grown by doubling): every
+    /// prefix of it is such a mask, and ORT reads only the shape's elements. A fresh array per step was
+    /// <c>rows × total</c> int64s — 4.2 MB a step at 16 × 32K — on .NET's large-object heap, whose collections then ran
+    /// inside whatever was timed next (docs/benchmarks.md).
+    /// </summary>
+    internal sealed class OnesMask
+    {
+        private long[] _int64 = [];
+        private int[] _int32 = [];
+
+        /// <summary>The mask as a tensor of <paramref name="type"/> (int64 or int32); valid while no later call grows the buffer and the value is not disposed.</summary>
+        public OrtValue Create(TensorElementType type, int rows, int total)
+        {
+            int n = checked(rows * total);
+            long[] shape = { rows, total };
+            switch (type)
+            {
+                case TensorElementType.Int64:
+                    if (_int64.Length < n) { _int64 = new long[Grow(_int64.Length, n)]; Array.Fill(_int64, 1L); }
+                    return OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _int64.AsMemory(0, n), shape);
+                case TensorElementType.Int32:
+                    if (_int32.Length < n) { _int32 = new int[Grow(_int32.Length, n)]; Array.Fill(_int32, 1); }
+                    return OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _int32.AsMemory(0, n), shape);
+                default:
+                    throw new MixAttentionException($"attention_mask of type {type} is not supported (int32, int64).");
+            }
+        }
+
+        private static int Grow(int have, int need) => (int)Math.Min(Array.MaxLength, Math.Max(need, 2L * have));
+    }
+
     /// <summary>Copies row <paramref name="row"/>, positions <c>[from, from + count)</c> of logits <c>[B, S, V]</c> into floats.</summary>
     public static float[] Rows(OrtValue logits, int row, int from, int count)
     {

@@ -8,7 +8,7 @@ using Spectre.Console;
 namespace MixAttention.Onnx.Cli;
 
 /// <summary>
-/// <c>mixattn bench MODEL [MODEL…] [--context N] [--batch N] [--steps N] [--rounds N [--rotate-order]] [--device cpu|cuda] [--cuda-graph] [--check-graph N] [--cuda-profiler-range] [--device-logits] [--budget-gib G] [--json]</c>:
+/// <c>mixattn bench MODEL [MODEL…] [--context N] [--batch N] [--steps N] [--rounds N [--rotate-order]] [--device cpu|cuda] [--cuda-graph] [--check-graph N] [--cuda-profiler-range] [--device-logits] [--no-collect] [--budget-gib G] [--json]</c>:
 /// decode throughput and KV memory of each model measured in the same run, the first model being the baseline.
 /// </summary>
 internal static class BenchVerb
@@ -30,11 +30,12 @@ internal static class BenchVerb
         var cudaGraph = new Option<bool>("--cuda-graph") { Description = "Decode steps as CUDA graph replays (ModelOptions.CudaGraphDecode; --device cuda) for the models that allow it (ops-backend conversions); the others run without, in the same run (the JSON's cuda_graph says which)." };
         var checkGraph = new Option<int>("--check-graph") { Description = "With --cuda-graph: also decode N steps of the same prompts and tokens without CUDA graphs and print the largest |logit difference|.", DefaultValueFactory = _ => 0 };
         var deviceLogits = new Option<bool>("--device-logits") { Description = "Timed steps leave the logits in the model's memory (MixAttentionSession.DecodeOnDevice) instead of copying them to the host; models without it copy (the JSON's logits says which)." };
+        var noCollect = new Option<bool>("--no-collect") { Description = "Skip the full garbage collection before each timed round (by default garbage from earlier work is collected before a model's clock starts; the JSON's gc_rounds says what the collector did inside each round)." };
         var profilerRange = new Option<bool>("--cuda-profiler-range") { Description = "Bracket the timed decode steps with cudaProfilerStart/Stop, for `nsys profile --capture-range=cudaProfilerApi` (--device cuda)." };
         var cmd = new Command("bench", "Decode tokens/s and KV memory of one or more models at a given context and batch, measured in one run; ratios are against the first model.\n\n" +
             "Example:\n  mixattn bench graphs/gemma3-torchscript/model.onnx out/gemma3-cai/model.onnx --context 1024 --batch 4")
         {
-            models, context, batch, steps, rounds, rotate, chunk, device, budget, json, profile, cudaGraph, checkGraph, profilerRange, deviceLogits,
+            models, context, batch, steps, rounds, rotate, chunk, device, budget, json, profile, cudaGraph, checkGraph, profilerRange, deviceLogits, noCollect,
         };
         cmd.SetAction(parse =>
         {
@@ -44,6 +45,7 @@ internal static class BenchVerb
             if (nRounds < 1) throw new MixAttentionException("--rounds must be >= 1.");
             if (parse.GetValue(checkGraph) < 0) throw new MixAttentionException("--check-graph must be >= 0 (decode steps compared).");
             if (parse.GetValue(checkGraph) > 0 && !parse.GetValue(cudaGraph)) throw new MixAttentionException("--check-graph compares CUDA-graph decode with plain decode; pass --cuda-graph too.");
+            bool collect = !parse.GetValue(noCollect);
             if (parse.GetValue(rotate) && nRounds == 1) throw new MixAttentionException("--rotate-order changes the order of interleaved rounds; pass --rounds N (N > 1) too.");
             var options = new BenchOptions(parse.GetValue(context), parse.GetValue(batch), nSteps * nRounds, parse.GetValue(chunk),
                 parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu, parse.GetValue(cudaGraph), parse.GetValue(checkGraph),
@@ -55,7 +57,7 @@ internal static class BenchVerb
                 for (int i = 0; i < paths.Length; i++)
                 {
                     using var subject = BenchSubject.Open(paths[i], options, Prefix(i));
-                    results.Add(subject.Result([subject.Time(nSteps, parse.GetValue(profilerRange))], positions: [i]));
+                    results.Add(subject.Result([subject.Time(nSteps, parse.GetValue(profilerRange), collect)], positions: [i]));
                 }
             }
             else
@@ -72,7 +74,7 @@ internal static class BenchVerb
                         {
                             int i = parse.GetValue(rotate) ? (r + k) % n : k;
                             position[i][r] = k;
-                            ms[i][r] = subjects[i].Time(nSteps, parse.GetValue(profilerRange));
+                            ms[i][r] = subjects[i].Time(nSteps, parse.GetValue(profilerRange), collect);
                         }
                     for (int i = 0; i < subjects.Count; i++)
                         results.Add(subjects[i].Result(ms[i], Median(ms[0].Zip(ms[i], (a, b) => a / b)), position[i]));
@@ -90,6 +92,12 @@ internal static class BenchVerb
                     ["model"] = r.Path, ["context"] = r.Context, ["batch"] = r.Batch, ["steps"] = nSteps, ["rounds"] = nRounds, ["rotate_order"] = parse.GetValue(rotate),
                     ["decode_ms_per_step"] = r.MsPerStep, ["decode_ms_per_step_rounds"] = new JsonArray(r.RoundMs.Select(x => (JsonNode)x).ToArray()),
                     ["round_positions"] = new JsonArray(r.RoundPositions.Select(x => (JsonNode)x).ToArray()),
+                    ["gc_rounds"] = new JsonArray(r.Gc.Select(g => (JsonNode)new JsonObject
+                    {
+                        ["gen0"] = g.Gen0, ["gen1"] = g.Gen1, ["gen2"] = g.Gen2, ["pause_ms"] = g.PauseMs, ["allocated_bytes_per_step"] = g.AllocatedBytesPerStep,
+                    }).ToArray()),
+                    ["collect_before_rounds"] = collect,
+                    ["graph_step_ms_rounds"] = new JsonArray(r.GraphPhases.Select(g => (JsonNode)new JsonObject { ["inputs"] = g.InputsMs, ["replay"] = g.ReplayMs, ["logits"] = g.LogitsMs }).ToArray()),
                     ["tokens_per_second"] = r.TokensPerSecond,
                     ["prefill_tokens_per_second"] = r.PrefillTokensPerSecond,
                     ["speedup"] = r.Speedup ?? r.TokensPerSecond / results[0].TokensPerSecond,
@@ -119,9 +127,20 @@ internal static class BenchVerb
     /// <param name="RoundMs">ms per step of each timed round (one entry without --rounds).</param>
     /// <param name="Speedup">the median of the per-round ratios against the first model (--rounds), else null.</param>
     /// <param name="RoundPositions">the model's place in the timing order of each round (0 = timed first).</param>
+    /// <param name="Gc">what the garbage collector did inside each timed round.</param>
+    /// <param name="GraphPhases">CUDA-graph models: host ms per step by phase in each timed round (empty otherwise).</param>
     private sealed record BenchResult(string Path, int Context, int Batch, double MsPerStep, IReadOnlyList<double> RoundMs, IReadOnlyList<int> RoundPositions, double? Speedup,
         double TokensPerSecond, double PrefillTokensPerSecond, KvMemory Memory, bool CudaGraph, string? GraphTransfer, double? GraphMaxAbsDiff,
-        bool LogitsOnDevice);
+        bool LogitsOnDevice, IReadOnlyList<GcRound> Gc, IReadOnlyList<GraphPhases> GraphPhases);
+
+    /// <summary>
+    /// .NET's garbage collector inside one timed round: collections that reached each generation (a gen-2 collection
+    /// counts in all three), time the process was paused for them, and bytes the timing thread allocated per step.
+    /// </summary>
+    private sealed record GcRound(int Gen0, int Gen1, int Gen2, double PauseMs, long AllocatedBytesPerStep);
+
+    /// <summary>Host ms per CUDA-graph step in one timed round, by phase (MixAttentionSession.CudaGraphStepTime).</summary>
+    private sealed record GraphPhases(double InputsMs, double ReplayMs, double LogitsMs);
 
     private static double Median(IEnumerable<double> values)
     {
@@ -144,6 +163,8 @@ internal static class BenchVerb
         private readonly bool _cudaGraph;
         private readonly double? _graphMaxDiff;
         private readonly double _prefillTokensPerSecond;
+        private readonly List<GcRound> _gc = [];
+        private readonly List<GraphPhases> _graphPhases = [];
 
         public string Path { get; }
 
@@ -236,23 +257,48 @@ internal static class BenchVerb
             else _session.Decode(_seqs, _tokens, _logits);
         }
 
-        /// <summary>Decodes <paramref name="steps"/> steps; returns ms per step.</summary>
-        public double Time(int steps, bool profilerRange)
+        /// <summary>
+        /// Decodes <paramref name="steps"/> steps; returns ms per step. With <paramref name="collect"/> a full, blocking
+        /// garbage collection runs first, so garbage left by earlier work (another model's steps, a prefill) is not
+        /// collected on this model's clock (the ORT-GQA models allocated a 4 MB attention mask a step at 16 × 32K before
+        /// the mask buffer was reused; docs/benchmarks.md).
+        /// </summary>
+        public double Time(int steps, bool profilerRange, bool collect)
         {
+            if (collect)
+            {
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+                GC.Collect();
+            }
+            var graphBefore = (_session as MixAttentionSession)?.CudaGraphStepTime;
+            int g0 = GC.CollectionCount(0), g1 = GC.CollectionCount(1), g2 = GC.CollectionCount(2);
+            var pause = GC.GetTotalPauseDuration();
+            long allocated = GC.GetAllocatedBytesForCurrentThread();
+            double ms;
             using (profilerRange ? new CudaProfilerRange() : null)
             {
                 var clock = Stopwatch.StartNew();
                 for (int i = 0; i < steps; i++) Step();
                 clock.Stop();
-                return clock.Elapsed.TotalMilliseconds / steps;
+                ms = clock.Elapsed.TotalMilliseconds / steps;
             }
+            _gc.Add(new GcRound(GC.CollectionCount(0) - g0, GC.CollectionCount(1) - g1, GC.CollectionCount(2) - g2,
+                (GC.GetTotalPauseDuration() - pause).TotalMilliseconds, (GC.GetAllocatedBytesForCurrentThread() - allocated) / steps));
+            if ((_session as MixAttentionSession)?.CudaGraphStepTime is { } after)
+            {
+                var before = graphBefore ?? default;
+                _graphPhases.Add(new GraphPhases((after.Inputs - before.Inputs).TotalMilliseconds / steps, (after.Replay - before.Replay).TotalMilliseconds / steps,
+                    (after.Logits - before.Logits).TotalMilliseconds / steps));
+            }
+            return ms;
         }
 
         public BenchResult Result(IReadOnlyList<double> roundMs, double? speedup = null, IReadOnlyList<int>? positions = null)
         {
             double ms = Median(roundMs);
             return new BenchResult(Path, _o.Context, _o.Batch, ms, roundMs, positions ?? [], speedup, _o.Batch * 1000.0 / ms, _prefillTokensPerSecond, _session.Memory(),
-                _cudaGraph, (_session as MixAttentionSession)?.CudaGraphTransfer, _graphMaxDiff, _onDevice is not null);
+                _cudaGraph, (_session as MixAttentionSession)?.CudaGraphTransfer, _graphMaxDiff, _onDevice is not null, _gc, _graphPhases);
         }
 
         public void Dispose()

@@ -138,6 +138,18 @@ public sealed class BenchCliTests
             Assert.AreEqual(Median(rounds), r["decode_ms_per_step"]!.GetValue<double>(), 1e-12);
             // The speedup is the median of the per-round ratios against the first model, not a ratio of medians.
             Assert.AreEqual(Median(baseline.Zip(rounds, (a, b) => a / b).ToArray()), r["speedup"]!.GetValue<double>(), 1e-12);
+            // What the garbage collector did inside each round (a full collection ran before each one by default).
+            Assert.IsTrue(r["collect_before_rounds"]!.GetValue<bool>());
+            Assert.HasCount(0, r["graph_step_ms_rounds"]!.AsArray()); // CPU: no CUDA-graph steps to split into phases
+            var gc = r["gc_rounds"]!.AsArray();
+            Assert.HasCount(3, gc);
+            foreach (var g in gc)
+            {
+                int g0 = g!["gen0"]!.GetValue<int>(), g1 = g["gen1"]!.GetValue<int>(), g2 = g["gen2"]!.GetValue<int>();
+                Assert.IsTrue(g0 >= g1 && g1 >= g2 && g2 >= 0, $"collections {g0}/{g1}/{g2}");
+                Assert.IsGreaterThanOrEqualTo(0.0, g["pause_ms"]!.GetValue<double>());
+                Assert.IsGreaterThan(0L, g["allocated_bytes_per_step"]!.GetValue<long>()); // a step allocates something (its id arrays)
+            }
         }
         Assert.AreEqual(1.0, results[0]!["speedup"]!.GetValue<double>(), 1e-12);
 
@@ -146,12 +158,13 @@ public sealed class BenchCliTests
         StringAssert.Contains(err, "--rounds must be >= 1");
 
         // --rotate-order: the same report (rounds in round order, medians), every model timed in every position.
-        (code, stdout, err) = InspectCliTests.Run("bench", TestPaths.Fixture("mistral-torchscript"), converted, "--context", "24", "--batch", "2", "--steps", "2", "--rounds", "2", "--rotate-order", "--json");
+        (code, stdout, err) = InspectCliTests.Run("bench", TestPaths.Fixture("mistral-torchscript"), converted, "--context", "24", "--batch", "2", "--steps", "2", "--rounds", "2", "--rotate-order", "--no-collect", "--json");
         Assert.AreEqual(0, code, err);
         results = JsonNode.Parse(stdout)!["results"]!.AsArray();
         foreach (var r in results)
         {
             Assert.IsTrue(r!["rotate_order"]!.GetValue<bool>());
+            Assert.IsFalse(r["collect_before_rounds"]!.GetValue<bool>());
             Assert.HasCount(2, r["decode_ms_per_step_rounds"]!.AsArray());
         }
         int[] Positions(int m) => results[m]!["round_positions"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();

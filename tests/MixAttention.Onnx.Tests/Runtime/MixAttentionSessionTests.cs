@@ -31,6 +31,30 @@ public sealed class MixAttentionSessionTests
     }
 
     /// <summary>
+    /// A decode step of a model with an attention_mask input (an unconverted GenAI model, run by the plain driver) does
+    /// not allocate its <c>[1, total]</c> mask: the all-ones buffer is reused, so the managed bytes a step allocates stay
+    /// below the mask's size as the sequence grows (a fresh mask per step is <c>total</c> int64s: 4 MB at 16 × 32K, left
+    /// for the garbage collector to take inside later work).
+    /// </summary>
+    [TestMethod]
+    public void DecodeStepsReuseTheAttentionMask()
+    {
+        using var model = RuntimeFixtures.Open(TestPaths.Fixture("llama-gqa"));
+        const int context = 480, steps = 8;
+        using var session = model.CreateSession(new SessionConfig { MaxBatch = 1, MaxLength = 512, PrefillChunk = 512 });
+        Assert.IsInstanceOfType<PlainDecoderSession>(session);
+        var seq = session.AddSequence();
+        session.Prefill(seq, RuntimeFixtures.RandomTokens(1, context));
+        var logits = new float[session.VocabSize];
+        session.Decode(new[] { seq }, new long[] { 1 }, logits); // warm-up: the mask buffer grows here
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < steps; i++) session.Decode(new[] { seq }, new long[] { 1 }, logits);
+        long perStep = (GC.GetAllocatedBytesForCurrentThread() - before) / steps;
+        Console.WriteLine($"allocated per decode step: {perStep} bytes (mask {context * 8} bytes)");
+        Assert.IsLessThan(context * 8, perStep, $"a decode step allocated {perStep} bytes; the mask alone is {context * 8}");
+    }
+
+    /// <summary>
     /// The allocation-free Decode overload writes the same logits as the array one, row i of the span for the i-th
     /// listed sequence (listed out of slot order, a sequence of the batch left out), for the converted and the plain
     /// driver; a span of the wrong length is an ArgumentException before anything runs (lengths unchanged).

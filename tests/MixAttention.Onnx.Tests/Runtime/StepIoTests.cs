@@ -30,6 +30,30 @@ public sealed class StepIoTests
         AssertRows(logits, i => (float)values[i]);
     }
 
+    /// <summary>The reused all-ones mask: exactly the shape asked for, int64 or int32, still all ones after growing.</summary>
+    [TestMethod]
+    public void OnesMaskGivesTheShapeAskedForOverOneReusedBuffer()
+    {
+        var mask = new StepIo.OnesMask();
+        foreach (var (rows, total) in new[] { (2, 5), (3, 40), (1, 7), (16, 1000) })
+        {
+            using var v64 = mask.Create(TensorElementType.Int64, rows, total);
+            CollectionAssert.AreEqual(new long[] { rows, total }, v64.GetTensorTypeAndShape().Shape);
+            var data = v64.GetTensorDataAsSpan<long>();
+            Assert.AreEqual(rows * total, data.Length);
+            Assert.IsTrue(data.ToArray().All(x => x == 1L));
+            using var v32 = mask.Create(TensorElementType.Int32, rows, total);
+            Assert.AreEqual(TensorElementType.Int32, v32.GetTensorTypeAndShape().ElementDataType);
+            Assert.IsTrue(v32.GetTensorDataAsSpan<int>().ToArray().All(x => x == 1));
+        }
+        // Same or smaller masks allocate nothing new.
+        mask.Create(TensorElementType.Int64, 16, 1000).Dispose();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 10; i++) mask.Create(TensorElementType.Int64, 16, 900 + i).Dispose();
+        Assert.IsLessThan(16 * 900 * 8, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.ThrowsExactly<MixAttention.Onnx.MixAttentionException>(() => mask.Create(TensorElementType.Float, 1, 1));
+    }
+
     private static ushort[] AllPatterns() => Enumerable.Range(0, 6 * Vocab).Select(i => (ushort)(i * 40503 % 65536)).ToArray();
 
     private static void AssertRows(OrtValue logits, Func<int, float> expected)
