@@ -8,7 +8,8 @@
 //                                    arguments: the standard shape list
 //   kbench shape KIND B T D [v...]   one shape (KIND sliding|global), the tensor-core kernel as planned and
 //                                    in each listed variant: a tc_flags value, sN for N splits, or r for rotary
-//                                    inside the op (R = D; profiling runs)
+//                                    inside the op (R = D; profiling runs); KBENCH_ONLY_LISTED=1 leaves out the
+//                                    planned variant (then the first listed variant is the first launch)
 //
 // Shapes: decode (S = 1), fp16, 32 q / 8 kv heads, D = 128, past = T - 1, owner bound in place;
 // global C = T, sliding ring C = W = 1024. Both kernels ("simt": DecodeKernel, "tc": DecodeTcKernel),
@@ -300,7 +301,10 @@ int main(int argc, char** argv) {
         // SIMT, tensor-core (splits merged in-kernel), tensor-core with the separate CombineKernel ("tc_sep").
         std::vector<Variant> variants = {{0, 0, -1}, {1, 0, -1}, {1, 0, -1, 0}};
         if (one) {
-          variants = {{1, 0, -1}};
+          // KBENCH_ONLY_LISTED=1: only the listed variants (a profiler's first launch is then the first listed one).
+          const char* only = std::getenv("KBENCH_ONLY_LISTED");
+          variants.clear();
+          if (only == nullptr || std::atoi(only) == 0 || one_extra.empty()) variants.push_back({1, 0, -1});
           for (const Extra& e : one_extra) variants.push_back({1, e.splits, e.flags, -1, e.rotary});
         }
         // Tuning rows on shapes of B*T = 16K..1M: the tensor-core kernel's variant flags

@@ -2,7 +2,13 @@
 SimplifiedLayerNormalization, SiLU MLP), fp16, random weights, weights in one external-data file.
 
 usage: python3 build_model.py OUT_DIR [--layers 24] [--hidden 2048] [--heads 32] [--kv-heads 8] [--ffn 5632]
+                              [--norms skip|plain]
 Random weights (seeded, N(0, 0.02)): the end-to-end benchmark measures speed and memory, not text.
+
+--norms skip (default) writes the residual stream as GenAI's builder does: the first norm a SimplifiedLayerNormalization,
+every later one a com.microsoft SkipSimplifiedLayerNormalization that also adds the residual (its fourth output is the
+sum); --norms plain (the fixture of the first four sessions) keeps separate Add nodes before plain norms (48 more small
+kernels a step at 24 layers; ORT does not fuse them, as the sum also feeds the next residual Add).
 """
 import argparse
 import json
@@ -21,6 +27,7 @@ p.add_argument("--kv-heads", type=int, default=8)
 p.add_argument("--ffn", type=int, default=5632)
 p.add_argument("--vocab", type=int, default=32000)
 p.add_argument("--max-pos", type=int, default=131072)
+p.add_argument("--norms", choices=["skip", "plain"], default="skip")
 a = p.parse_args()
 H, nh, kvh, L, F, V = a.hidden, a.heads, a.kv_heads, a.layers, a.ffn, a.vocab
 hd = H // nh
@@ -49,6 +56,17 @@ def norm(x, name):
     return node("SimplifiedLayerNormalization", [x, init(name, np.ones(H, np.float16))], axis=-1, epsilon=1e-5, stash_type=1)
 
 
+def residual_norm(x, residual, name, last=False):
+    """norm(residual + x) and the new residual (residual + x); last: the norm only (GenAI's last_layernorm)."""
+    if a.norms == "plain":
+        total = node("Add", [residual, x])
+        return norm(total, name), total
+    gamma = init(name, np.ones(H, np.float16))
+    outs = [f"{name}.out"] if last else [f"{name}.out", "", "", f"{name}.sum"]
+    node("SkipSimplifiedLayerNormalization", [x, residual, gamma], outs, domain="com.microsoft", epsilon=1e-5)
+    return outs[0], (None if last else outs[3])
+
+
 inv_freq = 1.0 / (10000.0 ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
 freqs = np.outer(np.arange(a.max_pos, dtype=np.float64), inv_freq)
 cos = init("cos_cache", np.cos(freqs).astype(np.float16))
@@ -64,22 +82,23 @@ one = init("one_i64", np.array(1, np.int64))
 ax1 = init("axes_1", np.array([1], np.int64))
 seqlens = node("Cast", [node("Sub", [node("ReduceSum", ["attention_mask", ax1], keepdims=0), one])], ["seqlens_k"], to=TensorProto.INT32)
 total = node("Cast", [node("Gather", [node("Shape", ["attention_mask"]), init("index_1", np.array(1, np.int64))], axis=0)], ["total_sequence_length"], to=TensorProto.INT32)
-x = node("Gather", [w("embed", V, H), "input_ids"], axis=0)
+residual = node("Gather", [w("embed", V, H), "input_ids"], axis=0)
+n1 = norm(residual, "l0.ln1")
 for i in range(L):
-    n1 = norm(x, f"l{i}.ln1")
+    if i > 0:
+        n1, residual = residual_norm(mlp, residual, f"l{i}.ln1")
     q = node("MatMul", [n1, w(f"l{i}.q", H, nh * hd)])
     k = node("MatMul", [n1, w(f"l{i}.k", H, kvh * hd)])
     v = node("MatMul", [n1, w(f"l{i}.v", H, kvh * hd)])
     att = node("GroupQueryAttention", [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total, cos, sin],
                [f"l{i}.attn", f"present.{i}.key", f"present.{i}.value"], domain="com.microsoft",
                num_heads=nh, kv_num_heads=kvh, do_rotary=1, local_window_size=-1)
-    x = node("Add", [x, node("MatMul", [att, w(f"l{i}.o", nh * hd, H)])])
-    n2 = norm(x, f"l{i}.ln2")
+    n2, residual = residual_norm(node("MatMul", [att, w(f"l{i}.o", nh * hd, H)]), residual, f"l{i}.ln2")
     g = node("MatMul", [n2, w(f"l{i}.gate", H, F)])
     u = node("MatMul", [n2, w(f"l{i}.up", H, F)])
     act = node("Mul", [node("Mul", [g, node("Sigmoid", [g])]), u])
-    x = node("Add", [x, node("MatMul", [act, w(f"l{i}.down", F, H)])])
-node("MatMul", [norm(x, "final_norm"), w("lm_head", H, V)], ["logits"])
+    mlp = node("MatMul", [act, w(f"l{i}.down", F, H)])
+node("MatMul", [residual_norm(mlp, residual, "final_norm", last=True)[0], w("lm_head", H, V)], ["logits"])
 model = helper.make_model(helper.make_graph(nodes, "llama1b_gqa", inputs, outputs, initializer=inits),
                           opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)],
                           producer_name="MixAttention.Onnx tools/gpu/e2e/build_model.py")
@@ -89,5 +108,5 @@ onnx.save(model, os.path.join(a.out, "model.onnx"), save_as_external_data=True, 
           location="model.onnx.data", size_threshold=1024)
 params = sum(int(np.prod(t.dims)) for t in inits)
 json.dump({"num_hidden_layers": L, "hidden_size": H, "num_attention_heads": nh, "num_key_value_heads": kvh,
-           "intermediate_size": F, "vocab_size": V, "parameters": params}, open(os.path.join(a.out, "config.json"), "w"), indent=1)
+           "intermediate_size": F, "vocab_size": V, "parameters": params, "norms": a.norms}, open(os.path.join(a.out, "config.json"), "w"), indent=1)
 print(f"wrote {a.out}/model.onnx: {L} layers, {params / 1e9:.2f} B parameters")
