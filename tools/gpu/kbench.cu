@@ -8,7 +8,8 @@
 //                                    arguments: the standard shape list
 //   kbench shape KIND B T D [v...]   one shape (KIND sliding|global), the tensor-core kernel as planned and
 //                                    in each listed variant: a tc_flags value, sN for N splits, or r for rotary
-//                                    inside the op (R = D; profiling runs); KBENCH_ONLY_LISTED=1 leaves out the
+//                                    inside the op (R = D; profiling runs), b for bf16 (the same values
+//                                    rounded to bf16; diff against the fp16 output); KBENCH_ONLY_LISTED=1 leaves out the
 //                                    planned variant (then the first listed variant is the first launch)
 //
 // Shapes: decode (S = 1), fp16, 32 q / 8 kv heads, D = 128, past = T - 1, owner bound in place;
@@ -16,6 +17,7 @@
 // each with its automatic split count; "tc" also at half and double that count on some shapes.
 // diff = max |tc - simt| of the outputs on the same inputs. Caches rotate over enough copies to
 // exceed 4x L2.
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -44,18 +46,21 @@ using namespace mixattn::cuda;
 
 namespace {
 
-__global__ void FillRandom(__half* p, size_t n, unsigned seed) {
+template <typename T>
+__global__ void FillRandom(T* p, size_t n, unsigned seed) {
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
     unsigned x = static_cast<unsigned>(i) * 2654435761u ^ seed ^ static_cast<unsigned>(i >> 32) * 40503u;
     x ^= x >> 15;
     x *= 2246822519u;
     x ^= x >> 13;
-    p[i] = __float2half((x & 0xffff) / 32768.f - 1.f);
+    p[i] = T((x & 0xffff) / 32768.f - 1.f);
   }
 }
 
-void Fill(void* p, size_t n, unsigned seed) {
-  FillRandom<<<2048, 256>>>(static_cast<__half*>(p), n, seed);
+// Uniform values in [-1, 1) as fp16, or as bf16 (the "b" variant of `kbench shape`).
+void Fill(void* p, size_t n, unsigned seed, bool bf16 = false) {
+  if (bf16) FillRandom<<<2048, 256>>>(static_cast<__nv_bfloat16*>(p), n, seed);
+  else FillRandom<<<2048, 256>>>(static_cast<__half*>(p), n, seed);
   CK(cudaGetLastError());
 }
 
@@ -177,7 +182,7 @@ int main(int argc, char** argv) {
   // Extra variants: "sN" forces N splits, "r" adds rotary inside the op (R = D, half-split), a number is a tc_flags value.
   struct Extra {
     int splits = 0, flags = -1;
-    bool rotary = false;
+    bool rotary = false, bf16 = false;
   };
   std::vector<Extra> one_extra;
   for (int i = 6; one && i < argc; ++i) {
@@ -186,6 +191,8 @@ int main(int argc, char** argv) {
     else if (argv[i][0] == 'r') {
       e.rotary = true;
       if (argv[i][1] != 0) e.flags = std::atoi(argv[i] + 1);
+    } else if (argv[i][0] == 'b') {
+      e.bf16 = true;
     }
     else e.flags = std::atoi(argv[i]);
     one_extra.push_back(e);
@@ -296,7 +303,7 @@ int main(int argc, char** argv) {
         void *rot_cos = nullptr, *rot_sin = nullptr;
         struct Variant {
           int kernel, splits, flags, fused = -1;
-          bool rotary = false;
+          bool rotary = false, bf16 = false;
         };
         // SIMT, tensor-core (splits merged in-kernel), tensor-core with the separate CombineKernel ("tc_sep").
         std::vector<Variant> variants = {{0, 0, -1}, {1, 0, -1}, {1, 0, -1, 0}};
@@ -305,7 +312,7 @@ int main(int argc, char** argv) {
           const char* only = std::getenv("KBENCH_ONLY_LISTED");
           variants.clear();
           if (only == nullptr || std::atoi(only) == 0 || one_extra.empty()) variants.push_back({1, 0, -1});
-          for (const Extra& e : one_extra) variants.push_back({1, e.splits, e.flags, -1, e.rotary});
+          for (const Extra& e : one_extra) variants.push_back({1, e.splits, e.flags, -1, e.rotary, e.bf16});
         }
         // Tuning rows on shapes of B*T = 16K..1M: the tensor-core kernel's variant flags
         // (decode_tc.cu) and half / double the automatic split count.
@@ -327,6 +334,20 @@ int main(int argc, char** argv) {
           tune.tc_flags = var.flags;
           tune.fused_combine = var.fused;
           CudaAttendArgs av = a;
+          // bf16: the same buffers refilled with bf16 values for this variant, fp16 again after it.
+          auto refill = [&](bool bf16) {
+            for (int r = 0; r < R; ++r) {
+              Fill(kc[r], elems, 17 + 2 * r, bf16);
+              Fill(vc[r], elems, 18 + 2 * r, bf16);
+            }
+            Fill(q, size_t(B) * Hq * D, 5, bf16);
+            Fill(k, size_t(B) * Hkv * D, 6, bf16);
+            Fill(v, size_t(B) * Hkv * D, 7, bf16);
+          };
+          if (var.bf16) {
+            refill(true);
+            av.dtype = DType::kBFloat16;
+          }
           if (var.rotary) {  // cos/sin caches covering positions 0..T (values only need to be finite)
             const size_t n = size_t(T + 1) * (D / 2);
             if (rot_cos == nullptr) {
@@ -362,11 +383,18 @@ int main(int argc, char** argv) {
           std::vector<__half> h(size_t(B) * Hq * D);
           CK(cudaMemcpy(h.data(), out, h.size() * 2, cudaMemcpyDeviceToHost));
           double diff = 0;
+          // A bf16 variant reads the same values rounded to bf16: its output is compared with the fp16 one (~1e-2).
+          auto value = [&](size_t i) {
+            if (!var.bf16) return double(__half2float(h[i]));
+            __nv_bfloat16 x;
+            std::memcpy(&x, &h[i], 2);
+            return double(__bfloat162float(x));
+          };
           if (ref.empty()) {
             ref = h;
           } else {
             for (size_t i = 0; i < h.size(); ++i) {
-              const double d = std::fabs(double(__half2float(h[i])) - double(__half2float(ref[i])));
+              const double d = std::fabs(value(i) - double(__half2float(ref[i])));
               diff = std::isnan(d) ? INFINITY : std::max(diff, d);
             }
           }
@@ -380,7 +408,9 @@ int main(int argc, char** argv) {
           CK(cudaGraphDestroy(g));
           // Each replay runs R launches: µs per launch = µs per replay / R.
           const double us = MedianUsPerCall(stream, ea, eb, 6.0, 400, [&] { CK(cudaGraphLaunch(ge.exec, stream)); }) / R;
-          const std::string name = var.rotary ? "tc_rotary"
+          if (var.bf16) refill(false);
+          const std::string name = var.bf16 ? (var.rotary ? "tc_bf16_rotary" : "tc_bf16")
+                                 : var.rotary ? "tc_rotary"
                                  : !var.kernel       ? "simt"
                                  : var.fused == 0 ? "tc_sep"
                                  : var.flags >= 0 ? "tc_f" + std::to_string(var.flags)

@@ -8,6 +8,7 @@
 #   tools/gpu/run.sh kbench     build; the decode kernels alone (kbench: no ORT, CUDA-graph replay)
 #   tools/gpu/run.sh dev        build; check; kbench; memcheck
 #   tools/gpu/run.sh prefill    build; the prefill kernel alone (kbench prefill) and torch SDPA prefill, same shapes
+#   tools/gpu/run.sh build      build only (then run $MIXATTN_GPU_WORK/harness/kbench by hand)
 #   tools/gpu/run.sh profile    build; kbench on PROFILE_SHAPES ("kind B T D [variants]" each, see kbench.cu) and
 #                               an Nsight Compute report (--set full, cold caches) of each shape's first decode launch
 #
@@ -160,6 +161,7 @@ case "$mode" in
   bench) bench ;;
   all) check; memcheck; bench ;;
   profile) profile ;;
+  build) ;;
   prefill) grep -E "Prefill" "$logs/resources.txt" | head -8; prefill ;;
   smoke) check; quick=quick; bench; memcheck ;;
 esac

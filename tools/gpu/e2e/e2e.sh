@@ -7,7 +7,7 @@
 #                 GQA cannot read another layer's windowed cache),
 # decode tokens/s and KV memory at 4K and 32K context × batch 1 and 16, measured in one run per shape.
 # Needs (carried from the repo root): .ortgpu (ortgpu-stage), .ortinc (tools/gpu/stage-headers.sh),
-# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick|profile|graph|kernels|prepare]
+# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick|profile|graph|kernels|prepare|rounds]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$root"
@@ -37,9 +37,25 @@ mix=$(python3 -c "print('_'.join(('0' if i % 6 == 0 else f'{i}s') for i in range
 step convert
 "$M" convert "$work/base/model.onnx" -o "$work/gqa-full/model.onnx" --layout native --backend ort-gqa --force --json > "$OUT/convert-gqa-full.json" || exit 1
 "$M" convert "$work/base/model.onnx" -o "$work/cai/model.onnx" --layout cai --window 1024 --force --json > "$OUT/convert-cai.json" || exit 1
+[ "${1:-}" = graph ] || [ "${1:-}" = kernels ] || { "$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --json > "$OUT/convert-gqa-mix.json" || exit 1; }
 # prepare: the models only (then run `mixattn bench` by hand, e.g. in another model order).
 [ "${1:-}" = prepare ] && { "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --json > "$OUT/convert-full.json"; exit $?; }
-[ "${1:-}" = graph ] || [ "${1:-}" = kernels ] || { "$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --json > "$OUT/convert-gqa-mix.json" || exit 1; }
+
+if [ "${1:-}" = rounds ]; then
+  # The issue's table in interleaved rounds: per shape one run of gqa-full, cai (CUDA graph, logits left on the
+  # device) and gqa-mix, ROUNDS rounds (default 5) of 64 steps in a rotating order; speedups are medians of per-round
+  # ratios. SHAPES (context:batch ...) as below.
+  for s in ${SHAPES:-4096:1 4096:16 32768:1 32768:16}; do
+    ctx=${s%:*}; b=${s#*:}
+    step "rounds context $ctx batch $b"
+    timeout 300 "$M" bench "$work/gqa-full/model.onnx" "$work/cai/model.onnx" "$work/gqa-mix/model.onnx" --device cuda --context "$ctx" \
+      --batch "$b" --steps 64 --rounds "${ROUNDS:-5}" --rotate-order --prefill-chunk "${PREFILL_CHUNK:-256}" --budget-gib 64 --cuda-graph \
+      --device-logits --json > "$OUT/rounds-$ctx-$b.json" 2> "$OUT/rounds-$ctx-$b.err"
+    echo "rc=$?"; grep -v "decoding without CUDA graphs\|onnxruntime" "$OUT/rounds-$ctx-$b.err" | tail -3
+    python3 tools/gpu/e2e/rounds_summary.py "$OUT/rounds-$ctx-$b.json" | grep "==\|median"
+  done
+  exit 0
+fi
 
 if [ "${1:-}" = graph ]; then
   # CUDA-graph decode (ModelOptions.CudaGraphDecode): cai and the ops-backend base model with and without graphs, one run
