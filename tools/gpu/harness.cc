@@ -184,6 +184,13 @@ std::vector<Case> CheckCases(bool quick) {
       add(c);
       c.dt = DT::f32; c.inplace = true; c.rotary = 64; add(c);  // SIMT decode: pre-pass
       c.S = 12; c.C = 80; c.newl = {12, 5, 12}; add(c);      // fp32 per-token path: pre-pass
+      // Tensor-core decode with half-split partial rotary (dimensions R..D copied by the staged query rotation):
+      // D = 256 with 8 query heads a chunk, and bf16 D = 64 with G = 3 (a partly used chunk).
+      c.dt = DT::f16; c.D = 256; c.rotary = 64; c.interleaved = false; c.Hq = 16; c.Hkv = 2; c.S = 1; c.C = 300; c.W = 0;
+      c.past = {0, 17, 250}; c.newl = {1, 1, 1};
+      add(c);
+      c.dt = DT::bf16; c.D = 64; c.rotary = 48; c.Hq = 6; c.Hkv = 2; c.C = 64; c.W = 64; c.past = {5, 64, 1000};
+      add(c);
     }
   }
   if (quick) return cases;
