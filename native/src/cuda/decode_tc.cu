@@ -52,20 +52,19 @@ struct TcGeometry {
   static constexpr int kStages = D <= 64 ? 4 : 3;
   static constexpr int kTileElems = kKeys * D;                       // one K (or V) tile
   static constexpr int kWarpElems = kStages * 2 * kTileElems;        // a warp's ring
-  // Rotary: the block's (up to 8) query rows, rotated, staged after everything else; rows padded by 16 bytes so the
-  // fragment reads of the 8 heads fall in different banks.
+  // Rotary: the block's (up to 8) query rows, rotated, staged in warp 0's last ring stage, which no copy fills before
+  // the key loop (the prologue issues stages 0 .. kStages - 2); rows padded by 16 bytes so the fragment reads of the 8
+  // heads fall in different banks. No extra shared memory: 16 more bytes a row had moved the D = 64 / 128 blocks to
+  // the next shared-memory carveout (less L1) and cost short non-rotary calls 2-6% (H200 kbench A/B).
   static constexpr int kQueryStride = D + 8;
+  static constexpr int kQueryOffset = (kStages - 1) * 2 * kTileElems;  // elements: warp 0's last stage
+  static_assert(8 * kQueryStride <= 2 * kTileElems, "the staged query rows must fit one ring stage");
   template <typename T>
-  __host__ __device__ static constexpr size_t QueryOffset() {
+  static constexpr size_t SmemBytes() {
     const size_t ring = size_t{kWarps} * kWarpElems * sizeof(T);
     const size_t merge = (size_t{kWarps} * 8 * D + 2 * kWarps * 8) * sizeof(float);
     const size_t splits = 16 + (8 * 256 + 8) * sizeof(float);  // MergeSplitsIfLast: flag, weights of 8 heads x 256 splits
-    const size_t most = ring > merge ? (ring > splits ? ring : splits) : (merge > splits ? merge : splits);
-    return (most + 127) / 128 * 128;
-  }
-  template <typename T>
-  static constexpr size_t SmemBytes() {
-    return QueryOffset<T>() + size_t{8} * kQueryStride * sizeof(T);
+    return ring > merge ? (ring > splits ? ring : splits) : (merge > splits ? merge : splits);
   }
 };
 
@@ -210,7 +209,10 @@ __device__ __forceinline__ void StageRotatedQuery(const T* q, int g_count, int p
   }
 }
 
-template <typename T, int D>
+// kRotary: rotary inside the op (p.rotary.dim > 0), a separate instantiation — with the rotary code compiled into the
+// one kernel, its register budget shaped the schedule of the plain path too (H200 kbench A/B: short D = 128 calls
+// without rotary 2-6% slower after the staged rotation replaced RotatePairs, until the two were split).
+template <typename T, int D, bool kRotary>
 __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_constant__ DecodeParams p) {
   using G = TcGeometry<D>;
   constexpr int NV = D / 8;              // 16-byte chunks per row
@@ -322,16 +324,16 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   {
     const T* qrow = static_cast<const T*>(p.query) + (static_cast<size_t>(z) * Hq + h0 + min(qh, g_count - 1)) * D;
     const bool real = qh < g_count;
-    if (p.rotary.dim == 0) {
+    if constexpr (!kRotary) {
 #pragma unroll
       for (int kc = 0; kc < KC; ++kc) {
         qf[kc][0] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd) : 0u;
         qf[kc][1] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd + 8) : 0u;
       }
     } else {
-      // Rotary inside the op: the rows rotated at this token's position once per block in shared memory (after the
-      // rings, which the copies in flight fill), rounded to T as the CPU op and the pre-pass round them.
-      T* qs = smem + G::template QueryOffset<T>() / sizeof(T);
+      // Rotary inside the op: the rows rotated at this token's position once per block in shared memory (warp 0's
+      // last ring stage, G::kQueryOffset), rounded to T as the CPU op and the pre-pass round them.
+      T* qs = smem + G::kQueryOffset;
       StageRotatedQuery<T, D, G::kQueryStride>(static_cast<const T*>(p.query) + (static_cast<size_t>(z) * Hq + h0) * D,
                                                g_count, pos, p.rotary, qs);
       __syncthreads();
@@ -341,6 +343,7 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
         qf[kc][0] = real ? *reinterpret_cast<const uint32_t*>(qsrow + kc * 16 + qd) : 0u;
         qf[kc][1] = real ? *reinterpret_cast<const uint32_t*>(qsrow + kc * 16 + qd + 8) : 0u;
       }
+      __syncthreads();  // every warp holds its fragments before warp 0's first loop copy refills that stage
     }
   }
 
@@ -355,7 +358,7 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   // tile that holds the key.
   constexpr int kPerLane = (D + 31) / 32;
   float fix_c[kPerLane], fix_s[kPerLane];
-  if (p.rotary.dim > 0 && owner) {
+  if (kRotary && owner) {
 #pragma unroll
     for (int e = 0; e < kPerLane; ++e) {
       const int d = lane + 32 * e;
@@ -378,7 +381,7 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     const int st = t % NS;
     const uint32_t sk = ring_addr + static_cast<uint32_t>(st * 2 * G::kTileElems * sizeof(T));
     const uint32_t sv = sk + static_cast<uint32_t>(G::kTileElems * sizeof(T));
-    if (p.rotary.dim > 0 && owner) {
+    if (kRotary && owner) {
       // The new key (position P + s, read from the chunk) is rotated in shared memory before it is scored:
       // every lane reads its elements and their partners first, then writes (pairs cross lanes).
       const int r = pos - (tbase + t * tstride);
@@ -530,7 +533,8 @@ bool EnsureSmem() {
   const unsigned long long bit = 1ull << (dev & 63);
   if (done.load(std::memory_order_relaxed) & bit) return true;
   const int bytes = static_cast<int>(TcGeometry<D>::template SmemBytes<T>());
-  if (cudaFuncSetAttribute(DecodeTcKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess)
+  if (cudaFuncSetAttribute(DecodeTcKernel<T, D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess ||
+      cudaFuncSetAttribute(DecodeTcKernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess)
     return false;
   done.fetch_or(bit, std::memory_order_relaxed);
   return true;
@@ -540,17 +544,23 @@ template <typename T, int D>
 cudaError_t LaunchDecodeTc(const DecodeParams& p, cudaStream_t stream) {
   if (!EnsureSmem<T, D>()) return cudaGetLastError();
   const dim3 grid(static_cast<unsigned>(p.batch) * p.seq * p.splits, static_cast<unsigned>(p.kv_num_heads) * p.chunks);
-  DecodeTcKernel<T, D><<<grid, kDecodeTcThreads, TcGeometry<D>::template SmemBytes<T>(), stream>>>(p);
+  if (p.rotary.dim > 0)
+    DecodeTcKernel<T, D, true><<<grid, kDecodeTcThreads, TcGeometry<D>::template SmemBytes<T>(), stream>>>(p);
+  else
+    DecodeTcKernel<T, D, false><<<grid, kDecodeTcThreads, TcGeometry<D>::template SmemBytes<T>(), stream>>>(p);
   return cudaGetLastError();
 }
 
 template <typename T, int D>
 int OccupancyTc() {
-  int blocks = 0;
+  // The fewer of the two instantiations' resident blocks (shared memory bounds both alike; registers may differ).
+  int plain = 0, rotary = 0;
   if (!EnsureSmem<T, D>()) return 1;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, DecodeTcKernel<T, D>, kDecodeTcThreads,
-                                                    TcGeometry<D>::template SmemBytes<T>()) != cudaSuccess)
+  const size_t smem = TcGeometry<D>::template SmemBytes<T>();
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&plain, DecodeTcKernel<T, D, false>, kDecodeTcThreads, smem) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&rotary, DecodeTcKernel<T, D, true>, kDecodeTcThreads, smem) != cudaSuccess)
     return 1;
+  const int blocks = plain < rotary ? plain : rotary;
   return blocks > 0 ? blocks : 1;
 }
 
