@@ -244,14 +244,15 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   const int tbase = interleave ? min(ke, kb + warp * kKeys) : min(ke, kb + warp * wper);
   const int tend = interleave ? ke : min(ke, tbase + wper);
   const int tstride = interleave ? kWarps * kKeys : kKeys;
-  const int ntiles = (tend - tbase + tstride - 1) / tstride;
+  // Constant divisors on either side of the (warp-uniform) choice.
+  const int ntiles = interleave ? (tend - tbase + kWarps * kKeys - 1) / (kWarps * kKeys) : (tend - tbase + kKeys - 1) / kKeys;
 
   T* ring = smem + static_cast<size_t>(warp) * G::kWarpElems;
   const uint32_t ring_addr = SmemAddr(ring);
   const bool owner = chunk_k != nullptr;
   const size_t chunk_row = (static_cast<size_t>(b) * S * Hkv + kvh) * D;  // chunk row of position P (s = 0)
 
-  int next_slot = C > 0 ? tbase % C : 0;  // cache slot of the next tile's first key
+  int next_slot = tbase < C ? tbase : (C > 0 ? tbase % C : 0);  // cache slot of the next tile's first key (a global cache never wraps)
   // A lane copies the same 16-byte chunk c of rows lane / NV + i * RS (i < CPL) of every tile: NV divides 32.
   constexpr int RS = 32 / NV;
   const int c_lane = lane % NV, r_lane = lane / NV;

@@ -102,7 +102,9 @@ __device__ __forceinline__ bool ArriveLast(int* counter, int splits, int* flag) 
 }
 
 // Where one decode block sits and what it reads (both decode kernels). Grid: x = token z * splits + split, y = KV head
-// * chunks + head chunk. Token z = (sequence b, step s) queries at position pos = P + s and sees keys [lo, hi); this
+// * chunks + head chunk. The common decode case (seq == 1, one head chunk) skips those two divisions. (Moving the
+// split to grid z, to skip the division by the split count too, changed the order blocks are dispatched in and made
+// a short global call — B = 1, T = 2K, 17 splits, no rotary — 21% slower on an H200, while others gained 1-3%.) Token z = (sequence b, step s) queries at position pos = P + s and sees keys [lo, hi); this
 // split takes [kb, ke): per = ceil((hi - lo) / splits) keys (at least min_per_split), rounded up to a multiple of
 // `unit` (the keys a block consumes per step). cache_k / cache_v point at the rows of (b, KV head).
 template <typename T, int D>
@@ -116,10 +118,10 @@ struct DecodeBlock {
   __device__ __forceinline__ DecodeBlock(const Params& p, int head_chunk, int unit) {
     z = blockIdx.x / p.splits;
     split = blockIdx.x % p.splits;
-    kvh = blockIdx.y / p.chunks;
-    chunk = blockIdx.y % p.chunks;
-    b = z / p.seq;
-    s = z % p.seq;
+    kvh = p.chunks == 1 ? static_cast<int>(blockIdx.y) : static_cast<int>(blockIdx.y) / p.chunks;
+    chunk = p.chunks == 1 ? 0 : static_cast<int>(blockIdx.y) % p.chunks;
+    b = p.seq == 1 ? z : z / p.seq;
+    s = p.seq == 1 ? 0 : z % p.seq;
     P = PastLength(p.past_lengths, b);
     active = s < NewLength(p.new_lengths, b, p.seq);
     g_count = min(head_chunk, p.group - chunk * head_chunk);
