@@ -323,29 +323,25 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   const int qh = lane / 4, qd = 2 * (lane % 4);
   uint32_t qf[KC][2];
   {
-    const T* qrow = static_cast<const T*>(p.query) + (static_cast<size_t>(z) * Hq + h0 + min(qh, g_count - 1)) * D;
     const bool real = qh < g_count;
-    if constexpr (!kRotary) {
-#pragma unroll
-      for (int kc = 0; kc < KC; ++kc) {
-        qf[kc][0] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd) : 0u;
-        qf[kc][1] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd + 8) : 0u;
-      }
-    } else {
-      // Rotary inside the op: the rows rotated at this token's position once per block in shared memory (warp 0's
-      // last ring stage, G::kQueryOffset), rounded to T as the CPU op and the pre-pass round them.
+    // The lane's head row: in global memory, or (rotary inside the op) rotated at this token's position once per block
+    // in shared memory (warp 0's last ring stage, G::kQueryOffset), rounded to T as the CPU op and the pre-pass round it.
+    const T* qrow;
+    if constexpr (kRotary) {
       T* qs = smem + G::kQueryOffset;
       StageRotatedQuery<T, D, G::kQueryStride>(static_cast<const T*>(p.query) + (static_cast<size_t>(z) * Hq + h0) * D,
                                                g_count, pos, p.rotary, qs);
       __syncthreads();
-      const T* qsrow = qs + min(qh, g_count - 1) * G::kQueryStride;
-#pragma unroll
-      for (int kc = 0; kc < KC; ++kc) {
-        qf[kc][0] = real ? *reinterpret_cast<const uint32_t*>(qsrow + kc * 16 + qd) : 0u;
-        qf[kc][1] = real ? *reinterpret_cast<const uint32_t*>(qsrow + kc * 16 + qd + 8) : 0u;
-      }
-      __syncthreads();  // every warp holds its fragments before warp 0's first loop copy refills that stage
+      qrow = qs + min(qh, g_count - 1) * G::kQueryStride;
+    } else {
+      qrow = static_cast<const T*>(p.query) + (static_cast<size_t>(z) * Hq + h0 + min(qh, g_count - 1)) * D;
     }
+#pragma unroll
+    for (int kc = 0; kc < KC; ++kc) {
+      qf[kc][0] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd) : 0u;
+      qf[kc][1] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd + 8) : 0u;
+    }
+    if constexpr (kRotary) __syncthreads();  // every warp holds its fragments before warp 0's first loop copy refills that stage
   }
 
 
