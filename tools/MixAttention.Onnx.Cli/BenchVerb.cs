@@ -98,6 +98,7 @@ internal static class BenchVerb
                     }).ToArray()),
                     ["collect_before_rounds"] = collect,
                     ["graph_step_ms_rounds"] = new JsonArray(r.GraphPhases.Select(g => (JsonNode)new JsonObject { ["inputs"] = g.InputsMs, ["replay"] = g.ReplayMs, ["logits"] = g.LogitsMs }).ToArray()),
+                    ["round_utc"] = new JsonArray(r.Windows.Select(w => (JsonNode)new JsonObject { ["start"] = w.StartUtc.ToString("O"), ["end"] = w.EndUtc.ToString("O") }).ToArray()),
                     ["tokens_per_second"] = r.TokensPerSecond,
                     ["prefill_tokens_per_second"] = r.PrefillTokensPerSecond,
                     ["speedup"] = r.Speedup ?? r.TokensPerSecond / results[0].TokensPerSecond,
@@ -129,15 +130,19 @@ internal static class BenchVerb
     /// <param name="RoundPositions">the model's place in the timing order of each round (0 = timed first).</param>
     /// <param name="Gc">what the garbage collector did inside each timed round.</param>
     /// <param name="GraphPhases">CUDA-graph models: host ms per step by phase in each timed round (empty otherwise).</param>
+    /// <param name="Windows">when each timed round ran (UTC), to line rounds up with a log of the card's clocks and temperature.</param>
     private sealed record BenchResult(string Path, int Context, int Batch, double MsPerStep, IReadOnlyList<double> RoundMs, IReadOnlyList<int> RoundPositions, double? Speedup,
         double TokensPerSecond, double PrefillTokensPerSecond, KvMemory Memory, bool CudaGraph, string? GraphTransfer, double? GraphMaxAbsDiff,
-        bool LogitsOnDevice, IReadOnlyList<GcRound> Gc, IReadOnlyList<GraphPhases> GraphPhases);
+        bool LogitsOnDevice, IReadOnlyList<GcRound> Gc, IReadOnlyList<GraphPhases> GraphPhases, IReadOnlyList<RoundWindow> Windows);
 
     /// <summary>
     /// .NET's garbage collector inside one timed round: collections that reached each generation (a gen-2 collection
     /// counts in all three), time the process was paused for them, and bytes the timing thread allocated per step.
     /// </summary>
     private sealed record GcRound(int Gen0, int Gen1, int Gen2, double PauseMs, long AllocatedBytesPerStep);
+
+    /// <summary>The wall-clock interval (UTC) of one timed round's steps.</summary>
+    private sealed record RoundWindow(DateTime StartUtc, DateTime EndUtc);
 
     /// <summary>Host ms per CUDA-graph step in one timed round, by phase (MixAttentionSession.CudaGraphStepTime).</summary>
     private sealed record GraphPhases(double InputsMs, double ReplayMs, double LogitsMs);
@@ -165,6 +170,7 @@ internal static class BenchVerb
         private readonly double _prefillTokensPerSecond;
         private readonly List<GcRound> _gc = [];
         private readonly List<GraphPhases> _graphPhases = [];
+        private readonly List<RoundWindow> _windows = [];
 
         public string Path { get; }
 
@@ -276,6 +282,7 @@ internal static class BenchVerb
             var pause = GC.GetTotalPauseDuration();
             long allocated = GC.GetAllocatedBytesForCurrentThread();
             double ms;
+            var start = DateTime.UtcNow;
             using (profilerRange ? new CudaProfilerRange() : null)
             {
                 var clock = Stopwatch.StartNew();
@@ -283,6 +290,7 @@ internal static class BenchVerb
                 clock.Stop();
                 ms = clock.Elapsed.TotalMilliseconds / steps;
             }
+            _windows.Add(new RoundWindow(start, DateTime.UtcNow));
             _gc.Add(new GcRound(GC.CollectionCount(0) - g0, GC.CollectionCount(1) - g1, GC.CollectionCount(2) - g2,
                 (GC.GetTotalPauseDuration() - pause).TotalMilliseconds, (GC.GetAllocatedBytesForCurrentThread() - allocated) / steps));
             if ((_session as MixAttentionSession)?.CudaGraphStepTime is { } after)
@@ -298,7 +306,7 @@ internal static class BenchVerb
         {
             double ms = Median(roundMs);
             return new BenchResult(Path, _o.Context, _o.Batch, ms, roundMs, positions ?? [], speedup, _o.Batch * 1000.0 / ms, _prefillTokensPerSecond, _session.Memory(),
-                _cudaGraph, (_session as MixAttentionSession)?.CudaGraphTransfer, _graphMaxDiff, _onDevice is not null, _gc, _graphPhases);
+                _cudaGraph, (_session as MixAttentionSession)?.CudaGraphTransfer, _graphMaxDiff, _onDevice is not null, _gc, _graphPhases, _windows);
         }
 
         public void Dispose()

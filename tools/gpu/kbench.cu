@@ -6,6 +6,11 @@
 //   kbench prefill [B S P D W]...    the prefill kernel (reader form, fp16, 32 q / 8 kv heads): a chunk of S tokens
 //                                    after P cached ones (global cache when W = 0, else a ring of C = W + S); no
 //                                    arguments: the standard shape list
+//   kbench floors                    what any kernel needs on this card, for the issue's goals (tools/gpu/goals.py):
+//                                    the best pure-read rate of a 2 GiB stream (read_peak_GBps), an empty kernel
+//                                    and a pure read of each sliding layer's K / V bytes (B = 1, 8, 32; W = 1024,
+//                                    D = 128, 8 kv heads), each the fastest of a sweep of grid shapes, timed like
+//                                    the decode rows (graph replay over copies exceeding 4x L2 where they fit)
 //   kbench shape KIND B T D [v...]   one shape (KIND sliding|global), the tensor-core kernel as planned and
 //                                    in each listed variant: a tc_flags value, sN for N splits, or r for rotary
 //                                    inside the op (R = D; profiling runs), b for bf16 (the same values
@@ -174,6 +179,111 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, 
   for (void* x : {kc, vc, q, k, v, out, past}) CK(cudaFree(x));
 }
 
+// A pure read of n 16-byte words: every thread loads U words (grid-stride apart) before it folds them, so U * 16
+// bytes a thread are in flight; the fold is stored only when it equals a value it cannot take by chance, which
+// keeps the loads live without a write per block.
+template <int U>
+__global__ void ReadStream(const uint4* __restrict__ p, size_t n, unsigned* sink) {
+  const size_t stride = size_t{gridDim.x} * blockDim.x;
+  size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x;
+  unsigned x = 0;
+  for (; i + (U - 1) * stride < n; i += U * stride) {
+    uint4 v[U];
+#pragma unroll
+    for (int k = 0; k < U; ++k) v[k] = __ldcs(p + i + k * stride);
+#pragma unroll
+    for (int k = 0; k < U; ++k) x ^= v[k].x ^ v[k].y ^ v[k].z ^ v[k].w;
+  }
+  for (; i < n; i += stride) {
+    const uint4 v = __ldcs(p + i);
+    x ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (x == 0x9e3779b9u) *sink = x;
+}
+
+__global__ void EmptyKernel() {}
+
+// µs per launch of launch(r) over R buffers: a graph of R launches replayed (the decode rows' method).
+template <typename Launch>
+double GraphUsPerLaunch(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int R, Launch&& launch) {
+  cudaGraph_t g;
+  CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int r = 0; r < R; ++r) launch(r);
+  CK(cudaStreamEndCapture(stream, &g));
+  Graph ge;
+  CK(cudaGraphInstantiateWithFlags(&ge.exec, g, 0));
+  CK(cudaGraphDestroy(g));
+  return MedianUsPerCall(stream, ea, eb, 6.0, 400, [&] { CK(cudaGraphLaunch(ge.exec, stream)); }) / R;
+}
+
+struct ReadShape {
+  int blocks_per_sm, threads, unroll;
+};
+
+// The fastest pure read of `bytes` (over R copies) among grid shapes: blocks per SM x threads x loads in flight.
+std::pair<double, ReadShape> BestRead(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, size_t bytes, int R,
+                                      const std::vector<void*>& bufs, unsigned* sink) {
+  double best = INFINITY;
+  ReadShape at{};
+  for (int bps : {1, 2, 4, 8, 16})
+    for (int threads : {128, 256, 512, 1024})
+      for (int unroll : {2, 4, 8}) {
+        if (bps * threads > 2048) continue;
+        const size_t n = bytes / 16;
+        const unsigned grid = static_cast<unsigned>(sms * bps);
+        const double us = GraphUsPerLaunch(stream, ea, eb, R, [&](int r) {
+          const uint4* p = static_cast<const uint4*>(bufs[r]);
+          if (unroll == 2) ReadStream<2><<<grid, threads, 0, stream>>>(p, n, sink);
+          else if (unroll == 4) ReadStream<4><<<grid, threads, 0, stream>>>(p, n, sink);
+          else ReadStream<8><<<grid, threads, 0, stream>>>(p, n, sink);
+          CK(cudaGetLastError());
+        });
+        if (us < best) {
+          best = us;
+          at = {bps, threads, unroll};
+        }
+      }
+  return {best, at};
+}
+
+// `kbench floors`: see the header.
+int Floors(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, const cudaDeviceProp& prop) {
+  unsigned* sink;
+  CK(cudaMalloc(&sink, 4));
+  const int sms = prop.multiProcessorCount;
+  {
+    const size_t bytes = size_t{2} << 30;
+    void* buf;
+    CK(cudaMalloc(&buf, bytes));
+    Fill(buf, bytes / 2, 41);
+    CK(cudaDeviceSynchronize());
+    const auto [us, at] = BestRead(stream, ea, eb, sms, bytes, 1, {buf}, sink);
+    std::printf("# read_peak_GBps %.1f\n# read_peak_shape %d blocks/SM x %d threads x %d loads in flight\n",
+                bytes / (us * 1e3), at.blocks_per_sm, at.threads, at.unroll);
+    CK(cudaFree(buf));
+  }
+  const double empty = GraphUsPerLaunch(stream, ea, eb, 32, [&](int) { EmptyKernel<<<1, 32, 0, stream>>>(); });
+  std::printf("# empty_kernel_graph_us %.3f\n", empty);
+  std::printf("floor,B,bytes,read_us,read_over_empty,blocks_per_sm,threads,unroll\n");
+  std::fflush(stdout);
+  for (int B : {1, 8, 32}) {
+    const size_t bytes = size_t{2} * B * 8 * 1024 * 128 * 2;  // K and V of a W = 1024 ring, 8 kv heads, D = 128
+    const int R = static_cast<int>(std::clamp<size_t>(4 * size_t(prop.l2CacheSize) / bytes + 1, 1, 32));
+    std::vector<void*> bufs(R);
+    for (void*& b : bufs) {
+      CK(cudaMalloc(&b, bytes));
+      Fill(b, bytes / 2, 43);
+    }
+    CK(cudaDeviceSynchronize());
+    const auto [us, at] = BestRead(stream, ea, eb, sms, bytes, R, bufs, sink);
+    std::printf("sliding_read,%d,%zu,%.2f,%.2f,%d,%d,%d\n", B, bytes, us, us / empty, at.blocks_per_sm, at.threads, at.unroll);
+    std::fflush(stdout);
+    for (void* b : bufs) CK(cudaFree(b));
+  }
+  CK(cudaFree(sink));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -225,6 +335,7 @@ int main(int argc, char** argv) {
   }
   std::printf("# device %s, %d SMs, L2 %d MiB\n# d2d_copy_peak_GBps %.1f\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize >> 20, peak);
+  if (argc > 1 && std::strcmp(argv[1], "floors") == 0) return Floors(stream, ea, eb, prop);
   if (argc > 1 && std::strcmp(argv[1], "prefill") == 0) {
     std::printf("kind,B,S,P,D,W,splits,us,tflops,nonfinite\n");
     std::vector<std::vector<int>> shapes;

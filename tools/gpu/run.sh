@@ -6,6 +6,7 @@
 #   tools/gpu/run.sh all        both
 #   tools/gpu/run.sh smoke      build; check; a quick benchmark (T = 1K, 16K); memcheck
 #   tools/gpu/run.sh kbench     build; the decode kernels alone (kbench: no ORT, CUDA-graph replay)
+#   tools/gpu/run.sh floors     build; kbench floors only (best pure read, empty kernel, sliding layers' pure reads)
 #   tools/gpu/run.sh dev        build; check; kbench; memcheck
 #   tools/gpu/run.sh prefill    build; the prefill kernel alone (kbench prefill) and torch SDPA prefill, same shapes
 #   tools/gpu/run.sh build      build only (then run $MIXATTN_GPU_WORK/harness/kbench by hand)
@@ -14,7 +15,7 @@
 #
 # Needs (from the repo root, on the machine that has the GPU): .ortgpu/ (made by
 # /work/shared/tools/ortgpu-stage) and .ortinc/ (ORT 1.31 headers, tools/gpu/stage-headers.sh).
-# Results go to $OUT (default out/gpu): logs.tgz, bench.csv, torch.csv, summary.md, gpu_bandwidth.png.
+# Results go to $OUT (default out/gpu): logs.tgz, bench.csv, torch.csv, floors.csv, summary.md, goals.md, gpu_bandwidth.png.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -100,8 +101,12 @@ bench() {
   tail -5 "$logs/bench.err"
   step "bench: torch SDPA"
   python3 tools/gpu/torch_bench.py $quick 2> "$logs/torch_bench.err" | tee "$OUT/torch.csv"
+  step "floors: best pure read, empty kernel, pure read of each sliding layer's bytes"
+  "$kbench" floors 2> "$logs/floors.err" | tee "$OUT/floors.csv"
   step "summary"
   python3 tools/gpu/plot.py "$OUT/bench.csv" "$OUT/torch.csv" "$OUT/gpu_bandwidth.png" "$OUT/kbench.csv" | tee "$OUT/summary.md"
+  step "the issue's kernel goals"
+  python3 tools/gpu/goals.py "$OUT/bench.csv" "$OUT/kbench.csv" "$OUT/torch.csv" "$OUT/floors.csv" | tee "$OUT/goals.md"
 }
 
 prefill() {
@@ -162,6 +167,7 @@ case "$mode" in
   all) check; memcheck; bench ;;
   profile) profile ;;
   build) ;;
+  floors) "$kbench" floors | tee "$OUT/floors.csv" ;;
   prefill) grep -E "Prefill" "$logs/resources.txt" | head -8; prefill ;;
   smoke) check; quick=quick; bench; memcheck ;;
 esac

@@ -121,6 +121,7 @@ public sealed class BenchCliTests
         var converted = Path.Combine(dir, "native", "model.onnx");
         var (code, _, err) = InspectCliTests.Run("convert", TestPaths.Fixture("mistral-torchscript"), "-o", converted, "--layout", "native", "--json");
         Assert.AreEqual(0, code, err);
+        var started = DateTime.UtcNow;
         (code, var stdout, err) = InspectCliTests.Run("bench", TestPaths.Fixture("mistral-torchscript"), converted, "--context", "24", "--batch", "2", "--steps", "2", "--rounds", "3", "--json");
         Assert.AreEqual(0, code, err);
         var results = JsonNode.Parse(stdout)!["results"]!.AsArray();
@@ -149,6 +150,17 @@ public sealed class BenchCliTests
                 Assert.IsTrue(g0 >= g1 && g1 >= g2 && g2 >= 0, $"collections {g0}/{g1}/{g2}");
                 Assert.IsGreaterThanOrEqualTo(0.0, g["pause_ms"]!.GetValue<double>());
                 Assert.IsGreaterThan(0L, g["allocated_bytes_per_step"]!.GetValue<long>()); // a step allocates something (its id arrays)
+            }
+            // When each round ran (UTC, round-trip format): ordered, and inside the test's own run.
+            var windows = r["round_utc"]!.AsArray().Select(w => (Start: DateTime.Parse(w!["start"]!.GetValue<string>(), null, System.Globalization.DateTimeStyles.RoundtripKind),
+                End: DateTime.Parse(w["end"]!.GetValue<string>(), null, System.Globalization.DateTimeStyles.RoundtripKind))).ToArray();
+            Assert.HasCount(3, windows);
+            var previousEnd = started;
+            foreach (var (start, end) in windows)
+            {
+                Assert.AreEqual(DateTimeKind.Utc, start.Kind);
+                Assert.IsTrue(previousEnd <= start && start <= end && end <= DateTime.UtcNow, $"round window {start:O} .. {end:O} after {previousEnd:O}");
+                previousEnd = end;
             }
         }
         Assert.AreEqual(1.0, results[0]!["speedup"]!.GetValue<double>(), 1e-12);

@@ -48,11 +48,19 @@ if [ "${1:-}" = rounds ]; then
   for s in ${SHAPES:-4096:1 4096:16 32768:1 32768:16}; do
     ctx=${s%:*}; b=${s#*:}
     step "rounds context $ctx batch $b"
+    # The card's clocks, temperatures, power and clock-event reasons every 100 ms while the rounds run (the H200's
+    # unexplained +0.13 ms replay step in some runs: is it the card?). rounds_summary.py --smi lines them up by round.
+    smi="$OUT/smi-$ctx-$b.csv"; reasons=clocks_event_reasons.active
+    nvidia-smi --query-gpu=$reasons --format=csv > /dev/null 2>&1 || reasons=clocks_throttle_reasons.active
+    TZ=UTC nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,temperature.gpu,temperature.memory,power.draw,$reasons \
+      --format=csv -lms 100 > "$smi" 2> /dev/null & smi_pid=$!
     timeout 300 "$M" bench "$work/gqa-full/model.onnx" "$work/cai/model.onnx" "$work/gqa-mix/model.onnx" --device cuda --context "$ctx" \
       --batch "$b" --steps 64 --rounds "${ROUNDS:-5}" --rotate-order --prefill-chunk "${PREFILL_CHUNK:-256}" --budget-gib 64 --cuda-graph \
       --device-logits --json > "$OUT/rounds-$ctx-$b.json" 2> "$OUT/rounds-$ctx-$b.err"
-    echo "rc=$?"; grep -v "decoding without CUDA graphs\|onnxruntime" "$OUT/rounds-$ctx-$b.err" | tail -3
-    python3 tools/gpu/e2e/rounds_summary.py "$OUT/rounds-$ctx-$b.json" | grep "==\|median"
+    echo "rc=$?"; kill "$smi_pid" 2> /dev/null; wait "$smi_pid" 2> /dev/null
+    grep -v "decoding without CUDA graphs\|onnxruntime" "$OUT/rounds-$ctx-$b.err" | tail -3
+    python3 tools/gpu/e2e/rounds_summary.py --smi "$smi" "$OUT/rounds-$ctx-$b.json" > "$OUT/rounds-$ctx-$b.txt"
+    grep "==\|median" "$OUT/rounds-$ctx-$b.txt"
   done
   exit 0
 fi
