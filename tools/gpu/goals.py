@@ -87,14 +87,25 @@ def main():
     print("\nWhat the unmet goals would take on this card:\n")
     short = [c for c in big if c["kind"] == "global" and c["gqa"] / c["ours"] < 1.05]
     if short:
-        print(f"1.05× ORT GQA on global cells: the time GQA / 1.05 and the read rate it needs, against the best pure read "
-              f"of this run ({read_peak:.0f} GB/s; a decode must read every cached K / V byte once).\n")
-        print("| cell | GB read | ORT GQA µs | GQA GB/s | needed µs | needed GB/s | % of best pure read | ours µs | ours GB/s |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        # The fastest read of this run by any kernel: the pure-read sweep, or a decode (ours, ours alone, torch, GQA)
+        # on a global cell of at least 1 GB (our cp.async stream can beat the plain-load sweep).
+        rates = [(read_peak, "pure read")]
+        for c in cells:
+            if c["kind"] == "global" and c["bytes"] >= 1e9:
+                for key, who in (("ours", "ours"), ("kernel", "our kernel"), ("torch", "torch SDPA"), ("gqa", "ORT GQA")):
+                    if c[key]:
+                        rates.append((gbs(c, c[key]), f"{who}, {name(c)}"))
+        best, best_who = max(rates)
+        print(f"1.05× ORT GQA on global cells: the time GQA / 1.05 and the read rate it needs, against the fastest read of "
+              f"this run by any kernel ({best:.0f} GB/s: {best_who}; the pure-read sweep {read_peak:.0f} GB/s). A decode "
+              f"reads every cached K / V byte once.\n")
+        print("| cell | GB read | ORT GQA µs | GQA GB/s | needed µs | needed GB/s | % of fastest read | ours µs | ours GB/s | ours vs needed |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for c in short:
             need = c["gqa"] / 1.05
             print(f"| {name(c)} | {c['bytes'] / 1e9:.2f} | {c['gqa']:.1f} | {gbs(c, c['gqa']):.0f} | {need:.1f} | "
-                  f"{gbs(c, need):.0f} | {100 * gbs(c, need) / read_peak:.0f}% | {c['ours']:.1f} | {gbs(c, c['ours']):.0f} |")
+                  f"{gbs(c, need):.0f} | {100 * gbs(c, need) / best:.1f}% | {c['ours']:.1f} | {gbs(c, c['ours']):.0f} | "
+                  f"{need / c['ours']:.3f} |")
         print()
     floors = {int(r["B"]): r for r in frows if r["floor"] == "sliding_read"}
     if floors:

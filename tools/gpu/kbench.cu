@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "cuda/attention_cuda.h"
+#include "cuda/mma.cuh"
 
 using namespace mixattn;
 using namespace mixattn::cuda;
@@ -201,6 +202,77 @@ __global__ void ReadStream(const uint4* __restrict__ p, size_t n, unsigned* sink
   if (x == 0x9e3779b9u) *sink = x;
 }
 
+// A pure read through shared memory as the decode kernel streams (cp.async 16-byte copies, L1 bypassed): each thread
+// copies U chunks a stage into a ring of NS stages, waits for the oldest stage and folds one word of it. The block
+// streams one contiguous region.
+template <int U, int NS>
+__global__ void ReadCpAsync(const uint4* __restrict__ p, size_t n, unsigned* sink) {
+  extern __shared__ __align__(128) uint4 ring[];  // [NS][blockDim.x * U]
+  const size_t per_block = n / gridDim.x / (size_t{blockDim.x} * U) * (size_t{blockDim.x} * U);
+  const uint4* src = p + blockIdx.x * per_block;
+  const int stage = blockDim.x * U, steps = static_cast<int>(per_block / stage);
+  auto issue = [&](int t) {
+    if (t < steps)
+#pragma unroll
+      for (int k = 0; k < U; ++k) {
+        const int i = k * blockDim.x + threadIdx.x;
+        mixattn::cuda::dev::CpAsync16(mixattn::cuda::dev::SmemAddr(ring + (t % NS) * stage + i), src + size_t(t) * stage + i, 16);
+      }
+    mixattn::cuda::dev::CpAsyncCommit();
+  };
+  for (int t = 0; t < NS - 1; ++t) issue(t);
+  unsigned x = 0;
+  for (int t = 0; t < steps; ++t) {
+    issue(t + NS - 1);
+    mixattn::cuda::dev::CpAsyncWait<NS - 1>();
+    const uint4 v = ring[(t % NS) * stage + threadIdx.x];  // the thread's own copy: no barrier needed
+    x ^= v.x ^ v.w;
+  }
+  if (x == 0x9e3779b9u) *sink = x;
+}
+
+// A pure read with the Hopper bulk-copy engine (cp.async.bulk, one 1-D copy of kChunk bytes a stage, completion on an
+// mbarrier): one thread a block issues, waits and folds one word. Blocks of one warp; the block streams one
+// contiguous region through NS stages.
+template <int kChunk, int NS>
+__global__ void ReadBulk(const uint4* __restrict__ p, size_t n, unsigned* sink) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) uint4 ring[];  // [NS][kChunk / 16]
+  __shared__ __align__(8) unsigned long long bar[NS];
+  if (threadIdx.x != 0) return;
+  constexpr int kWords = kChunk / 16;
+  const size_t per_block = n / gridDim.x / kWords * kWords;
+  const uint4* src = p + blockIdx.x * per_block;
+  const int steps = static_cast<int>(per_block / kWords);
+  for (int s = 0; s < NS; ++s)
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(mixattn::cuda::dev::SmemAddr(&bar[s])) : "memory");
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  auto issue = [&](int t) {
+    if (t >= steps) return;
+    const uint32_t b = mixattn::cuda::dev::SmemAddr(&bar[t % NS]);
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(b), "r"(kChunk) : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                     mixattn::cuda::dev::SmemAddr(ring + (t % NS) * kWords)),
+                 "l"(src + size_t(t) * kWords), "r"(kChunk), "r"(b)
+                 : "memory");
+  };
+  for (int t = 0; t < NS; ++t) issue(t);
+  unsigned x = 0;
+  for (int t = 0; t < steps; ++t) {
+    const uint32_t b = mixattn::cuda::dev::SmemAddr(&bar[t % NS]);
+    const uint32_t parity = (t / NS) & 1;
+    uint32_t done = 0;
+    while (!done)
+      asm volatile("{ .reg .pred q; mbarrier.try_wait.parity.shared::cta.b64 q, [%1], %2; selp.u32 %0, 1, 0, q; }"
+                   : "=r"(done) : "r"(b), "r"(parity) : "memory");
+    const uint4 v = ring[(t % NS) * kWords];
+    x ^= v.x ^ v.w;
+    issue(t + NS);
+  }
+  if (x == 0x9e3779b9u) *sink = x;
+#endif
+}
+
 __global__ void EmptyKernel() {}
 
 // µs per launch of launch(r) over R buffers: a graph of R launches replayed (the decode rows' method).
@@ -218,13 +290,18 @@ double GraphUsPerLaunch(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int
 
 struct ReadShape {
   int blocks_per_sm, threads, unroll;
+  const char* reader = "ld";  // ld: plain 16-byte loads; cp.async: 16-byte copies to shared memory; bulk: cp.async.bulk
 };
 
 // The fastest pure read of `bytes` (over R copies) among grid shapes: blocks per SM x threads x loads in flight.
+// per_reader (optional): the fastest time of each reader kind, in the order ld, cp.async, bulk.
 std::pair<double, ReadShape> BestRead(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, size_t bytes, int R,
-                                      const std::vector<void*>& bufs, unsigned* sink) {
+                                      const std::vector<void*>& bufs, unsigned* sink, double* per_reader = nullptr) {
   double best = INFINITY;
   ReadShape at{};
+  double local[3] = {INFINITY, INFINITY, INFINITY};
+  double* kind_best = per_reader ? per_reader : local;
+  for (int i = 0; i < 3; ++i) kind_best[i] = INFINITY;
   for (int bps : {1, 2, 4, 8, 16})
     for (int threads : {128, 256, 512, 1024})
       for (int unroll : {2, 4, 8}) {
@@ -238,11 +315,52 @@ std::pair<double, ReadShape> BestRead(cudaStream_t stream, cudaEvent_t ea, cudaE
           else ReadStream<8><<<grid, threads, 0, stream>>>(p, n, sink);
           CK(cudaGetLastError());
         });
+        kind_best[0] = std::min(kind_best[0], us);
         if (us < best) {
           best = us;
           at = {bps, threads, unroll};
         }
       }
+  // Through shared memory: cp.async (4 stages of U 16-byte chunks a thread) and the bulk-copy engine (4 stages of
+  // 4 / 8 / 16 KB, one-warp blocks). Only where the region a block streams holds at least 8 stages.
+  const size_t n = bytes / 16;
+  for (int bps : {1, 2, 4})
+    for (int unroll : {2, 4, 8}) {
+      const int threads = 256;
+      const unsigned grid = static_cast<unsigned>(sms * bps);
+      const size_t smem = size_t{4} * threads * unroll * 16;
+      if (n / grid < size_t{8} * threads * unroll || smem * bps > 200 * 1024) continue;
+      auto kernel = unroll == 2 ? ReadCpAsync<2, 4> : unroll == 4 ? ReadCpAsync<4, 4> : ReadCpAsync<8, 4>;
+      CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+      const size_t read = n / grid / (size_t{threads} * unroll) * (size_t{threads} * unroll) * grid * 16;
+      const double us = GraphUsPerLaunch(stream, ea, eb, R, [&](int r) {
+        kernel<<<grid, threads, smem, stream>>>(static_cast<const uint4*>(bufs[r]), n, sink);
+        CK(cudaGetLastError());
+      }) * bytes / read;  // per the whole buffer (a remainder under one stage a block is not read)
+      kind_best[1] = std::min(kind_best[1], us);
+      if (us < best) {
+        best = us;
+        at = {bps, threads, unroll, "cp.async"};
+      }
+    }
+  for (int bps : {1, 2, 4, 8})
+    for (int kb : {4, 8, 16}) {
+      const unsigned grid = static_cast<unsigned>(sms * bps);
+      const size_t chunk = size_t{1024} * kb, smem = 4 * chunk;
+      if (bytes / grid < 8 * chunk || smem * bps > 200 * 1024) continue;
+      auto kernel = kb == 4 ? ReadBulk<4096, 4> : kb == 8 ? ReadBulk<8192, 4> : ReadBulk<16384, 4>;
+      CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+      const size_t read = bytes / grid / chunk * chunk * grid;
+      const double us = GraphUsPerLaunch(stream, ea, eb, R, [&](int r) {
+        kernel<<<grid, 32, smem, stream>>>(static_cast<const uint4*>(bufs[r]), n, sink);
+        CK(cudaGetLastError());
+      }) * bytes / read;
+      kind_best[2] = std::min(kind_best[2], us);
+      if (us < best) {
+        best = us;
+        at = {bps, 32, kb, "bulk"};
+      }
+    }
   return {best, at};
 }
 
@@ -257,14 +375,17 @@ int Floors(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, const cudaDevice
     CK(cudaMalloc(&buf, bytes));
     Fill(buf, bytes / 2, 41);
     CK(cudaDeviceSynchronize());
-    const auto [us, at] = BestRead(stream, ea, eb, sms, bytes, 1, {buf}, sink);
-    std::printf("# read_peak_GBps %.1f\n# read_peak_shape %d blocks/SM x %d threads x %d loads in flight\n",
-                bytes / (us * 1e3), at.blocks_per_sm, at.threads, at.unroll);
+    double per_reader[3];
+    const auto [us, at] = BestRead(stream, ea, eb, sms, bytes, 1, {buf}, sink, per_reader);
+    std::printf("# read_peak_by_reader_GBps ld %.1f cp.async %.1f bulk %.1f\n", bytes / (per_reader[0] * 1e3),
+                bytes / (per_reader[1] * 1e3), bytes / (per_reader[2] * 1e3));
+    std::printf("# read_peak_GBps %.1f\n# read_peak_shape %s, %d blocks/SM x %d threads x %d (loads a thread | KB a stage)\n",
+                bytes / (us * 1e3), at.reader, at.blocks_per_sm, at.threads, at.unroll);
     CK(cudaFree(buf));
   }
   const double empty = GraphUsPerLaunch(stream, ea, eb, 32, [&](int) { EmptyKernel<<<1, 32, 0, stream>>>(); });
   std::printf("# empty_kernel_graph_us %.3f\n", empty);
-  std::printf("floor,B,bytes,read_us,read_over_empty,blocks_per_sm,threads,unroll\n");
+  std::printf("floor,B,bytes,read_us,read_over_empty,reader,blocks_per_sm,threads,unroll\n");
   std::fflush(stdout);
   for (int B : {1, 8, 32}) {
     const size_t bytes = size_t{2} * B * 8 * 1024 * 128 * 2;  // K and V of a W = 1024 ring, 8 kv heads, D = 128
@@ -276,7 +397,8 @@ int Floors(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, const cudaDevice
     }
     CK(cudaDeviceSynchronize());
     const auto [us, at] = BestRead(stream, ea, eb, sms, bytes, R, bufs, sink);
-    std::printf("sliding_read,%d,%zu,%.2f,%.2f,%d,%d,%d\n", B, bytes, us, us / empty, at.blocks_per_sm, at.threads, at.unroll);
+    std::printf("sliding_read,%d,%zu,%.2f,%.2f,%s,%d,%d,%d\n", B, bytes, us, us / empty, at.reader, at.blocks_per_sm, at.threads,
+                at.unroll);
     std::fflush(stdout);
     for (void* b : bufs) CK(cudaFree(b));
   }
