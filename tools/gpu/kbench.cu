@@ -275,7 +275,8 @@ __global__ void ReadBulk(const uint4* __restrict__ p, size_t n, unsigned* sink) 
 
 __global__ void EmptyKernel() {}
 
-// µs per launch of launch(r) over R buffers: a graph of R launches replayed (the decode rows' method).
+// µs per launch of launch(r) over R buffers: a graph of R launches replayed, µs per replay / R (the method of every
+// kbench decode row, and of torch_bench.py).
 template <typename Launch>
 double GraphUsPerLaunch(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int R, Launch&& launch) {
   cudaGraph_t g;
@@ -632,15 +633,7 @@ int main(int argc, char** argv) {
             }
           }
           // Timing: a graph of R launches over the R cache copies, replayed.
-          cudaGraph_t g;
-          CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-          for (int r = 0; r < R; ++r) launch(r);
-          CK(cudaStreamEndCapture(stream, &g));
-          Graph ge;
-          CK(cudaGraphInstantiateWithFlags(&ge.exec, g, 0));
-          CK(cudaGraphDestroy(g));
-          // Each replay runs R launches: µs per launch = µs per replay / R.
-          const double us = MedianUsPerCall(stream, ea, eb, 6.0, 400, [&] { CK(cudaGraphLaunch(ge.exec, stream)); }) / R;
+          const double us = GraphUsPerLaunch(stream, ea, eb, R, launch);
           if (var.bf16) refill(false);
           const std::string name = var.bf16 ? (var.rotary ? "tc_bf16_rotary" : "tc_bf16")
                                  : var.rotary ? "tc_rotary"
