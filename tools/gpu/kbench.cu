@@ -12,9 +12,10 @@
 //                                    D = 128, 8 kv heads), each the fastest of a sweep of grid shapes, timed like
 //                                    the decode rows (graph replay over copies exceeding 4x L2 where they fit)
 //   kbench shape KIND B T D [v...]   one shape (KIND sliding|global), the tensor-core kernel as planned and
-//                                    in each listed variant: a tc_flags value, sN for N splits, or r for rotary
+//                                    in each listed variant: a tc_flags value, sN for N splits, r for rotary
 //                                    inside the op (R = D; profiling runs), b for bf16 (the same values
-//                                    rounded to bf16; diff against the fp16 output); KBENCH_ONLY_LISTED=1 leaves out the
+//                                    rounded to bf16; diff against the fp16 output), cN cluster merge off (0) /
+//                                    on (1), or a word of these (rc0); KBENCH_ONLY_LISTED=1 leaves out the
 //                                    planned variant (then the first listed variant is the first launch)
 //
 // Shapes: decode (S = 1), fp16, 32 q / 8 kv heads, D = 128, past = T - 1, owner bound in place;
@@ -414,20 +415,27 @@ int main(int argc, char** argv) {
   const bool one = argc > 5 && std::strcmp(argv[1], "shape") == 0;
   // Extra variants: "sN" forces N splits, "r" adds rotary inside the op (R = D, half-split), a number is a tc_flags value.
   struct Extra {
-    int splits = 0, flags = -1;
+    int splits = 0, flags = -1, cluster = -1;
     bool rotary = false, bf16 = false;
   };
   std::vector<Extra> one_extra;
+  // A variant is a word of parts: sN (N splits), r (rotary), b (bf16), cN (cluster merge off / on), a number (tc_flags);
+  // e.g. "rc0" is rotary with the cluster merge off.
   for (int i = 6; one && i < argc; ++i) {
     Extra e;
-    if (argv[i][0] == 's') e.splits = std::atoi(argv[i] + 1);
-    else if (argv[i][0] == 'r') {
-      e.rotary = true;
-      if (argv[i][1] != 0) e.flags = std::atoi(argv[i] + 1);
-    } else if (argv[i][0] == 'b') {
-      e.bf16 = true;
+    for (const char* c = argv[i]; *c != 0;) {
+      char* end = nullptr;
+      if (*c == 's') e.splits = static_cast<int>(std::strtol(c + 1, &end, 10));
+      else if (*c == 'c') e.cluster = static_cast<int>(std::strtol(c + 1, &end, 10));
+      else if (*c == 'r') e.rotary = true, end = const_cast<char*>(c + 1);
+      else if (*c == 'b') e.bf16 = true, end = const_cast<char*>(c + 1);
+      else e.flags = static_cast<int>(std::strtol(c, &end, 10));
+      if (end == c) {
+        std::fprintf(stderr, "kbench: cannot read variant '%s'\n", argv[i]);
+        return 2;
+      }
+      c = end;
     }
-    else e.flags = std::atoi(argv[i]);
     one_extra.push_back(e);
   }
   cudaDeviceProp prop;
@@ -538,15 +546,18 @@ int main(int argc, char** argv) {
         struct Variant {
           int kernel, splits, flags, fused = -1;
           bool rotary = false, bf16 = false;
+          int cluster = -1;
         };
-        // SIMT, tensor-core (splits merged in-kernel), tensor-core with the separate CombineKernel ("tc_sep").
-        std::vector<Variant> variants = {{0, 0, -1}, {1, 0, -1}, {1, 0, -1, 0}};
+        // SIMT, tensor-core (splits merged as planned: in a cluster where one fits, else by the group's last block),
+        // tensor-core with the separate CombineKernel ("tc_sep"), and with the cluster merge off ("tc_c0": the last
+        // block merges; the same as "tc" where the plan has one split or no cluster fits).
+        std::vector<Variant> variants = {{0, 0, -1}, {1, 0, -1}, {1, 0, -1, 0, false, false, 0}, {1, 0, -1, -1, false, false, 0}};
         if (one) {
           // KBENCH_ONLY_LISTED=1: only the listed variants (a profiler's first launch is then the first listed one).
           const char* only = std::getenv("KBENCH_ONLY_LISTED");
           variants.clear();
           if (only == nullptr || std::atoi(only) == 0 || one_extra.empty()) variants.push_back({1, 0, -1});
-          for (const Extra& e : one_extra) variants.push_back({1, e.splits, e.flags, -1, e.rotary, e.bf16});
+          for (const Extra& e : one_extra) variants.push_back({1, e.splits, e.flags, -1, e.rotary, e.bf16, e.cluster});
         }
         // Tuning rows on shapes of B*T = 16K..1M: the tensor-core kernel's variant flags
         // (decode_tc.cu) and half / double the automatic split count.
@@ -567,6 +578,7 @@ int main(int argc, char** argv) {
           tune.splits = var.splits;
           tune.tc_flags = var.flags;
           tune.fused_combine = var.fused;
+          tune.cluster_merge = var.cluster;
           CudaAttendArgs av = a;
           // bf16: the same buffers refilled with bf16 values for this variant, fp16 again after it.
           auto refill = [&](bool bf16) {
@@ -635,13 +647,16 @@ int main(int argc, char** argv) {
           // Timing: a graph of R launches over the R cache copies, replayed.
           const double us = GraphUsPerLaunch(stream, ea, eb, R, launch);
           if (var.bf16) refill(false);
-          const std::string name = var.bf16 ? (var.rotary ? "tc_bf16_rotary" : "tc_bf16")
+          const std::string name = std::string(var.bf16 ? (var.rotary ? "tc_bf16_rotary" : "tc_bf16")
                                  : var.rotary ? "tc_rotary"
                                  : !var.kernel       ? "simt"
                                  : var.fused == 0 ? "tc_sep"
                                  : var.flags >= 0 ? "tc_f" + std::to_string(var.flags)
                                  : var.splits > 0 ? "tc_s"
-                                                  : "tc";
+                                                  : "tc") +
+                                   (var.cluster >= 0 && var.fused != 0 ? "_c" + std::to_string(var.cluster) : "");
+          std::fprintf(stderr, "%s B=%d T=%d D=%d %s: splits %d, merge %s\n", kind, B, T, D, name.c_str(), pl.splits,
+                       pl.splits == 1 ? "none" : pl.cluster_merge ? "cluster" : pl.fused_combine ? "last block" : "CombineKernel");
           std::printf("%s,%d,%d,%d,%.0f,%s,%d,%.2f,%.1f,%.3g\n", kind, B, T, L, bytes, name.c_str(),
                       pl.splits, us, 100.0 * bytes / (us * 1e3) / peak, diff);
           std::fflush(stdout);

@@ -63,8 +63,14 @@ check() {
   rm -rf "$work/dump"
   "$harness" check "$work/models" "$lib" "$work/dump" 2>&1 | tee "$logs/check.log"
   summary+=("harness check: $(tail -1 "$logs/check.log")")
-  step "check: the same with split-K merged by CombineKernel (MIXATTN_CUDA_FUSED_COMBINE=0)"
-  MIXATTN_CUDA_FUSED_COMBINE=0 "$harness" check "$work/models" "$lib" - > "$logs/check-sep.log" 2>&1
+  # Split-K decode merges in a thread-block cluster where one fits (sm_90, <= 16 splits); these passes check the two
+  # other merges on the same cases.
+  step "check: the same with split-K merged by each group's last block (MIXATTN_CUDA_CLUSTER_MERGE=0)"
+  MIXATTN_CUDA_CLUSTER_MERGE=0 "$harness" check "$work/models" "$lib" - > "$logs/check-last-block.log" 2>&1
+  tail -1 "$logs/check-last-block.log"
+  summary+=("harness check, last-block merge: $(tail -1 "$logs/check-last-block.log")")
+  step "check: the same with split-K merged by CombineKernel (MIXATTN_CUDA_CLUSTER_MERGE=0 MIXATTN_CUDA_FUSED_COMBINE=0)"
+  MIXATTN_CUDA_CLUSTER_MERGE=0 MIXATTN_CUDA_FUSED_COMBINE=0 "$harness" check "$work/models" "$lib" - > "$logs/check-sep.log" 2>&1
   tail -1 "$logs/check-sep.log"
   summary+=("harness check, CombineKernel: $(tail -1 "$logs/check-sep.log")")
   step "check: vs torch float64 reference"

@@ -62,6 +62,8 @@ struct LaunchPlan {
   bool tensor_core = false;  // decode: the tensor-core cp.async kernel (fp16/bf16) instead of the SIMT one
   int tc_flags = 0;          // its variant flags
   bool fused_combine = false;  // tensor-core decode with splits > 1: the last block of each group merges the splits
+  bool cluster_merge = false;  // tensor-core decode, 1 < splits <= 16, sm_90: each group's splits form a thread-block
+                               // cluster and merge through distributed shared memory (then no fused_combine)
   bool copy_cache = false;  // owner, present != past: copy past -> present first
   RotaryPath rotary = RotaryPath::kNone;
   // Scratch layout (device memory from ORT's allocator; byte offsets, each 256-byte aligned): split-K partials
@@ -84,6 +86,8 @@ struct PlanTuning {
   int splits = 0;          // > 0: force this split count (decode: clamped to [1, 256]; prefill: [1, 8])
   int tc_flags = -1;       // >= 0: tensor-core kernel variant flags (decode_tc.cu; env MIXATTN_CUDA_DECODE_TC_FLAGS)
   int fused_combine = -1;  // -1 auto (on; env MIXATTN_CUDA_FUSED_COMBINE=0 turns it off), 0 CombineKernel, 1 fused
+  int cluster_merge = -1;  // -1 auto (where a cluster fits; env MIXATTN_CUDA_CLUSTER_MERGE=0 turns it off), 0 off, 1 on
+                           // where it fits
 };
 
 // num_sms: multiprocessors of the current device (CurrentDeviceSmCount()).

@@ -62,7 +62,8 @@ struct TcGeometry {
   template <typename T>
   static constexpr size_t SmemBytes() {
     const size_t ring = size_t{kWarps} * kWarpElems * sizeof(T);
-    const size_t merge = (size_t{kWarps} * 8 * D + 2 * kWarps * 8) * sizeof(float);
+    // The 4 warps' merge, then (cluster merge) the block's partial: [8][D] accumulators and 8 (max, sum) pairs.
+    const size_t merge = (size_t{kWarps} * 8 * D + 2 * kWarps * 8 + 8 * D + 2 * 8) * sizeof(float);
     const size_t splits = 16 + (8 * 256 + 8) * sizeof(float);  // MergeSplitsIfLast: flag, weights of 8 heads x 256 splits
     return ring > merge ? (ring > splits ? ring : splits) : (merge > splits ? merge : splits);
   }
@@ -157,6 +158,59 @@ __device__ __forceinline__ void MergeSplitsIfLast(const DecodeParams& p, int z, 
   }
 }
 
+// Split-K merge inside a thread-block cluster (sm_90; the group's splits are the cluster's blocks, rank = split): each
+// block has left its partial — accumulators cl_acc[g][D] and (max in base-2 units, sum) cl_ml[g] — in its own shared
+// memory; after a cluster barrier every block merges a slice of the group's (head, 4 dims) outputs, loading that slice
+// of every block's partial straight from the other blocks' shared memory (all loads issued before the arithmetic: one
+// round trip), and a second barrier keeps each block's shared memory alive until the others have read it. Replaces the
+// global partials, the fence, the split counter and the last block's L2 round trips of MergeSplitsIfLast.
+template <typename T, int D>
+__device__ __forceinline__ void ClusterMergeSplits(const DecodeParams& p, int z, int h0, int g_count, const float* cl_acc,
+                                                   const float2* cl_ml) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  dev::ClusterSync();  // every block's partial is in its shared memory
+  constexpr int D4 = D / 4;
+  const int splits = p.splits;
+  const int entries = g_count * D4, per_rank = (entries + splits - 1) / splits;
+  const int first = static_cast<int>(dev::ClusterRank()) * per_rank, last = min(entries, first + per_rank);
+  const uint32_t acc_base = SmemAddr(cl_acc), ml_base = SmemAddr(cl_ml);
+  for (int e = first + static_cast<int>(threadIdx.x); e < last; e += kDecodeTcThreads) {
+    const int g = e / D4, d4 = e % D4;
+    float2 ml[kMaxClusterSplits];
+    float4 acc[kMaxClusterSplits];
+#pragma unroll
+    for (int r = 0; r < kMaxClusterSplits; ++r)
+      if (r < splits) {
+        ml[r] = dev::ClusterLoad2(dev::ClusterMap(ml_base + g * sizeof(float2), r));
+        acc[r] = dev::ClusterLoad4(dev::ClusterMap(acc_base + (g * D + d4 * 4) * sizeof(float), r));
+      }
+    float mx = -INFINITY;
+#pragma unroll
+    for (int r = 0; r < kMaxClusterSplits; ++r)
+      if (r < splits) mx = fmaxf(mx, ml[r].x);
+    float sum = 0.f;
+    float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int r = 0; r < kMaxClusterSplits; ++r)
+      if (r < splits && ml[r].x != -INFINITY) {
+        const float w = exp2f(ml[r].x - mx);
+        sum = fmaf(w, ml[r].y, sum);
+        a.x = fmaf(w, acc[r].x, a.x);
+        a.y = fmaf(w, acc[r].y, a.y);
+        a.z = fmaf(w, acc[r].z, a.z);
+        a.w = fmaf(w, acc[r].w, a.w);
+      }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    T* out = static_cast<T*>(p.output) + (static_cast<size_t>(z) * p.num_heads + h0 + g) * D + d4 * 4;
+    out[0] = Traits<T>::From(a.x * inv);
+    out[1] = Traits<T>::From(a.y * inv);
+    out[2] = Traits<T>::From(a.z * inv);
+    out[3] = Traits<T>::From(a.w * inv);
+  }
+  dev::ClusterSync();  // no block leaves (freeing its shared memory) while another may still read it
+#endif
+}
+
 // The block's g_count query rows (global memory, [g][D]) rotated at position pos into qs ([8][kQueryStride] in shared
 // memory), one rotation pair per thread and pass: every load of a pass (the pair, its angle) is issued before any
 // arithmetic. Replaces per-lane RotatePairs of the fragments, which loaded each row ~8 times over and cost ~550
@@ -212,7 +266,9 @@ __device__ __forceinline__ void StageRotatedQuery(const T* q, int g_count, int p
 // kRotary: rotary inside the op (p.rotary.dim > 0), a separate instantiation — with the rotary code compiled into the
 // one kernel, its register budget shaped the schedule of the plain path too (H200 kbench A/B: short D = 128 calls
 // without rotary 2-6% slower after the staged rotation replaced RotatePairs, until the two were split).
-template <typename T, int D, bool kRotary>
+// kCluster: launched as clusters of p.splits blocks (one group each); the splits merge in distributed shared memory
+// (ClusterMergeSplits) instead of through global partials (MergeSplitsIfLast / CombineKernel).
+template <typename T, int D, bool kRotary, bool kCluster>
 __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_constant__ DecodeParams p) {
   using G = TcGeometry<D>;
   constexpr int NV = D / 8;              // 16-byte chunks per row
@@ -474,6 +530,8 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   float* sm_acc = reinterpret_cast<float*>(smem_raw);  // [kWarps][8][D]
   float* sm_m = sm_acc + kWarps * 8 * D;               // [kWarps][8]
   float* sm_l = sm_m + kWarps * 8;
+  float* cl_acc = sm_l + kWarps * 8;                                // [8][D]: the block's partial (cluster merge)
+  float2* cl_ml = reinterpret_cast<float2*>(cl_acc + 8 * D);        // [8]
   const int hA = 2 * (lane % 4), hB = hA + 1, dA = lane / 4;
   if (lane < 4) {
     sm_m[warp * 8 + hA] = m0;
@@ -510,6 +568,9 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     const int h = h0 + g;
     if (splits == 1) {
       static_cast<T*>(p.output)[(static_cast<size_t>(z) * Hq + h) * D + d] = Traits<T>::From(sum > 0.f ? a / sum : 0.f);
+    } else if constexpr (kCluster) {
+      cl_acc[g * D + d] = a;
+      if (d == 0) cl_ml[g] = make_float2(mx, sum);
     } else {
       // CombineKernel works in natural-log units: convert the base-2 maximum.
       const size_t part = (static_cast<size_t>(z) * Hq + h) * splits + split;
@@ -517,8 +578,11 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
       if (d == 0) p.part_ml[part] = make_float2(mx == -INFINITY ? mx : mx * 0.6931471805599453f, sum);
     }
   }
-  if (splits > 1 && p.counters != nullptr)
+  if constexpr (kCluster) {
+    if (splits > 1) ClusterMergeSplits<T, D>(p, z, h0, g_count, cl_acc, cl_ml);
+  } else if (splits > 1 && p.counters != nullptr) {
     MergeSplitsIfLast<T, D>(p, z, h0, g_count, static_cast<size_t>(z) * gridDim.y + blockIdx.y, smem_raw);
+  }
 }
 
 // Dynamic shared memory above 48 KB must be allowed per function (and device) before a launch or an
@@ -530,9 +594,13 @@ bool EnsureSmem() {
   const unsigned long long bit = 1ull << (dev & 63);
   if (done.load(std::memory_order_relaxed) & bit) return true;
   const int bytes = static_cast<int>(TcGeometry<D>::template SmemBytes<T>());
-  if (cudaFuncSetAttribute(DecodeTcKernel<T, D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess ||
-      cudaFuncSetAttribute(DecodeTcKernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess)
-    return false;
+  for (auto kernel : {DecodeTcKernel<T, D, false, false>, DecodeTcKernel<T, D, true, false>, DecodeTcKernel<T, D, false, true>,
+                      DecodeTcKernel<T, D, true, true>})
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) return false;
+  // Clusters of up to 16 blocks (above 8 is "non-portable"; Hopper allows it). Not an error where unsupported: the
+  // cluster kernels are then never chosen (DecodeTcClusterFits).
+  for (auto kernel : {DecodeTcKernel<T, D, false, true>, DecodeTcKernel<T, D, true, true>})
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) (void)cudaGetLastError();
   done.fetch_or(bit, std::memory_order_relaxed);
   return true;
 }
@@ -541,10 +609,28 @@ template <typename T, int D>
 cudaError_t LaunchDecodeTc(const DecodeParams& p, cudaStream_t stream) {
   if (!EnsureSmem<T, D>()) return cudaGetLastError();
   const dim3 grid(static_cast<unsigned>(p.batch) * p.seq * p.splits, static_cast<unsigned>(p.kv_num_heads) * p.chunks);
+  const size_t smem = TcGeometry<D>::template SmemBytes<T>();
+  if (p.cluster_merge != 0 && p.splits > 1) {
+    // One cluster per group: the group's splits are consecutive in grid x, which the cluster size divides.
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = dim3(kDecodeTcThreads);
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeClusterDimension;
+    attribute[0].val.clusterDim.x = static_cast<unsigned>(p.splits);
+    attribute[0].val.clusterDim.y = 1;
+    attribute[0].val.clusterDim.z = 1;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+    return p.rotary.dim > 0 ? cudaLaunchKernelEx(&config, DecodeTcKernel<T, D, true, true>, p)
+                            : cudaLaunchKernelEx(&config, DecodeTcKernel<T, D, false, true>, p);
+  }
   if (p.rotary.dim > 0)
-    DecodeTcKernel<T, D, true><<<grid, kDecodeTcThreads, TcGeometry<D>::template SmemBytes<T>(), stream>>>(p);
+    DecodeTcKernel<T, D, true, false><<<grid, kDecodeTcThreads, smem, stream>>>(p);
   else
-    DecodeTcKernel<T, D, false><<<grid, kDecodeTcThreads, TcGeometry<D>::template SmemBytes<T>(), stream>>>(p);
+    DecodeTcKernel<T, D, false, false><<<grid, kDecodeTcThreads, smem, stream>>>(p);
   return cudaGetLastError();
 }
 
@@ -554,11 +640,53 @@ int OccupancyTc() {
   int plain = 0, rotary = 0;
   if (!EnsureSmem<T, D>()) return 1;
   const size_t smem = TcGeometry<D>::template SmemBytes<T>();
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&plain, DecodeTcKernel<T, D, false>, kDecodeTcThreads, smem) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&rotary, DecodeTcKernel<T, D, true>, kDecodeTcThreads, smem) != cudaSuccess)
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&plain, DecodeTcKernel<T, D, false, false>, kDecodeTcThreads, smem) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&rotary, DecodeTcKernel<T, D, true, false>, kDecodeTcThreads, smem) != cudaSuccess)
     return 1;
   const int blocks = plain < rotary ? plain : rotary;
   return blocks > 0 ? blocks : 1;
+}
+
+// Bit s of the result: a cluster of s blocks fits (cudaOccupancyMaxActiveClusters >= 1 for both instantiations).
+template <typename T, int D>
+unsigned ClusterSizesThatFit() {
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      major < 9 || !EnsureSmem<T, D>()) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  unsigned fits = 0;
+  for (int size = 2; size <= kMaxClusterSplits; ++size) {
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(static_cast<unsigned>(size));
+    config.blockDim = dim3(kDecodeTcThreads);
+    config.dynamicSmemBytes = TcGeometry<D>::template SmemBytes<T>();
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeClusterDimension;
+    attribute[0].val.clusterDim.x = static_cast<unsigned>(size);
+    attribute[0].val.clusterDim.y = 1;
+    attribute[0].val.clusterDim.z = 1;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+    int plain = 0, rotary = 0;
+    if (cudaOccupancyMaxActiveClusters(&plain, DecodeTcKernel<T, D, false, true>, &config) != cudaSuccess ||
+        cudaOccupancyMaxActiveClusters(&rotary, DecodeTcKernel<T, D, true, true>, &config) != cudaSuccess) {
+      (void)cudaGetLastError();
+      continue;
+    }
+    if (plain >= 1 && rotary >= 1) fits |= 1u << size;
+  }
+  return fits;
+}
+
+template <typename T>
+unsigned TcClusterSizesForHeadDim(int head_dim) {
+  switch (head_dim) {
+    case 64: return ClusterSizesThatFit<T, 64>();
+    case 128: return ClusterSizesThatFit<T, 128>();
+    default: return ClusterSizesThatFit<T, 256>();
+  }
 }
 
 template <typename T>
@@ -588,6 +716,21 @@ DecodeLauncher GetDecodeTcLauncher(DType dtype, int head_dim) {
     case DType::kBFloat16: return TcForHeadDim<__nv_bfloat16>(head_dim);
     default: return nullptr;
   }
+}
+
+bool DecodeTcClusterFits(DType dtype, int head_dim, int splits) {
+  if (dtype == DType::kFloat32 || splits < 2 || splits > kMaxClusterSplits) return false;
+  // Per device (up to 64) and (type, head size): the bit mask of cluster sizes that fit, + 1 (0 = not asked yet).
+  static std::atomic<unsigned long long> cache[64][2][3] = {};
+  const int dev = CurrentDevice() & 63;
+  const int t = dtype == DType::kFloat16 ? 0 : 1, d = head_dim == 64 ? 0 : head_dim == 128 ? 1 : 2;
+  unsigned long long v = cache[dev][t][d].load(std::memory_order_relaxed);
+  if (v == 0) {
+    v = 1ull + (dtype == DType::kFloat16 ? TcClusterSizesForHeadDim<__half>(head_dim)
+                                         : TcClusterSizesForHeadDim<__nv_bfloat16>(head_dim));
+    cache[dev][t][d].store(v, std::memory_order_relaxed);
+  }
+  return (((v - 1) >> splits) & 1) != 0;
 }
 
 int DecodeTcBlocksPerSm(DType dtype, int head_dim) {

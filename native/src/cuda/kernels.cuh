@@ -38,6 +38,8 @@ struct DecodeParams {
   int batch, seq, num_heads, kv_num_heads, capacity, window, group, chunks, splits, min_per_split;
   int head_chunk;           // query heads per block (the last chunk may hold fewer)
   int tc_flags;             // tensor-core kernel: bit 0 interleaved warp tiles (decode_tc.cu)
+  int cluster_merge;        // tensor-core kernel, 1 < splits <= kMaxClusterSplits, sm_90: the splits of a group are one
+                            // thread-block cluster and merge through distributed shared memory (no counters, no partials)
   float scale, softcap;
   RotaryParams rotary;      // tensor-core kernel only (the SIMT kernel gets pre-rotated inputs)
 };
@@ -77,6 +79,11 @@ DecodeLauncher GetDecodeTcLauncher(DType dtype, int head_dim);
 int DecodeTcBlocksPerSm(DType dtype, int head_dim);
 constexpr int kPrefillRows = 64;  // query tokens per prefill block
 constexpr int kDecodeTcThreads = 128;
+// Largest split count merged in a thread-block cluster (16: the non-portable cluster size Hopper allows).
+constexpr int kMaxClusterSplits = 16;
+// Whether a cluster of `splits` tensor-core decode blocks (this element type and head size) can run on the current
+// device: sm_90 or later, and cudaOccupancyMaxActiveClusters >= 1. Cached per device.
+bool DecodeTcClusterFits(DType dtype, int head_dim, int splits);
 constexpr int kDecodeTcKeysPerTile = 16;                                        // keys per warp tile
 constexpr int kDecodeTcMinPerSplit = (kDecodeTcThreads / 32) * kDecodeTcKeysPerTile;  // one tile per warp
 

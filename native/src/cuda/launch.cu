@@ -33,6 +33,9 @@ constexpr size_t kScratchAlign = 256;
 
 // Visible ranges up to this many keys count as short for the split choice (Plan).
 constexpr long long kShortRange = 2048;
+// Short decode calls with up to this many splits merge them in a thread-block cluster where one fits (Plan): every
+// count measured from 2 to 9 gained, 16 lost (H200 kbench A/B; the numbers at the rule in Plan).
+constexpr int kAutoClusterSplits = 9;
 
 // Prefill split-K (Plan): only when the grid fills at most half the resident slots (2 blocks an SM) and the key range
 // can exceed kPrefillSplitFrom keys; at least kPrefillMinSplitKeys keys a split, at most kPrefillMaxSplits splits.
@@ -72,6 +75,14 @@ int EnvTcFlags() {
 bool EnvFusedCombine() {
   static const bool v = [] {
     const char* e = std::getenv("MIXATTN_CUDA_FUSED_COMBINE");
+    return e == nullptr || std::atoi(e) != 0;
+  }();
+  return v;
+}
+// MIXATTN_CUDA_CLUSTER_MERGE=0 (A/B runs): split-K merged through global memory even where a cluster would do.
+bool EnvClusterMerge() {
+  static const bool v = [] {
+    const char* e = std::getenv("MIXATTN_CUDA_CLUSTER_MERGE");
     return e == nullptr || std::atoi(e) != 0;
   }();
   return v;
@@ -224,7 +235,20 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms, const PlanTuning& tuning) 
     const long long want = base > 0 ? (target + base - 1) / base : 1;
     pl.splits = static_cast<int>(std::clamp<long long>(want, 1, max_splits));
   }
-  pl.fused_combine = pl.tensor_core && pl.splits > 1 &&
+  // Short ranges with a few splits, on sm_90: one thread-block cluster per group merges through distributed shared
+  // memory, which takes the global partials, the fence, the split counter and the L2 round trips off the call's
+  // critical path. H200 kbench, in-run A/B, W = 1024 unless global: without / with rotary inside the op, sliding
+  // D = 128 B = 2 (9 splits) 9.9 -> 9.6 / 11.1 -> 11.0 us, B = 4 (5) 12.6 -> 11.8 / 13.5 -> 13.0, B = 8 (3) 16.1 -> 15.4
+  // / 16.7 -> 16.1, B = 16 (2) 24.8 -> 23.7 / 25.1 -> 24.3; D = 64 B = 4 (7) 9.1 -> 8.5 / 10.3 -> 10.0, B = 8 (4)
+  // 11.0 -> 10.9 / 12.3 -> 12.4, B = 16 (2) 14.3 -> 13.8 / 15.2 -> 15.0; global T = 2K B = 8 (3) 25.1 -> 24.1. Not for
+  // long ranges or many splits: clusters constrain where blocks may run — 16-block clusters made B = 1 calls 3-6%
+  // slower (sliding) and 12-26% slower (global, T = 4K-128K), 3-block clusters a global B = 16, T = 32K, D = 64 call
+  // 14% slower. tuning.cluster_merge = 1 forces it wherever a cluster fits (A/B runs).
+  const bool cluster_auto = longest <= kShortRange && pl.splits <= kAutoClusterSplits && EnvClusterMerge();
+  pl.cluster_merge = pl.tensor_core && pl.splits > 1 &&
+                     (tuning.cluster_merge >= 0 ? tuning.cluster_merge != 0 : cluster_auto) &&
+                     DecodeTcClusterFits(a.dtype, sh.head_dim, pl.splits);
+  pl.fused_combine = pl.tensor_core && pl.splits > 1 && !pl.cluster_merge &&
                      (tuning.fused_combine >= 0 ? tuning.fused_combine != 0 : EnvFusedCombine());
   return WithRotary(a, WithPartials(sh, base, pl));  // a group: one (token, KV head, head chunk)
 }
@@ -296,10 +320,11 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
     p.tc_flags = pl.tc_flags;
     if (pl.rotary == RotaryPath::kFused)
       p.rotary = {a.cos_cache, a.sin_cache, a.rotary_dim, a.max_positions, a.rotary_interleaved ? 1 : 0};
+    p.cluster_merge = pl.cluster_merge ? 1 : 0;
     if (pl.fused_combine)
       p.counters = SplitCounters(stream, pl.split_groups);
     if (cudaError_t e = launch(p, stream)) return CudaError("decode kernel launch", e);
-    if (pl.splits > 1 && p.counters == nullptr)
+    if (pl.splits > 1 && !pl.cluster_merge && p.counters == nullptr)
       if (cudaError_t e = GetCombineLauncher(a.dtype)(p, sh.head_dim, stream))
         return CudaError("split-K combine kernel launch", e);
   }
