@@ -244,7 +244,9 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms, const PlanTuning& tuning) 
   // long ranges or many splits: clusters constrain where blocks may run — 16-block clusters made B = 1 calls 3-6%
   // slower (sliding) and 12-26% slower (global, T = 4K-128K), 3-block clusters a global B = 16, T = 32K, D = 64 call
   // 14% slower. tuning.cluster_merge = 1 forces it wherever a cluster fits (A/B runs).
-  const bool cluster_auto = longest <= kShortRange && pl.splits <= kAutoClusterSplits && EnvClusterMerge();
+  // Also two splits on a long range (pairs of blocks), which gained 0.2-1.9% (H200 global B = 8, T = 4K 38.1 -> 37.4 us,
+  // T = 8K 67.8 -> 67.1, T = 128K 933 -> 931), while 3 and 4 splits there lost 5-35%.
+  const bool cluster_auto = pl.splits <= kAutoClusterSplits && (longest <= kShortRange || pl.splits == 2) && EnvClusterMerge();
   pl.cluster_merge = pl.tensor_core && pl.splits > 1 &&
                      (tuning.cluster_merge >= 0 ? tuning.cluster_merge != 0 : cluster_auto) &&
                      DecodeTcClusterFits(a.dtype, sh.head_dim, pl.splits);
