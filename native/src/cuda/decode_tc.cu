@@ -23,6 +23,7 @@
 // head is reduced over the 8 lanes that share it. Shared-memory rows are XOR-swizzled by 16-byte
 // chunk (dev::Swizzled: chunk ^ (row & 7)) so ldmatrix reads are conflict-free.
 #include <atomic>
+#include <type_traits>
 
 #include "cuda/kernel_common.cuh"
 #include "cuda/kernels.cuh"
@@ -605,6 +606,23 @@ bool EnsureSmem() {
   return true;
 }
 
+// A launch of `grid` blocks in clusters of `cluster` blocks along x; `attribute` must outlive the config.
+inline cudaLaunchConfig_t ClusterLaunchConfig(dim3 grid, size_t smem, cudaStream_t stream, int cluster,
+                                              cudaLaunchAttribute& attribute) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(kDecodeTcThreads);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = static_cast<unsigned>(cluster);
+  attribute.val.clusterDim.y = 1;
+  attribute.val.clusterDim.z = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  return config;
+}
+
 template <typename T, int D>
 cudaError_t LaunchDecodeTc(const DecodeParams& p, cudaStream_t stream) {
   if (!EnsureSmem<T, D>()) return cudaGetLastError();
@@ -612,18 +630,8 @@ cudaError_t LaunchDecodeTc(const DecodeParams& p, cudaStream_t stream) {
   const size_t smem = TcGeometry<D>::template SmemBytes<T>();
   if (p.cluster_merge != 0 && p.splits > 1) {
     // One cluster per group: the group's splits are consecutive in grid x, which the cluster size divides.
-    cudaLaunchConfig_t config = {};
-    config.gridDim = grid;
-    config.blockDim = dim3(kDecodeTcThreads);
-    config.dynamicSmemBytes = smem;
-    config.stream = stream;
-    cudaLaunchAttribute attribute[1];
-    attribute[0].id = cudaLaunchAttributeClusterDimension;
-    attribute[0].val.clusterDim.x = static_cast<unsigned>(p.splits);
-    attribute[0].val.clusterDim.y = 1;
-    attribute[0].val.clusterDim.z = 1;
-    config.attrs = attribute;
-    config.numAttrs = 1;
+    cudaLaunchAttribute attribute;
+    const cudaLaunchConfig_t config = ClusterLaunchConfig(grid, smem, stream, p.splits, attribute);
     return p.rotary.dim > 0 ? cudaLaunchKernelEx(&config, DecodeTcKernel<T, D, true, true>, p)
                             : cudaLaunchKernelEx(&config, DecodeTcKernel<T, D, false, true>, p);
   }
@@ -658,17 +666,9 @@ unsigned ClusterSizesThatFit() {
   }
   unsigned fits = 0;
   for (int size = 2; size <= kMaxClusterSplits; ++size) {
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(static_cast<unsigned>(size));
-    config.blockDim = dim3(kDecodeTcThreads);
-    config.dynamicSmemBytes = TcGeometry<D>::template SmemBytes<T>();
-    cudaLaunchAttribute attribute[1];
-    attribute[0].id = cudaLaunchAttributeClusterDimension;
-    attribute[0].val.clusterDim.x = static_cast<unsigned>(size);
-    attribute[0].val.clusterDim.y = 1;
-    attribute[0].val.clusterDim.z = 1;
-    config.attrs = attribute;
-    config.numAttrs = 1;
+    cudaLaunchAttribute attribute;
+    const cudaLaunchConfig_t config =
+        ClusterLaunchConfig(dim3(static_cast<unsigned>(size)), TcGeometry<D>::template SmemBytes<T>(), nullptr, size, attribute);
     int plain = 0, rotary = 0;
     if (cudaOccupancyMaxActiveClusters(&plain, DecodeTcKernel<T, D, false, true>, &config) != cudaSuccess ||
         cudaOccupancyMaxActiveClusters(&rotary, DecodeTcKernel<T, D, true, true>, &config) != cudaSuccess) {
@@ -680,12 +680,13 @@ unsigned ClusterSizesThatFit() {
   return fits;
 }
 
-template <typename T>
-unsigned TcClusterSizesForHeadDim(int head_dim) {
+// f(std::integral_constant<int, D>) for a supported head size D (64, 128, else 256).
+template <typename F>
+auto WithHeadDim(int head_dim, F&& f) {
   switch (head_dim) {
-    case 64: return ClusterSizesThatFit<T, 64>();
-    case 128: return ClusterSizesThatFit<T, 128>();
-    default: return ClusterSizesThatFit<T, 256>();
+    case 64: return f(std::integral_constant<int, 64>{});
+    case 128: return f(std::integral_constant<int, 128>{});
+    default: return f(std::integral_constant<int, 256>{});
   }
 }
 
@@ -699,14 +700,6 @@ DecodeLauncher TcForHeadDim(int head_dim) {
   }
 }
 
-template <typename T>
-int TcOccupancyForHeadDim(int head_dim) {
-  switch (head_dim) {
-    case 64: return OccupancyTc<T, 64>();
-    case 128: return OccupancyTc<T, 128>();
-    default: return OccupancyTc<T, 256>();
-  }
-}
 
 }  // namespace
 
@@ -726,8 +719,9 @@ bool DecodeTcClusterFits(DType dtype, int head_dim, int splits) {
   const int t = dtype == DType::kFloat16 ? 0 : 1, d = head_dim == 64 ? 0 : head_dim == 128 ? 1 : 2;
   unsigned long long v = cache[dev][t][d].load(std::memory_order_relaxed);
   if (v == 0) {
-    v = 1ull + (dtype == DType::kFloat16 ? TcClusterSizesForHeadDim<__half>(head_dim)
-                                         : TcClusterSizesForHeadDim<__nv_bfloat16>(head_dim));
+    v = 1ull + WithHeadDim(head_dim, [&](auto d) {
+          return dtype == DType::kFloat16 ? ClusterSizesThatFit<__half, d.value>() : ClusterSizesThatFit<__nv_bfloat16, d.value>();
+        });
     cache[dev][t][d].store(v, std::memory_order_relaxed);
   }
   return (((v - 1) >> splits) & 1) != 0;
@@ -738,8 +732,9 @@ int DecodeTcBlocksPerSm(DType dtype, int head_dim) {
   if (dtype == DType::kFloat32) return 1;
   const int t = dtype == DType::kFloat16 ? 0 : 1, d = head_dim == 64 ? 0 : head_dim == 128 ? 1 : 2;
   if (int v = cache[t][d].load(std::memory_order_relaxed)) return v;
-  const int v = dtype == DType::kFloat16 ? TcOccupancyForHeadDim<__half>(head_dim)
-                                         : TcOccupancyForHeadDim<__nv_bfloat16>(head_dim);
+  const int v = WithHeadDim(head_dim, [&](auto d) {
+    return dtype == DType::kFloat16 ? OccupancyTc<__half, d.value>() : OccupancyTc<__nv_bfloat16, d.value>();
+  });
   cache[t][d].store(v, std::memory_order_relaxed);
   return v;
 }
