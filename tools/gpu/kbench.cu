@@ -295,37 +295,41 @@ struct ReadShape {
   const char* reader = "ld";  // ld: plain 16-byte loads; cp.async: 16-byte copies to shared memory; bulk: cp.async.bulk
 };
 
-// The fastest pure read of `bytes` (over R copies) among grid shapes: blocks per SM x threads x loads in flight.
-// per_reader (optional): the fastest time of each reader kind, in the order ld, cp.async, bulk.
-std::pair<double, ReadShape> BestRead(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, size_t bytes, int R,
-                                      const std::vector<void*>& bufs, unsigned* sink, double* per_reader = nullptr) {
-  double best = INFINITY;
+// The fastest pure read of `bytes` (over R copies) among grid shapes: blocks per SM x threads x loads in flight, for
+// each reader (ld: plain 16-byte loads; cp.async: 16-byte copies to shared memory; bulk: cp.async.bulk).
+struct BestReads {
+  double us = INFINITY;  // the fastest of all
   ReadShape at{};
-  double local[3] = {INFINITY, INFINITY, INFINITY};
-  double* kind_best = per_reader ? per_reader : local;
-  for (int i = 0; i < 3; ++i) kind_best[i] = INFINITY;
+  double by_reader[3] = {INFINITY, INFINITY, INFINITY};  // ld, cp.async, bulk
+};
+BestReads BestRead(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, size_t bytes, int R,
+                   const std::vector<void*>& bufs, unsigned* sink) {
+  BestReads best;
+  auto record = [&](int reader, double us, ReadShape shape) {
+    best.by_reader[reader] = std::min(best.by_reader[reader], us);
+    if (us < best.us) {
+      best.us = us;
+      best.at = shape;
+    }
+  };
+  const size_t n = bytes / 16;
   for (int bps : {1, 2, 4, 8, 16})
     for (int threads : {128, 256, 512, 1024})
       for (int unroll : {2, 4, 8}) {
         if (bps * threads > 2048) continue;
-        const size_t n = bytes / 16;
         const unsigned grid = static_cast<unsigned>(sms * bps);
-        const double us = GraphUsPerLaunch(stream, ea, eb, R, [&](int r) {
-          const uint4* p = static_cast<const uint4*>(bufs[r]);
-          if (unroll == 2) ReadStream<2><<<grid, threads, 0, stream>>>(p, n, sink);
-          else if (unroll == 4) ReadStream<4><<<grid, threads, 0, stream>>>(p, n, sink);
-          else ReadStream<8><<<grid, threads, 0, stream>>>(p, n, sink);
-          CK(cudaGetLastError());
-        });
-        kind_best[0] = std::min(kind_best[0], us);
-        if (us < best) {
-          best = us;
-          at = {bps, threads, unroll};
-        }
+        record(0, GraphUsPerLaunch(stream, ea, eb, R, [&](int r) {
+                 const uint4* p = static_cast<const uint4*>(bufs[r]);
+                 if (unroll == 2) ReadStream<2><<<grid, threads, 0, stream>>>(p, n, sink);
+                 else if (unroll == 4) ReadStream<4><<<grid, threads, 0, stream>>>(p, n, sink);
+                 else ReadStream<8><<<grid, threads, 0, stream>>>(p, n, sink);
+                 CK(cudaGetLastError());
+               }),
+               {bps, threads, unroll});
       }
   // Through shared memory: cp.async (4 stages of U 16-byte chunks a thread) and the bulk-copy engine (4 stages of
-  // 4 / 8 / 16 KB, one-warp blocks). Only where the region a block streams holds at least 8 stages.
-  const size_t n = bytes / 16;
+  // 4 / 8 / 16 KB, one-warp blocks). Only where the region a block streams holds at least 8 stages; times are scaled
+  // to the whole buffer (a remainder under one stage a block is not read).
   for (int bps : {1, 2, 4})
     for (int unroll : {2, 4, 8}) {
       const int threads = 256;
@@ -335,15 +339,11 @@ std::pair<double, ReadShape> BestRead(cudaStream_t stream, cudaEvent_t ea, cudaE
       auto kernel = unroll == 2 ? ReadCpAsync<2, 4> : unroll == 4 ? ReadCpAsync<4, 4> : ReadCpAsync<8, 4>;
       CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
       const size_t read = n / grid / (size_t{threads} * unroll) * (size_t{threads} * unroll) * grid * 16;
-      const double us = GraphUsPerLaunch(stream, ea, eb, R, [&](int r) {
-        kernel<<<grid, threads, smem, stream>>>(static_cast<const uint4*>(bufs[r]), n, sink);
-        CK(cudaGetLastError());
-      }) * bytes / read;  // per the whole buffer (a remainder under one stage a block is not read)
-      kind_best[1] = std::min(kind_best[1], us);
-      if (us < best) {
-        best = us;
-        at = {bps, threads, unroll, "cp.async"};
-      }
+      record(1, GraphUsPerLaunch(stream, ea, eb, R, [&](int r) {
+               kernel<<<grid, threads, smem, stream>>>(static_cast<const uint4*>(bufs[r]), n, sink);
+               CK(cudaGetLastError());
+             }) * bytes / read,
+             {bps, threads, unroll, "cp.async"});
     }
   for (int bps : {1, 2, 4, 8})
     for (int kb : {4, 8, 16}) {
@@ -353,17 +353,13 @@ std::pair<double, ReadShape> BestRead(cudaStream_t stream, cudaEvent_t ea, cudaE
       auto kernel = kb == 4 ? ReadBulk<4096, 4> : kb == 8 ? ReadBulk<8192, 4> : ReadBulk<16384, 4>;
       CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
       const size_t read = bytes / grid / chunk * chunk * grid;
-      const double us = GraphUsPerLaunch(stream, ea, eb, R, [&](int r) {
-        kernel<<<grid, 32, smem, stream>>>(static_cast<const uint4*>(bufs[r]), n, sink);
-        CK(cudaGetLastError());
-      }) * bytes / read;
-      kind_best[2] = std::min(kind_best[2], us);
-      if (us < best) {
-        best = us;
-        at = {bps, 32, kb, "bulk"};
-      }
+      record(2, GraphUsPerLaunch(stream, ea, eb, R, [&](int r) {
+               kernel<<<grid, 32, smem, stream>>>(static_cast<const uint4*>(bufs[r]), n, sink);
+               CK(cudaGetLastError());
+             }) * bytes / read,
+             {bps, 32, kb, "bulk"});
     }
-  return {best, at};
+  return best;
 }
 
 // `kbench floors`: see the header.
@@ -377,12 +373,11 @@ int Floors(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, const cudaDevice
     CK(cudaMalloc(&buf, bytes));
     Fill(buf, bytes / 2, 41);
     CK(cudaDeviceSynchronize());
-    double per_reader[3];
-    const auto [us, at] = BestRead(stream, ea, eb, sms, bytes, 1, {buf}, sink, per_reader);
-    std::printf("# read_peak_by_reader_GBps ld %.1f cp.async %.1f bulk %.1f\n", bytes / (per_reader[0] * 1e3),
-                bytes / (per_reader[1] * 1e3), bytes / (per_reader[2] * 1e3));
+    const BestReads r = BestRead(stream, ea, eb, sms, bytes, 1, {buf}, sink);
+    std::printf("# read_peak_by_reader_GBps ld %.1f cp.async %.1f bulk %.1f\n", bytes / (r.by_reader[0] * 1e3),
+                bytes / (r.by_reader[1] * 1e3), bytes / (r.by_reader[2] * 1e3));
     std::printf("# read_peak_GBps %.1f\n# read_peak_shape %s, %d blocks/SM x %d threads x %d (loads a thread | KB a stage)\n",
-                bytes / (us * 1e3), at.reader, at.blocks_per_sm, at.threads, at.unroll);
+                bytes / (r.us * 1e3), r.at.reader, r.at.blocks_per_sm, r.at.threads, r.at.unroll);
     CK(cudaFree(buf));
   }
   const double empty = GraphUsPerLaunch(stream, ea, eb, 32, [&](int) { EmptyKernel<<<1, 32, 0, stream>>>(); });
@@ -398,9 +393,9 @@ int Floors(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, const cudaDevice
       Fill(b, bytes / 2, 43);
     }
     CK(cudaDeviceSynchronize());
-    const auto [us, at] = BestRead(stream, ea, eb, sms, bytes, R, bufs, sink);
-    std::printf("sliding_read,%d,%zu,%.2f,%.2f,%s,%d,%d,%d\n", B, bytes, us, us / empty, at.reader, at.blocks_per_sm, at.threads,
-                at.unroll);
+    const BestReads r = BestRead(stream, ea, eb, sms, bytes, R, bufs, sink);
+    std::printf("sliding_read,%d,%zu,%.2f,%.2f,%s,%d,%d,%d\n", B, bytes, r.us, r.us / empty, r.at.reader, r.at.blocks_per_sm,
+                r.at.threads, r.at.unroll);
     std::fflush(stdout);
     for (void* b : bufs) CK(cudaFree(b));
   }
