@@ -151,7 +151,7 @@ public sealed class BenchCliTests
                 Assert.IsGreaterThanOrEqualTo(0.0, g["pause_ms"]!.GetValue<double>());
                 Assert.IsGreaterThan(0L, g["allocated_bytes_per_step"]!.GetValue<long>()); // a step allocates something (its id arrays)
             }
-            // When each round ran (UTC, round-trip format): ordered, and inside the test's own run.
+            // When each round ran (UTC, round-trip format): ordered, each spanning its steps, and inside the test's own run.
             var windows = r["round_utc"]!.AsArray().Select(w => (Start: DateTime.Parse(w!["start"]!.GetValue<string>(), null, System.Globalization.DateTimeStyles.RoundtripKind),
                 End: DateTime.Parse(w["end"]!.GetValue<string>(), null, System.Globalization.DateTimeStyles.RoundtripKind))).ToArray();
             Assert.HasCount(3, windows);
@@ -159,7 +159,7 @@ public sealed class BenchCliTests
             foreach (var (start, end) in windows)
             {
                 Assert.AreEqual(DateTimeKind.Utc, start.Kind);
-                Assert.IsTrue(previousEnd <= start && start <= end && end <= DateTime.UtcNow, $"round window {start:O} .. {end:O} after {previousEnd:O}");
+                Assert.IsTrue(previousEnd <= start && start < end && end <= DateTime.UtcNow, $"round window {start:O} .. {end:O} after {previousEnd:O}");
                 previousEnd = end;
             }
         }
