@@ -244,7 +244,7 @@ public sealed class OnnxAttentionPattern : IAttentionPattern
             if (keyOrigin is not null && valueOrigin is not null)
             {
                 cache = keyOrigin.PastInput is { } pk && valueOrigin.PastInput is { } pv && keyOrigin.PresentOutput is { } ok && valueOrigin.PresentOutput is { } ov
-                    ? new CacheTensors(pk, pv, ok, ov) : null;
+                    ? new CacheTensors(pk, pv, ok, ov) { PresentKeep = keyOrigin.PresentKeep } : null;
                 k = keyOrigin.NewValue;
                 v = valueOrigin.NewValue;
                 if (keyOrigin.Concat is { } kc) nodes.Add(Graph.ModelGraph.Describe(kc));
