@@ -45,6 +45,8 @@ public sealed record ConversionReport
     public required IReadOnlyList<(long Context, long Before, long After)> KvBytesPerSequence { get; init; }
     /// <summary>Where the converted model attends differently from the source (empty = exact).</summary>
     public required IReadOnlyList<string> Differences { get; init; }
+    /// <summary>KV caches the source model keeps (fewer than its layers when layers share one).</summary>
+    public int SourceCaches { get; init; }
     /// <summary>Wall time of the whole conversion.</summary>
     public TimeSpan Elapsed { get; init; }
 
@@ -149,6 +151,7 @@ public static class Converter
             Removed = lowering.Removed,
             KvBytesPerSequence = kv,
             Differences = differences,
+            SourceCaches = detection.Sites.Count(s => s.SharesKvOf is null),
         };
         return (report, graph);
     }
