@@ -54,6 +54,9 @@ public static partial class AttentionDetector
 
         var sites = matches.Select(m => m.Site).ToList();
         var sharesWith = FindSharing(sites);
+        for (int i = 0; i < sites.Count; i++)
+            if (sites[i].ReadsKvOfNode is { } node && sharesWith[i] is null)
+                ctx.Block(sites[i].Nodes[0], $"reads the present of '{node}', which is not an attention layer with a cache of its own.");
         var layers = NumberLayers(ctx, matches, sites);
         if (layers is null)
             return new DetectionReport(Array.Empty<AttentionSite>(), ctx.Issues);
@@ -87,6 +90,12 @@ public static partial class AttentionDetector
         var shares = new int?[sites.Count];
         for (int i = 0; i < sites.Count; i++)
         {
+            if (sites[i].ReadsKvOfNode is { } node)
+            {
+                var owner = Enumerable.Range(0, i).FirstOrDefault(j => sites[j].Nodes.Count > 0 && sites[j].Nodes[0] == node, -1);
+                if (owner >= 0) shares[i] = sites[owner].SharesKvOf is null && shares[owner] is null ? owner : shares[owner];
+                continue;
+            }
             if (sites[i].Cache is not { } cache) continue;
             if (owners.TryGetValue(cache.PastKey, out var owner)) shares[i] = owner;
             else owners[cache.PastKey] = i;

@@ -120,6 +120,11 @@ public sealed record AttentionSite
     /// cache of its own and its keys/values are that layer's. Null for a layer with its own cache.
     /// </summary>
     public int? SharesKvOf { get; init; }
+    /// <summary>
+    /// Set by detection for a fused op that computes no keys/values and takes another attention node's present as its
+    /// past: the name of that node (resolved to <see cref="SharesKvOf"/> once layers are numbered).
+    /// </summary>
+    public string? ReadsKvOfNode { get; init; }
     /// <summary>Number of query heads.</summary>
     public required int NumHeads { get; init; }
     /// <summary>Number of key/value heads (== NumHeads without GQA).</summary>

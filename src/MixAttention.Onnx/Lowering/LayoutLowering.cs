@@ -36,6 +36,11 @@ public static class LayoutLowering
                 throw new MixAttentionException($"layer {s.Layer} (node '{s.Nodes[0]}') has no KV cache inputs/outputs; export the model with past_key_values (use_cache=True) before converting.");
         var cached = sites.Where(s => s.Cache is not null).ToList();
 
+        for (int layer = 0; layer < sites.Count; layer++)
+            if (layout[layer].IsOwner && sites[layer] is { Key: null, SharesKvOf: { } src } && sites[layer].QkvLayout != HeadLayout.PackedQkv)
+                throw new MixAttentionException($"layer {layer} computes no keys/values of its own (in the source it reads layer {src}'s cache): " +
+                    $"the layout must make it read a cache (e.g. layer {src}'s), not own one.");
+
         var ctx = new LoweringContext(graph, sites, layout);
         backend.Check(ctx);
 
