@@ -27,7 +27,7 @@ internal sealed class SaveFaultStream : FileStream
         throw new IOException($"Write failed at byte {_failAt} of '{Name}' (injected).");
     }
 
-    // FileStream routes a derived type's span writes to Write(byte[], int, int); all writes go through it here.
+    // Every write, span or array, passes the offset check above.
     public override void Write(ReadOnlySpan<byte> buffer) => Write(buffer.ToArray(), 0, buffer.Length);
 
     public override void WriteByte(byte value) => Write(new[] { value });
