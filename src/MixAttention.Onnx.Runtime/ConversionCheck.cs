@@ -1,10 +1,12 @@
 namespace MixAttention.Onnx.Runtime;
 
-/// <summary>How much of a converted model <see cref="ConversionCheck"/> runs.</summary>
+/// <summary>How much of a converted model <see cref="ConversionCheck"/> runs (each mode includes the ones above it).</summary>
 public enum ConversionCheckMode
 {
-    /// <summary>Compare with the source when both fit in memory (with room to spare), else load and run one step.</summary>
+    /// <summary>The largest check that fits in memory: compare, else load, else structure.</summary>
     Auto,
+    /// <summary>Re-read the written graph (no weights): every node input defined, the cache plan parses and names graph inputs/outputs that exist.</summary>
+    Structure,
     /// <summary>Load the converted model and run one prefill step.</summary>
     Load,
     /// <summary>Also decode a short sequence with the source and the converted model and compare their logits.</summary>
@@ -38,16 +40,23 @@ public static class ConversionCheck
     {
         if (mode == ConversionCheckMode.None)
             return new ConversionCheckReport(ConversionCheckMode.None, "not asked for", 0, null, 0);
-        string why = mode == ConversionCheckMode.Compare ? "asked for" : "asked for a load check only";
+        Structure(converted);
+        string why = $"asked for ({mode.ToString().ToLowerInvariant()})";
         if (mode == ConversionCheckMode.Auto)
         {
-            long need = 2 * (ModelBytes(source) + ModelBytes(converted));
-            long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
-            mode = need <= available / 2 ? ConversionCheckMode.Compare : ConversionCheckMode.Load;
-            why = mode == ConversionCheckMode.Compare
-                ? "both models fit in memory"
-                : $"comparing with the source needs about {need >> 20} MiB, more than half of the {available >> 20} MiB available: loaded and ran one step only";
+            // Running a model holds its weights (about twice, with ORT's copies); a check may take a quarter of what is free.
+            long budget = AvailableBytes() / 4;
+            long compare = 2 * (ModelBytes(source) + ModelBytes(converted)), load = 2 * ModelBytes(converted);
+            mode = compare <= budget ? ConversionCheckMode.Compare : load <= budget ? ConversionCheckMode.Load : ConversionCheckMode.Structure;
+            why = mode switch
+            {
+                ConversionCheckMode.Compare => "both models fit in memory",
+                ConversionCheckMode.Load => $"comparing with the source needs about {compare >> 20} MiB, over a quarter of the {AvailableBytes() >> 20} MiB available",
+                _ => $"running the converted model needs about {load >> 20} MiB, over a quarter of the {AvailableBytes() >> 20} MiB available: graph and plan checked only",
+            };
         }
+        if (mode == ConversionCheckMode.Structure)
+            return new ConversionCheckReport(ConversionCheckMode.Structure, why, 0, null, 0);
 
         LoadAndStep(converted, options);
         if (mode == ConversionCheckMode.Load)
@@ -64,6 +73,55 @@ public static class ConversionCheck
             // The converted model ran above; the source may not (an export that only runs at its traced shapes).
             return new ConversionCheckReport(ConversionCheckMode.Load, $"the source could not be run for a comparison ({FirstLine(e.Message)})", 0, null, verify.Tolerance);
         }
+    }
+
+    /// <summary>The cheap check, always made: the written graph is whole and its cache plan matches it.</summary>
+    private static void Structure(string converted)
+    {
+        try
+        {
+            var model = Onnx.OnnxModel.Load(converted);
+            var graph = model.Proto.Graph;
+            var defined = new HashSet<string>(graph.Input.Select(i => i.Name).Concat(graph.Initializer.Select(t => t.Name)), StringComparer.Ordinal);
+            foreach (var node in graph.Node)
+            {
+                foreach (var input in node.Input)
+                    if (input.Length > 0 && !defined.Contains(input))
+                        throw new InvalidOperationException($"node '{node.Name}' reads '{input}', which nothing before it defines");
+                foreach (var output in node.Output) defined.Add(output);
+            }
+            foreach (var output in graph.Output)
+                if (!defined.Contains(output.Name)) throw new InvalidOperationException($"graph output '{output.Name}' is not computed");
+            var plan = Lowering.CachePlan.FromModel(model.Proto) ?? throw new InvalidOperationException("it has no cache plan");
+            var inputs = graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+            var outputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+            foreach (var c in plan.Caches)
+                if (!inputs.Contains(c.PastKey) || !inputs.Contains(c.PastValue) || !outputs.Contains(c.PresentKey) || !outputs.Contains(c.PresentValue))
+                    throw new InvalidOperationException($"the cache plan names cache tensors of layer {c.Owner} that the graph does not have");
+        }
+        catch (Exception e) when (e is not OutOfMemoryException and not InvalidOperationException)
+        {
+            throw new InvalidOperationException($"the converted model does not read back: {FirstLine(e.Message)}", e);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new InvalidOperationException($"the converted model is not whole: {e.Message}", e);
+        }
+    }
+
+    private static long AvailableBytes()
+    {
+        // MemAvailable where the kernel reports it (what can be had without swapping), else what the GC sees.
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/meminfo"))
+                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal)
+                    && long.TryParse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], out var kb))
+                    return Math.Min(kb * 1024, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes);
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
     }
 
     private static void LoadAndStep(string converted, ModelOptions? options)

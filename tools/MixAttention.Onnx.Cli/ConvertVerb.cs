@@ -28,11 +28,12 @@ internal static class ConvertVerb
         var allowOutside = new Option<bool>("--allow-external-data-outside") { Description = "Trust external-data paths that leave the model's folder." };
         var check = new Option<string>("--check")
         {
-            Description = "After writing: auto (compare with the source over a short decode when both fit in memory, else load and run one step), " +
-                "compare, load, or none. A converted model that does not load or run is removed and the command fails.",
+            Description = "After writing: structure (re-read graph and cache plan, always done), load (also run one step in ONNX Runtime), " +
+                "compare (also decode a short sequence with the source and compare logits), auto (the largest that fits in memory), or none. " +
+                "A converted model that fails its check is removed and the command fails.",
             DefaultValueFactory = _ => "auto",
         };
-        check.AcceptOnlyFromAmong("auto", "compare", "load", "none");
+        check.AcceptOnlyFromAmong("auto", "structure", "compare", "load", "none");
         var cmd = new Command("convert", "Rewrite an exported decoder to a MixAttention layout (sliding windows, shared KV caches).\n\n" +
             "Examples:\n  mixattn convert graphs/mistral-torchscript/model.onnx -o out/mistral.onnx --layout native\n" +
             "  mixattn convert model.onnx -o mixed.onnx --layout cai --window 1024\n  mixattn convert model.onnx -o mixed.onnx --layout 0_1s_1s_3s_3s_3s --window 512 --backend reference")
@@ -154,6 +155,7 @@ internal static class ConvertVerb
         {
             ConversionCheckMode.Compare => $"check: loaded and ran the converted model, compared with the source ({Markup.Escape(check.Why)}).",
             ConversionCheckMode.Load => $"check: loaded and ran the converted model ({Markup.Escape(check.Why)}).",
+            ConversionCheckMode.Structure => $"check: graph and cache plan re-read ({Markup.Escape(check.Why)}).",
             _ => "check: none (--check none).",
         });
         AnsiConsole.MarkupLine($"wrote [bold]{Markup.Escape(r.Output ?? "")}[/] in {r.Elapsed.TotalSeconds:0.00} s");

@@ -92,8 +92,8 @@ public static partial class AttentionDetector
         {
             if (sites[i].ReadsKvOfNode is { } node)
             {
-                var owner = Enumerable.Range(0, i).FirstOrDefault(j => sites[j].Nodes.Count > 0 && sites[j].Nodes[0] == node, -1);
-                if (owner >= 0) shares[i] = sites[owner].SharesKvOf is null && shares[owner] is null ? owner : shares[owner];
+                var source = Enumerable.Range(0, i).FirstOrDefault(j => sites[j].Nodes.Count > 0 && sites[j].Nodes[0] == node, -1);
+                if (source >= 0) shares[i] = shares[source] ?? source;
                 continue;
             }
             if (sites[i].Cache is not { } cache) continue;

@@ -29,7 +29,7 @@ public sealed class LargeModelTests
 
             var dll = Path.Combine(AppContext.BaseDirectory, "mixattn.dll");
             var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            foreach (var a in new[] { dll, "convert", path, "-o", output, "--layout", "cai", "--window", "1024", "--json" }) psi.ArgumentList.Add(a);
+            foreach (var a in new[] { dll, "convert", path, "-o", output, "--layout", "cai", "--window", "1024", "--json", "--check", "structure" }) psi.ArgumentList.Add(a);
             var clock = Stopwatch.StartNew();
             using var p = Process.Start(psi)!;
             var stdout = p.StandardOutput.ReadToEndAsync();
