@@ -236,15 +236,15 @@ public sealed class MixAttentionModel : IDisposable
     }
 
     /// <summary>
-    /// A decoding session with its own caches: <see cref="MixAttentionSession"/> (in place, continuous batching) for
-    /// converted models, <see cref="PlainDecoderSession"/> (growing past/present per sequence) otherwise.
+    /// A decoding session with its own caches: <see cref="InPlaceCacheSession"/> (in place, continuous batching) for
+    /// converted models, <see cref="GrowingCacheSession"/> (growing past/present per sequence) otherwise.
     /// </summary>
     public IDecoderSession CreateSession(SessionConfig? config = null)
     {
         ThrowIfDisposed();
         if (!IsInPlace && Options.CudaGraphDecode)
-            throw new MixAttentionException($"{Path}: ModelOptions.CudaGraphDecode needs a converted model with preallocated caches (a MixAttentionSession); this model's caches grow each step, so its decode steps cannot be captured in a CUDA graph.");
-        return IsInPlace ? new MixAttentionSession(this, config) : new PlainDecoderSession(this, config);
+            throw new MixAttentionException($"{Path}: ModelOptions.CudaGraphDecode needs a converted model with preallocated caches (an InPlaceCacheSession); this model's caches grow each step, so its decode steps cannot be captured in a CUDA graph.");
+        return IsInPlace ? new InPlaceCacheSession(this, config) : new GrowingCacheSession(this, config);
     }
 
     private int _nextGraphId;

@@ -40,7 +40,7 @@ public sealed record ModelOptions
     public string? OpLibraryPath { get; init; }
 
     /// <summary>
-    /// Run each decode step of a <see cref="MixAttentionSession"/> as one CUDA graph replay (ORT's <c>enable_cuda_graph</c>)
+    /// Run each decode step of a <see cref="InPlaceCacheSession"/> as one CUDA graph replay (ORT's <c>enable_cuda_graph</c>)
     /// instead of launching every node: the step always runs all <see cref="SessionConfig.MaxBatch"/> rows with one token
     /// (rows not in the step get <c>new_lengths = 0</c>) over fixed device buffers. Prefill runs as usual (not captured).
     /// Only with <see cref="ExecutionDevice.Cuda"/>, a converted model whose plan has a <c>new_lengths</c> input and no

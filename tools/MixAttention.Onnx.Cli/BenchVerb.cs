@@ -29,7 +29,7 @@ internal static class BenchVerb
         var profile = new Option<string?>("--ort-profile") { Description = "Write ONNX Runtime's profile of each model's runs to files starting with this prefix (paths on stderr); see tools/gpu/e2e/profile_summary.py." };
         var cudaGraph = new Option<bool>("--cuda-graph") { Description = "Decode steps as CUDA graph replays (ModelOptions.CudaGraphDecode; --device cuda) for the models that allow it (ops-backend conversions); the others run without, in the same run (the JSON's cuda_graph says which)." };
         var checkGraph = new Option<int>("--check-graph") { Description = "With --cuda-graph: also decode N steps of the same prompts and tokens without CUDA graphs and print the largest |logit difference|.", DefaultValueFactory = _ => 0 };
-        var deviceLogits = new Option<bool>("--device-logits") { Description = "Timed steps leave the logits in the model's memory (MixAttentionSession.DecodeOnDevice) instead of copying them to the host; models without it copy (the JSON's logits says which)." };
+        var deviceLogits = new Option<bool>("--device-logits") { Description = "Timed steps leave the logits in the model's memory (InPlaceCacheSession.DecodeOnDevice) instead of copying them to the host; models without it copy (the JSON's logits says which)." };
         var noCollect = new Option<bool>("--no-collect") { Description = "Skip the full garbage collection before each timed round (by default garbage from earlier work is collected before a model's clock starts; the JSON's gc_rounds says what the collector did inside each round)." };
         var profilerRange = new Option<bool>("--cuda-profiler-range") { Description = "Bracket the timed decode steps with cudaProfilerStart/Stop, for `nsys profile --capture-range=cudaProfilerApi` (--device cuda)." };
         var cmd = new Command("bench", "Decode tokens/s and KV memory of one or more models at a given context and batch, measured in one run; ratios are against the first model.\n\n" +
@@ -144,7 +144,7 @@ internal static class BenchVerb
     /// <summary>The wall-clock interval (UTC) of one timed round's steps.</summary>
     private sealed record RoundWindow(DateTime StartUtc, DateTime EndUtc);
 
-    /// <summary>Host ms per CUDA-graph step in one timed round, by phase (MixAttentionSession.CudaGraphStepTime).</summary>
+    /// <summary>Host ms per CUDA-graph step in one timed round, by phase (InPlaceCacheSession.CudaGraphStepTime).</summary>
     private sealed record GraphPhases(double InputsMs, double ReplayMs, double LogitsMs);
 
     private static double Median(IEnumerable<double> values)
@@ -164,7 +164,7 @@ internal static class BenchVerb
         private readonly List<int> _seqs = [];
         private readonly long[] _tokens;
         private readonly float[] _logits;
-        private readonly MixAttentionSession? _onDevice;
+        private readonly InPlaceCacheSession? _onDevice;
         private readonly bool _cudaGraph;
         private readonly double? _graphMaxDiff;
         private readonly double _prefillTokensPerSecond;
@@ -203,7 +203,7 @@ internal static class BenchVerb
                 // Logits go to one reused buffer (the allocation-free Decode overload), as a serving loop would sample
                 // them, or stay in the model's memory with --device-logits.
                 _logits = new float[o.Batch * _session.VocabSize];
-                _onDevice = o.DeviceLogits ? _session as MixAttentionSession : null;
+                _onDevice = o.DeviceLogits ? _session as InPlaceCacheSession : null;
                 if (o.DeviceLogits && _onDevice is null)
                     Console.Error.WriteLine($"bench {path}: logits copied to the host: only converted models with preallocated caches decode with DecodeOnDevice.");
                 for (int i = 0; i < 3; i++) Step();
@@ -277,7 +277,7 @@ internal static class BenchVerb
                 GC.WaitForPendingFinalizers();
                 GC.Collect();
             }
-            var graphBefore = (_session as MixAttentionSession)?.CudaGraphStepTime;
+            var graphBefore = (_session as InPlaceCacheSession)?.CudaGraphStepTime;
             int g0 = GC.CollectionCount(0), g1 = GC.CollectionCount(1), g2 = GC.CollectionCount(2);
             var pause = GC.GetTotalPauseDuration();
             long allocated = GC.GetAllocatedBytesForCurrentThread();
@@ -293,7 +293,7 @@ internal static class BenchVerb
             _windows.Add(new RoundWindow(start, DateTime.UtcNow));
             _gc.Add(new GcRound(GC.CollectionCount(0) - g0, GC.CollectionCount(1) - g1, GC.CollectionCount(2) - g2,
                 (GC.GetTotalPauseDuration() - pause).TotalMilliseconds, (GC.GetAllocatedBytesForCurrentThread() - allocated) / steps));
-            if ((_session as MixAttentionSession)?.CudaGraphStepTime is { } after)
+            if ((_session as InPlaceCacheSession)?.CudaGraphStepTime is { } after)
             {
                 var before = graphBefore ?? default;
                 _graphPhases.Add(new GraphPhases((after.Inputs - before.Inputs).TotalMilliseconds / steps, (after.Replay - before.Replay).TotalMilliseconds / steps,
@@ -306,7 +306,7 @@ internal static class BenchVerb
         {
             double ms = Median(roundMs);
             return new BenchResult(Path, _o.Context, _o.Batch, ms, roundMs, positions ?? [], speedup, _o.Batch * 1000.0 / ms, _prefillTokensPerSecond, _session.Memory(),
-                _cudaGraph, (_session as MixAttentionSession)?.CudaGraphTransfer, _graphMaxDiff, _onDevice is not null, _gc, _graphPhases, _windows);
+                _cudaGraph, (_session as InPlaceCacheSession)?.CudaGraphTransfer, _graphMaxDiff, _onDevice is not null, _gc, _graphPhases, _windows);
         }
 
         public void Dispose()
@@ -321,7 +321,7 @@ internal static class BenchVerb
     private static string? CudaGraphBlocker(string path)
     {
         var model = MixAttention.Onnx.Onnx.OnnxModel.Load(path); // the graph only: external weights stay on disk
-        return MixAttentionSession.CudaGraphDecodeBlocker(MixAttention.Onnx.Lowering.CachePlan.FromModel(model.Proto));
+        return InPlaceCacheSession.CudaGraphDecodeBlocker(MixAttention.Onnx.Lowering.CachePlan.FromModel(model.Proto));
     }
 
     /// <summary>
@@ -354,7 +354,7 @@ internal static class BenchVerb
                 var step = seqs.Where((_, k) => i < full || i % 2 == 0 || k % 2 == 0 || k == seqs.Count - 1).ToList();
                 all.Add(session.Decode(step, step.Select(_ => (long)rng.Next(vocab)).ToArray()));
             }
-            if (graph) Console.Error.WriteLine($"check-graph: transfer {(session as MixAttentionSession)?.CudaGraphTransfer}");
+            if (graph) Console.Error.WriteLine($"check-graph: transfer {(session as InPlaceCacheSession)?.CudaGraphTransfer}");
             return all;
         }
         var plain = Decode(false);
