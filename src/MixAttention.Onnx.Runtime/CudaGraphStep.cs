@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using MixAttention.Onnx.Lowering;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Runtime;
 
@@ -53,7 +54,7 @@ internal sealed class CudaGraphStep : IDisposable
         _posOffset = _hasPositions ? Place(maxBatch * (_pos64 ? 8 : 4)) : -1;
         _pastOffset = Place(maxBatch * 4);
         _newOffset = Place(maxBatch * 4);
-        long logitsBytes = (long)maxBatch * vocab * (model.LogitsType == TensorElementType.Float ? 4 : 2);
+        long logitsBytes = (long)maxBatch * vocab * (ElementTypes.Size((int)model.LogitsType) ?? 4);
         _binding = model.OrtSession.CreateIoBinding();
         try
         {

@@ -1,5 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Runtime;
 
@@ -88,7 +89,7 @@ public sealed class GrowingCacheSession : DecoderSession
         {
             long n = 1;
             for (int i = 0; i < c.Dims.Length; i++) if (i != c.SeqAxis && c.Dims[i] > 0) n *= c.Dims[i];
-            return n * (c.Type == TensorElementType.Float ? 4 : 2);
+            return n * (ElementTypes.Size((int)c.Type) ?? 2);
         });
         long perSequence = perToken * Config.MaxLength;
         return new KvMemory(allocated, perSequence, perSequence * Config.MaxBatch, perSequence, Config.MaxLength);

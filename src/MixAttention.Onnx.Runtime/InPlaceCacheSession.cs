@@ -1,6 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using MixAttention.Onnx.Lowering;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Runtime;
 
@@ -79,7 +80,7 @@ public sealed class InPlaceCacheSession : DecoderSession
         if (plan is null) return "ModelOptions.CudaGraphDecode needs a converted model (no cache plan in its metadata); convert it with `mixattn convert`, or turn CudaGraphDecode off.";
         if (plan.Caches.Any(c => c.Capacity == CapacityRule.Growing))
             return $"ModelOptions.CudaGraphDecode needs preallocated caches; this conversion's (backend '{plan.Backend}') grow each step. Convert it with the ops backend, or turn CudaGraphDecode off.";
-        if (plan.Backend != "ops")
+        if (!plan.RunsOnCustomOps)
             return $"ModelOptions.CudaGraphDecode needs a conversion with the ops backend (every node on the CUDA execution provider); backend '{plan.Backend}' keeps shape arithmetic on the CPU (ORT's GroupQueryAttention reads total_sequence_length there). Convert it with the ops backend, or turn CudaGraphDecode off.";
         if (plan.NewLengths is null)
             return $"ModelOptions.CudaGraphDecode needs a model with a new_lengths input (rows not in a step are skipped with new_lengths = 0); this conversion (backend '{plan.Backend}') has none. Convert it with the ops backend, or turn CudaGraphDecode off.";

@@ -1,6 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using MixAttention.Onnx.Lowering;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Runtime;
 
@@ -93,12 +94,8 @@ public sealed class KvCacheSet : IDisposable
         Int128 total = 0;
         foreach (var entry in plan.Caches)
         {
-            long capacity = entry.Capacity switch
-            {
-                CapacityRule.Window => (long)entry.Window + (entry.Readers.Count > 0 ? config.PrefillChunk - 1L : 0),
-                CapacityRule.MaxLength => config.MaxLength,
-                _ => throw new MixAttentionException($"cache of layer {entry.Owner} grows each step (capacity rule 'growing'); it cannot be preallocated — run the model with the plain driver."),
-            };
+            long capacity = CacheCapacity.Of(entry, config.MaxLength, config.PrefillChunk)
+                ?? throw new MixAttentionException($"cache of layer {entry.Owner} grows each step (capacity rule 'growing'); it cannot be preallocated — run the model with the plain driver.");
             if (capacity < 1 || capacity > int.MaxValue)
                 throw new MixAttentionException($"the cache of layer {entry.Owner} would hold {capacity} positions (window {entry.Window}, PrefillChunk {config.PrefillChunk}, MaxLength {config.MaxLength}); it must be between 1 and {int.MaxValue}. Lower PrefillChunk or MaxLength.");
             var (type, size) = ElementTypeOf(entry.DType, $"cache of layer {entry.Owner}");
@@ -228,13 +225,10 @@ public sealed class KvCacheSet : IDisposable
         }
     }
 
-    internal static (TensorElementType Type, int Size) ElementTypeOf(string dtype, string what) => dtype switch
-    {
-        "fp32" or "float32" or "float" => (TensorElementType.Float, 4),
-        "fp16" or "float16" => (TensorElementType.Float16, 2),
-        "bf16" or "bfloat16" => (TensorElementType.BFloat16, 2),
-        _ => throw new MixAttentionException($"the {what} has dtype '{dtype}', which this runtime does not support (it allocates fp32, fp16 and bf16 caches)."),
-    };
+    internal static (TensorElementType Type, int Size) ElementTypeOf(string dtype, string what) =>
+        ElementTypes.FromDTypeName(dtype) is { } type
+            ? ((TensorElementType)type, ElementTypes.Size(type)!.Value)
+            : throw new MixAttentionException($"the {what} has dtype '{dtype}', which this runtime does not support (it allocates fp32, fp16 and bf16 caches).");
 
     /// <summary>Disposes the views, then the memory.</summary>
     public void Dispose()

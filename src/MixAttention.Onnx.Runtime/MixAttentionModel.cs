@@ -1,6 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using MixAttention.Onnx.Lowering;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Runtime;
 
@@ -172,7 +173,7 @@ public sealed class MixAttentionModel : IDisposable
             // The op library is harmless for a model that does not use it; register it whenever it is present.
             var opLib = options.OpLibraryPath ?? (Native.NativeLibraryPath.Exists ? Native.NativeLibraryPath.Path : null);
             if (opLib is not null) so.RegisterCustomOpLibrary(opLib);
-            if (options.RequireInPlace) so.AddSessionConfigEntry("mixattention.require_inplace", "1");
+            if (options.RequireInPlace) so.AddSessionConfigEntry(OpSpec.ConfigRequireInPlace, "1");
             try
             {
                 session = new InferenceSession(path, so);
@@ -182,9 +183,9 @@ public sealed class MixAttentionModel : IDisposable
                 so.RegisterCustomOpLibrary(ext);
                 session = new InferenceSession(path, so);
             }
-            catch (OnnxRuntimeException e) when (opLib is null && e.Message.Contains(Native.NativeLibraryPath.Domain, StringComparison.Ordinal))
+            catch (OnnxRuntimeException e) when (opLib is null && e.Message.Contains(OpSpec.Domain, StringComparison.Ordinal))
             {
-                throw new MixAttentionException($"{path} uses the {Native.NativeLibraryPath.Domain} ops but {Native.NativeLibraryPath.FileName} was not found.", e);
+                throw new MixAttentionException($"{path} uses the {OpSpec.Domain} ops but {Native.NativeLibraryPath.FileName} was not found.", e);
             }
             CachePlan? plan = session.ModelMetadata.CustomMetadataMap.TryGetValue(CachePlan.MetadataKey, out var json) ? CachePlan.FromJson(json) : null;
             return new MixAttentionModel(path, session, owned, plan, options);

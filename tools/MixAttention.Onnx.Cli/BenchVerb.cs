@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using MixAttention.Onnx.Runtime;
 using Spectre.Console;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Cli;
 
@@ -321,7 +322,7 @@ internal static class BenchVerb
     private static string? CudaGraphBlocker(string path)
     {
         var model = MixAttention.Onnx.Onnx.OnnxModel.Load(path); // the graph only: external weights stay on disk
-        return InPlaceCacheSession.CudaGraphDecodeBlocker(MixAttention.Onnx.Lowering.CachePlan.FromModel(model.Proto));
+        return InPlaceCacheSession.CudaGraphDecodeBlocker(MixAttention.Onnx.Plan.CachePlan.FromModel(model.Proto));
     }
 
     /// <summary>

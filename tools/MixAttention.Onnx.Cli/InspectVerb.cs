@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Json;
 using MixAttention.Onnx.Inspection;
 using Spectre.Console;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Cli;
 
@@ -37,7 +38,7 @@ internal static class InspectVerb
         Detection.ExportStyle.OnnxAttention => "onnx-attention",
         Detection.ExportStyle.OrtAttention => "ort-attention",
         Detection.ExportStyle.OrtMultiHeadAttention => "ort-mha",
-        Detection.ExportStyle.GroupQueryAttention => "ort-gqa",
+        Detection.ExportStyle.GroupQueryAttention => BackendName.OrtGqa,
         _ => style.ToString(),
     };
 
@@ -53,7 +54,7 @@ internal static class InspectVerb
             var window = (s.Window > 0 ? s.Window.ToString() : "global") + (source.Length > 0 ? $" ({source})" : "");
             var cache = s.Cache is null ? "-" : s.Cache.IsPacked ? $"{s.Cache.PastKey} (packed K+V)" : s.Cache.PastKey;
             table.AddRow(s.Layer.ToString(), StyleName(s.Style), s.NumHeads.ToString(), s.KvNumHeads.ToString(), s.HeadSize.ToString(),
-                window, s.Rotary.Kind switch { Detection.RotaryKind.Fused => "fused", Detection.RotaryKind.AppliedBefore => "before", _ => "none" }, ModelInspection.TypeName(s.ElementType), Markup.Escape(cache),
+                window, s.Rotary.Kind switch { Detection.RotaryKind.Fused => "fused", Detection.RotaryKind.AppliedBefore => "before", _ => "none" }, ElementTypes.DTypeName(s.ElementType), Markup.Escape(cache),
                 Cli.Bytes(ModelInspection.CacheBytes(s, r.Context, r.Batch, 0)));
         }
         AnsiConsole.Write(table);

@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Onnx;
-using MixAttention.Onnx.Onnx.Proto;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Inspection;
 
@@ -35,15 +35,6 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
         return new ModelInspection(model.SourcePath!, report, context, batch);
     }
 
-    /// <summary>Readable ONNX element type name.</summary>
-    public static string TypeName(int elementType) => ((TensorProto.Types.DataType)elementType).ToString().ToLowerInvariant() switch
-    {
-        "float" => "fp32",
-        "float16" => "fp16",
-        "bfloat16" => "bf16",
-        var other => other,
-    };
-
     /// <summary>
     /// The stable machine-readable form (<c>--json</c>): version, model, styles, a top-level <c>layers</c>
     /// array with one object per attention layer, <c>issues</c>, and the KV cache totals.
@@ -66,7 +57,7 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
                 ["window"] = s.Window,
                 ["window_source"] = s.WindowSource.ToString(),
                 ["rotary"] = s.Rotary.Kind.ToString(),
-                ["dtype"] = TypeName(s.ElementType),
+                ["dtype"] = ElementTypes.DTypeName(s.ElementType),
                 ["query"] = s.Query,
                 ["key"] = s.Key,
                 ["value"] = s.Value,

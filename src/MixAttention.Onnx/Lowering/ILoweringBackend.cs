@@ -1,5 +1,6 @@
 using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Layouts;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Lowering;
 

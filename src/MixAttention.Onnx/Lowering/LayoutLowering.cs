@@ -1,8 +1,8 @@
 using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Graph;
-using MixAttention.Onnx.Inspection;
 using MixAttention.Onnx.Layouts;
 using MixAttention.Onnx.Onnx.Proto;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Lowering;
 
@@ -19,9 +19,9 @@ public static class LayoutLowering
     /// <summary>Backends by command-line name.</summary>
     public static ILoweringBackend Backend(string name) => name switch
     {
-        "ops" => new OpsBackend(),
-        "reference" => new ReferenceBackend(),
-        "ort-gqa" => new OrtGqaBackend(),
+        BackendName.Ops => new OpsBackend(),
+        BackendName.Reference => new ReferenceBackend(),
+        BackendName.OrtGqa => new OrtGqaBackend(),
         _ => throw new MixAttentionException($"unknown backend '{name}': use ops, ort-gqa or reference."),
     };
 
@@ -101,7 +101,7 @@ public static class LayoutLowering
 
         graph.SortTopologically();
         EnsureOpset(graph.Proto, graph.Model.Proto, "com.microsoft", 1, onlyIfUsed: true);
-        EnsureOpset(graph.Proto, graph.Model.Proto, OpsBackend.Domain, 1, onlyIfUsed: true);
+        EnsureOpset(graph.Proto, graph.Model.Proto, OpSpec.Domain, 1, onlyIfUsed: true);
 
         var plan = new CachePlan
         {
@@ -118,7 +118,7 @@ public static class LayoutLowering
                 Capacity = backend.Capacity(layout[o]),
                 KvNumHeads = sites[o].KvNumHeads,
                 HeadSize = sites[o].HeadSize,
-                DType = ModelInspection.TypeName(sites[o].ElementType),
+                DType = ElementTypes.DTypeName(sites[o].ElementType),
                 PastKey = $"past_key_values.{o}.key",
                 PastValue = $"past_key_values.{o}.value",
                 PresentKey = $"present.{o}.key",

@@ -2,6 +2,7 @@ using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Layouts;
 using MixAttention.Onnx.Onnx.Proto;
 using static MixAttention.Onnx.Graph.GraphBuilder;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Lowering;
 
@@ -15,7 +16,7 @@ namespace MixAttention.Onnx.Lowering;
 public sealed class OrtGqaBackend : ILoweringBackend
 {
     /// <inheritdoc/>
-    public string Name => "ort-gqa";
+    public string Name => BackendName.OrtGqa;
 
     /// <inheritdoc/>
     public void Check(LoweringContext ctx)

@@ -2,6 +2,7 @@ using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Layouts;
 using MixAttention.Onnx.Onnx.Proto;
 using static MixAttention.Onnx.Graph.GraphBuilder;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Lowering;
 
@@ -13,7 +14,7 @@ namespace MixAttention.Onnx.Lowering;
 public sealed class ReferenceBackend : ILoweringBackend
 {
     /// <inheritdoc/>
-    public string Name => "reference";
+    public string Name => BackendName.Reference;
 
     /// <inheritdoc/>
     public void Check(LoweringContext ctx) { }

@@ -187,17 +187,7 @@ public sealed class OnnxModel
     }
 
     /// <summary>Bytes per element of an ONNX data type, or null when not byte-sized (strings, 4-bit types).</summary>
-    public static int? ElementSize(int dataType) => (TensorProto.Types.DataType)dataType switch
-    {
-        TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Int32 or TensorProto.Types.DataType.Uint32 => 4,
-        TensorProto.Types.DataType.Double or TensorProto.Types.DataType.Int64 or TensorProto.Types.DataType.Uint64 or TensorProto.Types.DataType.Complex64 => 8,
-        TensorProto.Types.DataType.Complex128 => 16,
-        TensorProto.Types.DataType.Float16 or TensorProto.Types.DataType.Bfloat16 or TensorProto.Types.DataType.Int16 or TensorProto.Types.DataType.Uint16 => 2,
-        TensorProto.Types.DataType.Int8 or TensorProto.Types.DataType.Uint8 or TensorProto.Types.DataType.Bool
-            or TensorProto.Types.DataType.Float8E4M3Fn or TensorProto.Types.DataType.Float8E4M3Fnuz
-            or TensorProto.Types.DataType.Float8E5M2 or TensorProto.Types.DataType.Float8E5M2Fnuz or TensorProto.Types.DataType.Float8E8M0 => 1,
-        _ => null,
-    };
+    public static int? ElementSize(int dataType) => Plan.ElementTypes.Size(dataType);
 
     /// <summary>
     /// Writes the model to <paramref name="path"/>. External tensors are streamed from their source files
