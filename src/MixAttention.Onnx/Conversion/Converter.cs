@@ -118,7 +118,7 @@ public static class Converter
     }
 
     /// <summary>Converts a loaded model in place (its proto is rewritten) and returns the report.</summary>
-    public static (ConversionReport Report, ModelGraph Graph) ConvertInMemory(OnnxModel model, ModelConfig config, ConversionOptions options,
+    internal static (ConversionReport Report, ModelGraph Graph) ConvertInMemory(OnnxModel model, ModelConfig config, ConversionOptions options,
         IProgress<(Stage Stage, double Fraction)>? progress = null)
     {
         if (CachePlan.FromModel(model.Proto) is not null)

@@ -14,7 +14,7 @@ public sealed record DetectionReport(IReadOnlyList<AttentionSite> Sites, IReadOn
 /// Finds every layer's attention with one pattern per export style, numbers the layers in graph order,
 /// and fills in windows the graph does not state from the side files (config.json, genai_config.json).
 /// </summary>
-public static class AttentionDetector
+internal static class AttentionDetector
 {
     /// <summary>The patterns tried, fused ops first (they are unambiguous).</summary>
     public static IReadOnlyList<IAttentionPattern> Patterns { get; } = new IAttentionPattern[]

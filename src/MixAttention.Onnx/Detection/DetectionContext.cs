@@ -9,17 +9,17 @@ namespace MixAttention.Onnx.Detection;
 public sealed record DetectionIssue(string Node, string Message);
 
 /// <summary>A site found by one pattern, before layers are numbered. <paramref name="Anchor"/> orders sites in the graph.</summary>
-public sealed record SiteMatch(NodeProto Anchor, AttentionSite Site);
+internal sealed record SiteMatch(NodeProto Anchor, AttentionSite Site);
 
 /// <summary>Where a key/value entering attention comes from.</summary>
 /// <param name="NewValue">This step's K or V, [B, Hkv, S, D] (before repeat_kv).</param>
 /// <param name="PastInput">Graph input holding the past, or null without cache.</param>
 /// <param name="PresentOutput">Graph output carrying past ++ new, or null.</param>
 /// <param name="Concat">The appending Concat node, or null.</param>
-public sealed record KvOrigin(string NewValue, string? PastInput, string? PresentOutput, NodeProto? Concat);
+internal sealed record KvOrigin(string NewValue, string? PastInput, string? PresentOutput, NodeProto? Concat);
 
 /// <summary>Shared state and small graph-walking helpers for the detection patterns.</summary>
-public sealed class DetectionContext
+internal sealed class DetectionContext
 {
     private readonly List<DetectionIssue> _issues = new();
 

@@ -4,7 +4,7 @@ using MixAttention.Onnx.Onnx.Proto;
 namespace MixAttention.Onnx.Graph;
 
 /// <summary>A small constant: its dims and its elements as doubles (enough for scales, shapes and indices).</summary>
-public sealed record ConstTensor(long[] Dims, double[] Data)
+internal sealed record ConstTensor(long[] Dims, double[] Data)
 {
     /// <summary>The single element of a scalar or one-element tensor.</summary>
     public double? Scalar => Data.Length == 1 ? Data[0] : null;
@@ -16,7 +16,7 @@ public sealed record ConstTensor(long[] Dims, double[] Data)
 /// through Identity/Cast/Sqrt/Div/Mul/Pow/Gather/Shape/Unsqueeze/Concat. Anything else is "unknown".
 /// Never reads external data and never evaluates tensors above <see cref="MaxElements"/>.
 /// </summary>
-public sealed class ConstantFolder
+internal sealed class ConstantFolder
 {
     /// <summary>Larger constants are not folded (they are weights, not shape arithmetic).</summary>
     public const int MaxElements = 4096;

@@ -4,14 +4,14 @@ using MixAttention.Onnx.Onnx.Proto;
 namespace MixAttention.Onnx.Graph;
 
 /// <summary>One use of a value: the consuming node and the input slot.</summary>
-public readonly record struct ValueUse(NodeProto Node, int InputIndex);
+internal readonly record struct ValueUse(NodeProto Node, int InputIndex);
 
 /// <summary>
 /// A thin, honest view over a <see cref="GraphProto"/>: every value knows its producer and consumers,
 /// initializers and graph inputs/outputs are looked up by name. Edits go through this class so the
 /// links stay true; the protobuf remains the single copy of the graph.
 /// </summary>
-public sealed class ModelGraph
+internal sealed class ModelGraph
 {
     private readonly Dictionary<string, (NodeProto Node, int Index)> _producers = new(StringComparer.Ordinal);
     private readonly Dictionary<string, List<ValueUse>> _consumers = new(StringComparer.Ordinal);

@@ -7,14 +7,14 @@ using MixAttention.Onnx.Plan;
 namespace MixAttention.Onnx.Lowering;
 
 /// <summary>What lowering changed, for reports.</summary>
-public sealed record LoweringResult(CachePlan Plan, DeadCodeReport Removed);
+internal sealed record LoweringResult(CachePlan Plan, DeadCodeReport Removed);
 
 /// <summary>
 /// Applies a layout to a graph through a backend: replaces every site's attention, gives the graph
 /// KV inputs/outputs only for owner layers (<c>past_key_values.N.*</c> / <c>present.N.*</c>, N = owner),
 /// removes what became dead (reader K/V projections and their weights), and writes the cache plan.
 /// </summary>
-public static class LayoutLowering
+internal static class LayoutLowering
 {
     /// <summary>Backends by command-line name.</summary>
     public static ILoweringBackend Backend(string name) => name switch

@@ -11,7 +11,7 @@ namespace MixAttention.Onnx.Lowering;
 /// <c>WindowedAttention</c> (ring cache of the window, or a global cache, updated in place),
 /// readers become <c>SharedKvAttention</c> over the owner's updated cache.
 /// </summary>
-public sealed class OpsBackend : ILoweringBackend
+internal sealed class OpsBackend : ILoweringBackend
 {
     /// <inheritdoc/>
     public string Name => BackendName.Ops;

@@ -13,7 +13,7 @@ namespace MixAttention.Onnx.Lowering;
 /// GQA's shared-KV mode (empty key/value, the owner's buffer as past). GQA cannot read another layer's
 /// windowed cache, so layouts with sliding readers are refused.
 /// </summary>
-public sealed class OrtGqaBackend : ILoweringBackend
+internal sealed class OrtGqaBackend : ILoweringBackend
 {
     /// <inheritdoc/>
     public string Name => BackendName.OrtGqa;

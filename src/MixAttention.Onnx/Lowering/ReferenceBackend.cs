@@ -11,7 +11,7 @@ namespace MixAttention.Onnx.Lowering;
 /// keeps a growing concatenated cache, windows are explicit additive masks, readers are wired to their
 /// owner's present value. No custom op, no padding support (every sequence has the same length).
 /// </summary>
-public sealed class ReferenceBackend : ILoweringBackend
+internal sealed class ReferenceBackend : ILoweringBackend
 {
     /// <inheritdoc/>
     public string Name => BackendName.Reference;

@@ -36,7 +36,7 @@ public sealed record OnnxSaveOptions
 /// data file beside the output, rewriting location/offset/length, and publishes model and data
 /// atomically (temp files, then rename).
 /// </summary>
-public sealed class OnnxModel
+internal sealed class OnnxModel
 {
     /// <summary>Protobuf's hard limit on one serialized message: models larger than this need external data.</summary>
     public const long ProtobufLimitBytes = int.MaxValue;

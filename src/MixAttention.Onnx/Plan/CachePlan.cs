@@ -144,14 +144,14 @@ public sealed record CachePlan
     }
 
     /// <summary>Reads the plan from a model's metadata, or null when the model has none (an unconverted model).</summary>
-    public static CachePlan? FromModel(Onnx.Proto.ModelProto model)
+    internal static CachePlan? FromModel(Onnx.Proto.ModelProto model)
     {
         var entry = model.MetadataProps.FirstOrDefault(p => p.Key == MetadataKey);
         return entry is null ? null : FromJson(entry.Value);
     }
 
     /// <summary>Writes the plan into a model's metadata (replacing an older one).</summary>
-    public void WriteTo(Onnx.Proto.ModelProto model)
+    internal void WriteTo(Onnx.Proto.ModelProto model)
     {
         var old = model.MetadataProps.Where(p => p.Key == MetadataKey).ToList();
         foreach (var p in old) model.MetadataProps.Remove(p);
