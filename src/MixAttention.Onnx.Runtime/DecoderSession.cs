@@ -128,7 +128,7 @@ public abstract class DecoderSession : IDecoderSession
     private protected abstract void ReleaseState();
 
     /// <inheritdoc />
-    public abstract KvMemory Memory();
+    public abstract SessionKvMemory Memory();
 
     /// <inheritdoc />
     public int AddSequence()

@@ -81,7 +81,7 @@ public sealed class GrowingCacheSession : DecoderSession
     }
 
     /// <inheritdoc />
-    public override KvMemory Memory()
+    public override SessionKvMemory Memory()
     {
         using var _ = Guard.Enter(nameof(Memory));
         long allocated = _pastOf.Values.Sum(p => p.Values.Sum(v => v.GetTensorSizeInBytes() is var b ? (long)b : 0));
@@ -92,7 +92,7 @@ public sealed class GrowingCacheSession : DecoderSession
             return n * (ElementTypes.Size((int)c.Type) ?? 2);
         });
         long perSequence = perToken * Config.MaxLength;
-        return new KvMemory(allocated, perSequence, perSequence * Config.MaxBatch, perSequence, Config.MaxLength);
+        return new SessionKvMemory(allocated, perSequence, perSequence * Config.MaxBatch, perSequence, Config.MaxLength);
     }
 
     private protected override OrtValue RunPrefillChunk(int slot, long[] ids) => Run(nameof(Prefill), slot, ids);

@@ -1,6 +1,4 @@
 using Microsoft.ML.OnnxRuntime;
-using Microsoft.ML.OnnxRuntime.Tensors;
-using MixAttention.Onnx.Lowering;
 using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Runtime;
@@ -97,7 +95,7 @@ public sealed class InPlaceCacheSession : DecoderSession
     }
 
     /// <inheritdoc />
-    public override KvMemory Memory()
+    public override SessionKvMemory Memory()
     {
         using var _ = Guard.Enter(nameof(Memory));
         return Caches.Memory();

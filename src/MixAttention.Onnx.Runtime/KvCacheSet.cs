@@ -1,6 +1,5 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
-using MixAttention.Onnx.Lowering;
 using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Runtime;
@@ -193,7 +192,7 @@ public sealed class KvCacheSet : IDisposable
     }
 
     /// <summary>The memory report.</summary>
-    public KvMemory Memory()
+    public SessionKvMemory Memory()
     {
         ThrowIfDisposed();
         return new(AllocatedBytes, BytesPerSequence,

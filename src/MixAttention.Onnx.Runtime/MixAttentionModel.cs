@@ -1,6 +1,5 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
-using MixAttention.Onnx.Lowering;
 using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Runtime;

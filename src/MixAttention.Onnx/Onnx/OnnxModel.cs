@@ -1,4 +1,5 @@
 using Google.Protobuf;
+using MixAttention.Onnx.Interop;
 using MixAttention.Onnx.Onnx.Proto;
 
 namespace MixAttention.Onnx.Onnx;
@@ -356,21 +357,5 @@ internal sealed class OnnxModel
         if (r.Length is { } l) return l;
         var file = ResolveExternalPath(r, tensor.Name);
         return new FileInfo(file).Length - r.Offset;
-    }
-}
-
-/// <summary>POSIX hard links (no managed API exists): lets a converted model share its weights file with the source.</summary>
-internal static class HardLink
-{
-    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true, EntryPoint = "link")]
-    private static extern int Link(string oldPath, string newPath);
-
-    /// <summary>Creates <paramref name="link"/> pointing at <paramref name="target"/>'s data; false where not possible (other file system, Windows).</summary>
-    public static bool TryCreate(string target, string link)
-    {
-        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return false;
-        try { return Link(target, link) == 0; }
-        catch (DllNotFoundException) { return false; }
-        catch (EntryPointNotFoundException) { return false; }
     }
 }

@@ -351,7 +351,7 @@ public sealed class MisuseTests
             () => session.AddSequence(), () => session.RemoveSequence(a), () => session.Reset(), () => session.Length(a),
             () => session.Prefill(a, new long[] { 1 }), () => session.Decode(new[] { a }, new long[] { 1 }), () => session.Memory(),
             () => _ = session.Sequences, () => _ = session.FreeSlots,
-            () => new Generator(session).Run(new[] { new GenerationRequest(new long[] { 1 }, new GenerationOptions()) }),
+            () => new ContinuousBatchingGenerator(session).Run(new[] { new GenerationRequest(new long[] { 1 }, new GenerationOptions()) }),
         })
             AssertDisposed(type, act);
         Assert.AreEqual(1, model.References, "the disposed session released the model");
@@ -379,13 +379,13 @@ public sealed class MisuseTests
         AssertDisposed(nameof(MixAttentionModel), () => new InPlaceCacheSession(model, Small));
         Assert.AreEqual(0, model.References);
 
-        var tok = Tokenizer.FromDirectory(Path.Combine(TestPaths.Graphs, "demo"));
+        var tok = OrtExtensionsTokenizer.FromDirectory(Path.Combine(TestPaths.Graphs, "demo"));
         var ids = tok.Encode("hello");
         StringAssert.Contains(Assert.ThrowsExactly<MixAttentionException>(() => tok.Decode(new long[] { -1 })).Message, "outside the tokenizer's vocabulary");
         tok.Dispose();
         tok.Dispose();
-        AssertDisposed(nameof(Tokenizer), () => tok.Encode("hello"));
-        AssertDisposed(nameof(Tokenizer), () => tok.Decode(ids));
+        AssertDisposed(nameof(OrtExtensionsTokenizer), () => tok.Encode("hello"));
+        AssertDisposed(nameof(OrtExtensionsTokenizer), () => tok.Decode(ids));
     }
 
     /// <summary>A session keeps its model alive: disposing the model first only stops new sessions; the last session releases it.</summary>
