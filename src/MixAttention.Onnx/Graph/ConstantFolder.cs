@@ -3,13 +3,6 @@ using MixAttention.Onnx.Onnx.Proto;
 
 namespace MixAttention.Onnx.Graph;
 
-/// <summary>A small constant: its dims and its elements as doubles (enough for scales, shapes and indices).</summary>
-internal sealed record ConstTensor(long[] Dims, double[] Data)
-{
-    /// <summary>The single element of a scalar or one-element tensor.</summary>
-    public double? Scalar => Data.Length == 1 ? Data[0] : null;
-}
-
 /// <summary>
 /// Evaluates the few kinds of constant arithmetic detection needs (a softmax scale written as
 /// <c>1/sqrt(Shape(k)[-1])</c>, a reshape target, a Constant node): initializers and Constant nodes

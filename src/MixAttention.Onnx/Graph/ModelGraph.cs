@@ -3,9 +3,6 @@ using MixAttention.Onnx.Onnx.Proto;
 
 namespace MixAttention.Onnx.Graph;
 
-/// <summary>One use of a value: the consuming node and the input slot.</summary>
-internal readonly record struct ValueUse(NodeProto Node, int InputIndex);
-
 /// <summary>
 /// A thin, honest view over a <see cref="GraphProto"/>: every value knows its producer and consumers,
 /// initializers and graph inputs/outputs are looked up by name. Edits go through this class so the
@@ -351,12 +348,4 @@ internal sealed class ModelGraph
 
     private bool Exists(string name) =>
         _producers.ContainsKey(name) || _initializers.ContainsKey(name) || _inputs.Contains(name) || _outputs.Contains(name) || _consumers.ContainsKey(name);
-}
-
-/// <summary>What <see cref="ModelGraph.RemoveDeadCode"/> removed.</summary>
-public sealed record DeadCodeReport(int Nodes, int Initializers, long InitializerBytes, long Parameters, IReadOnlyList<string> Inputs)
-{
-    /// <summary>The totals of two passes.</summary>
-    public DeadCodeReport Add(DeadCodeReport other) => new(Nodes + other.Nodes, Initializers + other.Initializers,
-        InitializerBytes + other.InitializerBytes, Parameters + other.Parameters, Inputs.Concat(other.Inputs).ToArray());
 }

@@ -2,25 +2,6 @@ using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Layouts;
 
-/// <summary>KV bytes of one cache owner at one context length.</summary>
-/// <param name="Layer">The owner layer.</param>
-/// <param name="Window">Its window; 0 = global.</param>
-/// <param name="Capacity">Token slots per sequence.</param>
-/// <param name="Readers">How many other layers read it.</param>
-/// <param name="Bytes">2 (K and V) × kv heads × head size × element size × capacity.</param>
-public sealed record OwnerBytes(int Layer, int Window, long Capacity, int Readers, long Bytes);
-
-/// <summary>KV memory of a layout against the unconverted model, per sequence.</summary>
-/// <param name="ContextLength">T, the tokens per sequence.</param>
-/// <param name="LayoutBytes">Bytes of the layout's owners.</param>
-/// <param name="UnconvertedBytes">Bytes of the unconverted model (see <see cref="KvMemory.Unconverted"/>).</param>
-/// <param name="Owners">Per-owner breakdown.</param>
-public sealed record KvMemoryEstimate(long ContextLength, long LayoutBytes, long UnconvertedBytes, IReadOnlyList<OwnerBytes> Owners)
-{
-    /// <summary>Unconverted ÷ layout (how many times smaller the converted cache is).</summary>
-    public double Reduction => LayoutBytes == 0 ? double.PositiveInfinity : (double)UnconvertedBytes / LayoutBytes;
-}
-
 /// <summary>
 /// KV cache sizes for reports. Per sequence at context length T, only owners count; a sliding owner holds
 /// min(T, W) tokens (plus <c>chunk − 1</c> when it has readers and prefill runs in chunks: the runtime may keep the

@@ -6,9 +6,6 @@ using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Lowering;
 
-/// <summary>What lowering changed, for reports.</summary>
-internal sealed record LoweringResult(CachePlan Plan, DeadCodeReport Removed);
-
 /// <summary>
 /// Applies a layout to a graph through a backend: replaces every site's attention, gives the graph
 /// KV inputs/outputs only for owner layers (<c>past_key_values.N.*</c> / <c>present.N.*</c>, N = owner),

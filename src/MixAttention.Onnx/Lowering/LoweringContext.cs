@@ -6,9 +6,6 @@ using static MixAttention.Onnx.Graph.GraphBuilder;
 
 namespace MixAttention.Onnx.Lowering;
 
-/// <summary>What lowering one site produced: the new attention output and, for owners, the new present caches (temporary names).</summary>
-internal sealed record LoweredSite(string Output, string? PresentKey, string? PresentValue);
-
 /// <summary>
 /// Shared state of one lowering run: the graph, the sites and layout, and values several layers share
 /// (past lengths, positions, step length, window masks), created once on first use.
