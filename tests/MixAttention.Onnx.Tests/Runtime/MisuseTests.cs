@@ -217,7 +217,7 @@ public sealed class MisuseTests
     // ---- models and plans ----------------------------------------------------------------------------------------
 
     [TestMethod]
-    public void MixAttentionSessionNeedsAPlanWithPreallocatedCaches()
+    public void InPlaceCacheSessionNeedsAPlanWithPreallocatedCaches()
     {
         using var plain = RuntimeFixtures.Open(Unconverted);
         var e = Assert.ThrowsExactly<MixAttentionException>(() => new InPlaceCacheSession(plain, Small));
