@@ -3,7 +3,9 @@
 #
 #   native/run-tests.sh            # Release build + AddressSanitizer/UBSan build (default)
 #   MIXATTN_ASAN=0 native/run-tests.sh   # skip the sanitizer build
-#   ORT_INCLUDE_DIR=... native/run-tests.sh   # ORT 1.31 headers (default: the NuGet cache)
+#   ORT_INCLUDE_DIR=... native/run-tests.sh   # ORT 1.31 headers (default: the NuGet global packages
+#                                             # folder, $NUGET_PACKAGES or ~/.nuget/packages; run
+#                                             # 'dotnet restore MixAttention.Onnx.sln' first to fill it)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 jobs="${MIXATTN_JOBS:-$(nproc)}"

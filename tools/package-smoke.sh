@@ -46,7 +46,7 @@ done
 step "pack ($(du -h "$lib" | cut -f1) library, $(du -h "$tool" | cut -f1) tool)"
 
 # 2. A fresh console project that uses the package.
-rm -rf "$HOME/.nuget/packages/mixattention.onnx/$version"
+rm -rf "${NUGET_PACKAGES:-$HOME/.nuget/packages}/mixattention.onnx/$version"   # the global packages folder
 dotnet new console -o "$app" -n SmokeApp --no-restore >"$work/last.log" 2>&1 || fail new-console
 cat >"$app/nuget.config" <<XML
 <?xml version="1.0" encoding="utf-8"?>

@@ -6,7 +6,8 @@ complete, self-consistent BPE: the 256 byte tokens plus the first 744 merges. Ad
 (<|endoftext|> = 50256 and the CodeGen whitespace runs) are dropped, so the tokenizer never emits an id the
 model cannot embed. Standard library only.
 
-usage: python3 make_tokenizer.py SRC_DIR [OUT_DIR]   (SRC_DIR holds tokenizer.json, tokenizer_config.json)
+usage: python3 make_tokenizer.py [SRC_DIR [OUT_DIR]]   (SRC_DIR holds tokenizer.json, tokenizer_config.json;
+       default graphs/gpt2-tokenizer, the full GPT-2 tokenizer of tiny-random-gpt2-fp32)
 """
 import json
 import os
@@ -14,7 +15,7 @@ import sys
 
 VOCAB = 1000
 
-src = sys.argv[1] if len(sys.argv) > 1 else "../../../shared/models/tiny-random-gpt2-fp32"
+src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpt2-tokenizer")
 out = sys.argv[2] if len(sys.argv) > 2 else os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(src, "tokenizer.json"), encoding="utf-8") as f:
     tok = json.load(f)

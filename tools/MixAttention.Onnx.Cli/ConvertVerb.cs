@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Json;
 using MixAttention.Onnx.Conversion;
 using MixAttention.Onnx.Onnx;
+using MixAttention.Onnx.Runtime;
 using Spectre.Console;
 using MixAttention.Onnx.Plan;
 
@@ -26,11 +27,18 @@ internal static class ConvertVerb
         var json = new Option<bool>("--json") { Description = "Print the report as JSON." };
         var copyWeights = new Option<bool>("--copy-weights") { Description = "Write a compact copy of the external weights instead of hard-linking the source's weights file." };
         var allowOutside = new Option<bool>("--allow-external-data-outside") { Description = "Trust external-data paths that leave the model's folder." };
+        var check = new Option<string>("--check")
+        {
+            Description = "After writing: auto (compare with the source over a short decode when both fit in memory, else load and run one step), " +
+                "compare, load, or none. A converted model that does not load or run is removed and the command fails.",
+            DefaultValueFactory = _ => "auto",
+        };
+        check.AcceptOnlyFromAmong("auto", "compare", "load", "none");
         var cmd = new Command("convert", "Rewrite an exported decoder to a MixAttention layout (sliding windows, shared KV caches).\n\n" +
             "Examples:\n  mixattn convert graphs/mistral-torchscript/model.onnx -o out/mistral.onnx --layout native\n" +
             "  mixattn convert model.onnx -o mixed.onnx --layout cai --window 1024\n  mixattn convert model.onnx -o mixed.onnx --layout 0_1s_1s_3s_3s_3s --window 512 --backend reference")
         {
-            input, output, layout, window, backend, force, json, copyWeights, allowOutside,
+            input, output, layout, window, backend, force, json, copyWeights, allowOutside, check,
         };
         cmd.SetAction(parse =>
         {
@@ -65,16 +73,55 @@ internal static class ConvertVerb
                     report = Converter.Convert(parse.GetValue(input)!, parse.GetValue(output)!, options, progress);
                 });
             }
+            var checkReport = RunCheck(parse.GetValue(input)!, report, parse.GetValue(check)!);
             if (parse.GetValue(json))
-                Console.WriteLine(report.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            {
+                var doc = report.ToJson();
+                doc["exact"] = Exact(report, checkReport);
+                doc["check"] = new System.Text.Json.Nodes.JsonObject
+                {
+                    ["done"] = checkReport.Done.ToString().ToLowerInvariant(),
+                    ["why"] = checkReport.Why,
+                    ["tokens"] = checkReport.Tokens,
+                    ["max_abs_diff_vs_source"] = checkReport.MaxAbsDiff,
+                    ["matches_source"] = checkReport.MatchesSource,
+                };
+                Console.WriteLine(doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            }
             else
-                Render(report);
+                Render(report, checkReport);
             return ExitCodes.Ok;
         });
         return cmd;
     }
 
-    private static void Render(ConversionReport r)
+    /// <summary>
+    /// Loads and runs the written model (and compares it with the source where that fits); a model that does not run is
+    /// removed, with its weights file, before the error propagates, so no broken output is left.
+    /// </summary>
+    private static ConversionCheckReport RunCheck(string input, ConversionReport report, string mode)
+    {
+        var source = report.Input;
+        try
+        {
+            return ConversionCheck.Run(source, report.Output!, Enum.Parse<ConversionCheckMode>(mode, ignoreCase: true));
+        }
+        catch (InvalidOperationException e)
+        {
+            foreach (var path in new[] { report.Output!, report.Output + ".data" })
+                if (File.Exists(path)) File.Delete(path);
+            throw new InvalidOperationException($"{e.Message}; the output was removed. This is a converter bug: please report it with the model.", e);
+        }
+    }
+
+    /// <summary>
+    /// Exact is claimed only when proven: the layout equals the model's own attention (no differences) and either the
+    /// comparison with the source agreed, or there was no comparison to contradict it (it is then exact by construction).
+    /// </summary>
+    private static bool Exact(ConversionReport r, ConversionCheckReport c) =>
+        r.Differences.Count == 0 && (c.MaxAbsDiff is null || c.MatchesSource);
+
+    private static void Render(ConversionReport r, ConversionCheckReport check)
     {
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
         var table = new Table().Border(TableBorder.Simple).Title($"[bold]{Markup.Escape(Path.GetFileName(r.Output ?? ""))}[/]: layout {Markup.Escape(r.Layout.Name)}, backend {r.Plan.Backend}");
@@ -89,14 +136,27 @@ internal static class ConvertVerb
         AnsiConsole.Write(table);
         var summary = new Table().Border(TableBorder.Simple).AddColumn("").AddColumn(new TableColumn("before").RightAligned()).AddColumn(new TableColumn("after").RightAligned()).AddColumn(new TableColumn("ratio").RightAligned());
         summary.AddRow("attention layers", r.Layout.Count.ToString(), r.Layout.Count.ToString(), "");
-        summary.AddRow("KV caches (owners)", r.Layout.Count.ToString(), r.Layout.Owners.Count.ToString(), "");
+        summary.AddRow("KV caches (owners)", r.SourceCaches.ToString(), r.Layout.Owners.Count.ToString(), "");
         foreach (var (context, before, after) in r.KvBytesPerSequence)
             summary.AddRow($"KV bytes / sequence @ {context / 1024}K", Cli.Bytes(before), Cli.Bytes(after), after == 0 ? "-" : $"{(double)before / after:0.0}×");
         summary.AddRow("parameters removed", "", r.Removed.Parameters.ToString("N0"), Cli.Bytes(r.Removed.InitializerBytes));
         AnsiConsole.Write(summary);
-        AnsiConsole.MarkupLine(r.Differences.Count == 0
-            ? "[green]exact:[/] every layer attends as in the source model."
-            : $"[yellow]retrofit:[/] {r.Differences.Count} layer(s) attend differently from the source (fine-tune or verify quality).");
+        int changed = r.Layout.Layers.Count(l => r.Differences.Any(d => d.StartsWith($"layer {l.Layer}:", StringComparison.Ordinal)));
+        if (r.Differences.Count > 0)
+            AnsiConsole.MarkupLine($"[yellow]retrofit:[/] {changed} layer(s) attend differently from the source (fine-tune or verify quality).");
+        else if (check.MaxAbsDiff is null)
+            AnsiConsole.MarkupLine("[green]exact by construction:[/] every layer attends as in the source model (no comparison ran).");
+        else if (check.MatchesSource)
+            AnsiConsole.MarkupLine($"[green]exact:[/] every layer attends as in the source, and the logits match the source's over {check.Tokens} tokens (max |Δ| {check.MaxAbsDiff:0.0e0}).");
+        else
+            AnsiConsole.MarkupLine($"[red]warning:[/] the layout is the model's own, but the logits differ from the source's by up to {check.MaxAbsDiff:0.###} over {check.Tokens} tokens. " +
+                "Exports traced with TorchScript often only work at their traced lengths (the converted model computes masks and windows itself); check it against your framework.");
+        AnsiConsole.MarkupLine(check.Done switch
+        {
+            ConversionCheckMode.Compare => $"check: loaded and ran the converted model, compared with the source ({Markup.Escape(check.Why)}).",
+            ConversionCheckMode.Load => $"check: loaded and ran the converted model ({Markup.Escape(check.Why)}).",
+            _ => "check: none (--check none).",
+        });
         AnsiConsole.MarkupLine($"wrote [bold]{Markup.Escape(r.Output ?? "")}[/] in {r.Elapsed.TotalSeconds:0.00} s");
     }
 

@@ -11,6 +11,7 @@ sliding ring only at T = 1024 and 131072 (its time does not depend on T); other 
 import csv
 import io
 import math
+import os
 import sys
 
 
@@ -108,7 +109,7 @@ def main():
     fig.suptitle(f"{bmeta.get('device', '')}: D2D peak {peak:.0f} GB/s")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
-    print(f"\nplot: {png}")
+    print(f"\nplot: {os.path.relpath(png)}")
 
 
 if __name__ == "__main__":

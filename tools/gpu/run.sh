@@ -10,11 +10,13 @@
 #   tools/gpu/run.sh dev        build; check; kbench; memcheck
 #   tools/gpu/run.sh prefill    build; the prefill kernel alone (kbench prefill) and torch SDPA prefill, same shapes
 #   tools/gpu/run.sh build      build only (then run $MIXATTN_GPU_WORK/harness/kbench by hand)
+#
+# MIXATTN_GPU_WORK: build and scratch folder (default ${TMPDIR:-/tmp}/mixattn-gpu, outside the repository).
 #   tools/gpu/run.sh profile    build; kbench on PROFILE_SHAPES ("kind B T D [variants]" each, see kbench.cu) and
 #                               an Nsight Compute report (--set full, cold caches) of each shape's first decode launch
 #
-# Needs (from the repo root, on the machine that has the GPU): .ortgpu/ (made by
-# /work/shared/tools/ortgpu-stage) and .ortinc/ (ORT 1.31 headers, tools/gpu/stage-headers.sh).
+# Needs (from the repo root, on the machine that has the GPU): .ortgpu/ (ORT 1.31's CUDA build with an unpack.sh
+# that sets ORTGPU_DIR, docs/gpu.md) and .ortinc/ (ORT 1.31 headers, tools/gpu/stage-headers.sh).
 # Results go to $OUT (default out/gpu): logs.tgz, bench.csv, torch.csv, floors.csv, summary.md, goals.md, gpu_bandwidth.png.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,7 +24,7 @@ root=$(cd "$here/../.." && pwd)
 mode=${1:-all}
 quick=""
 OUT=${OUT:-$root/out/gpu}
-work=${MIXATTN_GPU_WORK:-/tmp/mixattn-gpu}
+work=${MIXATTN_GPU_WORK:-${TMPDIR:-/tmp}/mixattn-gpu}
 logs=$work/logs
 mkdir -p "$OUT" "$logs"
 cd "$root"

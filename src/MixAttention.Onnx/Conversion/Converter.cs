@@ -46,6 +46,8 @@ public sealed record ConversionReport
     public required IReadOnlyList<(long Context, long Before, long After)> KvBytesPerSequence { get; init; }
     /// <summary>Where the converted model attends differently from the source (empty = exact).</summary>
     public required IReadOnlyList<string> Differences { get; init; }
+    /// <summary>KV caches the source model keeps (fewer than its layers when layers share one).</summary>
+    public int SourceCaches { get; init; }
     /// <summary>Wall time of the whole conversion.</summary>
     public TimeSpan Elapsed { get; init; }
 
@@ -126,9 +128,11 @@ public static class Converter
         progress?.Report((Stage.Detecting, 0));
         var graph = new ModelGraph(model);
         var detection = AttentionDetector.Detect(graph, config);
-        if (detection.Sites.Count == 0)
+        if (detection.Sites.Count == 0 && detection.Blocking.Count == 0)
             throw new MixAttentionException("no attention layers found in this model" +
                 (detection.Issues.Count > 0 ? ": " + string.Join("; ", detection.Issues.Select(i => $"node '{i.Node}': {i.Message}")) : "."));
+        if (!detection.IsComplete)
+            throw new MixAttentionException(RefusalMessage(detection));
 
         var layoutContext = LayoutContext.FromSites(detection.Sites, options.Window);
         var layout = LayoutParser.Parse(options.Layout, layoutContext);
@@ -148,8 +152,22 @@ public static class Converter
             Removed = lowering.Removed,
             KvBytesPerSequence = kv,
             Differences = differences,
+            SourceCaches = detection.Sites.Count(s => s.SharesKvOf is null),
         };
         return (report, graph);
+    }
+
+    /// <summary>
+    /// One line for a model whose attention is not fully understood: what is unexplained and the first reason a
+    /// candidate node gave (e.g. an unsupported feature), so the user sees why without a second command.
+    /// </summary>
+    internal static string RefusalMessage(DetectionReport detection)
+    {
+        var blocking = string.Join("; ", detection.Blocking.Select(i => $"{i.Node}: {i.Message}"));
+        var reason = detection.Issues.FirstOrDefault(i => !i.Blocking);
+        return "refusing to convert: " + blocking
+            + (reason is null ? "" : $" First reason found: node '{reason.Node}': {reason.Message}")
+            + " Nothing was written.";
     }
 
     /// <summary>

@@ -39,6 +39,8 @@ public enum WindowSource
     GenAiConfig,
     /// <summary>Given on the command line.</summary>
     CommandLine,
+    /// <summary>The source keeps only the last W - 1 tokens in this layer's present cache (a Slice after the append).</summary>
+    PresentCache,
 }
 
 /// <summary>How rotary position embeddings reach the attention of a layer.</summary>
@@ -73,6 +75,9 @@ public sealed record RotaryInfo(RotaryKind Kind, string? CosCache = null, string
 /// <param name="Layout">Cache tensor layout: BNSH [B, Hkv, T, D] for every style we know.</param>
 public sealed record CacheTensors(string PastKey, string? PastValue, string PresentKey, string? PresentValue, HeadLayout Layout = HeadLayout.BNSH)
 {
+    /// <summary>Tokens the source keeps in the present (a Slice on the sequence axis after the append); null = all.</summary>
+    public long? PresentKeep { get; init; }
+
     /// <summary>True when keys and values travel in one tensor [2, B, H, T, D].</summary>
     public bool IsPacked => PastValue is null;
 }
@@ -108,8 +113,18 @@ public sealed record AttentionSite
     public required string Output { get; init; }
     /// <summary>Layout of <see cref="Output"/>: BSHD [B, S, Hq·D] for most styles, BNSH [B, Hq, S, D] for 4-D ONNX <c>Attention</c>.</summary>
     public HeadLayout OutputLayout { get; init; } = HeadLayout.BSHD;
-    /// <summary>Cache graph inputs/outputs; null for a graph without KV cache.</summary>
+    /// <summary>Cache graph inputs/outputs; null for a graph without KV cache and for a layer that reads another layer's cache.</summary>
     public CacheTensors? Cache { get; init; }
+    /// <summary>
+    /// The layer whose cache this layer reads in the source model (KV sharing, e.g. Gemma-3n's last layers): it has no
+    /// cache of its own and its keys/values are that layer's. Null for a layer with its own cache.
+    /// </summary>
+    public int? SharesKvOf { get; init; }
+    /// <summary>
+    /// Set by detection for a fused op that computes no keys/values and takes another attention node's present as its
+    /// past: the name of that node (resolved to <see cref="SharesKvOf"/> once layers are numbered).
+    /// </summary>
+    public string? ReadsKvOfNode { get; init; }
     /// <summary>Number of query heads.</summary>
     public required int NumHeads { get; init; }
     /// <summary>Number of key/value heads (== NumHeads without GQA).</summary>

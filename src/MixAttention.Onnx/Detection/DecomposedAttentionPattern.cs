@@ -43,7 +43,7 @@ internal sealed class DecomposedAttentionPattern : IAttentionPattern
         var chain = TraceScores(ctx, softmax.Input[0], 1.0, 0f, new List<NodeProto>());
         if (chain is null)
         {
-            why = "this Softmax is not fed by a Q·Kᵀ MatMul through scale/mask/softcap nodes.";
+            why = Unsupported(ctx, softmax) ?? "this Softmax is not fed by a Q·Kᵀ MatMul through scale/mask/softcap nodes.";
             return null;
         }
         // Q and Kᵀ, each possibly scaled (sdpa's decomposition scales both by sqrt(scale)).
@@ -83,9 +83,18 @@ internal sealed class DecomposedAttentionPattern : IAttentionPattern
 
         string output = pv.Output[0];
         var layout = HeadLayout.BNSH;
-        if (ctx.Graph.Consumers(output) is [{ OpType: "Transpose" } t] && IsHeadsToSeq(t)
+        // [B, H, S, D] → (a view to the same shape, as Falcon writes it) → Transpose(0,2,1,3) → Reshape [B, S, H·D].
+        var merge = ctx.Graph.Consumers(output).Where(c => c.OpType != "Shape").ToList();
+        NodeProto? view = null;
+        if (merge is [{ OpType: "Reshape" } v0])
+        {
+            view = v0;
+            merge = ctx.Graph.Consumers(v0.Output[0]).Where(c => c.OpType != "Shape").ToList();
+        }
+        if (merge is [{ OpType: "Transpose" } t] && IsHeadsToSeq(t)
             && ctx.Graph.Consumers(t.Output[0]).Where(c => c.OpType != "Shape").ToList() is [{ OpType: "Reshape" } r])
         {
+            if (view is not null) nodes.Add(view);
             nodes.Add(t);
             nodes.Add(r);
             output = r.Output[0];
@@ -114,7 +123,7 @@ internal sealed class DecomposedAttentionPattern : IAttentionPattern
 
         CacheTensors? cache = null;
         if (key.PastInput is not null && value.PastInput is not null && key.PresentOutput is not null && value.PresentOutput is not null)
-            cache = new CacheTensors(key.PastInput, value.PastInput, key.PresentOutput, value.PresentOutput);
+            cache = new CacheTensors(key.PastInput, value.PastInput, key.PresentOutput, value.PresentOutput) { PresentKeep = key.PresentKeep };
         else if (key.PastInput is not null || value.PastInput is not null)
             ctx.Report(softmax, "its key/value caches are not both carried by graph inputs/outputs; treated as a layer without cache.");
         if (key.Concat is not null) nodes.Add(key.Concat);
@@ -140,6 +149,32 @@ internal sealed class DecomposedAttentionPattern : IAttentionPattern
             Rotary = RotaryInfo.Before,
             ElementType = FusedSites.ElementTypeOf(ctx, key.PastInput ?? "", value.PastInput ?? ""),
         };
+    }
+
+    /// <summary>
+    /// Names the attention features this converter does not carry over, when the scores feeding <paramref name="softmax"/>
+    /// use them: attention sinks (a learned logit per head concatenated to the scores, gpt-oss) and ALiBi (a position bias
+    /// built from a cumulative sum of the attention mask, BLOOM). Null when neither is found.
+    /// </summary>
+    private static string? Unsupported(DetectionContext ctx, NodeProto softmax)
+    {
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var frontier = new List<(string Value, int Depth)> { (softmax.Input[0], 0) };
+        while (frontier.Count > 0)
+        {
+            var (value, depth) = frontier[^1];
+            frontier.RemoveAt(frontier.Count - 1);
+            if (depth > 24 || !seen.Add(value)) continue;
+            var p = ctx.Graph.Producer(value);
+            if (p is null) continue;
+            if (p.OpType == "Concat" && depth <= 4 && AttrInt(p, "axis", 0) is -1 or 3)
+                return "attention sinks (a learned logit per head concatenated to the scores before Softmax) are not supported.";
+            if (p.OpType == "CumSum")
+                return "ALiBi position bias (built from a cumulative sum of the attention mask) is not supported.";
+            foreach (var input in p.Input)
+                if (input.Length > 0) frontier.Add((input, depth + 1));
+        }
+        return null;
     }
 
     /// <summary>Walks from the Softmax input up to the score MatMul, collecting scale and softcap.</summary>

@@ -6,7 +6,12 @@ namespace MixAttention.Onnx.Detection;
 /// <summary>Something attention-like that no pattern could turn into a site, with the node(s) and the reason.</summary>
 /// <param name="Node">Name (or description) of the node where matching stopped.</param>
 /// <param name="Message">Why it is not a site.</param>
-public sealed record DetectionIssue(string Node, string Message);
+/// <param name="Blocking">
+/// True when the issue means the model is not fully understood (a cache input or output no site explains, a layer
+/// missing, a window that contradicts the config): <c>inspect</c> warns, <c>convert</c> refuses. False for nodes that
+/// merely look like attention (a MoE router's Softmax).
+/// </param>
+public sealed record DetectionIssue(string Node, string Message, bool Blocking = false);
 
 /// <summary>A site found by one pattern, before layers are numbered. <paramref name="Anchor"/> orders sites in the graph.</summary>
 internal sealed record SiteMatch(NodeProto Anchor, AttentionSite Site);
@@ -16,7 +21,12 @@ internal sealed record SiteMatch(NodeProto Anchor, AttentionSite Site);
 /// <param name="PastInput">Graph input holding the past, or null without cache.</param>
 /// <param name="PresentOutput">Graph output carrying past ++ new, or null.</param>
 /// <param name="Concat">The appending Concat node, or null.</param>
-internal sealed record KvOrigin(string NewValue, string? PastInput, string? PresentOutput, NodeProto? Concat);
+/// <param name="PresentKeep">
+/// Tokens the present output keeps when a Slice on the sequence axis sits between the append and the output
+/// (transformers 5 keeps a sliding layer's cache at its window: the last W - 1 tokens); null when the present is
+/// the whole concatenation.
+/// </param>
+internal sealed record KvOrigin(string NewValue, string? PastInput, string? PresentOutput, NodeProto? Concat, long? PresentKeep = null);
 
 /// <summary>Shared state and small graph-walking helpers for the detection patterns.</summary>
 internal sealed class DetectionContext
@@ -43,30 +53,71 @@ internal sealed class DetectionContext
     /// <summary>Records that <paramref name="node"/> looks like attention but is not understood.</summary>
     public void Report(NodeProto node, string message) => _issues.Add(new DetectionIssue(ModelGraph.Describe(node), message));
 
-    /// <summary>Walks back through Identity/Cast from <paramref name="value"/> to a graph input, or returns null.</summary>
+    /// <summary>Records a problem that stops conversion (see <see cref="DetectionIssue.Blocking"/>).</summary>
+    public void Block(string where, string message) => _issues.Add(new DetectionIssue(where, message, Blocking: true));
+
+    /// <summary>
+    /// Walks back from <paramref name="value"/> to a graph input through Identity, Cast, one-input Concat and a Slice
+    /// on the sequence axis (the optimum wrapper fills a transformers 5 sliding cache with <c>update()</c>, which keeps
+    /// the last W - 1 tokens of the past), or returns null.
+    /// </summary>
     public string? TraceToGraphInput(string value)
     {
         for (int i = 0; i < 8 && value.Length > 0; i++)
         {
             if (Graph.IsGraphInput(value)) return value;
             var p = Graph.Producer(value);
-            if (p is null || !(p.OpType is "Identity" or "Cast" || (p.OpType == "Concat" && p.Input.Count == 1))) return null;
+            if (p is null || !(p.OpType is "Identity" or "Cast" || (p.OpType == "Concat" && p.Input.Count == 1) || SequenceSliceKeep(p) is not null))
+                return null;
             value = p.Input[0];
         }
         return null;
     }
 
     /// <summary>The graph output that carries <paramref name="value"/> (itself or through Identity/Cast), or null.</summary>
-    public string? TraceToGraphOutput(string value)
+    public string? TraceToGraphOutput(string value) => TraceToGraphOutput(value, out _);
+
+    /// <summary>
+    /// The graph output that carries <paramref name="value"/>, itself or through Identity, Cast and at most one Slice on
+    /// the sequence axis; <paramref name="keep"/> is the number of tokens that Slice keeps (null without one).
+    /// </summary>
+    public string? TraceToGraphOutput(string value, out long? keep) => TraceToGraphOutput(value, 0, sliced: false, out keep);
+
+    private string? TraceToGraphOutput(string value, int depth, bool sliced, out long? keep)
     {
-        for (int i = 0; i < 8; i++)
+        keep = null;
+        if (Graph.IsGraphOutput(value)) return value;
+        if (depth >= 8) return null;
+        foreach (var c in Graph.Consumers(value))
         {
-            if (Graph.IsGraphOutput(value)) return value;
-            var next = Graph.Consumers(value).FirstOrDefault(n => n.OpType is "Identity" or "Cast" && TraceToGraphOutput(n.Output[0]) is not null);
-            if (next is null) return null;
-            value = next.Output[0];
+            long? here = null;
+            if (c.OpType is "Identity" or "Cast") { }
+            else if (!sliced && c.Input[0] == value && SequenceSliceKeep(c) is { } k) here = k;
+            else continue;
+            var found = TraceToGraphOutput(c.Output[0], depth + 1, sliced || here is not null, out var deeper);
+            if (found is null) continue;
+            keep = here ?? deeper;
+            return found;
         }
         return null;
+    }
+
+    /// <summary>
+    /// For a Slice over the sequence axis (axis 2 or -2 of a [B, H, T, D] cache) that keeps the last tokens, how many it
+    /// keeps: <c>long.MaxValue</c> when the start is not a negative constant (e.g. all of them), else -start. Null when
+    /// the node is not such a Slice.
+    /// </summary>
+    public long? SequenceSliceKeep(NodeProto node)
+    {
+        if (node.OpType != "Slice" || node.Input.Count < 4) return null;
+        var axes = Folder.TryEvaluate(node.Input[3]);
+        if (axes is not { Data.Length: 1 } || axes.Data[0] is not (2 or -2)) return null;
+        if (node.Input.Count > 4 && node.Input[4].Length > 0 && Folder.TryScalar(node.Input[4]) is not 1.0) return null;
+        var starts = Folder.TryEvaluate(node.Input[1]);
+        var ends = Folder.TryEvaluate(node.Input[2]);
+        if (starts is { Data.Length: 1 } && ends is { Data.Length: 1 } && starts.Data[0] < 0 && ends.Data[0] >= 1L << 30)
+            return (long)-starts.Data[0];
+        return long.MaxValue;
     }
 
     /// <summary>
@@ -86,7 +137,10 @@ internal sealed class DetectionContext
                 long axis = AttrInt(p, "axis", 0);
                 var past = TraceToGraphInput(p.Input[0]);
                 if ((axis == -2 || axis == 2) && past is not null)
-                    return new KvOrigin(p.Input[1], past, TraceToGraphOutput(p.Output[0]), p);
+                {
+                    var present = TraceToGraphOutput(p.Output[0], out var keep);
+                    return new KvOrigin(p.Input[1], past, present, p, keep is long.MaxValue ? null : keep);
+                }
                 break;
             }
             if (p.OpType is not ("Reshape" or "Expand" or "Unsqueeze" or "Tile" or "Identity" or "Cast" or "Squeeze")) break;

@@ -35,6 +35,25 @@ internal sealed class GroupQueryAttentionPattern : IAttentionPattern
                 ? new RotaryInfo(RotaryKind.Fused, Input(node, 7), Input(node, 8), AttrInt(node, "rotary_interleaved", 0) != 0)
                 : RotaryInfo.Before;
             int window = (int)AttrInt(node, "local_window_size", -1);
+            // KV sharing as other builders write it (Gemma-3n / Gemma-4): no keys/values of its own, and the past is
+            // another GroupQueryAttention's present. The layer reads that layer's cache.
+            if (k.Length == 0 && v.Length == 0 && ctx.Graph.Producer(pastK) is { OpType: "GroupQueryAttention" } owner
+                && Output(owner, 1) == pastK && ctx.Graph.Producer(pastV) == owner && Output(owner, 2) == pastV)
+            {
+                if (ctx.LastDim(q) is { } qw && qw != heads * headSize)
+                {
+                    ctx.Report(node, $"reads the cache of '{owner.Name}' but its query is {qw} wide, not {heads}×{headSize}.");
+                    continue;
+                }
+                yield return new SiteMatch(node, FusedSites.Site(Style, node, new[] { node.Name }, q, HeadLayout.BSHD,
+                    heads, kvHeads, headSize.Value, cache: null, FusedSites.ElementTypeOf(ctx, pastK, q), rotary) with
+                {
+                    ReadsKvOfNode = owner.Name,
+                    Window = window > 0 ? window : 0,
+                    WindowSource = window > 0 ? WindowSource.Graph : WindowSource.None,
+                });
+                continue;
+            }
             yield return new SiteMatch(node, FusedSites.Site(Style, node, new[] { node.Name }, q, packed ? HeadLayout.PackedQkv : HeadLayout.BSHD,
                 heads, kvHeads, headSize.Value, FusedSites.CacheOf(ctx, node, pastK, pastV, Output(node, 1), Output(node, 2)),
                 FusedSites.ElementTypeOf(ctx, pastK, q), rotary) with
@@ -244,7 +263,7 @@ internal sealed class OnnxAttentionPattern : IAttentionPattern
             if (keyOrigin is not null && valueOrigin is not null)
             {
                 cache = keyOrigin.PastInput is { } pk && valueOrigin.PastInput is { } pv && keyOrigin.PresentOutput is { } ok && valueOrigin.PresentOutput is { } ov
-                    ? new CacheTensors(pk, pv, ok, ov) : null;
+                    ? new CacheTensors(pk, pv, ok, ov) { PresentKeep = keyOrigin.PresentKeep } : null;
                 k = keyOrigin.NewValue;
                 v = valueOrigin.NewValue;
                 if (keyOrigin.Concat is { } kc) nodes.Add(Graph.ModelGraph.Describe(kc));

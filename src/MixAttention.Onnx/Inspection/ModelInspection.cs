@@ -1,5 +1,7 @@
 using System.Text.Json.Nodes;
 using MixAttention.Onnx.Detection;
+using MixAttention.Onnx.Layouts;
+using MixAttention.Onnx.Lowering;
 using MixAttention.Onnx.Onnx;
 using MixAttention.Onnx.Plan;
 
@@ -8,8 +10,25 @@ namespace MixAttention.Onnx.Inspection;
 /// <summary>What <c>mixattn inspect</c> reports: the detected layers and their KV cache cost.</summary>
 public sealed record ModelInspection(string ModelPath, DetectionReport Detection, int Context, int Batch)
 {
-    /// <summary>Layers found.</summary>
+    /// <summary>The cache plan of a model this tool converted (then <see cref="Detection"/> is empty); null for a source export.</summary>
+    public CachePlan? Plan { get; init; }
+
+    /// <summary>Layers found (a source export).</summary>
     public IReadOnlyList<AttentionSite> Layers => Detection.Sites;
+
+    /// <summary>Attention layers: detected, or stated by the cache plan of a converted model.</summary>
+    public int LayerCount => Plan?.LayerCount ?? Layers.Count;
+
+    /// <summary>KV bytes a converted model keeps at <see cref="Context"/> × <see cref="Batch"/>: one cache per owner, rings at their capacity.</summary>
+    public long KvBytesConverted => Plan is null ? 0 : Plan.Caches.Sum(c => PlanCacheBytes(c, Context, Batch));
+
+    /// <summary>Bytes of one cache of a converted model (a ring holds its window, plus a chunk when other layers read it).</summary>
+    public static long PlanCacheBytes(CacheEntry c, long context, long batch)
+    {
+        long positions = KvMemory.Capacity(context, c.Window, c.Readers.Count > 0);
+        long elem = ElementTypes.SizeOfDType(c.DType) ?? (c.DType == "fp8" ? 1 : 4);
+        return 2 * batch * c.KvNumHeads * positions * c.HeadSize * elem;
+    }
 
     /// <summary>KV bytes the model as exported keeps at <see cref="Context"/> × <see cref="Batch"/>: every layer a full-length cache.</summary>
     public long KvBytesAsExported => Layers.Sum(s => CacheBytes(s, Context, Batch, window: 0));
@@ -31,6 +50,8 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
         if (context <= 0) throw new MixAttentionException($"--context must be positive (got {context}).");
         if (batch <= 0) throw new MixAttentionException($"--batch must be positive (got {batch}).");
         var model = OnnxModel.Load(modelPath, options);
+        if (CachePlan.FromModel(model.Proto) is { } plan)
+            return new ModelInspection(model.SourcePath!, new DetectionReport(Array.Empty<AttentionSite>(), Array.Empty<DetectionIssue>()), context, batch) { Plan = plan };
         var report = AttentionDetector.Detect(model);
         return new ModelInspection(model.SourcePath!, report, context, batch);
     }
@@ -41,6 +62,26 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
     /// </summary>
     public JsonObject ToJson()
     {
+        if (Plan is { } plan)
+            return new JsonObject
+            {
+                ["version"] = 1,
+                ["model"] = ModelPath,
+                ["converted"] = true,
+                ["layout"] = plan.Layout,
+                ["layout_name"] = plan.LayoutName,
+                ["backend"] = plan.Backend,
+                ["layers"] = new JsonArray(Enumerable.Range(0, plan.LayerCount).Select(l => (JsonNode)new JsonObject
+                {
+                    ["layer"] = l,
+                    ["kind"] = plan.Windows[l] > 0 ? "sliding" : "global",
+                    ["window"] = plan.Windows[l],
+                    ["kv_source"] = plan.KvSource[l],
+                }).ToArray()),
+                ["issues"] = new JsonArray(),
+                ["cache_plan"] = JsonNode.Parse(plan.ToJson()),
+                ["kv_cache"] = new JsonObject { ["context"] = Context, ["batch"] = Batch, ["bytes"] = KvBytesConverted },
+            };
         var layers = new JsonArray();
         foreach (var s in Layers)
         {
@@ -56,6 +97,7 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
                 ["softcap"] = s.Softcap,
                 ["window"] = s.Window,
                 ["window_source"] = s.WindowSource.ToString(),
+                ["shares_kv_of"] = s.SharesKvOf,
                 ["rotary"] = s.Rotary.Kind.ToString(),
                 ["dtype"] = ElementTypes.DTypeName(s.ElementType),
                 ["query"] = s.Query,
@@ -81,7 +123,8 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
             ["model"] = ModelPath,
             ["styles"] = new JsonArray(Detection.Styles.Select(s => (JsonNode)JsonValue.Create(s.ToString())!).ToArray()),
             ["layers"] = layers,
-            ["issues"] = new JsonArray(Detection.Issues.Select(i => (JsonNode)new JsonObject { ["node"] = i.Node, ["message"] = i.Message }).ToArray()),
+            ["issues"] = new JsonArray(Detection.Issues.Select(i => (JsonNode)new JsonObject { ["node"] = i.Node, ["message"] = i.Message, ["blocking"] = i.Blocking }).ToArray()),
+            ["complete"] = Detection.IsComplete,
             ["kv_cache"] = new JsonObject
             {
                 ["context"] = Context,

@@ -65,7 +65,8 @@ public static class KvMemory
     public static long Unconverted(LayoutContext ctx, long contextLength, bool honourModelWindows = false)
     {
         ArgumentNullException.ThrowIfNull(ctx);
-        return ctx.Layers.Sum(l => Capacity(contextLength, honourModelWindows ? l.Window : 0) * BytesPerToken(l));
+        // Layers that share another layer's cache in the source (Gemma-3n) keep none of their own.
+        return ctx.Layers.Where(l => l.SharesKvOf is null).Sum(l => Capacity(contextLength, honourModelWindows ? l.Window : 0) * BytesPerToken(l));
     }
 
     /// <summary>Layout and unconverted bytes together, with the per-owner breakdown.</summary>

@@ -10,6 +10,7 @@ namespace MixAttention.Onnx.Layouts;
 /// <param name="ElementType">ONNX element type of the cache (TensorProto.DataType).</param>
 /// <param name="Window">The model's own sliding window for this layer; 0 = global.</param>
 /// <param name="WindowSource">Where <paramref name="Window"/> came from.</param>
+/// <param name="SharesKvOf">The layer whose cache this layer already reads in the source model (KV sharing); null when it has its own.</param>
 public sealed record LayerInfo(
     int Layer,
     int NumHeads,
@@ -17,12 +18,13 @@ public sealed record LayerInfo(
     int HeadSize,
     int ElementType,
     int Window = 0,
-    WindowSource WindowSource = WindowSource.None)
+    WindowSource WindowSource = WindowSource.None,
+    int? SharesKvOf = null)
 {
     /// <summary>The model facts of one attention site.</summary>
     public static LayerInfo FromSite(AttentionSite site)
     {
         ArgumentNullException.ThrowIfNull(site);
-        return new(site.Layer, site.NumHeads, site.KvNumHeads, site.HeadSize, site.ElementType, site.Window, site.WindowSource);
+        return new(site.Layer, site.NumHeads, site.KvNumHeads, site.HeadSize, site.ElementType, site.Window, site.WindowSource, site.SharesKvOf);
     }
 }

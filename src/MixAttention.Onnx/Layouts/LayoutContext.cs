@@ -23,6 +23,8 @@ public sealed class LayoutContext
                     $"model info: layer {i} has heads={l.NumHeads}, kv heads={l.KvNumHeads}, head size={l.HeadSize}; all must be > 0", i);
             if (l.Window < 0)
                 throw new LayoutException(LayoutRule.ModelInfo, $"model info: layer {i} has a negative window {l.Window}", i);
+            if (l.SharesKvOf is { } src && (src < 0 || src >= i || layers[src].SharesKvOf is not null))
+                throw new LayoutException(LayoutRule.ModelInfo, $"model info: layer {i} shares the cache of layer {src}, which is not an earlier layer with a cache of its own", i);
         }
         if (commandLineWindow is <= 0)
             throw new LayoutException(LayoutRule.InvalidWindow, $"--window must be > 0 (got {commandLineWindow})");

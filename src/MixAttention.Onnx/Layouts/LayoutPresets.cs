@@ -8,12 +8,15 @@ public static class LayoutPresets
     private const string Lckv = "LCKV README, MixAttention (Pairs) config for 22-layer TinyLlama, https://github.com/whyNLP/LCKV";
     private const string Paper = "MixAttention, arXiv 2409.15012 (variant maps not verified; see docs/layouts.md)";
 
-    /// <summary>Every layer keeps the model's own window (from the sites) and owns its cache. Exact for any model.</summary>
+    /// <summary>
+    /// Every layer keeps the model's own window (from the sites) and its own cache, or reads the cache it already reads in
+    /// the source (KV sharing, e.g. Gemma-3n). Exact for any model.
+    /// </summary>
     public static LayoutPreset Native { get; } = new("native",
-        "every layer owns its cache and keeps the model's own window (exact; saves memory on models trained with SWA)",
+        "every layer keeps the model's own window and cache (or the cache it shares in the model); exact, and saves memory on models trained with SWA",
         "the model's own attention sites", PresetProvenance.Exact,
         (p, ctx) => new MixAttentionLayout(
-            ctx.Layers.Select(l => new LayerAssignment(l.Layer, l.Layer, l.Window)), p.Name, LayoutOrigin.Preset, p.Name));
+            ctx.Layers.Select(l => new LayerAssignment(l.Layer, l.SharesKvOf ?? l.Layer, l.Window)), p.Name, LayoutOrigin.Preset, p.Name));
 
     /// <summary>Gemma 3: layer i is global iff (i+1) % 6 == 0, every other layer sliding; no sharing.</summary>
     public static LayoutPreset Gemma3 { get; } = new("gemma3",

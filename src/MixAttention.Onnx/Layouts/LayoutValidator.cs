@@ -116,8 +116,13 @@ public static class LayoutValidator
                 notes.Add($"layer {i}: window {l.Window} is larger than the model's own {own} (it sees tokens it was not trained to see)");
             else if (l.IsGlobal && own > 0)
                 notes.Add($"layer {i}: global where the model has a sliding window {own} (it sees tokens it was not trained to see)");
-            if (!l.IsOwner)
-                notes.Add($"layer {i}: reads layer {l.KvSource}'s keys/values instead of computing its own");
+            // A layer that shares a cache in the source computes no keys/values of its own: reading that cache again, or
+            // owning a copy of the same keys/values, is what the source does.
+            var shares = ctx.Layers[i].SharesKvOf;
+            if (!l.IsOwner && l.KvSource != shares)
+                notes.Add(shares is { } s
+                    ? $"layer {i}: reads layer {l.KvSource}'s keys/values instead of layer {s}'s"
+                    : $"layer {i}: reads layer {l.KvSource}'s keys/values instead of computing its own");
         }
         return notes;
     }

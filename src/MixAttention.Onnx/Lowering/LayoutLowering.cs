@@ -29,15 +29,21 @@ internal static class LayoutLowering
         if (layout.Count != sites.Count)
             throw new MixAttentionException($"the layout has {layout.Count} layers but the model has {sites.Count} attention layers.");
         foreach (var s in sites)
-            if (s.Cache is null)
+            if (s.Cache is null && s.SharesKvOf is null)
                 throw new MixAttentionException($"layer {s.Layer} (node '{s.Nodes[0]}') has no KV cache inputs/outputs; export the model with past_key_values (use_cache=True) before converting.");
+        var cached = sites.Where(s => s.Cache is not null).ToList();
+
+        for (int layer = 0; layer < sites.Count; layer++)
+            if (layout[layer].IsOwner && sites[layer] is { Key: null, SharesKvOf: { } src } && sites[layer].QkvLayout != HeadLayout.PackedQkv)
+                throw new MixAttentionException($"layer {layer} computes no keys/values of its own (in the source it reads layer {src}'s cache): " +
+                    $"the layout must make it read a cache (e.g. layer {src}'s), not own one.");
 
         var ctx = new LoweringContext(graph, sites, layout);
         backend.Check(ctx);
 
         // 1. The old cache graph inputs/outputs go; owners get canonical ones with the backend's axes.
-        var oldCacheInputs = sites.SelectMany(s => new[] { s.Cache!.PastKey, s.Cache.PastValue }).OfType<string>().Distinct().ToList();
-        foreach (var s in sites)
+        var oldCacheInputs = cached.SelectMany(s => new[] { s.Cache!.PastKey, s.Cache.PastValue }).OfType<string>().Distinct().ToList();
+        foreach (var s in cached)
         {
             graph.RemoveGraphOutput(s.Cache!.PresentKey);
             if (s.Cache.PresentValue is { } pv) graph.RemoveGraphOutput(pv);
@@ -138,7 +144,7 @@ internal static class LayoutLowering
         var graph = ctx.Graph;
         foreach (var name in oldCacheInputs)
         {
-            var site = sites.First(s => s.Cache!.PastKey == name || s.Cache.PastValue == name);
+            var site = sites.First(s => s.Cache is { } c && (c.PastKey == name || c.PastValue == name));
             foreach (var use in graph.Uses(name))
             {
                 var node = use.Node;

@@ -224,13 +224,13 @@ internal sealed class OnnxModel
                     foreach (var (outTensor, _, r) in toExternal)
                         (r! with { Location = dataName }).ApplyTo(outTensor);
                 else
-                    WriteExternalData(tmpData, dataName, toExternal, options.ExternalDataAlignment, progress);
+                    WriteExternalData(tmpData, dataName, toExternal, options.ExternalDataAlignment, progress, options.FailWriteAt);
             }
 
             var size = output.CalculateSize();
             if (size < 0 || size > ProtobufLimitBytes)
                 throw new OnnxFormatException($"The model would be {size} bytes inline, over protobuf's 2 GiB limit; save it with external data (ExternalizeAtLeastBytes).");
-            using (var fs = new FileStream(tmpModel, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            using (var fs = SaveFaultStream.Create(tmpModel, options.FailWriteAt))
             {
                 output.WriteTo(fs);
                 fs.Flush(flushToDisk: true);
@@ -270,7 +270,8 @@ internal sealed class OnnxModel
     }
 
     private void WriteExternalData(string tmpData, string dataName,
-        List<(TensorProto Out, TensorProto Src, ExternalDataRef? Ref)> tensors, int alignment, IProgress<double>? progress)
+        List<(TensorProto Out, TensorProto Src, ExternalDataRef? Ref)> tensors, int alignment, IProgress<double>? progress,
+        Func<string, long?>? failWriteAt)
     {
         long total = 0;
         foreach (var (_, src, r) in tensors)
@@ -281,7 +282,7 @@ internal sealed class OnnxModel
         var readers = new Dictionary<string, FileStream>(StringComparer.Ordinal);
         try
         {
-            using var outStream = new FileStream(tmpData, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
+            using var outStream = SaveFaultStream.Create(tmpData, failWriteAt);
             foreach (var (outTensor, src, r) in tensors)
             {
                 var pad = (alignment - (int)(outStream.Position % alignment)) % alignment;

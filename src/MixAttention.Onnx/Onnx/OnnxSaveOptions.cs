@@ -16,4 +16,6 @@ public sealed record OnnxSaveOptions
     /// write a compact new data file.
     /// </summary>
     public bool LinkExternalData { get; init; } = true;
+    /// <summary>Tests only: for a temporary file Save writes, the byte offset at which writing it fails (null: never).</summary>
+    internal Func<string, long?>? FailWriteAt { get; init; }
 }

@@ -34,6 +34,14 @@ public static class ElementTypes
         _ => null,
     };
 
+    /// <summary>
+    /// Bytes per element of a plan dtype: fp32/fp16/bf16 (and their long names), or any other ONNX type by the name
+    /// <see cref="DTypeName"/> gives it (int8, float8e4m3fn, ...); null for a name that is none of these.
+    /// </summary>
+    public static int? SizeOfDType(string dtype) =>
+        FromDTypeName(dtype) is { } known ? Size(known)
+        : Enum.GetValues<TensorProto.Types.DataType>().Where(t => DTypeName((int)t) == dtype).Select(t => Size((int)t)).FirstOrDefault();
+
     /// <summary>Bytes per element of an ONNX data type, or null when not byte-sized (strings, 4-bit types).</summary>
     public static int? Size(int onnxType) => (TensorProto.Types.DataType)onnxType switch
     {

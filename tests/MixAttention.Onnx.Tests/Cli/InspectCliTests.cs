@@ -47,6 +47,7 @@ public sealed class InspectCliTests
     }
 
     [TestMethod]
+    [TestCategory("Slow")]
     [DataRow("truncated")]
     [DataRow("text")]
     [DataRow("missing-data")]
@@ -88,6 +89,7 @@ public sealed class InspectCliTests
 public sealed class BenchCliTests
 {
     [TestMethod]
+    [TestCategory("Slow")]
     public void BenchComparesModelsInOneRunAndReportsMemory()
     {
         var dir = TestPaths.TempDir();
@@ -115,6 +117,7 @@ public sealed class BenchCliTests
     }
 
     [TestMethod]
+    [TestCategory("Slow")]
     public void BenchRoundsInterleaveTheModelsAndReportMedians()
     {
         var dir = TestPaths.TempDir();
@@ -192,6 +195,7 @@ public sealed class BenchCliTests
 public sealed class JsonOnEveryVerbTests
 {
     [TestMethod]
+    [TestCategory("Slow")]
     public void GenerateAndDemoPrintJson()
     {
         var (code, stdout, err) = InspectCliTests.Run("generate", TestPaths.Fixture("gpt2-ortattention"), "--tokenizer", Path.Combine(TestPaths.Graphs, "demo"),

@@ -12,6 +12,7 @@ namespace MixAttention.Onnx.Tests.Packaging;
 public sealed class PackageTests
 {
     [TestMethod]
+    [TestCategory("Slow")]
     public void PackagesRestoreIntoAFreshProjectAndTheToolRuns()
     {
         var script = Path.Combine(TestPaths.RepoRoot, "tools", "package-smoke.sh");

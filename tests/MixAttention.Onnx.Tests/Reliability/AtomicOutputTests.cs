@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Security.Cryptography;
 using Google.Protobuf;
 using MixAttention.Onnx.Onnx;
@@ -11,8 +10,7 @@ public sealed class AtomicOutputTests
 {
     /// <summary>
     /// What a reader of the output folder sees: the model (external-data file names normalized away) and the
-    /// content of the data it references (sampled: 64 slices of 64 KiB plus the length). Null when the model
-    /// does not load with its data.
+    /// content of every data file it references. Null when the model does not load with its data.
     /// </summary>
     private static string? Signature(string modelPath)
     {
@@ -25,67 +23,77 @@ public sealed class AtomicOutputTests
             if (ExternalDataRef.Of(t) is { } r) (r with { Location = "X" }).ApplyTo(t);
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         sha.AppendData(proto.ToByteArray());
-        var buffer = new byte[64 << 10];
-        foreach (var f in files)
-        {
-            using var s = File.OpenRead(f);
-            sha.AppendData(BitConverter.GetBytes(s.Length));
-            for (int i = 0; i < 64; i++)
-            {
-                s.Position = s.Length / 64 * i;
-                sha.AppendData(buffer, 0, s.Read(buffer, 0, buffer.Length));
-            }
-        }
+        foreach (var f in files) sha.AppendData(File.ReadAllBytes(f));
         return Convert.ToHexString(sha.GetHashAndReset());
     }
 
-    private static Process StartConvert(string input, string output) => Process.Start(new ProcessStartInfo("dotnet")
+    /// <summary>Every file in a folder (hidden temporaries included) with the SHA-256 of its bytes.</summary>
+    private static string Listing(string dir) => string.Join("\n", Directory.GetFiles(dir).Order(StringComparer.Ordinal)
+        .Select(f => $"{Path.GetFileName(f)} {Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(f)))}"));
+
+    /// <summary>The temporary files Save writes: the data file's name has ".data." in it, the model's does not.</summary>
+    private static bool IsDataTemp(string path) => Path.GetFileName(path).Contains(".data.", StringComparison.Ordinal);
+
+    private static OnnxSaveOptions NewOutput(Func<string, long?>? failAt = null) => new()
     {
-        RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
-        ArgumentList = { Path.Combine(AppContext.BaseDirectory, "mixattn.dll"), "convert", input, "-o", output, "--layout", "native", "--force", "--copy-weights", "--json" },
-    })!;
+        Overwrite = true, ExternalizeAtLeastBytes = 1024, LinkExternalData = false, FailWriteAt = failAt,
+    };
 
     /// <summary>
-    /// Kill `mixattn convert` at several points while it writes ~3 GB of weights over an existing output: every
-    /// time the output folder holds either the complete old model with its data or the complete new one —
-    /// never a mix, never a half-written file under the output's name — and the input is untouched.
+    /// Replace an existing output (model + external data) and fail the write of the new data file, then of the
+    /// new model file, at chosen byte offsets (first byte, second, middle, last). Every time: the save throws,
+    /// the output folder holds exactly the old files byte for byte (no temporary, no new data file left), the old
+    /// model loads with its data, and the input is untouched. Then an uninterrupted save gives the new model and
+    /// removes the old data.
     /// </summary>
     [TestMethod]
-    public void KillingAConversionAtAnyPointLeavesOldOrNewOutputComplete()
+    public void AFailedWriteAtAnyOffsetLeavesTheOldOutputIntact()
     {
         var dir = TestPaths.TempDir();
         try
         {
-            var (input, _) = SyntheticModel.Write(Path.Combine(dir, "in"), layers: 32, hidden: 2048, heads: 16, kvHeads: 4, intermediate: 5632);
-            var inputSignature = Signature(input);
+            var (input, _) = SyntheticModel.Write(Path.Combine(dir, "in"), layers: 2, hidden: 256, heads: 4, kvHeads: 2, intermediate: 512, vocab: 1000);
+            var inputListing = Listing(Path.GetDirectoryName(input)!);
+            var model = OnnxModel.Load(input);
 
-            // The new output, converted without interruption, and how long that takes.
+            // The new output written without interruption: its signature and the sizes of its two files.
             var reference = Path.Combine(dir, "reference", "model.onnx");
-            var clock = Stopwatch.StartNew();
-            using (var p = StartConvert(input, reference)) { p.WaitForExit(); Assert.AreEqual(0, p.ExitCode, p.StandardError.ReadToEnd()); }
-            var full = clock.Elapsed;
+            model.Save(reference, NewOutput());
             var newSignature = Signature(reference);
-            Directory.Delete(Path.GetDirectoryName(reference)!, true);
+            var dataBytes = new FileInfo(reference + ".data").Length;
+            var modelBytes = new FileInfo(reference).Length;
+            Assert.IsGreaterThan(1L << 20, dataBytes, "the data file is too small to fail in its middle");
 
-            foreach (var fraction in new[] { 0.2, 0.5, 0.8, 0.95 })
+            var points = new List<(bool Data, long Offset)>();
+            foreach (var data in new[] { true, false })
             {
-                var outDir = Path.Combine(dir, $"out{fraction}");
+                var size = data ? dataBytes : modelBytes;
+                points.AddRange(new[] { 0, 1, size / 2, size - 1 }.Select(o => (data, o)));
+            }
+            int i = 0;
+            foreach (var (data, offset) in points)
+            {
+                var outDir = Path.Combine(dir, $"out{i++}");
                 var output = Path.Combine(outDir, "model.onnx");
                 OnnxModel.Load(TestPaths.Fixture("llama-gqa")).Save(output, new OnnxSaveOptions { ExternalizeAtLeastBytes = 1024 });
                 var oldSignature = Signature(output);
+                var oldListing = Listing(outDir);
+                Assert.AreNotEqual(oldSignature, newSignature);
 
-                using var p = StartConvert(input, output);
-                Thread.Sleep(full * fraction);
-                bool finished = p.HasExited;
-                if (!finished) p.Kill(entireProcessTree: true);
-                p.WaitForExit();
+                var where = $"{(data ? "data" : "model")} file at byte {offset}";
+                var failed = Assert.ThrowsExactly<IOException>(() => model.Save(output, NewOutput(p => IsDataTemp(p) == data ? offset : null)), where);
+                StringAssert.Contains(failed.Message, $"at byte {offset} of", where);
 
-                var now = Signature(output);
-                Assert.IsNotNull(now, $"killed at {fraction:P0}: the output does not load with its data");
-                Assert.IsTrue(now == oldSignature || now == newSignature, $"killed at {fraction:P0} (finished: {finished}): the output is neither the old nor the new model");
-                Console.WriteLine($"killed at {fraction:P0} of {full.TotalSeconds:0.0} s: output is the {(now == oldSignature ? "old" : "new")} model");
+                Assert.AreEqual(oldListing, Listing(outDir), $"{where}: the output folder changed");
+                Assert.AreEqual(oldSignature, Signature(output), $"{where}: the old model no longer loads with its data");
             }
-            Assert.AreEqual(inputSignature, Signature(input), "the input changed");
+
+            // The same replacement, uninterrupted: the new model, and only its data beside it.
+            var last = Path.Combine(dir, "out0", "model.onnx");
+            model.Save(last, NewOutput());
+            Assert.AreEqual(newSignature, Signature(last));
+            Assert.HasCount(2, Directory.GetFiles(Path.GetDirectoryName(last)!), "the old data file was not removed");
+            Assert.AreEqual(inputListing, Listing(Path.GetDirectoryName(input)!), "the input changed");
         }
         finally
         {

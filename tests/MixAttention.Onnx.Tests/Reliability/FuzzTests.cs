@@ -62,6 +62,7 @@ public sealed class FuzzTests
     }
 
     [TestMethod]
+    [TestCategory("Slow")]
     [DataRow("llama-torchscript")]
     [DataRow("mistral-gqa")]
     [DataRow("gpt2-ortattention")]

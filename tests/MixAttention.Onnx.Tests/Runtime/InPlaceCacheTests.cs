@@ -57,6 +57,7 @@ public sealed class InPlaceCacheTests
 
     /// <summary>Native memory stays flat over 10,000 decode steps (RSS after GC, first 1,000 steps as warm-up).</summary>
     [TestMethod]
+    [TestCategory("Slow")]
     public void ResidentMemoryStaysFlatOverTenThousandDecodeSteps()
     {
         using var model = RuntimeFixtures.Open(RuntimeFixtures.Convert("mistral-torchscript"));
@@ -138,6 +139,7 @@ public sealed class InPlaceCacheTests
     /// every block.
     /// </summary>
     [TestMethod]
+    [TestCategory("Slow")]
     public void CreatingAndDisposingSessionsAndModelsDoesNotGrowNativeMemory()
     {
         var path = RuntimeFixtures.Convert("gemma3-torchscript", "cai", 8);

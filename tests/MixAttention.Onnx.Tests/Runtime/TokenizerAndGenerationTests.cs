@@ -8,16 +8,8 @@ public sealed class TokenizerAndGenerationTests
 {
     private static string DemoTokenizer => Path.Combine(TestPaths.Graphs, "demo");
 
-    /// <summary>The full GPT-2 tokenizer of the shared sample model (../shared next to the repository), when present.</summary>
-    private static string? SharedGpt2Tokenizer()
-    {
-        for (var dir = new DirectoryInfo(TestPaths.RepoRoot); dir is not null; dir = dir.Parent)
-        {
-            var candidate = Path.Combine(dir.FullName, "shared", "models", "tiny-random-gpt2-fp32");
-            if (OrtExtensionsTokenizer.Exists(candidate)) return candidate;
-        }
-        return null;
-    }
+    /// <summary>The full GPT-2 tokenizer (graphs/gpt2-tokenizer, copied unchanged from onnxruntime-genai's tiny-random-gpt2-fp32).</summary>
+    private static string FullGpt2Tokenizer => Path.Combine(TestPaths.Graphs, "gpt2-tokenizer");
 
     [TestMethod]
     public void TrimmedTokenizerRoundTripsWithinTheModelVocabulary()
@@ -31,12 +23,9 @@ public sealed class TokenizerAndGenerationTests
     }
 
     [TestMethod]
-    public void SharedGpt2TokenizerMatchesKnownIds()
+    public void FullGpt2TokenizerMatchesKnownIds()
     {
-        var dir = SharedGpt2Tokenizer();
-        // CI lays shared/ beside the repository; a checkout without it cannot run this test, and says so as a failure.
-        Assert.IsNotNull(dir, "../shared/models/tiny-random-gpt2-fp32 (the full GPT-2 tokenizer) is not beside the repository");
-        using var tok = OrtExtensionsTokenizer.FromDirectory(dir);
+        using var tok = OrtExtensionsTokenizer.FromDirectory(FullGpt2Tokenizer);
         // GPT-2 BPE: "Hello world" = [15496, 995].
         CollectionAssert.AreEqual(new long[] { 15496, 995 }, tok.Encode("Hello world"));
         Assert.AreEqual("Hello world", tok.Decode(new long[] { 15496, 995 }));

@@ -32,6 +32,7 @@ public sealed class VerifyTests
 
     /// <summary>The CLI (as a process): exit 0 on an exact pair with --expect-exact, 1 on a retrofit; demo runs with no arguments.</summary>
     [TestMethod]
+    [TestCategory("Slow")]
     public void CliVerifyExitCodesAndDemo()
     {
         var (code, stdout, stderr) = Cli.InspectCliTests.Run("verify", TestPaths.Fixture("mistral-torchscript"), RuntimeFixtures.Convert("mistral-torchscript"), "--expect-exact", "--steps", "20", "--json");

@@ -49,9 +49,11 @@ public static partial class Npy
 /// <summary>The torch reference recorded at export time for a fixture: input ids [B, T] and logits [B, T, V].</summary>
 public sealed record TorchReference(int Batch, int Length, int Vocab, long[] InputIds, float[] Logits)
 {
-    public static TorchReference For(string fixture)
+    public static TorchReference For(string fixture) => ForDirectory(TestPaths.FixtureDir(fixture));
+
+    /// <summary>The reference named by the provenance.json in <paramref name="dir"/>.</summary>
+    public static TorchReference ForDirectory(string dir)
     {
-        var dir = TestPaths.FixtureDir(fixture);
         var provenance = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "provenance.json")))!;
         var refDir = Path.GetFullPath(Path.Combine(dir, provenance["reference"]!.GetValue<string>()));
         var (idShape, ids) = Npy.ReadInt64(Path.Combine(refDir, "input_ids.npy"));

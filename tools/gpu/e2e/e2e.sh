@@ -6,12 +6,12 @@
 #   (b) gqa-mix:  the closest layout ORT's GQA can express (cai's global sharing; sliding layers own rings:
 #                 GQA cannot read another layer's windowed cache),
 # decode tokens/s and KV memory at 4K and 32K context × batch 1 and 16, measured in one run per shape.
-# Needs (carried from the repo root): .ortgpu (ortgpu-stage), .ortinc (tools/gpu/stage-headers.sh),
+# Needs (carried from the repo root): .ortgpu (ORT's CUDA build, docs/gpu.md), .ortinc (tools/gpu/stage-headers.sh),
 # .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick|profile|graph|kernels|prepare|rounds]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$root"
-OUT=${OUT:-$root/out/e2e}; work=${MIXATTN_E2E_WORK:-/tmp/mixattn-e2e}
+OUT=${OUT:-$root/out/e2e}; work=${MIXATTN_E2E_WORK:-${TMPDIR:-/tmp}/mixattn-e2e}
 # A fresh work folder: converted models share the base model's weights file, and a later build_model.py run would
 # then fail onnx's checker (it refuses external data files with several hard links).
 rm -rf "$work"; mkdir -p "$OUT" "$work/app"

@@ -1,0 +1,56 @@
+using System.Formats.Tar;
+using System.IO.Compression;
+using System.Text.Json.Nodes;
+
+namespace MixAttention.Onnx.Tests.Support;
+
+/// <summary>
+/// The model zoo (tools/fixtures/export_zoo.py): one tiny transformers model per architecture, exported with every
+/// exporter torch has for it, with torch's teacher-forced logits. The repository keeps it as one Brotli-compressed tar
+/// (graphs/zoo.tar.br: the exports of one architecture share their weights, which only a large-window compressor
+/// sees); it is unpacked once per test process into the test output folder.
+/// </summary>
+public static class ZooFixtures
+{
+    private static readonly Lazy<string> Root = new(Unpack);
+
+    /// <summary>The folder holding the unpacked zoo (one sub-folder per export, plus reference/ and summary.json).</summary>
+    public static string Directory => Root.Value;
+
+    /// <summary>The folder of one export, e.g. <c>gemma2-torchscript-p5</c>.</summary>
+    public static string Dir(string name) => Path.Combine(Directory, name);
+
+    /// <summary>The model file of one export.</summary>
+    public static string Model(string name) => Path.Combine(Dir(name), "model.onnx");
+
+    /// <summary>Every export in the zoo, by folder name.</summary>
+    public static IReadOnlyList<string> Names() =>
+        System.IO.Directory.GetDirectories(Directory).Where(d => File.Exists(Path.Combine(d, "model.onnx")))
+            .Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal).ToArray();
+
+    /// <summary><see cref="Names"/> as test data rows.</summary>
+    public static IEnumerable<object[]> Rows() => Names().Select(n => new object[] { n });
+
+    /// <summary>The provenance record the export script wrote beside the model.</summary>
+    public static JsonNode Provenance(string name) => JsonNode.Parse(File.ReadAllText(Path.Combine(Dir(name), "provenance.json")))!;
+
+    /// <summary>The torch reference of an export (input ids [B, T] and logits [B, T, V]).</summary>
+    public static TorchReference Reference(string name) => TorchReference.ForDirectory(Dir(name));
+
+    private static string Unpack()
+    {
+        var archive = Path.Combine(TestPaths.Graphs, "zoo.tar.br");
+        var target = Path.Combine(AppContext.BaseDirectory, "zoo-" + File.GetLastWriteTimeUtc(archive).Ticks + "-" + new FileInfo(archive).Length);
+        var done = Path.Combine(target, ".unpacked");
+        if (File.Exists(done)) return Path.Combine(target, "zoo");
+        var staging = target + "." + Guid.NewGuid().ToString("N");
+        System.IO.Directory.CreateDirectory(staging);
+        using (var file = File.OpenRead(archive))
+        using (var brotli = new BrotliStream(file, CompressionMode.Decompress))
+            TarFile.ExtractToDirectory(brotli, staging, overwriteFiles: true);
+        File.WriteAllText(Path.Combine(staging, ".unpacked"), "");
+        try { System.IO.Directory.Move(staging, target); }
+        catch (IOException) when (File.Exists(done)) { System.IO.Directory.Delete(staging, recursive: true); }
+        return Path.Combine(target, "zoo");
+    }
+}
