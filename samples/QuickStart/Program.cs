@@ -17,7 +17,7 @@ using var model = MixAttentionModel.Open(converted, new ModelOptions { Device = 
 using var session = model.CreateSession(new SessionConfig { MaxBatch = 2, MaxLength = 256, PrefillChunk = 16 });
 
 // 3. Two sequences: prefill each prompt, then decode both together, one batched call per step (greedy).
-using var tokenizer = tokDir is null ? null : Tokenizer.FromDirectory(tokDir);
+using var tokenizer = tokDir is null ? null : OrtExtensionsTokenizer.FromDirectory(tokDir);
 long[] prompt = tokenizer?.Encode("Once upon a time") ?? [1, 15, 27, 3, 42];
 int a = session.AddSequence(), b = session.AddSequence();
 long[] next = [ArgMax(session.Prefill(a, prompt)), ArgMax(session.Prefill(b, prompt[..^1]))];
@@ -28,10 +28,10 @@ for (int step = 0; step < 8; step++)
     next = [ArgMax(logits[0]), ArgMax(logits[1])];
 }
 
-// 4. Or stream one prompt's tokens with the generator (continuous batching: Generator.Run).
+// 4. Or stream one prompt's tokens with the generator (continuous batching: ContinuousBatchingGenerator.Run).
 session.Reset();
 var options = new GenerationOptions { MaxNewTokens = 8, StopTokens = tokenizer?.StopTokens ?? [] };
-await foreach (var token in new Generator(session).GenerateAsync(prompt, options))
+await foreach (var token in new ContinuousBatchingGenerator(session).GenerateAsync(prompt, options))
     Console.Write(tokenizer is null ? $"{token} " : tokenizer.Decode([token]));
 Console.WriteLine();
 

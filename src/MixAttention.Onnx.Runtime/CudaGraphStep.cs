@@ -2,7 +2,8 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
-using MixAttention.Onnx.Lowering;
+using MixAttention.Onnx.Plan;
+using MixAttention.Onnx.Interop;
 
 namespace MixAttention.Onnx.Runtime;
 
@@ -53,7 +54,7 @@ internal sealed class CudaGraphStep : IDisposable
         _posOffset = _hasPositions ? Place(maxBatch * (_pos64 ? 8 : 4)) : -1;
         _pastOffset = Place(maxBatch * 4);
         _newOffset = Place(maxBatch * 4);
-        long logitsBytes = (long)maxBatch * vocab * (model.LogitsType == TensorElementType.Float ? 4 : 2);
+        long logitsBytes = (long)maxBatch * vocab * (ElementTypes.Size((int)model.LogitsType) ?? 4);
         _binding = model.OrtSession.CreateIoBinding();
         try
         {
@@ -189,127 +190,5 @@ internal sealed class CudaGraphStep : IDisposable
             else unsafe { NativeMemory.AlignedFree((void*)Address); }
             Address = IntPtr.Zero;
         }
-    }
-}
-
-/// <summary>Host time of CUDA-graph decode steps by phase (<see cref="MixAttentionSession.CudaGraphStepTime"/>).</summary>
-/// <param name="Inputs">copying the step's inputs (ids, positions, lengths) to the device.</param>
-/// <param name="Replay">ORT's run of the captured graph: the launch and the wait for the GPU to finish it.</param>
-/// <param name="Logits">copying the logits to the host (zero for steps that leave them on the device).</param>
-public readonly record struct CudaGraphStepTime(TimeSpan Inputs, TimeSpan Replay, TimeSpan Logits);
-
-/// <summary>
-/// <c>cudaMemcpy</c> from the CUDA runtime library ORT's CUDA provider loaded (found by its soname, so the same
-/// library and context): the fallback for host ↔ device copies of the graph decode step.
-/// </summary>
-internal static class CudaRuntime
-{
-    private const int HostToDevice = 1, DeviceToHost = 2;
-    private static readonly string[] Names = { "libcudart.so.12", "libcudart.so.13", "libcudart.so.11.0", "libcudart.so", "cudart64_12.dll" };
-    private static unsafe delegate* unmanaged<IntPtr, IntPtr, nuint, int, int> _memcpy;
-    private static unsafe delegate* unmanaged<int> _synchronize;
-    private static unsafe delegate* unmanaged<int> _profilerStart, _profilerStop;
-    private static unsafe delegate* unmanaged<IntPtr*, nuint, uint, int> _hostAlloc;
-    private static unsafe delegate* unmanaged<IntPtr, int> _freeHost;
-    private static readonly Lock Gate = new();
-
-    /// <summary><c>cudaProfilerStart</c> (<paramref name="start"/>) or <c>cudaProfilerStop</c>: bounds the capture range of a profiler run with <c>nsys --capture-range=cudaProfilerApi</c>.</summary>
-    public static unsafe void Profiler(bool start)
-    {
-        Load();
-        int e = start ? _profilerStart() : _profilerStop();
-        if (e != 0) throw new MixAttentionException($"cudaProfiler{(start ? "Start" : "Stop")} failed with CUDA error {e}.");
-    }
-
-    /// <summary>
-    /// Synchronous copy of <paramref name="bytes"/> bytes; host → device when <paramref name="toDevice"/>, else device →
-    /// host. From page-locked host memory cudaMemcpy returns after the transfer; from pageable memory it may return
-    /// while the DMA is still in flight (and ORT's stream does not wait for the legacy stream), so the device is synchronised.
-    /// </summary>
-    public static unsafe void Copy(IntPtr dst, IntPtr src, long bytes, bool toDevice, bool pageLocked = false)
-    {
-        Load();
-        int e = _memcpy(dst, src, (nuint)bytes, toDevice ? HostToDevice : DeviceToHost);
-        if (e == 0 && toDevice && !pageLocked) e = _synchronize();
-        if (e != 0) throw new MixAttentionException($"cudaMemcpy ({(toDevice ? "host to device" : "device to host")}, {bytes} bytes) failed with CUDA error {e}.");
-    }
-
-    /// <summary>Page-locked host memory (<c>cudaHostAlloc</c>), or <see cref="IntPtr.Zero"/> when the CUDA runtime cannot be loaded or the allocation fails.</summary>
-    public static unsafe IntPtr TryHostAlloc(long bytes)
-    {
-        if (!TryLoad() || _hostAlloc == null) return IntPtr.Zero;
-        IntPtr p;
-        return _hostAlloc(&p, (nuint)bytes, 0) == 0 ? p : IntPtr.Zero;
-    }
-
-    /// <summary>Frees memory from <see cref="TryHostAlloc"/>.</summary>
-    public static unsafe void FreeHost(IntPtr p)
-    {
-        if (p != IntPtr.Zero && _freeHost != null) _freeHost(p);
-    }
-
-    private static bool TryLoad()
-    {
-        try
-        {
-            Load();
-            return true;
-        }
-        catch (MixAttentionException)
-        {
-            return false;
-        }
-    }
-
-    private static unsafe void Load()
-    {
-        if (_memcpy != null) return;
-        lock (Gate)
-        {
-            if (_memcpy != null) return;
-            foreach (var name in Names)
-            {
-                if (!NativeLibrary.TryLoad(name, out var lib)) continue;
-                if (!NativeLibrary.TryGetExport(lib, "cudaMemcpy", out var copy) || !NativeLibrary.TryGetExport(lib, "cudaDeviceSynchronize", out var sync)
-                    || !NativeLibrary.TryGetExport(lib, "cudaProfilerStart", out var pStart) || !NativeLibrary.TryGetExport(lib, "cudaProfilerStop", out var pStop)) continue;
-                _synchronize = (delegate* unmanaged<int>)sync;
-                _profilerStart = (delegate* unmanaged<int>)pStart;
-                _profilerStop = (delegate* unmanaged<int>)pStop;
-                if (NativeLibrary.TryGetExport(lib, "cudaHostAlloc", out var hostAlloc) && NativeLibrary.TryGetExport(lib, "cudaFreeHost", out var freeHost))
-                {
-                    _hostAlloc = (delegate* unmanaged<IntPtr*, nuint, uint, int>)hostAlloc;
-                    _freeHost = (delegate* unmanaged<IntPtr, int>)freeHost;
-                }
-                _memcpy = (delegate* unmanaged<IntPtr, IntPtr, nuint, int, int>)copy;
-                return;
-            }
-            throw new MixAttentionException($"No CUDA runtime library ({string.Join(", ", Names)}) could be loaded: CUDA-graph decode needs it for host ↔ device copies (OrtEnv.CopyTensors has no CUDA data transfer), profiler ranges for cudaProfilerStart/Stop.");
-        }
-    }
-}
-
-/// <summary>
-/// A region of a CUDA profiler's capture (<c>nsys profile --capture-range=cudaProfilerApi</c>): <c>cudaProfilerStart</c>
-/// when created, <c>cudaProfilerStop</c> when disposed, from the CUDA runtime ORT's CUDA provider loaded. Lets a
-/// profile hold only the decode steps of a benchmark, not its model load and prefill.
-/// </summary>
-public sealed class CudaProfilerRange : IDisposable
-{
-    private bool _open;
-
-    /// <summary>Starts the capture (cudaProfilerStart).</summary>
-    /// <exception cref="MixAttentionException">No CUDA runtime library could be loaded, or the call failed.</exception>
-    public CudaProfilerRange()
-    {
-        CudaRuntime.Profiler(start: true);
-        _open = true;
-    }
-
-    /// <summary>Stops the capture (cudaProfilerStop); later calls do nothing.</summary>
-    public void Dispose()
-    {
-        if (!_open) return;
-        _open = false;
-        CudaRuntime.Profiler(start: false);
     }
 }

@@ -3,7 +3,7 @@ using Microsoft.ML.OnnxRuntime;
 namespace MixAttention.Onnx.Runtime;
 
 /// <summary>
-/// The logits of a decode step left where the model computed them (<see cref="MixAttentionSession.DecodeOnDevice"/>):
+/// The logits of a decode step left where the model computed them (<see cref="InPlaceCacheSession.DecodeOnDevice"/>):
 /// device memory on CUDA, host memory on the CPU. <see cref="Tensor"/> is <c>[rows, 1, V]</c>; the i-th listed
 /// sequence's logits are row <c>Rows[i]</c>. Owned by the session and valid until its next call: read or copy them
 /// (e.g. with a sampling kernel on the same device) before then, and do not dispose the tensor.

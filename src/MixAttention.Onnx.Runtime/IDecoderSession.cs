@@ -47,5 +47,5 @@ public interface IDecoderSession : IDisposable
     void Decode(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens, Span<float> logits);
 
     /// <summary>KV memory now, per extra sequence, and for the unconverted model.</summary>
-    KvMemory Memory();
+    SessionKvMemory Memory();
 }

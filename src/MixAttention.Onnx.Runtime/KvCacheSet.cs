@@ -1,69 +1,8 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
-using MixAttention.Onnx.Lowering;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Runtime;
-
-/// <summary>
-/// One owner's cache: a key and a value tensor <c>[MaxBatch, Hkv, C, D]</c> (batch outermost, so a slot's rows are
-/// contiguous). Sliding owners get a ring of <c>C = W</c> (+ chunk − 1 when other layers read it), global
-/// owners <c>C = MaxLength</c>. Readers never get memory: they read their owner's cache (the plan's <c>kv_source</c>).
-/// </summary>
-public sealed class OwnerCache
-{
-    private readonly KvCacheSet _set;
-
-    internal OwnerCache(KvCacheSet set, CacheEntry entry, int capacity, TensorElementType type, int elementSize, int maxBatch, DeviceBuffer key, DeviceBuffer value)
-    {
-        _set = set;
-        Entry = entry;
-        Capacity = capacity;
-        ElementType = type;
-        ElementSize = elementSize;
-        MaxBatch = maxBatch;
-        Key = key;
-        Value = value;
-    }
-
-    /// <summary>The plan's entry.</summary>
-    public CacheEntry Entry { get; }
-    /// <summary>Slots along the sequence axis (C).</summary>
-    public int Capacity { get; }
-    /// <summary>Element type.</summary>
-    public TensorElementType ElementType { get; }
-    /// <summary>Bytes per element.</summary>
-    public int ElementSize { get; }
-    /// <summary>Batch slots.</summary>
-    public int MaxBatch { get; }
-    /// <summary>Bytes of one slot of one tensor (K or V): Hkv·C·D·size.</summary>
-    public long SlotBytes => (long)Entry.KvNumHeads * Capacity * Entry.HeadSize * ElementSize;
-    /// <summary>Bytes of this cache (K and V, all slots).</summary>
-    public long Bytes => 2 * SlotBytes * MaxBatch;
-    /// <summary>Address of the key tensor (host or device); constant for the cache's lifetime. <see cref="ObjectDisposedException"/> once the set is disposed.</summary>
-    public IntPtr KeyAddress
-    {
-        get
-        {
-            _set.ThrowIfDisposed();
-            return Key.Pointer;
-        }
-    }
-
-    /// <summary>Address of the value tensor. <see cref="ObjectDisposedException"/> once the set is disposed.</summary>
-    public IntPtr ValueAddress
-    {
-        get
-        {
-            _set.ThrowIfDisposed();
-            return Value.Pointer;
-        }
-    }
-
-    internal DeviceBuffer Key { get; }
-    internal DeviceBuffer Value { get; }
-
-    internal long[] Shape(int rows) => new long[] { rows, Entry.KvNumHeads, Capacity, Entry.HeadSize };
-}
 
 /// <summary>
 /// The caches of a converted model, allocated once (owners only) and bound in place: each step binds the same
@@ -93,12 +32,8 @@ public sealed class KvCacheSet : IDisposable
         Int128 total = 0;
         foreach (var entry in plan.Caches)
         {
-            long capacity = entry.Capacity switch
-            {
-                CapacityRule.Window => (long)entry.Window + (entry.Readers.Count > 0 ? config.PrefillChunk - 1L : 0),
-                CapacityRule.MaxLength => config.MaxLength,
-                _ => throw new MixAttentionException($"cache of layer {entry.Owner} grows each step (capacity rule 'growing'); it cannot be preallocated — run the model with the plain driver."),
-            };
+            long capacity = CacheCapacity.Of(entry, config.MaxLength, config.PrefillChunk)
+                ?? throw new MixAttentionException($"cache of layer {entry.Owner} grows each step (capacity rule 'growing'); it cannot be preallocated — run the model with the plain driver.");
             if (capacity < 1 || capacity > int.MaxValue)
                 throw new MixAttentionException($"the cache of layer {entry.Owner} would hold {capacity} positions (window {entry.Window}, PrefillChunk {config.PrefillChunk}, MaxLength {config.MaxLength}); it must be between 1 and {int.MaxValue}. Lower PrefillChunk or MaxLength.");
             var (type, size) = ElementTypeOf(entry.DType, $"cache of layer {entry.Owner}");
@@ -196,7 +131,7 @@ public sealed class KvCacheSet : IDisposable
     }
 
     /// <summary>The memory report.</summary>
-    public KvMemory Memory()
+    public SessionKvMemory Memory()
     {
         ThrowIfDisposed();
         return new(AllocatedBytes, BytesPerSequence,
@@ -228,13 +163,10 @@ public sealed class KvCacheSet : IDisposable
         }
     }
 
-    internal static (TensorElementType Type, int Size) ElementTypeOf(string dtype, string what) => dtype switch
-    {
-        "fp32" or "float32" or "float" => (TensorElementType.Float, 4),
-        "fp16" or "float16" => (TensorElementType.Float16, 2),
-        "bf16" or "bfloat16" => (TensorElementType.BFloat16, 2),
-        _ => throw new MixAttentionException($"the {what} has dtype '{dtype}', which this runtime does not support (it allocates fp32, fp16 and bf16 caches)."),
-    };
+    internal static (TensorElementType Type, int Size) ElementTypeOf(string dtype, string what) =>
+        ElementTypes.FromDTypeName(dtype) is { } type
+            ? ((TensorElementType)type, ElementTypes.Size(type)!.Value)
+            : throw new MixAttentionException($"the {what} has dtype '{dtype}', which this runtime does not support (it allocates fp32, fp16 and bf16 caches).");
 
     /// <summary>Disposes the views, then the memory.</summary>
     public void Dispose()

@@ -1,6 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
-using MixAttention.Onnx.Lowering;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Runtime;
 
@@ -172,7 +172,7 @@ public sealed class MixAttentionModel : IDisposable
             // The op library is harmless for a model that does not use it; register it whenever it is present.
             var opLib = options.OpLibraryPath ?? (Native.NativeLibraryPath.Exists ? Native.NativeLibraryPath.Path : null);
             if (opLib is not null) so.RegisterCustomOpLibrary(opLib);
-            if (options.RequireInPlace) so.AddSessionConfigEntry("mixattention.require_inplace", "1");
+            if (options.RequireInPlace) so.AddSessionConfigEntry(OpSpec.ConfigRequireInPlace, "1");
             try
             {
                 session = new InferenceSession(path, so);
@@ -182,9 +182,9 @@ public sealed class MixAttentionModel : IDisposable
                 so.RegisterCustomOpLibrary(ext);
                 session = new InferenceSession(path, so);
             }
-            catch (OnnxRuntimeException e) when (opLib is null && e.Message.Contains(Native.NativeLibraryPath.Domain, StringComparison.Ordinal))
+            catch (OnnxRuntimeException e) when (opLib is null && e.Message.Contains(OpSpec.Domain, StringComparison.Ordinal))
             {
-                throw new MixAttentionException($"{path} uses the {Native.NativeLibraryPath.Domain} ops but {Native.NativeLibraryPath.FileName} was not found.", e);
+                throw new MixAttentionException($"{path} uses the {OpSpec.Domain} ops but {Native.NativeLibraryPath.FileName} was not found.", e);
             }
             CachePlan? plan = session.ModelMetadata.CustomMetadataMap.TryGetValue(CachePlan.MetadataKey, out var json) ? CachePlan.FromJson(json) : null;
             return new MixAttentionModel(path, session, owned, plan, options);
@@ -236,15 +236,15 @@ public sealed class MixAttentionModel : IDisposable
     }
 
     /// <summary>
-    /// A decoding session with its own caches: <see cref="MixAttentionSession"/> (in place, continuous batching) for
-    /// converted models, <see cref="PlainDecoderSession"/> (growing past/present per sequence) otherwise.
+    /// A decoding session with its own caches: <see cref="InPlaceCacheSession"/> (in place, continuous batching) for
+    /// converted models, <see cref="GrowingCacheSession"/> (growing past/present per sequence) otherwise.
     /// </summary>
     public IDecoderSession CreateSession(SessionConfig? config = null)
     {
         ThrowIfDisposed();
         if (!IsInPlace && Options.CudaGraphDecode)
-            throw new MixAttentionException($"{Path}: ModelOptions.CudaGraphDecode needs a converted model with preallocated caches (a MixAttentionSession); this model's caches grow each step, so its decode steps cannot be captured in a CUDA graph.");
-        return IsInPlace ? new MixAttentionSession(this, config) : new PlainDecoderSession(this, config);
+            throw new MixAttentionException($"{Path}: ModelOptions.CudaGraphDecode needs a converted model with preallocated caches (an InPlaceCacheSession); this model's caches grow each step, so its decode steps cannot be captured in a CUDA graph.");
+        return IsInPlace ? new InPlaceCacheSession(this, config) : new GrowingCacheSession(this, config);
     }
 
     private int _nextGraphId;

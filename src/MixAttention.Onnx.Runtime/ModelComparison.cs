@@ -1,55 +1,4 @@
-using System.Diagnostics;
-
 namespace MixAttention.Onnx.Runtime;
-
-/// <summary>Options of <see cref="ModelComparison.Verify"/>.</summary>
-public sealed record VerifyOptions
-{
-    /// <summary>Decode steps; null = max(3 × the largest window, 32).</summary>
-    public int? Steps { get; init; }
-    /// <summary>Prompt tokens (prefilled in chunks of <see cref="PrefillChunk"/>).</summary>
-    public int PromptLength { get; init; } = 8;
-    /// <summary>Prefill chunk.</summary>
-    public int PrefillChunk { get; init; } = 16;
-    /// <summary>Sequences, decoded together.</summary>
-    public int Batch { get; init; } = 1;
-    /// <summary>Seed of the random tokens.</summary>
-    public int Seed { get; init; } = 1234;
-    /// <summary>Tolerance on max |Δlogit| for <see cref="VerifyReport.Exact"/>.</summary>
-    public float Tolerance { get; init; } = 1e-3f;
-    /// <summary>Options for opening both models.</summary>
-    public ModelOptions Model { get; init; } = new();
-}
-
-/// <summary>One position's comparison (the prompt's last token is step 0).</summary>
-/// <param name="Step">0 = after prefill, then one per decode step.</param>
-/// <param name="Position">Absolute position of the token whose logits are compared.</param>
-/// <param name="MaxAbsDiff">Largest |Δlogit| over the batch.</param>
-/// <param name="KlDivergence">Largest KL(original ‖ converted) over the batch, in nats.</param>
-/// <param name="Top1Agreement">Fraction of sequences whose argmax agrees.</param>
-public sealed record StepComparison(int Step, int Position, float MaxAbsDiff, double KlDivergence, double Top1Agreement);
-
-/// <summary>The result of <see cref="ModelComparison.Verify"/>.</summary>
-public sealed record VerifyReport(IReadOnlyList<StepComparison> Steps, KvMemory Original, KvMemory Converted, int Window, float Tolerance)
-{
-    /// <summary>Largest |Δlogit| anywhere.</summary>
-    public float MaxAbsDiff => Steps.Max(s => s.MaxAbsDiff);
-    /// <summary>Largest KL divergence anywhere.</summary>
-    public double MaxKl => Steps.Max(s => s.KlDivergence);
-    /// <summary>Mean top-1 agreement.</summary>
-    public double Top1Agreement => Steps.Average(s => s.Top1Agreement);
-    /// <summary>Every step within the tolerance and every argmax agrees.</summary>
-    public bool Exact => MaxAbsDiff <= Tolerance && Steps.All(s => s.Top1Agreement == 1);
-}
-
-/// <summary>A side-by-side generation of the same prompt by two models.</summary>
-public sealed record GenerationComparison(IReadOnlyList<long> Original, IReadOnlyList<long> Converted, GenerationStats OriginalStats, GenerationStats ConvertedStats, KvMemory OriginalMemory, KvMemory ConvertedMemory)
-{
-    /// <summary>Tokens generated identically before the first difference.</summary>
-    public int CommonPrefix => Original.Zip(Converted).TakeWhile(p => p.First == p.Second).Count();
-    /// <summary>True when both generated the same tokens.</summary>
-    public bool Identical => Original.SequenceEqual(Converted);
-}
 
 /// <summary>Runs an unconverted model and its conversion on the same input and compares them.</summary>
 public static class ModelComparison
@@ -92,7 +41,7 @@ public static class ModelComparison
     }
 
     /// <summary>Logits [step][sequence][vocab]: step 0 = the prompt's last token, then one per decode step.</summary>
-    private static float[][][] Logits(MixAttentionModel model, SessionConfig config, long[][] tokens, int prompt, out KvMemory memory)
+    private static float[][][] Logits(MixAttentionModel model, SessionConfig config, long[][] tokens, int prompt, out SessionKvMemory memory)
     {
         using var session = model.CreateSession(config);
         int batch = tokens.Length, steps = tokens[0].Length - prompt;
@@ -126,11 +75,11 @@ public static class ModelComparison
     /// <summary>Generates from the same prompt with both models (greedy unless the options say otherwise).</summary>
     public static GenerationComparison Generate(string original, string converted, IReadOnlyList<long> prompt, GenerationOptions generation, SessionConfig config, ModelOptions? modelOptions = null)
     {
-        (IReadOnlyList<long>, GenerationStats, KvMemory) Run(string path)
+        (IReadOnlyList<long>, GenerationStats, SessionKvMemory) Run(string path)
         {
             using var model = MixAttentionModel.Open(path, modelOptions);
             using var session = model.CreateSession(config);
-            var generator = new Generator(session);
+            var generator = new ContinuousBatchingGenerator(session);
             var result = generator.Run(new[] { new GenerationRequest(prompt, generation) })[0];
             return (result.Tokens, generator.LastStats!, session.Memory());
         }

@@ -2,15 +2,6 @@ using Microsoft.ML.OnnxRuntime;
 
 namespace MixAttention.Onnx.Runtime;
 
-/// <summary>Where the session runs and where its KV caches live.</summary>
-public enum ExecutionDevice
-{
-    /// <summary>ONNX Runtime's CPU execution provider; caches in host memory.</summary>
-    Cpu,
-    /// <summary>ONNX Runtime's CUDA execution provider; caches in device memory (ORT's CUDA allocator).</summary>
-    Cuda,
-}
-
 /// <summary>How <see cref="MixAttentionModel.Open"/> creates its ORT session.</summary>
 public sealed record ModelOptions
 {
@@ -40,7 +31,7 @@ public sealed record ModelOptions
     public string? OpLibraryPath { get; init; }
 
     /// <summary>
-    /// Run each decode step of a <see cref="MixAttentionSession"/> as one CUDA graph replay (ORT's <c>enable_cuda_graph</c>)
+    /// Run each decode step of a <see cref="InPlaceCacheSession"/> as one CUDA graph replay (ORT's <c>enable_cuda_graph</c>)
     /// instead of launching every node: the step always runs all <see cref="SessionConfig.MaxBatch"/> rows with one token
     /// (rows not in the step get <c>new_lengths = 0</c>) over fixed device buffers. Prefill runs as usual (not captured).
     /// Only with <see cref="ExecutionDevice.Cuda"/>, a converted model whose plan has a <c>new_lengths</c> input and no
@@ -48,37 +39,4 @@ public sealed record ModelOptions
     /// must enable <c>enable_cuda_graph</c> in the CUDA provider options it appends. Default off.
     /// </summary>
     public bool CudaGraphDecode { get; init; }
-}
-
-/// <summary>Sizes of a decoding session: batch slots, longest sequence, prefill chunk.</summary>
-public sealed record SessionConfig
-{
-    /// <summary>Batch slots (concurrent sequences).</summary>
-    public int MaxBatch { get; init; } = 1;
-
-    /// <summary>Longest sequence (prompt + generated) a slot holds; the capacity of global caches.</summary>
-    public int MaxLength { get; init; } = 2048;
-
-    /// <summary>
-    /// Longest prefill call: a longer prompt runs in several calls. Ring caches that other layers read get
-    /// <c>window + chunk − 1</c> slots (the reader residency rule, docs/ops.md).
-    /// </summary>
-    public int PrefillChunk { get; init; } = 256;
-
-    /// <summary>Fill fresh CPU caches with NaN (debugging: a read of an unwritten slot poisons the logits).</summary>
-    public bool PoisonCaches { get; init; }
-
-    /// <summary>
-    /// Most bytes the session's KV caches may take; creating a session that needs more fails before allocating and says
-    /// how many bytes it would need. Null: this machine's memory on CPU, <see cref="KvCacheSet.DefaultDeviceLimitBytes"/> on GPU.
-    /// </summary>
-    public long? MaxCacheBytes { get; init; }
-
-    internal void Validate()
-    {
-        if (MaxBatch < 1) throw new MixAttentionException($"SessionConfig.MaxBatch must be >= 1 (batch slots), got {MaxBatch}.");
-        if (MaxLength < 1) throw new MixAttentionException($"SessionConfig.MaxLength must be >= 1 (tokens per sequence), got {MaxLength}.");
-        if (PrefillChunk < 1) throw new MixAttentionException($"SessionConfig.PrefillChunk must be >= 1 (tokens per prefill call), got {PrefillChunk}.");
-        if (MaxCacheBytes is < 1) throw new MixAttentionException($"SessionConfig.MaxCacheBytes must be >= 1 or null, got {MaxCacheBytes}.");
-    }
 }

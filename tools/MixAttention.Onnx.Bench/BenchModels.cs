@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using MixAttention.Onnx.Onnx.Proto;
 using MixAttention.Onnx.Runtime.Native;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Bench;
 
@@ -11,12 +12,12 @@ internal static class BenchModels
 
     public static byte[] Ours(int heads, int kvHeads, int window)
     {
-        var node = new NodeProto { OpType = "WindowedAttention", Domain = NativeLibraryPath.Domain, Name = "attn" };
+        var node = new NodeProto { OpType = OpSpec.WindowedAttention, Domain = OpSpec.Domain, Name = "attn" };
         node.Input.AddRange(["query", "key", "value", "past_key", "past_value", "past_lengths"]);
         node.Output.AddRange(["output", "present_key", "present_value"]);
-        node.Attribute.Add(Int("num_heads", heads));
-        node.Attribute.Add(Int("kv_num_heads", kvHeads));
-        node.Attribute.Add(Int("window", window));
+        node.Attribute.Add(Int(OpSpec.AttrNumHeads, heads));
+        node.Attribute.Add(Int(OpSpec.AttrKvNumHeads, kvHeads));
+        node.Attribute.Add(Int(OpSpec.AttrWindow, window));
         var g = new GraphProto { Name = "ours" };
         g.Node.Add(node);
         foreach (var (n, r) in new[] { ("query", 3), ("key", 3), ("value", 3), ("past_key", 4), ("past_value", 4) }) g.Input.Add(Value(n, Float, r));
@@ -24,7 +25,7 @@ internal static class BenchModels
         g.Output.Add(Value("output", Float, 3));
         g.Output.Add(Value("present_key", Float, 4));
         g.Output.Add(Value("present_value", Float, 4));
-        return Model(g, (NativeLibraryPath.Domain, 1)).ToByteArray();
+        return Model(g, (OpSpec.Domain, OpSpec.OpsetVersion)).ToByteArray();
     }
 
     public static byte[] Gqa(int heads, int kvHeads, int localWindow, bool slidingWindowCache)
@@ -32,8 +33,8 @@ internal static class BenchModels
         var node = new NodeProto { OpType = "GroupQueryAttention", Domain = "com.microsoft", Name = "gqa" };
         node.Input.AddRange(["query", "key", "value", "past_key", "past_value", "seqlens_k", "total_sequence_length"]);
         node.Output.AddRange(["output", "present_key", "present_value"]);
-        node.Attribute.Add(Int("num_heads", heads));
-        node.Attribute.Add(Int("kv_num_heads", kvHeads));
+        node.Attribute.Add(Int(OpSpec.AttrNumHeads, heads));
+        node.Attribute.Add(Int(OpSpec.AttrKvNumHeads, kvHeads));
         node.Attribute.Add(Int("local_window_size", localWindow));
         if (slidingWindowCache) node.Attribute.Add(Int("sliding_window_cache", 1));
         var g = new GraphProto { Name = "gqa" };

@@ -4,6 +4,7 @@ using MixAttention.Onnx.Conversion;
 using MixAttention.Onnx.Onnx;
 using MixAttention.Onnx.Runtime;
 using Spectre.Console;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Cli;
 
@@ -20,8 +21,8 @@ internal static class ConvertVerb
             DefaultValueFactory = _ => "native",
         };
         var window = new Option<int?>("--window", "-w") { Description = "Window for sliding layers the model does not define itself." };
-        var backend = new Option<string>("--backend", "-b") { Description = "Lowering target: ops (our custom ops), ort-gqa (ORT GroupQueryAttention) or reference (plain ONNX).", DefaultValueFactory = _ => "ops" };
-        backend.AcceptOnlyFromAmong("ops", "ort-gqa", "reference");
+        var backend = new Option<string>("--backend", "-b") { Description = "Lowering target: ops (our custom ops), ort-gqa (ORT GroupQueryAttention) or reference (plain ONNX).", DefaultValueFactory = _ => BackendName.Ops };
+        backend.AcceptOnlyFromAmong([.. BackendName.All]);
         var force = new Option<bool>("--force") { Description = "Overwrite OUT if it exists." };
         var json = new Option<bool>("--json") { Description = "Print the report as JSON." };
         var copyWeights = new Option<bool>("--copy-weights") { Description = "Write a compact copy of the external weights instead of hard-linking the source's weights file." };

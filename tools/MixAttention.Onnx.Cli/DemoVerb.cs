@@ -39,7 +39,7 @@ internal static class DemoVerb
                     Converter.Convert(original, output, new ConversionOptions { Layout = spec, Window = w });
                     variants.Add(($"{name}{(w is { } ww ? $" (window {ww})" : "")}", output));
                 }
-                using var tok = Tokenizer.FromDirectory(tokDir);
+                using var tok = OrtExtensionsTokenizer.FromDirectory(tokDir);
                 var text = parse.GetValue(prompt)!;
                 var ids = tok.Encode(text);
                 // Greedy with a repetition penalty: deterministic, and less repetitive than plain argmax on random weights.

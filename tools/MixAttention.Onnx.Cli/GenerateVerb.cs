@@ -31,7 +31,7 @@ internal static class GenerateVerb
         {
             var path = parse.GetValue(model)!;
             var tokDir = parse.GetValue(tokenizer) ?? Path.GetDirectoryName(Path.GetFullPath(path))!;
-            using var tok = Tokenizer.FromDirectory(tokDir);
+            using var tok = OrtExtensionsTokenizer.FromDirectory(tokDir);
             using var m = MixAttentionModel.Open(path, new ModelOptions { Device = parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu });
             var ids = tok.Encode(parse.GetValue(prompt)!);
             if (m.VocabSize > 0 && ids.Any(i => i >= m.VocabSize))
@@ -52,8 +52,8 @@ internal static class GenerateVerb
             var generated = new List<long>();
             int emitted = 0;
             var watch = Stopwatch.StartNew();
-            KvMemory? memory = null;
-            await foreach (var t in new Generator(session).GenerateAsync(ids, options, ct))
+            SessionKvMemory? memory = null;
+            await foreach (var t in new ContinuousBatchingGenerator(session).GenerateAsync(ids, options, ct))
             {
                 generated.Add(t);
                 var piece = tok.DecodeIncrement(generated, ref emitted);

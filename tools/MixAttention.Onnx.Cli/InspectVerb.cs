@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Json;
 using MixAttention.Onnx.Inspection;
 using Spectre.Console;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Cli;
 
@@ -37,11 +38,11 @@ internal static class InspectVerb
         Detection.ExportStyle.OnnxAttention => "onnx-attention",
         Detection.ExportStyle.OrtAttention => "ort-attention",
         Detection.ExportStyle.OrtMultiHeadAttention => "ort-mha",
-        Detection.ExportStyle.GroupQueryAttention => "ort-gqa",
+        Detection.ExportStyle.GroupQueryAttention => BackendName.OrtGqa,
         _ => style.ToString(),
     };
 
-    private static void RenderConverted(ModelInspection r, Lowering.CachePlan plan)
+    private static void RenderConverted(ModelInspection r, Plan.CachePlan plan)
     {
         var table = new Table().Border(TableBorder.Simple)
             .Title($"[bold]{Markup.Escape(Path.GetFileName(r.ModelPath))}[/]: converted, layout {Markup.Escape(plan.LayoutName)} ({Markup.Escape(plan.Layout)}), backend {Markup.Escape(plan.Backend)}");
@@ -78,7 +79,7 @@ internal static class InspectVerb
             var window = (s.Window > 0 ? s.Window.ToString() : "global") + (source.Length > 0 ? $" ({source})" : "");
             var cache = s.SharesKvOf is { } shared ? $"layer {shared}'s (shared)" : s.Cache is null ? "-" : s.Cache.IsPacked ? $"{s.Cache.PastKey} (packed K+V)" : s.Cache.PastKey;
             table.AddRow(s.Layer.ToString(), StyleName(s.Style), s.NumHeads.ToString(), s.KvNumHeads.ToString(), s.HeadSize.ToString(),
-                window, s.Rotary.Kind switch { Detection.RotaryKind.Fused => "fused", Detection.RotaryKind.AppliedBefore => "before", _ => "none" }, ModelInspection.TypeName(s.ElementType), Markup.Escape(cache),
+                window, s.Rotary.Kind switch { Detection.RotaryKind.Fused => "fused", Detection.RotaryKind.AppliedBefore => "before", _ => "none" }, ElementTypes.DTypeName(s.ElementType), Markup.Escape(cache),
                 Cli.Bytes(ModelInspection.CacheBytes(s, r.Context, r.Batch, 0)));
         }
         AnsiConsole.Write(table);

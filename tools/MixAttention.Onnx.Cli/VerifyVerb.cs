@@ -57,7 +57,7 @@ internal static class VerifyVerb
         }).ToArray()),
     };
 
-    internal static JsonObject Memory(KvMemory m) => new()
+    internal static JsonObject Memory(SessionKvMemory m) => new()
     {
         ["allocated_bytes"] = m.AllocatedBytes,
         ["bytes_per_sequence"] = m.BytesPerSequence,

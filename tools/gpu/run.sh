@@ -44,7 +44,7 @@ build() {
     -DCMAKE_CUDA_COMPILER="$nvcc" > "$logs/cmake-harness.log" 2>&1 || { cat "$logs/cmake-harness.log"; return 1; }
   cmake --build "$work/harness" --target kbench -j 6 -- -v > "$logs/build-kbench.log" 2>&1 &
   local kpid=$!
-  cmake -S native -B "$work/native" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXATTN_CUDA=ON -DMIXATTN_TESTS=OFF \
+  cmake -S native -B "$work/native" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXATTN_CUDA=ON -DMIXATTN_TUNING=ON -DMIXATTN_TESTS=OFF \
     -DCMAKE_CUDA_COMPILER="$nvcc" -DORT_INCLUDE_DIR="$root/.ortinc" > "$logs/cmake-native.log" 2>&1 || { cat "$logs/cmake-native.log"; return 1; }
   cmake --build "$work/native" -j "$(nproc)" -- -v > "$logs/build-native.log" 2>&1 || { grep -E "error|Error" -A3 "$logs/build-native.log" | head -60; return 1; }
   grep -E "registers|spill" "$logs/build-native.log" > "$logs/ptxas.txt" || true

@@ -79,8 +79,10 @@ struct LaunchPlan {
 // Empty when the kernels support this shape / type; else why not (head size, SM count, ...).
 std::string CheckSupported(const AttentionShape& shape, DType dtype);
 
-// Overrides for tuning and benchmarks. Defaults: the environment (MIXATTN_CUDA_DECODE_KERNEL=simt|tc,
-// MIXATTN_CUDA_DECODE_SPLITS=n), else automatic.
+#ifdef MIXATTN_TUNING
+// Overrides for tuning and benchmarks, only in the tuning build (CMake option MIXATTN_TUNING; the release library
+// plans automatically). Defaults: the environment (MIXATTN_CUDA_DECODE_KERNEL=simt|tc, MIXATTN_CUDA_DECODE_SPLITS=n,
+// MIXATTN_CUDA_DECODE_WAVES=n and the fields' variables below), else automatic.
 struct PlanTuning {
   int decode_kernel = -1;  // -1 auto (tc for fp16/bf16), 0 SIMT, 1 tensor-core
   int splits = 0;          // > 0: force this split count (decode: clamped to [1, 256]; prefill: [1, 8])
@@ -92,6 +94,10 @@ struct PlanTuning {
 
 // num_sms: multiprocessors of the current device (CurrentDeviceSmCount()).
 LaunchPlan Plan(const CudaAttendArgs& args, int num_sms, const PlanTuning& tuning = {});
+#else
+// num_sms: multiprocessors of the current device (CurrentDeviceSmCount()).
+LaunchPlan Plan(const CudaAttendArgs& args, int num_sms);
+#endif  // MIXATTN_TUNING
 
 // Enqueues the whole call on `stream` (a cudaStream_t; nullptr = legacy default stream). No
 // allocation, no synchronisation. scratch: plan.scratch_bytes of device memory (or nullptr when 0).

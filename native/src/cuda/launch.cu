@@ -18,17 +18,6 @@ std::string CudaError(const char* what, cudaError_t e) {
 
 int ElementBytes(DType t) { return t == DType::kFloat32 ? 4 : 2; }
 
-// Waves of resident decode blocks that the split heuristic aims for (MIXATTN_CUDA_DECODE_WAVES
-// overrides, for tuning runs).
-int TargetWaves() {
-  static const int v = [] {
-    const char* e = std::getenv("MIXATTN_CUDA_DECODE_WAVES");
-    const int x = e ? std::atoi(e) : 0;
-    return x > 0 ? x : 2;
-  }();
-  return v;
-}
-
 constexpr size_t kScratchAlign = 256;
 
 // Visible ranges up to this many keys count as short for the split choice (Plan).
@@ -41,6 +30,19 @@ constexpr int kAutoClusterSplits = 9;
 // can exceed kPrefillSplitFrom keys; at least kPrefillMinSplitKeys keys a split, at most kPrefillMaxSplits splits.
 constexpr long long kPrefillSplitFrom = 4096, kPrefillMinSplitKeys = 2048;
 constexpr int kPrefillMaxSplits = 8;
+
+#ifdef MIXATTN_TUNING
+// Tuning build (CMake option MIXATTN_TUNING, for benches and A/B checks): environment knobs over the automatic plan.
+// Waves of resident decode blocks that the split heuristic aims for (MIXATTN_CUDA_DECODE_WAVES
+// overrides, for tuning runs).
+int TargetWaves() {
+  static const int v = [] {
+    const char* e = std::getenv("MIXATTN_CUDA_DECODE_WAVES");
+    const int x = e ? std::atoi(e) : 0;
+    return x > 0 ? x : 2;
+  }();
+  return v;
+}
 
 // MIXATTN_CUDA_DECODE_KERNEL=simt|tc (tuning and A/B runs): -1 when unset.
 int EnvKernel() {
@@ -87,6 +89,20 @@ bool EnvClusterMerge() {
   }();
   return v;
 }
+
+#else
+// Release build: no environment knobs and no overrides, the automatic plan only (the values the tuning build uses
+// when nothing is set). Tuning and A/B runs build with the CMake option MIXATTN_TUNING.
+struct PlanTuning {
+  static constexpr int decode_kernel = -1, splits = 0, tc_flags = -1, fused_combine = -1, cluster_merge = -1;
+};
+constexpr int TargetWaves() { return 2; }
+constexpr int EnvKernel() { return -1; }
+constexpr int EnvSplits() { return 0; }
+constexpr int EnvTcFlags() { return -1; }
+constexpr bool EnvFusedCombine() { return true; }
+constexpr bool EnvClusterMerge() { return true; }
+#endif  // MIXATTN_TUNING
 
 // Default: interleaved warp tiles (each block streams one contiguous region; +6-11% at 256-512 MB per
 // call on H200 vs contiguous quarters), plain cp.async (the L2 prefetch / evict-first hints lost 1-8%).
@@ -161,7 +177,12 @@ std::string CheckSupported(const AttentionShape& sh, DType dtype) {
   return {};
 }
 
+#ifdef MIXATTN_TUNING
 LaunchPlan Plan(const CudaAttendArgs& a, int num_sms, const PlanTuning& tuning) {
+#else
+LaunchPlan Plan(const CudaAttendArgs& a, int num_sms) {
+  constexpr PlanTuning tuning{};
+#endif
   const AttentionShape& sh = a.shape;
   LaunchPlan pl;
   pl.copy_cache = a.present_key != nullptr && (a.present_key != a.key_cache || a.present_value != a.value_cache);

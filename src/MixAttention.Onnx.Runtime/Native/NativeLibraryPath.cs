@@ -10,9 +10,6 @@ public static class NativeLibraryPath
     /// <summary>File name of the op library on Linux.</summary>
     public const string FileName = "libmixattention_ops.so";
 
-    /// <summary>The ONNX custom-op domain the library registers.</summary>
-    public const string Domain = "com.mixattention";
-
     /// <summary>
     /// Full path of the library: next to this assembly (the build copies it there), else under
     /// <c>runtimes/linux-x64/native/</c> beside it (the NuGet layout, for hosts that do not flatten it).

@@ -6,6 +6,7 @@ using MixAttention.Onnx.Graph;
 using MixAttention.Onnx.Layouts;
 using MixAttention.Onnx.Lowering;
 using MixAttention.Onnx.Onnx;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Conversion;
 
@@ -17,7 +18,7 @@ public sealed record ConversionOptions
     /// <summary>Window for sliding layers the model does not define (<c>--window</c>).</summary>
     public int? Window { get; init; }
     /// <summary>Backend: ops (default), ort-gqa, reference.</summary>
-    public string Backend { get; init; } = "ops";
+    public string Backend { get; init; } = BackendName.Ops;
     /// <summary>Overwrite an existing output.</summary>
     public bool Force { get; init; }
     /// <summary>Share the source's weights file through a hard link when possible (default) instead of writing a compact copy.</summary>
@@ -119,7 +120,7 @@ public static class Converter
     }
 
     /// <summary>Converts a loaded model in place (its proto is rewritten) and returns the report.</summary>
-    public static (ConversionReport Report, ModelGraph Graph) ConvertInMemory(OnnxModel model, ModelConfig config, ConversionOptions options,
+    internal static (ConversionReport Report, ModelGraph Graph) ConvertInMemory(OnnxModel model, ModelConfig config, ConversionOptions options,
         IProgress<(Stage Stage, double Fraction)>? progress = null)
     {
         if (CachePlan.FromModel(model.Proto) is not null)
@@ -201,7 +202,7 @@ public static class Converter
                     window["layers"] = new JsonArray(sliding.Select(l => (JsonNode)JsonValue.Create(l)).ToArray());
                     decoder["sliding_window"] = window;
                 }
-                if (plan.Backend == "ops")
+                if (plan.RunsOnCustomOps)
                 {
                     var sessionOptions = decoder["session_options"] as JsonObject ?? new JsonObject();
                     sessionOptions["custom_ops_library"] = "libmixattention_ops.so";

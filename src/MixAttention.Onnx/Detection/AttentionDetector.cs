@@ -24,7 +24,7 @@ public sealed record DetectionReport(IReadOnlyList<AttentionSite> Sites, IReadOn
 /// window (config.json by layer index, checked against the size of the present cache the graph keeps). Every cache
 /// input and output the graph has must be explained by a site; what is not is a blocking issue.
 /// </summary>
-public static partial class AttentionDetector
+internal static partial class AttentionDetector
 {
     /// <summary>The patterns tried, fused ops first (they are unambiguous).</summary>
     public static IReadOnlyList<IAttentionPattern> Patterns { get; } = new IAttentionPattern[]

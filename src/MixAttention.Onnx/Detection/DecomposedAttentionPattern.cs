@@ -8,7 +8,7 @@ namespace MixAttention.Onnx.Detection;
 /// TorchScript / optimum exports: <c>MatMul(Q, Kᵀ) → (Mul|Div scale) → (softcap) → (Add|Where mask) → Softmax → MatMul(·, V)</c>,
 /// with K/V = repeat_kv(Concat(past, new, axis=-2)). Anchored on Softmax; node names are not needed.
 /// </summary>
-public sealed class DecomposedAttentionPattern : IAttentionPattern
+internal sealed class DecomposedAttentionPattern : IAttentionPattern
 {
     /// <inheritdoc/>
     public ExportStyle Style => ExportStyle.Decomposed;

@@ -14,7 +14,7 @@ namespace MixAttention.Onnx.Detection;
 public sealed record DetectionIssue(string Node, string Message, bool Blocking = false);
 
 /// <summary>A site found by one pattern, before layers are numbered. <paramref name="Anchor"/> orders sites in the graph.</summary>
-public sealed record SiteMatch(NodeProto Anchor, AttentionSite Site);
+internal sealed record SiteMatch(NodeProto Anchor, AttentionSite Site);
 
 /// <summary>Where a key/value entering attention comes from.</summary>
 /// <param name="NewValue">This step's K or V, [B, Hkv, S, D] (before repeat_kv).</param>
@@ -26,10 +26,10 @@ public sealed record SiteMatch(NodeProto Anchor, AttentionSite Site);
 /// (transformers 5 keeps a sliding layer's cache at its window: the last W - 1 tokens); null when the present is
 /// the whole concatenation.
 /// </param>
-public sealed record KvOrigin(string NewValue, string? PastInput, string? PresentOutput, NodeProto? Concat, long? PresentKeep = null);
+internal sealed record KvOrigin(string NewValue, string? PastInput, string? PresentOutput, NodeProto? Concat, long? PresentKeep = null);
 
 /// <summary>Shared state and small graph-walking helpers for the detection patterns.</summary>
-public sealed class DetectionContext
+internal sealed class DetectionContext
 {
     private readonly List<DetectionIssue> _issues = new();
 

@@ -4,7 +4,7 @@ using static MixAttention.Onnx.Detection.DetectionContext;
 namespace MixAttention.Onnx.Detection;
 
 /// <summary>onnxruntime-genai builder: <c>com.microsoft.GroupQueryAttention</c>.</summary>
-public sealed class GroupQueryAttentionPattern : IAttentionPattern
+internal sealed class GroupQueryAttentionPattern : IAttentionPattern
 {
     /// <inheritdoc/>
     public ExportStyle Style => ExportStyle.GroupQueryAttention;
@@ -123,7 +123,7 @@ internal static class FusedSites
 }
 
 /// <summary>ORT transformers optimizer: <c>com.microsoft.Attention</c> (QKV projection inside the op, packed past [2,B,H,P,D]).</summary>
-public sealed class OrtAttentionPattern : IAttentionPattern
+internal sealed class OrtAttentionPattern : IAttentionPattern
 {
     /// <inheritdoc/>
     public ExportStyle Style => ExportStyle.OrtAttention;
@@ -171,7 +171,7 @@ public sealed class OrtAttentionPattern : IAttentionPattern
 }
 
 /// <summary>ORT transformers optimizer: <c>com.microsoft.MultiHeadAttention</c> (Q/K/V projected, BSHD, separate past key/value).</summary>
-public sealed class OrtMultiHeadAttentionPattern : IAttentionPattern
+internal sealed class OrtMultiHeadAttentionPattern : IAttentionPattern
 {
     /// <inheritdoc/>
     public ExportStyle Style => ExportStyle.OrtMultiHeadAttention;
@@ -207,7 +207,7 @@ public sealed class OrtMultiHeadAttentionPattern : IAttentionPattern
 }
 
 /// <summary>torch.onnx dynamo: the standard ONNX <c>Attention</c> op (opset 23/24).</summary>
-public sealed class OnnxAttentionPattern : IAttentionPattern
+internal sealed class OnnxAttentionPattern : IAttentionPattern
 {
     /// <inheritdoc/>
     public ExportStyle Style => ExportStyle.OnnxAttention;

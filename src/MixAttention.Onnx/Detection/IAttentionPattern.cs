@@ -5,7 +5,7 @@ namespace MixAttention.Onnx.Detection;
 /// (through <see cref="DetectionContext.Report"/>) the near misses with the node and the reason.
 /// Patterns only read the graph.
 /// </summary>
-public interface IAttentionPattern
+internal interface IAttentionPattern
 {
     /// <summary>The export style this pattern recognises.</summary>
     ExportStyle Style { get; }

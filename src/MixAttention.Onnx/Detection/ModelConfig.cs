@@ -8,7 +8,7 @@ namespace MixAttention.Onnx.Detection;
 /// onnxruntime-genai <c>genai_config.json</c>. Used for facts a graph does not state (sliding windows
 /// hidden in baked masks, layer types) and rewritten beside a converted model.
 /// </summary>
-public sealed class ModelConfig
+internal sealed class ModelConfig
 {
     private ModelConfig(JsonObject? hf, JsonObject? genai, string? hfPath, string? genaiPath)
     {

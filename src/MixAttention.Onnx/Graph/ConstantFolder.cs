@@ -3,20 +3,13 @@ using MixAttention.Onnx.Onnx.Proto;
 
 namespace MixAttention.Onnx.Graph;
 
-/// <summary>A small constant: its dims and its elements as doubles (enough for scales, shapes and indices).</summary>
-public sealed record ConstTensor(long[] Dims, double[] Data)
-{
-    /// <summary>The single element of a scalar or one-element tensor.</summary>
-    public double? Scalar => Data.Length == 1 ? Data[0] : null;
-}
-
 /// <summary>
 /// Evaluates the few kinds of constant arithmetic detection needs (a softmax scale written as
 /// <c>1/sqrt(Shape(k)[-1])</c>, a reshape target, a Constant node): initializers and Constant nodes
 /// through Identity/Cast/Sqrt/Div/Mul/Pow/Gather/Shape/Unsqueeze/Concat. Anything else is "unknown".
 /// Never reads external data and never evaluates tensors above <see cref="MaxElements"/>.
 /// </summary>
-public sealed class ConstantFolder
+internal sealed class ConstantFolder
 {
     /// <summary>Larger constants are not folded (they are weights, not shape arithmetic).</summary>
     public const int MaxElements = 4096;

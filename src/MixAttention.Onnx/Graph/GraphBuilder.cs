@@ -7,7 +7,7 @@ namespace MixAttention.Onnx.Graph;
 /// Appends new nodes and small constants to a <see cref="ModelGraph"/> with unique, readable names
 /// (<c>mixattn/L3/…</c>). Rewrites use it so every new value is linked and named consistently.
 /// </summary>
-public sealed class GraphBuilder
+internal sealed class GraphBuilder
 {
     private readonly ModelGraph _graph;
     private int _counter;

@@ -3,15 +3,12 @@ using MixAttention.Onnx.Onnx.Proto;
 
 namespace MixAttention.Onnx.Graph;
 
-/// <summary>One use of a value: the consuming node and the input slot.</summary>
-public readonly record struct ValueUse(NodeProto Node, int InputIndex);
-
 /// <summary>
 /// A thin, honest view over a <see cref="GraphProto"/>: every value knows its producer and consumers,
 /// initializers and graph inputs/outputs are looked up by name. Edits go through this class so the
 /// links stay true; the protobuf remains the single copy of the graph.
 /// </summary>
-public sealed class ModelGraph
+internal sealed class ModelGraph
 {
     private readonly Dictionary<string, (NodeProto Node, int Index)> _producers = new(StringComparer.Ordinal);
     private readonly Dictionary<string, List<ValueUse>> _consumers = new(StringComparer.Ordinal);
@@ -351,12 +348,4 @@ public sealed class ModelGraph
 
     private bool Exists(string name) =>
         _producers.ContainsKey(name) || _initializers.ContainsKey(name) || _inputs.Contains(name) || _outputs.Contains(name) || _consumers.ContainsKey(name);
-}
-
-/// <summary>What <see cref="ModelGraph.RemoveDeadCode"/> removed.</summary>
-public sealed record DeadCodeReport(int Nodes, int Initializers, long InitializerBytes, long Parameters, IReadOnlyList<string> Inputs)
-{
-    /// <summary>The totals of two passes.</summary>
-    public DeadCodeReport Add(DeadCodeReport other) => new(Nodes + other.Nodes, Initializers + other.Initializers,
-        InitializerBytes + other.InitializerBytes, Parameters + other.Parameters, Inputs.Concat(other.Inputs).ToArray());
 }

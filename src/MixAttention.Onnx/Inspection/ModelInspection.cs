@@ -3,7 +3,7 @@ using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Layouts;
 using MixAttention.Onnx.Lowering;
 using MixAttention.Onnx.Onnx;
-using MixAttention.Onnx.Onnx.Proto;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Inspection;
 
@@ -26,7 +26,7 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
     public static long PlanCacheBytes(CacheEntry c, long context, long batch)
     {
         long positions = KvMemory.Capacity(context, c.Window, c.Readers.Count > 0);
-        long elem = c.DType switch { "fp16" or "float16" or "bf16" or "bfloat16" => 2, "fp8" or "int8" => 1, _ => 4 };
+        long elem = ElementTypes.SizeOfDType(c.DType) ?? (c.DType == "fp8" ? 1 : 4);
         return 2 * batch * c.KvNumHeads * positions * c.HeadSize * elem;
     }
 
@@ -55,15 +55,6 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
         var report = AttentionDetector.Detect(model);
         return new ModelInspection(model.SourcePath!, report, context, batch);
     }
-
-    /// <summary>Readable ONNX element type name.</summary>
-    public static string TypeName(int elementType) => ((TensorProto.Types.DataType)elementType).ToString().ToLowerInvariant() switch
-    {
-        "float" => "fp32",
-        "float16" => "fp16",
-        "bfloat16" => "bf16",
-        var other => other,
-    };
 
     /// <summary>
     /// The stable machine-readable form (<c>--json</c>): version, model, styles, a top-level <c>layers</c>
@@ -108,7 +99,7 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
                 ["window_source"] = s.WindowSource.ToString(),
                 ["shares_kv_of"] = s.SharesKvOf,
                 ["rotary"] = s.Rotary.Kind.ToString(),
-                ["dtype"] = TypeName(s.ElementType),
+                ["dtype"] = ElementTypes.DTypeName(s.ElementType),
                 ["query"] = s.Query,
                 ["key"] = s.Key,
                 ["value"] = s.Value,

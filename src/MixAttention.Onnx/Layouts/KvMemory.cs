@@ -1,23 +1,6 @@
+using MixAttention.Onnx.Plan;
+
 namespace MixAttention.Onnx.Layouts;
-
-/// <summary>KV bytes of one cache owner at one context length.</summary>
-/// <param name="Layer">The owner layer.</param>
-/// <param name="Window">Its window; 0 = global.</param>
-/// <param name="Capacity">Token slots per sequence.</param>
-/// <param name="Readers">How many other layers read it.</param>
-/// <param name="Bytes">2 (K and V) × kv heads × head size × element size × capacity.</param>
-public sealed record OwnerBytes(int Layer, int Window, long Capacity, int Readers, long Bytes);
-
-/// <summary>KV memory of a layout against the unconverted model, per sequence.</summary>
-/// <param name="ContextLength">T, the tokens per sequence.</param>
-/// <param name="LayoutBytes">Bytes of the layout's owners.</param>
-/// <param name="UnconvertedBytes">Bytes of the unconverted model (see <see cref="KvMemory.Unconverted"/>).</param>
-/// <param name="Owners">Per-owner breakdown.</param>
-public sealed record KvMemoryEstimate(long ContextLength, long LayoutBytes, long UnconvertedBytes, IReadOnlyList<OwnerBytes> Owners)
-{
-    /// <summary>Unconverted ÷ layout (how many times smaller the converted cache is).</summary>
-    public double Reduction => LayoutBytes == 0 ? double.PositiveInfinity : (double)UnconvertedBytes / LayoutBytes;
-}
 
 /// <summary>
 /// KV cache sizes for reports. Per sequence at context length T, only owners count; a sliding owner holds
@@ -29,22 +12,8 @@ public static class KvMemory
 {
     /// <summary>Size in bytes of one element of ONNX type <paramref name="dataType"/> (TensorProto.DataType).</summary>
     /// <exception cref="ArgumentOutOfRangeException">Not a fixed-size numeric type.</exception>
-    public static int ElementSize(int dataType) => dataType switch
-    {
-        1 => 4,             // FLOAT
-        2 or 3 => 1,        // UINT8, INT8
-        4 or 5 => 2,        // UINT16, INT16
-        6 => 4,             // INT32
-        7 => 8,             // INT64
-        9 => 1,             // BOOL
-        10 => 2,            // FLOAT16
-        11 => 8,            // DOUBLE
-        12 => 4,            // UINT32
-        13 => 8,            // UINT64
-        16 => 2,            // BFLOAT16
-        >= 17 and <= 20 => 1, // FLOAT8 variants
-        _ => throw new ArgumentOutOfRangeException(nameof(dataType), dataType, "not a fixed-size element type for a KV cache"),
-    };
+    public static int ElementSize(int dataType) => ElementTypes.Size(dataType)
+        ?? throw new ArgumentOutOfRangeException(nameof(dataType), dataType, "not a fixed-size element type for a KV cache");
 
     /// <summary>Bytes of one token slot of a layer's cache: 2 × kv heads × head size × element size.</summary>
     public static long BytesPerToken(LayerInfo layer)
@@ -60,8 +29,7 @@ public static class KvMemory
         ArgumentOutOfRangeException.ThrowIfLessThan(prefillChunk, 1);
         if (window <= 0)
             return contextLength;
-        var slots = (long)window + (hasReaders ? prefillChunk - 1 : 0);
-        return Math.Min(contextLength, slots);
+        return Math.Min(contextLength, CacheCapacity.Ring(window, hasReaders, prefillChunk));
     }
 
     /// <summary>KV bytes per sequence of the converted model: owners only.</summary>

@@ -77,14 +77,14 @@ public static class LayoutParser
     /// <param name="Source">The KV source layer index.</param>
     /// <param name="Sliding">True for an <c>s</c> suffix.</param>
     /// <param name="Window">The explicit window of an <c>NsW</c> token; null when the context supplies it.</param>
-    public sealed record Token(string Text, int Source, bool Sliding, int? Window);
+    internal sealed record Token(string Text, int Source, bool Sliding, int? Window);
 
     /// <summary>
     /// Splits a compact string into tokens without looking at the model. Grammar per token: <c>N</c> (global),
     /// <c>Ns</c> (sliding, window from the context) or <c>NsW</c> (sliding with window W &gt; 0); N, W decimal.
     /// </summary>
     /// <exception cref="LayoutException">A malformed token; the message and <see cref="LayoutException.Layer"/> give its position.</exception>
-    public static IReadOnlyList<Token> Tokenize(string compact)
+    internal static IReadOnlyList<Token> Tokenize(string compact)
     {
         ArgumentNullException.ThrowIfNull(compact);
         var parts = compact.Trim().Split('_');

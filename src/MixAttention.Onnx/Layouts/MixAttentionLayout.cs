@@ -3,21 +3,6 @@ using System.Text.Json;
 
 namespace MixAttention.Onnx.Layouts;
 
-/// <summary>Where a layout came from.</summary>
-public enum LayoutOrigin
-{
-    /// <summary>Built in code.</summary>
-    Programmatic,
-    /// <summary>A compact string such as <c>0_1s_1s_3s</c>.</summary>
-    CompactString,
-    /// <summary>JSON text given inline.</summary>
-    Json,
-    /// <summary>A JSON file.</summary>
-    JsonFile,
-    /// <summary>A named preset scaled to the model.</summary>
-    Preset,
-}
-
 /// <summary>
 /// For every layer of a model: global or sliding (window W), and which layer's KV cache it reads.
 /// A layout is only a description; <see cref="LayoutValidator"/> says whether it is valid for a model.

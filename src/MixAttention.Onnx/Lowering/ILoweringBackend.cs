@@ -1,5 +1,6 @@
 using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Layouts;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Lowering;
 
@@ -7,7 +8,7 @@ namespace MixAttention.Onnx.Lowering;
 /// One lowering target. A backend turns each attention site into its own attention nodes; the shared
 /// pass (<see cref="LayoutLowering"/>) handles graph inputs/outputs, dead code and the cache plan.
 /// </summary>
-public interface ILoweringBackend
+internal interface ILoweringBackend
 {
     /// <summary>Name used on the command line and in the cache plan: ops, ort-gqa, reference.</summary>
     string Name { get; }

@@ -1,27 +1,24 @@
 using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Graph;
-using MixAttention.Onnx.Inspection;
 using MixAttention.Onnx.Layouts;
 using MixAttention.Onnx.Onnx.Proto;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Lowering;
-
-/// <summary>What lowering changed, for reports.</summary>
-public sealed record LoweringResult(CachePlan Plan, DeadCodeReport Removed);
 
 /// <summary>
 /// Applies a layout to a graph through a backend: replaces every site's attention, gives the graph
 /// KV inputs/outputs only for owner layers (<c>past_key_values.N.*</c> / <c>present.N.*</c>, N = owner),
 /// removes what became dead (reader K/V projections and their weights), and writes the cache plan.
 /// </summary>
-public static class LayoutLowering
+internal static class LayoutLowering
 {
     /// <summary>Backends by command-line name.</summary>
     public static ILoweringBackend Backend(string name) => name switch
     {
-        "ops" => new OpsBackend(),
-        "reference" => new ReferenceBackend(),
-        "ort-gqa" => new OrtGqaBackend(),
+        BackendName.Ops => new OpsBackend(),
+        BackendName.Reference => new ReferenceBackend(),
+        BackendName.OrtGqa => new OrtGqaBackend(),
         _ => throw new MixAttentionException($"unknown backend '{name}': use ops, ort-gqa or reference."),
     };
 
@@ -107,7 +104,7 @@ public static class LayoutLowering
 
         graph.SortTopologically();
         EnsureOpset(graph.Proto, graph.Model.Proto, "com.microsoft", 1, onlyIfUsed: true);
-        EnsureOpset(graph.Proto, graph.Model.Proto, OpsBackend.Domain, 1, onlyIfUsed: true);
+        EnsureOpset(graph.Proto, graph.Model.Proto, OpSpec.Domain, 1, onlyIfUsed: true);
 
         var plan = new CachePlan
         {
@@ -124,7 +121,7 @@ public static class LayoutLowering
                 Capacity = backend.Capacity(layout[o]),
                 KvNumHeads = sites[o].KvNumHeads,
                 HeadSize = sites[o].HeadSize,
-                DType = ModelInspection.TypeName(sites[o].ElementType),
+                DType = ElementTypes.DTypeName(sites[o].ElementType),
                 PastKey = $"past_key_values.{o}.key",
                 PastValue = $"past_key_values.{o}.value",
                 PresentKey = $"present.{o}.key",

@@ -6,14 +6,11 @@ using static MixAttention.Onnx.Graph.GraphBuilder;
 
 namespace MixAttention.Onnx.Lowering;
 
-/// <summary>What lowering one site produced: the new attention output and, for owners, the new present caches (temporary names).</summary>
-public sealed record LoweredSite(string Output, string? PresentKey, string? PresentValue);
-
 /// <summary>
 /// Shared state of one lowering run: the graph, the sites and layout, and values several layers share
 /// (past lengths, positions, step length, window masks), created once on first use.
 /// </summary>
-public sealed class LoweringContext
+internal sealed class LoweringContext
 {
     private readonly Dictionary<string, string> _shared = new(StringComparer.Ordinal);
 

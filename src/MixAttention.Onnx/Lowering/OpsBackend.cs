@@ -2,6 +2,7 @@ using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Layouts;
 using MixAttention.Onnx.Onnx.Proto;
 using static MixAttention.Onnx.Graph.GraphBuilder;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Lowering;
 
@@ -10,13 +11,10 @@ namespace MixAttention.Onnx.Lowering;
 /// <c>WindowedAttention</c> (ring cache of the window, or a global cache, updated in place),
 /// readers become <c>SharedKvAttention</c> over the owner's updated cache.
 /// </summary>
-public sealed class OpsBackend : ILoweringBackend
+internal sealed class OpsBackend : ILoweringBackend
 {
-    /// <summary>The custom-op domain.</summary>
-    public const string Domain = "com.mixattention";
-
     /// <inheritdoc/>
-    public string Name => "ops";
+    public string Name => BackendName.Ops;
 
     /// <inheritdoc/>
     public void Check(LoweringContext ctx) { }
@@ -41,21 +39,21 @@ public sealed class OpsBackend : ILoweringBackend
         bool fused = site.Rotary.Kind == RotaryKind.Fused;
         var attrs = new List<AttributeProto>
         {
-            Int("num_heads", site.NumHeads), Int("kv_num_heads", site.KvNumHeads), Int("window", a.Window),
-            Float("scale", site.Scale), Float("softcap", site.Softcap),
+            Int(OpSpec.AttrNumHeads, site.NumHeads), Int(OpSpec.AttrKvNumHeads, site.KvNumHeads), Int(OpSpec.AttrWindow, a.Window),
+            Float(OpSpec.AttrScale, site.Scale), Float(OpSpec.AttrSoftcap, site.Softcap),
         };
-        if (fused) attrs.Add(Int("rotary_interleaved", site.Rotary.Interleaved ? 1 : 0));
+        if (fused) attrs.Add(Int(OpSpec.AttrRotaryInterleaved, site.Rotary.Interleaved ? 1 : 0));
         string[] rotary = fused ? new[] { site.Rotary.CosCache!, site.Rotary.SinCache! } : Array.Empty<string>();
         if (a.IsOwner)
         {
             var (q, k, v) = SiteInputs.Bshd(ctx, site, withKv: true, rotaryPositions: null);
             var inputs = new[] { q, k!, v!, cache.Key, cache.Value, ctx.PastLengths, ctx.NewLengths }.Concat(rotary).ToArray();
-            var outs = b.Ops("WindowedAttention", $"L{site.Layer}/windowed_attention", inputs, 3, Domain, attrs.ToArray());
+            var outs = b.Ops(OpSpec.WindowedAttention, $"L{site.Layer}/windowed_attention", inputs, OpSpec.OwnerOutputs.Count, OpSpec.Domain, attrs.ToArray());
             return new LoweredSite(SiteInputs.FromBshd(b, site, outs[0]), outs[1], outs[2]);
         }
         var (qr, _, _) = SiteInputs.Bshd(ctx, site, withKv: false, rotaryPositions: null);
         var readerInputs = new[] { qr, cache.Key, cache.Value, ctx.PastLengths, ctx.NewLengths }.Concat(rotary).ToArray();
-        var o = b.Op("SharedKvAttention", $"L{site.Layer}/shared_kv_attention", readerInputs, Domain, attrs.ToArray());
+        var o = b.Op(OpSpec.SharedKvAttention, $"L{site.Layer}/shared_kv_attention", readerInputs, OpSpec.Domain, attrs.ToArray());
         return new LoweredSite(SiteInputs.FromBshd(b, site, o), null, null);
     }
 }

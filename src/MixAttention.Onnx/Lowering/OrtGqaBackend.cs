@@ -2,6 +2,7 @@ using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Layouts;
 using MixAttention.Onnx.Onnx.Proto;
 using static MixAttention.Onnx.Graph.GraphBuilder;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Lowering;
 
@@ -12,10 +13,10 @@ namespace MixAttention.Onnx.Lowering;
 /// GQA's shared-KV mode (empty key/value, the owner's buffer as past). GQA cannot read another layer's
 /// windowed cache, so layouts with sliding readers are refused.
 /// </summary>
-public sealed class OrtGqaBackend : ILoweringBackend
+internal sealed class OrtGqaBackend : ILoweringBackend
 {
     /// <inheritdoc/>
-    public string Name => "ort-gqa";
+    public string Name => BackendName.OrtGqa;
 
     /// <inheritdoc/>
     public void Check(LoweringContext ctx)

@@ -2,6 +2,7 @@ using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Layouts;
 using MixAttention.Onnx.Onnx.Proto;
 using static MixAttention.Onnx.Graph.GraphBuilder;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Lowering;
 
@@ -10,10 +11,10 @@ namespace MixAttention.Onnx.Lowering;
 /// keeps a growing concatenated cache, windows are explicit additive masks, readers are wired to their
 /// owner's present value. No custom op, no padding support (every sequence has the same length).
 /// </summary>
-public sealed class ReferenceBackend : ILoweringBackend
+internal sealed class ReferenceBackend : ILoweringBackend
 {
     /// <inheritdoc/>
-    public string Name => "reference";
+    public string Name => BackendName.Reference;
 
     /// <inheritdoc/>
     public void Check(LoweringContext ctx) { }

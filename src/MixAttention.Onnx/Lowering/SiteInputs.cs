@@ -11,7 +11,7 @@ namespace MixAttention.Onnx.Lowering;
 /// rotates itself (ops and ort-gqa backends), or becomes RotaryEmbedding nodes fed with absolute positions
 /// (reference backend).
 /// </summary>
-public static class SiteInputs
+internal static class SiteInputs
 {
     /// <summary>Query, and (when <paramref name="withKv"/>) this step's key and value, all [B, S, H·D].</summary>
     /// <param name="ctx">The lowering in progress (its graph builder).</param>

@@ -9,7 +9,7 @@ namespace MixAttention.Onnx.Onnx;
 /// <param name="Location">Path relative to the model's folder, as written in the model.</param>
 /// <param name="Offset">Byte offset in that file.</param>
 /// <param name="Length">Byte count; null when the model leaves it out (then: to the end of the file).</param>
-public sealed record ExternalDataRef(string Location, long Offset, long? Length)
+internal sealed record ExternalDataRef(string Location, long Offset, long? Length)
 {
     /// <summary>Reads the external-data reference of a tensor, or null when its data is inline.</summary>
     public static ExternalDataRef? Of(TensorProto tensor)

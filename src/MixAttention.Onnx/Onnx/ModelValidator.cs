@@ -7,7 +7,7 @@ namespace MixAttention.Onnx.Onnx;
 /// (negative, overflowing), inline data that does not match its shape, declared shapes with negative sizes,
 /// nodes without an op type. Each error names the tensor or node and says what was expected.
 /// </summary>
-public static class ModelValidator
+internal static class ModelValidator
 {
     /// <summary>Largest element count we accept for one tensor (2^40: 8 TiB of fp64, far beyond any real model).</summary>
     public const long MaxElements = 1L << 40;

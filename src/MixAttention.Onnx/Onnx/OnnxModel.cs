@@ -1,36 +1,8 @@
 using Google.Protobuf;
+using MixAttention.Onnx.Interop;
 using MixAttention.Onnx.Onnx.Proto;
 
 namespace MixAttention.Onnx.Onnx;
-
-/// <summary>How <see cref="OnnxModel.Load"/> treats what it reads.</summary>
-public sealed record OnnxLoadOptions
-{
-    /// <summary>Allow external-data locations outside the model's folder (absolute paths, <c>..</c>). Off by default: a model must not make us read arbitrary files.</summary>
-    public bool AllowExternalDataOutsideModelFolder { get; init; }
-    /// <summary>Check that every external-data file exists and is long enough (cheap: one stat per file).</summary>
-    public bool ValidateExternalData { get; init; } = true;
-}
-
-/// <summary>How <see cref="OnnxModel.Save"/> writes a model.</summary>
-public sealed record OnnxSaveOptions
-{
-    /// <summary>Overwrite an existing output file.</summary>
-    public bool Overwrite { get; init; }
-    /// <summary>Inline initializers with at least this many bytes are moved to the external-data file; null = keep them inline (unless the model could not be serialized otherwise).</summary>
-    public long? ExternalizeAtLeastBytes { get; init; }
-    /// <summary>Alignment of each tensor in the external-data file (lets ORT memory-map large tensors).</summary>
-    public int ExternalDataAlignment { get; init; } = 64;
-    /// <summary>
-    /// When every external tensor lives in one source file, hard-link that file beside the output instead of
-    /// copying it (same file system only; falls back to a streamed copy). Weights are then never read, whatever
-    /// the model's size; tensors the graph no longer uses keep their bytes in the shared file. Off: always
-    /// write a compact new data file.
-    /// </summary>
-    public bool LinkExternalData { get; init; } = true;
-    /// <summary>Tests only: for a temporary file Save writes, the byte offset at which writing it fails (null: never).</summary>
-    internal Func<string, long?>? FailWriteAt { get; init; }
-}
 
 /// <summary>
 /// An ONNX model as a <see cref="ModelProto"/> plus the folder its external data is relative to.
@@ -38,7 +10,7 @@ public sealed record OnnxSaveOptions
 /// data file beside the output, rewriting location/offset/length, and publishes model and data
 /// atomically (temp files, then rename).
 /// </summary>
-public sealed class OnnxModel
+internal sealed class OnnxModel
 {
     /// <summary>Protobuf's hard limit on one serialized message: models larger than this need external data.</summary>
     public const long ProtobufLimitBytes = int.MaxValue;
@@ -189,17 +161,7 @@ public sealed class OnnxModel
     }
 
     /// <summary>Bytes per element of an ONNX data type, or null when not byte-sized (strings, 4-bit types).</summary>
-    public static int? ElementSize(int dataType) => (TensorProto.Types.DataType)dataType switch
-    {
-        TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Int32 or TensorProto.Types.DataType.Uint32 => 4,
-        TensorProto.Types.DataType.Double or TensorProto.Types.DataType.Int64 or TensorProto.Types.DataType.Uint64 or TensorProto.Types.DataType.Complex64 => 8,
-        TensorProto.Types.DataType.Complex128 => 16,
-        TensorProto.Types.DataType.Float16 or TensorProto.Types.DataType.Bfloat16 or TensorProto.Types.DataType.Int16 or TensorProto.Types.DataType.Uint16 => 2,
-        TensorProto.Types.DataType.Int8 or TensorProto.Types.DataType.Uint8 or TensorProto.Types.DataType.Bool
-            or TensorProto.Types.DataType.Float8E4M3Fn or TensorProto.Types.DataType.Float8E4M3Fnuz
-            or TensorProto.Types.DataType.Float8E5M2 or TensorProto.Types.DataType.Float8E5M2Fnuz or TensorProto.Types.DataType.Float8E8M0 => 1,
-        _ => null,
-    };
+    public static int? ElementSize(int dataType) => Plan.ElementTypes.Size(dataType);
 
     /// <summary>
     /// Writes the model to <paramref name="path"/>. External tensors are streamed from their source files
@@ -369,21 +331,5 @@ public sealed class OnnxModel
         if (r.Length is { } l) return l;
         var file = ResolveExternalPath(r, tensor.Name);
         return new FileInfo(file).Length - r.Offset;
-    }
-}
-
-/// <summary>POSIX hard links (no managed API exists): lets a converted model share its weights file with the source.</summary>
-internal static class HardLink
-{
-    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true, EntryPoint = "link")]
-    private static extern int Link(string oldPath, string newPath);
-
-    /// <summary>Creates <paramref name="link"/> pointing at <paramref name="target"/>'s data; false where not possible (other file system, Windows).</summary>
-    public static bool TryCreate(string target, string link)
-    {
-        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return false;
-        try { return Link(target, link) == 0; }
-        catch (DllNotFoundException) { return false; }
-        catch (EntryPointNotFoundException) { return false; }
     }
 }

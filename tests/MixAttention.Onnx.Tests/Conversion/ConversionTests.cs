@@ -4,6 +4,7 @@ using MixAttention.Onnx.Lowering;
 using MixAttention.Onnx.Onnx;
 using MixAttention.Onnx.Runtime.Native;
 using MixAttention.Onnx.Tests.Support;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Tests.Conversion;
 

@@ -3,6 +3,7 @@ using MixAttention.Onnx.Lowering;
 using MixAttention.Onnx.Onnx;
 using MixAttention.Onnx.Tests.Cli;
 using MixAttention.Onnx.Tests.Support;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Tests.Conversion;
 

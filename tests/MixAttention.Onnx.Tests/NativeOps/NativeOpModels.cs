@@ -2,6 +2,7 @@ using Google.Protobuf;
 using MixAttention.Onnx.Onnx.Proto;
 using MixAttention.Onnx.Runtime.Native;
 using Microsoft.ML.OnnxRuntime;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Tests.NativeOps;
 
@@ -10,8 +11,8 @@ internal static class NativeOpModels
 {
     public const int Float = 1, Int32 = 6, Float16 = 10, BFloat16 = 16;
 
-    public static readonly string[] OwnerInputs = ["query", "key", "value", "past_key", "past_value", "past_lengths", "new_lengths"];
-    public static readonly string[] OwnerOutputs = ["output", "present_key", "present_value"];
+    public static readonly string[] OwnerInputs = [.. OpSpec.OwnerInputs.Take(7)]; // without the cos/sin caches
+    public static readonly string[] OwnerOutputs = [.. OpSpec.OwnerOutputs];
 
     /// <summary>Attributes shared by both ops.</summary>
     public sealed record Attrs(int NumHeads, int KvNumHeads, int Window, float Scale = 0f, float Softcap = 0f);
@@ -20,7 +21,7 @@ internal static class NativeOpModels
     /// <param name="unshapedInputs">Declare inputs without a shape, so even a wrong rank reaches the op.</param>
     public static ModelProto Owner(int elemType, Attrs attrs, bool withNewLengths = false, bool unshapedInputs = false)
     {
-        var node = Node("WindowedAttention", NativeLibraryPath.Domain, withNewLengths ? OwnerInputs : OwnerInputs[..6], OwnerOutputs, attrs);
+        var node = Node(OpSpec.WindowedAttention, OpSpec.Domain, withNewLengths ? OwnerInputs : OwnerInputs[..6], OwnerOutputs, attrs);
         var graph = new GraphProto { Name = "owner" };
         graph.Node.Add(node);
         AddOwnerIo(graph, elemType, withNewLengths);
@@ -37,7 +38,7 @@ internal static class NativeOpModels
             ? ["query", "key_cache", "value_cache", "past_lengths", "new_lengths"]
             : ["query", "key_cache", "value_cache", "past_lengths"];
         var graph = new GraphProto { Name = "reader" };
-        graph.Node.Add(Node("SharedKvAttention", NativeLibraryPath.Domain, inputs, ["output"], attrs));
+        graph.Node.Add(Node(OpSpec.SharedKvAttention, OpSpec.Domain, inputs, ["output"], attrs));
         graph.Input.Add(Value("query", elemType, 3));
         graph.Input.Add(Value("key_cache", elemType, 4));
         graph.Input.Add(Value("value_cache", elemType, 4));
@@ -56,10 +57,10 @@ internal static class NativeOpModels
     {
         string cos = withCos ? "cos_cache" : "", sin = withSin ? "sin_cache" : "";
         var graph = new GraphProto { Name = "rotary_owner_reader" };
-        var o = Node("WindowedAttention", NativeLibraryPath.Domain, [.. OwnerInputs, cos, sin], OwnerOutputs, owner);
-        var r = Node("SharedKvAttention", NativeLibraryPath.Domain,
+        var o = Node(OpSpec.WindowedAttention, OpSpec.Domain, [.. OwnerInputs, cos, sin], OwnerOutputs, owner);
+        var r = Node(OpSpec.SharedKvAttention, OpSpec.Domain,
             ["reader_query", "present_key", "present_value", "past_lengths", "new_lengths", cos, sin], ["reader_output"], reader);
-        foreach (var n in new[] { o, r }) n.Attribute.Add(IntAttr("rotary_interleaved", interleaved ? 1 : 0));
+        foreach (var n in new[] { o, r }) n.Attribute.Add(IntAttr(OpSpec.AttrRotaryInterleaved, interleaved ? 1 : 0));
         graph.Node.Add(o);
         graph.Node.Add(r);
         AddOwnerIo(graph, Float, withNewLengths: true);
@@ -75,8 +76,8 @@ internal static class NativeOpModels
     public static ModelProto OwnerThenReaderWithNewLengths(Attrs owner, Attrs reader)
     {
         var graph = new GraphProto { Name = "owner_reader_newlengths" };
-        graph.Node.Add(Node("WindowedAttention", NativeLibraryPath.Domain, OwnerInputs, OwnerOutputs, owner));
-        graph.Node.Add(Node("SharedKvAttention", NativeLibraryPath.Domain,
+        graph.Node.Add(Node(OpSpec.WindowedAttention, OpSpec.Domain, OwnerInputs, OwnerOutputs, owner));
+        graph.Node.Add(Node(OpSpec.SharedKvAttention, OpSpec.Domain,
             ["reader_query", "present_key", "present_value", "past_lengths", "new_lengths"], ["reader_output"], reader));
         AddOwnerIo(graph, Float, withNewLengths: true);
         graph.Input.Add(Value("reader_query", Float, 3));
@@ -89,8 +90,8 @@ internal static class NativeOpModels
     public static ModelProto OwnerThenReader(int elemType, Attrs owner, Attrs reader)
     {
         var graph = new GraphProto { Name = "owner_reader" };
-        graph.Node.Add(Node("WindowedAttention", NativeLibraryPath.Domain, OwnerInputs[..6], OwnerOutputs, owner));
-        graph.Node.Add(Node("SharedKvAttention", NativeLibraryPath.Domain,
+        graph.Node.Add(Node(OpSpec.WindowedAttention, OpSpec.Domain, OwnerInputs[..6], OwnerOutputs, owner));
+        graph.Node.Add(Node(OpSpec.SharedKvAttention, OpSpec.Domain,
             ["reader_query", "present_key", "present_value", "past_lengths"], ["reader_output"], reader));
         AddOwnerIo(graph, elemType, withNewLengths: false);
         graph.Input.Add(Value("reader_query", elemType, 3));
@@ -105,8 +106,8 @@ internal static class NativeOpModels
         var node = new NodeProto { OpType = "GroupQueryAttention", Domain = "com.microsoft", Name = "gqa" };
         node.Input.AddRange(["query", "key", "value", withPast ? "past_key" : "", withPast ? "past_value" : "", "seqlens_k", "total_sequence_length"]);
         node.Output.AddRange(["output", "present_key", "present_value"]);
-        node.Attribute.Add(IntAttr("num_heads", numHeads));
-        node.Attribute.Add(IntAttr("kv_num_heads", kvNumHeads));
+        node.Attribute.Add(IntAttr(OpSpec.AttrNumHeads, numHeads));
+        node.Attribute.Add(IntAttr(OpSpec.AttrKvNumHeads, kvNumHeads));
         node.Attribute.Add(IntAttr("local_window_size", localWindow));
         if (slidingWindowCache) node.Attribute.Add(IntAttr("sliding_window_cache", 1));
         var graph = new GraphProto { Name = "gqa" };
@@ -154,9 +155,9 @@ internal static class NativeOpModels
         var node = new NodeProto { OpType = op, Domain = domain, Name = op };
         node.Input.AddRange(inputs);
         node.Output.AddRange(outputs);
-        node.Attribute.Add(IntAttr("num_heads", a.NumHeads));
-        node.Attribute.Add(IntAttr("kv_num_heads", a.KvNumHeads));
-        node.Attribute.Add(IntAttr("window", a.Window));
+        node.Attribute.Add(IntAttr(OpSpec.AttrNumHeads, a.NumHeads));
+        node.Attribute.Add(IntAttr(OpSpec.AttrKvNumHeads, a.KvNumHeads));
+        node.Attribute.Add(IntAttr(OpSpec.AttrWindow, a.Window));
         node.Attribute.Add(new AttributeProto { Name = "scale", Type = AttributeProto.Types.AttributeType.Float, F = a.Scale });
         node.Attribute.Add(new AttributeProto { Name = "softcap", Type = AttributeProto.Types.AttributeType.Float, F = a.Softcap });
         return node;
@@ -180,7 +181,7 @@ internal static class NativeOpModels
     {
         var model = new ModelProto { IrVersion = 10, ProducerName = "MixAttention.Onnx.Tests", Graph = graph };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 21 });
-        model.OpsetImport.Add(new OperatorSetIdProto { Domain = NativeLibraryPath.Domain, Version = 1 });
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = OpSpec.Domain, Version = 1 });
         return model;
     }
 }

@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using static MixAttention.Onnx.Tests.NativeOps.OpRunner;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Tests.NativeOps;
 
@@ -67,7 +68,7 @@ public sealed class WindowedAttentionTests
         var attrs = new NativeOpModels.Attrs(Hq, Hkv, W);
         // require_inplace: the op fails instead of copying when present is not the past buffer.
         using var session = NativeOpModels.Session(NativeOpModels.Owner(NativeOpModels.Float, attrs, withNewLengths: true),
-            new Dictionary<string, string> { ["mixattention.require_inplace"] = "1" });
+            new Dictionary<string, string> { [OpSpec.ConfigRequireInPlace] = "1" });
         var rng = new Random(2);
         var reference = new AttentionReference(B, Hkv, D);
         var cacheK = new float[B * Hkv * C * D];
@@ -119,7 +120,7 @@ public sealed class WindowedAttentionTests
     {
         const int W = 4, C = 4, S = 1;
         using var session = NativeOpModels.Session(NativeOpModels.Owner(NativeOpModels.Float, new(Hq, Hkv, W)),
-            new Dictionary<string, string> { ["mixattention.require_inplace"] = "1" });
+            new Dictionary<string, string> { [OpSpec.ConfigRequireInPlace] = "1" });
         var ex = Assert.ThrowsExactly<OnnxRuntimeException>(() => Run(session,
             F("query", new float[B * S * Hq * D], B, S, Hq * D), F("key", new float[B * S * Hkv * D], B, S, Hkv * D),
             F("value", new float[B * S * Hkv * D], B, S, Hkv * D), F("past_key", new float[B * Hkv * C * D], B, Hkv, C, D),

@@ -17,7 +17,7 @@ public sealed class InPlaceCacheTests
     {
         using var model = RuntimeFixtures.Open(RuntimeFixtures.Convert("mistral-torchscript"));
         Assert.IsTrue(model.Options.RequireInPlace);
-        using var session = (MixAttentionSession)model.CreateSession(new SessionConfig { MaxBatch = 2, MaxLength = 256, PrefillChunk = 4, PoisonCaches = true });
+        using var session = (InPlaceCacheSession)model.CreateSession(new SessionConfig { MaxBatch = 2, MaxLength = 256, PrefillChunk = 4, PoisonCaches = true });
         var caches = session.Caches.Caches;
         var addresses = caches.Select(c => (c.KeyAddress, c.ValueAddress)).ToArray();
         var a = session.AddSequence();

@@ -4,6 +4,7 @@ using MixAttention.Onnx.Lowering;
 using MixAttention.Onnx.Onnx;
 using MixAttention.Onnx.Runtime;
 using MixAttention.Onnx.Tests.Support;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Tests.Runtime;
 
@@ -23,7 +24,7 @@ public sealed class MisuseTests
     /// <summary>Sliding and global layers: a global cache of MaxLength.</summary>
     private static string WithGlobal => RuntimeFixtures.Convert("gemma3-torchscript");
 
-    /// <summary>An unconverted export (PlainDecoderSession).</summary>
+    /// <summary>An unconverted export (GrowingCacheSession).</summary>
     private static string Unconverted => TestPaths.Fixture("mistral-torchscript");
 
     private static readonly SessionConfig Small = new() { MaxBatch = 2, MaxLength = 32, PrefillChunk = 4 };
@@ -173,7 +174,7 @@ public sealed class MisuseTests
     public void GlobalCacheOverflowCoversPrefillAndDecodeAndWritesNothing()
     {
         using var model = RuntimeFixtures.Open(WithGlobal);
-        using var session = (MixAttentionSession)model.CreateSession(new SessionConfig { MaxBatch = 2, MaxLength = 12, PrefillChunk = 4, PoisonCaches = true });
+        using var session = (InPlaceCacheSession)model.CreateSession(new SessionConfig { MaxBatch = 2, MaxLength = 12, PrefillChunk = 4, PoisonCaches = true });
         Assert.AreEqual(12, session.Caches.GlobalCapacity);
         var a = session.AddSequence();
         var b = session.AddSequence();
@@ -216,16 +217,16 @@ public sealed class MisuseTests
     // ---- models and plans ----------------------------------------------------------------------------------------
 
     [TestMethod]
-    public void MixAttentionSessionNeedsAPlanWithPreallocatedCaches()
+    public void InPlaceCacheSessionNeedsAPlanWithPreallocatedCaches()
     {
         using var plain = RuntimeFixtures.Open(Unconverted);
-        var e = Assert.ThrowsExactly<MixAttentionException>(() => new MixAttentionSession(plain, Small));
+        var e = Assert.ThrowsExactly<MixAttentionException>(() => new InPlaceCacheSession(plain, Small));
         StringAssert.Contains(e.Message, "has no cache plan ('mixattention.cache_plan' in its metadata), so it is not a converted MixAttention model");
         Assert.AreEqual(1, plain.References);
         using var reference = RuntimeFixtures.Open(RuntimeFixtures.Convert("mistral-torchscript", backend: "reference"));
-        e = Assert.ThrowsExactly<MixAttentionException>(() => new MixAttentionSession(reference, Small));
+        e = Assert.ThrowsExactly<MixAttentionException>(() => new InPlaceCacheSession(reference, Small));
         StringAssert.Contains(e.Message, "grow each step and cannot be preallocated");
-        Assert.ThrowsExactly<ArgumentNullException>(() => new MixAttentionSession(null!));
+        Assert.ThrowsExactly<ArgumentNullException>(() => new InPlaceCacheSession(null!));
     }
 
     /// <summary>Writes a copy of a converted model whose cache plan is edited by <paramref name="edit"/>.</summary>
@@ -302,15 +303,15 @@ public sealed class MisuseTests
     public void CudaGraphDecodeBlockerNamesWhyAModelCannotBeCaptured()
     {
         CachePlan? PlanOf(string path) => CachePlan.FromModel(OnnxModel.Load(path).Proto);
-        Assert.IsNull(MixAttentionSession.CudaGraphDecodeBlocker(PlanOf(RuntimeFixtures.Convert("mistral-torchscript"))));
+        Assert.IsNull(InPlaceCacheSession.CudaGraphDecodeBlocker(PlanOf(RuntimeFixtures.Convert("mistral-torchscript"))));
         foreach (var backend in new[] { "ort-gqa", "reference" })
         {
-            var why = MixAttentionSession.CudaGraphDecodeBlocker(PlanOf(RuntimeFixtures.Convert("mistral-torchscript", backend: backend)));
+            var why = InPlaceCacheSession.CudaGraphDecodeBlocker(PlanOf(RuntimeFixtures.Convert("mistral-torchscript", backend: backend)));
             Assert.IsNotNull(why, backend);
             StringAssert.Contains(why, $"backend '{backend}'");
             StringAssert.Contains(why, "ops backend");
         }
-        StringAssert.Contains(MixAttentionSession.CudaGraphDecodeBlocker(PlanOf(TestPaths.Fixture("mistral-torchscript"))), "convert it with `mixattn convert`");
+        StringAssert.Contains(InPlaceCacheSession.CudaGraphDecodeBlocker(PlanOf(TestPaths.Fixture("mistral-torchscript"))), "convert it with `mixattn convert`");
     }
 
     /// <summary>Device = Cuda with caller session options that lack the CUDA provider: the cache allocation says so.</summary>
@@ -342,7 +343,7 @@ public sealed class MisuseTests
         var session = model.CreateSession(Small);
         var a = session.AddSequence();
         session.Prefill(a, new long[] { 1, 2 });
-        string type = converted ? nameof(MixAttentionSession) : nameof(PlainDecoderSession);
+        string type = converted ? nameof(InPlaceCacheSession) : nameof(GrowingCacheSession);
         session.Dispose();
         session.Dispose();
         foreach (var act in new Action[]
@@ -350,7 +351,7 @@ public sealed class MisuseTests
             () => session.AddSequence(), () => session.RemoveSequence(a), () => session.Reset(), () => session.Length(a),
             () => session.Prefill(a, new long[] { 1 }), () => session.Decode(new[] { a }, new long[] { 1 }), () => session.Memory(),
             () => _ = session.Sequences, () => _ = session.FreeSlots,
-            () => new Generator(session).Run(new[] { new GenerationRequest(new long[] { 1 }, new GenerationOptions()) }),
+            () => new ContinuousBatchingGenerator(session).Run(new[] { new GenerationRequest(new long[] { 1 }, new GenerationOptions()) }),
         })
             AssertDisposed(type, act);
         Assert.AreEqual(1, model.References, "the disposed session released the model");
@@ -360,7 +361,7 @@ public sealed class MisuseTests
     public void DisposedCachesAndModelsAndTokenizersThrowObjectDisposed()
     {
         var model = RuntimeFixtures.Open(Rings);
-        var session = (MixAttentionSession)model.CreateSession(Small);
+        var session = (InPlaceCacheSession)model.CreateSession(Small);
         var a = session.AddSequence();
         session.Prefill(a, new long[] { 1 });
         session.Decode(new[] { a }, new long[] { 2 });
@@ -375,16 +376,16 @@ public sealed class MisuseTests
         model.Dispose();
         AssertDisposed(nameof(MixAttentionModel), () => model.CreateSession(Small));
         AssertDisposed(nameof(MixAttentionModel), () => _ = model.Session);
-        AssertDisposed(nameof(MixAttentionModel), () => new MixAttentionSession(model, Small));
+        AssertDisposed(nameof(MixAttentionModel), () => new InPlaceCacheSession(model, Small));
         Assert.AreEqual(0, model.References);
 
-        var tok = Tokenizer.FromDirectory(Path.Combine(TestPaths.Graphs, "demo"));
+        var tok = OrtExtensionsTokenizer.FromDirectory(Path.Combine(TestPaths.Graphs, "demo"));
         var ids = tok.Encode("hello");
         StringAssert.Contains(Assert.ThrowsExactly<MixAttentionException>(() => tok.Decode(new long[] { -1 })).Message, "outside the tokenizer's vocabulary");
         tok.Dispose();
         tok.Dispose();
-        AssertDisposed(nameof(Tokenizer), () => tok.Encode("hello"));
-        AssertDisposed(nameof(Tokenizer), () => tok.Decode(ids));
+        AssertDisposed(nameof(OrtExtensionsTokenizer), () => tok.Encode("hello"));
+        AssertDisposed(nameof(OrtExtensionsTokenizer), () => tok.Decode(ids));
     }
 
     /// <summary>A session keeps its model alive: disposing the model first only stops new sessions; the last session releases it.</summary>
@@ -429,7 +430,7 @@ public sealed class MisuseTests
     {
         using var model = RuntimeFixtures.Open(converted ? Rings : Unconverted);
         var session = model.CreateSession(Small);
-        string type = converted ? nameof(MixAttentionSession) : nameof(PlainDecoderSession);
+        string type = converted ? nameof(InPlaceCacheSession) : nameof(GrowingCacheSession);
         var a = session.AddSequence();
         session.Prefill(a, new long[] { 1, 2, 3 });
         using var inside = new ManualResetEventSlim();
@@ -441,7 +442,7 @@ public sealed class MisuseTests
             inside.Set();
             Assert.IsTrue(release.Wait(TimeSpan.FromSeconds(30)));
         }
-        if (session is MixAttentionSession m) m.BeforeRun = Hook; else ((PlainDecoderSession)session).BeforeRun = Hook;
+        ((DecoderSession)session).BeforeRun = Hook;
 
         var running = Task.Run(() => session.Decode(new[] { a }, new long[] { 4 }));
         Assert.IsTrue(inside.Wait(TimeSpan.FromSeconds(30)));

@@ -14,7 +14,7 @@ public sealed class TokenizerAndGenerationTests
     [TestMethod]
     public void TrimmedTokenizerRoundTripsWithinTheModelVocabulary()
     {
-        using var tok = Tokenizer.FromDirectory(DemoTokenizer);
+        using var tok = OrtExtensionsTokenizer.FromDirectory(DemoTokenizer);
         const string text = "The quick brown fox jumps over the lazy dog. Héllo wörld!\nSecond line.";
         var ids = tok.Encode(text);
         Assert.IsNotEmpty(ids);
@@ -25,7 +25,7 @@ public sealed class TokenizerAndGenerationTests
     [TestMethod]
     public void FullGpt2TokenizerMatchesKnownIds()
     {
-        using var tok = Tokenizer.FromDirectory(FullGpt2Tokenizer);
+        using var tok = OrtExtensionsTokenizer.FromDirectory(FullGpt2Tokenizer);
         // GPT-2 BPE: "Hello world" = [15496, 995].
         CollectionAssert.AreEqual(new long[] { 15496, 995 }, tok.Encode("Hello world"));
         Assert.AreEqual("Hello world", tok.Decode(new long[] { 15496, 995 }));
@@ -36,15 +36,15 @@ public sealed class TokenizerAndGenerationTests
     [TestMethod]
     public void Gpt2SampleGeneratesIdenticalTextOriginalAndConverted()
     {
-        using var tok = Tokenizer.FromDirectory(DemoTokenizer);
+        using var tok = OrtExtensionsTokenizer.FromDirectory(DemoTokenizer);
         var prompt = tok.Encode("Once upon a time, in a land far away,");
         var options = new GenerationOptions { MaxNewTokens = 40 };
-        string Generate(string path, out KvMemory memory, out bool inPlace)
+        string Generate(string path, out SessionKvMemory memory, out bool inPlace)
         {
             using var model = RuntimeFixtures.Open(path);
             inPlace = model.IsInPlace;
             using var session = model.CreateSession(new SessionConfig { MaxLength = 128, PrefillChunk = 8 });
-            var result = new Generator(session).Run(new[] { new GenerationRequest(prompt, options) })[0];
+            var result = new ContinuousBatchingGenerator(session).Run(new[] { new GenerationRequest(prompt, options) })[0];
             memory = session.Memory();
             Assert.HasCount(40, result.Tokens);
             return tok.Decode(result.Tokens);
@@ -64,7 +64,7 @@ public sealed class TokenizerAndGenerationTests
         using var session = model.CreateSession(new SessionConfig { MaxLength = 64, PrefillChunk = 8 });
         var prompt = RuntimeFixtures.RandomTokens(3, 10);
         var options = new GenerationOptions { MaxNewTokens = 20, Temperature = 0.8f, TopK = 50, TopP = 0.9f, RepetitionPenalty = 1.2f, Seed = 42 };
-        var generator = new Generator(session);
+        var generator = new ContinuousBatchingGenerator(session);
         var streamed = new List<long>();
         await foreach (var t in generator.GenerateAsync(prompt, options)) streamed.Add(t);
         var batch = generator.Run(new[] { new GenerationRequest(prompt, options) })[0];
@@ -78,11 +78,11 @@ public sealed class TokenizerAndGenerationTests
         using var model = RuntimeFixtures.Open(RuntimeFixtures.Convert("gemma3-torchscript"));
         using var session = model.CreateSession(new SessionConfig { MaxBatch = 2, MaxLength = 24, PrefillChunk = 8 });
         var prompt = RuntimeFixtures.RandomTokens(9, 10);
-        var greedy = new Generator(session).Run(new[] { new GenerationRequest(prompt, new GenerationOptions { MaxNewTokens = 8 }) })[0];
+        var greedy = new ContinuousBatchingGenerator(session).Run(new[] { new GenerationRequest(prompt, new GenerationOptions { MaxNewTokens = 8 }) })[0];
         var stopAt = greedy.Tokens[3];
         int firstStop = greedy.Tokens.ToList().IndexOf(stopAt);
         var streamed = new List<GeneratedToken>();
-        var results = new Generator(session).Run(new[]
+        var results = new ContinuousBatchingGenerator(session).Run(new[]
         {
             new GenerationRequest(prompt, new GenerationOptions { MaxNewTokens = 8, StopTokens = new[] { stopAt } }),
             new GenerationRequest(prompt, new GenerationOptions { MaxNewTokens = 100 }),

@@ -2,6 +2,7 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using MixAttention.Onnx.Lowering;
 using MixAttention.Onnx.Onnx;
+using MixAttention.Onnx.Plan;
 
 namespace MixAttention.Onnx.Tests.Support;
 

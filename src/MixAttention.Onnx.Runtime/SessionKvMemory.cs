@@ -6,7 +6,7 @@ namespace MixAttention.Onnx.Runtime;
 /// <param name="UnconvertedAllocatedBytes">What the unconverted model needs for the same slots at <paramref name="MaxLength"/> (every layer a full cache).</param>
 /// <param name="UnconvertedBytesPerSequence">What the unconverted model needs per sequence of <paramref name="MaxLength"/> tokens.</param>
 /// <param name="MaxLength">The sequence length the per-sequence numbers are for.</param>
-public sealed record KvMemory(long AllocatedBytes, long BytesPerSequence, long UnconvertedAllocatedBytes, long UnconvertedBytesPerSequence, int MaxLength)
+public sealed record SessionKvMemory(long AllocatedBytes, long BytesPerSequence, long UnconvertedAllocatedBytes, long UnconvertedBytesPerSequence, int MaxLength)
 {
     /// <summary>Unconverted bytes per sequence ÷ converted bytes per sequence.</summary>
     public double Saving => BytesPerSequence == 0 ? 1 : (double)UnconvertedBytesPerSequence / BytesPerSequence;

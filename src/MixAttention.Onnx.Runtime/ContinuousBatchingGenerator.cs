@@ -3,35 +3,6 @@ using System.Runtime.CompilerServices;
 
 namespace MixAttention.Onnx.Runtime;
 
-/// <summary>Why a sequence stopped.</summary>
-public enum FinishReason
-{
-    /// <summary>A stop token was generated.</summary>
-    Stop,
-    /// <summary><see cref="GenerationOptions.MaxNewTokens"/> reached, or the session's max length.</summary>
-    Length,
-}
-
-/// <summary>One prompt to complete.</summary>
-public sealed record GenerationRequest(IReadOnlyList<long> Prompt, GenerationOptions Options);
-
-/// <summary>A token as it is produced (streaming).</summary>
-/// <param name="Request">Index of the request.</param>
-/// <param name="Token">The token id.</param>
-/// <param name="Index">0 for the first generated token.</param>
-/// <param name="Finish">Set on the request's last token.</param>
-public readonly record struct GeneratedToken(int Request, long Token, int Index, FinishReason? Finish);
-
-/// <summary>A finished request.</summary>
-public sealed record GenerationResult(int Request, IReadOnlyList<long> Tokens, FinishReason Finish, TimeSpan PrefillTime, TimeSpan DecodeTime);
-
-/// <summary>Totals of a <see cref="Generator.Run"/>.</summary>
-public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, TimeSpan PrefillTime, TimeSpan DecodeTime, int DecodeSteps)
-{
-    /// <summary>Generated tokens per second of model time (prefill + decode).</summary>
-    public double TokensPerSecond => (PrefillTime + DecodeTime).TotalSeconds is var s && s > 0 ? GeneratedTokens / s : 0;
-}
-
 /// <summary>
 /// Generates from prompts on a decoding session. <see cref="Run"/> does continuous batching: requests wait for a
 /// free slot, are prefilled alone (chunked), then decode together, one batched call per step; a finished sequence
@@ -41,10 +12,10 @@ public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, Time
 /// with the session's <see cref="ObjectDisposedException"/>. Like the session, one run at a time.
 /// </para>
 /// </summary>
-public sealed class Generator
+public sealed class ContinuousBatchingGenerator
 {
     /// <summary>Uses <paramref name="session"/> (not owned).</summary>
-    public Generator(IDecoderSession session)
+    public ContinuousBatchingGenerator(IDecoderSession session)
     {
         ArgumentNullException.ThrowIfNull(session);
         Session = session;

@@ -5,7 +5,7 @@ using MixAttention.Onnx.Tests.Support;
 namespace MixAttention.Onnx.Tests.Runtime;
 
 [TestClass]
-public sealed class MixAttentionSessionTests
+public sealed class InPlaceCacheSessionTests
 {
     /// <summary>The in-place driver reproduces torch's logits on an SWA fixture (native layout), ring wrapping 3×.</summary>
     [TestMethod]
@@ -42,7 +42,7 @@ public sealed class MixAttentionSessionTests
         using var model = RuntimeFixtures.Open(TestPaths.Fixture("llama-gqa"));
         const int context = 480, steps = 8;
         using var session = model.CreateSession(new SessionConfig { MaxBatch = 1, MaxLength = 512, PrefillChunk = 512 });
-        Assert.IsInstanceOfType<PlainDecoderSession>(session);
+        Assert.IsInstanceOfType<GrowingCacheSession>(session);
         var seq = session.AddSequence();
         session.Prefill(seq, RuntimeFixtures.RandomTokens(1, context));
         var logits = new float[session.VocabSize];
@@ -69,7 +69,7 @@ public sealed class MixAttentionSessionTests
         var config = new SessionConfig { MaxBatch = 3, MaxLength = 48, PrefillChunk = 4 };
         using var byArrays = model.CreateSession(config);
         using var bySpan = model.CreateSession(config);
-        Assert.AreEqual(converted, byArrays is MixAttentionSession);
+        Assert.AreEqual(converted, byArrays is InPlaceCacheSession);
         var prompts = new[] { RuntimeFixtures.RandomTokens(1, 5), RuntimeFixtures.RandomTokens(2, 9), RuntimeFixtures.RandomTokens(3, 3) };
         var a = prompts.Select(p => { var id = byArrays.AddSequence(); byArrays.Prefill(id, p); return id; }).ToArray();
         var b = prompts.Select(p => { var id = bySpan.AddSequence(); bySpan.Prefill(id, p); return id; }).ToArray();
@@ -100,8 +100,8 @@ public sealed class MixAttentionSessionTests
     {
         using var model = RuntimeFixtures.Open(RuntimeFixtures.Convert("gemma3-torchscript", "cai", 8));
         var config = new SessionConfig { MaxBatch = 3, MaxLength = 48, PrefillChunk = 4 };
-        using var host = (MixAttentionSession)model.CreateSession(config);
-        using var device = (MixAttentionSession)model.CreateSession(config);
+        using var host = (InPlaceCacheSession)model.CreateSession(config);
+        using var device = (InPlaceCacheSession)model.CreateSession(config);
         var prompts = new[] { RuntimeFixtures.RandomTokens(4, 6), RuntimeFixtures.RandomTokens(5, 2), RuntimeFixtures.RandomTokens(6, 11) };
         var a = prompts.Select(p => { var id = host.AddSequence(); host.Prefill(id, p); return id; }).ToArray();
         var b = prompts.Select(p => { var id = device.AddSequence(); device.Prefill(id, p); return id; }).ToArray();
@@ -146,7 +146,7 @@ public sealed class MixAttentionSessionTests
         }
         var expected = Enumerable.Range(0, plan.Length).Select(Solo).ToArray();
 
-        using var session = (MixAttentionSession)model.CreateSession(config);
+        using var session = (InPlaceCacheSession)model.CreateSession(config);
         var got = plan.Select(_ => new List<float[]>()).ToArray();
         var ids = new int?[plan.Length];
         var slotsUsed = new HashSet<int>();
@@ -225,7 +225,7 @@ public sealed class MixAttentionSessionTests
     public void ResetFreesEverySlotAndSlotsAreReused()
     {
         using var model = RuntimeFixtures.Open(RuntimeFixtures.Convert("mistral-torchscript"));
-        using var session = (MixAttentionSession)model.CreateSession(new SessionConfig { MaxBatch = 2, MaxLength = 32, PrefillChunk = 4 });
+        using var session = (InPlaceCacheSession)model.CreateSession(new SessionConfig { MaxBatch = 2, MaxLength = 32, PrefillChunk = 4 });
         var a = session.AddSequence();
         var b = session.AddSequence();
         Assert.ThrowsExactly<MixAttentionException>(() => session.AddSequence());
@@ -242,7 +242,7 @@ public sealed class MixAttentionSessionTests
     public void MemoryCountsOwnersOnly()
     {
         using var model = RuntimeFixtures.Open(RuntimeFixtures.Convert("gemma3-torchscript", "cai", 8));
-        using var session = (MixAttentionSession)model.CreateSession(new SessionConfig { MaxBatch = 4, MaxLength = 1024, PrefillChunk = 16 });
+        using var session = (InPlaceCacheSession)model.CreateSession(new SessionConfig { MaxBatch = 4, MaxLength = 1024, PrefillChunk = 16 });
         var plan = model.Plan!;
         long expected = 0;
         foreach (var c in plan.Caches)

@@ -13,7 +13,7 @@ namespace MixAttention.Onnx.Runtime;
 /// encode, <c>BpeDecoder</c> (id vocabulary, byte decoder, added tokens from tokenizer.json) to decode.
 /// Decoding supports byte-level BPE tokenizers (GPT-2 style: <c>decoder.type = ByteLevel</c>).
 /// </summary>
-public sealed class Tokenizer : IDisposable
+public sealed class OrtExtensionsTokenizer : IDisposable
 {
     private const string Contrib = "ai.onnx.contrib";
     private readonly SessionOptions _options;
@@ -21,7 +21,7 @@ public sealed class Tokenizer : IDisposable
     private readonly InferenceSession _decoder;
     private int _disposed;
 
-    private Tokenizer(SessionOptions options, InferenceSession encoder, InferenceSession decoder, IReadOnlyList<long> stop, int vocab)
+    private OrtExtensionsTokenizer(SessionOptions options, InferenceSession encoder, InferenceSession decoder, IReadOnlyList<long> stop, int vocab)
     {
         _options = options;
         _encoder = encoder;
@@ -41,7 +41,7 @@ public sealed class Tokenizer : IDisposable
         File.Exists(Path.Combine(directory, "tokenizer.json")) && File.Exists(Path.Combine(directory, "tokenizer_config.json"));
 
     /// <summary>Builds the tokenizer from <paramref name="directory"/>/tokenizer.json and tokenizer_config.json.</summary>
-    public static Tokenizer FromDirectory(string directory)
+    public static OrtExtensionsTokenizer FromDirectory(string directory)
     {
         var jsonPath = Path.Combine(directory, "tokenizer.json");
         var configPath = Path.Combine(directory, "tokenizer_config.json");
@@ -89,7 +89,7 @@ public sealed class Tokenizer : IDisposable
                 ("tokenizer_vocab", vocabText), ("tokenizer_config", configText)), options);
             var decoder = new InferenceSession(Graph("BpeDecoder", "ids", TensorProto.Types.DataType.Int64, "text", TensorProto.Types.DataType.String,
                 ("id_vocab", idVocab), ("byte_decoder", byteDecoder), ("added_tokens", addedTokens), ("all_special_ids", specialIds)), options);
-            return new Tokenizer(options, encoder, decoder, stop, (int)maxId + 1);
+            return new OrtExtensionsTokenizer(options, encoder, decoder, stop, (int)maxId + 1);
         }
         catch (OnnxRuntimeException e)
         {
@@ -177,7 +177,7 @@ public sealed class Tokenizer : IDisposable
     private void ThrowIfDisposed()
     {
         if (Volatile.Read(ref _disposed) != 0)
-            throw new ObjectDisposedException(nameof(Tokenizer), $"this {nameof(Tokenizer)} was disposed; create it again with Tokenizer.FromDirectory.");
+            throw new ObjectDisposedException(nameof(OrtExtensionsTokenizer), $"this {nameof(OrtExtensionsTokenizer)} was disposed; create it again with OrtExtensionsTokenizer.FromDirectory.");
     }
 
     /// <summary>Disposes both sessions and the options. A second call does nothing.</summary>

@@ -1,47 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
-namespace MixAttention.Onnx.Lowering;
-
-/// <summary>How the runtime sizes an owner's cache (capacity along the sequence axis).</summary>
-public enum CapacityRule
-{
-    /// <summary>The runtime's maximum sequence length (global owners).</summary>
-    MaxLength,
-    /// <summary>A ring of the window, plus (prefill chunk − 1) slots when other layers read it.</summary>
-    Window,
-    /// <summary>The cache grows each step (past/present concatenation; reference backend).</summary>
-    Growing,
-}
-
-/// <summary>One cache a converted model keeps between steps: who owns it, its kind and size, who reads it.</summary>
-public sealed record CacheEntry
-{
-    /// <summary>The layer that owns (writes) the cache.</summary>
-    public required int Owner { get; init; }
-    /// <summary>Sliding window of the owner; 0 = global.</summary>
-    public required int Window { get; init; }
-    /// <summary>How the capacity is chosen.</summary>
-    public required CapacityRule Capacity { get; init; }
-    /// <summary>KV heads.</summary>
-    public required int KvNumHeads { get; init; }
-    /// <summary>Head size.</summary>
-    public required int HeadSize { get; init; }
-    /// <summary>Element type name (fp32, fp16, bf16).</summary>
-    public required string DType { get; init; }
-    /// <summary>Graph input with the past keys.</summary>
-    public required string PastKey { get; init; }
-    /// <summary>Graph input with the past values.</summary>
-    public required string PastValue { get; init; }
-    /// <summary>Graph output with the updated keys.</summary>
-    public required string PresentKey { get; init; }
-    /// <summary>Graph output with the updated values.</summary>
-    public required string PresentValue { get; init; }
-    /// <summary>Other layers that read this cache.</summary>
-    public required IReadOnlyList<int> Readers { get; init; }
-    /// <summary>True for a sliding (ring) cache.</summary>
-    public bool IsSliding => Window > 0;
-}
+namespace MixAttention.Onnx.Plan;
 
 /// <summary>
 /// The one document between converter and runtime, stored as versioned JSON in the converted model's
@@ -55,8 +15,14 @@ public sealed record CachePlan
     /// <summary>Format version written by this build.</summary>
     public const int CurrentVersion = 1;
 
-    /// <summary>Backend the model was lowered to: <c>ops</c>, <c>ort-gqa</c> or <c>reference</c>.</summary>
+    /// <summary>Backend the model was lowered to: <c>ops</c>, <c>ort-gqa</c> or <c>reference</c> (<see cref="BackendName"/>).</summary>
     public required string Backend { get; init; }
+    /// <summary>
+    /// True when the model's attention runs in libmixattention_ops.so's custom ops (<see cref="OpSpec.Domain"/>): the
+    /// library must be registered with the session, and every node can run on the CUDA execution provider (no shape
+    /// arithmetic on the CPU), so a decode step can be captured in a CUDA graph.
+    /// </summary>
+    public bool RunsOnCustomOps => Backend == BackendName.Ops;
     /// <summary>The layout in compact form.</summary>
     public required string Layout { get; init; }
     /// <summary>The layout's name (preset, file, custom).</summary>
@@ -178,14 +144,14 @@ public sealed record CachePlan
     }
 
     /// <summary>Reads the plan from a model's metadata, or null when the model has none (an unconverted model).</summary>
-    public static CachePlan? FromModel(Onnx.Proto.ModelProto model)
+    internal static CachePlan? FromModel(Onnx.Proto.ModelProto model)
     {
         var entry = model.MetadataProps.FirstOrDefault(p => p.Key == MetadataKey);
         return entry is null ? null : FromJson(entry.Value);
     }
 
     /// <summary>Writes the plan into a model's metadata (replacing an older one).</summary>
-    public void WriteTo(Onnx.Proto.ModelProto model)
+    internal void WriteTo(Onnx.Proto.ModelProto model)
     {
         var old = model.MetadataProps.Where(p => p.Key == MetadataKey).ToList();
         foreach (var p in old) model.MetadataProps.Remove(p);

@@ -1,0 +1,221 @@
+using Microsoft.ML.OnnxRuntime;
+using MixAttention.Onnx.Plan;
+
+namespace MixAttention.Onnx.Runtime;
+
+/// <summary>
+/// Decoding with a converted model: owner caches preallocated once (<see cref="KvCacheSet"/>) and bound in place,
+/// batch slots handed to sequences (continuous batching: add and remove between steps, slots reused).
+/// <para>
+/// A decode step runs every requested sequence in one call over the contiguous slot range that holds them;
+/// a prefill runs one sequence over its own slot (a <c>[1, Hkv, C, D]</c> view of the cache: batch is the
+/// outermost axis, so a slot is contiguous), in chunks of <see cref="SessionConfig.PrefillChunk"/> tokens.
+/// Rows of the range that are not part of the step are fed with <c>new_lengths = 0</c> when the model has that
+/// input, else with one filler token at their next position (a free slot: position 0), which a later real
+/// token overwrites before anything reads it.
+/// </para>
+/// <para>
+/// Not thread-safe: one call at a time (a call that starts while another runs on another thread throws
+/// <see cref="InvalidOperationException"/>). Sessions of one model may run on different threads at once.
+/// </para>
+/// </summary>
+public sealed class InPlaceCacheSession : DecoderSession
+{
+    private readonly CachePlan _plan;
+    private (int First, int Rows) _boundRange = (-1, -1);
+    private CudaGraphStep? _graph;
+    private OrtValue? _stepLogits; // the last decode step's logits when this session owns them (not the graph step's)
+
+    /// <summary>
+    /// A session over <paramref name="model"/>'s cache plan (<see cref="MixAttentionModel.CreateSession"/> picks this
+    /// driver for converted models). Holds a reference to the model until disposed.
+    /// </summary>
+    /// <exception cref="MixAttentionException">The model has no cache plan or its caches grow; the configuration is invalid or its caches too large.</exception>
+    /// <exception cref="ObjectDisposedException">The model was disposed.</exception>
+    public InPlaceCacheSession(MixAttentionModel model, SessionConfig? config = null) : base(model, config)
+    {
+        var plan = model.Plan ?? throw new MixAttentionException(
+            $"{model.Path} has no cache plan ('{CachePlan.MetadataKey}' in its metadata), so it is not a converted MixAttention model and {nameof(InPlaceCacheSession)} cannot size its caches. " +
+            $"Convert it with `mixattn convert`, or run it as it is with model.CreateSession() (a {nameof(GrowingCacheSession)}).");
+        if (!model.IsInPlace)
+            throw new MixAttentionException(
+                $"{model.Path}: the caches of this conversion (backend '{plan.Backend}') grow each step and cannot be preallocated; run it with model.CreateSession() (a {nameof(GrowingCacheSession)}).");
+        if (model.Options.CudaGraphDecode && CudaGraphDecodeBlocker(plan) is { } why)
+            throw new MixAttentionException($"{model.Path}: {why}");
+        _plan = plan;
+        Open(new StepInputNames(plan.PositionIds, plan.AttentionMask, plan.PastLengths, plan.NewLengths));
+        try
+        {
+            if (model.Options.CudaGraphDecode) RunOptions.AddRunConfigEntry("gpu_graph_id", "-1"); // prefill: never captured
+            Caches = new KvCacheSet(plan, Config, model.Options.Device, model.DeviceAllocator(), model.CacheMemoryInfo);
+        }
+        catch
+        {
+            ReleaseOpened();
+            throw;
+        }
+    }
+
+    /// <summary>The caches (owners only), for addresses and byte counts. Owned by the session.</summary>
+    public KvCacheSet Caches { get; }
+
+    /// <summary>
+    /// With <see cref="ModelOptions.CudaGraphDecode"/>: how host ↔ device copies of the graph step are made
+    /// ("OrtEnv.CopyTensors" or "cudaMemcpy"); null before the first decode or without CUDA graphs.
+    /// </summary>
+    public string? CudaGraphTransfer => _graph?.Transfer;
+    /// <summary>Host time the CUDA-graph decode steps spent so far by phase (null before the first graphed step): where a step's time goes on the host.</summary>
+    public CudaGraphStepTime? CudaGraphStepTime => _graph?.Time;
+
+    /// <summary>
+    /// Why decode steps of a model with this cache plan cannot be captured in a CUDA graph
+    /// (<see cref="ModelOptions.CudaGraphDecode"/>), or null when they can: the plan must come from the ops backend
+    /// (ORT captures a graph only when every node runs on the CUDA provider), preallocate every cache, and have a
+    /// new_lengths input (rows left out of a step get 0) and no attention_mask (its shape grows every step).
+    /// </summary>
+    public static string? CudaGraphDecodeBlocker(CachePlan? plan)
+    {
+        if (plan is null) return "ModelOptions.CudaGraphDecode needs a converted model (no cache plan in its metadata); convert it with `mixattn convert`, or turn CudaGraphDecode off.";
+        if (plan.Caches.Any(c => c.Capacity == CapacityRule.Growing))
+            return $"ModelOptions.CudaGraphDecode needs preallocated caches; this conversion's (backend '{plan.Backend}') grow each step. Convert it with the ops backend, or turn CudaGraphDecode off.";
+        if (!plan.RunsOnCustomOps)
+            return $"ModelOptions.CudaGraphDecode needs a conversion with the ops backend (every node on the CUDA execution provider); backend '{plan.Backend}' keeps shape arithmetic on the CPU (ORT's GroupQueryAttention reads total_sequence_length there). Convert it with the ops backend, or turn CudaGraphDecode off.";
+        if (plan.NewLengths is null)
+            return $"ModelOptions.CudaGraphDecode needs a model with a new_lengths input (rows not in a step are skipped with new_lengths = 0); this conversion (backend '{plan.Backend}') has none. Convert it with the ops backend, or turn CudaGraphDecode off.";
+        if (plan.AttentionMask is not null)
+            return "ModelOptions.CudaGraphDecode cannot capture a model with an attention_mask input (its shape grows every step); turn CudaGraphDecode off.";
+        return null;
+    }
+
+    /// <summary>The batch slot of a sequence.</summary>
+    public int SlotOf(int sequence)
+    {
+        using var _ = Guard.Enter(nameof(SlotOf));
+        return Slots.SlotOf(sequence);
+    }
+
+    /// <inheritdoc />
+    public override SessionKvMemory Memory()
+    {
+        using var _ = Guard.Enter(nameof(Memory));
+        return Caches.Memory();
+    }
+
+    private protected override int? MaxSequenceLength => Caches.GlobalCapacity;
+
+    private protected override OrtValue RunPrefillChunk(int slot, long[] ids) =>
+        RunStep(nameof(Prefill), slot, 1, ids.Length, ids, new[] { Slots.Length(slot) }, new[] { ids.Length });
+
+    private protected override void RunDecode(int[] slots, IReadOnlyList<long> tokens, float[][]? rows, Span<float> flat)
+    {
+        var (logits, rowOf) = Step(slots, tokens, onDevice: false);
+        for (int i = 0; i < rowOf.Length; i++) CopyRow(logits, rowOf[i], i, rows, flat);
+    }
+
+    /// <summary>
+    /// One decode step that leaves the logits where the model computed them — device memory on CUDA — instead of
+    /// copying them to the host: for callers that sample on the device or need only some steps' logits. Returns the
+    /// step's logits tensor and, for each listed sequence, its row in it; both stay valid until the next call on
+    /// this session (the tensor is owned by the session: do not dispose it).
+    /// </summary>
+    public DeviceLogits DecodeOnDevice(IReadOnlyList<int> sequences, IReadOnlyList<long> tokens)
+    {
+        using var _ = Guard.Enter(nameof(Decode));
+        var (logits, rowOf) = Step(CheckDecode(sequences, tokens, -1), tokens, onDevice: true);
+        return new DeviceLogits(logits, rowOf);
+    }
+
+    /// <summary>
+    /// Runs one decode step of checked sequences; returns the logits (host memory unless <paramref name="onDevice"/>;
+    /// owned by the session until the next step) and each sequence's row in them.
+    /// </summary>
+    private (OrtValue Logits, int[] RowOf) Step(int[] slots, IReadOnlyList<long> tokens, bool onDevice)
+    {
+        _stepLogits?.Dispose(); // the previous step's logits, if this session owns them
+        _stepLogits = null;
+        if (Model.Options.CudaGraphDecode) return (DecodeGraph(slots, tokens, onDevice), slots);
+        int first = slots.Min(), count = slots.Max() - first + 1;
+        var ids = new long[count];
+        var past = new int[count];
+        var news = new int[count];
+        bool hasNewLengths = _plan.NewLengths is not null;
+        for (int r = 0; r < count; r++)
+        {
+            int slot = first + r;
+            if (Slots.SequenceAt(slot) is { } other)
+            {
+                // A live sequence that is not part of this step: it gets no token (new_lengths = 0), or a filler at its
+                // next position that its own next token overwrites.
+                past[r] = Slots.Length(slot);
+                news[r] = 0;
+                if (!hasNewLengths && Caches.GlobalCapacity is { } cap && past[r] + 1 > cap)
+                    throw new MixAttentionException($"sequence {other} is full (max length {cap}) and sits between the sequences of this step; remove it first (the model has no new_lengths input to skip it).");
+            }
+            else
+                past[r] = 0;
+        }
+        for (int i = 0; i < slots.Length; i++)
+        {
+            int r = slots[i] - first;
+            ids[r] = tokens[i];
+            news[r] = 1;
+        }
+        _stepLogits = RunStep(nameof(Decode), first, count, 1, ids, past, news, onDevice);
+        var rowOf = new int[slots.Length];
+        for (int i = 0; i < slots.Length; i++)
+        {
+            rowOf[i] = slots[i] - first;
+            Slots.Advance(slots[i], 1);
+        }
+        return (_stepLogits, rowOf);
+    }
+
+    /// <summary>
+    /// A decode step as one CUDA graph replay: all MaxBatch rows, one token each; rows not in the step (live or free)
+    /// get <c>new_lengths = 0</c> at their current length, so the ops write nothing for them.
+    /// </summary>
+    private OrtValue DecodeGraph(int[] slots, IReadOnlyList<long> tokens, bool onDevice)
+    {
+        Caches.ThrowIfDisposed();
+        int b = Config.MaxBatch;
+        var ids = new long[b];
+        var past = new int[b];
+        var news = new int[b];
+        for (int r = 0; r < b; r++) past[r] = Slots.Length(r); // 0 for a free slot
+        for (int i = 0; i < slots.Length; i++)
+        {
+            ids[slots[i]] = tokens[i];
+            news[slots[i]] = 1;
+        }
+        if (VocabSize <= 0)
+            throw new MixAttentionException($"{Model.Path}: CUDA-graph decode needs the vocabulary size; the logits' last dimension is symbolic and no prefill has run.");
+        _graph ??= new CudaGraphStep(Model, Caches, b, VocabSize, PositionType, Model.NextGraphId());
+        BeforeRun?.Invoke(nameof(Decode));
+        var logits = _graph.Run(Model.OrtSession, ids, past, news, copyLogits: !onDevice);
+        Steps++;
+        foreach (int slot in slots) Slots.Advance(slot, 1);
+        return logits; // owned by the graph step, valid until its next run
+    }
+
+    /// <summary>One model call over slots <c>[first, first + rows)</c> with <paramref name="s"/> tokens per row; returns the logits (caller disposes).</summary>
+    private OrtValue RunStep(string operation, int first, int rows, int s, long[] ids, int[] past, int[] news, bool logitsOnDevice = false)
+    {
+        // The binding may still hold views of the caches: never run over a cache set disposed behind the session's back.
+        Caches.ThrowIfDisposed();
+        BindStepInputs(rows, s, ids, past, news);
+        if (_boundRange != (first, rows))
+        {
+            Caches.Bind(Binding, first, rows);
+            _boundRange = (first, rows);
+        }
+        return RunModel(operation, logitsOnDevice ? Model.CacheMemoryInfo : OrtMemoryInfo.DefaultInstance);
+    }
+
+    private protected override void ReleaseState()
+    {
+        _graph?.Dispose();
+        _stepLogits?.Dispose();
+        _stepLogits = null;
+        Caches.Dispose();
+    }
+}

@@ -1,0 +1,30 @@
+namespace MixAttention.Onnx.Plan;
+
+/// <summary>One cache a converted model keeps between steps: who owns it, its kind and size, who reads it.</summary>
+public sealed record CacheEntry
+{
+    /// <summary>The layer that owns (writes) the cache.</summary>
+    public required int Owner { get; init; }
+    /// <summary>Sliding window of the owner; 0 = global.</summary>
+    public required int Window { get; init; }
+    /// <summary>How the capacity is chosen.</summary>
+    public required CapacityRule Capacity { get; init; }
+    /// <summary>KV heads.</summary>
+    public required int KvNumHeads { get; init; }
+    /// <summary>Head size.</summary>
+    public required int HeadSize { get; init; }
+    /// <summary>Element type name (fp32, fp16, bf16).</summary>
+    public required string DType { get; init; }
+    /// <summary>Graph input with the past keys.</summary>
+    public required string PastKey { get; init; }
+    /// <summary>Graph input with the past values.</summary>
+    public required string PastValue { get; init; }
+    /// <summary>Graph output with the updated keys.</summary>
+    public required string PresentKey { get; init; }
+    /// <summary>Graph output with the updated values.</summary>
+    public required string PresentValue { get; init; }
+    /// <summary>Other layers that read this cache.</summary>
+    public required IReadOnlyList<int> Readers { get; init; }
+    /// <summary>True for a sliding (ring) cache.</summary>
+    public bool IsSliding => Window > 0;
+}
