@@ -92,7 +92,7 @@ public static class ConversionCheck
             }
             foreach (var output in graph.Output)
                 if (!defined.Contains(output.Name)) throw new InvalidOperationException($"graph output '{output.Name}' is not computed");
-            var plan = Lowering.CachePlan.FromModel(model.Proto) ?? throw new InvalidOperationException("it has no cache plan");
+            var plan = MixAttention.Onnx.Plan.CachePlan.FromModel(model.Proto) ?? throw new InvalidOperationException("it has no cache plan");
             var inputs = graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
             var outputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
             foreach (var c in plan.Caches)
