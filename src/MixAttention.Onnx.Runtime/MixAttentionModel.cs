@@ -101,8 +101,10 @@ public sealed class MixAttentionModel : IDisposable
                 var d = m.Dimensions;
                 if (d.Length != 4)
                     throw new MixAttentionException($"{path}: input '{name}' ({kind} of the {what}) has rank {d.Length}; a preallocated cache is bound as [batch, kv_heads, capacity, head_size] (rank 4).");
-                if ((d[1] >= 0 && d[1] != c.KvNumHeads) || (d[3] >= 0 && d[3] != c.HeadSize))
-                    throw new MixAttentionException($"{path}: input '{name}' has shape [{string.Join(", ", d)}] but the cache plan says {c.KvNumHeads} KV heads of size {c.HeadSize}. Convert the model again.");
+                // The runtime allocates from the plan's numbers and binds them as this input: the graph must state the
+                // same heads and head size (a symbolic axis would let a plan that lies go unchecked into the ops).
+                if (d[1] != c.KvNumHeads || d[3] != c.HeadSize)
+                    throw new MixAttentionException($"{path}: input '{name}' has shape [{string.Join(", ", d.Select(x => x < 0 ? "?" : x.ToString(System.Globalization.CultureInfo.InvariantCulture)))}] but the cache plan says {c.KvNumHeads} KV heads of size {c.HeadSize}; a preallocated cache needs both axes fixed in the graph and equal to the plan. Convert the model again.");
             }
             Output(c.PresentKey, $"present key of the {what}");
             Output(c.PresentValue, $"present value of the {what}");
@@ -175,16 +177,25 @@ public sealed class MixAttentionModel : IDisposable
             if (options.RequireInPlace) so.AddSessionConfigEntry("mixattention.require_inplace", "1");
             try
             {
-                session = new InferenceSession(path, so);
-            }
-            catch (OnnxRuntimeException e) when (e.Message.Contains("ai.onnx.contrib", StringComparison.Ordinal) && OrtExtensionsLibrary.Find() is { } ext)
-            {
-                so.RegisterCustomOpLibrary(ext);
-                session = new InferenceSession(path, so);
+                try
+                {
+                    session = new InferenceSession(path, so);
+                }
+                catch (OnnxRuntimeException e) when (e.Message.Contains("ai.onnx.contrib", StringComparison.Ordinal) && OrtExtensionsLibrary.Find() is { } ext)
+                {
+                    so.RegisterCustomOpLibrary(ext);
+                    session = new InferenceSession(path, so);
+                }
             }
             catch (OnnxRuntimeException e) when (opLib is null && e.Message.Contains(Native.NativeLibraryPath.Domain, StringComparison.Ordinal))
             {
                 throw new MixAttentionException($"{path} uses the {Native.NativeLibraryPath.Domain} ops but {Native.NativeLibraryPath.FileName} was not found.", e);
+            }
+            catch (OnnxRuntimeException e)
+            {
+                // The model file is the input: ORT refusing to load it (bad graph, types, shapes, attributes) is the
+                // input's fault, reported as such (the CLI's exit 2), with ORT's own first line.
+                throw new MixAttentionException($"{path}: ONNX Runtime cannot load this model: {FirstLine(e.Message)}", e);
             }
             CachePlan? plan = session.ModelMetadata.CustomMetadataMap.TryGetValue(CachePlan.MetadataKey, out var json) ? CachePlan.FromJson(json) : null;
             return new MixAttentionModel(path, session, owned, plan, options);
