@@ -114,10 +114,10 @@ public sealed class KvCacheSet : IDisposable
                 throw new MixAttentionException($"the cache of layer {entry.Owner} would hold {capacity} positions (window {entry.Window}, PrefillChunk {config.PrefillChunk}, MaxLength {config.MaxLength}); it must be between 1 and {int.MaxValue}. Lower PrefillChunk or MaxLength.");
             var (type, size) = ElementTypeOf(entry.DType, $"cache of layer {entry.Owner}");
             Int128 bytes = (Int128)config.MaxBatch * entry.KvNumHeads * capacity * entry.HeadSize * size;
-            if (bytes <= 0 || bytes > long.MaxValue / 4)
-                throw new MixAttentionException($"the cache of layer {entry.Owner} would need {bytes:N0} bytes (MaxBatch {config.MaxBatch} × {entry.KvNumHeads} heads × {capacity} positions × {entry.HeadSize} × {size} bytes); lower MaxBatch or MaxLength.");
+            if (bytes <= 0)
+                throw new MixAttentionException($"the cache of layer {entry.Owner} would need {bytes:N0} bytes; the cache plan is damaged: convert the model again.");
             total += 2 * bytes;
-            sizes.Add((entry, (int)capacity, type, size, (long)bytes));
+            sizes.Add((entry, (int)capacity, type, size, bytes > long.MaxValue ? long.MaxValue : (long)bytes));
         }
         long limit = config.MaxCacheBytes ?? (device == ExecutionDevice.Cpu ? AvailableMemory.HostBytes() : DefaultDeviceLimitBytes);
         if (total > limit)

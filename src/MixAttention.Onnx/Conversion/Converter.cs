@@ -110,7 +110,7 @@ public static class Converter
 
         progress?.Report((Stage.Loading, 0));
         var model = OnnxModel.Load(input, options.Load);
-        var config = ModelConfig.ForModel(model.SourcePath);
+        var config = ModelConfig.ForModel(model.SourcePath, options.Load.AllowExternalDataOutsideModelFolder);
         var (report, graph) = ConvertInMemory(model, config, options, progress);
 
         progress?.Report((Stage.Saving, 0));

@@ -27,14 +27,17 @@ public sealed class ModelConfig
     /// <summary>No side files.</summary>
     public static ModelConfig Empty { get; } = new(null, null, null, null);
 
-    /// <summary>Reads the side files from the folder of <paramref name="modelPath"/>. A malformed file is an error naming it.</summary>
-    public static ModelConfig ForModel(string? modelPath)
+    /// <summary>
+    /// Reads the side files from the folder of <paramref name="modelPath"/>. A malformed file is an error naming it; so is
+    /// one that is not a regular file or (unless <paramref name="allowOutside"/>) links out of the folder.
+    /// </summary>
+    public static ModelConfig ForModel(string? modelPath, bool allowOutside = false)
     {
         if (modelPath is null) return Empty;
         var dir = Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
         // Untrusted files: inside the model's folder (links resolved), regular, at most 16 MiB (Onnx.SafeFiles).
-        var hfPath = Onnx.SafeFiles.SideFile(dir, "config.json", "config.json");
-        var genaiPath = Onnx.SafeFiles.SideFile(dir, "genai_config.json", "genai_config.json");
+        var hfPath = Onnx.SafeFiles.SideFile(dir, "config.json", "config.json", allowOutside);
+        var genaiPath = Onnx.SafeFiles.SideFile(dir, "genai_config.json", "genai_config.json", allowOutside);
         return new ModelConfig(Read(hfPath), Read(genaiPath), hfPath, genaiPath);
     }
 

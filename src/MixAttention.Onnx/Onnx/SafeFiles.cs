@@ -224,10 +224,11 @@ public static class SafeFiles
 
     /// <summary>
     /// A file beside a model that the model's folder may hold (config.json, tokenizer.json, …): its path when it exists,
-    /// after checking that its real path stays inside <paramref name="folder"/> (a link out of the folder is refused);
+    /// after checking that its real path stays inside <paramref name="folder"/> (a link out of the folder is refused
+    /// unless <paramref name="allowOutside"/>: a Hugging Face cache snapshot links every file into ../../blobs);
     /// null when absent.
     /// </summary>
-    public static string? SideFile(string folder, string name, string what)
+    public static string? SideFile(string folder, string name, string what, bool allowOutside = false)
     {
         var path = Path.Combine(folder, name);
         if (Stat(path, follow: false) is null) return null;
@@ -235,7 +236,7 @@ public static class SafeFiles
         var real = RealPath(path);
         if (real is null)
             throw new OnnxFormatException($"{what} '{path}' is a symbolic link to nothing.");
-        if (!IsInside(real, realRoot))
+        if (!allowOutside && !IsInside(real, realRoot))
             throw new OnnxFormatException($"{what} '{path}' leads outside the folder '{folder}' (to '{real}'); refusing to read it.");
         return real;
     }
