@@ -3,8 +3,9 @@ using System.Globalization;
 namespace MixAttention.Onnx.Runtime;
 
 /// <summary>
-/// Memory a new allocation can take now, for the default cache limit: what the kernel reports as available
-/// (<c>MemAvailable</c>), bounded by the container's cgroup limit less its usage and by the .NET runtime's own limit.
+/// Memory a new allocation can take now, for the default cache limit: on the host what the kernel reports as available
+/// (<c>MemAvailable</c>), bounded by the container's cgroup limit less its usage and by the .NET runtime's own limit;
+/// on a CUDA device its free memory.
 /// The machine's total memory is the wrong bound: a plan that asks for it would push the machine into swap or the
 /// out-of-memory killer before the check refuses it.
 /// </summary>
@@ -23,6 +24,40 @@ internal static class AvailableMemory
         else if (Number("/sys/fs/cgroup/memory/memory.limit_in_bytes") is { } max1 && Number("/sys/fs/cgroup/memory/memory.usage_in_bytes") is { } used1)
             best = Math.Min(best, Math.Max(0, max1 - used1));
         return best;
+    }
+
+    private delegate int GetDeviceFn(out int device);
+    private delegate int SetDeviceFn(int device);
+    private delegate int MemGetInfoFn(out nuint free, out nuint total);
+
+    /// <summary>
+    /// Free memory on CUDA device <paramref name="device"/> now (<c>cudaMemGetInfo</c> of the CUDA runtime ORT loaded),
+    /// or null when the CUDA runtime cannot be asked. The calling thread's current device is restored.
+    /// </summary>
+    public static long? DeviceFreeBytes(int device)
+    {
+        foreach (var name in new[] { "libcudart.so.12", "libcudart.so.13", "libcudart.so.11.0", "libcudart.so" })
+        {
+            if (!System.Runtime.InteropServices.NativeLibrary.TryLoad(name, out var lib)) continue;
+            if (!System.Runtime.InteropServices.NativeLibrary.TryGetExport(lib, "cudaGetDevice", out var get)
+                || !System.Runtime.InteropServices.NativeLibrary.TryGetExport(lib, "cudaSetDevice", out var set)
+                || !System.Runtime.InteropServices.NativeLibrary.TryGetExport(lib, "cudaMemGetInfo", out var info))
+                continue;
+            var getDevice = System.Runtime.InteropServices.Marshal.GetDelegateForFunctionPointer<GetDeviceFn>(get);
+            var setDevice = System.Runtime.InteropServices.Marshal.GetDelegateForFunctionPointer<SetDeviceFn>(set);
+            var memGetInfo = System.Runtime.InteropServices.Marshal.GetDelegateForFunctionPointer<MemGetInfoFn>(info);
+            if (getDevice(out int previous) != 0) return null;
+            try
+            {
+                if (previous != device && setDevice(device) != 0) return null;
+                return memGetInfo(out var free, out _) == 0 && free <= long.MaxValue ? (long)free : null;
+            }
+            finally
+            {
+                if (previous != device) setDevice(previous);
+            }
+        }
+        return null;
     }
 
     private static long? MemInfoKiB(string key)

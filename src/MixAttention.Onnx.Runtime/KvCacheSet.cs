@@ -119,11 +119,12 @@ public sealed class KvCacheSet : IDisposable
             total += 2 * bytes;
             sizes.Add((entry, (int)capacity, type, size, bytes > long.MaxValue ? long.MaxValue : (long)bytes));
         }
-        long limit = config.MaxCacheBytes ?? (device == ExecutionDevice.Cpu ? AvailableMemory.HostBytes() : DefaultDeviceLimitBytes);
+        long limit = config.MaxCacheBytes ?? (device == ExecutionDevice.Cpu ? AvailableMemory.HostBytes()
+            : Math.Min(DefaultDeviceLimitBytes, AvailableMemory.DeviceFreeBytes(memoryInfo.Id) ?? long.MaxValue));
         if (total > limit)
             throw new MixAttentionException(
                 $"the KV caches of this session would need {total:N0} bytes ({Human(total)}: {sizes.Count} owner caches × K and V, MaxBatch {config.MaxBatch}, MaxLength {config.MaxLength}, PrefillChunk {config.PrefillChunk}), " +
-                $"more than the limit of {limit:N0} bytes ({Human(limit)}, {(config.MaxCacheBytes is null ? (device == ExecutionDevice.Cpu ? "the memory available on this machine now" : "the default GPU limit") : "SessionConfig.MaxCacheBytes")}). " +
+                $"more than the limit of {limit:N0} bytes ({Human(limit)}, {(config.MaxCacheBytes is null ? (device == ExecutionDevice.Cpu ? "the memory available on this machine now" : "the GPU's free memory, at most the 64 GiB default") : "SessionConfig.MaxCacheBytes")}). " +
                 "Lower MaxBatch or MaxLength, or raise SessionConfig.MaxCacheBytes.");
         try
         {

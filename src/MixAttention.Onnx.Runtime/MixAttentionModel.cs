@@ -190,7 +190,10 @@ public sealed class MixAttentionModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(path);
         options ??= new ModelOptions();
-        if (!File.Exists(path)) throw new MixAttentionException($"model not found: {path}");
+        if (string.IsNullOrEmpty(path) || path.Contains('\0') || !File.Exists(path)) throw new MixAttentionException($"model not found: {path.Replace("\0", "\\0")}");
+        // ORT resolves external data itself, with a lexical check only: refuse first what the converter would
+        // (data that leads out of the model's folder through a link, FIFOs, devices; docs/security.md).
+        if (options.CheckModelFiles) global::MixAttention.Onnx.Onnx.OnnxModel.Load(path);
         if (options.DeviceId < 0) throw new MixAttentionException($"ModelOptions.DeviceId must be >= 0, got {options.DeviceId}.");
         if (options.CudaGraphDecode && options.Device != ExecutionDevice.Cuda)
             throw new MixAttentionException($"ModelOptions.CudaGraphDecode needs ModelOptions.Device = Cuda (CUDA graphs are a CUDA execution provider feature); got Device = {options.Device}. Turn CudaGraphDecode off or run on Cuda.");

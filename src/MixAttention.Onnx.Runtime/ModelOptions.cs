@@ -35,6 +35,12 @@ public sealed record ModelOptions
     /// are not the same buffer (a binding bug would otherwise only cost speed). Default on.
     /// </summary>
     public bool RequireInPlace { get; init; } = true;
+    /// <summary>
+    /// Before ORT opens the model, load it as the converter does (OnnxModel.Load: structure validated, external data
+    /// that leads out of the model's folder through a link, or is a FIFO or device, refused; docs/security.md). Costs one
+    /// parse of the model file. Off: ORT's own, lexical, check only.
+    /// </summary>
+    public bool CheckModelFiles { get; init; } = true;
 
     /// <summary>The com.mixattention op library; null = <see cref="Native.NativeLibraryPath"/>.</summary>
     public string? OpLibraryPath { get; init; }
@@ -70,7 +76,7 @@ public sealed record SessionConfig
 
     /// <summary>
     /// Most bytes the session's KV caches may take; creating a session that needs more fails before allocating and says
-    /// how many bytes it would need. Null: this machine's memory on CPU, <see cref="KvCacheSet.DefaultDeviceLimitBytes"/> on GPU.
+    /// how many bytes it would need. Null: the memory available now on CPU, the device's free memory (at most <see cref="KvCacheSet.DefaultDeviceLimitBytes"/>) on GPU.
     /// </summary>
     public long? MaxCacheBytes { get; init; }
 

@@ -425,3 +425,26 @@ public sealed class HostileSideFileContentTests
         catch (MixAttentionException) { }
     }
 }
+
+/// <summary>The runtime refuses what the converter refuses before ORT (whose check is lexical) reads a byte.</summary>
+[TestClass]
+public sealed class HostileRuntimeFileTests
+{
+    [TestMethod]
+    public void OpenRefusesExternalDataLinkedOutside()
+    {
+        var dir = TestPaths.TempDir();
+        var outside = TestPaths.TempDir();
+        var model = Path.Combine(dir, "m.onnx");
+        OnnxModel.Load(TestPaths.Fixture("llama-gqa")).Save(model, new OnnxSaveOptions { ExternalizeAtLeastBytes = 1024 });
+        File.Move(model + ".data", Path.Combine(outside, "secret.bin"));
+        try { File.CreateSymbolicLink(Path.Combine(dir, "sub"), outside); }
+        catch (IOException io) { Assert.Inconclusive(io.Message); }
+        var proto = ModelProto.Parser.ParseFrom(File.ReadAllBytes(model));
+        foreach (var t in ExternalDataRef.AllTensors(proto))
+            if (ExternalDataRef.Of(t) is { } r) (r with { Location = "sub/secret.bin" }).ApplyTo(t);
+        File.WriteAllBytes(model, proto.ToByteArray());
+        var e = Assert.Throws<MixAttentionException>(() => MixAttention.Onnx.Runtime.MixAttentionModel.Open(model));
+        StringAssert.Contains(e.Message, "outside");
+    }
+}
