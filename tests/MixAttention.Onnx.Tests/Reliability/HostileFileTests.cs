@@ -448,3 +448,20 @@ public sealed class HostileRuntimeFileTests
         StringAssert.Contains(e.Message, "outside");
     }
 }
+
+/// <summary>A layout file named on the command line that is a FIFO is refused, not read forever.</summary>
+[TestClass]
+public sealed class HostileLayoutFileTests
+{
+    [TestMethod]
+    public void LayoutFifoIsRefusedWithoutHanging()
+    {
+        if (!OperatingSystem.IsLinux()) Assert.Inconclusive("Linux only");
+        var fifo = Path.Combine(TestPaths.TempDir(), "layout.json");
+        using (var p = Process.Start("mkfifo", fifo)) { p.WaitForExit(); Assert.AreEqual(0, p.ExitCode); }
+        var task = Task.Run(() => Assert.Throws<MixAttentionException>(() =>
+            Converter.Convert(TestPaths.Fixture("llama-gqa"), Path.Combine(TestPaths.TempDir(), "out.onnx"), new ConversionOptions { Layout = fifo })));
+        Assert.IsTrue(task.Wait(TimeSpan.FromSeconds(60)), "hangs on the FIFO");
+        StringAssert.Contains(task.GetAwaiter().GetResult().Message, "FIFO");
+    }
+}
