@@ -21,9 +21,9 @@ public sealed record GenerationOptions
     internal void Validate()
     {
         if (MaxNewTokens < 1) throw new MixAttentionException($"MaxNewTokens must be >= 1, got {MaxNewTokens}.");
-        if (Temperature < 0) throw new MixAttentionException($"Temperature must be >= 0, got {Temperature}.");
+        if (!(Temperature >= 0) || float.IsInfinity(Temperature)) throw new MixAttentionException($"Temperature must be a finite number >= 0, got {Temperature}.");
         if (TopK < 0) throw new MixAttentionException($"TopK must be >= 0, got {TopK}.");
-        if (TopP is <= 0 or > 1) throw new MixAttentionException($"TopP must be in (0, 1], got {TopP}.");
-        if (RepetitionPenalty <= 0) throw new MixAttentionException($"RepetitionPenalty must be > 0, got {RepetitionPenalty}.");
+        if (!(TopP > 0 && TopP <= 1)) throw new MixAttentionException($"TopP must be in (0, 1], got {TopP}.");
+        if (!(RepetitionPenalty > 0) || float.IsInfinity(RepetitionPenalty)) throw new MixAttentionException($"RepetitionPenalty must be a finite number > 0, got {RepetitionPenalty}.");
     }
 }

@@ -32,20 +32,34 @@ public sealed class KvCacheSet : IDisposable
         Int128 total = 0;
         foreach (var entry in plan.Caches)
         {
+            if (entry.KvNumHeads < 1 || entry.HeadSize < 1 || entry.Window < 0)
+                throw new MixAttentionException($"the cache of layer {entry.Owner} has {entry.KvNumHeads} KV heads of size {entry.HeadSize} and window {entry.Window}; all must be positive (window >= 0). The cache plan is damaged: convert the model again.");
             long capacity = CacheCapacity.Of(entry, config.MaxLength, config.PrefillChunk)
                 ?? throw new MixAttentionException($"cache of layer {entry.Owner} grows each step (capacity rule 'growing'); it cannot be preallocated — run the model with the plain driver.");
+            // A ring never needs more positions than a sequence of this session can reach: one whose window is longer
+            // than MaxLength is bounded by MaxLength + PrefillChunk - 1, and sequences then stop at MaxLength (LengthLimit),
+            // so it never wraps. A huge window in the plan cannot make a huge ring.
+            long reach = (long)config.MaxLength + config.PrefillChunk - 1;
+            if (entry.Capacity == CapacityRule.Window && capacity > reach)
+            {
+                capacity = reach;
+                _ringLimit = config.MaxLength;
+            }
             if (capacity < 1 || capacity > int.MaxValue)
                 throw new MixAttentionException($"the cache of layer {entry.Owner} would hold {capacity} positions (window {entry.Window}, PrefillChunk {config.PrefillChunk}, MaxLength {config.MaxLength}); it must be between 1 and {int.MaxValue}. Lower PrefillChunk or MaxLength.");
             var (type, size) = ElementTypeOf(entry.DType, $"cache of layer {entry.Owner}");
             Int128 bytes = (Int128)config.MaxBatch * entry.KvNumHeads * capacity * entry.HeadSize * size;
+            if (bytes <= 0)
+                throw new MixAttentionException($"the cache of layer {entry.Owner} would need {bytes:N0} bytes; the cache plan is damaged: convert the model again.");
             total += 2 * bytes;
             sizes.Add((entry, (int)capacity, type, size, bytes > long.MaxValue ? long.MaxValue : (long)bytes));
         }
-        long limit = config.MaxCacheBytes ?? (device == ExecutionDevice.Cpu ? HostMemoryBytes() : DefaultDeviceLimitBytes);
+        long limit = config.MaxCacheBytes ?? (device == ExecutionDevice.Cpu ? AvailableMemory.HostBytes()
+            : Math.Min(DefaultDeviceLimitBytes, AvailableMemory.DeviceFreeBytes(memoryInfo.Id) ?? long.MaxValue));
         if (total > limit)
             throw new MixAttentionException(
                 $"the KV caches of this session would need {total:N0} bytes ({Human(total)}: {sizes.Count} owner caches × K and V, MaxBatch {config.MaxBatch}, MaxLength {config.MaxLength}, PrefillChunk {config.PrefillChunk}), " +
-                $"more than the limit of {limit:N0} bytes ({Human(limit)}, {(config.MaxCacheBytes is null ? (device == ExecutionDevice.Cpu ? "this machine's memory" : "the default GPU limit") : "SessionConfig.MaxCacheBytes")}). " +
+                $"more than the limit of {limit:N0} bytes ({Human(limit)}, {(config.MaxCacheBytes is null ? (device == ExecutionDevice.Cpu ? "the memory available on this machine now" : "the GPU's free memory, at most the 64 GiB default") : "SessionConfig.MaxCacheBytes")}). " +
                 "Lower MaxBatch or MaxLength, or raise SessionConfig.MaxCacheBytes.");
         try
         {
@@ -66,12 +80,6 @@ public sealed class KvCacheSet : IDisposable
             Dispose();
             throw;
         }
-    }
-
-    private static long HostMemoryBytes()
-    {
-        long total = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
-        return total > 0 ? total : long.MaxValue;
     }
 
     private static string Human(Int128 bytes)
@@ -112,8 +120,20 @@ public sealed class KvCacheSet : IDisposable
     /// <summary>Bytes one more batch slot costs.</summary>
     public long BytesPerSequence => _caches.Sum(c => 2 * c.SlotBytes);
 
-    /// <summary>The smallest global cache capacity, or null when every owner is a ring.</summary>
-    public int? GlobalCapacity => _caches.Where(c => !c.Entry.IsSliding).Select(c => (int?)c.Capacity).Min();
+    /// <summary>
+    /// The longest a sequence may grow: the smallest global cache capacity, or MaxLength when a ring was bounded below
+    /// its window (it must not wrap); null when every owner is a full ring (sequences may grow without end).
+    /// </summary>
+    public int? GlobalCapacity
+    {
+        get
+        {
+            var global = _caches.Where(c => !c.Entry.IsSliding).Select(c => (int?)c.Capacity).Min();
+            return _ringLimit is { } r && (global is null || r < global) ? r : global;
+        }
+    }
+
+    private readonly int? _ringLimit;
 
     /// <summary>
     /// KV bytes per sequence of <paramref name="length"/> tokens the unconverted model needs: every layer keeps a

@@ -24,8 +24,9 @@ public sealed class MixAttentionModel : IDisposable
     private int _references = 1; // the model's own, plus one per live decoding session
     private int _disposed;
 
-    private MixAttentionModel(string path, InferenceSession session, SessionOptions? ownedOptions, CachePlan? plan, ModelOptions options)
+    private MixAttentionModel(string path, InferenceSession session, SessionOptions? ownedOptions, CachePlan? plan, ModelOptions options, bool ownsSession = true)
     {
+        _ownsSession = ownsSession;
         Path = path;
         _session = session;
         _ownedOptions = ownedOptions;
@@ -49,6 +50,15 @@ public sealed class MixAttentionModel : IDisposable
             ? new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.Default)
             : OrtMemoryInfo.DefaultInstance;
     }
+
+    private readonly bool _ownsSession;
+
+    /// <summary>
+    /// Tests and fuzzing: the model as <see cref="Open"/> would make it from an already open ORT session and a cache
+    /// plan document (parsed and checked against the session's graph exactly as there). The session stays the caller's.
+    /// </summary>
+    internal static MixAttentionModel FromSession(string path, InferenceSession session, string? planJson, ModelOptions? options = null) =>
+        new(path, session, null, planJson is null ? null : CachePlan.FromJson(planJson), options ?? new ModelOptions(), ownsSession: false);
 
     private static string List(IEnumerable<string> names)
     {
@@ -101,12 +111,38 @@ public sealed class MixAttentionModel : IDisposable
                 var d = m.Dimensions;
                 if (d.Length != 4)
                     throw new MixAttentionException($"{path}: input '{name}' ({kind} of the {what}) has rank {d.Length}; a preallocated cache is bound as [batch, kv_heads, capacity, head_size] (rank 4).");
-                if ((d[1] >= 0 && d[1] != c.KvNumHeads) || (d[3] >= 0 && d[3] != c.HeadSize))
-                    throw new MixAttentionException($"{path}: input '{name}' has shape [{string.Join(", ", d)}] but the cache plan says {c.KvNumHeads} KV heads of size {c.HeadSize}. Convert the model again.");
+                // The runtime allocates from the plan's numbers and binds them as this input: the graph must state the
+                // same heads and head size (a symbolic axis would let a plan that lies go unchecked into the ops).
+                CacheShape(path, "input", name, kind, what, d, c);
             }
             Output(c.PresentKey, $"present key of the {what}");
             Output(c.PresentValue, $"present value of the {what}");
+            if (!inPlace) continue;
+            // The same memory is bound as the present output: a declared shape must be the same [batch, heads, C, D].
+            foreach (var (name, kind) in new[] { (c.PresentKey, "present key"), (c.PresentValue, "present value") })
+            {
+                if (outputs[name].ElementDataType != type)
+                    throw new MixAttentionException($"{path}: the cache plan says the {what} is {c.DType} ({type}), but output '{name}' is {outputs[name].ElementDataType}. Convert the model again.");
+                if (outputs[name].Dimensions is { Length: > 0 } d)
+                    CacheShape(path, "output", name, kind, what, d, c);
+            }
         }
+    }
+
+    /// <summary>
+    /// A preallocated cache is bound as [MaxBatch rows, heads, capacity, head size]: the graph must state the plan's heads
+    /// and head size as fixed axes (a symbolic one would let a plan that lies go unchecked into the ops) and leave the
+    /// batch and capacity axes symbolic (the session chooses them).
+    /// </summary>
+    private static void CacheShape(string path, string direction, string name, string kind, string what, int[] d, CacheEntry c)
+    {
+        string Shape() => "[" + string.Join(", ", d.Select(x => x < 0 ? "?" : x.ToString(System.Globalization.CultureInfo.InvariantCulture))) + "]";
+        if (d.Length != 4)
+            throw new MixAttentionException($"{path}: {direction} '{name}' ({kind} of the {what}) has rank {d.Length}; a preallocated cache is bound as [batch, kv_heads, capacity, head_size] (rank 4).");
+        if (d[1] != c.KvNumHeads || d[3] != c.HeadSize)
+            throw new MixAttentionException($"{path}: {direction} '{name}' has shape {Shape()} but the cache plan says {c.KvNumHeads} KV heads of size {c.HeadSize}; a preallocated cache needs both axes fixed in the graph and equal to the plan. Convert the model again.");
+        if (d[0] >= 0 || d[2] >= 0)
+            throw new MixAttentionException($"{path}: {direction} '{name}' has shape {Shape()} with a fixed batch or capacity axis; the runtime binds its own batch slots and cache capacity there, so both must be symbolic. Convert the model again.");
     }
 
     /// <summary>The model file.</summary>
@@ -154,7 +190,10 @@ public sealed class MixAttentionModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(path);
         options ??= new ModelOptions();
-        if (!File.Exists(path)) throw new MixAttentionException($"model not found: {path}");
+        if (string.IsNullOrEmpty(path) || path.Contains('\0') || !File.Exists(path)) throw new MixAttentionException($"model not found: {path.Replace("\0", "\\0")}");
+        // ORT resolves external data itself, with a lexical check only: refuse first what the converter would
+        // (data that leads out of the model's folder through a link, FIFOs, devices; docs/security.md).
+        if (options.CheckModelFiles) global::MixAttention.Onnx.Onnx.OnnxModel.Load(path);
         if (options.DeviceId < 0) throw new MixAttentionException($"ModelOptions.DeviceId must be >= 0, got {options.DeviceId}.");
         if (options.CudaGraphDecode && options.Device != ExecutionDevice.Cuda)
             throw new MixAttentionException($"ModelOptions.CudaGraphDecode needs ModelOptions.Device = Cuda (CUDA graphs are a CUDA execution provider feature); got Device = {options.Device}. Turn CudaGraphDecode off or run on Cuda.");
@@ -175,16 +214,25 @@ public sealed class MixAttentionModel : IDisposable
             if (options.RequireInPlace) so.AddSessionConfigEntry(OpSpec.ConfigRequireInPlace, "1");
             try
             {
-                session = new InferenceSession(path, so);
-            }
-            catch (OnnxRuntimeException e) when (e.Message.Contains("ai.onnx.contrib", StringComparison.Ordinal) && OrtExtensionsLibrary.Find() is { } ext)
-            {
-                so.RegisterCustomOpLibrary(ext);
-                session = new InferenceSession(path, so);
+                try
+                {
+                    session = new InferenceSession(path, so);
+                }
+                catch (OnnxRuntimeException e) when (e.Message.Contains("ai.onnx.contrib", StringComparison.Ordinal) && OrtExtensionsLibrary.Find() is { } ext)
+                {
+                    so.RegisterCustomOpLibrary(ext);
+                    session = new InferenceSession(path, so);
+                }
             }
             catch (OnnxRuntimeException e) when (opLib is null && e.Message.Contains(OpSpec.Domain, StringComparison.Ordinal))
             {
                 throw new MixAttentionException($"{path} uses the {OpSpec.Domain} ops but {Native.NativeLibraryPath.FileName} was not found.", e);
+            }
+            catch (OnnxRuntimeException e)
+            {
+                // The model file is the input: ORT refusing to load it (bad graph, types, shapes, attributes) is the
+                // input's fault, reported as such (the CLI's exit 2), with ORT's own first line.
+                throw new MixAttentionException($"{path}: ONNX Runtime cannot load this model: {FirstLine(e.Message)}", e);
             }
             CachePlan? plan = session.ModelMetadata.CustomMetadataMap.TryGetValue(CachePlan.MetadataKey, out var json) ? CachePlan.FromJson(json) : null;
             return new MixAttentionModel(path, session, owned, plan, options);
@@ -298,7 +346,7 @@ public sealed class MixAttentionModel : IDisposable
     {
         if (Interlocked.Decrement(ref _references) != 0) return;
         _deviceAllocator?.Dispose();
-        _session.Dispose();
+        if (_ownsSession) _session.Dispose();
         _ownedOptions?.Dispose();
         if (!ReferenceEquals(CacheMemoryInfo, OrtMemoryInfo.DefaultInstance)) CacheMemoryInfo.Dispose();
     }

@@ -10,12 +10,25 @@ public static class ModelComparison
     public static VerifyReport Verify(string original, string converted, VerifyOptions? options = null)
     {
         options ??= new VerifyOptions();
+        if (options.Steps is < 0) throw new MixAttentionException($"the decode steps (--steps) must be >= 0, got {options.Steps}.");
+        if (options.PromptLength < 1) throw new MixAttentionException($"the prompt length (--prompt-len) must be >= 1, got {options.PromptLength}.");
+        if (options.Batch < 1) throw new MixAttentionException($"the batch (--batch) must be >= 1, got {options.Batch}.");
+        if (options.PrefillChunk < 1) throw new MixAttentionException($"the prefill chunk must be >= 1, got {options.PrefillChunk}.");
+        if (!(options.Tolerance >= 0)) throw new MixAttentionException($"the tolerance (--tolerance) must be a number >= 0, got {options.Tolerance}.");
         using var a = MixAttentionModel.Open(original, options.Model);
         using var b = MixAttentionModel.Open(converted, options.Model);
         int window = b.Plan?.Windows.DefaultIfEmpty(0).Max() ?? 0;
-        int steps = options.Steps ?? Math.Max(3 * window, 32);
-        int length = options.PromptLength + steps;
+        long stepsWanted = options.Steps ?? Math.Max(3L * window, 32);
+        long lengthWanted = options.PromptLength + stepsWanted;
         int vocab = Math.Min(a.VocabSize > 0 ? a.VocabSize : 256, b.VocabSize > 0 ? b.VocabSize : 256);
+        // Up front, before any token or logit array: both models' logits of every step ((steps + 1) × batch × vocab
+        // floats each) and the tokens must fit in the memory available now (a --batch of 2,000,000,000 is refused here).
+        Int128 need = (Int128)2 * (stepsWanted + 1) * options.Batch * vocab * sizeof(float) + (Int128)options.Batch * lengthWanted * sizeof(long);
+        long available = AvailableMemory.HostBytes();
+        if (lengthWanted > int.MaxValue / 2 || need > available / 2)
+            throw new MixAttentionException($"verifying {options.Batch:N0} sequences of {lengthWanted:N0} tokens (vocabulary {vocab:N0}) would keep {need:N0} bytes of logits and tokens; {available:N0} bytes are available. Lower --batch or --steps.");
+        int steps = (int)stepsWanted;
+        int length = (int)lengthWanted;
         var rng = new Random(options.Seed);
         var tokens = Enumerable.Range(0, options.Batch).Select(_ => Enumerable.Range(0, length).Select(_ => (long)rng.Next(0, vocab)).ToArray()).ToArray();
         var config = new SessionConfig { MaxBatch = options.Batch, MaxLength = length, PrefillChunk = options.PrefillChunk };

@@ -26,6 +26,12 @@ public sealed record ModelOptions
     /// are not the same buffer (a binding bug would otherwise only cost speed). Default on.
     /// </summary>
     public bool RequireInPlace { get; init; } = true;
+    /// <summary>
+    /// Before ORT opens the model, load it as the converter does (OnnxModel.Load: structure validated, external data
+    /// that leads out of the model's folder through a link, or is a FIFO or device, refused; docs/security.md). Costs one
+    /// parse of the model file. Off: ORT's own, lexical, check only.
+    /// </summary>
+    public bool CheckModelFiles { get; init; } = true;
 
     /// <summary>The com.mixattention op library; null = <see cref="Native.NativeLibraryPath"/>.</summary>
     public string? OpLibraryPath { get; init; }

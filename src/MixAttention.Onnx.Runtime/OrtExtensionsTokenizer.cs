@@ -30,6 +30,9 @@ public sealed class OrtExtensionsTokenizer : IDisposable
         VocabSize = vocab;
     }
 
+    /// <summary>Largest vocabulary accepted (ids must lie below it).</summary>
+    public const long MaxVocabulary = 1L << 24;
+
     /// <summary>The end-of-sequence token(s) from tokenizer_config.json (eos_token).</summary>
     public IReadOnlyList<long> StopTokens { get; }
 
@@ -46,39 +49,56 @@ public sealed class OrtExtensionsTokenizer : IDisposable
         var jsonPath = Path.Combine(directory, "tokenizer.json");
         var configPath = Path.Combine(directory, "tokenizer_config.json");
         if (!Exists(directory)) throw new MixAttentionException($"{directory} has no tokenizer.json and tokenizer_config.json.");
-        var vocabText = File.ReadAllText(jsonPath);
-        var configText = File.ReadAllText(configPath);
-        var tok = JsonNode.Parse(vocabText) as JsonObject ?? throw new MixAttentionException($"{jsonPath} is not a JSON object.");
-        var config = JsonNode.Parse(configText) as JsonObject ?? throw new MixAttentionException($"{configPath} is not a JSON object.");
-
-        // Id → token table and added tokens for BpeDecoder.
-        var vocab = tok["model"]?["vocab"] as JsonObject ?? throw new MixAttentionException($"{jsonPath}: model.vocab is missing (only BPE tokenizers are supported).");
-        var added = (tok["added_tokens"] as JsonArray ?? new JsonArray()).OfType<JsonObject>()
-            .Select(a => (Id: a["id"]!.GetValue<long>(), Content: a["content"]!.GetValue<string>(), Special: a["special"]?.GetValue<bool>() ?? false)).ToList();
-        long maxId = Math.Max(vocab.Select(kv => kv.Value!.GetValue<long>()).DefaultIfEmpty(0).Max(), added.Select(a => a.Id).DefaultIfEmpty(0).Max());
-        var decoderType = tok["decoder"]?["type"]?.GetValue<string>();
-        if (decoderType is not null && decoderType != "ByteLevel")
-            throw new MixAttentionException($"{jsonPath}: decoder '{decoderType}' is not supported; decoding needs a byte-level BPE tokenizer (GPT-2 style).");
-        var byId = new string[maxId + 1];
-        foreach (var (token, id) in vocab) byId[id!.GetValue<long>()] = token;
-        var idVocab = string.Join("\n", byId.Select(t => t ?? ""));
-        var byteDecoder = string.Join("\n", ByteToUnicode().Select((u, b) => $"{u}\t{b}"));
-        var addedTokens = string.Join("\n", added.Select(a => $"{a.Id}\t{a.Content}"));
-        var specialIds = string.Join("\n", added.Where(a => a.Special).Select(a => $"{a.Id}"));
-
+        // Untrusted folder: both files regular, inside it (links resolved), of bounded size; every JSON value checked.
+        var vocabText = MixAttention.Onnx.Onnx.SafeFiles.ReadAllText(MixAttention.Onnx.Onnx.SafeFiles.SideFile(directory, "tokenizer.json", "tokenizer.json") ?? jsonPath, "tokenizer.json", MixAttention.Onnx.Onnx.SafeFiles.MaxTokenizerBytes);
+        var configText = MixAttention.Onnx.Onnx.SafeFiles.ReadAllText(MixAttention.Onnx.Onnx.SafeFiles.SideFile(directory, "tokenizer_config.json", "tokenizer_config.json") ?? configPath, "tokenizer_config.json", MixAttention.Onnx.Onnx.SafeFiles.MaxConfigBytes);
+        string idVocab, addedTokens, specialIds;
+        long maxId;
         var stop = new List<long>();
-        string? eos = config["eos_token"] switch
+        try
         {
-            JsonValue v => v.GetValue<string>(),
-            JsonObject o => o["content"]?.GetValue<string>(),
-            _ => null,
-        };
-        if (eos is not null)
-        {
-            var hit = added.FirstOrDefault(a => a.Content == eos);
-            if (hit.Content is not null) stop.Add(hit.Id);
-            else if (vocab[eos] is { } id) stop.Add(id.GetValue<long>());
+            var tok = JsonNode.Parse(vocabText) as JsonObject ?? throw new MixAttentionException($"{jsonPath} is not a JSON object.");
+            var config = JsonNode.Parse(configText) as JsonObject ?? throw new MixAttentionException($"{configPath} is not a JSON object.");
+
+            // Id → token table and added tokens for BpeDecoder.
+            var vocab = (tok["model"] as JsonObject)?["vocab"] as JsonObject ?? throw new MixAttentionException($"{jsonPath}: model.vocab is missing (only BPE tokenizers are supported).");
+            var added = (tok["added_tokens"] as JsonArray ?? new JsonArray()).OfType<JsonObject>()
+                .Select(a => (Id: a["id"]!.GetValue<long>(), Content: a["content"]!.GetValue<string>(), Special: a["special"]?.GetValue<bool>() ?? false)).ToList();
+            var ids = vocab.Select(kv => (Token: kv.Key, Id: kv.Value!.GetValue<long>())).ToList();
+            maxId = Math.Max(ids.Select(t => t.Id).DefaultIfEmpty(0).Max(), added.Select(a => a.Id).DefaultIfEmpty(0).Max());
+            long minId = Math.Min(ids.Select(t => t.Id).DefaultIfEmpty(0).Min(), added.Select(a => a.Id).DefaultIfEmpty(0).Min());
+            // The id table is dense (one string per id up to the largest): a single id of 300,000,000 would allocate
+            // 300 million strings. Real vocabularies use ids 0..count-1; allow gaps, not a table mostly empty.
+            long entries = ids.Count + added.Count;
+            if (minId < 0 || maxId >= MaxVocabulary || maxId + 1 > 2 * entries + 1024)
+                throw new MixAttentionException($"{jsonPath}: token ids run from {minId} to {maxId} for {entries:N0} tokens; ids must be in [0, {MaxVocabulary:N0}) and mostly used (at most 2 × the token count + 1024).");
+            var decoderType = tok["decoder"] is JsonObject dec ? dec["type"]?.GetValue<string>() : null;
+            if (decoderType is not null && decoderType != "ByteLevel")
+                throw new MixAttentionException($"{jsonPath}: decoder '{decoderType}' is not supported; decoding needs a byte-level BPE tokenizer (GPT-2 style).");
+            var byId = new string[maxId + 1];
+            foreach (var (token, id) in ids) byId[id] = token;
+            idVocab = string.Join("\n", byId.Select(t => t ?? ""));
+            addedTokens = string.Join("\n", added.Select(a => $"{a.Id}\t{a.Content}"));
+            specialIds = string.Join("\n", added.Where(a => a.Special).Select(a => $"{a.Id}"));
+
+            string? eos = config["eos_token"] switch
+            {
+                JsonValue v => v.GetValue<string>(),
+                JsonObject o => o["content"]?.GetValue<string>(),
+                _ => null,
+            };
+            if (eos is not null)
+            {
+                var hit = added.FirstOrDefault(a => a.Content == eos);
+                if (hit.Content is not null) stop.Add(hit.Id);
+                else if (vocab[eos] is { } id) stop.Add(id.GetValue<long>());
+            }
         }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or NullReferenceException or OverflowException or ArgumentException)
+        {
+            throw new MixAttentionException($"{directory}: tokenizer.json / tokenizer_config.json are malformed: {e.Message}", e);
+        }
+        var byteDecoder = string.Join("\n", ByteToUnicode().Select((u, b) => $"{u}\t{b}"));
 
         var options = new SessionOptions();
         InferenceSession? encoder = null;

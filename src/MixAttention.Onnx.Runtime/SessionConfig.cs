@@ -20,7 +20,7 @@ public sealed record SessionConfig
 
     /// <summary>
     /// Most bytes the session's KV caches may take; creating a session that needs more fails before allocating and says
-    /// how many bytes it would need. Null: this machine's memory on CPU, <see cref="KvCacheSet.DefaultDeviceLimitBytes"/> on GPU.
+    /// how many bytes it would need. Null: the memory available now on CPU, the device's free memory (at most <see cref="KvCacheSet.DefaultDeviceLimitBytes"/>) on GPU.
     /// </summary>
     public long? MaxCacheBytes { get; init; }
 

@@ -42,6 +42,9 @@ internal static class BenchVerb
             int nRounds = parse.GetValue(rounds), nSteps = parse.GetValue(steps);
             if (parse.GetValue(context) < 1 || parse.GetValue(batch) < 1 || nSteps < 1) throw new MixAttentionException("--context, --batch and --steps must be >= 1.");
             if (nRounds < 1) throw new MixAttentionException("--rounds must be >= 1.");
+            if (parse.GetValue(chunk) < 1) throw new MixAttentionException("--prefill-chunk must be >= 1.");
+            if (!(parse.GetValue(budget) > 0) || parse.GetValue(budget) > 1L << 30) throw new MixAttentionException($"--budget-gib must be a positive number of GiB, got {parse.GetValue(budget)}.");
+            if ((long)nSteps * nRounds > int.MaxValue / 2) throw new MixAttentionException("--steps × --rounds is too large.");
             if (parse.GetValue(checkGraph) < 0) throw new MixAttentionException("--check-graph must be >= 0 (decode steps compared).");
             if (parse.GetValue(checkGraph) > 0 && !parse.GetValue(cudaGraph)) throw new MixAttentionException("--check-graph compares CUDA-graph decode with plain decode; pass --cuda-graph too.");
             bool collect = !parse.GetValue(noCollect);

@@ -37,6 +37,14 @@ internal static class Cli
             if (verbose) Console.Error.WriteLine(user.ToString());
             return ExitCodes.UserError;
         }
+        catch (Exception e) when (Unwrap(e) is Microsoft.ML.OnnxRuntime.OnnxRuntimeException ort)
+        {
+            // ONNX Runtime failing on the model the user gave (a graph that loads but cannot run: shapes, attributes
+            // or a cache plan that disagree with its ops) is the input's fault: exit 2, ORT's first line.
+            Error($"ONNX Runtime failed running this model: {ort.Message.Split('\n', 2)[0].Trim()}");
+            if (verbose) Console.Error.WriteLine(ort.ToString());
+            return ExitCodes.UserError;
+        }
         catch (Exception e)
         {
             Error($"{e.GetType().Name}: {e.Message}");

@@ -139,6 +139,12 @@ std::string ValidateLengths(OpKind kind, const AttentionShape& sh, const int32_t
     }
     if (n == 0) continue;
     if (kind == OpKind::kOwner) {
+      if (W > 0 && C < W && past + n > C) {
+        e << op << ": sliding cache '" << cache << "' capacity C=" << C << " is smaller than its window W=" << W
+          << " and would wrap: past_lengths[" << b << "]=" << past << " + new tokens " << n
+          << " > C (a ring smaller than its window holds at most C positions)";
+        return e.str();
+      }
       if (W == 0 && past + n > C) {
         e << op << ": global cache '" << cache << "' capacity C=" << C << " is too small: past_lengths[" << b
           << "]=" << past << " + new tokens " << n << " > C (a global cache needs past_lengths + new tokens <= C)";

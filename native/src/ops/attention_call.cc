@@ -118,10 +118,8 @@ AttentionCall ReadCall(OpKind kind, const OpAttributes& attrs, const Ort::Kernel
     ExpectShape(op, "key", ShapeOf(op, "key", key, 3, "[B, S, kv_num_heads*D]"), kv_shape, "[B, S, kv_num_heads*D]");
     ExpectShape(op, "value", ShapeOf(op, "value", value, 3, "[B, S, kv_num_heads*D]"), kv_shape,
                 "[B, S, kv_num_heads*D]");
-    if (sh.window > 0 && sh.capacity < sh.window)
-      Fail(std::string(op) + ": input 'past_key' capacity C=" + std::to_string(sh.capacity) +
-           " (dimension 2 of [B, kv_num_heads, C, D]) must be >= window W=" + std::to_string(sh.window) +
-           " for a sliding cache");
+    // A ring smaller than its window (the runtime bounds a ring by what the session can reach: MaxLength + chunk)
+    // is valid while it never wraps; ValidateLengths refuses the step that would make it wrap.
     c.key = key.GetTensorRawData();
     c.value = value.GetTensorRawData();
   }

@@ -100,21 +100,30 @@ public static class Converter
     public static ConversionReport Convert(string input, string output, ConversionOptions options, IProgress<(Stage Stage, double Fraction)>? progress = null)
     {
         var clock = Stopwatch.StartNew();
-        var inFull = Path.GetFullPath(input);
+        SafeFiles.CheckPath(input, "input model");
+        SafeFiles.CheckPath(output, "output (-o)");
         var outFull = Path.GetFullPath(output);
-        if (string.Equals(inFull, outFull, StringComparison.Ordinal) || (Directory.Exists(inFull) && string.Equals(Path.GetDirectoryName(outFull), inFull, StringComparison.Ordinal) && File.Exists(outFull)))
+        if (outFull.EndsWith(Path.DirectorySeparatorChar) || Directory.Exists(outFull))
+            throw new MixAttentionException($"the output '{output}' is a folder; name the model file to write (e.g. {Path.Combine(output, "model.onnx")}).");
+        // Cheap checks before the work; Save makes them all again, on real paths and file identities.
+        if (SafeFiles.Stat(outFull, follow: true) is { } target && SafeFiles.Stat(Path.GetFullPath(input), follow: true) is { } source && target.SameFileAs(source))
             throw new MixAttentionException($"the output '{output}' is the input model; choose another path (the input is never overwritten).");
-        if (File.Exists(outFull) && !options.Force)
+        if (SafeFiles.Stat(outFull, follow: false) is { IsRegular: true } && !options.Force)
             throw new MixAttentionException($"'{output}' already exists; pass --force to overwrite it.");
 
         progress?.Report((Stage.Loading, 0));
         var model = OnnxModel.Load(input, options.Load);
-        var config = ModelConfig.ForModel(model.SourcePath);
+        var config = ModelConfig.ForModel(model.SourcePath, options.Load.AllowExternalDataOutsideModelFolder);
         var (report, graph) = ConvertInMemory(model, config, options, progress);
 
         progress?.Report((Stage.Saving, 0));
-        model.Save(outFull, new OnnxSaveOptions { Overwrite = options.Force, LinkExternalData = options.LinkWeights }, new Progress<double>(f => progress?.Report((Stage.Saving, f))));
-        WriteSideFiles(config, outFull, report.Plan);
+        model.Save(outFull, new OnnxSaveOptions
+        {
+            Overwrite = options.Force,
+            LinkExternalData = options.LinkWeights,
+            SideFiles = SideFiles(config, outFull, report.Plan),
+            ProtectedFiles = new[] { config.HfConfigPath, config.GenAiConfigPath }.OfType<string>().ToArray(),
+        }, new Progress<double>(f => progress?.Report((Stage.Saving, f))));
         progress?.Report((Stage.Done, 1));
         return report with { Output = outFull, Elapsed = clock.Elapsed };
     }
@@ -171,20 +180,22 @@ public static class Converter
     }
 
     /// <summary>
-    /// Copies config.json and rewrites genai_config.json beside the output so it describes the converted model:
+    /// The side files of the output: config.json as the source has it, and genai_config.json rewritten so it describes the converted model:
     /// the file name, the inputs that still exist, the sliding layers of the layout, and (ops backend) the custom-op
     /// library. Only keys onnxruntime-genai knows are written (it rejects unknown ones); the cache plan itself lives
     /// in the model's metadata.
     /// </summary>
-    private static void WriteSideFiles(ModelConfig config, string output, CachePlan plan)
+    private static List<(string Name, byte[] Content)> SideFiles(ModelConfig config, string output, CachePlan plan)
     {
-        var dir = Path.GetDirectoryName(output)!;
-        if (config.HfConfigPath is { } hf && !string.Equals(Path.GetDirectoryName(hf), dir, StringComparison.Ordinal))
-            File.Copy(hf, Path.Combine(dir, "config.json"), overwrite: true);
+        // Staged and published by OnnxModel.Save with the model (all or nothing), never over an input's own file,
+        // never through a link, and over another file only with --force.
+        var sides = new List<(string Name, byte[] Content)>();
+        if (config.HfConfigPath is { } hf)
+            sides.Add(("config.json", SafeFiles.ReadAllBytes(hf, "config.json", SafeFiles.MaxConfigBytes)));
         if (config.GenAiConfig is { } genai)
         {
             var copy = (JsonObject)genai.DeepClone();
-            if (copy["model"]?["decoder"] is JsonObject decoder)
+            if (copy["model"] is JsonObject modelSection && modelSection["decoder"] is JsonObject decoder)
             {
                 decoder["filename"] = Path.GetFileName(output);
                 if (decoder["inputs"] is JsonObject inputs)
@@ -209,9 +220,8 @@ public static class Converter
                     decoder["session_options"] = sessionOptions;
                 }
             }
-            var tmp = Path.Combine(dir, $".genai_config.json.{Guid.NewGuid():N}.tmp");
-            File.WriteAllText(tmp, copy.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-            File.Move(tmp, Path.Combine(dir, "genai_config.json"), overwrite: true);
+            sides.Add(("genai_config.json", System.Text.Encoding.UTF8.GetBytes(copy.ToJsonString(new JsonSerializerOptions { WriteIndented = true }))));
         }
+        return sides;
     }
 }

@@ -27,22 +27,26 @@ internal sealed class ModelConfig
     /// <summary>No side files.</summary>
     public static ModelConfig Empty { get; } = new(null, null, null, null);
 
-    /// <summary>Reads the side files from the folder of <paramref name="modelPath"/>. A malformed file is an error naming it.</summary>
-    public static ModelConfig ForModel(string? modelPath)
+    /// <summary>
+    /// Reads the side files from the folder of <paramref name="modelPath"/>. A malformed file is an error naming it; so is
+    /// one that is not a regular file or (unless <paramref name="allowOutside"/>) links out of the folder.
+    /// </summary>
+    public static ModelConfig ForModel(string? modelPath, bool allowOutside = false)
     {
         if (modelPath is null) return Empty;
         var dir = Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
-        var hfPath = Path.Combine(dir, "config.json");
-        var genaiPath = Path.Combine(dir, "genai_config.json");
-        return new ModelConfig(Read(hfPath), Read(genaiPath), File.Exists(hfPath) ? hfPath : null, File.Exists(genaiPath) ? genaiPath : null);
+        // Untrusted files: inside the model's folder (links resolved), regular, at most 16 MiB (Onnx.SafeFiles).
+        var hfPath = Onnx.SafeFiles.SideFile(dir, "config.json", "config.json", allowOutside);
+        var genaiPath = Onnx.SafeFiles.SideFile(dir, "genai_config.json", "genai_config.json", allowOutside);
+        return new ModelConfig(Read(hfPath), Read(genaiPath), hfPath, genaiPath);
     }
 
-    private static JsonObject? Read(string path)
+    private static JsonObject? Read(string? path)
     {
-        if (!File.Exists(path)) return null;
+        if (path is null) return null;
         try
         {
-            return JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
+            return JsonNode.Parse(Onnx.SafeFiles.ReadAllText(path, "config file", Onnx.SafeFiles.MaxConfigBytes), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
                 ?? throw new Onnx.OnnxFormatException($"'{path}' is not a JSON object.");
         }
         catch (JsonException e)
@@ -58,7 +62,7 @@ internal sealed class ModelConfig
     public int? LayerCount =>
         Int(Text, "num_hidden_layers") ?? Int(Text, "n_layer") ?? Int(GenAiDecoder, "num_hidden_layers");
 
-    private JsonObject? GenAiDecoder => GenAiConfig?["model"]?["decoder"] as JsonObject;
+    private JsonObject? GenAiDecoder => GenAiConfig?["model"] is JsonObject m ? m["decoder"] as JsonObject : null;
 
     /// <summary>
     /// The sliding window of layer <paramref name="layer"/> according to the side files, with its source;
@@ -74,7 +78,7 @@ internal sealed class ModelConfig
             {
                 if (text["layer_types"] is JsonArray types && layer < types.Count)
                 {
-                    var kind = types[layer]?.GetValue<string>() ?? "";
+                    var kind = types[layer] is JsonValue kv && kv.TryGetValue<string>(out var k) ? k : "";
                     return kind.Contains("sliding", StringComparison.OrdinalIgnoreCase) || kind.Contains("local", StringComparison.OrdinalIgnoreCase)
                         ? (window.Value, WindowSource.HfConfig) : (0, WindowSource.HfConfig);
                 }
@@ -88,7 +92,7 @@ internal sealed class ModelConfig
         if (GenAiDecoder?["sliding_window"] is JsonObject sw && Int(sw, "window_size") is > 0 and var w)
         {
             if (sw["layers"] is JsonArray layers)
-                return layers.Any(l => l?.GetValue<int>() == layer) ? (w, WindowSource.GenAiConfig) : (0, WindowSource.GenAiConfig);
+                return layers.Any(l => l is JsonValue lv && lv.TryGetValue<int>(out var li) && li == layer) ? (w, WindowSource.GenAiConfig) : (0, WindowSource.GenAiConfig);
             return (w, WindowSource.GenAiConfig);
         }
         return (0, WindowSource.None);
@@ -96,5 +100,5 @@ internal sealed class ModelConfig
 
     private static int? Int(JsonObject? o, string key) =>
         o?[key] is JsonValue v && v.TryGetValue<int>(out var i) ? i :
-        o?[key] is JsonValue d && d.TryGetValue<double>(out var x) ? (int)x : null;
+        o?[key] is JsonValue d && d.TryGetValue<double>(out var x) && x >= int.MinValue && x <= int.MaxValue ? (int)x : null;
 }

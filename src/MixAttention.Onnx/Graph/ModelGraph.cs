@@ -287,8 +287,16 @@ internal sealed class ModelGraph
             foreach (var i in p.Input) if (i.Length > 0) stack.Push(i);
             foreach (var name in SubgraphOuterReferences(p)) stack.Push(name);
         }
-        var deadNodes = Proto.Node.Where(n => !live.Contains(n)).ToList();
-        foreach (var n in deadNodes) RemoveNode(n);
+        // One sweep: keep the live nodes in order and rebuild the links once. Removing node by node cost
+        // O(nodes) per RepeatedField.Remove plus O(consumers) per unlinked input: 200,000 dead nodes reading
+        // input_ids took 326 s.
+        int deadNodes = Proto.Node.Count - live.Count;
+        if (deadNodes > 0)
+        {
+            var keep = Proto.Node.Where(live.Contains).ToList();
+            Proto.Node.Clear();
+            Proto.Node.AddRange(keep);
+        }
 
         var used = new HashSet<string>(StringComparer.Ordinal);
         foreach (var n in Proto.Node)
@@ -303,19 +311,29 @@ internal sealed class ModelGraph
         {
             bytes += OnnxModel.TensorBytes(t) ?? t.RawData.Length;
             parameters += t.Dims.Aggregate(1L, (a, d) => a * Math.Max(d, 0));
-            Proto.Initializer.Remove(t);
-            _initializers.Remove(t.Name);
-            var input = Proto.Input.FirstOrDefault(i => i.Name == t.Name);
-            if (input is not null) { Proto.Input.Remove(input); _inputs.Remove(t.Name); }
         }
+        var deadInitNames = new HashSet<string>(deadInits.Select(t => t.Name), StringComparer.Ordinal);
         var deadInputs = new List<string>();
         if (pruneInputsExcept is not null)
-            foreach (var i in Proto.Input.Where(i => !used.Contains(i.Name) && !pruneInputsExcept.Contains(i.Name)).Select(i => i.Name).ToList())
-            {
-                RemoveGraphInput(i);
-                deadInputs.Add(i);
-            }
-        return new DeadCodeReport(deadNodes.Count, deadInits.Count, bytes, parameters, deadInputs);
+            deadInputs.AddRange(Proto.Input.Where(i => !used.Contains(i.Name) && !deadInitNames.Contains(i.Name) && !pruneInputsExcept.Contains(i.Name)).Select(i => i.Name));
+        if (deadInits.Count > 0 || deadInputs.Count > 0)
+        {
+            var dropInputs = new HashSet<string>(deadInputs, StringComparer.Ordinal);
+            dropInputs.UnionWith(deadInitNames);
+            var inits = Proto.Initializer.Where(t => !deadInitNames.Contains(t.Name)).ToList();
+            Proto.Initializer.Clear();
+            Proto.Initializer.AddRange(inits);
+            var inputs = Proto.Input.Where(i => !dropInputs.Contains(i.Name)).ToList();
+            Proto.Input.Clear();
+            Proto.Input.AddRange(inputs);
+        }
+        if (deadNodes > 0 || deadInits.Count > 0 || deadInputs.Count > 0)
+        {
+            Reindex();
+            // Value info of removed graph inputs goes with them (as RemoveGraphInput does).
+            foreach (var name in deadInputs) _valueInfo.Remove(name);
+        }
+        return new DeadCodeReport(deadNodes, deadInits.Count, bytes, parameters, deadInputs);
     }
 
     /// <summary>Names that nodes inside a node's subgraphs (If/Loop/Scan bodies) read from the enclosing graph.</summary>

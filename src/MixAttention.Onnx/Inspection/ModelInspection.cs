@@ -31,17 +31,17 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
     }
 
     /// <summary>KV bytes the model as exported keeps at <see cref="Context"/> × <see cref="Batch"/>: every layer a full-length cache.</summary>
-    public long KvBytesAsExported => Layers.Sum(s => CacheBytes(s, Context, Batch, window: 0));
+    public long KvBytesAsExported => checked(Layers.Sum(s => CacheBytes(s, Context, Batch, window: 0)));
 
     /// <summary>KV bytes if every layer kept only its own window (the <c>native</c> layout).</summary>
-    public long KvBytesWithOwnWindows => Layers.Sum(s => CacheBytes(s, Context, Batch, s.Window));
+    public long KvBytesWithOwnWindows => checked(Layers.Sum(s => CacheBytes(s, Context, Batch, s.Window)));
 
     /// <summary>Bytes of one layer's K and V cache at a context length: min(context, window) positions when windowed.</summary>
     public static long CacheBytes(AttentionSite site, long context, long batch, int window)
     {
         long positions = window > 0 ? Math.Min(context, window) : context;
         long elem = OnnxModel.ElementSize(site.ElementType) ?? 4;
-        return 2 * batch * site.KvNumHeads * positions * site.HeadSize * elem;
+        return checked(2 * batch * site.KvNumHeads * positions * site.HeadSize * elem);
     }
 
     /// <summary>Loads a model and detects its attention.</summary>
@@ -53,7 +53,13 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
         if (CachePlan.FromModel(model.Proto) is { } plan)
             return new ModelInspection(model.SourcePath!, new DetectionReport(Array.Empty<AttentionSite>(), Array.Empty<DetectionIssue>()), context, batch) { Plan = plan };
         var report = AttentionDetector.Detect(model);
-        return new ModelInspection(model.SourcePath!, report, context, batch);
+        var inspection = new ModelInspection(model.SourcePath!, report, context, batch);
+        try { _ = inspection.KvBytesAsExported + inspection.KvBytesWithOwnWindows; }
+        catch (OverflowException)
+        {
+            throw new MixAttentionException($"the KV cache at --context {context} and --batch {batch} would be more than {long.MaxValue:N0} bytes; lower them.");
+        }
+        return inspection;
     }
 
     /// <summary>

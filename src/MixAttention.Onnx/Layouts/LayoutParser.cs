@@ -62,9 +62,10 @@ public static class LayoutParser
         {
             if (!File.Exists(path))
                 throw new LayoutException(LayoutRule.UnknownSpec, $"layout file '{Shorten(path)}' does not exist");
-            text = File.ReadAllText(path);
+            // A regular file of at most 16 MiB: a FIFO or device named as the layout is refused, not read forever.
+            text = Onnx.SafeFiles.ReadAllText(path, "layout file", Onnx.SafeFiles.MaxConfigBytes, followLink: true);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException or ArgumentException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException or ArgumentException or Onnx.OnnxFormatException)
         {
             throw new LayoutException(LayoutRule.MalformedJson, $"cannot read layout file '{Shorten(path)}': {e.Message}", null, e);
         }

@@ -24,6 +24,7 @@ internal sealed class OnnxModel
     }
 
     private readonly bool _allowOutside;
+    private string? _realBase;
 
     /// <summary>The model message; edit it through <c>ModelGraph</c> to keep links consistent.</summary>
     public ModelProto Proto { get; }
@@ -40,6 +41,7 @@ internal sealed class OnnxModel
     public static OnnxModel Load(string path, OnnxLoadOptions? options = null)
     {
         options ??= new OnnxLoadOptions();
+        SafeFiles.CheckPath(path, "model");
         var full = Path.GetFullPath(path);
         if (Directory.Exists(full))
         {
@@ -48,17 +50,17 @@ internal sealed class OnnxModel
                 throw new OnnxFormatException($"'{path}' is a folder with {candidates.Length} .onnx files; name the model file.");
             full = candidates[0];
         }
-        if (!File.Exists(full))
+        if (SafeFiles.Stat(full, follow: true) is null)
             throw new OnnxFormatException($"Model file '{path}' does not exist.");
-        var length = new FileInfo(full).Length;
-        if (length == 0)
-            throw new OnnxFormatException($"'{path}' is empty, not an ONNX model.");
-        if (length > ProtobufLimitBytes)
-            throw new OnnxFormatException($"'{path}' is {length} bytes, over protobuf's 2 GiB limit: a valid ONNX model this large keeps its weights in external data files.");
 
         ModelProto proto;
-        using (var stream = new FileStream(full, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20))
+        // The model file itself may be a link (the user named it), but it must be a regular file: a FIFO would
+        // block the read forever and /dev/zero would read until memory runs out.
+        using (var stream = SafeFiles.OpenRegular(full, "Model file", ProtobufLimitBytes, followLink: true))
         {
+            var length = stream.Length;
+            if (length == 0)
+                throw new OnnxFormatException($"'{path}' is empty, not an ONNX model.");
             try
             {
                 var input = new CodedInputStream(stream);
@@ -117,11 +119,21 @@ internal sealed class OnnxModel
         allowOutside ??= _allowOutside;
         if (BaseDirectory is null)
             throw new OnnxFormatException($"Tensor '{tensorName}' keeps its data in '{r.Location}', but the model has no folder to resolve it against.");
+        if (r.Location.Contains('\0'))
+            throw new OnnxFormatException($"Tensor '{tensorName}': external data location contains a NUL character.");
         var full = Path.GetFullPath(Path.Combine(BaseDirectory, r.Location));
         var root = BaseDirectory.EndsWith(Path.DirectorySeparatorChar) ? BaseDirectory : BaseDirectory + Path.DirectorySeparatorChar;
+        string Outside(string where) =>
+            $"Tensor '{tensorName}': external data location '{r.Location}' {where} the model's folder '{BaseDirectory}'; refusing to read it (allow it explicitly if you trust this model).";
         if (allowOutside != true && (Path.IsPathRooted(r.Location) || !full.StartsWith(root, StringComparison.Ordinal)))
-            throw new OnnxFormatException($"Tensor '{tensorName}': external data location '{r.Location}' lies outside the model's folder '{BaseDirectory}'; refusing to read it (allow it explicitly if you trust this model).");
-        return full;
+            throw new OnnxFormatException(Outside("lies outside"));
+        // Lexically inside is not inside: 'sub/passwd' with sub -> /etc, or 'w.bin' -> /etc/shadow. The real path
+        // (every link resolved) must stay in the real folder; reads then open that real path with O_NOFOLLOW.
+        var real = SafeFiles.RealPath(full);
+        if (real is null) return full;
+        if (allowOutside != true && !SafeFiles.IsInside(real, _realBase ??= SafeFiles.RealPath(BaseDirectory) ?? BaseDirectory))
+            throw new OnnxFormatException(Outside($"leads through a symbolic link to '{real}', outside"));
+        return real;
     }
 
     private void ValidateExternalData(bool allowOutside)
@@ -132,9 +144,12 @@ internal sealed class OnnxModel
             var file = ResolveExternalPath(r, tensor.Name, allowOutside);
             if (!sizes.TryGetValue(file, out var size))
             {
-                if (!File.Exists(file))
+                var id = SafeFiles.Stat(file, follow: false);
+                if (id is null || id.Value.IsSymlink)
                     throw new OnnxFormatException($"Tensor '{tensor.Name}': external data file '{r.Location}' is missing (looked for '{file}').");
-                size = new FileInfo(file).Length;
+                if (!id.Value.IsRegular)
+                    throw new OnnxFormatException($"Tensor '{tensor.Name}': external data file '{r.Location}' is {id.Value.Kind}, not a regular file; refusing to read it.");
+                size = id.Value.Size;
                 sizes[file] = size;
             }
             var end = r.Offset + (r.Length ?? 0);
@@ -172,28 +187,80 @@ internal sealed class OnnxModel
     public void Save(string path, OnnxSaveOptions? options = null, IProgress<double>? progress = null)
     {
         options ??= new OnnxSaveOptions();
-        var full = Path.GetFullPath(path);
-        var dir = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        if (SourcePath is not null && string.Equals(full, SourcePath, StringComparison.Ordinal))
-            throw new OnnxFormatException($"Refusing to overwrite the input model '{path}'; write to another file.");
-        if (File.Exists(full) && !options.Overwrite)
-            throw new OnnxFormatException($"'{path}' already exists; pass --force to overwrite it.");
+        SafeFiles.CheckPath(path, "output");
+        var given = Path.GetFullPath(path);
+        var givenDir = Path.GetDirectoryName(given) ?? throw new OnnxFormatException($"'{path}' is not a file path.");
+        var name = Path.GetFileName(given);
+        if (name.Length == 0 || name is "." or "..")
+            throw new OnnxFormatException($"'{path}' names a folder, not a model file.");
+        try { Directory.CreateDirectory(givenDir); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new OnnxFormatException($"cannot create the output folder '{givenDir}': {e.Message}", e);
+        }
+        // Every decision below is made on real paths and file identities: an output reached through a linked folder,
+        // /proc/self/cwd or a hard link is still recognized as the input it is.
+        var dir = SafeFiles.RealPath(givenDir) ?? givenDir;
+        var full = Path.Combine(dir, name);
+
+        var inputs = new List<(string Path, FileIdentity Id)>();
+        void Protect(string? file)
+        {
+            if (file is null) return;
+            var real = SafeFiles.RealPath(file) ?? Path.GetFullPath(file);
+            if (SafeFiles.Stat(real, follow: true) is { } id) inputs.Add((real, id));
+        }
+        Protect(SourcePath);
+        var external = ExternalTensors().ToList();
+        var sourceFiles = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (t, r) in external)
+            sourceFiles.Add(ResolveExternalPath(r, t.Name));
+        foreach (var f in sourceFiles) Protect(f);
+        foreach (var f in options.ProtectedFiles) Protect(f);
+        bool IsInput(string file, FileIdentity? id) =>
+            inputs.Any(i => string.Equals(i.Path, file, StringComparison.Ordinal) || (id is { } x && x.SameFileAs(i.Id)));
+
+        // The output itself: absent, or a regular file that is no input (never a link, folder or device).
+        var existing = SafeFiles.Stat(full, follow: false);
+        if (existing is { } e0)
+        {
+            if (IsInput(full, SafeFiles.Stat(full, follow: true)))
+                throw new OnnxFormatException($"Refusing to overwrite '{path}': it is {(SourcePath is not null && SafeFiles.Stat(SourcePath, follow: true) is { } src && e0.SameFileAs(src) ? "the input model" : "the input model or a file it reads (its external data or a side file)")}; write to another file.");
+            if (!e0.IsRegular)
+                throw new OnnxFormatException($"Refusing to write '{path}': it is {e0.Kind}, not a regular file (the output is never written through a link or over a folder or device).");
+            if (!options.Overwrite)
+                throw new OnnxFormatException($"'{path}' already exists; pass --force to overwrite it.");
+        }
+
+        // Side files: refused up front (so nothing is published) when they exist without Overwrite, or are not
+        // regular files; left alone when they are the input's own (the output went into the input's folder).
+        var sides = new List<(string Target, string Name, byte[] Content)>();
+        foreach (var (sideName, content) in options.SideFiles)
+        {
+            if (sideName.Length == 0 || sideName.Contains('/') || sideName.Contains('\0') || sideName is "." or "..")
+                throw new ArgumentException($"side file name '{sideName}' is not a plain file name.", nameof(options));
+            var target = Path.Combine(dir, sideName);
+            var id = SafeFiles.Stat(target, follow: false);
+            if (id is { } s0)
+            {
+                if (IsInput(target, SafeFiles.Stat(target, follow: true))) continue;
+                if (!s0.IsRegular)
+                    throw new OnnxFormatException($"Refusing to write '{target}': it is {s0.Kind}, not a regular file.");
+                if (!options.Overwrite)
+                    throw new OnnxFormatException($"'{target}' already exists (another model's?); pass --force to overwrite it.");
+            }
+            sides.Add((target, sideName, content));
+        }
 
         // Replacing an existing output: write the new weights under a fresh name, so that until the model file
         // itself is swapped (one atomic rename) the old model still finds its old data, and after it the new
-        // model finds the new data. The old model's data files are deleted last.
-        var oldDataFiles = File.Exists(full) ? DataFilesOf(full) : new List<string>();
-        var dataName = Path.GetFileName(full) + ".data";
-        if (File.Exists(Path.Combine(dir, dataName)))
-            dataName = $"{Path.GetFileName(full)}.{Guid.NewGuid().ToString("N")[..8]}.data";
+        // model finds the new data. The old model's data files are deleted last — only those it records as
+        // written by this tool, under the names this tool gives them.
+        var oldDataFiles = existing is not null ? DataFilesOf(full) : new List<string>();
+        var dataName = name + ".data";
+        if (SafeFiles.Stat(Path.Combine(dir, dataName), follow: false) is not null)
+            dataName = $"{name}.{Guid.NewGuid().ToString("N")[..8]}.data";
         var dataPath = Path.Combine(dir, dataName);
-        var sourceFiles = new HashSet<string>(StringComparer.Ordinal);
-        var external = ExternalTensors().ToList();
-        foreach (var (t, r) in external)
-            sourceFiles.Add(ResolveExternalPath(r, t.Name));
-        if (sourceFiles.Contains(dataPath))
-            throw new OnnxFormatException($"Refusing to write '{dataPath}': it is the external data of the input model.");
 
         // Work on a copy so a failed save leaves this model untouched.
         var output = Proto.Clone();
@@ -212,61 +279,113 @@ internal sealed class OnnxModel
             else
                 inlineBytes += srcTensors[i].RawData.Length;
         }
+        var written = output.MetadataProps.Where(p => p.Key == WrittenDataKey).ToList();
+        foreach (var p in written) output.MetadataProps.Remove(p);
+        if (toExternal.Count > 0)
+            output.MetadataProps.Add(new StringStringEntryProto { Key = WrittenDataKey, Value = new System.Text.Json.Nodes.JsonArray(dataName).ToJsonString() });
 
-        var tmpModel = Path.Combine(dir, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        var tmpModel = Path.Combine(dir, $".{name}.{Guid.NewGuid():N}.tmp");
         var tmpData = toExternal.Count > 0 ? Path.Combine(dir, $".{dataName}.{Guid.NewGuid():N}.tmp") : null;
+        var tmpSides = sides.Select(x => Path.Combine(dir, $".{x.Name}.{Guid.NewGuid():N}.tmp")).ToList();
         try
         {
-            if (tmpData is not null)
+            try
             {
-                var single = toExternal.All(t => t.Ref is not null) ? toExternal.Select(t => ResolveExternalPath(t.Ref!, t.Src.Name)).Distinct().ToList() : null;
-                if (options.LinkExternalData && single is [var onlySource] && HardLink.TryCreate(onlySource, tmpData))
-                    foreach (var (outTensor, _, r) in toExternal)
-                        (r! with { Location = dataName }).ApplyTo(outTensor);
-                else
-                    WriteExternalData(tmpData, dataName, toExternal, options.ExternalDataAlignment, progress, options.FailWriteAt);
-            }
+                if (tmpData is not null)
+                {
+                    var single = toExternal.All(t => t.Ref is not null) ? toExternal.Select(t => ResolveExternalPath(t.Ref!, t.Src.Name)).Distinct().ToList() : null;
+                    if (options.LinkExternalData && single is [var onlySource] && SafeFiles.Stat(onlySource, follow: false) is { IsRegular: true } && HardLink.TryCreate(onlySource, tmpData))
+                        foreach (var (outTensor, _, r) in toExternal)
+                            (r! with { Location = dataName }).ApplyTo(outTensor);
+                    else
+                        WriteExternalData(tmpData, dataName, toExternal, options.ExternalDataAlignment, progress, options.FailWriteAt);
+                }
 
-            var size = output.CalculateSize();
-            if (size < 0 || size > ProtobufLimitBytes)
-                throw new OnnxFormatException($"The model would be {size} bytes inline, over protobuf's 2 GiB limit; save it with external data (ExternalizeAtLeastBytes).");
-            using (var fs = SaveFaultStream.Create(tmpModel, options.FailWriteAt))
-            {
-                output.WriteTo(fs);
-                fs.Flush(flushToDisk: true);
+                var size = output.CalculateSize();
+                if (size < 0 || size > ProtobufLimitBytes)
+                    throw new OnnxFormatException($"The model would be {size} bytes inline, over protobuf's 2 GiB limit; save it with external data (ExternalizeAtLeastBytes).");
+                using (var fs = SaveFaultStream.Create(tmpModel, options.FailWriteAt))
+                {
+                    output.WriteTo(fs);
+                    fs.Flush(flushToDisk: true);
+                }
+                for (int i = 0; i < sides.Count; i++)
+                    using (var fs = new FileStream(tmpSides[i], FileMode.CreateNew, FileAccess.Write, FileShare.None))
+                    {
+                        fs.Write(sides[i].Content);
+                        fs.Flush(flushToDisk: true);
+                    }
             }
-            // Data first, under a name no existing model uses; then the model in one rename; then the old data.
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new OnnxFormatException($"cannot write the output in '{dir}': {e.Message}", e);
+            }
+            // Everything is staged; publish: data first, under a name no existing model uses; then the side files;
+            // then the model in one rename; then the old data.
             if (tmpData is not null)
                 File.Move(tmpData, dataPath, overwrite: false);
+            for (int i = 0; i < sides.Count; i++)
+                File.Move(tmpSides[i], sides[i].Target, overwrite: true);
             File.Move(tmpModel, full, overwrite: true);
             foreach (var old in oldDataFiles)
-                if (!string.Equals(old, dataPath, StringComparison.Ordinal) && !sourceFiles.Contains(old) && File.Exists(old))
+            {
+                if (string.Equals(old, dataPath, StringComparison.Ordinal) || string.Equals(old, full, StringComparison.Ordinal) || sourceFiles.Contains(old))
+                    continue;
+                // A name of the input (or a file the input reads) is never deleted; a hard link to the input's data
+                // (LinkExternalData) is another name of it and may go.
+                if (inputs.Any(i => string.Equals(i.Path, old, StringComparison.Ordinal))) continue;
+                if (SafeFiles.Stat(old, follow: false) is { IsRegular: true })
                     File.Delete(old);
+            }
         }
         finally
         {
             if (File.Exists(tmpModel)) File.Delete(tmpModel);
             if (tmpData is not null && File.Exists(tmpData)) File.Delete(tmpData);
+            foreach (var t in tmpSides) if (File.Exists(t)) File.Delete(t);
         }
         progress?.Report(1.0);
     }
 
-    /// <summary>External-data files in the model's own folder that an existing model file references (best effort: a broken old model references none).</summary>
+    /// <summary>metadata_props key listing (JSON array of names) the external-data files this tool wrote beside the model.</summary>
+    public const string WrittenDataKey = "mixattention.written_data";
+
+    /// <summary>
+    /// The data files a previous output may have deleted when it is replaced: only those its metadata records as written
+    /// by this tool (<see cref="WrittenDataKey"/>), named as this tool names them (<c>NAME.data</c> or <c>NAME.xxxxxxxx.data</c>),
+    /// in its own folder. A model that records nothing (another tool's, or a hostile one naming the input or notes.txt)
+    /// gets nothing deleted.
+    /// </summary>
     private static List<string> DataFilesOf(string modelPath)
     {
         try
         {
             var old = Load(modelPath, new OnnxLoadOptions { ValidateExternalData = false });
+            var record = old.Proto.MetadataProps.FirstOrDefault(p => p.Key == WrittenDataKey)?.Value;
+            if (record is null) return new List<string>();
+            var names = System.Text.Json.Nodes.JsonNode.Parse(record) as System.Text.Json.Nodes.JsonArray;
             var dir = Path.GetDirectoryName(modelPath)!;
-            return old.ExternalTensors()
-                .Select(t => Path.GetFullPath(Path.Combine(dir, t.Ref.Location)))
-                .Where(f => string.Equals(Path.GetDirectoryName(f), dir, StringComparison.Ordinal))
+            var model = Path.GetFileName(modelPath);
+            var referenced = old.ExternalTensors().Select(t => t.Ref.Location).ToHashSet(StringComparer.Ordinal);
+            return (names ?? new System.Text.Json.Nodes.JsonArray())
+                .Select(n => n is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<string>(out var x) ? x : null)
+                .Where(n => n is not null && referenced.Contains(n) && IsOurDataName(model, n))
+                .Select(n => Path.Combine(dir, n!))
                 .Distinct().ToList();
         }
-        catch (MixAttentionException)
+        catch (Exception e) when (e is MixAttentionException or System.Text.Json.JsonException)
         {
             return new List<string>();
         }
+    }
+
+    private static bool IsOurDataName(string model, string? name)
+    {
+        if (name is null || name.Contains('/') || name.Contains('\\')) return false;
+        if (name == model + ".data") return true;
+        var prefix = model + ".";
+        return name.Length == prefix.Length + 8 + 5 && name.StartsWith(prefix, StringComparison.Ordinal) && name.EndsWith(".data", StringComparison.Ordinal)
+            && name.AsSpan(prefix.Length, 8).IndexOfAnyExcept("0123456789abcdef") < 0;
     }
 
     private void WriteExternalData(string tmpData, string dataName,
@@ -299,7 +418,7 @@ internal sealed class OnnxModel
                     var file = ResolveExternalPath(r, src.Name);
                     if (!readers.TryGetValue(file, out var reader))
                     {
-                        reader = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+                        reader = SafeFiles.OpenRegular(file, $"Tensor '{src.Name}': external data file");
                         readers[file] = reader;
                     }
                     length = r.Length ?? reader.Length - r.Offset;
@@ -330,6 +449,9 @@ internal sealed class OnnxModel
     {
         if (r.Length is { } l) return l;
         var file = ResolveExternalPath(r, tensor.Name);
-        return new FileInfo(file).Length - r.Offset;
+        var id = SafeFiles.Stat(file, follow: false);
+        if (id is not { IsRegular: true })
+            throw new OnnxFormatException($"Tensor '{tensor.Name}': external data file '{r.Location}' is missing or not a regular file.");
+        return id.Value.Size - r.Offset;
     }
 }

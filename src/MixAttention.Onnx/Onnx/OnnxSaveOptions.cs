@@ -16,6 +16,14 @@ public sealed record OnnxSaveOptions
     /// write a compact new data file.
     /// </summary>
     public bool LinkExternalData { get; init; } = true;
+    /// <summary>
+    /// Files written beside the model (plain names → content), staged and published with it: each is refused up front
+    /// when it exists and <see cref="Overwrite"/> is off or it is not a regular file, and skipped when it is one of the
+    /// input's files.
+    /// </summary>
+    internal IReadOnlyList<(string Name, byte[] Content)> SideFiles { get; init; } = Array.Empty<(string, byte[])>();
+    /// <summary>More files the output must never replace (the input's side files): compared by real path and by identity.</summary>
+    internal IReadOnlyList<string> ProtectedFiles { get; init; } = Array.Empty<string>();
     /// <summary>Tests only: for a temporary file Save writes, the byte offset at which writing it fails (null: never).</summary>
     internal Func<string, long?>? FailWriteAt { get; init; }
 }

@@ -91,16 +91,37 @@ public sealed record CachePlan
         return o.ToJsonString(new JsonSerializerOptions { WriteIndented = false });
     }
 
-    /// <summary>Parses the JSON form; a newer major version or a malformed document is a clear error.</summary>
+    /// <summary>
+    /// Parses the JSON form; a newer major version or a malformed document is a clear error. Nothing in it is trusted:
+    /// a value of the wrong JSON type, a count or size outside <see cref="CachePlanLimits"/>, or names and layers that
+    /// contradict each other are refused here (<see cref="MixAttentionException"/>), before anyone sizes a cache from it.
+    /// </summary>
     public static CachePlan FromJson(string json)
     {
+        if (json is null || json.Length > CachePlanLimits.MaxJsonChars)
+            throw new MixAttentionException($"cache plan is {(json is null ? "missing" : $"{json.Length:N0} characters, more than the {CachePlanLimits.MaxJsonChars:N0} allowed")}.");
         JsonObject o;
         try { o = JsonNode.Parse(json) as JsonObject ?? throw new MixAttentionException("cache plan is not a JSON object"); }
         catch (JsonException e) { throw new MixAttentionException($"cache plan is not valid JSON: {e.Message}", e); }
+        CachePlan plan;
+        try { plan = Read(o); }
+        // GetValue<T> on a value of another JSON type (a string where a number belongs, 1.5 for an int, an array
+        // where a string belongs) throws these; they are the document's fault, not ours.
+        catch (Exception e) when (e is InvalidOperationException or FormatException or OverflowException or ArgumentException)
+        {
+            throw new MixAttentionException($"cache plan is malformed: {e.Message}", e);
+        }
+        CachePlanLimits.Validate(plan);
+        return plan;
+    }
+
+    private static CachePlan Read(JsonObject o)
+    {
         int version = o["version"]?.GetValue<int>() ?? 0;
         if (version != CurrentVersion)
             throw new MixAttentionException($"cache plan version {version} is not supported by this build (expects {CurrentVersion}); convert the model again with this version.");
         T Req<T>(JsonNode? n, string what) => n is null ? throw new MixAttentionException($"cache plan lacks '{what}'.") : n.GetValue<T>();
+        int Item(JsonNode? n, string what) => n is null ? throw new MixAttentionException($"cache plan: '{what}' has a null entry.") : n.GetValue<int>();
         var inputs = o["inputs"] as JsonObject ?? throw new MixAttentionException("cache plan lacks 'inputs'.");
         return new CachePlan
         {
@@ -108,8 +129,8 @@ public sealed record CachePlan
             Layout = Req<string>(o["layout"], "layout"),
             LayoutName = o["layout_name"]?.GetValue<string>() ?? "custom",
             LayerCount = Req<int>(o["layers"], "layers"),
-            KvSource = (o["kv_source"] as JsonArray ?? throw new MixAttentionException("cache plan lacks 'kv_source'.")).Select(n => n!.GetValue<int>()).ToArray(),
-            Windows = (o["windows"] as JsonArray ?? throw new MixAttentionException("cache plan lacks 'windows'.")).Select(n => n!.GetValue<int>()).ToArray(),
+            KvSource = (o["kv_source"] as JsonArray ?? throw new MixAttentionException("cache plan lacks 'kv_source'.")).Select(n => Item(n, "kv_source")).ToArray(),
+            Windows = (o["windows"] as JsonArray ?? throw new MixAttentionException("cache plan lacks 'windows'.")).Select(n => Item(n, "windows")).ToArray(),
             Caches = (o["caches"] as JsonArray ?? throw new MixAttentionException("cache plan lacks 'caches'.")).Select(n =>
             {
                 var c = n as JsonObject ?? throw new MixAttentionException("cache plan: a cache entry is not an object.");
@@ -131,7 +152,7 @@ public sealed record CachePlan
                     PastValue = Req<string>(c["past_value"], "caches[].past_value"),
                     PresentKey = Req<string>(c["present_key"], "caches[].present_key"),
                     PresentValue = Req<string>(c["present_value"], "caches[].present_value"),
-                    Readers = (c["readers"] as JsonArray ?? new JsonArray()).Select(r => r!.GetValue<int>()).ToArray(),
+                    Readers = (c["readers"] as JsonArray ?? new JsonArray()).Select(r => Item(r, "caches[].readers")).ToArray(),
                 };
             }).ToArray(),
             InputIds = Req<string>(inputs["input_ids"], "inputs.input_ids"),
