@@ -83,8 +83,10 @@ public sealed class AtomicOutputTests
                 Assert.AreNotEqual(oldSignature, newSignature);
 
                 var where = $"{(data ? "data" : "model")} file at byte {offset}";
-                var failed = Assert.ThrowsExactly<IOException>(() => model.Save(output, NewOutput(p => IsDataTemp(p) == data ? offset : null)), where);
-                StringAssert.Contains(failed.Message, $"at byte {offset} of", where);
+                // A write failure is reported as a user-facing OnnxFormatException (exit 2) wrapping the IOException.
+                var failed = Assert.ThrowsExactly<OnnxFormatException>(() => model.Save(output, NewOutput(p => IsDataTemp(p) == data ? offset : null)), where);
+                Assert.IsInstanceOfType<IOException>(failed.InnerException, where);
+                StringAssert.Contains(failed.InnerException!.Message, $"at byte {offset} of", where);
 
                 Assert.AreEqual(oldListing, Listing(outDir), $"{where}: the output folder changed");
                 Assert.AreEqual(oldSignature, Signature(output), $"{where}: the old model no longer loads with its data");
