@@ -1,32 +1,5 @@
 namespace MixAttention.Onnx.Runtime;
 
-/// <summary>How much of a converted model <see cref="ConversionCheck"/> runs (each mode includes the ones above it).</summary>
-public enum ConversionCheckMode
-{
-    /// <summary>The largest check that fits in memory: compare, else load, else structure.</summary>
-    Auto,
-    /// <summary>Re-read the written graph (no weights): every node input defined, the cache plan parses and names graph inputs/outputs that exist.</summary>
-    Structure,
-    /// <summary>Load the converted model and run one prefill step.</summary>
-    Load,
-    /// <summary>Also decode a short sequence with the source and the converted model and compare their logits.</summary>
-    Compare,
-    /// <summary>Run nothing.</summary>
-    None,
-}
-
-/// <summary>What the check after a conversion did and found.</summary>
-/// <param name="Done">The check that ran (never <see cref="ConversionCheckMode.Auto"/>).</param>
-/// <param name="Why">Why that check was chosen (for <see cref="ConversionCheckMode.Auto"/>) or why the comparison could not run.</param>
-/// <param name="Tokens">Tokens the comparison decoded (0 without one).</param>
-/// <param name="MaxAbsDiff">Largest logit difference from the source over those tokens; null without a comparison.</param>
-/// <param name="Tolerance">The tolerance the comparison used.</param>
-public sealed record ConversionCheckReport(ConversionCheckMode Done, string Why, int Tokens, float? MaxAbsDiff, float Tolerance)
-{
-    /// <summary>True when the converted model gave the source's logits on every token compared.</summary>
-    public bool MatchesSource => MaxAbsDiff is { } d && d <= Tolerance;
-}
-
 /// <summary>
 /// The check <c>mixattn convert</c> makes before it reports success: the converted model must load in ONNX Runtime
 /// (with the op library) and run; where the source runs too and both fit in memory, a short teacher-forced decode
