@@ -527,6 +527,44 @@ bool RunCase(const Models& m, const Case& c, const std::string& dump_root, std::
   return ok;
 }
 
+#if defined(HARNESS_CUDA)
+// The length-rule guard (mixattention.check_lengths=1): a step past a global cache's capacity is refused on the GPU
+// with the CPU op's error message.
+bool LengthGuardRejectsOverfullGlobalCache(const Models& m) {
+  Ort::Session gpu = OpenSession(m, OursModelName(true, DT::f16, 8, 2, 0, 0.f, false), true, nullptr, true);
+  const int B = 1, D = 64, C = 4;
+  std::vector<int32_t> past{4};
+  HostTensor q = MakeTensor(DT::f16, {B, 1, 8 * D}), k = MakeTensor(DT::f16, {B, 1, 2 * D});
+  HostTensor kc = MakeTensor(DT::f16, {B, 2, C, D});
+  auto dq = Upload(q.raw.data(), q.raw.size()), dk = Upload(k.raw.data(), k.raw.size());
+  auto dkc = Upload(kc.raw.data(), kc.raw.size()), dvc = Upload(kc.raw.data(), kc.raw.size());
+  auto dpast = Upload(past.data(), 4);
+  DeviceBuffer dout(q.raw.size());
+  const auto t = Onnx(DT::f16);
+  Ort::IoBinding bind(gpu);
+  Ort::Value vq = DeviceValue(*dq, q.shape, t), vk = DeviceValue(*dk, k.shape, t);
+  Ort::Value vkc = DeviceValue(*dkc, kc.shape, t), vvc = DeviceValue(*dvc, kc.shape, t);
+  Ort::Value vpast = DeviceValue(*dpast, {B}, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32), vout = DeviceValue(dout, q.shape, t);
+  bind.BindInput("query", vq);
+  bind.BindInput("key", vk);
+  bind.BindInput("value", vk);
+  bind.BindInput("past_key", vkc);
+  bind.BindInput("past_value", vvc);
+  bind.BindInput("past_lengths", vpast);
+  bind.BindOutput("output", vout);
+  bind.BindOutput("present_key", vkc);
+  bind.BindOutput("present_value", vvc);
+  bool rejected = false;
+  try {
+    gpu.Run(Ort::RunOptions{}, bind);
+  } catch (const Ort::Exception& e) {
+    rejected = std::strstr(e.what(), "global cache 'past_key' capacity C=4 is too small") != nullptr;
+    std::printf("check_lengths guard message: %s\n", e.what());
+  }
+  return rejected;
+}
+#endif
+
 int Check(const Models& m, const std::string& dump, bool quick) {
   std::mt19937 rng(1234);
   int pass = 0, fail = 0;
@@ -540,38 +578,8 @@ int Check(const Models& m, const std::string& dump, bool quick) {
     (ok ? pass : fail)++;
   }
 #if defined(HARNESS_CUDA)
-  // The length-rule guard (mixattention.check_lengths=1) reports the CPU op's error message.
   {
-    Ort::Session gpu = OpenSession(m, OursModelName(true, DT::f16, 8, 2, 0, 0.f, false), true, nullptr, true);
-    const int B = 1, D = 64, C = 4;
-    std::vector<int32_t> past{4};
-    HostTensor q = MakeTensor(DT::f16, {B, 1, 8 * D}), k = MakeTensor(DT::f16, {B, 1, 2 * D});
-    HostTensor kc = MakeTensor(DT::f16, {B, 2, C, D});
-    auto dq = Upload(q.raw.data(), q.raw.size()), dk = Upload(k.raw.data(), k.raw.size());
-    auto dkc = Upload(kc.raw.data(), kc.raw.size()), dvc = Upload(kc.raw.data(), kc.raw.size());
-    auto dpast = Upload(past.data(), 4);
-    DeviceBuffer dout(q.raw.size());
-    const auto t = Onnx(DT::f16);
-    Ort::IoBinding bind(gpu);
-    Ort::Value vq = DeviceValue(*dq, q.shape, t), vk = DeviceValue(*dk, k.shape, t);
-    Ort::Value vkc = DeviceValue(*dkc, kc.shape, t), vvc = DeviceValue(*dvc, kc.shape, t);
-    Ort::Value vpast = DeviceValue(*dpast, {B}, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32), vout = DeviceValue(dout, q.shape, t);
-    bind.BindInput("query", vq);
-    bind.BindInput("key", vk);
-    bind.BindInput("value", vk);
-    bind.BindInput("past_key", vkc);
-    bind.BindInput("past_value", vvc);
-    bind.BindInput("past_lengths", vpast);
-    bind.BindOutput("output", vout);
-    bind.BindOutput("present_key", vkc);
-    bind.BindOutput("present_value", vvc);
-    bool rejected = false;
-    try {
-      gpu.Run(Ort::RunOptions{}, bind);
-    } catch (const Ort::Exception& e) {
-      rejected = std::strstr(e.what(), "global cache 'past_key' capacity C=4 is too small") != nullptr;
-      std::printf("check_lengths guard message: %s\n", e.what());
-    }
+    const bool rejected = LengthGuardRejectsOverfullGlobalCache(m);
     std::printf("%-60s %s\n", "check_lengths_rejects_overfull_global_cache", rejected ? "PASS" : "FAIL");
     (rejected ? pass : fail)++;
   }
@@ -833,6 +841,7 @@ void Plan() {
 
 }  // namespace
 
+#if !defined(HARNESS_GTEST)
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: harness plan | check MODELS LIB DUMP [quick] | bench MODELS LIB [quick] | probe MODELS LIB\n");
@@ -864,3 +873,4 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
   return 2;
 }
+#endif  // !HARNESS_GTEST

@@ -40,7 +40,10 @@ step() { echo "== $*"; }
 summary=()
 build() {
   step "build native ops with CUDA (kbench in parallel)"
-  cmake -S tools/gpu -B "$work/harness" -G Ninja -DORT_DIR="$ORTGPU_DIR" -DORT_INCLUDE_DIR="$root/.ortinc" \
+  # GoogleTest: the system's, else a carried .gtest/ (include/gtest, lib/libgtest*.a) for a machine without the package.
+  gtest=()
+  [ -f /usr/include/gtest/gtest.h ] || { [ -d "$root/.gtest" ] && gtest=(-DGTEST_ROOT="$root/.gtest"); }
+  cmake -S tools/gpu -B "$work/harness" -G Ninja -DORT_DIR="$ORTGPU_DIR" -DORT_INCLUDE_DIR="$root/.ortinc" "${gtest[@]}" \
     -DCMAKE_CUDA_COMPILER="$nvcc" > "$logs/cmake-harness.log" 2>&1 || { cat "$logs/cmake-harness.log"; return 1; }
   cmake --build "$work/harness" --target kbench -j 6 -- -v > "$logs/build-kbench.log" 2>&1 &
   local kpid=$!
@@ -50,6 +53,14 @@ build() {
   grep -E "registers|spill" "$logs/build-native.log" > "$logs/ptxas.txt" || true
   step build harness
   cmake --build "$work/harness" --target harness -j "$(nproc)" > "$logs/build-harness.log" 2>&1 || { grep -E "error" -A3 "$logs/build-harness.log" | head -60; return 1; }
+  if grep -q "harness_test" "$work/harness/build.ninja" 2>/dev/null; then
+    cmake --build "$work/harness" --target harness_test -j "$(nproc)" > "$logs/build-harness-test.log" 2>&1 || { grep -E "error" -A3 "$logs/build-harness-test.log" | head -40; return 1; }
+  fi
+  # The CPU kernels' GoogleTests too, so that `run.sh check` runs every native test on this machine.
+  cmake -S native -B "$work/native-tests" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXATTN_CUDA=OFF -DMIXATTN_TESTS=ON \
+    -DORT_INCLUDE_DIR="$root/.ortinc" "${gtest[@]}" > "$logs/cmake-native-tests.log" 2>&1 \
+    && cmake --build "$work/native-tests" -j "$(nproc)" > "$logs/build-native-tests.log" 2>&1 \
+    || { tail -20 "$logs/cmake-native-tests.log" "$logs/build-native-tests.log"; return 1; }
   wait $kpid || { grep -E "error" -A3 "$logs/build-kbench.log" | head -40; return 1; }
   # Registers / shared memory of every kernel (also when the build above was incremental and printed nothing).
   cuobjdump -res-usage "$work/native/libmixattention_ops.so" 2>/dev/null | grep -A1 --no-group-separator -E "Function .*(Decode|Prefill|Combine)" \
@@ -61,6 +72,16 @@ build() {
 }
 
 check() {
+  step "check: native GoogleTests (CPU kernels, ctest) and the CUDA checks as GoogleTests (harness_test)"
+  ctest --test-dir "$work/native-tests" --output-on-failure > "$logs/ctest-native.log" 2>&1
+  summary+=("native ctest: $(grep -E 'tests passed' "$logs/ctest-native.log" | tail -1)")
+  if [ -x "$work/harness/harness_test" ]; then
+    "$work/harness/harness_test" "$work/models" "$lib" --gtest_brief=1 > "$logs/gtest-cuda.log" 2>&1
+    summary+=("CUDA GoogleTests: $(grep -E '^\[  (PASSED|FAILED)  \]' "$logs/gtest-cuda.log" | tr '\n' ' ')")
+  else
+    summary+=("CUDA GoogleTests: not built (GoogleTest not found)")
+  fi
+  tail -3 "$logs/gtest-cuda.log" 2>/dev/null
   step "check: CUDA op vs CPU op (harness)"
   rm -rf "$work/dump"
   "$harness" check "$work/models" "$lib" "$work/dump" 2>&1 | tee "$logs/check.log"
