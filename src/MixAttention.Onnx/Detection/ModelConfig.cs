@@ -86,6 +86,9 @@ internal sealed class ModelConfig
                     return (layer + 1) % pattern == 0 ? (0, WindowSource.HfConfig) : (window.Value, WindowSource.HfConfig);
                 if (text["use_sliding_window"] is JsonValue use && use.TryGetValue<bool>(out var on) && !on)
                     return (0, WindowSource.HfConfig);
+                // Qwen2-style configs without layer_types: the first max_window_layers layers attend globally.
+                if (Int(text, "max_window_layers") is >= 0 and var full && text["use_sliding_window"] is not null)
+                    return layer < full ? (0, WindowSource.HfConfig) : (window.Value, WindowSource.HfConfig);
                 return (window.Value, WindowSource.HfConfig);
             }
         }
