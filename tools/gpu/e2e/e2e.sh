@@ -35,11 +35,11 @@ python3 tools/gpu/e2e/build_model.py "$work/base" 2>&1 | tail -2 || exit 1
 layers=24
 mix=$(python3 -c "print('_'.join(('0' if i % 6 == 0 else f'{i}s') for i in range($layers)))")
 step convert
-"$M" convert "$work/base/model.onnx" -o "$work/gqa-full/model.onnx" --layout native --backend ort-gqa --force --json > "$OUT/convert-gqa-full.json" || exit 1
-"$M" convert "$work/base/model.onnx" -o "$work/cai/model.onnx" --layout cai --window 1024 --force --json > "$OUT/convert-cai.json" || exit 1
-[ "${1:-}" = graph ] || [ "${1:-}" = kernels ] || { "$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --json > "$OUT/convert-gqa-mix.json" || exit 1; }
+"$M" convert "$work/base/model.onnx" -o "$work/gqa-full/model.onnx" --layout native --backend ort-gqa --force --check structure --json > "$OUT/convert-gqa-full.json" || exit 1
+"$M" convert "$work/base/model.onnx" -o "$work/cai/model.onnx" --layout cai --window 1024 --force --check structure --json > "$OUT/convert-cai.json" || exit 1
+[ "${1:-}" = graph ] || [ "${1:-}" = kernels ] || { "$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --check structure --json > "$OUT/convert-gqa-mix.json" || exit 1; }
 # prepare: the models only (then run `mixattn bench` by hand, e.g. in another model order).
-[ "${1:-}" = prepare ] && { "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --json > "$OUT/convert-full.json"; exit $?; }
+[ "${1:-}" = prepare ] && { "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json"; exit $?; }
 
 if [ "${1:-}" = rounds ]; then
   # The issue's table in interleaved rounds: per shape one run of gqa-full, cai (CUDA graph, logits left on the
@@ -68,7 +68,7 @@ fi
 if [ "${1:-}" = graph ]; then
   # CUDA-graph decode (ModelOptions.CudaGraphDecode): cai and the ops-backend base model with and without graphs, one run
   # each per shape (a bench run's flags apply to all its models); --check-graph compares graph and plain logits first.
-  "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --json > "$OUT/convert-full.json" || exit 1
+  "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json" || exit 1
   for s in ${GRAPH_SHAPES:-4096:1 4096:16 32768:16}; do
     ctx=${s%:*}; b=${s#*:}
     check=""; [ "$ctx" -le 4096 ] && check="--check-graph ${GRAPH_CHECK_STEPS:-8}"
@@ -96,7 +96,7 @@ if [ "${1:-}" = kernels ]; then
   # sums are GPU time per step without launch gaps. KERNEL_RUNS (model:plain|graph:context:batch …), KERNEL_STEPS.
   ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   [ -n "$ncu" ] || { echo "no ncu"; exit 1; }
-  "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --json > "$OUT/convert-full.json" || exit 1
+  "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json" || exit 1
   for r in ${KERNEL_RUNS:-cai:graph:4096:1 full:graph:4096:1 cai:graph:4096:16 full:graph:4096:16 gqa-full:plain:4096:16 cai:graph:32768:16}; do
     IFS=: read -r m g ctx b <<< "$r"
     flags=""; [ "$g" = graph ] && flags="--cuda-graph"
@@ -126,7 +126,7 @@ fi
 # be captured and run plain again; cai and full, the ops-backend native layout, are graphed). Ratios are against
 # gqa-full of the same run. SHAPES overrides the shapes, MODES the runs (plain graph), BENCH_FLAGS extra bench flags, PREFILL_CHUNK the prefill call length
 # (default 256; sliding rings that layers share hold W + chunk - 1 rows, so it sets their KV memory).
-"$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --json > "$OUT/convert-full.json" || exit 1
+"$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json" || exit 1
 shapes=${SHAPES:-4096:1 4096:16 32768:1 32768:16}
 [ "${1:-}" = quick ] && shapes="4096:1 4096:16"
 for s in $shapes; do
