@@ -7,7 +7,8 @@ complete, self-consistent BPE: the 256 byte tokens plus the first 744 merges. Ad
 model cannot embed. Standard library only.
 
 usage: python3 make_tokenizer.py [SRC_DIR [OUT_DIR]]   (SRC_DIR holds tokenizer.json, tokenizer_config.json;
-       default graphs/gpt2-tokenizer, the full GPT-2 tokenizer of tiny-random-gpt2-fp32)
+       default graphs/gpt2-tokenizer, the full GPT-2 tokenizer of tiny-random-gpt2-fp32;
+       its tokenizer.json is committed as tokenizer.json.br: run tools/fixtures/unpack-fixtures.sh first)
 """
 import json
 import os

@@ -9,7 +9,9 @@ public sealed class TokenizerAndGenerationTests
     private static string DemoTokenizer => Path.Combine(TestPaths.Graphs, "demo");
 
     /// <summary>The full GPT-2 tokenizer (graphs/gpt2-tokenizer, copied unchanged from onnxruntime-genai's tiny-random-gpt2-fp32).</summary>
-    private static string FullGpt2Tokenizer => Path.Combine(TestPaths.Graphs, "gpt2-tokenizer");
+    private static string FullGpt2Tokenizer => PackedArchive.Decompress(
+        Path.Combine(TestPaths.Graphs, "gpt2-tokenizer", "tokenizer.json.br"),
+        staging => File.Copy(Path.Combine(TestPaths.Graphs, "gpt2-tokenizer", "tokenizer_config.json"), Path.Combine(staging, "tokenizer_config.json")));
 
     [TestMethod]
     public void TrimmedTokenizerRoundTripsWithinTheModelVocabulary()

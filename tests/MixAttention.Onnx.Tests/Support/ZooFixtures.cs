@@ -1,5 +1,3 @@
-using System.Formats.Tar;
-using System.IO.Compression;
 using System.Text.Json.Nodes;
 
 namespace MixAttention.Onnx.Tests.Support;
@@ -37,20 +35,5 @@ public static class ZooFixtures
     /// <summary>The torch reference of an export (input ids [B, T] and logits [B, T, V]).</summary>
     public static TorchReference Reference(string name) => TorchReference.ForDirectory(Dir(name));
 
-    private static string Unpack()
-    {
-        var archive = Path.Combine(TestPaths.Graphs, "zoo.tar.br");
-        var target = Path.Combine(AppContext.BaseDirectory, "zoo-" + File.GetLastWriteTimeUtc(archive).Ticks + "-" + new FileInfo(archive).Length);
-        var done = Path.Combine(target, ".unpacked");
-        if (File.Exists(done)) return Path.Combine(target, "zoo");
-        var staging = target + "." + Guid.NewGuid().ToString("N");
-        System.IO.Directory.CreateDirectory(staging);
-        using (var file = File.OpenRead(archive))
-        using (var brotli = new BrotliStream(file, CompressionMode.Decompress))
-            TarFile.ExtractToDirectory(brotli, staging, overwriteFiles: true);
-        File.WriteAllText(Path.Combine(staging, ".unpacked"), "");
-        try { System.IO.Directory.Move(staging, target); }
-        catch (IOException) when (File.Exists(done)) { System.IO.Directory.Delete(staging, recursive: true); }
-        return Path.Combine(target, "zoo");
-    }
+    private static string Unpack() => Path.Combine(PackedArchive.Unpack(Path.Combine(TestPaths.Graphs, "zoo.tar.br")), "zoo");
 }
