@@ -13,19 +13,19 @@ public static class ConversionCheck
     {
         if (mode == ConversionCheckMode.None)
             return new ConversionCheckReport(ConversionCheckMode.None, "not asked for", 0, null, 0);
-        Structure(converted);
+        var written = Structure(converted);
         string why = $"asked for ({mode.ToString().ToLowerInvariant()})";
         if (mode == ConversionCheckMode.Auto)
         {
             // Running a model holds its weights (about twice, with ORT's copies); a check may take a quarter of what is free.
-            long budget = AvailableBytes() / 4;
-            long compare = 2 * (ModelBytes(source) + ModelBytes(converted)), load = 2 * ModelBytes(converted);
-            mode = compare <= budget ? ConversionCheckMode.Compare : load <= budget ? ConversionCheckMode.Load : ConversionCheckMode.Structure;
+            long available = AvailableMemory.HostBytes();
+            long load = 2 * ModelBytes(written), compare = load + 2 * ModelBytes(source);
+            mode = compare <= available / 4 ? ConversionCheckMode.Compare : load <= available / 4 ? ConversionCheckMode.Load : ConversionCheckMode.Structure;
             why = mode switch
             {
                 ConversionCheckMode.Compare => "both models fit in memory",
-                ConversionCheckMode.Load => $"comparing with the source needs about {compare >> 20} MiB, over a quarter of the {AvailableBytes() >> 20} MiB available",
-                _ => $"running the converted model needs about {load >> 20} MiB, over a quarter of the {AvailableBytes() >> 20} MiB available: graph and plan checked only",
+                ConversionCheckMode.Load => $"comparing with the source needs about {compare >> 20} MiB, over a quarter of the {available >> 20} MiB available",
+                _ => $"running the converted model needs about {load >> 20} MiB, over a quarter of the {available >> 20} MiB available: graph and plan checked only",
             };
         }
         if (mode == ConversionCheckMode.Structure)
@@ -48,8 +48,8 @@ public static class ConversionCheck
         }
     }
 
-    /// <summary>The cheap check, always made: the written graph is whole and its cache plan matches it.</summary>
-    private static void Structure(string converted)
+    /// <summary>The cheap check, always made: the written graph is whole and its cache plan matches it. Returns the graph read.</summary>
+    private static Onnx.OnnxModel Structure(string converted)
     {
         try
         {
@@ -71,6 +71,7 @@ public static class ConversionCheck
             foreach (var c in plan.Caches)
                 if (!inputs.Contains(c.PastKey) || !inputs.Contains(c.PastValue) || !outputs.Contains(c.PresentKey) || !outputs.Contains(c.PresentValue))
                     throw new InvalidOperationException($"the cache plan names cache tensors of layer {c.Owner} that the graph does not have");
+            return model;
         }
         catch (Exception e) when (e is not OutOfMemoryException and not InvalidOperationException)
         {
@@ -80,21 +81,6 @@ public static class ConversionCheck
         {
             throw new InvalidOperationException($"the converted model is not whole: {e.Message}", e);
         }
-    }
-
-    private static long AvailableBytes()
-    {
-        // MemAvailable where the kernel reports it (what can be had without swapping), else what the GC sees.
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/meminfo"))
-                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal)
-                    && long.TryParse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], out var kb))
-                    return Math.Min(kb * 1024, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes);
-        }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-        return GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
     }
 
     private static void LoadAndStep(string converted, ModelOptions? options)
@@ -113,16 +99,22 @@ public static class ConversionCheck
         }
     }
 
-    /// <summary>The model file plus the external data files beside it that it names (an estimate: every *.data file with its stem).</summary>
+    /// <summary>The model file plus the external data files its tensors name (weights are not read).</summary>
+    private static long ModelBytes(Onnx.OnnxModel model) =>
+        new FileInfo(model.SourcePath!).Length
+        + model.ExternalTensors().Select(t => model.ResolveExternalPath(t.Ref, t.Tensor.Name, allowOutside: true)).Distinct()
+            .Sum(path => new FileInfo(path) is { Exists: true } f ? f.Length : 0);
+
     private static long ModelBytes(string path)
     {
-        var file = new FileInfo(path);
-        long bytes = file.Exists ? file.Length : 0;
-        var dir = file.Directory;
-        if (dir is null) return bytes;
-        foreach (var data in dir.EnumerateFiles(Path.GetFileNameWithoutExtension(path) + "*.data"))
-            bytes += data.Length;
-        return bytes;
+        try
+        {
+            return ModelBytes(Onnx.OnnxModel.Load(path, new Onnx.OnnxLoadOptions { AllowExternalDataOutsideModelFolder = true, ValidateExternalData = false }));
+        }
+        catch (Exception e) when (e is MixAttentionException or IOException)
+        {
+            return new FileInfo(path) is { Exists: true } f ? f.Length : 0;
+        }
     }
 
     private static string FirstLine(string s) => s.Split('\n', 2)[0].Trim();

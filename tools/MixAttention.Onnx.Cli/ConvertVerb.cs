@@ -98,7 +98,7 @@ internal static class ConvertVerb
 
     /// <summary>
     /// Loads and runs the written model (and compares it with the source where that fits); a model that does not run is
-    /// removed, with its weights file, before the error propagates, so no broken output is left.
+    /// removed, with the data files it records as its own, before the error propagates, so no broken output is left.
     /// </summary>
     private static ConversionCheckReport RunCheck(string input, ConversionReport report, string mode)
     {
@@ -109,8 +109,7 @@ internal static class ConvertVerb
         }
         catch (InvalidOperationException e)
         {
-            foreach (var path in new[] { report.Output!, report.Output + ".data" })
-                if (File.Exists(path)) File.Delete(path);
+            OnnxModel.DeleteWritten(report.Output!);
             throw new InvalidOperationException($"{e.Message}; the output was removed. This is a converter bug: please report it with the model.", e);
         }
     }

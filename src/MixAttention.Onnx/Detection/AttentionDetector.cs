@@ -57,7 +57,7 @@ internal static partial class AttentionDetector
         for (int i = 0; i < sites.Count; i++)
             if (sites[i].ReadsKvOfNode is { } node && sharesWith[i] is null)
                 ctx.Block(sites[i].Nodes[0], $"reads the present of '{node}', which is not an attention layer with a cache of its own.");
-        var layers = NumberLayers(ctx, matches, sites);
+        var layers = NumberLayers(ctx, matches, sites, sharesWith);
         if (layers is null)
             return new DetectionReport(Array.Empty<AttentionSite>(), ctx.Issues);
         if (sites.Count == 0)
@@ -114,7 +114,7 @@ internal static partial class AttentionDetector
     /// without doubt (then a blocking issue says why). Node scopes (<c>/model/layers.7/self_attn/…</c>) win; without
     /// them the graph order is used, checked against the index each owner's cache carries in its name.
     /// </summary>
-    private static int[]? NumberLayers(DetectionContext ctx, IReadOnlyList<SiteMatch> matches, IReadOnlyList<AttentionSite> sites)
+    private static int[]? NumberLayers(DetectionContext ctx, IReadOnlyList<SiteMatch> matches, IReadOnlyList<AttentionSite> sites, int?[] sharesWith)
     {
         var n = sites.Count;
         if (n == 0) return Array.Empty<int>();
@@ -132,10 +132,9 @@ internal static partial class AttentionDetector
             return fromScope;
 
         // Graph order, checked against the caches' own indices where their names carry one.
-        var owners = FindSharing(sites);
         for (int i = 0; i < n; i++)
         {
-            if (owners[i] is not null || sites[i].Cache is not { } cache) continue;
+            if (sharesWith[i] is not null || sites[i].Cache is not { } cache) continue;
             var m = LastNumber().Match(cache.PastKey);
             if (m.Success && int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) != i)
             {

@@ -356,6 +356,17 @@ internal sealed class OnnxModel
     /// in its own folder. A model that records nothing (another tool's, or a hostile one naming the input or notes.txt)
     /// gets nothing deleted.
     /// </summary>
+    /// <summary>
+    /// Removes a model this tool wrote and the data files its metadata records (<see cref="WrittenDataKey"/>), as a
+    /// later <c>--force</c> would: a file the model does not record as its own is left alone.
+    /// </summary>
+    internal static void DeleteWritten(string modelPath)
+    {
+        foreach (var data in DataFilesOf(modelPath))
+            if (SafeFiles.Stat(data, follow: false) is { IsRegular: true }) File.Delete(data);
+        if (SafeFiles.Stat(modelPath, follow: false) is { IsRegular: true }) File.Delete(modelPath);
+    }
+
     private static List<string> DataFilesOf(string modelPath)
     {
         try

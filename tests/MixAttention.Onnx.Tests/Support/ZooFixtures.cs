@@ -1,3 +1,5 @@
+using MixAttention.Onnx.Conversion;
+using MixAttention.Onnx.Runtime.Native;
 using System.Text.Json.Nodes;
 
 namespace MixAttention.Onnx.Tests.Support;
@@ -34,6 +36,21 @@ public static class ZooFixtures
 
     /// <summary>The torch reference of an export (input ids [B, T] and logits [B, T, V]).</summary>
     public static TorchReference Reference(string name) => TorchReference.ForDirectory(Dir(name));
+
+    /// <summary>Converts <paramref name="model"/> into a fresh folder and returns the converted model's path.</summary>
+    public static string Convert(string model, string layout, string backend = "ops", int? window = null)
+    {
+        var output = Path.Combine(TestPaths.TempDir(), "model.onnx");
+        Converter.Convert(model, output, new ConversionOptions { Layout = layout, Backend = backend, Window = window });
+        return output;
+    }
+
+    /// <summary>Logits [B, T, V] of <paramref name="model"/> teacher-forced over <paramref name="reference"/>'s ids (prefill 5, then one token at a time).</summary>
+    public static float[] Decode(string model, TorchReference reference)
+    {
+        using var runner = new DecoderRunner(model, NativeLibraryPath.GetRequired());
+        return runner.Run(reference.InputIds, reference.Batch, reference.Length, prefill: 5);
+    }
 
     private static string Unpack() => Path.Combine(PackedArchive.Unpack(Path.Combine(TestPaths.Graphs, "zoo.tar.br")), "zoo");
 }

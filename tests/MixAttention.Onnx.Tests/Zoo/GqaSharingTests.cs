@@ -1,7 +1,6 @@
 using MixAttention.Onnx.Conversion;
 using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Onnx;
-using MixAttention.Onnx.Runtime.Native;
 using MixAttention.Onnx.Tests.Support;
 
 namespace MixAttention.Onnx.Tests.Zoo;
@@ -47,13 +46,7 @@ public sealed class GqaSharingTests
 
         // Same computation: the original llama-gqa with layer 1 made a reader of layer 0 ("0_0").
         var reference = ZooFixtures.Reference("llama-gqa");
-        float[] Run(string source, string layout, string backend)
-        {
-            var output = Path.Combine(TestPaths.TempDir(), "model.onnx");
-            Converter.Convert(source, output, new ConversionOptions { Layout = layout, Backend = backend });
-            using var runner = new DecoderRunner(output, NativeLibraryPath.GetRequired());
-            return runner.Run(reference.InputIds, reference.Batch, reference.Length, prefill: 5);
-        }
+        float[] Run(string source, string layout, string backend) => ZooFixtures.Decode(ZooFixtures.Convert(source, layout, backend), reference);
         var expected = Run(ZooFixtures.Model("llama-gqa"), "0_0", "reference");
         foreach (var backend in new[] { "ops", "reference" })
         {

@@ -1,10 +1,8 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
-using MixAttention.Onnx.Conversion;
 using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Onnx;
-using MixAttention.Onnx.Runtime.Native;
 using MixAttention.Onnx.Tests.Support;
 
 namespace MixAttention.Onnx.Tests.Zoo;
@@ -76,16 +74,8 @@ public sealed class ZooCoverageTests
             return $"| {arch} | {exporter} | {found} | refused | – | – | {Cell(reason, 90)} |";
         }
         var reference = ZooFixtures.Reference(export);
-        var converted = Path.Combine(TestPaths.TempDir(), "model.onnx");
-        Converter.Convert(model, converted, new ConversionOptions { Layout = "native" });
-        float diff;
-        using (var runner = new DecoderRunner(converted, NativeLibraryPath.GetRequired()))
-            diff = Compare.MaxAbsDiff(runner.Run(reference.InputIds, reference.Batch, reference.Length, prefill: 5), reference.Logits);
-        var cai = Path.Combine(TestPaths.TempDir(), "model.onnx");
-        Converter.Convert(model, cai, new ConversionOptions { Layout = "cai", Window = 4 });
-        bool caiRuns;
-        using (var runner = new DecoderRunner(cai, NativeLibraryPath.GetRequired()))
-            caiRuns = runner.Run(reference.InputIds, reference.Batch, reference.Length, prefill: 5).All(float.IsFinite);
+        float diff = Compare.MaxAbsDiff(ZooFixtures.Decode(ZooFixtures.Convert(model, "native"), reference), reference.Logits);
+        bool caiRuns = ZooFixtures.Decode(ZooFixtures.Convert(model, "cai", window: 4), reference).All(float.IsFinite);
         var unconverted = ZooFixtures.Provenance(export)["unconverted_on_ort"]!;
         var note = unconverted["matches_torch"]!.GetValue<bool>() ? "" :
             diff <= 1e-4f ? "the export alone differs from torch past its traced length; converted is exact" :

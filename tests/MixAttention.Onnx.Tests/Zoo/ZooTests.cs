@@ -2,7 +2,6 @@ using System.Text.Json.Nodes;
 using MixAttention.Onnx.Conversion;
 using MixAttention.Onnx.Detection;
 using MixAttention.Onnx.Onnx;
-using MixAttention.Onnx.Runtime.Native;
 using MixAttention.Onnx.Tests.Support;
 
 namespace MixAttention.Onnx.Tests.Zoo;
@@ -102,10 +101,8 @@ public sealed class ZooTests
     [DynamicData(nameof(ConvertibleByBackend))]
     public void NativeReproducesTorchPastTheTracedLength(string name, string backend)
     {
-        var converted = Convert(name, "native", backend);
         var reference = ZooFixtures.Reference(name);
-        using var runner = new DecoderRunner(converted, NativeLibraryPath.GetRequired());
-        var logits = runner.Run(reference.InputIds, reference.Batch, reference.Length, prefill: 5);
+        var logits = ZooFixtures.Decode(ZooFixtures.Convert(ZooFixtures.Model(name), "native", backend), reference);
         float[] expected = reference.Logits;
         if (UnfaithfulExports.Contains(name))
         {
@@ -121,13 +118,8 @@ public sealed class ZooTests
     public void CaiRetrofitRunsAndBackendsAgree(string name)
     {
         var reference = ZooFixtures.Reference(name);
-        float[] Run(string backend)
-        {
-            using var runner = new DecoderRunner(Convert(name, "cai", backend, window: 4), NativeLibraryPath.GetRequired());
-            return runner.Run(reference.InputIds, reference.Batch, reference.Length, prefill: 5);
-        }
-        var ops = Run("ops");
-        var plain = Run("reference");
+        var ops = ZooFixtures.Decode(ZooFixtures.Convert(ZooFixtures.Model(name), "cai", "ops", window: 4), reference);
+        var plain = ZooFixtures.Decode(ZooFixtures.Convert(ZooFixtures.Model(name), "cai", "reference", window: 4), reference);
         Assert.IsTrue(ops.All(float.IsFinite), $"{name}: non-finite logits");
         var diff = Compare.MaxAbsDiff(ops, plain);
         Assert.IsLessThanOrEqualTo(1e-4f, diff, $"{name}: cai ops vs reference max |Δ| = {diff}");
@@ -144,12 +136,5 @@ public sealed class ZooTests
         StringAssert.Contains(e.Message, reason);
         StringAssert.Contains(e.Message, "not explained");
         Assert.IsEmpty(Directory.GetFileSystemEntries(dir), "nothing may be written for a refused model");
-    }
-
-    private static string Convert(string name, string layout, string backend, int? window = null)
-    {
-        var output = Path.Combine(TestPaths.TempDir(), "model.onnx");
-        Converter.Convert(ZooFixtures.Model(name), output, new ConversionOptions { Layout = layout, Backend = backend, Window = window });
-        return output;
     }
 }
