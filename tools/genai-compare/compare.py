@@ -4,7 +4,7 @@ starts them one after the other, takes each one's peak RSS from the kernel (wait
 measured in the same run.
 
 usage: python3 compare.py --mixattn PATH/mixattn --genai PATH/genai-bench --out DIR [--work DIR]
-                          [--shapes 4096:1,4096:8,16384:1,16384:8] [--native-contexts 4096] [--steps 32]
+                          [--shapes 4096:1,4096:8,16384:1,16384:8] [--native-contexts 4096] [--systems genai,cai,native] [--steps 32]
                           [--layers 8 --hidden 768 --heads 6 --kv-heads 2 --ffn 2048 --vocab 32000] [--window 1024]
 Writes DIR/genai-compare.csv (one row per system and shape) and DIR/genai-compare.md (the table).
 """
@@ -24,6 +24,7 @@ p.add_argument("--out", required=True)
 p.add_argument("--work", default="/tmp/genai-compare")
 p.add_argument("--shapes", default="4096:1,4096:8,16384:1,16384:8")
 p.add_argument("--native-contexts", default="4096", help="contexts at which the native conversion runs too (comma list)")
+p.add_argument("--systems", default="genai,cai,native", help="which systems run (comma list; a rerun of one cell)")
 p.add_argument("--steps", type=int, default=32)
 p.add_argument("--window", type=int, default=1024)
 p.add_argument("--timeout", type=int, default=240, help="seconds for one measurement")
@@ -118,6 +119,8 @@ for shape in a.shapes.split(","):
         systems.append(("native", [a.mixattn, "bench", os.path.join(native, "model.onnx"), "--context", str(ctx), "--batch", str(batch),
                                    "--steps", str(a.steps), "--json"]))
     for name, cmd in systems:
+        if name not in a.systems.split(","):
+            continue
         log(f"{name} context {ctx} batch {batch}")
         rc, out, err, rss, secs = run_measured(cmd, a.timeout)
         row = {"system": name, "context": ctx, "batch": batch, "steps": a.steps, "peak_rss_bytes": rss, "seconds": round(secs, 1)}

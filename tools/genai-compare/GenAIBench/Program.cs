@@ -83,6 +83,6 @@ static long ProcStatusBytes(string key)
 {
     foreach (var line in File.ReadLines("/proc/self/status"))
         if (line.StartsWith(key + ":", StringComparison.Ordinal))
-            return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+            return long.Parse(line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;   // "VmHWM:\t1234 kB"
     return -1;
 }
