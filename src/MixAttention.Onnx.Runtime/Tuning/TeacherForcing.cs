@@ -52,12 +52,10 @@ internal sealed class TeacherForcing
     {
         var config = new SessionConfig { MaxBatch = 1, MaxLength = Context, PrefillChunk = Math.Min(_options.PrefillChunk, Context) };
         using var session = model.CreateSession(config);
-        int vocab = -1;
         var nll = new double[Positions];
         var kl = new double[Positions];
         var agree = new bool[Positions];
         int position = 0;
-        double[] logProbs = Array.Empty<double>();
         for (int q = 0; q < _sequences.Length; q++)
         {
             progress?.Report(new TuningProgress($"running {name}", q, _sequences.Length));
@@ -65,37 +63,44 @@ internal sealed class TeacherForcing
             int decode = Math.Min(_options.DecodeTokens, tokens.Length - 2);
             int prefill = tokens.Length - 1 - decode; // the last token predicts nothing: it is never fed
             int seq = session.AddSequence();
-            var rows = session.Prefill(seq, tokens.AsSpan(0, prefill), allPositions: true);
-            vocab = rows.Length / prefill;
-            if (logProbs.Length != vocab) logProbs = new double[vocab];
-            for (int t = 0; t < prefill; t++)
-                Take(rows.AsSpan(t * vocab, vocab), tokens[t + 1], position++);
+            var rows = new List<ReadOnlyMemory<float>>(tokens.Length - 1);
+            var all = session.Prefill(seq, tokens.AsSpan(0, prefill), allPositions: true);
+            int vocab = all.Length / prefill;
+            if (!keep && _referenceLogProbs![position].Length != vocab)
+                throw new MixAttentionException($"{name} has a vocabulary of {vocab} but the source has {_referenceLogProbs[position].Length}; compare conversions of the same model.");
+            for (int t = 0; t < prefill; t++) rows.Add(all.AsMemory(t * vocab, vocab));
             for (int t = prefill; t < prefill + decode; t++)
-            {
-                var row = session.Decode(new[] { seq }, new[] { tokens[t] })[0];
-                Take(row, tokens[t + 1], position++);
-            }
+                rows.Add(session.Decode(new[] { seq }, new[] { tokens[t] })[0]);
             session.RemoveSequence(seq);
+            // Scoring a row is a pass over the vocabulary (a log-softmax and, against the reference, a KL): the positions of
+            // a sequence are scored in parallel, each thread with its own scratch row.
+            int first = position;
+            if (tokens.Skip(1).FirstOrDefault(id => id >= vocab) is var outside and > 0)
+                throw new MixAttentionException($"token id {outside} is outside the model's vocabulary [0, {vocab}).");
+            Parallel.For(0, rows.Count, () => new double[vocab], (t, _, scratch) =>
+            {
+                Take(rows[t].Span, tokens[t + 1], first + t, scratch);
+                return scratch;
+            }, _ => { });
+            position += rows.Count;
         }
         progress?.Report(new TuningProgress($"running {name}", _sequences.Length, _sequences.Length));
 
-        void Take(ReadOnlySpan<float> logits, long next, int p)
+        void Take(ReadOnlySpan<float> logits, long next, int p, double[] logProbs)
         {
             LogSoftmax(logits, logProbs);
-            if ((ulong)next >= (ulong)logProbs.Length)
-                throw new MixAttentionException($"token id {next} is outside the model's vocabulary [0, {logProbs.Length}).");
             nll[p] = -logProbs[next];
             int top = ArgMax(logProbs);
             if (keep)
             {
-                _referenceLogProbs![p] = logProbs.Select(v => (float)v).ToArray();
+                var stored = new float[logProbs.Length];
+                for (int i = 0; i < stored.Length; i++) stored[i] = (float)logProbs[i];
+                _referenceLogProbs![p] = stored;
                 _referenceTop![p] = top;
                 agree[p] = true;
                 return;
             }
             var reference = _referenceLogProbs![p];
-            if (reference.Length != logProbs.Length)
-                throw new MixAttentionException($"{name} has a vocabulary of {logProbs.Length} but the source has {reference.Length}; compare conversions of the same model.");
             double sum = 0;
             for (int i = 0; i < reference.Length; i++)
             {
