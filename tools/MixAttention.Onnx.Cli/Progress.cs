@@ -1,14 +1,19 @@
+using System.Diagnostics;
 using MixAttention.Onnx.Runtime.Tuning;
 using Spectre.Console;
 
 namespace MixAttention.Onnx.Cli;
 
-/// <summary>Progress bars for eval and tune on a terminal (one per stage); plain runs when output is redirected or JSON.</summary>
+/// <summary>
+/// Progress of eval and tune: bars on a terminal (one per stage); when stderr is redirected (a log), one line per stage
+/// and per tenth of it, with the elapsed time, so a long run shows how far it got.
+/// </summary>
 internal static class Progress
 {
     public static T Run<T>(bool interactive, Func<IProgress<TuningProgress>?, T> work)
     {
-        if (!interactive || Console.IsOutputRedirected || Console.IsErrorRedirected) return work(null);
+        if (Console.IsErrorRedirected) return work(new Sync(Logger()));
+        if (!interactive || Console.IsOutputRedirected) return work(null);
         T result = default!;
         AnsiConsole.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn()).Start(p =>
         {
@@ -25,6 +30,23 @@ internal static class Progress
             }));
         });
         return result;
+    }
+
+    private static Action<TuningProgress> Logger()
+    {
+        var clock = Stopwatch.StartNew();
+        string? stage = null;
+        int tenth = -1;
+        return e =>
+        {
+            int now = e.Total <= 0 ? 10 : 10 * e.Done / e.Total;
+            if (e.Stage == stage && now == tenth) return;
+            if (e.Stage != stage && e.Stage.StartsWith("running ", StringComparison.Ordinal) && stage is not null && !stage.StartsWith("running ", StringComparison.Ordinal))
+                return; // the runs inside a search stage: the stage's own counter says enough
+            stage = e.Stage;
+            tenth = now;
+            Console.Error.WriteLine($"[{clock.Elapsed.TotalSeconds,7:0.0} s] {e.Stage}: {e.Done}/{e.Total}");
+        };
     }
 
     /// <summary>Reports on the calling thread (Progress&lt;T&gt; posts to the thread pool, which races the live display).</summary>

@@ -39,6 +39,16 @@ public static class LayoutSearch
         int context = run.Context;
         long unconverted = KvMemory.Unconverted(ctx, context);
         long budget = options.BudgetBytes ?? (long)Math.Floor(options.BudgetRatio!.Value * unconverted);
+        // Before any run: the budget must be reachable (every layer on the smallest window, sharing one cache if it may).
+        int smallest = windows.Min();
+        long floor = new[]
+        {
+            ToLayout(Enumerable.Range(0, layers).Select(i => (Window: smallest, Source: 0)).ToArray(), ctx),
+            ToLayout(Enumerable.Range(0, layers).Select(i => (Window: smallest, Source: i)).ToArray(), ctx),
+        }.OfType<MixAttentionLayout>().Select(l => KvMemory.Layout(l, ctx, context)).DefaultIfEmpty(0).Min();
+        if (budget < floor)
+            throw new MixAttentionException($"no layout of {source} fits {budget:N0} KV bytes per sequence at {context} tokens: with windows {string.Join(", ", windows)} " +
+                $"the smallest needs {floor:N0}; raise the budget or allow smaller windows (--window).");
         var evaluated = new List<LayoutCandidate>();
         var byKey = new Dictionary<string, LayoutCandidate>(StringComparer.Ordinal);
         long Bytes(MixAttentionLayout layout) => KvMemory.Layout(layout, ctx, context);

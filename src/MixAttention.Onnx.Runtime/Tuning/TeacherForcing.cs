@@ -58,7 +58,7 @@ internal sealed class TeacherForcing
         int position = 0;
         for (int q = 0; q < _sequences.Length; q++)
         {
-            progress?.Report(new TuningProgress($"running {name}", q, _sequences.Length));
+            progress?.Report(new TuningProgress($"running {Short(name)}", q, _sequences.Length));
             var tokens = _sequences[q];
             int decode = Math.Min(_options.DecodeTokens, tokens.Length - 2);
             int prefill = tokens.Length - 1 - decode; // the last token predicts nothing: it is never fed
@@ -84,7 +84,7 @@ internal sealed class TeacherForcing
             }, _ => { });
             position += rows.Count;
         }
-        progress?.Report(new TuningProgress($"running {name}", _sequences.Length, _sequences.Length));
+        progress?.Report(new TuningProgress($"running {Short(name)}", _sequences.Length, _sequences.Length));
 
         void Take(ReadOnlySpan<float> logits, long next, int p, double[] logProbs)
         {
@@ -138,6 +138,10 @@ internal sealed class TeacherForcing
                 list.Add(new PositionBucket(b * width, Math.Min(Context - 1, (b + 1) * width), n[b], Math.Exp(sNll[b] / n[b]), sKl[b] / n[b], mKl[b], (double)sAgree[b] / n[b]));
         return new ModelEvaluation(name, layout, Math.Exp(nll.Average()), kl.Average(), kl.Max(), (double)agree.Count(a => a) / agree.Length, kvBytes, list);
     }
+
+    /// <summary>A model path as progress shows it: its folder and file name.</summary>
+    private static string Short(string name) =>
+        name.Contains('/') ? Path.Combine(Path.GetFileName(Path.GetDirectoryName(name)) ?? "", Path.GetFileName(name)) : name;
 
     private static void LogSoftmax(ReadOnlySpan<float> logits, double[] output)
     {
