@@ -40,6 +40,25 @@ public sealed class EvalTuneCliTests
         StringAssert.Contains(File.ReadAllText(svg), "<polyline");
     }
 
+    /// <summary>
+    /// Below the model's own KV (native keeps 80 of 192 slots: 42 %) every layout is a retrofit with KL > 0: over
+    /// --max-kl the exit code is 1 and nothing is written; with a limit it meets, it writes.
+    /// </summary>
+    [TestMethod]
+    public void OverTheKlLimitExitsOneAndWritesNothing()
+    {
+        var source = ZooFixtures.Model("gemma3_text-dynamo");
+        var layout = Path.Combine(TestPaths.TempDir(), "tuned.json");
+        var ids = TokensFile();
+        var (code, stdout, stderr) = InspectCliTests.Run("tune", source, "--tokens", ids, "--budget", "0.3", "--window", "4", "--context", "64", "--max-kl", "1e-9", "-o", layout);
+        Assert.AreEqual(1, code, stderr);
+        StringAssert.Contains(stdout, "over the KL limit");
+        Assert.IsFalse(File.Exists(layout));
+        (code, _, stderr) = InspectCliTests.Run("tune", source, "--tokens", ids, "--budget", "0.3", "--window", "4", "--context", "64", "--max-kl", "10", "-o", layout);
+        Assert.AreEqual(0, code, stderr);
+        Assert.IsTrue(File.Exists(layout));
+    }
+
     [TestMethod]
     public void InputErrorsExitTwo()
     {
