@@ -17,6 +17,7 @@ public sealed class EvalTuneCliTests
 
     /// <summary>tune writes a layout file that convert takes; eval of that conversion reports the KL tune measured.</summary>
     [TestMethod]
+    [TestCategory("Slow")] // four CLI processes, 5 s
     public void TuneWritesALayoutConvertTakesAndEvalAgrees()
     {
         var source = ZooFixtures.Model("gemma3_text-dynamo");
@@ -45,6 +46,7 @@ public sealed class EvalTuneCliTests
     /// --max-kl the exit code is 1 and nothing is written; with a limit it meets, it writes.
     /// </summary>
     [TestMethod]
+    [TestCategory("Slow")] // two tune processes, 5 s
     public void OverTheKlLimitExitsOneAndWritesNothing()
     {
         var source = ZooFixtures.Model("gemma3_text-dynamo");
