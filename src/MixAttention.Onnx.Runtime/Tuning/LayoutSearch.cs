@@ -69,14 +69,14 @@ public static class LayoutSearch
         Evaluate(native, "native", 0, reference: true);
 
         // 1. Sensitivities, each one layer changed from the model's own layout.
-        var options1 = Enumerable.Range(0, layers).Select(i => windows.Append(0).Append(ctx.Layers[i].Window).Distinct().Order().ToArray()).ToArray();
+        var windowChoices = Enumerable.Range(0, layers).Select(i => windows.Append(0).Append(ctx.Layers[i].Window).Distinct().Order().ToArray()).ToArray();
         var single = new Dictionary<(int Layer, int Window), double>();
         var pair = new Dictionary<(int Layer, int Source), double>();
         var probes = new List<(MixAttentionLayout Layout, Action<double> Store)>();
         for (int i = 0; i < layers; i++)
         {
             int layer = i;
-            foreach (int w in options1[i])
+            foreach (int w in windowChoices[i])
             {
                 int window = w;
                 if (w == ctx.Layers[i].Window) { single[(i, w)] = 0; continue; } // the layer as trained (owning a copy of a shared cache is exact)
