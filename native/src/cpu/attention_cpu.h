@@ -322,23 +322,6 @@ struct CacheRows {
   }
 };
 
-// The owner's chunk rows (type T) over a quantized cache: attended as dequantize(quantize(x)), the values the
-// write stores (docs/ops.md, "The chunk's own K/V").
-template <typename TCache>
-struct ChunkRows {
-  const float* k_scale;  // [D]
-  const float* v_scale;
-  const float* k_inv;    // [D] 1 / scale
-  const float* v_inv;
-  template <typename T>
-  void operator()(const T* row, float* dst, int D, bool value) const {
-    const float* sc = value ? v_scale : k_scale;
-    const float* inv = value ? v_inv : k_inv;
-    cvt::RowToFloat(row, dst, D);
-    for (int d = 0; d < D; ++d) dst[d] = quant::Dequantize(quant::Quantize<TCache>(dst[d], inv[d]), sc[d]);
-  }
-};
-
 // scale[0..D) (and, with inv, 1/scale) of KV head h for one scale input, whatever its granularity.
 inline void ExpandScale(const KvScale& s, int h, int D, float* scale, float* inv) {
   for (int d = 0; d < D; ++d) {
@@ -437,6 +420,10 @@ template <typename T, typename TCache>
 struct AttendTask {
   const AttendArgs<T, TCache>* args;
   int query_blocks;  // ceil(S / kQueryBlock)
+  // Quantized caches: the owner's chunk K/V [B, S, Hkv*D] quantized once per call (real rows), attended like cache
+  // rows, so a chunk row and the same row read back from the cache dequantize to identical fp32 values.
+  const TCache* chunk_key = nullptr;
+  const TCache* chunk_value = nullptr;
 };
 
 template <typename T, typename TCache>
@@ -464,20 +451,15 @@ void AttendOne(void* data, size_t index) {
   // Quantized caches: this KV head's scales, expanded to one per channel.
   float* const ks = scratch.scales.data();
   float* const vs = ks + D;
-  float* const kinv = vs + D;
-  float* const vinv = kinv + D;
   if constexpr (kQuantized) {
-    ExpandScale(a.quant.k, h, D, ks, kinv);
-    ExpandScale(a.quant.v, h, D, vs, vinv);
+    ExpandScale(a.quant.k, h, D, ks, nullptr);
+    ExpandScale(a.quant.v, h, D, vs, nullptr);
   }
   const auto cache_rows = [&] {
     if constexpr (kQuantized) return CacheRows{ks, vs};
     else return PlainRows{};
   }();
-  const auto chunk_rows = [&] {
-    if constexpr (kQuantized) return ChunkRows<TCache>{ks, vs, kinv, vinv};
-    else return PlainRows{};
-  }();
+
   const bool has_chunk = a.chunk_key != nullptr;
 
   const int s_end = std::min(S, (qb + 1) * kQueryBlock);
@@ -513,10 +495,41 @@ void AttendOne(void* data, size_t index) {
       if (c1 > c0) {
         const int64_t row_stride = static_cast<int64_t>(Hkv) * D;
         const int64_t off = (static_cast<int64_t>(b) * S + c0) * row_stride + static_cast<int64_t>(h) * D;
-        ProcessRun(st, a.chunk_key + off, a.chunk_value + off, row_stride, static_cast<int>(c1 - c0), chunk_rows);
+        if constexpr (kQuantized)
+          ProcessRun(st, task.chunk_key + off, task.chunk_value + off, row_stride, static_cast<int>(c1 - c0), cache_rows);
+        else
+          ProcessRun(st, a.chunk_key + off, a.chunk_value + off, row_stride, static_cast<int>(c1 - c0));
       }
     }
     for (int g = 0; g < G; ++g) cvt::RowFromFloat(st.acc + g * D, 1.0f / st.l[g], out + g * D, D);
+  }
+}
+
+// Quantizes the real rows s < N_b of (sequence b, KV head h) = index of the chunk K/V into task.chunk_key/value.
+template <typename T, typename TCache>
+void QuantizeChunkOne(void* data, size_t index) {
+  auto& task = *static_cast<AttendTask<T, TCache>*>(data);
+  const AttendArgs<T, TCache>& a = *task.args;
+  const AttentionShape& sh = a.shape;
+  const int Hkv = sh.kv_num_heads, D = sh.head_dim, S = sh.seq;
+  const int h = static_cast<int>(index % Hkv), b = static_cast<int>(index / Hkv);
+  const int n_new = a.new_lengths ? a.new_lengths[b] : S;
+  Scratch& scratch = ThreadScratch();
+  scratch.Reserve(1, D);
+  float* const unused = scratch.scales.data();
+  float* const kinv = unused + D;
+  float* const vinv = kinv + D;
+  float* const x = vinv + D;
+  ExpandScale(a.quant.k, h, D, unused, kinv);
+  ExpandScale(a.quant.v, h, D, unused, vinv);
+  TCache* qk = const_cast<TCache*>(task.chunk_key);
+  TCache* qv = const_cast<TCache*>(task.chunk_value);
+  for (int s = 0; s < n_new; ++s) {
+    const int64_t off = (static_cast<int64_t>(b) * S + s) * Hkv * D + static_cast<int64_t>(h) * D;
+    cvt::RowToFloat(a.chunk_key + off, x, D);
+    for (int d = 0; d < D; ++d) qk[off + d] = quant::Quantize<TCache>(x[d], kinv[d]);
+    cvt::RowToFloat(a.chunk_value + off, x, D);
+    for (int d = 0; d < D; ++d) qv[off + d] = quant::Quantize<TCache>(x[d], vinv[d]);
   }
 }
 
@@ -524,6 +537,17 @@ template <typename T, typename TCache>
 void AttendImpl(const AttendArgs<T, TCache>& args, const Executor& executor) {
   const AttentionShape& sh = args.shape;
   AttendTask<T, TCache> task{&args, (sh.seq + kQueryBlock - 1) / kQueryBlock};
+  std::vector<TCache> chunk_k, chunk_v;
+  if constexpr (!std::is_same_v<T, TCache>) {
+    if (args.chunk_key != nullptr) {
+      const size_t n = static_cast<size_t>(sh.batch) * sh.seq * sh.kv_num_heads * sh.head_dim;
+      chunk_k.resize(n);
+      chunk_v.resize(n);
+      task.chunk_key = chunk_k.data();
+      task.chunk_value = chunk_v.data();
+      executor.ParallelFor(static_cast<size_t>(sh.batch) * sh.kv_num_heads, &QuantizeChunkOne<T, TCache>, &task);
+    }
+  }
   const size_t tasks = static_cast<size_t>(sh.batch) * sh.kv_num_heads * task.query_blocks;
   executor.ParallelFor(tasks, &AttendOne<T, TCache>, &task);
 }
