@@ -303,10 +303,20 @@ inline void DequantizeRow(const Float8E4M3* src, const float* scale, float* dst,
   const float* lut = Float8E4M3Table();
   const uint8_t* b = reinterpret_cast<const uint8_t*>(src);
   int d = 0;
-#if defined(__AVX2__)
+#if defined(__AVX2__) && defined(__F16C__)
+  // E4M3FN code c as the fp16 pattern sign<<15 | (c & 0x7f)<<7 is the same value times 2^-8, subnormals included
+  // (both formats have 3 mantissa bits; fp16's exponent bias is 8 more): F16C converts 8 at a time (faster than
+  // the table gather). Codes 0x7f / 0xff (NaN) would read as 480 that way, so they are patched back to NaN.
+  const __m128i mag_mask = _mm_set1_epi16(0x7f), sign_mask = _mm_set1_epi16(0x80);
+  const __m256 two8 = _mm256_set1_ps(256.0f), nan = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
   for (; d + 8 <= D; d += 8) {
-    const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + d)));
-    _mm256_storeu_ps(dst + d, _mm256_mul_ps(_mm256_i32gather_ps(lut, idx, 4), _mm256_loadu_ps(scale + d)));
+    const __m128i c = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + d)));
+    const __m128i mag = _mm_and_si128(c, mag_mask);
+    const __m128i h = _mm_or_si128(_mm_slli_epi16(mag, 7), _mm_slli_epi16(_mm_and_si128(c, sign_mask), 8));
+    __m256 x = _mm256_mul_ps(_mm256_cvtph_ps(h), two8);
+    const __m256 is_nan = _mm256_castsi256_ps(_mm256_cvtepi16_epi32(_mm_cmpeq_epi16(mag, mag_mask)));
+    x = _mm256_blendv_ps(x, nan, is_nan);
+    _mm256_storeu_ps(dst + d, _mm256_mul_ps(x, _mm256_loadu_ps(scale + d)));
   }
 #endif
   for (; d < D; ++d) dst[d] = lut[b[d]] * scale[d];
