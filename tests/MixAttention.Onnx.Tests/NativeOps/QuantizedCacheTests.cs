@@ -412,6 +412,64 @@ public sealed class QuantizedCacheTests
         }
     }
 
+    /// <summary>
+    /// IO binding with int8 caches: past_key and present_key bound to the same OrtValue over our sbyte[] (with
+    /// mixattention.require_inplace = 1, so a copy would fail), over a prefill and decode steps past 3 ring wraps:
+    /// the bound arrays hold exactly the bytes, and the outputs are exactly those, of the copying path (plain Run).
+    /// </summary>
+    [TestMethod]
+    public void IoBindingUpdatesABoundInt8CacheInPlace()
+    {
+        const int W = 4, C = 5;
+        using var bound = NativeOpModels.Session(Owner(Int8, W, withNewLengths: true),
+            new Dictionary<string, string> { [OpSpec.ConfigRequireInPlace] = "1" });
+        using var plain = Session(Owner(Int8, W, withNewLengths: true));
+        var rng = new Random(6);
+        var ks = Scales(rng, true, 127f);
+        var vs = Scales(rng, false, 127f);
+        var cacheK = new sbyte[Hkv * C * D];
+        var cacheV = new sbyte[Hkv * C * D];
+        byte[] copyK = new byte[cacheK.Length], copyV = new byte[cacheV.Length];
+        using var kValue = OrtValue.CreateTensorValueFromMemory(cacheK, [1, Hkv, C, D]);
+        using var vValue = OrtValue.CreateTensorValueFromMemory(cacheV, [1, Hkv, C, D]);
+        using var ksValue = OrtValue.CreateTensorValueFromMemory(ks, [1, Hkv, 1, D]);
+        using var vsValue = OrtValue.CreateTensorValueFromMemory(vs, [1]);
+        using var binding = bound.CreateIoBinding();
+        using var runOptions = new RunOptions();
+        int past = 0;
+        foreach (int n in new[] { 7 }.Concat(Enumerable.Repeat(1, 3 * C + 2)))
+        {
+            var q = AttentionReference.Random(rng, n * Hq * D);
+            var k = AttentionReference.Random(rng, n * Hkv * D);
+            var v = AttentionReference.Random(rng, n * Hkv * D);
+            var output = new float[n * Hq * D];
+            using var qv = OrtValue.CreateTensorValueFromMemory(q, [1, n, Hq * D]);
+            using var kv = OrtValue.CreateTensorValueFromMemory(k, [1, n, Hkv * D]);
+            using var vv = OrtValue.CreateTensorValueFromMemory(v, [1, n, Hkv * D]);
+            using var pl = OrtValue.CreateTensorValueFromMemory(new[] { past }, [1]);
+            using var nl = OrtValue.CreateTensorValueFromMemory(new[] { n }, [1]);
+            using var ov = OrtValue.CreateTensorValueFromMemory(output, [1, n, Hq * D]);
+            foreach (var (name, value) in new[] { ("query", qv), ("key", kv), ("value", vv), ("past_key", kValue), ("past_value", vValue),
+                         ("past_lengths", pl), ("new_lengths", nl), ("k_scale", ksValue), ("v_scale", vsValue) })
+                binding.BindInput(name, value);
+            binding.BindOutput("output", ov);
+            binding.BindOutput("present_key", kValue); // the same OrtValue as past_key
+            binding.BindOutput("present_value", vValue);
+            bound.RunWithBinding(runOptions, binding);
+
+            var r = Run(plain, Fl("query", q, 1, n, Hq * D), Fl("key", k, 1, n, Hkv * D), Fl("value", v, 1, n, Hkv * D),
+                Q("past_key", Int8, copyK, 1, Hkv, C, D), Q("past_value", Int8, copyV, 1, Hkv, C, D), In("past_lengths", [past]),
+                In("new_lengths", [n]), Fl("k_scale", ks, 1, Hkv, 1, D), Fl("v_scale", vs, 1));
+            copyK = r.bytes["present_key"];
+            copyV = r.bytes["present_value"];
+            CollectionAssert.AreEqual(r.floats["output"], output, $"output at past {past}");
+            CollectionAssert.AreEqual(copyK, cacheK.Select(x => (byte)x).ToArray(), $"bound key cache at past {past}");
+            CollectionAssert.AreEqual(copyV, cacheV.Select(x => (byte)x).ToArray(), $"bound value cache at past {past}");
+            past += n;
+        }
+        Assert.IsTrue(cacheK.Any(x => x != 0));
+    }
+
     // ---- Scale rules and errors ----
 
     private static Exception RunOwnerExpectingError(int cacheType, Tensor[] scales, bool withScales = true, bool withK = true, int queryType = Float)
