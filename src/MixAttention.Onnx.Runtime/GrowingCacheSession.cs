@@ -95,6 +95,13 @@ public sealed class GrowingCacheSession : DecoderSession
         return new SessionKvMemory(allocated, perSequence, perSequence * Config.MaxBatch, perSequence, Config.MaxLength);
     }
 
+    /// <summary>The past tensors a sequence will feed next (its caches so far), by input name; for calibration (host memory only).</summary>
+    internal IReadOnlyDictionary<string, OrtValue> PastOf(int sequence)
+    {
+        using var _ = Guard.Enter(nameof(PastOf));
+        return _pastOf[Slots.SlotOf(sequence)];
+    }
+
     private protected override OrtValue RunPrefillChunk(int slot, long[] ids) => Run(nameof(Prefill), slot, ids);
 
     /// <summary>One batch-1 call per sequence (their pasts differ in length).</summary>

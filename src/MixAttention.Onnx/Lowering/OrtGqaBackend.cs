@@ -28,7 +28,13 @@ internal sealed class OrtGqaBackend : ILoweringBackend
         {
             if (!a.IsOwner && a.IsSliding)
                 throw new MixAttentionException($"layer {a.Layer} is a sliding layer reading layer {a.KvSource}'s cache: ORT's GroupQueryAttention cannot read another layer's windowed cache (sliding_window_cache does not support shared KV). Use --backend ops, or a layout whose sliding layers own their caches.");
+            if (!a.IsOwner && ctx.QuantizationOf(a.KvSource) is not null)
+                throw new MixAttentionException($"layer {a.Layer} reads layer {a.KvSource}'s quantized cache: ORT's GroupQueryAttention has no shared-KV mode for 8-bit caches " +
+                    "(it requires present outputs, which would copy the whole cache every step). Use --backend ops, or a float cache for that owner (\"kv_dtype\": \"auto\" on it in a JSON layout).");
             var site = ctx.Sites[a.Layer];
+            if (a.IsOwner && a.IsSliding && ctx.QuantizationOf(a.Layer) is not null && site.HeadSize % 16 != 0)
+                throw new MixAttentionException($"layer {a.Layer}: ORT's GroupQueryAttention keeps an 8-bit windowed cache (sliding_window_cache) only for head sizes that are a multiple of 16; this model's is {site.HeadSize}. " +
+                    "Use --backend ops or reference, or a float cache for this layer (\"kv_dtype\": \"auto\" in a JSON layout).");
             if (site.ElementType is not ((int)TensorProto.Types.DataType.Float or (int)TensorProto.Types.DataType.Float16 or (int)TensorProto.Types.DataType.Bfloat16))
                 throw new MixAttentionException($"layer {a.Layer}: GroupQueryAttention supports fp32 (CPU), fp16 and bf16; the model's attention is {(TensorProto.Types.DataType)site.ElementType}.");
         }
