@@ -224,6 +224,13 @@ public sealed class MixAttentionModel : IDisposable
                     session = new InferenceSession(path, so);
                 }
             }
+            catch (OnnxRuntimeException e) when (e.Message.Contains("Unregistered TensorElementType", StringComparison.Ordinal))
+            {
+                // ORT 1.31's C# API cannot describe a float8e4m3fn graph input (docs/ops.md, "Quantized caches"), so a
+                // converted model with fp8 caches cannot be opened from .NET; its graph is fine for ORT's C/C++/Python APIs.
+                throw new MixAttentionException($"{path}: ONNX Runtime's C# API cannot describe this model's inputs ({FirstLine(e.Message)}): " +
+                    "fp8 caches (float8e4m3fn) have no C# element type in ORT 1.31. Run it through ORT's C, C++ or Python API, or convert with --kv-dtype int8.", e);
+            }
             catch (OnnxRuntimeException e) when (opLib is null && e.Message.Contains(OpSpec.Domain, StringComparison.Ordinal))
             {
                 throw new MixAttentionException($"{path} uses the {OpSpec.Domain} ops but {Native.NativeLibraryPath.FileName} was not found.", e);

@@ -11,8 +11,8 @@ namespace MixAttention.Onnx.Lowering;
 /// keeps a growing concatenated cache, windows are explicit additive masks, readers are wired to their
 /// owner's present value. No custom op, no padding support (every sequence has the same length).
 /// A quantized cache is spelled out too, so the reference is a float reference of the same quantization: this step's
-/// K/V are quantized on write (<c>Cast</c> to fp32, <c>Div</c> by the scale, <c>Round</c> half to even, <c>Clip</c> to
-/// [−128, 127], <c>Cast</c> to int8; for fp8 one saturating <c>Cast</c>, which rounds to nearest even) and the whole cache
+/// K/V are quantized on write (<c>Cast</c> to fp32, <c>Mul</c> by <c>Reciprocal</c>(scale), <c>Round</c> half to even,
+/// <c>Clip</c> to [−128, 127], <c>Cast</c> to int8; for fp8 one saturating <c>Cast</c>, which rounds to nearest even) and the whole cache
 /// is dequantized on read (<c>Cast</c> to fp32, <c>Mul</c> by the scale, <c>Cast</c> to the model's type).
 /// </summary>
 internal sealed class ReferenceBackend : ILoweringBackend
@@ -68,8 +68,8 @@ internal sealed class ReferenceBackend : ILoweringBackend
             var newV = ToBnsh(b, v!, site.KvNumHeads, site.HeadSize, $"L{site.Layer}/v");
             if (quant is { } qz)
             {
-                newK = Quantize(b, newK, qz.KeyScale, qz.Format.ElementType, site, "k");
-                newV = Quantize(b, newV, qz.ValueScale, qz.Format.ElementType, site, "v");
+                newK = Quantize(ctx, b, newK, qz.KeyScale, qz.Format.ElementType, site, "k");
+                newV = Quantize(ctx, b, newV, qz.ValueScale, qz.Format.ElementType, site, "v");
             }
             presentK = b.Op("Concat", $"L{site.Layer}/present_key", new[] { cache.Key, newK }, "", Int("axis", 2));
             presentV = b.Op("Concat", $"L{site.Layer}/present_value", new[] { cache.Value, newV }, "", Int("axis", 2));
@@ -109,12 +109,15 @@ internal sealed class ReferenceBackend : ILoweringBackend
     }
 
     /// <summary>x [B, Hkv, S, D] (model type) → the cache type: saturate(round(x / scale)) in fp32.</summary>
-    private static string Quantize(Graph.GraphBuilder b, string x, string scale, int cacheType, AttentionSite site, string what)
+    private static string Quantize(LoweringContext ctx, Graph.GraphBuilder b, string x, string scale, int cacheType, AttentionSite site, string what)
     {
         var stem = $"L{site.Layer}/{what}_quantize";
         var f = site.ElementType == (int)TensorProto.Types.DataType.Float ? x
             : b.Op("Cast", $"{stem}_fp32", new[] { x }, "", Int("to", (long)TensorProto.Types.DataType.Float));
-        var scaled = b.Op("Div", $"{stem}_div", new[] { f, scale });
+        // x · (1 / scale), not x / scale: ORT's GQA and our ops multiply by the fp32 inverse (docs/ops.md), and the two
+        // differ by one ulp often enough to move a value across a rounding boundary.
+        var inverse = ctx.Shared($"ref_inverse_{scale}", () => b.Op("Reciprocal", $"{stem}_inverse_scale", new[] { scale }));
+        var scaled = b.Op("Mul", $"{stem}_scaled", new[] { f, inverse });
         if (cacheType == Plan.ElementTypes.Float8E4M3)
             return b.Op("Cast", $"{stem}_fp8", new[] { scaled }, "", Int("to", cacheType), Int("saturate", 1));
         var rounded = b.Op("Round", $"{stem}_round", new[] { scaled });
