@@ -9,8 +9,8 @@ namespace MixAttention.Onnx.Runtime;
 public sealed record SessionKvMemory(long AllocatedBytes, long BytesPerSequence, long UnconvertedAllocatedBytes, long UnconvertedBytesPerSequence, int MaxLength)
 {
     /// <summary>
-    /// <see cref="AllocatedBytes"/> split by cache element type (fp32, fp16, bf16, int8, fp8e4m3); empty when the session
-    /// does not preallocate (the growing-cache driver reports totals only).
+    /// <see cref="AllocatedBytes"/> split by cache element type (fp32, fp16, bf16, int8, fp8e4m3), as the cache plan
+    /// names them; empty when nothing is allocated.
     /// </summary>
     public IReadOnlyDictionary<string, long> AllocatedBytesByDType { get; init; } = new Dictionary<string, long>();
 

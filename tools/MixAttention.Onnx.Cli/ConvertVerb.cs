@@ -138,10 +138,19 @@ internal static class ConvertVerb
     /// True when the conversion may quantize a cache: --kv-dtype fp8/int8, or a JSON layout that names one (a cheap look
     /// at the spec; the converter makes the real decision and fails clearly if a calibration is missing).
     /// </summary>
-    private static bool AsksForQuantized(ConversionOptions o) =>
-        o.KvDType is "int8" or "fp8"
-        || (o.Layout.TrimStart().StartsWith('{') ? o.Layout : File.Exists(o.Layout) ? File.ReadAllText(o.Layout) : "") is var text
-           && (text.Contains("\"int8\"", StringComparison.Ordinal) || text.Contains("\"fp8\"", StringComparison.Ordinal));
+    private static bool AsksForQuantized(ConversionOptions o)
+    {
+        if (o.KvDType is "int8" or "fp8") return true;
+        string text = o.Layout;
+        if (!text.TrimStart().StartsWith('{'))
+        {
+            // A layout file, read as the layout parser reads it (a regular file of bounded size, never a FIFO); if that
+            // fails, the converter reports why.
+            try { text = File.Exists(o.Layout) ? SafeFiles.ReadAllText(o.Layout, "layout file", SafeFiles.MaxConfigBytes, followLink: true) : ""; }
+            catch (Exception e) when (e is MixAttentionException or IOException or UnauthorizedAccessException) { return false; }
+        }
+        return text.Contains("\"int8\"", StringComparison.Ordinal) || text.Contains("\"fp8\"", StringComparison.Ordinal);
+    }
 
     /// <summary>
     /// Loads and runs the written model (and compares it with the source where that fits); a model that does not run is
