@@ -36,6 +36,14 @@ using mixattn::Float8E4M3;
   mixattn::ops::SharedKvAttentionOp<T, TC> g_shared_##T##_##TC;
 MIXATTN_FOR_EACH_TYPE_PAIR(MIXATTN_DEFINE_OPS)
 #undef MIXATTN_DEFINE_OPS
+// fp8 caches declared as uint8 (the same bytes): ORT's C# API cannot create a session with fp8 graph inputs.
+#define MIXATTN_DEFINE_FP8_AS_UINT8_OPS(T)                                                                \
+  mixattn::ops::WindowedAttentionOp<T, Float8E4M3, mixattn::ops::Float8E4M3AsUint8> g_windowed_##T##_u8; \
+  mixattn::ops::SharedKvAttentionOp<T, Float8E4M3, mixattn::ops::Float8E4M3AsUint8> g_shared_##T##_u8;
+MIXATTN_DEFINE_FP8_AS_UINT8_OPS(float)
+MIXATTN_DEFINE_FP8_AS_UINT8_OPS(Float16)
+MIXATTN_DEFINE_FP8_AS_UINT8_OPS(BFloat16)
+#undef MIXATTN_DEFINE_FP8_AS_UINT8_OPS
 
 }  // namespace
 
@@ -53,6 +61,12 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   domain.Add(&g_shared_##T##_##TC);
     MIXATTN_FOR_EACH_TYPE_PAIR(MIXATTN_ADD_OPS)
 #undef MIXATTN_ADD_OPS
+    domain.Add(&g_windowed_float_u8);
+    domain.Add(&g_windowed_Float16_u8);
+    domain.Add(&g_windowed_BFloat16_u8);
+    domain.Add(&g_shared_float_u8);
+    domain.Add(&g_shared_Float16_u8);
+    domain.Add(&g_shared_BFloat16_u8);
 #if defined(MIXATTN_WITH_CUDA)
     mixattn::cuda::RegisterCudaOps(domain);
 #endif

@@ -498,3 +498,39 @@ TEST(QuantizedCache, BFloat16QueriesFloat8Cache) { HalfQueries<BFloat16, Float8E
 
 }  // namespace
 }  // namespace mixattn::test
+
+namespace mixattn::test {
+namespace {
+
+// A NaN code (0x7f / 0xff) in a visible fp8 cache row reads as NaN on both ISAs (the v3 row converter goes through
+// F16C and patches those codes), so it poisons exactly the heads that attend it.
+TEST(QuantizedCache, Float8NanCodesReadAsNan) {
+  AttentionShape sh;
+  sh.batch = 1;
+  sh.seq = 1;
+  sh.num_heads = 2;
+  sh.kv_num_heads = 2;
+  sh.head_dim = 16;
+  sh.capacity = 4;
+  sh.window = 0;
+  sh.scale = 0.25f;
+  std::vector<Float8E4M3> ck(2 * 4 * 16, Float8E4M3{0x30}), cv(2 * 4 * 16, Float8E4M3{0x30});
+  cv[(0 * 4 + 1) * 16 + 9].bits = 0xff;  // head 0, position 1, channel 9
+  std::vector<float> scale{0.5f};
+  KvQuant quant{CacheType::kFloat8E4M3, KvScale{scale.data(), ScaleGranularity::kPerTensor},
+                KvScale{scale.data(), ScaleGranularity::kPerTensor}};
+  std::vector<float> q(2 * 16, 0.1f), out(2 * 16);
+  const std::vector<int32_t> past{3};
+  for (Isa isa : {Isa::kV3, Isa::kBase}) {
+    if (isa == Isa::kV3 && !CpuHasV3()) continue;
+    AttendArgs<float, Float8E4M3> a{sh, q.data(), nullptr, nullptr, ck.data(), cv.data(), past.data(), nullptr, out.data(),
+                                    quant};
+    RunAttend(isa, a, SerialExecutor());
+    EXPECT_TRUE(std::isnan(out[9])) << (isa == Isa::kV3 ? "v3" : "base");
+    EXPECT_FALSE(std::isnan(out[8]));
+    for (int i = 16; i < 32; ++i) EXPECT_FLOAT_EQ(out[i], quant::Float8E4M3ToFloat(0x30) * 0.5f) << i;
+  }
+}
+
+}  // namespace
+}  // namespace mixattn::test

@@ -29,7 +29,8 @@ inline constexpr const char* kConfigCheckLengths = "mixattention.check_lengths";
 // Quantized caches (docs/ops.md, "Quantized caches"): past_key/past_value/present_* (owner) and
 // key_cache/value_cache (reader) may be int8 or float8e4m3fn while query/key/value/output stay T; then the
 // fp32 scale inputs k_scale / v_scale are required (forbidden with T caches). Scale shapes: [1] per tensor,
-// [1, Hkv, 1, 1] per KV head, [1, Hkv, 1, D] per channel. Quantize = saturate(round_half_even(x * (1/scale))),
+// [1, Hkv, 1, 1] per KV head, [1, Hkv, 1, D] per channel. A uint8 cache holds float8e4m3fn bytes (ORT's C# API cannot
+// type fp8 tensors), never integers. Quantize = saturate(round_half_even(x * (1/scale))),
 // dequantize = q * scale, as ORT GroupQueryAttention's quantized caches (k_scale/v_scale, PER_TENSOR/PER_CHANNEL).
 inline constexpr float kInt8Min = -128.f, kInt8Max = 127.f;
 inline constexpr float kFloat8E4M3Max = 448.f;

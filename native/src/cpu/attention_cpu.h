@@ -303,10 +303,20 @@ inline void DequantizeRow(const Float8E4M3* src, const float* scale, float* dst,
   const float* lut = Float8E4M3Table();
   const uint8_t* b = reinterpret_cast<const uint8_t*>(src);
   int d = 0;
-#if defined(__AVX2__)
+#if defined(__AVX2__) && defined(__F16C__)
+  // E4M3FN code c as the fp16 pattern sign<<15 | (c & 0x7f)<<7 is the same value times 2^-8, subnormals included
+  // (both formats have 3 mantissa bits; fp16's exponent bias is 8 more): F16C converts 8 at a time (faster than
+  // the table gather). Codes 0x7f / 0xff (NaN) would read as 480 that way, so they are patched back to NaN.
+  const __m128i mag_mask = _mm_set1_epi16(0x7f), sign_mask = _mm_set1_epi16(0x80);
+  const __m256 two8 = _mm256_set1_ps(256.0f), nan = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
   for (; d + 8 <= D; d += 8) {
-    const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + d)));
-    _mm256_storeu_ps(dst + d, _mm256_mul_ps(_mm256_i32gather_ps(lut, idx, 4), _mm256_loadu_ps(scale + d)));
+    const __m128i c = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + d)));
+    const __m128i mag = _mm_and_si128(c, mag_mask);
+    const __m128i h = _mm_or_si128(_mm_slli_epi16(mag, 7), _mm_slli_epi16(_mm_and_si128(c, sign_mask), 8));
+    __m256 x = _mm256_mul_ps(_mm256_cvtph_ps(h), two8);
+    const __m256 is_nan = _mm256_castsi256_ps(_mm256_cvtepi16_epi32(_mm_cmpeq_epi16(mag, mag_mask)));
+    x = _mm256_blendv_ps(x, nan, is_nan);
+    _mm256_storeu_ps(dst + d, _mm256_mul_ps(x, _mm256_loadu_ps(scale + d)));
   }
 #endif
   for (; d < D; ++d) dst[d] = lut[b[d]] * scale[d];
@@ -319,23 +329,6 @@ struct CacheRows {
   template <typename TCache>
   void operator()(const TCache* row, float* dst, int D, bool value) const {
     DequantizeRow(row, value ? v_scale : k_scale, dst, D);
-  }
-};
-
-// The owner's chunk rows (type T) over a quantized cache: attended as dequantize(quantize(x)), the values the
-// write stores (docs/ops.md, "The chunk's own K/V").
-template <typename TCache>
-struct ChunkRows {
-  const float* k_scale;  // [D]
-  const float* v_scale;
-  const float* k_inv;    // [D] 1 / scale
-  const float* v_inv;
-  template <typename T>
-  void operator()(const T* row, float* dst, int D, bool value) const {
-    const float* sc = value ? v_scale : k_scale;
-    const float* inv = value ? v_inv : k_inv;
-    cvt::RowToFloat(row, dst, D);
-    for (int d = 0; d < D; ++d) dst[d] = quant::Dequantize(quant::Quantize<TCache>(dst[d], inv[d]), sc[d]);
   }
 };
 
@@ -437,6 +430,10 @@ template <typename T, typename TCache>
 struct AttendTask {
   const AttendArgs<T, TCache>* args;
   int query_blocks;  // ceil(S / kQueryBlock)
+  // Quantized caches: the owner's chunk K/V [B, S, Hkv*D] quantized once per call (real rows), attended like cache
+  // rows, so a chunk row and the same row read back from the cache dequantize to identical fp32 values.
+  const TCache* chunk_key = nullptr;
+  const TCache* chunk_value = nullptr;
 };
 
 template <typename T, typename TCache>
@@ -464,20 +461,15 @@ void AttendOne(void* data, size_t index) {
   // Quantized caches: this KV head's scales, expanded to one per channel.
   float* const ks = scratch.scales.data();
   float* const vs = ks + D;
-  float* const kinv = vs + D;
-  float* const vinv = kinv + D;
   if constexpr (kQuantized) {
-    ExpandScale(a.quant.k, h, D, ks, kinv);
-    ExpandScale(a.quant.v, h, D, vs, vinv);
+    ExpandScale(a.quant.k, h, D, ks, nullptr);
+    ExpandScale(a.quant.v, h, D, vs, nullptr);
   }
   const auto cache_rows = [&] {
     if constexpr (kQuantized) return CacheRows{ks, vs};
     else return PlainRows{};
   }();
-  const auto chunk_rows = [&] {
-    if constexpr (kQuantized) return ChunkRows<TCache>{ks, vs, kinv, vinv};
-    else return PlainRows{};
-  }();
+
   const bool has_chunk = a.chunk_key != nullptr;
 
   const int s_end = std::min(S, (qb + 1) * kQueryBlock);
@@ -513,10 +505,41 @@ void AttendOne(void* data, size_t index) {
       if (c1 > c0) {
         const int64_t row_stride = static_cast<int64_t>(Hkv) * D;
         const int64_t off = (static_cast<int64_t>(b) * S + c0) * row_stride + static_cast<int64_t>(h) * D;
-        ProcessRun(st, a.chunk_key + off, a.chunk_value + off, row_stride, static_cast<int>(c1 - c0), chunk_rows);
+        if constexpr (kQuantized)
+          ProcessRun(st, task.chunk_key + off, task.chunk_value + off, row_stride, static_cast<int>(c1 - c0), cache_rows);
+        else
+          ProcessRun(st, a.chunk_key + off, a.chunk_value + off, row_stride, static_cast<int>(c1 - c0));
       }
     }
     for (int g = 0; g < G; ++g) cvt::RowFromFloat(st.acc + g * D, 1.0f / st.l[g], out + g * D, D);
+  }
+}
+
+// Quantizes the real rows s < N_b of (sequence b, KV head h) = index of the chunk K/V into task.chunk_key/value.
+template <typename T, typename TCache>
+void QuantizeChunkOne(void* data, size_t index) {
+  auto& task = *static_cast<AttendTask<T, TCache>*>(data);
+  const AttendArgs<T, TCache>& a = *task.args;
+  const AttentionShape& sh = a.shape;
+  const int Hkv = sh.kv_num_heads, D = sh.head_dim, S = sh.seq;
+  const int h = static_cast<int>(index % Hkv), b = static_cast<int>(index / Hkv);
+  const int n_new = a.new_lengths ? a.new_lengths[b] : S;
+  Scratch& scratch = ThreadScratch();
+  scratch.Reserve(1, D);
+  float* const unused = scratch.scales.data();
+  float* const kinv = unused + D;
+  float* const vinv = kinv + D;
+  float* const x = vinv + D;
+  ExpandScale(a.quant.k, h, D, unused, kinv);
+  ExpandScale(a.quant.v, h, D, unused, vinv);
+  TCache* qk = const_cast<TCache*>(task.chunk_key);
+  TCache* qv = const_cast<TCache*>(task.chunk_value);
+  for (int s = 0; s < n_new; ++s) {
+    const int64_t off = (static_cast<int64_t>(b) * S + s) * Hkv * D + static_cast<int64_t>(h) * D;
+    cvt::RowToFloat(a.chunk_key + off, x, D);
+    for (int d = 0; d < D; ++d) qk[off + d] = quant::Quantize<TCache>(x[d], kinv[d]);
+    cvt::RowToFloat(a.chunk_value + off, x, D);
+    for (int d = 0; d < D; ++d) qv[off + d] = quant::Quantize<TCache>(x[d], vinv[d]);
   }
 }
 
@@ -524,6 +547,17 @@ template <typename T, typename TCache>
 void AttendImpl(const AttendArgs<T, TCache>& args, const Executor& executor) {
   const AttentionShape& sh = args.shape;
   AttendTask<T, TCache> task{&args, (sh.seq + kQueryBlock - 1) / kQueryBlock};
+  std::vector<TCache> chunk_k, chunk_v;
+  if constexpr (!std::is_same_v<T, TCache>) {
+    if (args.chunk_key != nullptr) {
+      const size_t n = static_cast<size_t>(sh.batch) * sh.seq * sh.kv_num_heads * sh.head_dim;
+      chunk_k.resize(n);
+      chunk_v.resize(n);
+      task.chunk_key = chunk_k.data();
+      task.chunk_value = chunk_v.data();
+      executor.ParallelFor(static_cast<size_t>(sh.batch) * sh.kv_num_heads, &QuantizeChunkOne<T, TCache>, &task);
+    }
+  }
   const size_t tasks = static_cast<size_t>(sh.batch) * sh.kv_num_heads * task.query_blocks;
   executor.ParallelFor(tasks, &AttendOne<T, TCache>, &task);
 }

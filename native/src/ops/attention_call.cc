@@ -110,8 +110,8 @@ KvQuant CheckQuantInputs(const char* op, const Ort::KernelContext& ctx, const Or
   const ONNXTensorElementDataType ct = key_cache.GetTensorTypeAndShapeInfo().GetElementType();
   if (ct == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 && qt != ct)
     q.type = CacheType::kInt8;
-  else if (ct == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT8E4M3FN && qt != ct)
-    q.type = CacheType::kFloat8E4M3;
+  else if ((ct == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT8E4M3FN || ct == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) && qt != ct)
+    q.type = CacheType::kFloat8E4M3;  // uint8: fp8 E4M3FN bytes (for APIs that cannot type fp8 tensors)
   const size_t n = ctx.GetInputCount();
   const int indices[2] = {k_index, v_index};
   const char* names[2] = {"k_scale", "v_scale"};
@@ -126,7 +126,7 @@ KvQuant CheckQuantInputs(const char* op, const Ort::KernelContext& ctx, const Or
     }
     if (v == nullptr)
       Fail(std::string(op) + ": input '" + names[i] + "' is required: the cache '" + key_cache_name + "' is " +
-           (q.type == CacheType::kInt8 ? "int8" : "float8e4m3fn") +
+           (q.type == CacheType::kInt8 ? "int8" : "float8e4m3fn (or its uint8 alias)") +
            " (give a float tensor [1], [1, kv_num_heads, 1, 1] or [1, kv_num_heads, 1, D])");
     if (!v.IsTensor() || v.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
       Fail(std::string(op) + ": input '" + names[i] + "' must be a float tensor");

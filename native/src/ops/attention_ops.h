@@ -28,7 +28,8 @@ void ReleaseOwnerMayInplace(int* input_index, int* output_index);
 // input/output counts and types, the optional new_lengths and rotary caches, and the owner's in-place hint, all from
 // op_spec.h by kind. Derived ops add only what differs (the kernel type; GetExecutionProviderType
 // for CUDA).
-// TCache: element type of the K/V caches (T, int8_t or Float8E4M3); k_scale / v_scale are float, optional.
+// TCache: the declared element type of the K/V caches (T, int8_t, Float8E4M3 or Float8E4M3AsUint8); k_scale / v_scale
+// are float, optional.
 template <typename Derived, typename Kernel, typename T, OpKind K, typename TCache = T>
 struct AttentionOpSchema : Ort::CustomOpBase<Derived, Kernel, true> {
   static constexpr bool kOwner = K == OpKind::kOwner;
@@ -68,9 +69,10 @@ struct AttentionOpSchema : Ort::CustomOpBase<Derived, Kernel, true> {
   }
 };
 
-template <typename T, typename TCache = T>
-struct WindowedAttentionOp : AttentionOpSchema<WindowedAttentionOp<T, TCache>, WindowedAttentionKernel<T, TCache>, T,
-                                               OpKind::kOwner, TCache> {};
+// TSchema: the cache type the schema declares (TCache, or Float8E4M3AsUint8 for fp8 bytes typed uint8).
+template <typename T, typename TCache = T, typename TSchema = TCache>
+struct WindowedAttentionOp : AttentionOpSchema<WindowedAttentionOp<T, TCache, TSchema>, WindowedAttentionKernel<T, TCache>,
+                                               T, OpKind::kOwner, TSchema> {};
 
 // Shared-KV (reader) attention: reads another layer's cache, never writes.
 template <typename T, typename TCache = T>
@@ -82,9 +84,9 @@ struct SharedKvAttentionKernel {
   OpAttributes attrs_;
 };
 
-template <typename T, typename TCache = T>
-struct SharedKvAttentionOp : AttentionOpSchema<SharedKvAttentionOp<T, TCache>, SharedKvAttentionKernel<T, TCache>, T,
-                                               OpKind::kReader, TCache> {};
+template <typename T, typename TCache = T, typename TSchema = TCache>
+struct SharedKvAttentionOp : AttentionOpSchema<SharedKvAttentionOp<T, TCache, TSchema>, SharedKvAttentionKernel<T, TCache>,
+                                               T, OpKind::kReader, TSchema> {};
 
 // The optional cos_cache / sin_cache inputs [M, R/2] (docs/ops.md, "Rotary"): both or neither, same shape,
 // 0 < R <= D. present == false when both are absent.

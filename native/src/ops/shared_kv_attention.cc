@@ -25,5 +25,8 @@ OrtStatusPtr SharedKvAttentionKernel<T, TCache>::ComputeV2(OrtKernelContext* con
   template struct SharedKvAttentionKernel<T, TC>; \
   template struct SharedKvAttentionOp<T, TC>;
 MIXATTN_FOR_EACH_TYPE_PAIR(MIXATTN_INSTANTIATE_READER)
+template struct SharedKvAttentionOp<float, Float8E4M3, Float8E4M3AsUint8>;
+template struct SharedKvAttentionOp<Float16, Float8E4M3, Float8E4M3AsUint8>;
+template struct SharedKvAttentionOp<BFloat16, Float8E4M3, Float8E4M3AsUint8>;
 
 }  // namespace mixattn::ops

@@ -65,5 +65,8 @@ void ReleaseOwnerMayInplace(int* input_index, int* output_index) {
   template struct WindowedAttentionKernel<T, TC>; \
   template struct WindowedAttentionOp<T, TC>;
 MIXATTN_FOR_EACH_TYPE_PAIR(MIXATTN_INSTANTIATE_OWNER)
+template struct WindowedAttentionOp<float, Float8E4M3, Float8E4M3AsUint8>;
+template struct WindowedAttentionOp<Float16, Float8E4M3, Float8E4M3AsUint8>;
+template struct WindowedAttentionOp<BFloat16, Float8E4M3, Float8E4M3AsUint8>;
 
 }  // namespace mixattn::ops

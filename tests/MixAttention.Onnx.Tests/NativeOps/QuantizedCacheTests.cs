@@ -14,7 +14,7 @@ namespace MixAttention.Onnx.Tests.NativeOps;
 [TestClass]
 public sealed class QuantizedCacheTests
 {
-    private const int Int8 = 3, Float8E4M3 = 17, Float = NativeOpModels.Float, Int32 = NativeOpModels.Int32;
+    private const int Int8 = 3, Uint8 = 2, Float8E4M3 = 17, Float = NativeOpModels.Float, Int32 = NativeOpModels.Int32;
     private const int Hq = 4, Hkv = 2, D = 16;
 
     private sealed record Tensor(string Name, int ElemType, long[] Shape, byte[]? Bytes = null, float[]? Floats = null, int[]? Ints = null);
@@ -27,7 +27,7 @@ public sealed class QuantizedCacheTests
     {
         if (t.Floats is not null) return OrtValue.CreateTensorValueFromMemory(t.Floats, t.Shape);
         if (t.Ints is not null) return OrtValue.CreateTensorValueFromMemory(t.Ints, t.Shape);
-        var type = t.ElemType == Int8 ? TensorElementType.Int8 : (TensorElementType)Float8E4M3;
+        var type = t.ElemType switch { Int8 => TensorElementType.Int8, Uint8 => TensorElementType.UInt8, _ => (TensorElementType)Float8E4M3 };
         var v = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, type, t.Shape);
         t.Bytes!.CopyTo(v.GetTensorMutableRawData());
         return v;
@@ -328,7 +328,8 @@ public sealed class QuantizedCacheTests
     /// <summary>
     /// ORT 1.31's C# API cannot create a session with a float8e4m3fn graph input (its TensorElementType has no fp8
     /// member: "Unregistered TensorElementType value of: DataTypeMax"), so fp8 caches are tested natively
-    /// (native/tests/quantized_cache_test.cc); a C# runtime cannot bind fp8 cache inputs through this API.
+    /// (native/tests/quantized_cache_test.cc) and, through ORT, with the caches declared uint8 (the same bytes; see
+    /// <see cref="OwnerAndReaderMatchTheirDequantizedCache"/>).
     /// </summary>
     [TestMethod]
     public void CSharpSessionRejectsFloat8Inputs()
@@ -353,7 +354,8 @@ public sealed class QuantizedCacheTests
     /// the window, then decode past the wrap: against double-precision attention over the dequantized cache bytes the op wrote.
     /// </summary>
     [TestMethod]
-    [DataRow(Int8)]
+    [DataRow(Int8, DisplayName = "int8")]
+    [DataRow(Uint8, DisplayName = "fp8 E4M3FN bytes typed uint8")]
     public void OwnerAndReaderMatchTheirDequantizedCache(int cacheType)
     {
         const int W = 4, C = W + 1, S = C, Rw = 3; // prefill longer than the window; readers need P + N - lo <= C
