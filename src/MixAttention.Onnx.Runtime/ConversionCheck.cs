@@ -29,7 +29,7 @@ public static class ConversionCheck
             };
         }
         if (mode != ConversionCheckMode.Structure && MixAttention.Onnx.Plan.CachePlan.FromModel(written.Proto) is { } plan
-            && plan.Caches.Any(c => MixAttention.Onnx.Plan.ElementTypes.FromDTypeName(c.DType) == MixAttention.Onnx.Plan.ElementTypes.Float8E4M3))
+            && plan.Caches.Any(c => MixAttention.Onnx.Plan.ElementTypes.FromDTypeName(c.StorageDType) == MixAttention.Onnx.Plan.ElementTypes.Float8E4M3))
             (mode, why) = (ConversionCheckMode.Structure, "fp8 caches: ONNX Runtime's C# API cannot open models with float8e4m3fn inputs, so graph and plan were checked only");
         if (mode == ConversionCheckMode.Structure)
             return new ConversionCheckReport(ConversionCheckMode.Structure, why, 0, null, 0);

@@ -47,7 +47,7 @@ public sealed class KvCacheSet : IDisposable
             }
             if (capacity < 1 || capacity > int.MaxValue)
                 throw new MixAttentionException($"the cache of layer {entry.Owner} would hold {capacity} positions (window {entry.Window}, PrefillChunk {config.PrefillChunk}, MaxLength {config.MaxLength}); it must be between 1 and {int.MaxValue}. Lower PrefillChunk or MaxLength.");
-            var (type, size) = ElementTypeOf(entry.DType, $"cache of layer {entry.Owner}");
+            var (type, size) = ElementTypeOf(entry.StorageDType, $"cache of layer {entry.Owner}");
             Int128 bytes = (Int128)config.MaxBatch * entry.KvNumHeads * capacity * entry.HeadSize * size;
             if (bytes <= 0)
                 throw new MixAttentionException($"the cache of layer {entry.Owner} would need {bytes:N0} bytes; the cache plan is damaged: convert the model again.");
@@ -193,7 +193,8 @@ public sealed class KvCacheSet : IDisposable
     }
 
     internal static (TensorElementType Type, int Size) ElementTypeOf(string dtype, string what) =>
-        ElementTypes.FromDTypeName(dtype) is { } type
+        // uint8 only as the storage of fp8 caches (CacheEntry.Storage; the plan's validation allows nothing else).
+        (dtype == "uint8" ? (int)TensorElementType.UInt8 : ElementTypes.FromDTypeName(dtype)) is { } type
             ? ((TensorElementType)type, ElementTypes.Size(type)!.Value)
             : throw new MixAttentionException($"the {what} has dtype '{dtype}', which this runtime does not support (it allocates fp32, fp16, bf16, int8 and fp8e4m3 caches).");
 

@@ -100,13 +100,13 @@ public sealed class MixAttentionModel : IDisposable
         {
             string what = $"cache of layer {c.Owner}";
             TensorElementType type;
-            try { (type, _) = KvCacheSet.ElementTypeOf(c.DType, what); }
+            try { (type, _) = KvCacheSet.ElementTypeOf(c.StorageDType, what); }
             catch (MixAttentionException e) { throw new MixAttentionException($"{path}: {e.Message}", e); }
             foreach (var (name, kind) in new[] { (c.PastKey, "past key"), (c.PastValue, "past value") })
             {
                 var m = Input(name, $"{kind} of the {what}");
                 if (m.ElementDataType != type)
-                    throw new MixAttentionException($"{path}: the cache plan says the {what} is {c.DType} ({type}), but input '{name}' is {m.ElementDataType}. Convert the model again.");
+                    throw new MixAttentionException($"{path}: the cache plan says the {what} is {c.StorageDType} ({type}), but input '{name}' is {m.ElementDataType}. Convert the model again.");
                 if (!inPlace) continue;
                 var d = m.Dimensions;
                 if (d.Length != 4)
@@ -122,7 +122,7 @@ public sealed class MixAttentionModel : IDisposable
             foreach (var (name, kind) in new[] { (c.PresentKey, "present key"), (c.PresentValue, "present value") })
             {
                 if (outputs[name].ElementDataType != type)
-                    throw new MixAttentionException($"{path}: the cache plan says the {what} is {c.DType} ({type}), but output '{name}' is {outputs[name].ElementDataType}. Convert the model again.");
+                    throw new MixAttentionException($"{path}: the cache plan says the {what} is {c.StorageDType} ({type}), but output '{name}' is {outputs[name].ElementDataType}. Convert the model again.");
                 if (outputs[name].Dimensions is { Length: > 0 } d)
                     CacheShape(path, "output", name, kind, what, d, c);
             }

@@ -71,7 +71,7 @@ internal static class LayoutLowering
                 var (pastAxis, _) = backend.CacheAxis(a);
                 cache = ($"past_key_values.{layer}.key", $"past_key_values.{layer}.value");
                 // A past input whose old name is still read by not-yet-dead nodes is fine: they die below.
-                int cacheType = ctx.QuantizationOf(layer)?.Format.ElementType ?? site.ElementType;
+                int cacheType = StorageType(backend, ctx.QuantizationOf(layer)?.Format.ElementType ?? site.ElementType);
                 graph.AddGraphInput(GraphBuilder.TensorInfo(cache.Key, cacheType, ctx.BatchDim, (long)site.KvNumHeads, pastAxis, (long)site.HeadSize));
                 graph.AddGraphInput(GraphBuilder.TensorInfo(cache.Value, cacheType, ctx.BatchDim, (long)site.KvNumHeads, pastAxis, (long)site.HeadSize));
             }
@@ -109,7 +109,7 @@ internal static class LayoutLowering
                 if (graph.Producer(canonical) is not null)
                     graph.RenameValue(canonical, graph.UniqueName(canonical + ".source"));
                 graph.RenameValue(tempName, canonical);
-                graph.AddGraphOutput(GraphBuilder.TensorInfo(canonical, ctx.QuantizationOf(owner)?.Format.ElementType ?? site.ElementType,
+                graph.AddGraphOutput(GraphBuilder.TensorInfo(canonical, StorageType(backend, ctx.QuantizationOf(owner)?.Format.ElementType ?? site.ElementType),
                     ctx.BatchDim, (long)site.KvNumHeads, presentAxis, (long)site.HeadSize));
             }
         }
@@ -135,6 +135,8 @@ internal static class LayoutLowering
                 HeadSize = sites[o].HeadSize,
                 DType = ElementTypes.DTypeName(ctx.QuantizationOf(o)?.Format.ElementType ?? sites[o].ElementType),
                 Scales = ctx.QuantizationOf(o) is { } q ? new KvScaleTensors(q.KeyScale, q.ValueScale, q.Format.Granularity) : null,
+                Storage = ctx.QuantizationOf(o) is { } s && StorageType(backend, s.Format.ElementType) != s.Format.ElementType
+                    ? ElementTypes.DTypeName(StorageType(backend, s.Format.ElementType)) : null,
                 PastKey = $"past_key_values.{o}.key",
                 PastValue = $"past_key_values.{o}.value",
                 PresentKey = $"present.{o}.key",
@@ -152,6 +154,14 @@ internal static class LayoutLowering
         plan.WriteTo(graph.Model.Proto);
         return new LoweringResult(plan, removed);
     }
+
+    /// <summary>
+    /// The element type the graph declares for a cache of <paramref name="cacheType"/>: fp8 caches of the ops backend are
+    /// declared uint8 (the op's alias for E4M3FN bytes, docs/ops.md), because ORT's C# API cannot open a graph with
+    /// float8e4m3fn inputs; GQA and the reference's Cast need the real type.
+    /// </summary>
+    private static int StorageType(ILoweringBackend backend, int cacheType) =>
+        backend.Name == BackendName.Ops && cacheType == ElementTypes.Float8E4M3 ? (int)TensorProto.Types.DataType.Uint8 : cacheType;
 
     /// <summary>A float32 initializer of scales in the shape <paramref name="granularity"/> gives ([1], [1,Hkv,1,1], [1,Hkv,1,D]).</summary>
     private static string ScaleInitializer(ModelGraph graph, string stem, float[] scales, KvScaleGranularity granularity, AttentionSite site)

@@ -71,8 +71,8 @@ internal sealed class ReferenceBackend : ILoweringBackend
                 newK = Quantize(ctx, b, newK, qz.KeyScale, qz.Format.ElementType, site, "k");
                 newV = Quantize(ctx, b, newV, qz.ValueScale, qz.Format.ElementType, site, "v");
             }
-            presentK = b.Op("Concat", $"L{site.Layer}/present_key", new[] { cache.Key, newK }, "", Int("axis", 2));
-            presentV = b.Op("Concat", $"L{site.Layer}/present_value", new[] { cache.Value, newV }, "", Int("axis", 2));
+            presentK = Append(b, cache.Key, newK, quant?.Format.ElementType, $"L{site.Layer}/present_key");
+            presentV = Append(b, cache.Value, newV, quant?.Format.ElementType, $"L{site.Layer}/present_value");
             (keys, values) = (presentK, presentV);
         }
         else
@@ -123,6 +123,23 @@ internal sealed class ReferenceBackend : ILoweringBackend
         var rounded = b.Op("Round", $"{stem}_round", new[] { scaled });
         var clipped = b.Op("Clip", $"{stem}_clip", new[] { rounded, b.Scalar("int8_min", -128f, (int)TensorProto.Types.DataType.Float), b.Scalar("int8_max", 127f, (int)TensorProto.Types.DataType.Float) });
         return b.Op("Cast", $"{stem}_int8", new[] { clipped }, "", Int("to", cacheType));
+    }
+
+    /// <summary>
+    /// past ++ new along the sequence axis. ONNX Concat has no float8 types, so fp8 codes are concatenated as their
+    /// (exact) fp32 values and cast back with saturate, which returns the same codes.
+    /// </summary>
+    private static string Append(Graph.GraphBuilder b, string past, string next, int? cacheType, string stem)
+    {
+        if (cacheType != Plan.ElementTypes.Float8E4M3)
+            return b.Op("Concat", stem, new[] { past, next }, "", Int("axis", 2));
+        var f32 = (long)TensorProto.Types.DataType.Float;
+        var both = b.Op("Concat", $"{stem}_fp32", new[]
+        {
+            b.Op("Cast", $"{stem}_past_fp32", new[] { past }, "", Int("to", f32)),
+            b.Op("Cast", $"{stem}_new_fp32", new[] { next }, "", Int("to", f32)),
+        }, "", Int("axis", 2));
+        return b.Op("Cast", stem, new[] { both }, "", Int("to", cacheType.Value), Int("saturate", 1));
     }
 
     /// <summary>A cache [B, Hkv, T, D] of int8/fp8 codes → q · scale in the model's type.</summary>

@@ -82,6 +82,7 @@ public sealed record CachePlan
                 ["present_value"] = c.PresentValue,
                 ["readers"] = new JsonArray(c.Readers.Select(r => (JsonNode)JsonValue.Create(r)).ToArray()),
             };
+            if (c.Storage is { } storage) entry["storage"] = storage;
             if (c.Scales is { } scales)
                 entry["scales"] = new JsonObject
                 {
@@ -177,6 +178,7 @@ public sealed record CachePlan
                     PresentKey = Req<string>(c["present_key"], "caches[].present_key"),
                     PresentValue = Req<string>(c["present_value"], "caches[].present_value"),
                     Readers = (c["readers"] as JsonArray ?? new JsonArray()).Select(r => Item(r, "caches[].readers")).ToArray(),
+                    Storage = c["storage"]?.GetValue<string>(),
                     Scales = c["scales"] switch
                     {
                         null => null,

@@ -77,6 +77,8 @@ internal static class CachePlanLimits
             }
             else if (c.Scales is not null)
                 throw Bad($"{what} is {c.DType}, which is not quantized, but names scales.");
+            if (c.Storage is { } storage && !(storage == "uint8" && ElementTypes.FromDTypeName(c.DType) == ElementTypes.Float8E4M3))
+                throw Bad($"{what} is {c.DType} stored as '{(storage.Length > 32 ? storage[..32] + "…" : storage)}'; only fp8e4m3 caches may be stored as uint8.");
             Name(c.PastKey, $"the past key of {what}", true);
             Name(c.PastValue, $"the past value of {what}", true);
             Name(c.PresentKey, $"the present key of {what}", true);

@@ -98,16 +98,19 @@ public sealed class QuantizedPlanTests
         var casts = proto.Graph.Node.Where(n => n.OpType == "Cast" && n.Attribute.Any(a => a.Name == "to" && a.I == ElementTypes.Float8E4M3)).ToList();
         Assert.IsNotEmpty(casts);
         Assert.IsTrue(casts.All(c => c.Attribute.Any(a => a.Name == "saturate" && a.I == 1)));
-        Assert.AreEqual("fp8e4m3", PlanOf(Convert(dynamo, dtype: "fp8")).Caches[0].DType);
+        var opsPlan = PlanOf(Convert(dynamo, dtype: "fp8"));
+        Assert.AreEqual("fp8e4m3", opsPlan.Caches[0].DType);
+        Assert.AreEqual("uint8", opsPlan.Caches[0].Storage, "the ops backend declares fp8 caches as the op's uint8 alias");
+        Assert.IsNull(PlanOf(Convert(dynamo, backend: "reference", dtype: "fp8")).Caches[0].Storage);
         var torchscript = ZooFixtures.Model("llama-torchscript-p5"); // opset 18
         var e = Assert.ThrowsExactly<MixAttentionException>(() => Convert(torchscript, backend: "reference", dtype: "fp8"));
         StringAssert.Contains(e.Message, "opset 18");
     }
 
     [TestMethod]
-    public void Fp8ModelsAreRefusedByTheCSharpRuntimeWithTheReason()
+    public void Fp8TypedModelsAreRefusedByTheCSharpRuntimeWithTheReason()
     {
-        var model = Convert(ZooFixtures.Model("llama-dynamo"), dtype: "fp8");
+        var model = Convert(ZooFixtures.Model("llama-dynamo"), backend: "reference", dtype: "fp8");
         var e = Assert.ThrowsExactly<MixAttentionException>(() => MixAttentionModel.Open(model));
         StringAssert.Contains(e.Message, "fp8");
     }
@@ -261,6 +264,8 @@ public sealed class QuantizedPlanTests
     [DataRow("scales", "{\"granularity\":\"tensor\",\"value\":\"b\"}", null, null, "scales.key")]
     [DataRow("scales", "[1]", null, null, "not an object")]
     [DataRow("scales", "{\"granularity\":7,\"key\":\"a\",\"value\":\"b\"}", null, null, "malformed")]
+    [DataRow("storage", "\"uint8\"", null, null, "only fp8e4m3 caches")]
+    [DataRow("storage", "\"float\"", null, null, "only fp8e4m3 caches")]
     public void HostileQuantizationFieldsAreRefused(string field, string? value, string? field2, string? value2, string words)
     {
         var converted = Convert(Source);
