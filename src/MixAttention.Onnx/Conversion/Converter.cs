@@ -167,7 +167,7 @@ public static class Converter
             var dtypes = string.Join(", ", quantization.Values.Select(q => ElementTypes.DTypeName(q.ElementType)).Distinct());
             var rule = KvScaleRule.Parse(options.KvScale);
             differences = differences.Append($"caches: {quantization.Count} of {layout.Owners.Count} owner caches are quantized ({dtypes}, scales {rule}" +
-                (rule.Kind == KvScaleRule.Kinds.Calibrate ? $" on {options.Calibration!.Tokens} tokens of {options.Calibration.Source}" : "") +
+                (rule.Kind == KvScaleRule.Kinds.Calibrate ? $" on {options.Calibration!.Source}" : "") +
                 $", per {KvScaleTensors.Name(options.KvScaleGranularity)}): logits are close to the source's, not equal.").ToList();
         }
 
