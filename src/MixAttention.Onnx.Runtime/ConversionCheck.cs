@@ -28,6 +28,9 @@ public static class ConversionCheck
                 _ => $"running the converted model needs about {load >> 20} MiB, over a quarter of the {available >> 20} MiB available: graph and plan checked only",
             };
         }
+        if (mode != ConversionCheckMode.Structure && MixAttention.Onnx.Plan.CachePlan.FromModel(written.Proto) is { } plan
+            && plan.Caches.Any(c => MixAttention.Onnx.Plan.ElementTypes.FromDTypeName(c.StorageDType) == MixAttention.Onnx.Plan.ElementTypes.Float8E4M3))
+            (mode, why) = (ConversionCheckMode.Structure, "fp8 caches: ONNX Runtime's C# API cannot open models with float8e4m3fn inputs, so graph and plan were checked only");
         if (mode == ConversionCheckMode.Structure)
             return new ConversionCheckReport(ConversionCheckMode.Structure, why, 0, null, 0);
 
@@ -68,9 +71,17 @@ public static class ConversionCheck
             var plan = MixAttention.Onnx.Plan.CachePlan.FromModel(model.Proto) ?? throw new InvalidOperationException("it has no cache plan");
             var inputs = graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
             var outputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+            var initializers = graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
             foreach (var c in plan.Caches)
+            {
                 if (!inputs.Contains(c.PastKey) || !inputs.Contains(c.PastValue) || !outputs.Contains(c.PresentKey) || !outputs.Contains(c.PresentValue))
                     throw new InvalidOperationException($"the cache plan names cache tensors of layer {c.Owner} that the graph does not have");
+                if (c.Scales is { } scales)
+                    foreach (var name in new[] { scales.Key, scales.Value })
+                        if (!initializers.TryGetValue(name, out var t) || t.DataType != MixAttention.Onnx.Plan.ElementTypes.Float
+                            || !t.Dims.SequenceEqual(MixAttention.Onnx.Plan.KvScaleTensors.Shape(scales.Granularity, c.KvNumHeads, c.HeadSize)))
+                            throw new InvalidOperationException($"the scales '{name}' of layer {c.Owner}'s cache are not a float32 initializer of the plan's shape");
+            }
             return model;
         }
         catch (Exception e) when (e is not OutOfMemoryException and not InvalidOperationException)

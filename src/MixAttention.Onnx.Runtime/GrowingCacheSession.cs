@@ -92,7 +92,16 @@ public sealed class GrowingCacheSession : DecoderSession
             return n * (ElementTypes.Size((int)c.Type) ?? 2);
         });
         long perSequence = perToken * Config.MaxLength;
-        return new SessionKvMemory(allocated, perSequence, perSequence * Config.MaxBatch, perSequence, Config.MaxLength);
+        var byType = _pastOf.Values.SelectMany(p => p.Values).GroupBy(v => ElementTypes.DTypeName((int)v.GetTensorTypeAndShape().ElementDataType))
+            .ToDictionary(g => g.Key, g => g.Sum(v => (long)v.GetTensorSizeInBytes()));
+        return new SessionKvMemory(allocated, perSequence, perSequence * Config.MaxBatch, perSequence, Config.MaxLength) { AllocatedBytesByDType = byType };
+    }
+
+    /// <summary>The past tensors a sequence will feed next (its caches so far), by input name; for calibration (host memory only).</summary>
+    internal IReadOnlyDictionary<string, OrtValue> PastOf(int sequence)
+    {
+        using var _ = Guard.Enter(nameof(PastOf));
+        return _pastOf[Slots.SlotOf(sequence)];
     }
 
     private protected override OrtValue RunPrefillChunk(int slot, long[] ids) => Run(nameof(Prefill), slot, ids);

@@ -47,7 +47,7 @@ public sealed class KvCacheSet : IDisposable
             }
             if (capacity < 1 || capacity > int.MaxValue)
                 throw new MixAttentionException($"the cache of layer {entry.Owner} would hold {capacity} positions (window {entry.Window}, PrefillChunk {config.PrefillChunk}, MaxLength {config.MaxLength}); it must be between 1 and {int.MaxValue}. Lower PrefillChunk or MaxLength.");
-            var (type, size) = ElementTypeOf(entry.DType, $"cache of layer {entry.Owner}");
+            var (type, size) = ElementTypeOf(entry.StorageDType, $"cache of layer {entry.Owner}");
             Int128 bytes = (Int128)config.MaxBatch * entry.KvNumHeads * capacity * entry.HeadSize * size;
             if (bytes <= 0)
                 throw new MixAttentionException($"the cache of layer {entry.Owner} would need {bytes:N0} bytes; the cache plan is damaged: convert the model again.");
@@ -141,21 +141,30 @@ public sealed class KvCacheSet : IDisposable
     /// </summary>
     public long UnconvertedBytesPerSequence(int length)
     {
+        // The unconverted model keeps its caches in its own float type, whatever this conversion stores.
+        int? modelSize = Plan.ModelDType is { } m ? ElementTypes.SizeOfDType(m) : null;
         long total = 0;
         for (int layer = 0; layer < Plan.LayerCount; layer++)
         {
             var src = _caches.First(c => c.Entry.Owner == Plan.KvSource[layer]);
-            total += 2L * src.Entry.KvNumHeads * length * src.Entry.HeadSize * src.ElementSize;
+            total += 2L * src.Entry.KvNumHeads * length * src.Entry.HeadSize * (modelSize ?? src.ElementSize);
         }
         return total;
     }
+
+    /// <summary>Bytes allocated now per cache element type (fp32, fp16, bf16, int8, fp8e4m3), as the plan names them.</summary>
+    public IReadOnlyDictionary<string, long> AllocatedBytesByDType =>
+        _disposed ? new Dictionary<string, long>() : _caches.GroupBy(c => c.Entry.DType).ToDictionary(g => g.Key, g => g.Sum(c => c.Bytes));
 
     /// <summary>The memory report.</summary>
     public SessionKvMemory Memory()
     {
         ThrowIfDisposed();
         return new(AllocatedBytes, BytesPerSequence,
-            UnconvertedBytesPerSequence(Config.MaxLength) * Config.MaxBatch, UnconvertedBytesPerSequence(Config.MaxLength), Config.MaxLength);
+            UnconvertedBytesPerSequence(Config.MaxLength) * Config.MaxBatch, UnconvertedBytesPerSequence(Config.MaxLength), Config.MaxLength)
+        {
+            AllocatedBytesByDType = AllocatedBytesByDType,
+        };
     }
 
     /// <summary>Binds slots <c>[first, first + rows)</c> of every cache as both past input and present output.</summary>
@@ -184,9 +193,10 @@ public sealed class KvCacheSet : IDisposable
     }
 
     internal static (TensorElementType Type, int Size) ElementTypeOf(string dtype, string what) =>
-        ElementTypes.FromDTypeName(dtype) is { } type
+        // uint8 only as the storage of fp8 caches (CacheEntry.Storage; the plan's validation allows nothing else).
+        (dtype == "uint8" ? (int)TensorElementType.UInt8 : ElementTypes.FromDTypeName(dtype)) is { } type
             ? ((TensorElementType)type, ElementTypes.Size(type)!.Value)
-            : throw new MixAttentionException($"the {what} has dtype '{dtype}', which this runtime does not support (it allocates fp32, fp16 and bf16 caches).");
+            : throw new MixAttentionException($"the {what} has dtype '{dtype}', which this runtime does not support (it allocates fp32, fp16, bf16, int8 and fp8e4m3 caches).");
 
     /// <summary>Disposes the views, then the memory.</summary>
     public void Dispose()

@@ -100,13 +100,13 @@ public sealed class MixAttentionModel : IDisposable
         {
             string what = $"cache of layer {c.Owner}";
             TensorElementType type;
-            try { (type, _) = KvCacheSet.ElementTypeOf(c.DType, what); }
+            try { (type, _) = KvCacheSet.ElementTypeOf(c.StorageDType, what); }
             catch (MixAttentionException e) { throw new MixAttentionException($"{path}: {e.Message}", e); }
             foreach (var (name, kind) in new[] { (c.PastKey, "past key"), (c.PastValue, "past value") })
             {
                 var m = Input(name, $"{kind} of the {what}");
                 if (m.ElementDataType != type)
-                    throw new MixAttentionException($"{path}: the cache plan says the {what} is {c.DType} ({type}), but input '{name}' is {m.ElementDataType}. Convert the model again.");
+                    throw new MixAttentionException($"{path}: the cache plan says the {what} is {c.StorageDType} ({type}), but input '{name}' is {m.ElementDataType}. Convert the model again.");
                 if (!inPlace) continue;
                 var d = m.Dimensions;
                 if (d.Length != 4)
@@ -122,7 +122,7 @@ public sealed class MixAttentionModel : IDisposable
             foreach (var (name, kind) in new[] { (c.PresentKey, "present key"), (c.PresentValue, "present value") })
             {
                 if (outputs[name].ElementDataType != type)
-                    throw new MixAttentionException($"{path}: the cache plan says the {what} is {c.DType} ({type}), but output '{name}' is {outputs[name].ElementDataType}. Convert the model again.");
+                    throw new MixAttentionException($"{path}: the cache plan says the {what} is {c.StorageDType} ({type}), but output '{name}' is {outputs[name].ElementDataType}. Convert the model again.");
                 if (outputs[name].Dimensions is { Length: > 0 } d)
                     CacheShape(path, "output", name, kind, what, d, c);
             }
@@ -244,6 +244,13 @@ public sealed class MixAttentionModel : IDisposable
                     so.RegisterCustomOpLibrary(ext);
                     session = load(so);
                 }
+            }
+            catch (OnnxRuntimeException e) when (e.Message.Contains("Unregistered TensorElementType", StringComparison.Ordinal))
+            {
+                // ORT 1.31's C# API cannot describe a float8e4m3fn graph input (docs/ops.md, "Quantized caches"), so a
+                // converted model with fp8 caches cannot be opened from .NET; its graph is fine for ORT's C/C++/Python APIs.
+                throw new MixAttentionException($"{path}: ONNX Runtime's C# API cannot describe this model's inputs ({FirstLine(e.Message)}): " +
+                    "fp8 caches (float8e4m3fn) have no C# element type in ORT 1.31. Run it through ORT's C, C++ or Python API, or convert with --kv-dtype int8.", e);
             }
             catch (OnnxRuntimeException e) when (opLib is null && e.Message.Contains(OpSpec.Domain, StringComparison.Ordinal))
             {

@@ -8,6 +8,12 @@ namespace MixAttention.Onnx.Runtime;
 /// <param name="MaxLength">The sequence length the per-sequence numbers are for.</param>
 public sealed record SessionKvMemory(long AllocatedBytes, long BytesPerSequence, long UnconvertedAllocatedBytes, long UnconvertedBytesPerSequence, int MaxLength)
 {
+    /// <summary>
+    /// <see cref="AllocatedBytes"/> split by cache element type (fp32, fp16, bf16, int8, fp8e4m3), as the cache plan
+    /// names them; empty when nothing is allocated.
+    /// </summary>
+    public IReadOnlyDictionary<string, long> AllocatedBytesByDType { get; init; } = new Dictionary<string, long>();
+
     /// <summary>Unconverted bytes per sequence ÷ converted bytes per sequence.</summary>
     public double Saving => BytesPerSequence == 0 ? 1 : (double)UnconvertedBytesPerSequence / BytesPerSequence;
 }

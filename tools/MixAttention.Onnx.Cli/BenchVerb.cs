@@ -105,6 +105,7 @@ internal static class BenchVerb
                     ["prefill_tokens_per_second"] = r.PrefillTokensPerSecond,
                     ["speedup"] = r.Speedup ?? r.TokensPerSecond / results[0].TokensPerSecond,
                     ["kv_bytes_per_sequence"] = r.Memory.BytesPerSequence, ["kv_bytes_allocated"] = r.Memory.AllocatedBytes,
+                    ["kv_bytes_allocated_by_dtype"] = new JsonObject(r.Memory.AllocatedBytesByDType.Select(p => KeyValuePair.Create(p.Key, (JsonNode?)JsonValue.Create(p.Value)))),
                     ["sequences_in_budget"] = r.Memory.BytesPerSequence == 0 ? 0 : budgetBytes / r.Memory.BytesPerSequence,
                     ["logits"] = r.LogitsOnDevice ? "device" : "host",
                     ["cuda_graph"] = r.CudaGraph, ["graph_transfer"] = r.GraphTransfer, ["graph_max_abs_diff"] = r.GraphMaxAbsDiff is { } g && double.IsNaN(g) ? "NaN" : r.GraphMaxAbsDiff,
@@ -114,11 +115,12 @@ internal static class BenchVerb
             }
             if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
             var table = new Table().Border(TableBorder.Simple).Title($"decode at context {parse.GetValue(context)}, batch {parse.GetValue(batch)}, {parse.GetValue(device)}{(parse.GetValue(cudaGraph) ? ", CUDA graphs" : "")}{(nRounds > 1 ? $", median of {nRounds} interleaved rounds{(parse.GetValue(rotate) ? " (rotating order)" : "")}" : "")}");
-            foreach (var h in new[] { "model", "ms / step", "tokens/s", "vs first", "prefill tokens/s", "KV / sequence", $"sequences in {parse.GetValue(budget)} GiB" })
+            foreach (var h in new[] { "model", "ms / step", "tokens/s", "vs first", "prefill tokens/s", "KV / sequence", "KV dtype", $"sequences in {parse.GetValue(budget)} GiB" })
                 table.AddColumn(h);
             foreach (var r in results)
                 table.AddRow(Markup.Escape(r.Path), $"{r.MsPerStep:0.000}", $"{r.TokensPerSecond:0}", $"{r.Speedup ?? r.TokensPerSecond / results[0].TokensPerSecond:0.00}×", $"{r.PrefillTokensPerSecond:0}",
-                    Cli.Bytes(r.Memory.BytesPerSequence), r.Memory.BytesPerSequence == 0 ? "-" : (budgetBytes / r.Memory.BytesPerSequence).ToString("N0"));
+                    Cli.Bytes(r.Memory.BytesPerSequence), r.Memory.AllocatedBytesByDType.Count == 0 ? "-" : string.Join(" + ", r.Memory.AllocatedBytesByDType.Keys),
+                    r.Memory.BytesPerSequence == 0 ? "-" : (budgetBytes / r.Memory.BytesPerSequence).ToString("N0"));
             AnsiConsole.Write(table);
             return ExitCodes.Ok;
         });

@@ -27,6 +27,12 @@ internal static class Cli
     {
         var parse = root.Parse(args);
         bool verbose = parse.GetValue(CliOptions.Verbose);
+        if (parse.Errors.Count > 0)
+        {
+            // An unknown option or a value outside an option's choices is bad input: exit 2 with one line (docs/cli.md).
+            Error(parse.Errors[0].Message.ReplaceLineEndings(" ").Replace("\t", "", StringComparison.Ordinal));
+            return ExitCodes.UserError;
+        }
         try
         {
             return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

@@ -35,16 +35,44 @@ internal static class ConvertVerb
             DefaultValueFactory = _ => "auto",
         };
         check.AcceptOnlyFromAmong("auto", "structure", "compare", "load", "none");
+        var kvDType = new Option<string>("--kv-dtype")
+        {
+            Description = "Element type of the KV caches: auto (the model's), fp16 or bf16 (only the model's own type), fp8 (E4M3) or int8 (quantized, with scales). " +
+                "A JSON layout may set \"kv_dtype\" per owner layer; readers use their owner's.",
+            DefaultValueFactory = _ => "auto",
+        };
+        kvDType.AcceptOnlyFromAmong([.. KvDTypes.Names]);
+        var kvScale = new Option<string>("--kv-scale")
+        {
+            Description = "Scales of quantized caches: calibrate (absmax of K and V while the source model reads --calibrate), absmax:X (|K|, |V| <= X: scale X/qmax) or fixed:S. " +
+                "scale = absmax / qmax, qmax 127 for int8 and 448 for fp8.",
+            DefaultValueFactory = _ => "calibrate",
+        };
+        var granularity = new Option<string>("--kv-scale-granularity")
+        {
+            Description = "One scale per tensor, per KV head or per channel (head and channel of K and V separately).",
+            DefaultValueFactory = _ => "channel",
+        };
+        granularity.AcceptOnlyFromAmong("tensor", "head", "channel");
+        var calibrate = new Option<string?>("--calibrate")
+        {
+            Description = $"Calibration tokens for --kv-scale calibrate: a text file (tokenized with the tokenizer beside the model or --tokenizer), token ids (a file or 1,2,3), or random:N. Default random:{CalibrationTokens.DefaultRandom}.",
+        };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Folder with the tokenizer for a --calibrate text file (default: the model's folder)." };
         var cmd = new Command("convert", "Rewrite an exported decoder to a MixAttention layout (sliding windows, shared KV caches).\n\n" +
             "Examples:\n  mixattn convert graphs/mistral-torchscript/model.onnx -o out/mistral.onnx --layout native\n" +
             "  mixattn convert model.onnx -o mixed.onnx --layout cai --window 1024\n  mixattn convert model.onnx -o mixed.onnx --layout 0_1s_1s_3s_3s_3s --window 512 --backend reference")
         {
-            input, output, layout, window, backend, force, json, copyWeights, allowOutside, check,
+            input, output, layout, window, backend, force, json, copyWeights, allowOutside, check, kvDType, kvScale, granularity, calibrate, tokenizer,
         };
         cmd.SetAction(parse =>
         {
+            var rule = KvScaleRule.Parse(parse.GetValue(kvScale)!);
             var options = new ConversionOptions
             {
+                KvDType = parse.GetValue(kvDType)!,
+                KvScale = rule.ToString(),
+                KvScaleGranularity = Plan.KvScaleTensors.Parse(parse.GetValue(granularity))!.Value,
                 Layout = parse.GetValue(layout)!,
                 Window = parse.GetValue(window),
                 Backend = parse.GetValue(backend)!,
@@ -52,6 +80,16 @@ internal static class ConvertVerb
                 LinkWeights = !parse.GetValue(copyWeights),
                 Load = new OnnxLoadOptions { AllowExternalDataOutsideModelFolder = parse.GetValue(allowOutside) },
             };
+            if (parse.GetValue(calibrate) is not null && rule.Kind != KvScaleRule.Kinds.Calibrate)
+                throw new MixAttentionException($"--calibrate is for --kv-scale calibrate; --kv-scale {rule} needs no calibration run.");
+            if (rule.Kind == KvScaleRule.Kinds.Calibrate && AsksForQuantized(options))
+            {
+                // Calibrate before converting: the scales are part of the model, and nothing is written if this fails.
+                var (tokens, description) = CalibrationTokens.Resolve(parse.GetValue(calibrate), parse.GetValue(input)!, parse.GetValue(tokenizer));
+                if (!parse.GetValue(json) && !Console.IsOutputRedirected)
+                    AnsiConsole.MarkupLine($"calibrating the KV scales on {Markup.Escape(description)} through the source model…");
+                options = options with { Calibration = KvCalibrator.Run(parse.GetValue(input)!, tokens, description, options.Load.AllowExternalDataOutsideModelFolder) };
+            }
             ConversionReport report;
             if (parse.GetValue(json) || Console.IsOutputRedirected)
                 report = Converter.Convert(parse.GetValue(input)!, parse.GetValue(output)!, options);
@@ -97,6 +135,24 @@ internal static class ConvertVerb
     }
 
     /// <summary>
+    /// True when the conversion may quantize a cache: --kv-dtype fp8/int8, or a JSON layout that names one (a cheap look
+    /// at the spec; the converter makes the real decision and fails clearly if a calibration is missing).
+    /// </summary>
+    private static bool AsksForQuantized(ConversionOptions o)
+    {
+        if (o.KvDType is "int8" or "fp8") return true;
+        string text = o.Layout;
+        if (!text.TrimStart().StartsWith('{'))
+        {
+            // A layout file, read as the layout parser reads it (a regular file of bounded size, never a FIFO); if that
+            // fails, the converter reports why.
+            try { text = File.Exists(o.Layout) ? SafeFiles.ReadAllText(o.Layout, "layout file", SafeFiles.MaxConfigBytes, followLink: true) : ""; }
+            catch (Exception e) when (e is MixAttentionException or IOException or UnauthorizedAccessException) { return false; }
+        }
+        return text.Contains("\"int8\"", StringComparison.Ordinal) || text.Contains("\"fp8\"", StringComparison.Ordinal);
+    }
+
+    /// <summary>
     /// Loads and runs the written model (and compares it with the source where that fits); a model that does not run is
     /// removed, with the data files it records as its own, before the error propagates, so no broken output is left.
     /// </summary>
@@ -131,7 +187,7 @@ internal static class ConvertVerb
             var entry = r.Plan.Caches.FirstOrDefault(c => c.Owner == l.Layer);
             table.AddRow(l.Layer.ToString(), l.IsSliding ? "sliding" : "global", l.IsSliding ? l.Window.ToString() : "-",
                 l.IsOwner ? "itself" : $"layer {l.KvSource}",
-                entry is null ? "-" : $"{(entry.IsSliding ? "ring" : "full")} ({entry.Readers.Count} readers)");
+                entry is null ? "-" : $"{(entry.IsSliding ? "ring" : "full")} {entry.DType} ({entry.Readers.Count} readers)");
         }
         AnsiConsole.Write(table);
         var summary = new Table().Border(TableBorder.Simple).AddColumn("").AddColumn(new TableColumn("before").RightAligned()).AddColumn(new TableColumn("after").RightAligned()).AddColumn(new TableColumn("ratio").RightAligned());
@@ -142,7 +198,14 @@ internal static class ConvertVerb
         summary.AddRow("parameters removed", "", r.Removed.Parameters.ToString("N0"), Cli.Bytes(r.Removed.InitializerBytes));
         AnsiConsole.Write(summary);
         int changed = r.Layout.Layers.Count(l => r.Differences.Any(d => d.StartsWith($"layer {l.Layer}:", StringComparison.Ordinal)));
-        if (r.Differences.Count > 0)
+        foreach (var d in r.Differences.Where(d => d.StartsWith("caches:", StringComparison.Ordinal)))
+            AnsiConsole.MarkupLine($"[yellow]quantized:[/] {Markup.Escape(d["caches:".Length..].Trim())}");
+        if (changed == 0 && r.Differences.Count > 0)
+        {
+            if (check.MaxAbsDiff is { } diff)
+                AnsiConsole.MarkupLine($"every layer attends as in the source; with quantized caches the logits differ from the source's by up to {diff:0.###} over {check.Tokens} tokens.");
+        }
+        else if (r.Differences.Count > 0)
             AnsiConsole.MarkupLine($"[yellow]retrofit:[/] {changed} layer(s) attend differently from the source (fine-tune or verify quality).");
         else if (check.MaxAbsDiff is null)
             AnsiConsole.MarkupLine("[green]exact by construction:[/] every layer attends as in the source model (no comparison ran).");

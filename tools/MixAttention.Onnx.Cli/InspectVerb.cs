@@ -54,12 +54,14 @@ internal static class InspectVerb
             table.AddRow(l.ToString(), plan.Windows[l] > 0 ? "sliding" : "global", plan.Windows[l] > 0 ? plan.Windows[l].ToString() : "-",
                 plan.KvSource[l] == l ? "itself" : $"layer {plan.KvSource[l]}",
                 entry is null ? "-" : Markup.Escape(entry.PastKey), entry is null ? "-" : entry.IsSliding ? $"ring of {entry.Window}{(entry.Readers.Count > 0 ? " + chunk" : "")}" : "max length",
-                entry?.KvNumHeads.ToString() ?? "-", entry?.HeadSize.ToString() ?? "-", entry?.DType ?? "-",
+                entry?.KvNumHeads.ToString() ?? "-", entry?.HeadSize.ToString() ?? "-", entry is null ? "-" : entry.Scales is { } sc ? $"{entry.DType} (scales per {Plan.KvScaleTensors.Name(sc.Granularity)})" : entry.DType,
                 entry is null ? "-" : entry.Readers.Count == 0 ? "none" : string.Join(",", entry.Readers),
                 entry is null ? "-" : Cli.Bytes(ModelInspection.PlanCacheBytes(entry, r.Context, r.Batch)));
         }
         AnsiConsole.Write(table);
-        AnsiConsole.MarkupLine($"{plan.Caches.Count} cache(s) for {plan.LayerCount} layers; KV cache at context {r.Context}, batch {r.Batch}: [bold]{Cli.Bytes(r.KvBytesConverted)}[/].");
+        var byType = r.KvBytesByDType.Count > 1 || plan.Caches.Any(c => c.IsQuantized)
+            ? " (" + string.Join(", ", r.KvBytesByDType.Select(p => $"{p.Key} {Cli.Bytes(p.Value)}")) + ")" : "";
+        AnsiConsole.MarkupLine($"{plan.Caches.Count} cache(s) for {plan.LayerCount} layers; KV cache at context {r.Context}, batch {r.Batch}: [bold]{Cli.Bytes(r.KvBytesConverted)}[/]{Markup.Escape(byType)}.");
     }
 
     private static void Render(ModelInspection r)

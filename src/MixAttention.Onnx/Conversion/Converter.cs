@@ -25,6 +25,17 @@ public sealed record ConversionOptions
     public bool LinkWeights { get; init; } = true;
     /// <summary>Load-time safety options.</summary>
     public OnnxLoadOptions Load { get; init; } = new();
+    /// <summary>
+    /// Cache element type of every owner (<c>--kv-dtype</c>): auto (the model's), fp16 or bf16 (only the model's own),
+    /// fp8 (E4M3) or int8. A JSON layout's per-layer <c>kv_dtype</c> takes precedence.
+    /// </summary>
+    public string KvDType { get; init; } = "auto";
+    /// <summary>Scales of quantized caches (<c>--kv-scale</c>): calibrate (needs <see cref="Calibration"/>), absmax:X or fixed:S.</summary>
+    public string KvScale { get; init; } = "calibrate";
+    /// <summary>One scale per tensor, per KV head or per channel (<c>--kv-scale-granularity</c>).</summary>
+    public KvScaleGranularity KvScaleGranularity { get; init; } = KvScaleGranularity.Channel;
+    /// <summary>The calibration run for <c>--kv-scale calibrate</c> (made by the runtime's <c>KvCalibrator</c> on the same source).</summary>
+    public KvCalibration? Calibration { get; init; }
 }
 
 /// <summary>What a conversion did, for the summary table and <c>--json</c>.</summary>
@@ -148,10 +159,19 @@ public static class Converter
         var differences = LayoutValidator.Differences(layout, layoutContext);
 
         var backend = LayoutLowering.Backend(options.Backend);
+        var quantization = KvQuantPlanner.Plan(layout, detection.Sites, options);
         var lowering = LayoutLowering.Apply(graph, detection.Sites, layout, backend,
-            new Progress<(int Done, int Total)>(p => progress?.Report((Stage.Lowering, (double)p.Done / p.Total))));
+            new Progress<(int Done, int Total)>(p => progress?.Report((Stage.Lowering, (double)p.Done / p.Total))), quantization);
+        if (quantization.Count > 0)
+        {
+            var dtypes = string.Join(", ", quantization.Values.Select(q => ElementTypes.DTypeName(q.ElementType)).Distinct());
+            var rule = KvScaleRule.Parse(options.KvScale);
+            differences = differences.Append($"caches: {quantization.Count} of {layout.Owners.Count} owner caches are quantized ({dtypes}, scales {rule}" +
+                (rule.Kind == KvScaleRule.Kinds.Calibrate ? $" on {options.Calibration!.Source}" : "") +
+                $", per {KvScaleTensors.Name(options.KvScaleGranularity)}): logits are close to the source's, not equal.").ToList();
+        }
 
-        var kv = new[] { 4096L, 32768L }.Select(t => (t, KvMemory.Unconverted(layoutContext, t), KvMemory.Layout(layout, layoutContext, t))).ToArray();
+        var kv = new[] { 4096L, 32768L }.Select(t => (t, KvMemory.Unconverted(layoutContext, t), lowering.Plan.Caches.Sum(c => Inspection.ModelInspection.PlanCacheBytes(c, t, 1)))).ToArray();
         var report = new ConversionReport
         {
             Input = model.SourcePath ?? "(in memory)",

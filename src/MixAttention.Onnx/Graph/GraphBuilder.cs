@@ -96,6 +96,10 @@ internal sealed class GraphBuilder
         ? Op("Shape", stem, new[] { x }, "", Int("start", start), Int("end", end))
         : Op("Slice", stem, new[] { Op("Shape", stem + "_full", new[] { x }), Int64s("starts", new[] { start }), Int64s("ends", new[] { end }) });
 
+    /// <summary>A string attribute.</summary>
+    public static AttributeProto Str(string name, string value) =>
+        new() { Name = name, Type = AttributeProto.Types.AttributeType.String, S = Google.Protobuf.ByteString.CopyFromUtf8(value) };
+
     /// <summary>An int attribute.</summary>
     public static AttributeProto Int(string name, long value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };
     /// <summary>A float attribute.</summary>

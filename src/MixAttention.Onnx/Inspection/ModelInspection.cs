@@ -22,6 +22,10 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
     /// <summary>KV bytes a converted model keeps at <see cref="Context"/> × <see cref="Batch"/>: one cache per owner, rings at their capacity.</summary>
     public long KvBytesConverted => Plan is null ? 0 : Plan.Caches.Sum(c => PlanCacheBytes(c, Context, Batch));
 
+    /// <summary><see cref="KvBytesConverted"/> split by cache element type (fp32, fp16, bf16, int8, fp8e4m3).</summary>
+    public IReadOnlyDictionary<string, long> KvBytesByDType => Plan is null ? new Dictionary<string, long>()
+        : Plan.Caches.GroupBy(c => c.DType).ToDictionary(g => g.Key, g => g.Sum(c => PlanCacheBytes(c, Context, Batch)));
+
     /// <summary>Bytes of one cache of a converted model (a ring holds its window, plus a chunk when other layers read it).</summary>
     public static long PlanCacheBytes(CacheEntry c, long context, long batch)
     {
@@ -86,7 +90,11 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
                 }).ToArray()),
                 ["issues"] = new JsonArray(),
                 ["cache_plan"] = JsonNode.Parse(plan.ToJson()),
-                ["kv_cache"] = new JsonObject { ["context"] = Context, ["batch"] = Batch, ["bytes"] = KvBytesConverted },
+                ["kv_cache"] = new JsonObject
+                {
+                    ["context"] = Context, ["batch"] = Batch, ["bytes"] = KvBytesConverted,
+                    ["bytes_by_dtype"] = new JsonObject(KvBytesByDType.Select(p => KeyValuePair.Create(p.Key, (JsonNode?)JsonValue.Create(p.Value)))),
+                },
             };
         var layers = new JsonArray();
         foreach (var s in Layers)

@@ -6,6 +6,12 @@ namespace MixAttention.Onnx.Layouts;
 /// <param name="Window">Keys visible per query, current token included (same meaning as <c>AttentionSite.Window</c>); 0 = global.</param>
 public sealed record LayerAssignment(int Layer, int KvSource, int Window)
 {
+    /// <summary>
+    /// The cache element type this layer asks for (<c>kv_dtype</c> in a JSON layout: fp16, bf16, fp8, int8, auto), or null
+    /// to take the conversion's <c>--kv-dtype</c>. A reader stores nothing: its value must agree with its owner's.
+    /// </summary>
+    public string? KvDType { get; init; }
+
     /// <summary>True when the layer owns (writes) a cache; false when it reads an earlier layer's.</summary>
     public bool IsOwner => KvSource == Layer;
 

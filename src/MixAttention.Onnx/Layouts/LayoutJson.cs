@@ -15,7 +15,7 @@ public static class LayoutJson
     public const int Version = 1;
 
     private static readonly string[] TopLevel = ["version", "name", "description", "layers"];
-    private static readonly string[] PerLayer = ["layer", "kv", "window"];
+    private static readonly string[] PerLayer = ["layer", "kv", "window", "kv_dtype"];
 
     /// <summary>Parses a layout document without validating it against a model.</summary>
     /// <param name="json">The document.</param>
@@ -74,7 +74,7 @@ public static class LayoutJson
                     throw Error($"layers[{i}] must be an object like {{\"kv\": {i}, \"window\": 0}}, not {Kind(e)}", i);
                 foreach (var p in e.EnumerateObject())
                     if (!PerLayer.Contains(p.Name))
-                        throw Error($"layers[{i}]: unknown property \"{p.Name}\"; a layer entry has \"layer\" (optional), \"kv\", \"window\"", i);
+                        throw Error($"layers[{i}]: unknown property \"{p.Name}\"; a layer entry has \"layer\" (optional), \"kv\", \"window\", \"kv_dtype\" (optional)", i);
                 if (e.TryGetProperty("layer", out var layerEl))
                 {
                     var layer = Int(layerEl, i, "layer");
@@ -89,7 +89,14 @@ public static class LayoutJson
                 var window = Int(wEl, i, "window");
                 if (window < 0)
                     throw new LayoutException(LayoutRule.InvalidWindow, $"layout JSON: layers[{i}]: \"window\" {window} is negative; use 0 for global or W > 0 for sliding", i);
-                layers.Add(new LayerAssignment(i, kv, window));
+                string? kvDType = null;
+                if (e.TryGetProperty("kv_dtype", out var dtEl))
+                {
+                    kvDType = dtEl.ValueKind == JsonValueKind.String ? dtEl.GetString() : null;
+                    if (kvDType is null || !Conversion.KvDTypes.IsKnown(kvDType))
+                        throw Error($"layers[{i}]: \"kv_dtype\" must be one of {string.Join(", ", Conversion.KvDTypes.Names.Select(x => $"\"{x}\""))}, not {dtEl.GetRawText()}", i);
+                }
+                layers.Add(new LayerAssignment(i, kv, window) { KvDType = kvDType });
                 i++;
             }
             return new MixAttentionLayout(layers, name, origin, spec);

@@ -24,7 +24,7 @@ internal static class LayoutLowering
 
     /// <summary>Rewrites <paramref name="graph"/> in place.</summary>
     public static LoweringResult Apply(ModelGraph graph, IReadOnlyList<AttentionSite> sites, MixAttentionLayout layout,
-        ILoweringBackend backend, IProgress<(int Done, int Total)>? progress = null)
+        ILoweringBackend backend, IProgress<(int Done, int Total)>? progress = null, IReadOnlyDictionary<int, CacheQuantization>? quantization = null)
     {
         if (layout.Count != sites.Count)
             throw new MixAttentionException($"the layout has {layout.Count} layers but the model has {sites.Count} attention layers.");
@@ -39,6 +39,16 @@ internal static class LayoutLowering
                     $"the layout must make it read a cache (e.g. layer {src}'s), not own one.");
 
         var ctx = new LoweringContext(graph, sites, layout);
+        foreach (var (owner, asked) in quantization ?? new Dictionary<int, CacheQuantization>())
+        {
+            if (!layout[owner].IsOwner)
+                throw new InvalidOperationException($"layer {owner} is quantized but owns no cache");
+            var site = sites[owner];
+            // GQA scales per tensor or per channel only; a per-head scale repeated over the head's channels is the same quantization.
+            var q = backend.Name == BackendName.OrtGqa ? Conversion.KvQuantPlanner.ExpandHeadsToChannels(asked, site.KvNumHeads, site.HeadSize) : asked;
+            ctx.Quantized[owner] = (q, ScaleInitializer(graph, $"kv_scales.{owner}.key", q.KeyScales, q.Granularity, site),
+                ScaleInitializer(graph, $"kv_scales.{owner}.value", q.ValueScales, q.Granularity, site));
+        }
         backend.Check(ctx);
 
         // 1. The old cache graph inputs/outputs go; owners get canonical ones with the backend's axes.
@@ -61,8 +71,9 @@ internal static class LayoutLowering
                 var (pastAxis, _) = backend.CacheAxis(a);
                 cache = ($"past_key_values.{layer}.key", $"past_key_values.{layer}.value");
                 // A past input whose old name is still read by not-yet-dead nodes is fine: they die below.
-                graph.AddGraphInput(GraphBuilder.TensorInfo(cache.Key, site.ElementType, ctx.BatchDim, (long)site.KvNumHeads, pastAxis, (long)site.HeadSize));
-                graph.AddGraphInput(GraphBuilder.TensorInfo(cache.Value, site.ElementType, ctx.BatchDim, (long)site.KvNumHeads, pastAxis, (long)site.HeadSize));
+                int cacheType = StorageType(backend, ctx.QuantizationOf(layer)?.Format.ElementType ?? site.ElementType);
+                graph.AddGraphInput(GraphBuilder.TensorInfo(cache.Key, cacheType, ctx.BatchDim, (long)site.KvNumHeads, pastAxis, (long)site.HeadSize));
+                graph.AddGraphInput(GraphBuilder.TensorInfo(cache.Value, cacheType, ctx.BatchDim, (long)site.KvNumHeads, pastAxis, (long)site.HeadSize));
             }
             else
             {
@@ -98,7 +109,8 @@ internal static class LayoutLowering
                 if (graph.Producer(canonical) is not null)
                     graph.RenameValue(canonical, graph.UniqueName(canonical + ".source"));
                 graph.RenameValue(tempName, canonical);
-                graph.AddGraphOutput(GraphBuilder.TensorInfo(canonical, site.ElementType, ctx.BatchDim, (long)site.KvNumHeads, presentAxis, (long)site.HeadSize));
+                graph.AddGraphOutput(GraphBuilder.TensorInfo(canonical, StorageType(backend, ctx.QuantizationOf(owner)?.Format.ElementType ?? site.ElementType),
+                    ctx.BatchDim, (long)site.KvNumHeads, presentAxis, (long)site.HeadSize));
             }
         }
 
@@ -121,7 +133,10 @@ internal static class LayoutLowering
                 Capacity = backend.Capacity(layout[o]),
                 KvNumHeads = sites[o].KvNumHeads,
                 HeadSize = sites[o].HeadSize,
-                DType = ElementTypes.DTypeName(sites[o].ElementType),
+                DType = ElementTypes.DTypeName(ctx.QuantizationOf(o)?.Format.ElementType ?? sites[o].ElementType),
+                Scales = ctx.QuantizationOf(o) is { } q ? new KvScaleTensors(q.KeyScale, q.ValueScale, q.Format.Granularity) : null,
+                Storage = ctx.QuantizationOf(o) is { } s && StorageType(backend, s.Format.ElementType) != s.Format.ElementType
+                    ? ElementTypes.DTypeName(StorageType(backend, s.Format.ElementType)) : null,
                 PastKey = $"past_key_values.{o}.key",
                 PastValue = $"past_key_values.{o}.value",
                 PresentKey = $"present.{o}.key",
@@ -134,9 +149,28 @@ internal static class LayoutLowering
             PastLengths = graph.IsGraphInput("past_lengths") ? "past_lengths" : null,
             NewLengths = graph.IsGraphInput("new_lengths") ? "new_lengths" : null,
             Logits = graph.Proto.Output.FirstOrDefault(o => o.Name == "logits")?.Name ?? graph.Proto.Output[0].Name,
+            ModelDType = ElementTypes.DTypeName(sites[0].ElementType),
         };
         plan.WriteTo(graph.Model.Proto);
         return new LoweringResult(plan, removed);
+    }
+
+    /// <summary>
+    /// The element type the graph declares for a cache of <paramref name="cacheType"/>: fp8 caches of the ops backend are
+    /// declared uint8 (the op's alias for E4M3FN bytes, docs/ops.md), because ORT's C# API cannot open a graph with
+    /// float8e4m3fn inputs; GQA and the reference's Cast need the real type.
+    /// </summary>
+    private static int StorageType(ILoweringBackend backend, int cacheType) =>
+        backend.Name == BackendName.Ops && cacheType == ElementTypes.Float8E4M3 ? (int)TensorProto.Types.DataType.Uint8 : cacheType;
+
+    /// <summary>A float32 initializer of scales in the shape <paramref name="granularity"/> gives ([1], [1,Hkv,1,1], [1,Hkv,1,D]).</summary>
+    private static string ScaleInitializer(ModelGraph graph, string stem, float[] scales, KvScaleGranularity granularity, AttentionSite site)
+    {
+        var t = new TensorProto { Name = graph.UniqueName(stem), DataType = (int)TensorProto.Types.DataType.Float };
+        t.Dims.AddRange(KvScaleTensors.Shape(granularity, site.KvNumHeads, site.HeadSize));
+        t.FloatData.AddRange(scales);
+        graph.AddInitializer(t);
+        return t.Name;
     }
 
     private static void RewireCacheShapeReads(LoweringContext ctx, IReadOnlyList<AttentionSite> sites, IReadOnlyList<string> oldCacheInputs)

@@ -65,6 +65,13 @@ internal sealed class LoweringContext
         return name;
     });
 
+    /// <summary>The quantized owners' caches: their element type, scales and the scale initializers' names (filled by <see cref="LayoutLowering"/>).</summary>
+    public Dictionary<int, (CacheQuantization Format, string KeyScale, string ValueScale)> Quantized { get; } = new();
+
+    /// <summary>The quantization of <paramref name="owner"/>'s cache, or null for a float cache.</summary>
+    public (CacheQuantization Format, string KeyScale, string ValueScale)? QuantizationOf(int owner) =>
+        Quantized.TryGetValue(owner, out var q) ? q : null;
+
     /// <summary>S, the step length, as an int64 1-element tensor.</summary>
     public string StepLength => Shared("step_length", () =>
         Builder.ShapeSlice("step_length", InputIds, 1, 2));

@@ -43,16 +43,20 @@ internal sealed class OpsBackend : ILoweringBackend
             Float(OpSpec.AttrScale, site.Scale), Float(OpSpec.AttrSoftcap, site.Softcap),
         };
         if (fused) attrs.Add(Int(OpSpec.AttrRotaryInterleaved, site.Rotary.Interleaved ? 1 : 0));
-        string[] rotary = fused ? new[] { site.Rotary.CosCache!, site.Rotary.SinCache! } : Array.Empty<string>();
+        // A quantized cache appends its scales (owner inputs 9/10, reader inputs 7/8, docs/ops.md); the optional rotary
+        // inputs before them are then "" when absent. Readers use their owner's scale initializers.
+        var quantized = ctx.QuantizationOf(a.KvSource);
+        string[] rotary = fused ? new[] { site.Rotary.CosCache!, site.Rotary.SinCache! } : quantized is null ? Array.Empty<string>() : new[] { "", "" };
+        string[] scales = quantized is { } qz ? new[] { qz.KeyScale, qz.ValueScale } : Array.Empty<string>();
         if (a.IsOwner)
         {
             var (q, k, v) = SiteInputs.Bshd(ctx, site, withKv: true, rotaryPositions: null);
-            var inputs = new[] { q, k!, v!, cache.Key, cache.Value, ctx.PastLengths, ctx.NewLengths }.Concat(rotary).ToArray();
+            var inputs = new[] { q, k!, v!, cache.Key, cache.Value, ctx.PastLengths, ctx.NewLengths }.Concat(rotary).Concat(scales).ToArray();
             var outs = b.Ops(OpSpec.WindowedAttention, $"L{site.Layer}/windowed_attention", inputs, OpSpec.OwnerOutputs.Count, OpSpec.Domain, attrs.ToArray());
             return new LoweredSite(SiteInputs.FromBshd(b, site, outs[0]), outs[1], outs[2]);
         }
         var (qr, _, _) = SiteInputs.Bshd(ctx, site, withKv: false, rotaryPositions: null);
-        var readerInputs = new[] { qr, cache.Key, cache.Value, ctx.PastLengths, ctx.NewLengths }.Concat(rotary).ToArray();
+        var readerInputs = new[] { qr, cache.Key, cache.Value, ctx.PastLengths, ctx.NewLengths }.Concat(rotary).Concat(scales).ToArray();
         var o = b.Op(OpSpec.SharedKvAttention, $"L{site.Layer}/shared_kv_attention", readerInputs, OpSpec.Domain, attrs.ToArray());
         return new LoweredSite(SiteInputs.FromBshd(b, site, o), null, null);
     }

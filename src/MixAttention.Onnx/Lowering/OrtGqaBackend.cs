@@ -12,6 +12,9 @@ namespace MixAttention.Onnx.Lowering;
 /// (<c>sliding_window_cache=1</c>, <c>local_window_size=W</c>, capacity W), readers of a global cache use
 /// GQA's shared-KV mode (empty key/value, the owner's buffer as past). GQA cannot read another layer's
 /// windowed cache, so layouts with sliding readers are refused.
+/// Quantized caches use GQA's own: <c>k_scale</c>/<c>v_scale</c> at inputs 12/13, <c>k_quant_type</c>/<c>v_quant_type</c>
+/// PER_TENSOR or PER_CHANNEL (per-head scales are expanded to per channel), <c>kv_cache_bit_width</c> 8. ORT runs int8
+/// caches on the CPU and int8/fp8 on CUDA.
 /// </summary>
 internal sealed class OrtGqaBackend : ILoweringBackend
 {
@@ -25,11 +28,20 @@ internal sealed class OrtGqaBackend : ILoweringBackend
         {
             if (!a.IsOwner && a.IsSliding)
                 throw new MixAttentionException($"layer {a.Layer} is a sliding layer reading layer {a.KvSource}'s cache: ORT's GroupQueryAttention cannot read another layer's windowed cache (sliding_window_cache does not support shared KV). Use --backend ops, or a layout whose sliding layers own their caches.");
+            if (!a.IsOwner && ctx.QuantizationOf(a.KvSource) is not null)
+                throw new MixAttentionException($"layer {a.Layer} reads layer {a.KvSource}'s quantized cache: ORT's GroupQueryAttention has no shared-KV mode for 8-bit caches " +
+                    "(it requires present outputs, which would copy the whole cache every step). Use --backend ops, or a float cache for that owner (\"kv_dtype\": \"auto\" on it in a JSON layout).");
             var site = ctx.Sites[a.Layer];
+            if (a.IsOwner && a.IsSliding && ctx.QuantizationOf(a.Layer) is not null && site.HeadSize % 16 != 0)
+                throw new MixAttentionException($"layer {a.Layer}: ORT's GroupQueryAttention keeps an 8-bit windowed cache (sliding_window_cache) only for head sizes that are a multiple of 16; this model's is {site.HeadSize}. " +
+                    "Use --backend ops or reference, or a float cache for this layer (\"kv_dtype\": \"auto\" in a JSON layout).");
             if (site.ElementType is not ((int)TensorProto.Types.DataType.Float or (int)TensorProto.Types.DataType.Float16 or (int)TensorProto.Types.DataType.Bfloat16))
                 throw new MixAttentionException($"layer {a.Layer}: GroupQueryAttention supports fp32 (CPU), fp16 and bf16; the model's attention is {(TensorProto.Types.DataType)site.ElementType}.");
         }
     }
+
+    /// <summary>Input index of GQA's <c>k_scale</c> (then <c>v_scale</c>); cos/sin, position_ids, attention_bias and head_sink come before it.</summary>
+    private const int KScaleInput = 12;
 
     /// <inheritdoc/>
     public CapacityRule Capacity(LayerAssignment owner) => owner.IsSliding ? CapacityRule.Window : CapacityRule.MaxLength;
@@ -74,6 +86,14 @@ internal sealed class OrtGqaBackend : ILoweringBackend
             Int("do_rotary", fused ? 1 : 0), Int("rotary_interleaved", site.Rotary.Interleaved ? 1 : 0),
         };
         if (a.IsOwner && a.IsSliding) attrs.Add(Int("sliding_window_cache", 1));
+        var quantized = ctx.QuantizationOf(a.KvSource);
+        if (quantized is { } qz)
+        {
+            var type = qz.Format.Granularity == Plan.KvScaleGranularity.Tensor ? "PER_TENSOR" : "PER_CHANNEL";
+            attrs.Add(Str("k_quant_type", type));
+            attrs.Add(Str("v_quant_type", type));
+            attrs.Add(Int("kv_cache_bit_width", 8));
+        }
         // A reader passes key/value with zero new tokens ([B, 0, Hkv·D]): GQA's shared-KV mode. (Omitting them
         // would make GQA read the query as packed QKV.)
         string emptyKv = a.IsOwner ? "" : ctx.Shared($"gqa_empty_kv_{site.KvNumHeads * site.HeadSize}_{site.ElementType}", () =>
@@ -88,6 +108,12 @@ internal sealed class OrtGqaBackend : ILoweringBackend
             q, a.IsOwner ? k! : emptyKv, a.IsOwner ? v! : emptyKv, cache.Key, cache.Value, SeqLensK(ctx), TotalLength(ctx),
         };
         if (fused) { inputs.Add(site.Rotary.CosCache!); inputs.Add(site.Rotary.SinCache!); }
+        if (quantized is { } scales)
+        {
+            while (inputs.Count < KScaleInput) inputs.Add("");
+            inputs.Add(scales.KeyScale);
+            inputs.Add(scales.ValueScale);
+        }
         if (a.IsOwner)
         {
             var outs = b.Ops("GroupQueryAttention", $"L{site.Layer}/gqa", inputs, 3, "com.microsoft", attrs.ToArray());

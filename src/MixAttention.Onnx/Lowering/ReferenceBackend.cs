@@ -10,6 +10,10 @@ namespace MixAttention.Onnx.Lowering;
 /// Lowers to plain standard ONNX that any ORT build runs — the semantic reference for tests: every owner
 /// keeps a growing concatenated cache, windows are explicit additive masks, readers are wired to their
 /// owner's present value. No custom op, no padding support (every sequence has the same length).
+/// A quantized cache is spelled out too, so the reference is a float reference of the same quantization: this step's
+/// K/V are quantized on write (<c>Cast</c> to fp32, <c>Mul</c> by <c>Reciprocal</c>(scale), <c>Round</c> half to even,
+/// <c>Clip</c> to [−128, 127], <c>Cast</c> to int8; for fp8 one saturating <c>Cast</c>, which rounds to nearest even) and the whole cache
+/// is dequantized on read (<c>Cast</c> to fp32, <c>Mul</c> by the scale, <c>Cast</c> to the model's type).
 /// </summary>
 internal sealed class ReferenceBackend : ILoweringBackend
 {
@@ -17,7 +21,14 @@ internal sealed class ReferenceBackend : ILoweringBackend
     public string Name => BackendName.Reference;
 
     /// <inheritdoc/>
-    public void Check(LoweringContext ctx) { }
+    public void Check(LoweringContext ctx)
+    {
+        // Cast to float8e4m3fn (with saturate) exists from ONNX opset 19; raising a model's opset would change the meaning
+        // of its other nodes, so an older model cannot hold an fp8 reference.
+        if (ctx.Quantized.Values.Any(q => q.Format.ElementType == Plan.ElementTypes.Float8E4M3) && ctx.Builder.Opset < 19)
+            throw new MixAttentionException($"the reference backend writes fp8 caches with Cast-19 (saturate), but this model imports ONNX opset {ctx.Builder.Opset}; " +
+                "use --kv-dtype int8, another backend (ops, ort-gqa), or export the model with opset ≥ 19.");
+    }
 
     /// <inheritdoc/>
     public CapacityRule Capacity(LayerAssignment owner) => CapacityRule.Growing;
@@ -52,14 +63,29 @@ internal sealed class ReferenceBackend : ILoweringBackend
         {
             var (qq, k, v) = SiteInputs.Bshd(ctx, site, withKv: true, Positions);
             q = qq;
-            presentK = b.Op("Concat", $"L{site.Layer}/present_key", new[] { cache.Key, ToBnsh(b, k!, site.KvNumHeads, site.HeadSize, $"L{site.Layer}/k") }, "", Int("axis", 2));
-            presentV = b.Op("Concat", $"L{site.Layer}/present_value", new[] { cache.Value, ToBnsh(b, v!, site.KvNumHeads, site.HeadSize, $"L{site.Layer}/v") }, "", Int("axis", 2));
+            var quant = ctx.QuantizationOf(site.Layer);
+            var newK = ToBnsh(b, k!, site.KvNumHeads, site.HeadSize, $"L{site.Layer}/k");
+            var newV = ToBnsh(b, v!, site.KvNumHeads, site.HeadSize, $"L{site.Layer}/v");
+            if (quant is { } qz)
+            {
+                newK = Quantize(ctx, b, newK, qz.KeyScale, qz.Format.ElementType, site, "k");
+                newV = Quantize(ctx, b, newV, qz.ValueScale, qz.Format.ElementType, site, "v");
+            }
+            presentK = Append(b, cache.Key, newK, quant?.Format.ElementType, $"L{site.Layer}/present_key");
+            presentV = Append(b, cache.Value, newV, quant?.Format.ElementType, $"L{site.Layer}/present_value");
             (keys, values) = (presentK, presentV);
         }
         else
         {
             (q, _, _) = SiteInputs.Bshd(ctx, site, withKv: false, Positions);
             (keys, values) = cache;
+        }
+        if (ctx.QuantizationOf(a.KvSource) is { } read)
+        {
+            // One dequantization per cache and step: the owner and its readers attend over the same float tensor.
+            var (k0, v0) = (keys, values);
+            keys = ctx.Shared($"ref_dequantized_{k0}", () => Dequantize(b, k0, read.KeyScale, site, "k"));
+            values = ctx.Shared($"ref_dequantized_{v0}", () => Dequantize(b, v0, read.ValueScale, site, "v"));
         }
 
         int group = site.NumHeads / site.KvNumHeads;
@@ -80,6 +106,50 @@ internal sealed class ReferenceBackend : ILoweringBackend
         var ctxv = b.Op("MatMul", $"L{site.Layer}/context", new[] { probs, vh });
         var merged = SiteInputs.ToBshd(b, ctxv, HeadLayout.BNSH, site.NumHeads * site.HeadSize, $"L{site.Layer}/out");
         return new LoweredSite(SiteInputs.FromBshd(b, site, merged), a.IsOwner ? presentK : null, a.IsOwner ? presentV : null);
+    }
+
+    /// <summary>x [B, Hkv, S, D] (model type) → the cache type: saturate(round(x / scale)) in fp32.</summary>
+    private static string Quantize(LoweringContext ctx, Graph.GraphBuilder b, string x, string scale, int cacheType, AttentionSite site, string what)
+    {
+        var stem = $"L{site.Layer}/{what}_quantize";
+        var f = site.ElementType == (int)TensorProto.Types.DataType.Float ? x
+            : b.Op("Cast", $"{stem}_fp32", new[] { x }, "", Int("to", (long)TensorProto.Types.DataType.Float));
+        // x · (1 / scale), not x / scale: ORT's GQA and our ops multiply by the fp32 inverse (docs/ops.md), and the two
+        // differ by one ulp often enough to move a value across a rounding boundary.
+        var inverse = ctx.Shared($"ref_inverse_{scale}", () => b.Op("Reciprocal", $"{stem}_inverse_scale", new[] { scale }));
+        var scaled = b.Op("Mul", $"{stem}_scaled", new[] { f, inverse });
+        if (cacheType == Plan.ElementTypes.Float8E4M3)
+            return b.Op("Cast", $"{stem}_fp8", new[] { scaled }, "", Int("to", cacheType), Int("saturate", 1));
+        var rounded = b.Op("Round", $"{stem}_round", new[] { scaled });
+        var clipped = b.Op("Clip", $"{stem}_clip", new[] { rounded, b.Scalar("int8_min", -128f, (int)TensorProto.Types.DataType.Float), b.Scalar("int8_max", 127f, (int)TensorProto.Types.DataType.Float) });
+        return b.Op("Cast", $"{stem}_int8", new[] { clipped }, "", Int("to", cacheType));
+    }
+
+    /// <summary>
+    /// past ++ new along the sequence axis. ONNX Concat has no float8 types, so fp8 codes are concatenated as their
+    /// (exact) fp32 values and cast back with saturate, which returns the same codes.
+    /// </summary>
+    private static string Append(Graph.GraphBuilder b, string past, string next, int? cacheType, string stem)
+    {
+        if (cacheType != Plan.ElementTypes.Float8E4M3)
+            return b.Op("Concat", stem, new[] { past, next }, "", Int("axis", 2));
+        var f32 = (long)TensorProto.Types.DataType.Float;
+        var both = b.Op("Concat", $"{stem}_fp32", new[]
+        {
+            b.Op("Cast", $"{stem}_past_fp32", new[] { past }, "", Int("to", f32)),
+            b.Op("Cast", $"{stem}_new_fp32", new[] { next }, "", Int("to", f32)),
+        }, "", Int("axis", 2));
+        return b.Op("Cast", stem, new[] { both }, "", Int("to", cacheType.Value), Int("saturate", 1));
+    }
+
+    /// <summary>A cache [B, Hkv, T, D] of int8/fp8 codes → q · scale in the model's type.</summary>
+    private static string Dequantize(Graph.GraphBuilder b, string cache, string scale, AttentionSite site, string what)
+    {
+        var stem = $"L{site.Layer}/{what}_dequantize";
+        var f = b.Op("Cast", $"{stem}_fp32", new[] { cache }, "", Int("to", (long)TensorProto.Types.DataType.Float));
+        var x = b.Op("Mul", $"{stem}_mul", new[] { f, scale });
+        return site.ElementType == (int)TensorProto.Types.DataType.Float ? x
+            : b.Op("Cast", $"{stem}_model_type", new[] { x }, "", Int("to", site.ElementType));
     }
 
     private static string ToBnsh(Graph.GraphBuilder b, string x, int heads, int headSize, string stem)

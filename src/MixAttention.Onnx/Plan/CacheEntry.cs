@@ -13,8 +13,18 @@ public sealed record CacheEntry
     public required int KvNumHeads { get; init; }
     /// <summary>Head size.</summary>
     public required int HeadSize { get; init; }
-    /// <summary>Element type name (fp32, fp16, bf16).</summary>
+    /// <summary>Element type name of the cache tensors: fp32, fp16, bf16, or the quantized int8 and fp8e4m3 (<see cref="ElementTypes"/>).</summary>
     public required string DType { get; init; }
+    /// <summary>
+    /// The element type the graph declares for the cache tensors when it is not <see cref="DType"/>'s own: <c>uint8</c>
+    /// for fp8e4m3 caches of the ops backend (the op's alias: the same E4M3FN bytes, because ORT's C# API cannot type
+    /// float8e4m3fn tensors). Null = <see cref="DType"/>.
+    /// </summary>
+    public string? Storage { get; init; }
+    /// <summary>The element type of the cache tensors in the graph: <see cref="Storage"/>, else <see cref="DType"/>.</summary>
+    public string StorageDType => Storage ?? DType;
+    /// <summary>The scales of a quantized cache (int8, fp8e4m3); null for a float cache.</summary>
+    public KvScaleTensors? Scales { get; init; }
     /// <summary>Graph input with the past keys.</summary>
     public required string PastKey { get; init; }
     /// <summary>Graph input with the past values.</summary>
@@ -25,6 +35,8 @@ public sealed record CacheEntry
     public required string PresentValue { get; init; }
     /// <summary>Other layers that read this cache.</summary>
     public required IReadOnlyList<int> Readers { get; init; }
+    /// <summary>True for an int8 or fp8 cache (stored as integers or fp8 codes, read through <see cref="Scales"/>).</summary>
+    public bool IsQuantized => ElementTypes.IsQuantizedDType(DType);
     /// <summary>True for a sliding (ring) cache.</summary>
     public bool IsSliding => Window > 0;
 }

@@ -12,8 +12,13 @@ public sealed record CachePlan
 {
     /// <summary>metadata_props key.</summary>
     public const string MetadataKey = "mixattention.cache_plan";
-    /// <summary>Format version written by this build.</summary>
-    public const int CurrentVersion = 1;
+    /// <summary>
+    /// Newest format version this build reads and writes: 2 adds quantized caches (a cache's <c>scales</c>). A plan with
+    /// only float caches is still written as version 1, so builds that predate quantized caches keep reading it.
+    /// </summary>
+    public const int CurrentVersion = 2;
+    /// <summary>Oldest format version this build reads.</summary>
+    public const int MinVersion = 1;
 
     /// <summary>Backend the model was lowered to: <c>ops</c>, <c>ort-gqa</c> or <c>reference</c> (<see cref="BackendName"/>).</summary>
     public required string Backend { get; init; }
@@ -47,13 +52,22 @@ public sealed record CachePlan
     public string? NewLengths { get; init; }
     /// <summary>Logits output.</summary>
     public required string Logits { get; init; }
+    /// <summary>
+    /// The element type of the model's attention (queries, outputs; fp32, fp16, bf16): what an unquantized cache of
+    /// this model holds. Null in plans that predate it; every cache then has this type.
+    /// </summary>
+    public string? ModelDType { get; init; }
+
+    /// <summary>The version <see cref="ToJson"/> writes: 2 when a cache is quantized, else 1.</summary>
+    public int FormatVersion => Caches.Any(c => c.IsQuantized || c.Scales is not null) ? CurrentVersion : MinVersion;
 
     /// <summary>The versioned JSON form.</summary>
     public string ToJson()
     {
         var caches = new JsonArray();
         foreach (var c in Caches)
-            caches.Add((JsonNode)new JsonObject
+        {
+            var entry = new JsonObject
             {
                 ["owner"] = c.Owner,
                 ["kind"] = c.IsSliding ? "sliding" : "global",
@@ -67,10 +81,20 @@ public sealed record CachePlan
                 ["present_key"] = c.PresentKey,
                 ["present_value"] = c.PresentValue,
                 ["readers"] = new JsonArray(c.Readers.Select(r => (JsonNode)JsonValue.Create(r)).ToArray()),
-            });
+            };
+            if (c.Storage is { } storage) entry["storage"] = storage;
+            if (c.Scales is { } scales)
+                entry["scales"] = new JsonObject
+                {
+                    ["granularity"] = KvScaleTensors.Name(scales.Granularity),
+                    ["key"] = scales.Key,
+                    ["value"] = scales.Value,
+                };
+            caches.Add((JsonNode)entry);
+        }
         var o = new JsonObject
         {
-            ["version"] = CurrentVersion,
+            ["version"] = FormatVersion,
             ["backend"] = Backend,
             ["layout"] = Layout,
             ["layout_name"] = LayoutName,
@@ -88,6 +112,7 @@ public sealed record CachePlan
             },
             ["logits"] = Logits,
         };
+        if (ModelDType is not null) o["model_dtype"] = ModelDType;
         return o.ToJsonString(new JsonSerializerOptions { WriteIndented = false });
     }
 
@@ -118,8 +143,8 @@ public sealed record CachePlan
     private static CachePlan Read(JsonObject o)
     {
         int version = o["version"]?.GetValue<int>() ?? 0;
-        if (version != CurrentVersion)
-            throw new MixAttentionException($"cache plan version {version} is not supported by this build (expects {CurrentVersion}); convert the model again with this version.");
+        if (version < MinVersion || version > CurrentVersion)
+            throw new MixAttentionException($"cache plan version {version} is not supported by this build (it reads {MinVersion} to {CurrentVersion}); convert the model again with this version.");
         T Req<T>(JsonNode? n, string what) => n is null ? throw new MixAttentionException($"cache plan lacks '{what}'.") : n.GetValue<T>();
         int Item(JsonNode? n, string what) => n is null ? throw new MixAttentionException($"cache plan: '{what}' has a null entry.") : n.GetValue<int>();
         var inputs = o["inputs"] as JsonObject ?? throw new MixAttentionException("cache plan lacks 'inputs'.");
@@ -153,6 +178,18 @@ public sealed record CachePlan
                     PresentKey = Req<string>(c["present_key"], "caches[].present_key"),
                     PresentValue = Req<string>(c["present_value"], "caches[].present_value"),
                     Readers = (c["readers"] as JsonArray ?? new JsonArray()).Select(r => Item(r, "caches[].readers")).ToArray(),
+                    Storage = c["storage"]?.GetValue<string>(),
+                    Scales = c["scales"] switch
+                    {
+                        null => null,
+                        JsonObject sc when version >= 2 => new KvScaleTensors(
+                            Req<string>(sc["key"], "caches[].scales.key"),
+                            Req<string>(sc["value"], "caches[].scales.value"),
+                            KvScaleTensors.Parse(Req<string>(sc["granularity"], "caches[].scales.granularity"))
+                                ?? throw new MixAttentionException($"cache plan: unknown scale granularity '{sc["granularity"]}' (tensor, head or channel).")),
+                        JsonObject => throw new MixAttentionException($"cache plan: a version-{version} plan has no quantized caches, but a cache lists 'scales'."),
+                        _ => throw new MixAttentionException("cache plan: 'caches[].scales' is not an object."),
+                    },
                 };
             }).ToArray(),
             InputIds = Req<string>(inputs["input_ids"], "inputs.input_ids"),
@@ -161,6 +198,7 @@ public sealed record CachePlan
             PastLengths = inputs["past_lengths"]?.GetValue<string>(),
             NewLengths = inputs["new_lengths"]?.GetValue<string>(),
             Logits = Req<string>(o["logits"], "logits"),
+            ModelDType = o["model_dtype"]?.GetValue<string>(),
         };
     }
 

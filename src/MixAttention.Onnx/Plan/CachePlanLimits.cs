@@ -66,6 +66,19 @@ internal static class CachePlanLimits
                 throw Bad($"{what} is a ring (capacity 'window') with window 0.");
             if (string.IsNullOrEmpty(c.DType) || c.DType.Length > 32)
                 throw Bad($"{what} has no usable dtype.");
+            if (c.IsQuantized)
+            {
+                if (c.Scales is not { } scales)
+                    throw Bad($"{what} is {c.DType} (quantized) but names no scales.");
+                Name(scales.Key, $"the key scales of {what}", false);
+                Name(scales.Value, $"the value scales of {what}", false);
+                if (scales.Key == scales.Value)
+                    throw Bad($"{what} names '{scales.Key}' as both its key and its value scales.");
+            }
+            else if (c.Scales is not null)
+                throw Bad($"{what} is {c.DType}, which is not quantized, but names scales.");
+            if (c.Storage is { } storage && !(storage == "uint8" && ElementTypes.FromDTypeName(c.DType) == ElementTypes.Float8E4M3))
+                throw Bad($"{what} is {c.DType} stored as '{(storage.Length > 32 ? storage[..32] + "…" : storage)}'; only fp8e4m3 caches may be stored as uint8.");
             Name(c.PastKey, $"the past key of {what}", true);
             Name(c.PastValue, $"the past value of {what}", true);
             Name(c.PresentKey, $"the present key of {what}", true);
@@ -77,6 +90,8 @@ internal static class CachePlanLimits
         for (int l = 0; l < plan.LayerCount; l++)
             if (!owners.Contains(plan.KvSource[l]))
                 throw Bad($"layer {l} reads the cache of layer {plan.KvSource[l]}, which owns none.");
+        if (plan.ModelDType is { } modelType && ElementTypes.FromDTypeName(modelType) is not (ElementTypes.Float or ElementTypes.Float16 or ElementTypes.BFloat16))
+            throw Bad($"'model_dtype' is '{(modelType.Length > 32 ? modelType[..32] + "…" : modelType)}'; it must be fp32, fp16 or bf16.");
         Name(plan.InputIds, "inputs.input_ids", false);
         Name(plan.Logits, "logits", false);
         foreach (var (n, what) in new[] { (plan.PositionIds, "inputs.position_ids"), (plan.AttentionMask, "inputs.attention_mask"), (plan.PastLengths, "inputs.past_lengths"), (plan.NewLengths, "inputs.new_lengths") })

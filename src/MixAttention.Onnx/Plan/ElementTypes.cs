@@ -3,7 +3,7 @@ using MixAttention.Onnx.Onnx.Proto;
 namespace MixAttention.Onnx.Plan;
 
 /// <summary>
-/// Element types as the plan names them (<see cref="CacheEntry.DType"/>: fp32, fp16, bf16), as ONNX numbers them
+/// Element types as the plan names them (<see cref="CacheEntry.DType"/>: fp32, fp16, bf16, int8, fp8e4m3), as ONNX numbers them
 /// (TensorProto.DataType; ONNX Runtime's TensorElementType has the same values) and their sizes: the one mapping
 /// the converter, the reports and the runtime share.
 /// </summary>
@@ -16,21 +16,40 @@ public static class ElementTypes
     /// <summary>ONNX BFLOAT16.</summary>
     public const int BFloat16 = (int)TensorProto.Types.DataType.Bfloat16;
 
-    /// <summary>The plan's name of an ONNX element type: fp32, fp16, bf16, else the ONNX name in lower case.</summary>
+    /// <summary>ONNX INT8 (a quantized cache).</summary>
+    public const int Int8 = (int)TensorProto.Types.DataType.Int8;
+    /// <summary>ONNX FLOAT8E4M3FN (a quantized cache: 4 exponent bits, 3 mantissa bits, no infinities, largest 448).</summary>
+    public const int Float8E4M3 = (int)TensorProto.Types.DataType.Float8E4M3Fn;
+
+    /// <summary>The plan's name of an ONNX element type: fp32, fp16, bf16, int8, fp8e4m3, else the ONNX name in lower case.</summary>
     public static string DTypeName(int onnxType) => ((TensorProto.Types.DataType)onnxType).ToString().ToLowerInvariant() switch
     {
         "float" => "fp32",
         "float16" => "fp16",
         "bfloat16" => "bf16",
+        "float8e4m3fn" => "fp8e4m3",
         var other => other,
     };
 
-    /// <summary>The ONNX element type of a plan dtype (fp32, fp16, bf16, or their long names), or null for any other.</summary>
+    /// <summary>The ONNX element type of a plan dtype (fp32, fp16, bf16, int8, fp8e4m3, or their long names), or null for any other.</summary>
     public static int? FromDTypeName(string dtype) => dtype switch
     {
         "fp32" or "float32" or "float" => Float,
         "fp16" or "float16" => Float16,
         "bf16" or "bfloat16" => BFloat16,
+        "int8" => Int8,
+        "fp8e4m3" or "fp8" or "float8e4m3fn" => Float8E4M3,
+        _ => null,
+    };
+
+    /// <summary>True for the quantized cache types (int8, fp8e4m3): they need scales.</summary>
+    public static bool IsQuantizedDType(string dtype) => FromDTypeName(dtype) is Int8 or Float8E4M3;
+
+    /// <summary>The largest magnitude a quantized type holds (qmax): 127 for int8, 448 for fp8 E4M3; null for a float type.</summary>
+    internal static float? QuantizedMax(int onnxType) => onnxType switch
+    {
+        Int8 => 127f,
+        Float8E4M3 => 448f,
         _ => null,
     };
 

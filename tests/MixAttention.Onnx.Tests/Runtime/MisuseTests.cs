@@ -251,7 +251,7 @@ public sealed class MisuseTests
             (p => EditFirstCache(p, c => c with { PresentValue = "no_such_present" }), "the cache plan names output 'no_such_present' (present value of the cache of layer 0), but the model has no such output"),
             (p => p with { PastLengths = "no_such_lengths" }, "input 'no_such_lengths' (past lengths)"),
             (p => p with { PositionIds = "no_such_positions" }, "input 'no_such_positions' (position ids)"),
-            (p => EditFirstCache(p, c => c with { DType = "int8" }), "edited.onnx: the cache of layer 0 has dtype 'int8', which this runtime does not support (it allocates fp32, fp16 and bf16 caches)"),
+            (p => EditFirstCache(p, c => c with { DType = "int4" }), "edited.onnx: the cache of layer 0 has dtype 'int4', which this runtime does not support (it allocates fp32, fp16, bf16, int8 and fp8e4m3 caches)"),
             (p => EditFirstCache(p, c => c with { DType = "fp16" }), "the cache plan says the cache of layer 0 is fp16 (Float16), but input '"),
             (p => EditFirstCache(p, c => c with { KvNumHeads = c.KvNumHeads + 1 }), "but the cache plan says"),
         };

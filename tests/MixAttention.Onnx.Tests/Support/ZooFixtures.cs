@@ -38,10 +38,11 @@ public static class ZooFixtures
     public static TorchReference Reference(string name) => TorchReference.ForDirectory(Dir(name));
 
     /// <summary>Converts <paramref name="model"/> into a fresh folder and returns the converted model's path.</summary>
-    public static string Convert(string model, string layout, string backend = "ops", int? window = null)
+    public static string Convert(string model, string layout, string backend = "ops", int? window = null, Func<ConversionOptions, ConversionOptions>? with = null)
     {
         var output = Path.Combine(TestPaths.TempDir(), "model.onnx");
-        Converter.Convert(model, output, new ConversionOptions { Layout = layout, Backend = backend, Window = window });
+        var options = new ConversionOptions { Layout = layout, Backend = backend, Window = window };
+        Converter.Convert(model, output, with is null ? options : with(options));
         return output;
     }
 
