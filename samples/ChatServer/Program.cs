@@ -25,6 +25,3 @@ app.MapGet("/v1/models", (ChatModelHost h) => Results.Json(new
 }));
 app.MapPost("/v1/chat/completions", ChatCompletionsEndpoint.Handle);
 app.Run();
-
-/// <summary>The sample's entry point (public for the ASP.NET Core test host).</summary>
-public partial class Program;

@@ -91,6 +91,9 @@ public sealed class MixAttentionChatClient : IChatClient
     /// <summary>The session's free batch slots as the decode loop last left them (every slot once all calls ended).</summary>
     public int FreeSlots => _scheduler.FreeSlots;
 
+    /// <summary>The decode loop (tests read its step counters).</summary>
+    internal ChatScheduler Scheduler => _scheduler;
+
     /// <summary>Tokens of the prompt <paramref name="messages"/> render to (what <c>UsageDetails.InputTokenCount</c> reports).</summary>
     public long[] EncodePrompt(IEnumerable<ChatMessage> messages) => _tokenizer.Encode(_template.Render(messages));
 
