@@ -42,6 +42,9 @@ internal sealed class ChatScheduler : IDisposable
     public long Steps { get; private set; }
     /// <summary>Most requests one decode step has carried.</summary>
     public int MaxStepBatch { get; private set; }
+    /// <summary>Requests dropped because their caller cancelled (or stopped reading) before they finished.</summary>
+    public int Cancelled => Volatile.Read(ref _cancelled);
+    private int _cancelled;
 
     /// <summary>Queues a request or refuses it when every slot is busy and the queue is full.</summary>
     public void Enqueue(ChatRequest request)
@@ -151,6 +154,7 @@ internal sealed class ChatScheduler : IDisposable
             }
             r.Sequence = -1;
         }
+        if (error is OperationCanceledException) Interlocked.Increment(ref _cancelled);
         if (error is not null) r.Fail(error);
         lock (_gate)
         {

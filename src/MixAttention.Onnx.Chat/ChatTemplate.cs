@@ -18,11 +18,11 @@ public sealed class ChatTemplate
     private readonly JinjaEngine? _engine;
     private readonly IReadOnlyDictionary<string, string> _specialTokens;
 
-    private ChatTemplate(string? source, IReadOnlyDictionary<string, string> specialTokens)
+    private ChatTemplate(string? source, IReadOnlyDictionary<string, string> specialTokens, TimeSpan? timeout = null)
     {
         Source = source;
         _specialTokens = specialTokens;
-        _engine = source is null ? null : new JinjaEngine(source);
+        _engine = source is null ? null : new JinjaEngine(source, timeout ?? JinjaEngine.DefaultTimeout);
     }
 
     /// <summary>What a model without a chat template gets: one <c>role: text</c> line per message, then <c>assistant:</c> when a reply is wanted.</summary>
@@ -74,6 +74,10 @@ public sealed class ChatTemplate
     /// <summary>A template from its Jinja source (null or blank: the plain fallback) and the special tokens its context gets.</summary>
     public static ChatTemplate FromString(string? source, IReadOnlyDictionary<string, string>? specialTokens = null) =>
         new(string.IsNullOrWhiteSpace(source) ? null : source, specialTokens ?? new Dictionary<string, string>());
+
+    /// <summary>As <see cref="FromString(string?, IReadOnlyDictionary{string, string}?)"/> with another render time limit (tests).</summary>
+    internal static ChatTemplate FromString(string? source, IReadOnlyDictionary<string, string>? specialTokens, TimeSpan timeout) =>
+        new(string.IsNullOrWhiteSpace(source) ? null : source, specialTokens ?? new Dictionary<string, string>(), timeout);
 
     /// <summary>The prompt text of <paramref name="messages"/>; with <paramref name="addGenerationPrompt"/> it ends where the assistant's reply begins.</summary>
     public string Render(IEnumerable<ChatMessage> messages, bool addGenerationPrompt = true)

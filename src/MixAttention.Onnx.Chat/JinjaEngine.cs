@@ -18,12 +18,13 @@ internal sealed class JinjaEngine
         export function render(template, json) { return template.render(JSON.parse(json)); }
         """;
 
-    private static readonly Lazy<string> Library = new(() =>
+    // Parsed once per process (115 KB of JavaScript), shared by every engine.
+    private static readonly Lazy<Prepared<Acornima.Ast.Module>> Library = new(() =>
     {
         using var stream = typeof(JinjaEngine).Assembly.GetManifestResourceStream("huggingface-jinja.js")
             ?? throw new InvalidOperationException("the embedded resource huggingface-jinja.js is missing from MixAttention.Onnx.Chat.");
         using var reader = new StreamReader(stream);
-        return reader.ReadToEnd();
+        return Engine.PrepareModule(reader.ReadToEnd(), "huggingface-jinja.js");
     });
 
     private readonly Lock _lock = new();
@@ -31,10 +32,14 @@ internal sealed class JinjaEngine
     private readonly JsValue _render;
     private readonly JsValue _template;
 
-    public JinjaEngine(string source)
+    /// <summary>How long one render may run by default.</summary>
+    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(5);
+
+    public JinjaEngine(string source, TimeSpan timeout)
     {
-        _engine = new Engine(o => o.TimeoutInterval(TimeSpan.FromSeconds(5)).LimitMemory(256L << 20).LimitRecursion(512));
-        _engine.Modules.Add("jinja", Library.Value);
+        _engine = new Engine(o => o.TimeoutInterval(timeout).LimitMemory(256L << 20).LimitRecursion(512));
+        var library = Library.Value;
+        _engine.Modules.Add("jinja", builder => builder.AddModule(library));
         _engine.Modules.Add("host", Host);
         var host = _engine.Modules.Import("host");
         _render = host.Get("render");

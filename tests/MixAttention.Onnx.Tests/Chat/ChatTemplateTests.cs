@@ -75,7 +75,7 @@ public sealed class ChatTemplateTests
         File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), """{"chat_template": 42}""");
         Assert.ThrowsExactly<MixAttentionException>(() => ChatTemplate.FromTokenizerConfig(dir));
         // A template that never ends is stopped by the engine's time limit instead of hanging the server.
-        var loop = ChatTemplate.FromString("{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}");
+        var loop = ChatTemplate.FromString("{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}", null, TimeSpan.FromMilliseconds(300));
         Assert.ThrowsExactly<MixAttentionException>(() => loop.Render([M("user", "Hi")]));
     }
 }

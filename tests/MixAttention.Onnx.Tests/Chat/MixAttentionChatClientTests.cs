@@ -113,6 +113,7 @@ public sealed class MixAttentionChatClientTests
     public async Task CancellingMidStreamFreesTheSequenceSlot()
     {
         ChatFixtures.WaitIdle(_client);
+        int cancelledBefore = _client.Scheduler.Cancelled;
         using var cts = new CancellationTokenSource();
         int updates = 0;
         await Assert.ThrowsAsync<OperationCanceledException>(async () =>
@@ -130,11 +131,13 @@ public sealed class MixAttentionChatClientTests
         Assert.AreEqual(0, _client.ActiveRequests);
         Assert.AreEqual(4, _client.FreeSlots);
         Assert.AreEqual(0, _client.Session.Sequences.Count, "the cancelled sequence was removed from the session");
+        Assert.AreEqual(cancelledBefore + 1, _client.Scheduler.Cancelled);
         // Leaving a stream early (break) gives the slot back too.
         await foreach (var _ in _client.GetStreamingResponseAsync(Ask("Another story"), Greedy(100))) break;
         ChatFixtures.WaitIdle(_client);
         Assert.AreEqual(4, _client.FreeSlots);
         Assert.AreEqual(0, _client.Session.Sequences.Count);
+        Assert.AreEqual(cancelledBefore + 2, _client.Scheduler.Cancelled);
     }
 
     [TestMethod]
