@@ -46,6 +46,12 @@ internal sealed class ChatScheduler : IDisposable
     public int Cancelled => Volatile.Read(ref _cancelled);
     private int _cancelled;
 
+    /// <summary>Test hook: runs on the loop thread before each batched decode step (tests hold the loop here).</summary>
+    internal Action? BeforeDecode { get; set; }
+
+    /// <summary>Live requests whose caller has cancelled; read it only while the loop is held in <see cref="BeforeDecode"/>.</summary>
+    internal int CancelRequestedWhileHeld => _active.Count(r => r.IsCancelled);
+
     /// <summary>Queues a request or refuses it when every slot is busy and the queue is full.</summary>
     public void Enqueue(ChatRequest request)
     {
@@ -114,6 +120,7 @@ internal sealed class ChatScheduler : IDisposable
     {
         var live = _active.Where(r => !r.IsFinished && !r.IsCancelled).ToList();
         if (live.Count == 0) return;
+        BeforeDecode?.Invoke();
         float[][] rows;
         try
         {

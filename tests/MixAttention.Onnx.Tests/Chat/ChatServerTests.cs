@@ -109,8 +109,11 @@ public sealed class ChatServerTests
         {
             Content = new StringContent(ChatServerClient.Body("A very long story", 100, stream: true), System.Text.Encoding.UTF8, "application/json"),
         };
-        using (var response = await _client.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cts.Token))
+        using var release = new ManualResetEventSlim(false);
+        var hold = ChatFixtures.HoldDecodes(host, release);
+        try
         {
+            using var response = await _client.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cts.Token);
             Assert.AreEqual(HttpStatusCode.OK, response.StatusCode);
             using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cts.Token));
             string? line;
@@ -118,6 +121,13 @@ public sealed class ChatServerTests
             Assert.IsNotNull(line, "a first event arrives");
             Assert.AreEqual(1, host.ActiveRequests, "the request holds a KV slot while it streams");
             cts.Cancel();
+            response.Dispose();
+            // The test host aborts the request (RequestAborted) once the client drops the response.
+            ChatFixtures.WaitCancelSeen(host, 1);
+        }
+        finally
+        {
+            hold.Dispose();
         }
         ChatFixtures.WaitIdle(host);
         Assert.AreEqual(0, host.ActiveRequests);

@@ -115,6 +115,8 @@ public sealed class MixAttentionChatClientTests
         ChatFixtures.WaitIdle(_client);
         int cancelledBefore = _client.Scheduler.Cancelled;
         using var cts = new CancellationTokenSource();
+        using var release = new ManualResetEventSlim(false);
+        var hold = ChatFixtures.HoldDecodes(_client, release);
         int updates = 0;
         await Assert.ThrowsAsync<OperationCanceledException>(async () =>
         {
@@ -124,6 +126,8 @@ public sealed class MixAttentionChatClientTests
                 {
                     Assert.AreEqual(1, _client.ActiveRequests, "the call holds a slot while it streams");
                     cts.Cancel();
+                    ChatFixtures.WaitCancelSeen(_client, 1);
+                    hold.Dispose();
                 }
             }
         });
@@ -132,8 +136,11 @@ public sealed class MixAttentionChatClientTests
         Assert.AreEqual(4, _client.FreeSlots);
         Assert.AreEqual(0, _client.Session.Sequences.Count, "the cancelled sequence was removed from the session");
         Assert.AreEqual(cancelledBefore + 1, _client.Scheduler.Cancelled);
+        hold.Dispose();
         // Leaving a stream early (break) gives the slot back too.
-        await foreach (var _ in _client.GetStreamingResponseAsync(Ask("Another story"), Greedy(100))) break;
+        using var release2 = new ManualResetEventSlim(false);
+        using (ChatFixtures.HoldDecodes(_client, release2))
+            await foreach (var _ in _client.GetStreamingResponseAsync(Ask("Another story"), Greedy(100))) break;
         ChatFixtures.WaitIdle(_client);
         Assert.AreEqual(4, _client.FreeSlots);
         Assert.AreEqual(0, _client.Session.Sequences.Count);
