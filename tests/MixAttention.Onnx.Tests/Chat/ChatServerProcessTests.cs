@@ -15,6 +15,7 @@ namespace MixAttention.Onnx.Tests.Chat;
 public sealed class ChatServerProcessTests
 {
     [TestMethod]
+    [TestCategory("Slow")]
     public async Task TheServerProcessAnswersOverLoopback()
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "ChatServer.dll");
