@@ -38,7 +38,7 @@ internal static class ChatCompletionsEndpoint
         }
         catch (BadRequestException e)
         {
-            await OpenAiErrors.Write(context, e.Status, e.Status == 404 ? "invalid_request_error" : "invalid_request_error", e.Code, e.Message, e.Param);
+            await OpenAiErrors.Write(context, e.Status, "invalid_request_error", e.Code, e.Message, e.Param);
             return;
         }
         catch (ContextLengthExceededException e)

@@ -9,7 +9,7 @@ namespace MixAttention.Onnx.Chat;
 /// <c>tokenizer_config.json</c>, rendered by @huggingface/jinja (the engine transformers.js uses) on Jint, with
 /// <c>messages</c> (role and text of each), <c>add_generation_prompt</c> and the special tokens of the config
 /// (<c>bos_token</c>, <c>eos_token</c>, …) in its context. A model without a template gets the plain transcript
-/// <see cref="PlainFormat"/> (docs/serving.md). Thread-safe.
+/// one <c>role: text</c> line per message, then <c>assistant:</c> when a reply is wanted (docs/serving.md). Thread-safe.
 /// </summary>
 public sealed class ChatTemplate
 {
@@ -24,9 +24,6 @@ public sealed class ChatTemplate
         _specialTokens = specialTokens;
         _engine = source is null ? null : new JinjaEngine(source, timeout ?? JinjaEngine.DefaultTimeout);
     }
-
-    /// <summary>What a model without a chat template gets: one <c>role: text</c> line per message, then <c>assistant:</c> when a reply is wanted.</summary>
-    public const string PlainFormat = "{role}: {text}\\n per message, then \"assistant:\"";
 
     /// <summary>The Jinja source, or null for the plain fallback.</summary>
     public string? Source { get; }

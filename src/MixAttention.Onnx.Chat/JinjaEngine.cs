@@ -70,9 +70,8 @@ internal sealed class JinjaEngine
         }
     }
 
-    private static string Describe(Exception e) => e is JavaScriptException js ? js.Error.ToString() is { Length: > 0 } s && s != "undefined" ? StripErrorPrefix(js.Message) : js.Message : e.Message;
-
-    private static string StripErrorPrefix(string message) => message.StartsWith("Error: ", StringComparison.Ordinal) ? message["Error: ".Length..] : message;
+    /// <summary>The engine's message without JavaScript's "Error: " prefix (raise_exception throws an Error).</summary>
+    private static string Describe(Exception e) => e.Message.StartsWith("Error: ", StringComparison.Ordinal) ? e.Message["Error: ".Length..] : e.Message;
 
 
 }

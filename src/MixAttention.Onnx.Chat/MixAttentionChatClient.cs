@@ -95,7 +95,7 @@ public sealed class MixAttentionChatClient : IChatClient
     internal ChatScheduler Scheduler => _scheduler;
 
     /// <summary>Tokens of the prompt <paramref name="messages"/> render to (what <c>UsageDetails.InputTokenCount</c> reports).</summary>
-    public long[] EncodePrompt(IEnumerable<ChatMessage> messages) => _tokenizer.Encode(_template.Render(messages));
+    internal long[] EncodePrompt(IEnumerable<ChatMessage> messages) => _tokenizer.Encode(_template.Render(messages));
 
     /// <inheritdoc />
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)

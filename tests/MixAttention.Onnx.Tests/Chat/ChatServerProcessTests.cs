@@ -20,7 +20,7 @@ public sealed class ChatServerProcessTests
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "ChatServer.dll");
         Assert.IsTrue(File.Exists(dll) && File.Exists(Path.Combine(AppContext.BaseDirectory, "ChatServer.runtimeconfig.json")), "the sample is built next to the tests");
-        var settings = ChatServerFactory.Settings(maxBatch: 4, maxQueue: 8, maxLength: 128).Where(s => !s.StartsWith("ChatServer:Model=", StringComparison.Ordinal) && !s.StartsWith("ChatServer:Tokenizer=", StringComparison.Ordinal));
+        var settings = ChatServerFactory.Settings(maxBatch: 4, maxQueue: 16, maxLength: 128).Where(s => !s.StartsWith("ChatServer:Model=", StringComparison.Ordinal) && !s.StartsWith("ChatServer:Tokenizer=", StringComparison.Ordinal));
         var start = new ProcessStartInfo("dotnet")
         {
             WorkingDirectory = TestPaths.TempDir(),
@@ -70,7 +70,7 @@ public sealed class ChatServerProcessTests
             CollectionAssert.AreEqual(alone, together);
 
             // A client that disconnects mid-stream: the server keeps serving (its slot comes back; the in-process test
-            // reads the slot accounting), and the next requests still fit all 4 slots + 8 queue places.
+            // reads the slot accounting), and the next 12 requests fit beside it (4 slots + 16 queue places) while the server notices the disconnect.
             using (var cts = new CancellationTokenSource())
             {
                 var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(ChatServerClient.Body("Long", 100, stream: true), System.Text.Encoding.UTF8, "application/json") };
