@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Package smoke test (issue 8; run by tests/MixAttention.Onnx.Tests/Packaging/PackageTests.cs):
-#   1. packs MixAttention.Onnx (library + runtime + libmixattention_ops.so) and the mixattn tool into a temp local feed;
+# Package smoke test (issues 8 and 21; run by tests/MixAttention.Onnx.Tests/Packaging/PackageTests.cs):
+#   1. packs the CPU library package MixAttention.Onnx, the GPU library package MixAttention.Onnx.Gpu (same assemblies
+#      and op library, depending on ORT's CUDA build instead of its CPU build) and the mixattn tool into a temp local
+#      feed; checks each one's layout, dependencies and size ("smoke: size ID BYTES limit BYTES" lines: far below
+#      nuget.org's 250 MB, and the tool without ORT's CUDA provider);
 #   2. creates a fresh `dotnet new console` project outside the repository that references MixAttention.Onnx from that
 #      feed (dependencies from the NuGet cache / nuget.org), writes samples/QuickStart/Program.cs into it, converts
 #      graphs/mistral-torchscript/model.onnx with the native layout and decodes a few steps, then the GPT-2 sample
 #      with its tokenizer (ORT Extensions from the package's dependency);
-#   3. installs the tool into a temp tool path and runs `mixattn --help`, `mixattn inspect` and `mixattn convert --json`.
+#   3. a second fresh project on MixAttention.Onnx.Gpu: restores ORT's CUDA build through the package, builds, and runs
+#      the same sample on CPU (this machine has no GPU; the CUDA path is checked on the GPU machine, docs/gpu.md);
+#   4. installs the tool into a temp tool path and runs --help, inspect, convert, verify and demo.
 # Prints "smoke: <step> ok" lines and ends with "package smoke: PASS" (exit 0) or "package smoke: FAIL <step>" (exit 1).
 # Env: MIXATTN_SMOKE_KEEP=1 keeps the temp folder; MIXATTN_SMOKE_NO_BUILD=1 packs the existing Release build;
-#      MIXATTN_PACK_CUDA=auto|true|false (default false here: the smoke test checks packaging, not the CUDA build).
+#      MIXATTN_PACK_CUDA=auto|true|false (default false here: the smoke test checks packaging, not the CUDA build);
+#      MIXATTN_SMOKE_GPU_NATIVE_LIB=PATH packs that prebuilt (CUDA) libmixattention_ops.so into the GPU package, to
+#      check the size of the package as it would be published.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
@@ -22,7 +29,7 @@ fail() { echo "package smoke: FAIL $1"; [ -f "$work/last.log" ] && tail -n 40 "$
 step() { echo "smoke: $1 ok"; }
 t0=$(date +%s)
 
-# 1. Pack both into the local feed. A fixed prerelease version, evicted from the global packages folder first,
+# 1. Pack the three into the local feed. A fixed prerelease version, evicted from the global packages folder first,
 #    so a re-run never restores a stale copy; everything else comes from the NuGet cache.
 build_flag=()
 if [ "${MIXATTN_SMOKE_NO_BUILD:-0}" = 1 ]; then build_flag=(--no-build); else
@@ -31,24 +38,53 @@ if [ "${MIXATTN_SMOKE_NO_BUILD:-0}" = 1 ]; then build_flag=(--no-build); else
 fi
 dotnet pack "$repo/src/MixAttention.Onnx.Runtime" -c Release "${build_flag[@]}" -o "$feed" -p:PackageVersion=$version \
   -p:MixAttnPackCuda="${MIXATTN_PACK_CUDA:-false}" >"$work/last.log" 2>&1 || fail pack-library
+gpu_lib=(-p:MixAttnPackCuda="${MIXATTN_PACK_CUDA:-false}")
+[ -n "${MIXATTN_SMOKE_GPU_NATIVE_LIB:-}" ] && gpu_lib=(-p:MixAttnPackNativeLib="$MIXATTN_SMOKE_GPU_NATIVE_LIB")
+# --no-restore: the first pack restored the project; the package id is all that differs.
+dotnet pack "$repo/src/MixAttention.Onnx.Runtime" -c Release "${build_flag[@]}" --no-restore -o "$feed" -p:PackageVersion=$version \
+  -p:MixAttnPackage=gpu "${gpu_lib[@]}" >"$work/last.log" 2>&1 || fail pack-gpu-library
 dotnet pack "$repo/tools/MixAttention.Onnx.Cli" -c Release "${build_flag[@]}" -o "$feed" -p:PackageVersion=$version >"$work/last.log" 2>&1 || fail pack-tool
-lib="$feed/MixAttention.Onnx.$version.nupkg"; tool="$feed/mixattn.$version.nupkg"
-[ -f "$lib" ] && [ -f "$tool" ] || fail pack-output
-listing=$(unzip -l "$lib")
-for f in lib/net10.0/MixAttention.Onnx.dll lib/net10.0/MixAttention.Onnx.Runtime.dll lib/net10.0/MixAttention.Onnx.Runtime.xml \
-         runtimes/linux-x64/native/libmixattention_ops.so buildTransitive/MixAttention.Onnx.targets; do
-  grep -q " $f\$" <<<"$listing" || { echo "missing $f in $(basename "$lib")" >"$work/last.log"; fail package-layout; }
+lib="$feed/MixAttention.Onnx.$version.nupkg"; gpu="$feed/MixAttention.Onnx.Gpu.$version.nupkg"; tool="$feed/mixattn.$version.nupkg"
+[ -f "$lib" ] && [ -f "$gpu" ] && [ -f "$tool" ] || fail pack-output
+for pkg in "$lib" "$gpu"; do
+  id=$(basename "$pkg" ".$version.nupkg")
+  listing=$(unzip -l "$pkg")
+  for f in lib/net10.0/MixAttention.Onnx.dll lib/net10.0/MixAttention.Onnx.Runtime.dll lib/net10.0/MixAttention.Onnx.Runtime.xml \
+           runtimes/linux-x64/native/libmixattention_ops.so "build/$id.targets" "buildTransitive/$id.targets"; do
+    grep -q " $f\$" <<<"$listing" || { echo "missing $f in $(basename "$pkg")" >"$work/last.log"; fail package-layout; }
+  done
 done
-nuspec=$(unzip -p "$lib" MixAttention.Onnx.nuspec)
+# Each library package depends on one ORT native package: the CPU build or the CUDA build, never both.
+has_dep() { grep -q "id=\"$2\"" <<<"$(unzip -p "$1" '*.nuspec')"; }
+for d in Microsoft.ML.OnnxRuntime Microsoft.ML.OnnxRuntime.Managed Google.Protobuf Microsoft.ML.OnnxRuntime.Extensions; do
+  has_dep "$lib" $d || { echo "MixAttention.Onnx: missing dependency $d" >"$work/last.log"; fail package-dependencies; }
+done
 for d in Microsoft.ML.OnnxRuntime.Gpu.Linux Microsoft.ML.OnnxRuntime.Managed Google.Protobuf Microsoft.ML.OnnxRuntime.Extensions; do
-  grep -q "id=\"$d\"" <<<"$nuspec" || { echo "missing dependency $d" >"$work/last.log"; fail package-dependencies; }
+  has_dep "$gpu" $d || { echo "MixAttention.Onnx.Gpu: missing dependency $d" >"$work/last.log"; fail package-dependencies; }
 done
-step "pack ($(du -h "$lib" | cut -f1) library, $(du -h "$tool" | cut -f1) tool)"
+has_dep "$lib" Microsoft.ML.OnnxRuntime.Gpu.Linux && { echo "MixAttention.Onnx depends on ORT's CUDA build" >"$work/last.log"; fail package-dependencies; }
+has_dep "$gpu" Microsoft.ML.OnnxRuntime && { echo "MixAttention.Onnx.Gpu depends on ORT's CPU build" >"$work/last.log"; fail package-dependencies; }
+# Nothing of ORT's own native libraries inside the library packages, and no CUDA provider inside the tool.
+unzip -l "$lib" | grep -q "libonnxruntime" && fail library-carries-ort
+unzip -l "$gpu" | grep -q "libonnxruntime" && fail gpu-library-carries-ort
+unzip -l "$tool" | grep -q "libonnxruntime_providers_cuda\|libonnxruntime_providers_tensorrt" && fail tool-carries-cuda-provider
+# Sizes (bytes), against limits far below nuget.org's 250 MB (262,144,000 bytes); PackageTests asserts them too.
+size_check() {
+  local bytes; bytes=$(stat -c %s "$1")
+  echo "smoke: size $(basename "$1" ".$version.nupkg") $bytes limit $2"
+  [ "$bytes" -le "$2" ] || fail "size-$(basename "$1")"
+}
+size_check "$lib" $((8 * 1024 * 1024))
+size_check "$gpu" $((150 * 1024 * 1024))
+size_check "$tool" $((64 * 1024 * 1024))
+step "pack ($(du -h "$lib" | cut -f1) library, $(du -h "$gpu" | cut -f1) GPU library, $(du -h "$tool" | cut -f1) tool)"
 
-# 2. A fresh console project that uses the package.
-rm -rf "${NUGET_PACKAGES:-$HOME/.nuget/packages}/mixattention.onnx/$version"   # the global packages folder
-dotnet new console -o "$app" -n SmokeApp --no-restore >"$work/last.log" 2>&1 || fail new-console
-cat >"$app/nuget.config" <<XML
+# 2. A fresh console project that uses the CPU package.
+nuget_root="${NUGET_PACKAGES:-$HOME/.nuget/packages}"
+rm -rf "$nuget_root/mixattention.onnx/$version" "$nuget_root/mixattention.onnx.gpu/$version" "$nuget_root/mixattn/$version"
+new_app() {   # new_app DIR PACKAGE_ID: a console project with the QuickStart sample and a nuget.config of the feed
+  dotnet new console -o "$1" -n SmokeApp --no-restore >"$work/last.log" 2>&1 || return 1
+  cat >"$1/nuget.config" <<XML
 <?xml version="1.0" encoding="utf-8"?>
 <configuration>
   <packageSources>
@@ -58,21 +94,37 @@ cat >"$app/nuget.config" <<XML
   </packageSources>
 </configuration>
 XML
-cp "$repo/samples/QuickStart/Program.cs" "$app/Program.cs"
-(cd "$app" && dotnet add package MixAttention.Onnx --version $version --no-restore >"$work/last.log" 2>&1) || fail add-package
+  cp "$repo/samples/QuickStart/Program.cs" "$1/Program.cs"
+  (cd "$1" && dotnet add package "$2" --version $version --no-restore >"$work/last.log" 2>&1)
+}
+new_app "$app" MixAttention.Onnx || fail add-package
 (cd "$app" && dotnet build -c Release >"$work/last.log" 2>&1) || fail build-app
-[ -f "$app/bin/Release/net10.0/libmixattention_ops.so" ] || { ls -R "$app/bin" >"$work/last.log"; fail op-library-in-output; }
-[ -f "$app/bin/Release/net10.0/libortextensions.so" ] || { ls -R "$app/bin" >"$work/last.log"; fail ortextensions-in-output; }
+bin="$app/bin/Release/net10.0"
+[ -f "$bin/libmixattention_ops.so" ] || { ls -R "$app/bin" >"$work/last.log"; fail op-library-in-output; }
+[ -f "$bin/libortextensions.so" ] || { ls -R "$app/bin" >"$work/last.log"; fail ortextensions-in-output; }
+[ -f "$bin/runtimes/linux-x64/native/libonnxruntime.so" ] || { ls -R "$app/bin" >"$work/last.log"; fail ort-in-output; }
+[ -e "$bin/runtimes/linux-x64/native/libonnxruntime_providers_cuda.so" ] && fail cpu-app-got-cuda-provider
 step "console app builds against MixAttention.Onnx $version"
-"$app/bin/Release/net10.0/SmokeApp" "$repo/graphs/mistral-torchscript/model.onnx" "$out/mistral" >"$work/last.log" 2>&1 || fail run-sample
+"$bin/SmokeApp" "$repo/graphs/mistral-torchscript/model.onnx" "$out/mistral" >"$work/last.log" 2>&1 || fail run-sample
 cat "$work/last.log"
 grep -q "^converted: 2 layers" "$work/last.log" && grep -q "^step 7: tokens" "$work/last.log" && grep -q "^KV memory: " "$work/last.log" || fail sample-output
 step "sample: mistral-torchscript converted (native) and decoded"
-"$app/bin/Release/net10.0/SmokeApp" "$repo/graphs/gpt2-ortattention/model.onnx" "$out/gpt2" --tokenizer "$repo/graphs/demo" >"$work/last.log" 2>&1 || fail run-sample-tokenizer
+"$bin/SmokeApp" "$repo/graphs/gpt2-ortattention/model.onnx" "$out/gpt2" --tokenizer "$repo/graphs/demo" >"$work/last.log" 2>&1 || fail run-sample-tokenizer
 grep -q "^KV memory: " "$work/last.log" || fail sample-tokenizer-output
 step "sample: gpt2-ortattention with its tokenizer (ORT Extensions)"
 
-# 3. The tool, installed from the feed.
+# 3. The GPU package: ORT's CUDA build comes through its dependency; the sample runs on CPU here.
+new_app "$work/gpuapp" MixAttention.Onnx.Gpu || fail add-gpu-package
+(cd "$work/gpuapp" && dotnet build -c Release >"$work/last.log" 2>&1) || fail build-gpu-app
+gbin="$work/gpuapp/bin/Release/net10.0"
+[ -f "$gbin/libmixattention_ops.so" ] || { ls -R "$gbin" >"$work/last.log"; fail gpu-op-library-in-output; }
+[ -f "$gbin/runtimes/linux-x64/native/libonnxruntime_providers_cuda.so" ] || { ls -R "$gbin" >"$work/last.log"; fail gpu-app-without-cuda-provider; }
+step "console app builds against MixAttention.Onnx.Gpu $version (ORT's CUDA provider restored)"
+"$gbin/SmokeApp" "$repo/graphs/mistral-torchscript/model.onnx" "$out/mistral-gpu" >"$work/last.log" 2>&1 || fail run-gpu-sample
+grep -q "^step 7: tokens" "$work/last.log" || fail gpu-sample-output
+step "sample on MixAttention.Onnx.Gpu (CPU execution)"
+
+# 4. The tool, installed from the feed.
 dotnet tool install mixattn --version $version --tool-path "$tools" --add-source "$feed" >"$work/last.log" 2>&1 || fail tool-install
 step "dotnet tool install mixattn"
 "$tools/mixattn" --help >"$work/last.log" 2>&1 && grep -q "convert" "$work/last.log" || fail tool-help

@@ -1,10 +1,11 @@
 // RegisterCustomOps: the library's only exported symbol. Registers the com.mixattention domain with
-// one kernel per (op, element type) for the CPU EP. A CUDA build (MIXATTN_CUDA) adds its kernels
+// one kernel per (op, element type T, cache type TCache) for the CPU EP. A CUDA build (MIXATTN_CUDA) adds its kernels
 // through RegisterCudaOps (native/src/cuda) into the same domain.
 #include <memory>
 #include <mutex>
 #include <vector>
 
+#include "cpu/attention_isa.h"
 #include "mixattention/op_spec.h"
 #include "ops/attention_ops.h"
 
@@ -26,13 +27,23 @@ Registry& GetRegistry() {
   return *registry;
 }
 
-// Op objects are stateless schema descriptions; one static instance each.
-mixattn::ops::WindowedAttentionOp<float> g_windowed_f32;
-mixattn::ops::WindowedAttentionOp<mixattn::Float16> g_windowed_f16;
-mixattn::ops::WindowedAttentionOp<mixattn::BFloat16> g_windowed_bf16;
-mixattn::ops::SharedKvAttentionOp<float> g_shared_f32;
-mixattn::ops::SharedKvAttentionOp<mixattn::Float16> g_shared_f16;
-mixattn::ops::SharedKvAttentionOp<mixattn::BFloat16> g_shared_bf16;
+// Op objects are stateless schema descriptions; one static instance per (op, T, TCache).
+using mixattn::BFloat16;
+using mixattn::Float16;
+using mixattn::Float8E4M3;
+#define MIXATTN_DEFINE_OPS(T, TC)                                  \
+  mixattn::ops::WindowedAttentionOp<T, TC> g_windowed_##T##_##TC; \
+  mixattn::ops::SharedKvAttentionOp<T, TC> g_shared_##T##_##TC;
+MIXATTN_FOR_EACH_TYPE_PAIR(MIXATTN_DEFINE_OPS)
+#undef MIXATTN_DEFINE_OPS
+// fp8 caches declared as uint8 (the same bytes): ORT's C# API cannot create a session with fp8 graph inputs.
+#define MIXATTN_DEFINE_FP8_AS_UINT8_OPS(T)                                                                \
+  mixattn::ops::WindowedAttentionOp<T, Float8E4M3, mixattn::ops::Float8E4M3AsUint8> g_windowed_##T##_u8; \
+  mixattn::ops::SharedKvAttentionOp<T, Float8E4M3, mixattn::ops::Float8E4M3AsUint8> g_shared_##T##_u8;
+MIXATTN_DEFINE_FP8_AS_UINT8_OPS(float)
+MIXATTN_DEFINE_FP8_AS_UINT8_OPS(Float16)
+MIXATTN_DEFINE_FP8_AS_UINT8_OPS(BFloat16)
+#undef MIXATTN_DEFINE_FP8_AS_UINT8_OPS
 
 }  // namespace
 
@@ -45,12 +56,17 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   Ort::InitApi(api);
   return mixattn::ops::GuardStatus([&] {
     Ort::CustomOpDomain domain{mixattn::spec::kDomain};
-    domain.Add(&g_windowed_f32);
-    domain.Add(&g_windowed_f16);
-    domain.Add(&g_windowed_bf16);
-    domain.Add(&g_shared_f32);
-    domain.Add(&g_shared_f16);
-    domain.Add(&g_shared_bf16);
+#define MIXATTN_ADD_OPS(T, TC)           \
+  domain.Add(&g_windowed_##T##_##TC); \
+  domain.Add(&g_shared_##T##_##TC);
+    MIXATTN_FOR_EACH_TYPE_PAIR(MIXATTN_ADD_OPS)
+#undef MIXATTN_ADD_OPS
+    domain.Add(&g_windowed_float_u8);
+    domain.Add(&g_windowed_Float16_u8);
+    domain.Add(&g_windowed_BFloat16_u8);
+    domain.Add(&g_shared_float_u8);
+    domain.Add(&g_shared_Float16_u8);
+    domain.Add(&g_shared_BFloat16_u8);
 #if defined(MIXATTN_WITH_CUDA)
     mixattn::cuda::RegisterCudaOps(domain);
 #endif

@@ -194,6 +194,27 @@ public sealed class MixAttentionModel : IDisposable
         // ORT resolves external data itself, with a lexical check only: refuse first what the converter would
         // (data that leads out of the model's folder through a link, FIFOs, devices; docs/security.md).
         if (options.CheckModelFiles) global::MixAttention.Onnx.Onnx.OnnxModel.Load(path);
+        return Create(path, options, so => new InferenceSession(path, so));
+    }
+
+    /// <summary>
+    /// A model from serialized bytes (a candidate the layout search built in memory, never written to disk):
+    /// <paramref name="label"/> names it in messages; external weights are resolved in <paramref name="externalDataFolder"/>
+    /// (the source model's folder, which the converter's checks already vetted).
+    /// </summary>
+    internal static MixAttentionModel OpenBytes(byte[] model, string label, string? externalDataFolder, ModelOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        options ??= new ModelOptions();
+        return Create(label, options, so =>
+        {
+            if (externalDataFolder is not null) so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", externalDataFolder);
+            return new InferenceSession(model, so);
+        });
+    }
+
+    private static MixAttentionModel Create(string path, ModelOptions options, Func<SessionOptions, InferenceSession> load)
+    {
         if (options.DeviceId < 0) throw new MixAttentionException($"ModelOptions.DeviceId must be >= 0, got {options.DeviceId}.");
         if (options.CudaGraphDecode && options.Device != ExecutionDevice.Cuda)
             throw new MixAttentionException($"ModelOptions.CudaGraphDecode needs ModelOptions.Device = Cuda (CUDA graphs are a CUDA execution provider feature); got Device = {options.Device}. Turn CudaGraphDecode off or run on Cuda.");
@@ -216,12 +237,12 @@ public sealed class MixAttentionModel : IDisposable
             {
                 try
                 {
-                    session = new InferenceSession(path, so);
+                    session = load(so);
                 }
                 catch (OnnxRuntimeException e) when (e.Message.Contains("ai.onnx.contrib", StringComparison.Ordinal) && OrtExtensionsLibrary.Find() is { } ext)
                 {
                     so.RegisterCustomOpLibrary(ext);
-                    session = new InferenceSession(path, so);
+                    session = load(so);
                 }
             }
             catch (OnnxRuntimeException e) when (opLib is null && e.Message.Contains(OpSpec.Domain, StringComparison.Ordinal))

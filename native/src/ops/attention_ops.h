@@ -10,7 +10,7 @@ namespace mixattn::ops {
 
 // Windowed (owner) attention: attends, then writes the chunk's K/V into its cache (in place when
 // present_* is bound to the past_* buffer).
-template <typename T>
+template <typename T, typename TCache = T>
 struct WindowedAttentionKernel {
   explicit WindowedAttentionKernel(const OpAttributes& attrs) : attrs_(attrs) {}
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
@@ -28,7 +28,9 @@ void ReleaseOwnerMayInplace(int* input_index, int* output_index);
 // input/output counts and types, the optional new_lengths and rotary caches, and the owner's in-place hint, all from
 // op_spec.h by kind. Derived ops add only what differs (the kernel type; GetExecutionProviderType
 // for CUDA).
-template <typename Derived, typename Kernel, typename T, OpKind K>
+// TCache: the declared element type of the K/V caches (T, int8_t, Float8E4M3 or Float8E4M3AsUint8); k_scale / v_scale
+// are float, optional.
+template <typename Derived, typename Kernel, typename T, OpKind K, typename TCache = T>
 struct AttentionOpSchema : Ort::CustomOpBase<Derived, Kernel, true> {
   static constexpr bool kOwner = K == OpKind::kOwner;
 
@@ -47,23 +49,33 @@ struct AttentionOpSchema : Ort::CustomOpBase<Derived, Kernel, true> {
   ONNXTensorElementDataType GetInputType(size_t index) const {
     const size_t past = kOwner ? spec::owner::kPastLengths : spec::reader::kPastLengths;
     const size_t newl = kOwner ? spec::owner::kNewLengths : spec::reader::kNewLengths;
-    return index == past || index == newl ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 : OnnxType<T>::value;
+    const size_t kc = kOwner ? spec::owner::kPastKey : spec::reader::kKeyCache;
+    const size_t vc = kOwner ? spec::owner::kPastValue : spec::reader::kValueCache;
+    const size_t ks = kOwner ? spec::owner::kKScale : spec::reader::kKScale;
+    const size_t vs = kOwner ? spec::owner::kVScale : spec::reader::kVScale;
+    if (index == past || index == newl) return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    if (index == ks || index == vs) return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    if (index == kc || index == vc) return OnnxType<TCache>::value;
+    return OnnxType<T>::value;
   }
-  // new_lengths and the rotary caches after it are optional.
+  // new_lengths and everything after it (rotary caches, scales) are optional.
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
     const size_t first_optional = kOwner ? spec::owner::kNewLengths : spec::reader::kNewLengths;
     return index >= first_optional ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
   }
   size_t GetOutputTypeCount() const { return kOwner ? spec::owner::kOutputCount : spec::reader::kOutputCount; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return OnnxType<T>::value; }
+  ONNXTensorElementDataType GetOutputType(size_t index) const {
+    return index == spec::owner::kOutput ? OnnxType<T>::value : OnnxType<TCache>::value;  // present_* are TCache
+  }
 };
 
-template <typename T>
-struct WindowedAttentionOp
-    : AttentionOpSchema<WindowedAttentionOp<T>, WindowedAttentionKernel<T>, T, OpKind::kOwner> {};
+// TSchema: the cache type the schema declares (TCache, or Float8E4M3AsUint8 for fp8 bytes typed uint8).
+template <typename T, typename TCache = T, typename TSchema = TCache>
+struct WindowedAttentionOp : AttentionOpSchema<WindowedAttentionOp<T, TCache, TSchema>, WindowedAttentionKernel<T, TCache>,
+                                               T, OpKind::kOwner, TSchema> {};
 
 // Shared-KV (reader) attention: reads another layer's cache, never writes.
-template <typename T>
+template <typename T, typename TCache = T>
 struct SharedKvAttentionKernel {
   explicit SharedKvAttentionKernel(const OpAttributes& attrs) : attrs_(attrs) {}
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
@@ -72,9 +84,9 @@ struct SharedKvAttentionKernel {
   OpAttributes attrs_;
 };
 
-template <typename T>
-struct SharedKvAttentionOp
-    : AttentionOpSchema<SharedKvAttentionOp<T>, SharedKvAttentionKernel<T>, T, OpKind::kReader> {};
+template <typename T, typename TCache = T, typename TSchema = TCache>
+struct SharedKvAttentionOp : AttentionOpSchema<SharedKvAttentionOp<T, TCache, TSchema>, SharedKvAttentionKernel<T, TCache>,
+                                               T, OpKind::kReader, TSchema> {};
 
 // The optional cos_cache / sin_cache inputs [M, R/2] (docs/ops.md, "Rotary"): both or neither, same shape,
 // 0 < R <= D. present == false when both are absent.
@@ -98,6 +110,7 @@ struct AttentionCall {
   const int32_t* past_lengths = nullptr;
   const int32_t* new_lengths = nullptr;  // nullptr when absent
   RotaryInputs rotary;
+  KvQuant quant;  // cache type (from the cache tensor's element type) and k_scale / v_scale when quantized
   void* output = nullptr;
   void* present_key = nullptr;
   void* present_value = nullptr;
@@ -109,18 +122,19 @@ struct AttentionCall {
 AttentionCall ReadCall(OpKind kind, const OpAttributes& attrs, const Ort::KernelContext& ctx, bool lengths_on_host);
 
 // The CPU kernel's arguments for a checked call (host data; the owner's chunk included).
-template <typename T>
-AttendArgs<T> AttendArgsOf(const AttentionCall& c) {
-  AttendArgs<T> a;
+template <typename T, typename TCache = T>
+AttendArgs<T, TCache> AttendArgsOf(const AttentionCall& c) {
+  AttendArgs<T, TCache> a;
   a.shape = c.shape;
   a.query = static_cast<const T*>(c.query);
   a.chunk_key = static_cast<const T*>(c.key);
   a.chunk_value = static_cast<const T*>(c.value);
-  a.key_cache = static_cast<const T*>(c.key_cache);  // owner: the state before this step's write
-  a.value_cache = static_cast<const T*>(c.value_cache);
+  a.key_cache = static_cast<const TCache*>(c.key_cache);  // owner: the state before this step's write
+  a.value_cache = static_cast<const TCache*>(c.value_cache);
   a.past_lengths = c.past_lengths;
   a.new_lengths = c.new_lengths;
   a.output = static_cast<T*>(c.output);
+  a.quant = c.quant;
   return a;
 }
 

@@ -27,6 +27,21 @@ template <>
 struct OnnxType<BFloat16> {
   static constexpr ONNXTensorElementDataType value = ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
 };
+template <>
+struct OnnxType<int8_t> {
+  static constexpr ONNXTensorElementDataType value = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
+};
+template <>
+struct OnnxType<Float8E4M3> {
+  static constexpr ONNXTensorElementDataType value = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT8E4M3FN;
+};
+// Schema tag: an fp8 E4M3FN cache declared as uint8 (the same bytes), for runtimes whose API cannot type fp8 tensors
+// (ORT's C# API, docs/ops.md "Quantized caches"). The kernel is the Float8E4M3 one.
+struct Float8E4M3AsUint8 {};
+template <>
+struct OnnxType<Float8E4M3AsUint8> {
+  static constexpr ONNXTensorElementDataType value = ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+};
 
 // Thrown by the checks below; turned into an ORT_INVALID_ARGUMENT status at the op boundary.
 struct InvalidArgument {

@@ -1,16 +1,35 @@
 using System.Diagnostics;
+using System.Globalization;
+using System.Text.RegularExpressions;
 using MixAttention.Onnx.Tests.Support;
 
 namespace MixAttention.Onnx.Tests.Packaging;
 
 /// <summary>
-/// Issue 8: tools/package-smoke.sh packs MixAttention.Onnx and the mixattn tool into a local feed, builds a fresh
-/// console project against the package (the QuickStart sample: convert, decode, stream, memory), and installs and
-/// runs the tool. About 40 s with a warm NuGet cache, so it runs everywhere; it needs bash and python3.
+/// Issues 8 and 21: tools/package-smoke.sh packs MixAttention.Onnx (CPU), MixAttention.Onnx.Gpu and the mixattn tool
+/// into a local feed, builds a fresh console project against each library package (the QuickStart sample: convert,
+/// decode, stream, memory; the GPU package's sample runs on CPU here), and installs and runs the tool. About 60 s with
+/// a warm NuGet cache, so it runs everywhere; it needs bash and python3.
 /// </summary>
 [TestClass]
-public sealed class PackageTests
+public sealed partial class PackageTests
 {
+    /// <summary>nuget.org refuses packages over 250 MB.</summary>
+    private const long NuGetOrgLimit = 250L * 1000 * 1000;
+
+    /// <summary>Size limits (bytes) per package id: the library packages carry only our assemblies and op library (ORT
+    /// comes as a dependency); the GPU one leaves room for the CUDA kernels; the tool must stay without ORT's CUDA
+    /// provider (about 280 MB uncompressed), which alone would put it near nuget.org's limit.</summary>
+    private static readonly Dictionary<string, long> SizeLimits = new()
+    {
+        ["MixAttention.Onnx"] = 8L << 20,
+        ["MixAttention.Onnx.Gpu"] = 150L << 20,
+        ["mixattn"] = 64L << 20,
+    };
+
+    [GeneratedRegex(@"^smoke: size (\S+) (\d+) limit (\d+)$", RegexOptions.Multiline)]
+    private static partial Regex SizeLine();
+
     [TestMethod]
     [TestCategory("Slow")]
     public void PackagesRestoreIntoAFreshProjectAndTheToolRuns()
@@ -33,6 +52,7 @@ public sealed class PackageTests
         foreach (var step in new[]
                  {
                      "smoke: pack", "smoke: console app builds against MixAttention.Onnx", "smoke: sample: mistral-torchscript converted (native) and decoded ok",
+                     "smoke: console app builds against MixAttention.Onnx.Gpu", "smoke: sample on MixAttention.Onnx.Gpu (CPU execution) ok",
                      "smoke: sample: gpt2-ortattention with its tokenizer", "smoke: dotnet tool install mixattn ok", "smoke: mixattn inspect --json ok",
                      "smoke: mixattn convert --json ok", "smoke: mixattn verify --expect-exact", "smoke: mixattn demo",
                  })
@@ -41,5 +61,14 @@ public sealed class PackageTests
         StringAssert.Contains(output, "converted: 2 layers, 2 caches");
         StringAssert.Contains(output, "step 7: tokens");
         StringAssert.Contains(output, "KV memory: ");
+        // Every package's size, measured by the script, within our limit and nuget.org's.
+        var sizes = SizeLine().Matches(output).ToDictionary(m => m.Groups[1].Value, m => long.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture));
+        CollectionAssert.AreEquivalent(SizeLimits.Keys.ToList(), sizes.Keys.ToList(), output);
+        foreach (var (id, bytes) in sizes)
+        {
+            Assert.IsTrue(bytes > 0, $"{id}: empty package");
+            Assert.IsTrue(bytes <= SizeLimits[id], $"{id}: {bytes:N0} bytes, over the limit of {SizeLimits[id]:N0}");
+            Assert.IsTrue(bytes < NuGetOrgLimit, $"{id}: {bytes:N0} bytes, over nuget.org's 250 MB");
+        }
     }
 }

@@ -1,9 +1,11 @@
 """Writes a 1B-class Llama-style decoder in onnxruntime-genai's layout (GroupQueryAttention with fused rotary,
-SimplifiedLayerNormalization, SiLU MLP), fp16, random weights, weights in one external-data file.
+SimplifiedLayerNormalization, SiLU MLP), fp16 (or fp32), random weights, weights in one external-data file, and the
+genai_config.json onnxruntime-genai's builder writes for it (past_present_share_buffer, as the builder sets for GQA).
 
 usage: python3 build_model.py OUT_DIR [--layers 24] [--hidden 2048] [--heads 32] [--kv-heads 8] [--ffn 5632]
-                              [--norms skip|plain]
-Random weights (seeded, N(0, 0.02)): the end-to-end benchmark measures speed and memory, not text.
+                              [--vocab 32000] [--max-pos 131072] [--dtype fp16|fp32] [--norms skip|plain]
+Random weights (seeded, N(0, 0.02)): the benchmarks measure speed and memory, not text. tools/genai-compare builds its
+fp32 CPU model with this script.
 
 --norms skip (default) writes the residual stream as GenAI's builder does: the first norm a SimplifiedLayerNormalization,
 every later one a com.microsoft SkipSimplifiedLayerNormalization that also adds the residual (its fourth output is the
@@ -28,7 +30,10 @@ p.add_argument("--ffn", type=int, default=5632)
 p.add_argument("--vocab", type=int, default=32000)
 p.add_argument("--max-pos", type=int, default=131072)
 p.add_argument("--norms", choices=["skip", "plain"], default="skip")
+p.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16")
 a = p.parse_args()
+DT = np.float16 if a.dtype == "fp16" else np.float32
+ELEM = TensorProto.FLOAT16 if a.dtype == "fp16" else TensorProto.FLOAT
 H, nh, kvh, L, F, V = a.hidden, a.heads, a.kv_heads, a.layers, a.ffn, a.vocab
 hd = H // nh
 rng = np.random.default_rng(0)
@@ -42,7 +47,7 @@ def init(name, arr):
 
 
 def w(name, *shape):
-    return init(name, (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16))
+    return init(name, (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(DT))
 
 
 def node(op, inputs, outputs=None, domain="", **attrs):
@@ -53,7 +58,7 @@ def node(op, inputs, outputs=None, domain="", **attrs):
 
 
 def norm(x, name):
-    return node("SimplifiedLayerNormalization", [x, init(name, np.ones(H, np.float16))], axis=-1, epsilon=1e-5, stash_type=1)
+    return node("SimplifiedLayerNormalization", [x, init(name, np.ones(H, DT))], axis=-1, epsilon=1e-5, stash_type=1)
 
 
 def residual_norm(x, residual, name, last=False):
@@ -61,7 +66,7 @@ def residual_norm(x, residual, name, last=False):
     if a.norms == "plain":
         total = node("Add", [residual, x])
         return norm(total, name), total
-    gamma = init(name, np.ones(H, np.float16))
+    gamma = init(name, np.ones(H, DT))
     outs = [f"{name}.out"] if last else [f"{name}.out", "", "", f"{name}.sum"]
     node("SkipSimplifiedLayerNormalization", [x, residual, gamma], outs, domain="com.microsoft", epsilon=1e-5)
     return outs[0], (None if last else outs[3])
@@ -69,15 +74,15 @@ def residual_norm(x, residual, name, last=False):
 
 inv_freq = 1.0 / (10000.0 ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
 freqs = np.outer(np.arange(a.max_pos, dtype=np.float64), inv_freq)
-cos = init("cos_cache", np.cos(freqs).astype(np.float16))
-sin = init("sin_cache", np.sin(freqs).astype(np.float16))
+cos = init("cos_cache", np.cos(freqs).astype(DT))
+sin = init("sin_cache", np.sin(freqs).astype(DT))
 inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
           helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"])]
-outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT16, ["batch_size", "sequence_length", V])]
+outputs = [helper.make_tensor_value_info("logits", ELEM, ["batch_size", "sequence_length", V])]
 for i in range(L):
     for kv in ("key", "value"):
-        inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kv}", TensorProto.FLOAT16, ["batch_size", kvh, "past_sequence_length", hd]))
-        outputs.append(helper.make_tensor_value_info(f"present.{i}.{kv}", TensorProto.FLOAT16, ["batch_size", kvh, "total_sequence_length", hd]))
+        inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kv}", ELEM, ["batch_size", kvh, "past_sequence_length", hd]))
+        outputs.append(helper.make_tensor_value_info(f"present.{i}.{kv}", ELEM, ["batch_size", kvh, "total_sequence_length", hd]))
 one = init("one_i64", np.array(1, np.int64))
 ax1 = init("axes_1", np.array([1], np.int64))
 seqlens = node("Cast", [node("Sub", [node("ReduceSum", ["attention_mask", ax1], keepdims=0), one])], ["seqlens_k"], to=TensorProto.INT32)
@@ -108,5 +113,24 @@ onnx.save(model, os.path.join(a.out, "model.onnx"), save_as_external_data=True, 
           location="model.onnx.data", size_threshold=1024)
 params = sum(int(np.prod(t.dims)) for t in inits)
 json.dump({"num_hidden_layers": L, "hidden_size": H, "num_attention_heads": nh, "num_key_value_heads": kvh,
-           "intermediate_size": F, "vocab_size": V, "parameters": params, "norms": a.norms}, open(os.path.join(a.out, "config.json"), "w"), indent=1)
-print(f"wrote {a.out}/model.onnx: {L} layers, {params / 1e9:.2f} B parameters")
+           "intermediate_size": F, "vocab_size": V, "parameters": params, "norms": a.norms, "dtype": a.dtype},
+          open(os.path.join(a.out, "config.json"), "w"), indent=1)
+# What onnxruntime-genai's builder writes for a GQA Llama (src/python/py/models/builders/base.py, make_genai_config).
+genai = {
+    "model": {
+        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "type": "llama", "vocab_size": V, "context_length": a.max_pos,
+        "decoder": {
+            "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
+            "filename": "model.onnx", "head_size": hd, "hidden_size": H, "num_attention_heads": nh,
+            "num_hidden_layers": L, "num_key_value_heads": kvh,
+            "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                       "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"},
+            "outputs": {"logits": "logits", "present_key_names": "present.%d.key", "present_value_names": "present.%d.value"},
+        },
+    },
+    "search": {"diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0, "max_length": a.max_pos,
+               "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1, "num_return_sequences": 1, "past_present_share_buffer": True,
+               "repetition_penalty": 1.0, "temperature": 1.0, "top_k": 1, "top_p": 1.0},
+}
+json.dump(genai, open(os.path.join(a.out, "genai_config.json"), "w"), indent=1)
+print(f"wrote {a.out}/model.onnx: {L} layers, {params / 1e9:.3f} B parameters, {a.dtype}")

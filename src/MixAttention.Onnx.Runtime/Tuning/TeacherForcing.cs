@@ -1,0 +1,162 @@
+namespace MixAttention.Onnx.Runtime.Tuning;
+
+/// <summary>
+/// Runs models teacher-forced over a text cut into sequences of <see cref="Context"/> tokens, as the runtime runs a
+/// prompt: each sequence is prefilled in chunks of the prefill size from an empty cache, and its last tokens are fed
+/// one decode step at a time. The reference model's next-token log-probabilities are kept (positions × vocabulary
+/// floats) so every other model is scored against them without running the reference again.
+/// </summary>
+internal sealed class TeacherForcing
+{
+    private readonly long[][] _sequences;
+    private readonly EvaluationOptions _options;
+    private float[][]? _referenceLogProbs; // [position][vocab]
+    private int[]? _referenceTop;
+
+    public TeacherForcing(IReadOnlyList<long> tokens, int context, EvaluationOptions options)
+    {
+        if (tokens.Count < 2) throw new MixAttentionException($"the text has {tokens.Count} token(s); scoring needs at least 2.");
+        _options = options;
+        Context = Math.Min(context, tokens.Count);
+        var sequences = new List<long[]>();
+        for (int start = 0; start + 1 < tokens.Count; start += Context)
+        {
+            int length = Math.Min(Context, tokens.Count - start);
+            if (length < 2 || (sequences.Count > 0 && length < Context / 2)) break; // a short tail would only weigh early positions
+            sequences.Add(Enumerable.Range(start, length).Select(i => tokens[i]).ToArray());
+        }
+        _sequences = sequences.ToArray();
+        Positions = _sequences.Sum(s => s.Length - 1);
+    }
+
+    public int Context { get; }
+    public int Sequences => _sequences.Length;
+    public int Positions { get; }
+
+    /// <summary>Runs the reference model and keeps its log-probabilities; returns its own scores (KL 0).</summary>
+    public ModelEvaluation RunReference(MixAttentionModel model, string name, string? layout, IProgress<TuningProgress>? progress = null)
+    {
+        _referenceLogProbs = new float[Positions][];
+        _referenceTop = new int[Positions];
+        return Score(model, name, layout, keep: true, progress);
+    }
+
+    /// <summary>Runs <paramref name="model"/> and scores it against the reference.</summary>
+    public ModelEvaluation Run(MixAttentionModel model, string name, string? layout, IProgress<TuningProgress>? progress = null)
+    {
+        if (_referenceLogProbs is null) throw new InvalidOperationException("run the reference first");
+        return Score(model, name, layout, keep: false, progress);
+    }
+
+    private ModelEvaluation Score(MixAttentionModel model, string name, string? layout, bool keep, IProgress<TuningProgress>? progress)
+    {
+        var config = new SessionConfig { MaxBatch = 1, MaxLength = Context, PrefillChunk = Math.Min(_options.PrefillChunk, Context) };
+        using var session = model.CreateSession(config);
+        var nll = new double[Positions];
+        var kl = new double[Positions];
+        var agree = new bool[Positions];
+        int position = 0;
+        for (int q = 0; q < _sequences.Length; q++)
+        {
+            progress?.Report(new TuningProgress($"running {Short(name)}", q, _sequences.Length));
+            var tokens = _sequences[q];
+            int decode = Math.Min(_options.DecodeTokens, tokens.Length - 2);
+            int prefill = tokens.Length - 1 - decode; // the last token predicts nothing: it is never fed
+            int seq = session.AddSequence();
+            var rows = new List<ReadOnlyMemory<float>>(tokens.Length - 1);
+            var all = session.Prefill(seq, tokens.AsSpan(0, prefill), allPositions: true);
+            int vocab = all.Length / prefill;
+            if (!keep && _referenceLogProbs![position].Length != vocab)
+                throw new MixAttentionException($"{name} has a vocabulary of {vocab} but the source has {_referenceLogProbs[position].Length}; compare conversions of the same model.");
+            for (int t = 0; t < prefill; t++) rows.Add(all.AsMemory(t * vocab, vocab));
+            for (int t = prefill; t < prefill + decode; t++)
+                rows.Add(session.Decode(new[] { seq }, new[] { tokens[t] })[0]);
+            session.RemoveSequence(seq);
+            // Scoring a row is a pass over the vocabulary (a log-softmax and, against the reference, a KL): the positions of
+            // a sequence are scored in parallel, each thread with its own scratch row.
+            int first = position;
+            if (tokens.Skip(1).FirstOrDefault(id => id >= vocab) is var outside and > 0)
+                throw new MixAttentionException($"token id {outside} is outside the model's vocabulary [0, {vocab}).");
+            Parallel.For(0, rows.Count, () => new double[vocab], (t, _, scratch) =>
+            {
+                Take(rows[t].Span, tokens[t + 1], first + t, scratch);
+                return scratch;
+            }, _ => { });
+            position += rows.Count;
+        }
+        progress?.Report(new TuningProgress($"running {Short(name)}", _sequences.Length, _sequences.Length));
+
+        void Take(ReadOnlySpan<float> logits, long next, int p, double[] logProbs)
+        {
+            LogSoftmax(logits, logProbs);
+            nll[p] = -logProbs[next];
+            int top = ArgMax(logProbs);
+            if (keep)
+            {
+                var stored = new float[logProbs.Length];
+                for (int i = 0; i < stored.Length; i++) stored[i] = (float)logProbs[i];
+                _referenceLogProbs![p] = stored;
+                _referenceTop![p] = top;
+                agree[p] = true;
+                return;
+            }
+            var reference = _referenceLogProbs![p];
+            double sum = 0;
+            for (int i = 0; i < reference.Length; i++)
+            {
+                double lp = reference[i];
+                sum += Math.Exp(lp) * (lp - (float)logProbs[i]); // rounded as the reference was: equal logits give 0
+            }
+            kl[p] = Math.Max(0, sum);
+            agree[p] = top == _referenceTop![p];
+        }
+
+        long kvBytes = session.Memory().BytesPerSequence;
+        return Summarize(name, layout, nll, kl, agree, kvBytes);
+    }
+
+    private ModelEvaluation Summarize(string name, string? layout, double[] nll, double[] kl, bool[] agree, long kvBytes)
+    {
+        // Positions are laid out sequence after sequence; the position within its sequence decides the bucket.
+        int width = Math.Max(1, (Context - 1 + _options.Buckets - 1) / _options.Buckets);
+        int buckets = (Context - 1 + width - 1) / width;
+        var n = new int[buckets];
+        var sNll = new double[buckets];
+        var sKl = new double[buckets];
+        var mKl = new double[buckets];
+        var sAgree = new int[buckets];
+        int p = 0;
+        foreach (var s in _sequences)
+            for (int t = 0; t < s.Length - 1; t++, p++)
+            {
+                int b = t / width;
+                n[b]++; sNll[b] += nll[p]; sKl[b] += kl[p]; mKl[b] = Math.Max(mKl[b], kl[p]); if (agree[p]) sAgree[b]++;
+            }
+        var list = new List<PositionBucket>();
+        for (int b = 0; b < buckets; b++)
+            if (n[b] > 0)
+                list.Add(new PositionBucket(b * width, Math.Min(Context - 1, (b + 1) * width), n[b], Math.Exp(sNll[b] / n[b]), sKl[b] / n[b], mKl[b], (double)sAgree[b] / n[b]));
+        return new ModelEvaluation(name, layout, Math.Exp(nll.Average()), kl.Average(), kl.Max(), (double)agree.Count(a => a) / agree.Length, kvBytes, list);
+    }
+
+    /// <summary>A model path as progress shows it: its folder and file name.</summary>
+    private static string Short(string name) =>
+        name.Contains('/') ? Path.Combine(Path.GetFileName(Path.GetDirectoryName(name)) ?? "", Path.GetFileName(name)) : name;
+
+    private static void LogSoftmax(ReadOnlySpan<float> logits, double[] output)
+    {
+        double max = double.NegativeInfinity;
+        foreach (var v in logits) max = Math.Max(max, v);
+        double z = 0;
+        foreach (var v in logits) z += Math.Exp(v - max);
+        double log = Math.Log(z) + max;
+        for (int i = 0; i < logits.Length; i++) output[i] = logits[i] - log;
+    }
+
+    private static int ArgMax(double[] values)
+    {
+        int best = 0;
+        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
+        return best;
+    }
+}
