@@ -39,9 +39,13 @@ cfg = {
     "clean_up_tokenization_spaces": False,
     "model_max_length": 2048,
     "tokenizer_class": "GPT2Tokenizer",
+    # The ChatML template of the Qwen1.5 / Qwen2 instruct models (README.md), so the chat client and the sample
+    # server render real Jinja on the demo model.
+    "chat_template": "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
 }
 with open(os.path.join(out, "tokenizer.json"), "w", encoding="utf-8") as f:
     json.dump(tok, f, ensure_ascii=False, separators=(",", ":"))
 with open(os.path.join(out, "tokenizer_config.json"), "w", encoding="utf-8") as f:
     json.dump(cfg, f, ensure_ascii=False, indent=2)
+    f.write("\n")
 print(f"{len(vocab)} tokens, {len(merges)} merges -> {out}")
