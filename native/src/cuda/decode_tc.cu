@@ -46,23 +46,36 @@ using dev::Traits;
 constexpr int kWarps = kDecodeTcThreads / 32;
 constexpr int kKeys = kDecodeTcKeysPerTile;  // keys per warp tile
 
-template <int D>
+// kCodes: the caches hold 1-byte codes (int8 / fp8). Their ring holds codes, so it has more stages for the same bytes in
+// flight (D = 128: 4 tiles of 2 KB a warp ahead instead of 2 of 4 KB), and each warp has a staging pair of K / V tiles
+// of T (16 x D each, swizzled like the 16-bit ring) that the codes of the oldest stage are converted into before the
+// tensor-core math, which then runs unchanged.
+template <int D, bool kCodes = false>
 struct TcGeometry {
   // Tried for D = 64 and not kept (H200 kbench, W = 1024): a 7-stage ring (2 blocks/SM) made sliding calls at
   // B = 8 / 16 11-16% slower; 32-key stages (8 KB like D = 128, 3 stages) 3-9% slower; long calls moved 0-2%.
-  static constexpr int kStages = D <= 64 ? 4 : 3;
+  static constexpr int kStages = kCodes ? (D <= 64 ? 7 : D <= 128 ? 5 : 4) : (D <= 64 ? 4 : 3);
   static constexpr int kTileElems = kKeys * D;                       // one K (or V) tile
-  static constexpr int kWarpElems = kStages * 2 * kTileElems;        // a warp's ring
   // Rotary: the block's (up to 8) query rows, rotated, staged in warp 0's last ring stage, which no copy fills before
   // the key loop (the prologue issues stages 0 .. kStages - 2); rows padded by 16 bytes so the fragment reads of the 8
   // heads fall in different banks. No extra shared memory: 16 more bytes a row had moved the D = 64 / 128 blocks to
   // the next shared-memory carveout (less L1) and cost short non-rotary calls 2-6% (H200 kbench A/B).
+  // (kCodes: warp 0's staging tiles, which no copy fills either.)
   static constexpr int kQueryStride = D + 8;
-  static constexpr int kQueryOffset = (kStages - 1) * 2 * kTileElems;  // elements: warp 0's last stage
-  static_assert(8 * kQueryStride <= 2 * kTileElems, "the staged query rows must fit one ring stage");
+  static_assert(8 * kQueryStride <= kTileElems, "the staged query rows must fit one tile");
+  template <typename T>
+  static constexpr size_t ElemBytes() { return kCodes ? 1 : sizeof(T); }
+  template <typename T>
+  static constexpr size_t RingBytes() { return size_t{kStages} * 2 * kTileElems * ElemBytes<T>(); }
+  template <typename T>
+  static constexpr size_t WarpBytes() { return RingBytes<T>() + (kCodes ? 2 * kTileElems * sizeof(T) : 0); }
+  template <typename T>
+  static constexpr size_t QueryByteOffset() {  // within warp 0's region
+    return kCodes ? RingBytes<T>() : size_t{kStages - 1} * 2 * kTileElems * sizeof(T);
+  }
   template <typename T>
   static constexpr size_t SmemBytes() {
-    const size_t ring = size_t{kWarps} * kWarpElems * sizeof(T);
+    const size_t ring = size_t{kWarps} * WarpBytes<T>();
     // The 4 warps' merge, then (cluster merge) the block's partial: [8][D] accumulators and 8 (max, sum) pairs.
     const size_t merge = (size_t{kWarps} * 8 * D + 2 * kWarps * 8 + 8 * D + 2 * 8) * sizeof(float);
     const size_t splits = 16 + (8 * 256 + 8) * sizeof(float);  // MergeSplitsIfLast: flag, weights of 8 heads x 256 splits
@@ -269,21 +282,28 @@ __device__ __forceinline__ void StageRotatedQuery(const T* q, int g_count, int p
 // without rotary 2-6% slower after the staged rotation replaced RotatePairs, until the two were split).
 // kCluster: launched as clusters of p.splits blocks (one group each); the splits merge in distributed shared memory
 // (ClusterMergeSplits) instead of through global partials (MergeSplitsIfLast / CombineKernel).
-template <typename T, int D, bool kRotary, bool kCluster>
+// TC: the caches' element type — T, or 1-byte codes (int8_t / __nv_fp8_e4m3; kCodes) that are copied to the ring as
+// codes (16-byte copies of 16 codes), converted to T in the warp's staging tiles (exact), and scaled outside the
+// loop: the K scale folds into the query (per channel, rounded to T) or into the score scale (per tensor / head, fp32),
+// the V scale multiplies the block's accumulators before its partial or output is written.
+template <typename T, typename TC, int D, bool kRotary, bool kCluster>
 __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_constant__ DecodeParams p) {
-  using G = TcGeometry<D>;
-  constexpr int NV = D / 8;              // 16-byte chunks per row
+  constexpr bool kCodes = !std::is_same_v<T, TC>;
+  using G = TcGeometry<D, kCodes>;
+  constexpr int EPC = 16 / static_cast<int>(sizeof(TC));  // cache elements per 16-byte chunk
+  constexpr int NV = D / EPC;            // 16-byte chunks per cache row
   constexpr int KC = D / 16;             // k-steps of QK^T, m-tiles of PV
   constexpr int CPL = kKeys * NV / 32;   // chunks per lane per K (or V) tile
   constexpr int NS = G::kStages;
-  static_assert(NV % 8 == 0 && (kKeys * NV) % 32 == 0, "head size must be a multiple of 64");
+  static_assert(NV % 4 == 0 && (kKeys * NV) % 32 == 0, "head size must be a multiple of 64");
   static_assert(sizeof(T) == 2, "tensor-core decode is for 16-bit types");
+  static_assert(sizeof(TC) == sizeof(T) || sizeof(TC) == 1, "caches of T or of 1-byte codes");
   // 128-byte aligned: the swizzled rows assume it (see MergeSplitsIfLast on static shared variables).
   extern __shared__ __align__(128) uint4 smem_raw[];
-  T* smem = reinterpret_cast<T*>(smem_raw);
+  char* smem_bytes = reinterpret_cast<char*>(smem_raw);
 
   constexpr int kBlockKeys = kWarps * kKeys;
-  const dev::DecodeBlock<T, D> blk(p, p.head_chunk, kBlockKeys);
+  const dev::DecodeBlock<TC, D> blk(p, p.head_chunk, kBlockKeys);
   const int z = blk.z, split = blk.split, kvh = blk.kvh, chunk = blk.chunk, b = blk.b, s = blk.s, P = blk.P;
   const int g_count = blk.g_count, h0 = blk.h0, pos = blk.pos, per = blk.per, kb = blk.kb, ke = blk.ke;
   const bool active = blk.active;
@@ -291,8 +311,8 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   const int S = p.seq, splits = p.splits, Hq = p.num_heads, Hkv = p.kv_num_heads, C = p.capacity;
   const T* chunk_k = static_cast<const T*>(p.chunk_key);
   const T* chunk_v = static_cast<const T*>(p.chunk_value);
-  const T* cache_k = blk.cache_k;
-  const T* cache_v = blk.cache_v;
+  const TC* cache_k = blk.cache_k;
+  const TC* cache_v = blk.cache_v;
 
   // Tiles of this warp: a contiguous quarter of [kb, ke) (flag bit 0 clear), or every 4th tile of
   // [kb, ke) so that the block streams one contiguous region (bit 0 set).
@@ -304,8 +324,12 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   // Constant divisors on either side of the (warp-uniform) choice.
   const int ntiles = interleave ? (tend - tbase + kWarps * kKeys - 1) / (kWarps * kKeys) : (tend - tbase + kKeys - 1) / kKeys;
 
-  T* ring = smem + static_cast<size_t>(warp) * G::kWarpElems;
+  T* ring = reinterpret_cast<T*>(smem_bytes + static_cast<size_t>(warp) * G::template WarpBytes<T>());  // kCodes: codes
   const uint32_t ring_addr = SmemAddr(ring);
+  // kCodes: the warp's staging K / V tiles of T after its ring.
+  T* stage_k = reinterpret_cast<T*>(reinterpret_cast<char*>(ring) + G::template RingBytes<T>());
+  const uint32_t stage_addr = SmemAddr(stage_k);
+  constexpr uint32_t kTileBytes = static_cast<uint32_t>(G::kTileElems * G::template ElemBytes<T>());
   const bool owner = chunk_k != nullptr;
   const size_t chunk_row = (static_cast<size_t>(b) * S * Hkv + kvh) * D;  // chunk row of position P (s = 0)
 
@@ -317,19 +341,20 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
 #pragma unroll
   for (int i = 0; i < CPL; ++i) {
     const int r = r_lane + i * RS;
-    soff[i] = static_cast<uint32_t>(Swizzled<D>(r, c_lane) * sizeof(T));
+    // Codes: rows stored linearly (the conversion reads each lane's chunk back with one 16-byte load, conflict-free).
+    soff[i] = kCodes ? static_cast<uint32_t>(r * D + c_lane * EPC) : static_cast<uint32_t>(Swizzled<D>(r, c_lane) * sizeof(T));
   }
   // Issues the copies of tile t into stage st (always commits a group, possibly empty).
   auto issue = [&](int t, int st) {
     if (t < ntiles) {
       const int k0 = tbase + t * tstride;
-      const uint32_t sk = ring_addr + static_cast<uint32_t>(st * 2 * G::kTileElems * sizeof(T));
-      const uint32_t sv = sk + static_cast<uint32_t>(G::kTileElems * sizeof(T));
+      const uint32_t sk = ring_addr + static_cast<uint32_t>(st) * 2 * kTileBytes;
+      const uint32_t sv = sk + kTileBytes;
       if (k0 + kKeys <= tend && (!owner || k0 + kKeys <= P) && next_slot + kKeys <= C) {
         // Common case (warp-uniform): 16 full rows of past keys in consecutive cache slots, so every copy
         // is a fixed offset from one row pointer. Keeps the issue cost per tile to the copies themselves;
         // the general path below costs ~10x the instructions, which bound short (sliding-window) calls.
-        const size_t row = static_cast<size_t>(next_slot) * D + static_cast<size_t>(r_lane) * D + c_lane * 8;
+        const size_t row = static_cast<size_t>(next_slot) * D + static_cast<size_t>(r_lane) * D + c_lane * EPC;
 #pragma unroll
         for (int i = 0; i < CPL; ++i) {
           CpAsync16(sk + soff[i], cache_k + row + i * RS * D, 16);
@@ -343,19 +368,22 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
           const bool valid = j < tend;
           int slot = next_slot + r;
           while (slot >= C) slot -= C;
-          const T* kr;
-          const T* vr;
+          const void* kr;
+          const void* vr;
+          bool copy = valid;
           if (owner && j >= P) {
+            // The chunk's row (T); with codes it is quantized into the staging tiles after the conversion instead.
             const size_t off = chunk_row + static_cast<size_t>(j - P) * Hkv * D;
-            kr = chunk_k + off;
-            vr = chunk_v + off;
+            kr = chunk_k + off + c_lane * 8;
+            vr = chunk_v + off + c_lane * 8;
+            if (kCodes) copy = false;
           } else {
-            kr = cache_k + static_cast<size_t>(slot) * D;
-            vr = cache_v + static_cast<size_t>(slot) * D;
+            kr = cache_k + static_cast<size_t>(slot) * D + c_lane * EPC;
+            vr = cache_v + static_cast<size_t>(slot) * D + c_lane * EPC;
           }
-          const int bytes = valid ? 16 : 0;
-          CpAsync16(sk + soff[i], valid ? static_cast<const void*>(kr + c_lane * 8) : static_cast<const void*>(cache_k), bytes);
-          CpAsync16(sv + soff[i], valid ? static_cast<const void*>(vr + c_lane * 8) : static_cast<const void*>(cache_v), bytes);
+          const int bytes = copy ? 16 : 0;
+          CpAsync16(sk + soff[i], copy ? kr : static_cast<const void*>(cache_k), bytes);
+          CpAsync16(sv + soff[i], copy ? vr : static_cast<const void*>(cache_v), bytes);
         }
       }
       next_slot += tstride;
@@ -369,7 +397,10 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
 #pragma unroll
   for (int dt = 0; dt < KC; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0.f;
   const float log2e = 1.4426950408889634f;
-  const float qk_scale = p.softcap > 0.f ? p.scale : p.scale * log2e;
+  float qk_scale = p.softcap > 0.f ? p.scale : p.scale * log2e;
+  // Codes: a per-tensor / per-head K scale multiplies the scores (fp32); a per-channel one the query (below).
+  if constexpr (kCodes)
+    if (p.k_scale_mode != 2) qk_scale *= dev::ScaleAt(p.k_scale, p.k_scale_mode, kvh, 0, D);
 
   // Not unrolled: issue() is inlined at each call site, and instruction-cache misses are a large part of a short
   // (sliding-window) call, so the kernel keeps two copies of it, not NS.
@@ -385,7 +416,7 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     // in shared memory (warp 0's last ring stage, G::kQueryOffset), rounded to T as the CPU op and the pre-pass round it.
     const T* qrow;
     if constexpr (kRotary) {
-      T* qs = smem + G::kQueryOffset;
+      T* qs = reinterpret_cast<T*>(smem_bytes + G::template QueryByteOffset<T>());
       StageRotatedQuery<T, D, G::kQueryStride>(static_cast<const T*>(p.query) + (static_cast<size_t>(z) * Hq + h0) * D,
                                                g_count, pos, p.rotary, qs);
       __syncthreads();
@@ -397,6 +428,18 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     for (int kc = 0; kc < KC; ++kc) {
       qf[kc][0] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd) : 0u;
       qf[kc][1] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd + 8) : 0u;
+      if constexpr (kCodes) {
+        if (p.k_scale_mode == 2) {  // per channel: q[d] * k_scale[d], rounded to T
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int d = kc * 16 + qd + 8 * h;
+            const float2 x = Traits<T>::Two(qf[kc][h]);
+            qf[kc][h] = real ? dev::PackPair<T>(x.x * dev::ScaleAt(p.k_scale, 2, kvh, d, D),
+                                                x.y * dev::ScaleAt(p.k_scale, 2, kvh, d + 1, D))
+                             : 0u;
+          }
+        }
+      }
     }
     if constexpr (kRotary) __syncthreads();  // every warp holds its fragments before warp 0's first loop copy refills that stage
   }
@@ -404,15 +447,21 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
 
   // Fused cache write (owner, S == 1), as in DecodeKernel; with rotary the cached key is the rotated one. Issued
   // after the first tiles' copies, so its loads overlap them instead of delaying the stream.
-  if (p.write_key != nullptr && active && split == 0 && chunk == 0)
-    dev::WriteNewRow<T, D, kDecodeTcThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, b, kvh, Hkv, C, P + s,
-                                             p.rotary);
+  if (p.write_key != nullptr && active && split == 0 && chunk == 0) {
+    if constexpr (kCodes)
+      dev::WriteNewRowQuantized<T, TC, D, kDecodeTcThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, b, kvh, Hkv,
+                                                            C, P + s, p.rotary, p.k_scale, p.k_scale_mode, p.v_scale,
+                                                            p.v_scale_mode);
+    else
+      dev::WriteNewRow<T, D, kDecodeTcThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, b, kvh, Hkv, C, P + s,
+                                               p.rotary);
+  }
 
   // The new key's rotation (below, in shared memory) needs the angles of position pos: loaded now, off the path of the
   // tile that holds the key.
   constexpr int kPerLane = (D + 31) / 32;
   float fix_c[kPerLane], fix_s[kPerLane];
-  if (kRotary && owner) {
+  if (kRotary && owner && !kCodes) {
 #pragma unroll
     for (int e = 0; e < kPerLane; ++e) {
       const int d = lane + 32 * e;
@@ -433,9 +482,47 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     CpAsyncWait<NS - 1>();
     __syncwarp();
     const int st = t % NS;
-    const uint32_t sk = ring_addr + static_cast<uint32_t>(st * 2 * G::kTileElems * sizeof(T));
-    const uint32_t sv = sk + static_cast<uint32_t>(G::kTileElems * sizeof(T));
-    if (kRotary && owner) {
+    uint32_t sk = ring_addr + static_cast<uint32_t>(st) * 2 * kTileBytes;
+    uint32_t sv = sk + kTileBytes;
+    if constexpr (kCodes) {
+      // Codes of stage st -> T values in the staging tiles (exact; the scales are applied outside the loop). Each lane
+      // reads back the chunks it copied (its own cp.async writes: no barrier beyond the warp's).
+      const char* codes = reinterpret_cast<const char*>(ring) + st * 2 * kTileBytes;
+#pragma unroll
+      for (int kv = 0; kv < 2; ++kv)
+#pragma unroll
+        for (int i = 0; i < CPL; ++i) {
+          const int r = r_lane + i * RS;
+          uint32_t vals[8];
+          dev::CodesToValues<T, TC>(*reinterpret_cast<const uint4*>(codes + kv * kTileBytes + soff[i]), vals);
+          T* dst = stage_k + kv * G::kTileElems;
+          *reinterpret_cast<uint4*>(dst + Swizzled<D>(r, 2 * c_lane)) = make_uint4(vals[0], vals[1], vals[2], vals[3]);
+          *reinterpret_cast<uint4*>(dst + Swizzled<D>(r, 2 * c_lane + 1)) = make_uint4(vals[4], vals[5], vals[6], vals[7]);
+        }
+      if (owner) {
+        // The new key / value (position P + s, from the chunk, never copied) as the codes the cache write stores: the
+        // key rotated at pos first (and rounded to T), as the write rotates it.
+        const int r = pos - (tbase + t * tstride);
+        if (r >= 0 && r < kKeys && pos < tend) {
+          __syncwarp();
+          const T* kr = chunk_k + chunk_row + static_cast<size_t>(pos - P) * Hkv * D;
+          const T* vr = chunk_v + chunk_row + static_cast<size_t>(pos - P) * Hkv * D;
+          for (int d = lane; d < D; d += 32) {
+            const float kx = kRotary ? Traits<T>::One(Traits<T>::From(dev::RotatedElement(kr, d, pos, p.rotary)))
+                                     : Traits<T>::One(kr[d]);
+            const int at = r * D + ((d / 8) ^ (r & 7)) * 8 + d % 8;
+            stage_k[at] = Traits<T>::From(
+                dev::Codes<TC>::Decode(dev::QuantizeCode<TC>(kx, dev::ScaleAt(p.k_scale, p.k_scale_mode, kvh, d, D))));
+            stage_k[G::kTileElems + at] = Traits<T>::From(dev::Codes<TC>::Decode(
+                dev::QuantizeCode<TC>(Traits<T>::One(vr[d]), dev::ScaleAt(p.v_scale, p.v_scale_mode, kvh, d, D))));
+          }
+        }
+      }
+      __syncwarp();
+      sk = stage_addr;
+      sv = stage_addr + static_cast<uint32_t>(G::kTileElems * sizeof(T));
+    }
+    if (kRotary && owner && !kCodes) {
       // The new key (position P + s, read from the chunk) is rotated in shared memory before it is scored:
       // every lane reads its elements and their partners first, then writes (pairs cross lanes).
       const int r = pos - (tbase + t * tstride);
@@ -567,6 +654,7 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
       }
     }
     const int h = h0 + g;
+    if constexpr (kCodes) a *= dev::ScaleAt(p.v_scale, p.v_scale_mode, kvh, d, D);  // sum(p v) of codes -> of values
     if (splits == 1) {
       static_cast<T*>(p.output)[(static_cast<size_t>(z) * Hq + h) * D + d] = Traits<T>::From(sum > 0.f ? a / sum : 0.f);
     } else if constexpr (kCluster) {
@@ -588,19 +676,24 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
 
 // Dynamic shared memory above 48 KB must be allowed per function (and device) before a launch or an
 // occupancy query.
-template <typename T, int D>
+template <typename T, typename TC, int D>
+constexpr size_t TcSmemBytes() {
+  return TcGeometry<D, !std::is_same_v<T, TC>>::template SmemBytes<T>();
+}
+
+template <typename T, typename TC, int D>
 bool EnsureSmem() {
   static std::atomic<unsigned long long> done{0};
   const int dev = CurrentDevice();
   const unsigned long long bit = 1ull << (dev & 63);
   if (done.load(std::memory_order_relaxed) & bit) return true;
-  const int bytes = static_cast<int>(TcGeometry<D>::template SmemBytes<T>());
-  for (auto kernel : {DecodeTcKernel<T, D, false, false>, DecodeTcKernel<T, D, true, false>, DecodeTcKernel<T, D, false, true>,
-                      DecodeTcKernel<T, D, true, true>})
+  const int bytes = static_cast<int>(TcSmemBytes<T, TC, D>());
+  for (auto kernel : {DecodeTcKernel<T, TC, D, false, false>, DecodeTcKernel<T, TC, D, true, false>,
+                      DecodeTcKernel<T, TC, D, false, true>, DecodeTcKernel<T, TC, D, true, true>})
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) return false;
   // Clusters of up to 16 blocks (above 8 is "non-portable"; Hopper allows it). Not an error where unsupported: the
   // cluster kernels are then never chosen (DecodeTcClusterFits).
-  for (auto kernel : {DecodeTcKernel<T, D, false, true>, DecodeTcKernel<T, D, true, true>})
+  for (auto kernel : {DecodeTcKernel<T, TC, D, false, true>, DecodeTcKernel<T, TC, D, true, true>})
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) (void)cudaGetLastError();
   done.fetch_or(bit, std::memory_order_relaxed);
   return true;
@@ -623,44 +716,44 @@ inline cudaLaunchConfig_t ClusterLaunchConfig(dim3 grid, size_t smem, cudaStream
   return config;
 }
 
-template <typename T, int D>
+template <typename T, typename TC, int D>
 cudaError_t LaunchDecodeTc(const DecodeParams& p, cudaStream_t stream) {
-  if (!EnsureSmem<T, D>()) return cudaGetLastError();
+  if (!EnsureSmem<T, TC, D>()) return cudaGetLastError();
   const dim3 grid(static_cast<unsigned>(p.batch) * p.seq * p.splits, static_cast<unsigned>(p.kv_num_heads) * p.chunks);
-  const size_t smem = TcGeometry<D>::template SmemBytes<T>();
+  const size_t smem = TcSmemBytes<T, TC, D>();
   if (p.cluster_merge != 0 && p.splits > 1) {
     // One cluster per group: the group's splits are consecutive in grid x, which the cluster size divides.
     cudaLaunchAttribute attribute;
     const cudaLaunchConfig_t config = ClusterLaunchConfig(grid, smem, stream, p.splits, attribute);
-    return p.rotary.dim > 0 ? cudaLaunchKernelEx(&config, DecodeTcKernel<T, D, true, true>, p)
-                            : cudaLaunchKernelEx(&config, DecodeTcKernel<T, D, false, true>, p);
+    return p.rotary.dim > 0 ? cudaLaunchKernelEx(&config, DecodeTcKernel<T, TC, D, true, true>, p)
+                            : cudaLaunchKernelEx(&config, DecodeTcKernel<T, TC, D, false, true>, p);
   }
   if (p.rotary.dim > 0)
-    DecodeTcKernel<T, D, true, false><<<grid, kDecodeTcThreads, smem, stream>>>(p);
+    DecodeTcKernel<T, TC, D, true, false><<<grid, kDecodeTcThreads, smem, stream>>>(p);
   else
-    DecodeTcKernel<T, D, false, false><<<grid, kDecodeTcThreads, smem, stream>>>(p);
+    DecodeTcKernel<T, TC, D, false, false><<<grid, kDecodeTcThreads, smem, stream>>>(p);
   return cudaGetLastError();
 }
 
-template <typename T, int D>
+template <typename T, typename TC, int D>
 int OccupancyTc() {
   // The fewer of the two instantiations' resident blocks (shared memory bounds both alike; registers may differ).
   int plain = 0, rotary = 0;
-  if (!EnsureSmem<T, D>()) return 1;
-  const size_t smem = TcGeometry<D>::template SmemBytes<T>();
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&plain, DecodeTcKernel<T, D, false, false>, kDecodeTcThreads, smem) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&rotary, DecodeTcKernel<T, D, true, false>, kDecodeTcThreads, smem) != cudaSuccess)
+  if (!EnsureSmem<T, TC, D>()) return 1;
+  const size_t smem = TcSmemBytes<T, TC, D>();
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&plain, DecodeTcKernel<T, TC, D, false, false>, kDecodeTcThreads, smem) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&rotary, DecodeTcKernel<T, TC, D, true, false>, kDecodeTcThreads, smem) != cudaSuccess)
     return 1;
   const int blocks = plain < rotary ? plain : rotary;
   return blocks > 0 ? blocks : 1;
 }
 
 // Bit s of the result: a cluster of s blocks fits (cudaOccupancyMaxActiveClusters >= 1 for both instantiations).
-template <typename T, int D>
+template <typename T, typename TC, int D>
 unsigned ClusterSizesThatFit() {
   int dev = 0, major = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      major < 9 || !EnsureSmem<T, D>()) {
+      major < 9 || !EnsureSmem<T, TC, D>()) {
     (void)cudaGetLastError();
     return 0;
   }
@@ -668,10 +761,10 @@ unsigned ClusterSizesThatFit() {
   for (int size = 2; size <= kMaxClusterSplits; ++size) {
     cudaLaunchAttribute attribute;
     const cudaLaunchConfig_t config =
-        ClusterLaunchConfig(dim3(static_cast<unsigned>(size)), TcGeometry<D>::template SmemBytes<T>(), nullptr, size, attribute);
+        ClusterLaunchConfig(dim3(static_cast<unsigned>(size)), TcSmemBytes<T, TC, D>(), nullptr, size, attribute);
     int plain = 0, rotary = 0;
-    if (cudaOccupancyMaxActiveClusters(&plain, DecodeTcKernel<T, D, false, true>, &config) != cudaSuccess ||
-        cudaOccupancyMaxActiveClusters(&rotary, DecodeTcKernel<T, D, true, true>, &config) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveClusters(&plain, DecodeTcKernel<T, TC, D, false, true>, &config) != cudaSuccess ||
+        cudaOccupancyMaxActiveClusters(&rotary, DecodeTcKernel<T, TC, D, true, true>, &config) != cudaSuccess) {
       (void)cudaGetLastError();
       continue;
     }
@@ -690,52 +783,63 @@ auto WithHeadDim(int head_dim, F&& f) {
   }
 }
 
-template <typename T>
+// f(T{}, TC{}) for (query type, cache type): the instantiations that exist (fp16 / bf16 x same / int8 / fp8).
+template <typename F>
+auto WithTypes(DType dtype, CacheDType cache, F&& f) {
+  const bool half = dtype == DType::kFloat16;
+  switch (cache) {
+    case CacheDType::kInt8: return half ? f(__half{}, int8_t{}) : f(__nv_bfloat16{}, int8_t{});
+    case CacheDType::kFloat8E4M3: return half ? f(__half{}, __nv_fp8_e4m3{}) : f(__nv_bfloat16{}, __nv_fp8_e4m3{});
+    default: return half ? f(__half{}, __half{}) : f(__nv_bfloat16{}, __nv_bfloat16{});
+  }
+}
+
+template <typename T, typename TC>
 DecodeLauncher TcForHeadDim(int head_dim) {
   switch (head_dim) {
-    case 64: return &LaunchDecodeTc<T, 64>;
-    case 128: return &LaunchDecodeTc<T, 128>;
-    case 256: return &LaunchDecodeTc<T, 256>;
+    case 64: return &LaunchDecodeTc<T, TC, 64>;
+    case 128: return &LaunchDecodeTc<T, TC, 128>;
+    case 256: return &LaunchDecodeTc<T, TC, 256>;
     default: return nullptr;
   }
 }
 
+int CacheIndex(CacheDType cache) { return cache == CacheDType::kInt8 ? 1 : cache == CacheDType::kFloat8E4M3 ? 2 : 0; }
 
 }  // namespace
 
-DecodeLauncher GetDecodeTcLauncher(DType dtype, int head_dim) {
-  switch (dtype) {
-    case DType::kFloat16: return TcForHeadDim<__half>(head_dim);
-    case DType::kBFloat16: return TcForHeadDim<__nv_bfloat16>(head_dim);
-    default: return nullptr;
-  }
+DecodeLauncher GetDecodeTcLauncher(DType dtype, int head_dim, CacheDType cache) {
+  if (dtype == DType::kFloat32) return nullptr;
+  return WithTypes(dtype, cache, [&](auto t, auto tc) { return TcForHeadDim<decltype(t), decltype(tc)>(head_dim); });
 }
 
-bool DecodeTcClusterFits(DType dtype, int head_dim, int splits) {
+bool DecodeTcClusterFits(DType dtype, int head_dim, int splits, CacheDType cache) {
   if (dtype == DType::kFloat32 || splits < 2 || splits > kMaxClusterSplits) return false;
-  // Per device (up to 64) and (type, head size): the bit mask of cluster sizes that fit, + 1 (0 = not asked yet).
-  static std::atomic<unsigned long long> cache[64][2][3] = {};
+  // Per device (up to 64), (type, cache type, head size): the bit mask of cluster sizes that fit, + 1 (0 = not asked).
+  static std::atomic<unsigned long long> cache_bits[64][2][3][3] = {};
   const int dev = CurrentDevice() & 63;
-  const int t = dtype == DType::kFloat16 ? 0 : 1, d = head_dim == 64 ? 0 : head_dim == 128 ? 1 : 2;
-  unsigned long long v = cache[dev][t][d].load(std::memory_order_relaxed);
+  const int t = dtype == DType::kFloat16 ? 0 : 1, c = CacheIndex(cache), d = head_dim == 64 ? 0 : head_dim == 128 ? 1 : 2;
+  unsigned long long v = cache_bits[dev][t][c][d].load(std::memory_order_relaxed);
   if (v == 0) {
-    v = 1ull + WithHeadDim(head_dim, [&](auto d) {
-          return dtype == DType::kFloat16 ? ClusterSizesThatFit<__half, d.value>() : ClusterSizesThatFit<__nv_bfloat16, d.value>();
+    v = 1ull + WithHeadDim(head_dim, [&](auto dd) {
+          return WithTypes(dtype, cache, [&](auto tt, auto tc) {
+            return ClusterSizesThatFit<decltype(tt), decltype(tc), decltype(dd)::value>();
+          });
         });
-    cache[dev][t][d].store(v, std::memory_order_relaxed);
+    cache_bits[dev][t][c][d].store(v, std::memory_order_relaxed);
   }
   return (((v - 1) >> splits) & 1) != 0;
 }
 
-int DecodeTcBlocksPerSm(DType dtype, int head_dim) {
-  static std::atomic<int> cache[2][3] = {};
+int DecodeTcBlocksPerSm(DType dtype, int head_dim, CacheDType cache) {
+  static std::atomic<int> blocks[2][3][3] = {};
   if (dtype == DType::kFloat32) return 1;
-  const int t = dtype == DType::kFloat16 ? 0 : 1, d = head_dim == 64 ? 0 : head_dim == 128 ? 1 : 2;
-  if (int v = cache[t][d].load(std::memory_order_relaxed)) return v;
-  const int v = WithHeadDim(head_dim, [&](auto d) {
-    return dtype == DType::kFloat16 ? OccupancyTc<__half, d.value>() : OccupancyTc<__nv_bfloat16, d.value>();
+  const int t = dtype == DType::kFloat16 ? 0 : 1, c = CacheIndex(cache), d = head_dim == 64 ? 0 : head_dim == 128 ? 1 : 2;
+  if (int v = blocks[t][c][d].load(std::memory_order_relaxed)) return v;
+  const int v = WithHeadDim(head_dim, [&](auto dd) {
+    return WithTypes(dtype, cache, [&](auto tt, auto tc) { return OccupancyTc<decltype(tt), decltype(tc), decltype(dd)::value>(); });
   });
-  cache[t][d].store(v, std::memory_order_relaxed);
+  blocks[t][c][d].store(v, std::memory_order_relaxed);
   return v;
 }
 
