@@ -15,6 +15,58 @@ struct Float16 {
 struct BFloat16 {
   uint16_t bits;
 };
+// float8e4m3fn cache element (raw byte: 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinities,
+// 0x7f / 0xff are NaN). int8 caches use int8_t. Quantization rules: docs/ops.md, "Quantized caches".
+struct Float8E4M3 {
+  uint8_t bits;
+};
+
+// Element type of the K/V caches (TCache). kSameAsT: the caches have the query's type T and no scales.
+enum class CacheType : int32_t { kSameAsT = 0, kInt8 = 1, kFloat8E4M3 = 2 };
+
+template <typename TCache>
+struct CacheTypeOf {
+  static constexpr CacheType value = CacheType::kSameAsT;
+};
+template <>
+struct CacheTypeOf<int8_t> {
+  static constexpr CacheType value = CacheType::kInt8;
+};
+template <>
+struct CacheTypeOf<Float8E4M3> {
+  static constexpr CacheType value = CacheType::kFloat8E4M3;
+};
+
+// Shape of a k_scale / v_scale input, broadcast against the cache [B, Hkv, C, D].
+enum class ScaleGranularity : int32_t {
+  kPerTensor = 0,   // [1]
+  kPerHead = 1,     // [1, Hkv, 1, 1]
+  kPerChannel = 2,  // [1, Hkv, 1, D] (ORT GroupQueryAttention's PER_CHANNEL layout: index h*D + d)
+};
+
+// One fp32 scale tensor (host or device memory, as the execution provider gives it).
+struct KvScale {
+  const float* data = nullptr;
+  ScaleGranularity granularity = ScaleGranularity::kPerTensor;
+
+  // Index into data of the scale of KV head h, channel d (head size D).
+  int64_t Index(int h, int d, int D) const {
+    return granularity == ScaleGranularity::kPerTensor ? 0
+           : granularity == ScaleGranularity::kPerHead ? h
+                                                        : static_cast<int64_t>(h) * D + d;
+  }
+};
+
+// Quantization of an op's K/V caches. Dequantize: x' = float(q) * scale (fp32). Quantize (the owner's
+// write, and the owner's own chunk as it is attended): q = saturate(round_half_even(x * (1.0f / scale))),
+// int8 to [-128, 127], fp8 clamped to [-448, 448] then rounded to nearest even E4M3FN; NaN -> the
+// largest positive code (127 / 448). Scales must be finite and > 0. Readers use the owner's scales.
+struct KvQuant {
+  CacheType type = CacheType::kSameAsT;
+  KvScale k;  // k_scale input (unused when type == kSameAsT)
+  KvScale v;  // v_scale input
+  bool quantized() const { return type != CacheType::kSameAsT; }
+};
 
 // Dimensions and attributes of one call. All counts are validated before a kernel runs
 // (ValidateShape / ValidateLengths); kernels assume them.
@@ -40,17 +92,21 @@ struct AttentionShape {
 //   value_cache [B, Hkv, C, D]
 //   past_lengths [B], new_lengths [B] or nullptr (= S)
 //   output      [B, S, Hq*D]    rows of padding tokens are zeroed
-template <typename T>
+// TCache (int8_t / Float8E4M3, or T): element type of the caches. With a quantized cache, quant holds the
+// scales; cache rows are dequantized (x' = q * scale) and the chunk's own K/V rows are attended as
+// dequantize(quantize(x)), the values the owner writes, so prefill and decode see the same numbers.
+template <typename T, typename TCache = T>
 struct AttendArgs {
   AttentionShape shape;
   const T* query = nullptr;
   const T* chunk_key = nullptr;
   const T* chunk_value = nullptr;
-  const T* key_cache = nullptr;
-  const T* value_cache = nullptr;
+  const TCache* key_cache = nullptr;
+  const TCache* value_cache = nullptr;
   const int32_t* past_lengths = nullptr;
   const int32_t* new_lengths = nullptr;
   T* output = nullptr;
+  KvQuant quant;  // type == CacheTypeOf<TCache>::value; scales when quantized
 };
 
 // Rotary position embedding applied by the op itself (optional cos_cache / sin_cache inputs, docs/ops.md):
@@ -68,17 +124,19 @@ struct RotaryArgs {
 
 // Write the chunk's K/V into the owner's cache: slot (past + s) mod C for the last min(N, C)
 // real tokens. When present_* != past_*, past_* is first copied into present_* (whole cache).
-template <typename T>
+// With a quantized TCache each row is quantized with quant's scales as it is written (same pass).
+template <typename T, typename TCache = T>
 struct CacheWriteArgs {
   AttentionShape shape;
   const T* chunk_key = nullptr;
   const T* chunk_value = nullptr;
-  const T* past_key = nullptr;
-  const T* past_value = nullptr;
-  T* present_key = nullptr;
-  T* present_value = nullptr;
+  const TCache* past_key = nullptr;
+  const TCache* past_value = nullptr;
+  TCache* present_key = nullptr;
+  TCache* present_value = nullptr;
   const int32_t* past_lengths = nullptr;
   const int32_t* new_lengths = nullptr;
+  KvQuant quant;
 };
 
 // Runs fn(i) for i in [0, n), possibly in parallel; returns when all calls have finished.
@@ -109,11 +167,11 @@ std::string ValidateLengths(OpKind kind, const AttentionShape& shape, const int3
 std::string ValidateRotaryPositions(OpKind kind, const AttentionShape& shape, const int32_t* past_lengths,
                                     const int32_t* new_lengths, int max_positions);
 
-// Kernels (src/cpu). T is float, Float16 or BFloat16.
-template <typename T>
-void Attend(const AttendArgs<T>& args, const Executor& executor);
-template <typename T>
-void WriteChunk(const CacheWriteArgs<T>& args, const Executor& executor);
+// Kernels (src/cpu). T is float, Float16 or BFloat16; TCache is T, int8_t or Float8E4M3.
+template <typename T, typename TCache>
+void Attend(const AttendArgs<T, TCache>& args, const Executor& executor);
+template <typename T, typename TCache>
+void WriteChunk(const CacheWriteArgs<T, TCache>& args, const Executor& executor);
 
 // x [B, S, heads*D] -> out (same shape, may not alias x): rows s < N_b rotated at position P_b + s,
 // padding rows copied unchanged. Lengths must have passed ValidateLengths / ValidateRotaryPositions.

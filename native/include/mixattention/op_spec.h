@@ -26,24 +26,32 @@ inline constexpr const char* kConfigRequireInPlace = "mixattention.require_inpla
 // debugging). Without it the CUDA ops keep the lengths on the device and only clamp them.
 inline constexpr const char* kConfigCheckLengths = "mixattention.check_lengths";
 
+// Quantized caches (docs/ops.md, "Quantized caches"): past_key/past_value/present_* (owner) and
+// key_cache/value_cache (reader) may be int8 or float8e4m3fn while query/key/value/output stay T; then the
+// fp32 scale inputs k_scale / v_scale are required (forbidden with T caches). Scale shapes: [1] per tensor,
+// [1, Hkv, 1, 1] per KV head, [1, Hkv, 1, D] per channel. Quantize = saturate(round_half_even(x * (1/scale))),
+// dequantize = q * scale, as ORT GroupQueryAttention's quantized caches (k_scale/v_scale, PER_TENSOR/PER_CHANNEL).
+inline constexpr float kInt8Min = -128.f, kInt8Max = 127.f;
+inline constexpr float kFloat8E4M3Max = 448.f;
+
 // WindowedAttention inputs / outputs.
 namespace owner {
 inline constexpr int kQuery = 0, kKey = 1, kValue = 2, kPastKey = 3, kPastValue = 4, kPastLengths = 5,
-                     kNewLengths = 6, kCosCache = 7, kSinCache = 8, kInputCount = 9;
+                     kNewLengths = 6, kCosCache = 7, kSinCache = 8, kKScale = 9, kVScale = 10, kInputCount = 11;
 inline constexpr int kOutput = 0, kPresentKey = 1, kPresentValue = 2, kOutputCount = 3;
-inline constexpr const char* kInputNames[kInputCount] = {"query",        "key",         "value",
-                                                         "past_key",     "past_value",  "past_lengths",
-                                                         "new_lengths",  "cos_cache",   "sin_cache"};
+inline constexpr const char* kInputNames[kInputCount] = {"query",       "key",        "value",        "past_key",
+                                                         "past_value",  "past_lengths", "new_lengths", "cos_cache",
+                                                         "sin_cache",   "k_scale",    "v_scale"};
 inline constexpr const char* kOutputNames[kOutputCount] = {"output", "present_key", "present_value"};
 }  // namespace owner
 
 // SharedKvAttention inputs / outputs.
 namespace reader {
 inline constexpr int kQuery = 0, kKeyCache = 1, kValueCache = 2, kPastLengths = 3, kNewLengths = 4, kCosCache = 5,
-                     kSinCache = 6, kInputCount = 7;
+                     kSinCache = 6, kKScale = 7, kVScale = 8, kInputCount = 9;
 inline constexpr int kOutput = 0, kOutputCount = 1;
-inline constexpr const char* kInputNames[kInputCount] = {"query",       "key_cache", "value_cache", "past_lengths",
-                                                         "new_lengths", "cos_cache", "sin_cache"};
+inline constexpr const char* kInputNames[kInputCount] = {"query",     "key_cache", "value_cache", "past_lengths", "new_lengths",
+                                                         "cos_cache", "sin_cache", "k_scale",     "v_scale"};
 inline constexpr const char* kOutputNames[kOutputCount] = {"output"};
 }  // namespace reader
 

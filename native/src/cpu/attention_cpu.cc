@@ -32,16 +32,16 @@ const char* OpName(OpKind kind) { return kind == OpKind::kOwner ? "WindowedAtten
 
 const char* CpuKernelIsa() { return UseV3() ? "x86-64-v3" : "x86-64"; }
 
-template <typename T>
-void Attend(const AttendArgs<T>& args, const Executor& executor) {
+template <typename T, typename TCache>
+void Attend(const AttendArgs<T, TCache>& args, const Executor& executor) {
   if (UseV3())
     v3::Attend(args, executor);
   else
     base::Attend(args, executor);
 }
 
-template <typename T>
-void WriteChunk(const CacheWriteArgs<T>& args, const Executor& executor) {
+template <typename T, typename TCache>
+void WriteChunk(const CacheWriteArgs<T, TCache>& args, const Executor& executor) {
   if (UseV3())
     v3::WriteChunk(args, executor);
   else

@@ -28,7 +28,8 @@ void ReleaseOwnerMayInplace(int* input_index, int* output_index);
 // input/output counts and types, the optional new_lengths and rotary caches, and the owner's in-place hint, all from
 // op_spec.h by kind. Derived ops add only what differs (the kernel type; GetExecutionProviderType
 // for CUDA).
-template <typename Derived, typename Kernel, typename T, OpKind K>
+// TCache: element type of the K/V caches (T, int8_t or Float8E4M3); k_scale / v_scale are float, optional.
+template <typename Derived, typename Kernel, typename T, OpKind K, typename TCache = T>
 struct AttentionOpSchema : Ort::CustomOpBase<Derived, Kernel, true> {
   static constexpr bool kOwner = K == OpKind::kOwner;
 
@@ -47,15 +48,24 @@ struct AttentionOpSchema : Ort::CustomOpBase<Derived, Kernel, true> {
   ONNXTensorElementDataType GetInputType(size_t index) const {
     const size_t past = kOwner ? spec::owner::kPastLengths : spec::reader::kPastLengths;
     const size_t newl = kOwner ? spec::owner::kNewLengths : spec::reader::kNewLengths;
-    return index == past || index == newl ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 : OnnxType<T>::value;
+    const size_t kc = kOwner ? spec::owner::kPastKey : spec::reader::kKeyCache;
+    const size_t vc = kOwner ? spec::owner::kPastValue : spec::reader::kValueCache;
+    const size_t ks = kOwner ? spec::owner::kKScale : spec::reader::kKScale;
+    const size_t vs = kOwner ? spec::owner::kVScale : spec::reader::kVScale;
+    if (index == past || index == newl) return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    if (index == ks || index == vs) return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    if (index == kc || index == vc) return OnnxType<TCache>::value;
+    return OnnxType<T>::value;
   }
-  // new_lengths and the rotary caches after it are optional.
+  // new_lengths and everything after it (rotary caches, scales) are optional.
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
     const size_t first_optional = kOwner ? spec::owner::kNewLengths : spec::reader::kNewLengths;
     return index >= first_optional ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
   }
   size_t GetOutputTypeCount() const { return kOwner ? spec::owner::kOutputCount : spec::reader::kOutputCount; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return OnnxType<T>::value; }
+  ONNXTensorElementDataType GetOutputType(size_t index) const {
+    return index == spec::owner::kOutput ? OnnxType<T>::value : OnnxType<TCache>::value;  // present_* are TCache
+  }
 };
 
 template <typename T>

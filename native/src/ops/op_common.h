@@ -27,6 +27,14 @@ template <>
 struct OnnxType<BFloat16> {
   static constexpr ONNXTensorElementDataType value = ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
 };
+template <>
+struct OnnxType<int8_t> {
+  static constexpr ONNXTensorElementDataType value = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
+};
+template <>
+struct OnnxType<Float8E4M3> {
+  static constexpr ONNXTensorElementDataType value = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT8E4M3FN;
+};
 
 // Thrown by the checks below; turned into an ORT_INVALID_ARGUMENT status at the op boundary.
 struct InvalidArgument {
