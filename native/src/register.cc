@@ -1,10 +1,11 @@
 // RegisterCustomOps: the library's only exported symbol. Registers the com.mixattention domain with
-// one kernel per (op, element type) for the CPU EP. A CUDA build (MIXATTN_CUDA) adds its kernels
+// one kernel per (op, element type T, cache type TCache) for the CPU EP. A CUDA build (MIXATTN_CUDA) adds its kernels
 // through RegisterCudaOps (native/src/cuda) into the same domain.
 #include <memory>
 #include <mutex>
 #include <vector>
 
+#include "cpu/attention_isa.h"
 #include "mixattention/op_spec.h"
 #include "ops/attention_ops.h"
 
@@ -26,13 +27,15 @@ Registry& GetRegistry() {
   return *registry;
 }
 
-// Op objects are stateless schema descriptions; one static instance each.
-mixattn::ops::WindowedAttentionOp<float> g_windowed_f32;
-mixattn::ops::WindowedAttentionOp<mixattn::Float16> g_windowed_f16;
-mixattn::ops::WindowedAttentionOp<mixattn::BFloat16> g_windowed_bf16;
-mixattn::ops::SharedKvAttentionOp<float> g_shared_f32;
-mixattn::ops::SharedKvAttentionOp<mixattn::Float16> g_shared_f16;
-mixattn::ops::SharedKvAttentionOp<mixattn::BFloat16> g_shared_bf16;
+// Op objects are stateless schema descriptions; one static instance per (op, T, TCache).
+using mixattn::BFloat16;
+using mixattn::Float16;
+using mixattn::Float8E4M3;
+#define MIXATTN_DEFINE_OPS(T, TC)                                  \
+  mixattn::ops::WindowedAttentionOp<T, TC> g_windowed_##T##_##TC; \
+  mixattn::ops::SharedKvAttentionOp<T, TC> g_shared_##T##_##TC;
+MIXATTN_FOR_EACH_TYPE_PAIR(MIXATTN_DEFINE_OPS)
+#undef MIXATTN_DEFINE_OPS
 
 }  // namespace
 
@@ -45,12 +48,11 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   Ort::InitApi(api);
   return mixattn::ops::GuardStatus([&] {
     Ort::CustomOpDomain domain{mixattn::spec::kDomain};
-    domain.Add(&g_windowed_f32);
-    domain.Add(&g_windowed_f16);
-    domain.Add(&g_windowed_bf16);
-    domain.Add(&g_shared_f32);
-    domain.Add(&g_shared_f16);
-    domain.Add(&g_shared_bf16);
+#define MIXATTN_ADD_OPS(T, TC)           \
+  domain.Add(&g_windowed_##T##_##TC); \
+  domain.Add(&g_shared_##T##_##TC);
+    MIXATTN_FOR_EACH_TYPE_PAIR(MIXATTN_ADD_OPS)
+#undef MIXATTN_ADD_OPS
 #if defined(MIXATTN_WITH_CUDA)
     mixattn::cuda::RegisterCudaOps(domain);
 #endif

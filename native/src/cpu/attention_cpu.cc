@@ -48,12 +48,11 @@ void WriteChunk(const CacheWriteArgs<T, TCache>& args, const Executor& executor)
     base::WriteChunk(args, executor);
 }
 
-template void Attend<float>(const AttendArgs<float>&, const Executor&);
-template void Attend<Float16>(const AttendArgs<Float16>&, const Executor&);
-template void Attend<BFloat16>(const AttendArgs<BFloat16>&, const Executor&);
-template void WriteChunk<float>(const CacheWriteArgs<float>&, const Executor&);
-template void WriteChunk<Float16>(const CacheWriteArgs<Float16>&, const Executor&);
-template void WriteChunk<BFloat16>(const CacheWriteArgs<BFloat16>&, const Executor&);
+#define MIXATTN_INSTANTIATE_DISPATCH(T, TC)                                         \
+  template void Attend<T, TC>(const AttendArgs<T, TC>&, const Executor&);         \
+  template void WriteChunk<T, TC>(const CacheWriteArgs<T, TC>&, const Executor&);
+MIXATTN_FOR_EACH_TYPE_PAIR(MIXATTN_INSTANTIATE_DISPATCH)
+#undef MIXATTN_INSTANTIATE_DISPATCH
 
 template <typename T>
 void ApplyRotary(const RotaryArgs<T>& r, const AttentionShape& sh, int heads, const T* x, T* out,

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cpu/float_convert.h"
+#include "cpu/quant_convert.h"
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -236,7 +237,9 @@ inline void AccumulateAvx2(const float* p, int G, int D, const float* v, int64_t
 // Per-thread scratch, grown on demand and reused across calls.
 struct Scratch {
   std::vector<float> q, acc, scores, kbuf, vbuf, m, l;
+  std::vector<float> scales;  // quantized caches: [4][D] k scale, v scale, 1/k scale, 1/v scale of one KV head
   void Reserve(int group, int dim) {
+    if (scales.size() < 4 * static_cast<size_t>(dim)) scales.resize(4 * static_cast<size_t>(dim));
     const size_t gd = static_cast<size_t>(group) * dim;
     if (q.size() < gd) q.resize(gd), acc.resize(gd);
     if (scores.size() < static_cast<size_t>(group) * kKeyBlock) scores.resize(static_cast<size_t>(group) * kKeyBlock);
@@ -264,23 +267,103 @@ struct SoftmaxState {
   float* vbuf;
 };
 
-// Folds `count` consecutive keys (row r at k + r*stride) into the state.
-template <typename T>
-void ProcessRun(SoftmaxState& st, const T* k, const T* v, int64_t stride, int count) {
+// Row loaders: fp32 rows for ProcessRun, key rows with value = false, value rows with value = true.
+// Rows of the query's type T: converted (fp32 rows are read in place, see ProcessRun).
+struct PlainRows {
+  template <typename E>
+  void operator()(const E* row, float* dst, int D, bool) const {
+    cvt::RowToFloat(row, dst, D);
+  }
+};
+
+// dst[d] = float(src[d]) * scale[d].
+inline void DequantizeRow(const int8_t* src, const float* scale, float* dst, int D) {
+  int d = 0;
+#if defined(__AVX2__)
+  for (; d + 8 <= D; d += 8) {
+    const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + d))));
+    _mm256_storeu_ps(dst + d, _mm256_mul_ps(q, _mm256_loadu_ps(scale + d)));
+  }
+#endif
+  for (; d < D; ++d) dst[d] = static_cast<float>(src[d]) * scale[d];
+}
+
+// The 256 E4M3FN values, built once.
+inline const float* Float8E4M3Table() {
+  static const struct Table {
+    float v[256];
+    Table() {
+      for (int c = 0; c < 256; ++c) v[c] = quant::Float8E4M3ToFloat(static_cast<uint8_t>(c));
+    }
+  } table;
+  return table.v;
+}
+
+inline void DequantizeRow(const Float8E4M3* src, const float* scale, float* dst, int D) {
+  const float* lut = Float8E4M3Table();
+  const uint8_t* b = reinterpret_cast<const uint8_t*>(src);
+  int d = 0;
+#if defined(__AVX2__)
+  for (; d + 8 <= D; d += 8) {
+    const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + d)));
+    _mm256_storeu_ps(dst + d, _mm256_mul_ps(_mm256_i32gather_ps(lut, idx, 4), _mm256_loadu_ps(scale + d)));
+  }
+#endif
+  for (; d < D; ++d) dst[d] = lut[b[d]] * scale[d];
+}
+
+// Quantized cache rows: dequantized with the KV head's per-channel scale rows.
+struct CacheRows {
+  const float* k_scale;  // [D]
+  const float* v_scale;
+  template <typename TCache>
+  void operator()(const TCache* row, float* dst, int D, bool value) const {
+    DequantizeRow(row, value ? v_scale : k_scale, dst, D);
+  }
+};
+
+// The owner's chunk rows (type T) over a quantized cache: attended as dequantize(quantize(x)), the values the
+// write stores (docs/ops.md, "The chunk's own K/V").
+template <typename TCache>
+struct ChunkRows {
+  const float* k_scale;  // [D]
+  const float* v_scale;
+  const float* k_inv;    // [D] 1 / scale
+  const float* v_inv;
+  template <typename T>
+  void operator()(const T* row, float* dst, int D, bool value) const {
+    const float* sc = value ? v_scale : k_scale;
+    const float* inv = value ? v_inv : k_inv;
+    cvt::RowToFloat(row, dst, D);
+    for (int d = 0; d < D; ++d) dst[d] = quant::Dequantize(quant::Quantize<TCache>(dst[d], inv[d]), sc[d]);
+  }
+};
+
+// scale[0..D) (and, with inv, 1/scale) of KV head h for one scale input, whatever its granularity.
+inline void ExpandScale(const KvScale& s, int h, int D, float* scale, float* inv) {
+  for (int d = 0; d < D; ++d) {
+    scale[d] = s.data[s.Index(h, d, D)];
+    if (inv != nullptr) inv[d] = quant::Inverse(scale[d]);
+  }
+}
+
+// Folds `count` consecutive keys (row r at k + r*stride) into the state; load converts rows to fp32.
+template <typename E, typename Load = PlainRows>
+void ProcessRun(SoftmaxState& st, const E* k, const E* v, int64_t stride, int count, const Load& load = {}) {
   const int G = st.group, D = st.dim;
   for (int j0 = 0; j0 < count; j0 += kKeyBlock) {
     const int nb = std::min(kKeyBlock, count - j0);
     const float* kr;
     const float* vr;
     int64_t rs;
-    if constexpr (std::is_same_v<T, float>) {
+    if constexpr (std::is_same_v<E, float> && std::is_same_v<Load, PlainRows>) {
       kr = k + j0 * stride;
       vr = v + j0 * stride;
       rs = stride;
     } else {
       for (int j = 0; j < nb; ++j) {
-        cvt::RowToFloat(k + (j0 + j) * stride, st.kbuf + static_cast<int64_t>(j) * D, D);
-        cvt::RowToFloat(v + (j0 + j) * stride, st.vbuf + static_cast<int64_t>(j) * D, D);
+        load(k + (j0 + j) * stride, st.kbuf + static_cast<int64_t>(j) * D, D, false);
+        load(v + (j0 + j) * stride, st.vbuf + static_cast<int64_t>(j) * D, D, true);
       }
       kr = st.kbuf;
       vr = st.vbuf;
@@ -350,16 +433,17 @@ void ProcessRun(SoftmaxState& st, const T* k, const T* v, int64_t stride, int co
   }
 }
 
-template <typename T>
+template <typename T, typename TCache>
 struct AttendTask {
-  const AttendArgs<T>* args;
+  const AttendArgs<T, TCache>* args;
   int query_blocks;  // ceil(S / kQueryBlock)
 };
 
-template <typename T>
+template <typename T, typename TCache>
 void AttendOne(void* data, size_t index) {
-  const auto& task = *static_cast<const AttendTask<T>*>(data);
-  const AttendArgs<T>& a = *task.args;
+  constexpr bool kQuantized = !std::is_same_v<T, TCache>;
+  const auto& task = *static_cast<const AttendTask<T, TCache>*>(data);
+  const AttendArgs<T, TCache>& a = *task.args;
   const AttentionShape& sh = a.shape;
   const int G = sh.group(), D = sh.head_dim, Hq = sh.num_heads, Hkv = sh.kv_num_heads, S = sh.seq;
   const int64_t C = sh.capacity;
@@ -375,8 +459,25 @@ void AttendOne(void* data, size_t index) {
                   scratch.m.data(), scratch.l.data(), scratch.kbuf.data(), scratch.vbuf.data()};
 
   const int64_t cache_row0 = (static_cast<int64_t>(b) * Hkv + h) * C * D;  // [b, h, 0, 0]
-  const T* kc = a.key_cache + cache_row0;
-  const T* vc = a.value_cache + cache_row0;
+  const TCache* kc = a.key_cache + cache_row0;
+  const TCache* vc = a.value_cache + cache_row0;
+  // Quantized caches: this KV head's scales, expanded to one per channel.
+  float* const ks = scratch.scales.data();
+  float* const vs = ks + D;
+  float* const kinv = vs + D;
+  float* const vinv = kinv + D;
+  if constexpr (kQuantized) {
+    ExpandScale(a.quant.k, h, D, ks, kinv);
+    ExpandScale(a.quant.v, h, D, vs, vinv);
+  }
+  const auto cache_rows = [&] {
+    if constexpr (kQuantized) return CacheRows{ks, vs};
+    else return PlainRows{};
+  }();
+  const auto chunk_rows = [&] {
+    if constexpr (kQuantized) return ChunkRows<TCache>{ks, vs, kinv, vinv};
+    else return PlainRows{};
+  }();
   const bool has_chunk = a.chunk_key != nullptr;
 
   const int s_end = std::min(S, (qb + 1) * kQueryBlock);
@@ -402,8 +503,8 @@ void AttendOne(void* data, size_t index) {
       const int64_t len = cache_hi - lo;
       const int64_t slot = lo % C;
       const int64_t n1 = std::min(len, C - slot);
-      ProcessRun(st, kc + slot * D, vc + slot * D, D, static_cast<int>(n1));
-      if (len > n1) ProcessRun(st, kc, vc, D, static_cast<int>(len - n1));
+      ProcessRun(st, kc + slot * D, vc + slot * D, D, static_cast<int>(n1), cache_rows);
+      if (len > n1) ProcessRun(st, kc, vc, D, static_cast<int>(len - n1), cache_rows);
     }
     // Chunk part: positions [max(lo, past), hi) = chunk rows [.. - past].
     if (has_chunk) {
@@ -412,48 +513,72 @@ void AttendOne(void* data, size_t index) {
       if (c1 > c0) {
         const int64_t row_stride = static_cast<int64_t>(Hkv) * D;
         const int64_t off = (static_cast<int64_t>(b) * S + c0) * row_stride + static_cast<int64_t>(h) * D;
-        ProcessRun(st, a.chunk_key + off, a.chunk_value + off, row_stride, static_cast<int>(c1 - c0));
+        ProcessRun(st, a.chunk_key + off, a.chunk_value + off, row_stride, static_cast<int>(c1 - c0), chunk_rows);
       }
     }
     for (int g = 0; g < G; ++g) cvt::RowFromFloat(st.acc + g * D, 1.0f / st.l[g], out + g * D, D);
   }
 }
 
-template <typename T>
-void AttendImpl(const AttendArgs<T>& args, const Executor& executor) {
+template <typename T, typename TCache>
+void AttendImpl(const AttendArgs<T, TCache>& args, const Executor& executor) {
   const AttentionShape& sh = args.shape;
-  AttendTask<T> task{&args, (sh.seq + kQueryBlock - 1) / kQueryBlock};
+  AttendTask<T, TCache> task{&args, (sh.seq + kQueryBlock - 1) / kQueryBlock};
   const size_t tasks = static_cast<size_t>(sh.batch) * sh.kv_num_heads * task.query_blocks;
-  executor.ParallelFor(tasks, &AttendOne<T>, &task);
+  executor.ParallelFor(tasks, &AttendOne<T, TCache>, &task);
 }
 
-template <typename T>
+template <typename T, typename TCache>
 void WriteOne(void* data, size_t index) {
-  const CacheWriteArgs<T>& a = *static_cast<const CacheWriteArgs<T>*>(data);
+  constexpr bool kQuantized = !std::is_same_v<T, TCache>;
+  const CacheWriteArgs<T, TCache>& a = *static_cast<const CacheWriteArgs<T, TCache>*>(data);
   const AttentionShape& sh = a.shape;
   const int Hkv = sh.kv_num_heads, D = sh.head_dim, S = sh.seq;
   const int64_t C = sh.capacity;
   const int h = static_cast<int>(index % Hkv);
   const int b = static_cast<int>(index / Hkv);
   const int64_t row0 = (static_cast<int64_t>(b) * Hkv + h) * C * D;
-  if (a.present_key != a.past_key) std::memcpy(a.present_key + row0, a.past_key + row0, sizeof(T) * C * D);
-  if (a.present_value != a.past_value) std::memcpy(a.present_value + row0, a.past_value + row0, sizeof(T) * C * D);
+  if (a.present_key != a.past_key) std::memcpy(a.present_key + row0, a.past_key + row0, sizeof(TCache) * C * D);
+  if (a.present_value != a.past_value)
+    std::memcpy(a.present_value + row0, a.past_value + row0, sizeof(TCache) * C * D);
   const int64_t past = a.past_lengths[b];
   const int n_new = a.new_lengths ? a.new_lengths[b] : S;
   const int first = static_cast<int>(std::max<int64_t>(0, n_new - C));  // earlier ones would be overwritten
   const int64_t row_stride = static_cast<int64_t>(Hkv) * D;
+  float* kinv = nullptr;
+  float* vinv = nullptr;
+  float* xrow = nullptr;
+  if constexpr (kQuantized) {
+    Scratch& scratch = ThreadScratch();
+    scratch.Reserve(1, D);
+    kinv = scratch.scales.data();
+    vinv = kinv + D;
+    xrow = vinv + D;  // one fp32 row
+    float* unused = xrow + D;
+    ExpandScale(a.quant.k, h, D, unused, kinv);
+    ExpandScale(a.quant.v, h, D, unused, vinv);
+  }
   for (int s = first; s < n_new; ++s) {
     const int64_t slot = (past + s) % C;
     const int64_t src = (static_cast<int64_t>(b) * S + s) * row_stride + static_cast<int64_t>(h) * D;
-    std::memcpy(a.present_key + row0 + slot * D, a.chunk_key + src, sizeof(T) * D);
-    std::memcpy(a.present_value + row0 + slot * D, a.chunk_value + src, sizeof(T) * D);
+    TCache* kd = a.present_key + row0 + slot * D;
+    TCache* vd = a.present_value + row0 + slot * D;
+    if constexpr (kQuantized) {  // quantize while appending
+      cvt::RowToFloat(a.chunk_key + src, xrow, D);
+      for (int d = 0; d < D; ++d) kd[d] = quant::Quantize<TCache>(xrow[d], kinv[d]);
+      cvt::RowToFloat(a.chunk_value + src, xrow, D);
+      for (int d = 0; d < D; ++d) vd[d] = quant::Quantize<TCache>(xrow[d], vinv[d]);
+    } else {
+      std::memcpy(kd, a.chunk_key + src, sizeof(T) * D);
+      std::memcpy(vd, a.chunk_value + src, sizeof(T) * D);
+    }
   }
 }
 
-template <typename T>
-void WriteChunkImpl(const CacheWriteArgs<T>& args, const Executor& executor) {
+template <typename T, typename TCache>
+void WriteChunkImpl(const CacheWriteArgs<T, TCache>& args, const Executor& executor) {
   const size_t tasks = static_cast<size_t>(args.shape.batch) * args.shape.kv_num_heads;
-  executor.ParallelFor(tasks, &WriteOne<T>, const_cast<CacheWriteArgs<T>*>(&args));
+  executor.ParallelFor(tasks, &WriteOne<T, TCache>, const_cast<CacheWriteArgs<T, TCache>*>(&args));
 }
 
 }  // namespace mixattn::MIXATTN_ISA_NS

@@ -4,9 +4,9 @@
 #include "cpu/attention_isa.h"
 
 namespace mixattn::v3 {
-template <typename T>
-void Attend(const AttendArgs<T>& a, const Executor& e) { AttendImpl(a, e); }
-template <typename T>
-void WriteChunk(const CacheWriteArgs<T>& a, const Executor& e) { WriteChunkImpl(a, e); }
+template <typename T, typename TCache>
+void Attend(const AttendArgs<T, TCache>& a, const Executor& e) { AttendImpl(a, e); }
+template <typename T, typename TCache>
+void WriteChunk(const CacheWriteArgs<T, TCache>& a, const Executor& e) { WriteChunkImpl(a, e); }
 MIXATTN_INSTANTIATE_ISA_KERNELS
 }  // namespace mixattn::v3

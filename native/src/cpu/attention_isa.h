@@ -1,27 +1,38 @@
 // Declarations of the per-ISA kernel entry points (namespaces mixattn::v3, mixattn::base).
 #pragma once
 
+#include <cstdint>
+
 #include "mixattention/attention_params.h"
 
-#define MIXATTN_INSTANTIATE_ISA_KERNELS                                                  \
-  template void Attend<float>(const AttendArgs<float>&, const Executor&);                \
-  template void Attend<Float16>(const AttendArgs<Float16>&, const Executor&);            \
-  template void Attend<BFloat16>(const AttendArgs<BFloat16>&, const Executor&);          \
-  template void WriteChunk<float>(const CacheWriteArgs<float>&, const Executor&);        \
-  template void WriteChunk<Float16>(const CacheWriteArgs<Float16>&, const Executor&);    \
-  template void WriteChunk<BFloat16>(const CacheWriteArgs<BFloat16>&, const Executor&);
+// Every (T, TCache) pair: T in {float, Float16, BFloat16}, TCache in {T, int8_t, Float8E4M3}.
+#define MIXATTN_FOR_EACH_TYPE_PAIR(X) \
+  X(float, float)                     \
+  X(float, int8_t)                    \
+  X(float, Float8E4M3)                \
+  X(Float16, Float16)                 \
+  X(Float16, int8_t)                  \
+  X(Float16, Float8E4M3)              \
+  X(BFloat16, BFloat16)               \
+  X(BFloat16, int8_t)                 \
+  X(BFloat16, Float8E4M3)
+
+#define MIXATTN_INSTANTIATE_ISA_PAIR(T, TC)                                                  \
+  template void Attend<T, TC>(const AttendArgs<T, TC>&, const Executor&);                  \
+  template void WriteChunk<T, TC>(const CacheWriteArgs<T, TC>&, const Executor&);
+#define MIXATTN_INSTANTIATE_ISA_KERNELS MIXATTN_FOR_EACH_TYPE_PAIR(MIXATTN_INSTANTIATE_ISA_PAIR)
 
 namespace mixattn {
 namespace v3 {
-template <typename T>
-void Attend(const AttendArgs<T>& args, const Executor& executor);
-template <typename T>
-void WriteChunk(const CacheWriteArgs<T>& args, const Executor& executor);
+template <typename T, typename TCache>
+void Attend(const AttendArgs<T, TCache>& args, const Executor& executor);
+template <typename T, typename TCache>
+void WriteChunk(const CacheWriteArgs<T, TCache>& args, const Executor& executor);
 }  // namespace v3
 namespace base {
-template <typename T>
-void Attend(const AttendArgs<T>& args, const Executor& executor);
-template <typename T>
-void WriteChunk(const CacheWriteArgs<T>& args, const Executor& executor);
+template <typename T, typename TCache>
+void Attend(const AttendArgs<T, TCache>& args, const Executor& executor);
+template <typename T, typename TCache>
+void WriteChunk(const CacheWriteArgs<T, TCache>& args, const Executor& executor);
 }  // namespace base
 }  // namespace mixattn

@@ -89,6 +89,63 @@ RotaryInputs CheckRotaryInputs(const char* op, const Ort::KernelContext& ctx, in
   return r;
 }
 
+// Granularity of a k_scale / v_scale of shape `shape` against the cache [B, Hkv, C, D]; Fail()s naming the input.
+ScaleGranularity ScaleGranularityOf(const char* op, const char* name, const std::vector<int64_t>& shape, int64_t kv_heads,
+                                    int64_t head_dim) {
+  if (shape == std::vector<int64_t>{1}) return ScaleGranularity::kPerTensor;
+  if (shape == std::vector<int64_t>{1, kv_heads, 1, 1}) return ScaleGranularity::kPerHead;
+  if (shape == std::vector<int64_t>{1, kv_heads, 1, head_dim}) return ScaleGranularity::kPerChannel;
+  Fail(std::string(op) + ": input '" + name + "' has shape " + ShapeToString(shape) +
+       "; expected [1] (per tensor), [1, kv_num_heads, 1, 1] = " + ShapeToString({1, kv_heads, 1, 1}) +
+       " (per KV head) or [1, kv_num_heads, 1, D] = " + ShapeToString({1, kv_heads, 1, head_dim}) + " (per channel)");
+}
+
+// The cache type (from the key cache's element type against the query's) and, for a quantized cache, the checked
+// k_scale / v_scale inputs. values_on_host: the scales are host data (CPU EP), so each must be finite and > 0.
+KvQuant CheckQuantInputs(const char* op, const Ort::KernelContext& ctx, const Ort::ConstValue& query,
+                         const char* key_cache_name, const Ort::ConstValue& key_cache, int k_index, int v_index,
+                         const AttentionShape& sh, bool values_on_host) {
+  KvQuant q;
+  const ONNXTensorElementDataType qt = query.GetTensorTypeAndShapeInfo().GetElementType();
+  const ONNXTensorElementDataType ct = key_cache.GetTensorTypeAndShapeInfo().GetElementType();
+  if (ct == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 && qt != ct)
+    q.type = CacheType::kInt8;
+  else if (ct == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT8E4M3FN && qt != ct)
+    q.type = CacheType::kFloat8E4M3;
+  const size_t n = ctx.GetInputCount();
+  const int indices[2] = {k_index, v_index};
+  const char* names[2] = {"k_scale", "v_scale"};
+  KvScale* scales[2] = {&q.k, &q.v};
+  for (int i = 0; i < 2; ++i) {
+    Ort::ConstValue v = n > static_cast<size_t>(indices[i]) ? ctx.GetInput(indices[i]) : Ort::ConstValue(nullptr);
+    if (!q.quantized()) {
+      if (v != nullptr)
+        Fail(std::string(op) + ": input '" + names[i] + "' is given but the cache '" + key_cache_name +
+             "' is not quantized (its element type is the query's); scales are only for int8 / float8e4m3fn caches");
+      continue;
+    }
+    if (v == nullptr)
+      Fail(std::string(op) + ": input '" + names[i] + "' is required: the cache '" + key_cache_name + "' is " +
+           (q.type == CacheType::kInt8 ? "int8" : "float8e4m3fn") +
+           " (give a float tensor [1], [1, kv_num_heads, 1, 1] or [1, kv_num_heads, 1, D])");
+    if (!v.IsTensor() || v.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+      Fail(std::string(op) + ": input '" + names[i] + "' must be a float tensor");
+    const std::vector<int64_t> shape = v.GetTensorTypeAndShapeInfo().GetShape();
+    scales[i]->granularity = ScaleGranularityOf(op, names[i], shape, sh.kv_num_heads, sh.head_dim);
+    scales[i]->data = v.GetTensorData<float>();
+    if (values_on_host) {
+      const int64_t count = v.GetTensorTypeAndShapeInfo().GetElementCount();
+      for (int64_t j = 0; j < count; ++j) {
+        const float x = scales[i]->data[j];
+        if (!(x > 0.f && std::isfinite(x)))
+          Fail(std::string(op) + ": input '" + names[i] + "'[" + std::to_string(j) + "] = " + std::to_string(x) +
+               " must be finite and > 0");
+      }
+    }
+  }
+  return q;
+}
+
 }  // namespace
 
 AttentionCall ReadCall(OpKind kind, const OpAttributes& attrs, const Ort::KernelContext& ctx, bool lengths_on_host) {
@@ -128,6 +185,8 @@ AttentionCall ReadCall(OpKind kind, const OpAttributes& attrs, const Ort::Kernel
   if (lengths_on_host)
     if (std::string err = ValidateLengths(kind, sh, c.past_lengths, c.new_lengths); !err.empty()) Fail(err);
   c.rotary = CheckRotaryInputs(op, ctx, cos_index, sin_index, sh.head_dim);
+  c.quant = CheckQuantInputs(op, ctx, query, key_cache_name, key_cache, owner ? spec::owner::kKScale : spec::reader::kKScale,
+                             owner ? spec::owner::kVScale : spec::reader::kVScale, sh, lengths_on_host);
   if (lengths_on_host && c.rotary.present)
     if (std::string err = ValidateRotaryPositions(kind, sh, c.past_lengths, c.new_lengths, c.rotary.max_positions);
         !err.empty())

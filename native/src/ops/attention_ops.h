@@ -10,7 +10,7 @@ namespace mixattn::ops {
 
 // Windowed (owner) attention: attends, then writes the chunk's K/V into its cache (in place when
 // present_* is bound to the past_* buffer).
-template <typename T>
+template <typename T, typename TCache = T>
 struct WindowedAttentionKernel {
   explicit WindowedAttentionKernel(const OpAttributes& attrs) : attrs_(attrs) {}
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
@@ -68,12 +68,12 @@ struct AttentionOpSchema : Ort::CustomOpBase<Derived, Kernel, true> {
   }
 };
 
-template <typename T>
-struct WindowedAttentionOp
-    : AttentionOpSchema<WindowedAttentionOp<T>, WindowedAttentionKernel<T>, T, OpKind::kOwner> {};
+template <typename T, typename TCache = T>
+struct WindowedAttentionOp : AttentionOpSchema<WindowedAttentionOp<T, TCache>, WindowedAttentionKernel<T, TCache>, T,
+                                               OpKind::kOwner, TCache> {};
 
 // Shared-KV (reader) attention: reads another layer's cache, never writes.
-template <typename T>
+template <typename T, typename TCache = T>
 struct SharedKvAttentionKernel {
   explicit SharedKvAttentionKernel(const OpAttributes& attrs) : attrs_(attrs) {}
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
@@ -82,9 +82,9 @@ struct SharedKvAttentionKernel {
   OpAttributes attrs_;
 };
 
-template <typename T>
-struct SharedKvAttentionOp
-    : AttentionOpSchema<SharedKvAttentionOp<T>, SharedKvAttentionKernel<T>, T, OpKind::kReader> {};
+template <typename T, typename TCache = T>
+struct SharedKvAttentionOp : AttentionOpSchema<SharedKvAttentionOp<T, TCache>, SharedKvAttentionKernel<T, TCache>, T,
+                                               OpKind::kReader, TCache> {};
 
 // The optional cos_cache / sin_cache inputs [M, R/2] (docs/ops.md, "Rotary"): both or neither, same shape,
 // 0 < R <= D. present == false when both are absent.
@@ -108,6 +108,7 @@ struct AttentionCall {
   const int32_t* past_lengths = nullptr;
   const int32_t* new_lengths = nullptr;  // nullptr when absent
   RotaryInputs rotary;
+  KvQuant quant;  // cache type (from the cache tensor's element type) and k_scale / v_scale when quantized
   void* output = nullptr;
   void* present_key = nullptr;
   void* present_value = nullptr;
@@ -119,18 +120,19 @@ struct AttentionCall {
 AttentionCall ReadCall(OpKind kind, const OpAttributes& attrs, const Ort::KernelContext& ctx, bool lengths_on_host);
 
 // The CPU kernel's arguments for a checked call (host data; the owner's chunk included).
-template <typename T>
-AttendArgs<T> AttendArgsOf(const AttentionCall& c) {
-  AttendArgs<T> a;
+template <typename T, typename TCache = T>
+AttendArgs<T, TCache> AttendArgsOf(const AttentionCall& c) {
+  AttendArgs<T, TCache> a;
   a.shape = c.shape;
   a.query = static_cast<const T*>(c.query);
   a.chunk_key = static_cast<const T*>(c.key);
   a.chunk_value = static_cast<const T*>(c.value);
-  a.key_cache = static_cast<const T*>(c.key_cache);  // owner: the state before this step's write
-  a.value_cache = static_cast<const T*>(c.value_cache);
+  a.key_cache = static_cast<const TCache*>(c.key_cache);  // owner: the state before this step's write
+  a.value_cache = static_cast<const TCache*>(c.value_cache);
   a.past_lengths = c.past_lengths;
   a.new_lengths = c.new_lengths;
   a.output = static_cast<T*>(c.output);
+  a.quant = c.quant;
   return a;
 }
 

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "cpu/attention_isa.h"
 #include "mixattention/op_spec.h"
 #include "ops/attention_ops.h"
 
@@ -10,13 +11,13 @@ namespace mixattn::ops {
 
 namespace spec_o = spec::owner;
 
-template <typename T>
-OrtStatusPtr WindowedAttentionKernel<T>::ComputeV2(OrtKernelContext* context) {
+template <typename T, typename TCache>
+OrtStatusPtr WindowedAttentionKernel<T, TCache>::ComputeV2(OrtKernelContext* context) {
   return GuardStatus([&] {
     Ort::KernelContext ctx(context);
     const AttentionCall c = ReadCall(OpKind::kOwner, attrs_, ctx, /*lengths_on_host=*/true);
     OrtExecutor executor(context);
-    AttendArgs<T> attend = AttendArgsOf<T>(c);
+    AttendArgs<T, TCache> attend = AttendArgsOf<T, TCache>(c);
     // Rotary inside the op: rotated copies of this step's queries and keys; the rotated keys are cached.
     std::vector<T> rotated_q, rotated_k;
     attend.query = RotatedRows(c, attrs_.rotary_interleaved, c.shape.num_heads, attend.query, rotated_q, executor);
@@ -24,16 +25,17 @@ OrtStatusPtr WindowedAttentionKernel<T>::ComputeV2(OrtKernelContext* context) {
         RotatedRows(c, attrs_.rotary_interleaved, c.shape.kv_num_heads, attend.chunk_key, rotated_k, executor);
     Attend(attend, executor);
 
-    CacheWriteArgs<T> write;
+    CacheWriteArgs<T, TCache> write;
     write.shape = c.shape;
     write.chunk_key = attend.chunk_key;
     write.chunk_value = attend.chunk_value;
     write.past_key = attend.key_cache;
     write.past_value = attend.value_cache;
-    write.present_key = static_cast<T*>(c.present_key);
-    write.present_value = static_cast<T*>(c.present_value);
+    write.present_key = static_cast<TCache*>(c.present_key);
+    write.present_value = static_cast<TCache*>(c.present_value);
     write.past_lengths = c.past_lengths;
     write.new_lengths = c.new_lengths;
+    write.quant = c.quant;  // quantized caches: each row is quantized as it is appended
     WriteChunk(write, executor);
   });
 }
@@ -59,11 +61,9 @@ void ReleaseOwnerMayInplace(int* input_index, int* output_index) {
   std::free(output_index);
 }
 
-template struct WindowedAttentionKernel<float>;
-template struct WindowedAttentionKernel<Float16>;
-template struct WindowedAttentionKernel<BFloat16>;
-template struct WindowedAttentionOp<float>;
-template struct WindowedAttentionOp<Float16>;
-template struct WindowedAttentionOp<BFloat16>;
+#define MIXATTN_INSTANTIATE_OWNER(T, TC)       \
+  template struct WindowedAttentionKernel<T, TC>; \
+  template struct WindowedAttentionOp<T, TC>;
+MIXATTN_FOR_EACH_TYPE_PAIR(MIXATTN_INSTANTIATE_OWNER)
 
 }  // namespace mixattn::ops
