@@ -400,9 +400,9 @@ int Floors(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, const cudaDevice
   std::printf("floor,B,bytes,read_us,read_over_empty,reader,blocks_per_sm,threads,unroll\n");
   std::fflush(stdout);
   // fp16 caches (2 bytes an element), then 1-byte caches (int8 / fp8: "sliding_read_1b").
-  for (int eb : {2, 1})
+  for (int elem_bytes : {2, 1})
   for (int B : {1, 8, 32}) {
-    const size_t bytes = size_t{2} * B * 8 * 1024 * 128 * eb;  // K and V of a W = 1024 ring, 8 kv heads, D = 128
+    const size_t bytes = size_t{2} * B * 8 * 1024 * 128 * elem_bytes;  // K and V of a W = 1024 ring, 8 kv heads, D = 128
     const int R = static_cast<int>(std::clamp<size_t>(4 * size_t(prop.l2CacheSize) / bytes + 1, 1, 32));
     std::vector<void*> bufs(R);
     for (void*& b : bufs) {
@@ -411,7 +411,7 @@ int Floors(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, const cudaDevice
     }
     CK(cudaDeviceSynchronize());
     const BestReads r = BestRead(stream, ea, eb, sms, bytes, R, bufs, sink);
-    std::printf(eb == 2 ? "sliding_read,%d,%zu" : "sliding_read_1b,%d,%zu,%.2f,%.2f,%s,%d,%d,%d\n", B, bytes, r.us, r.us / empty, r.at.reader, r.at.blocks_per_sm,
+    std::printf("%s,%d,%zu,%.2f,%.2f,%s,%d,%d,%d\n", elem_bytes == 2 ? "sliding_read" : "sliding_read_1b", B, bytes, r.us, r.us / empty, r.at.reader, r.at.blocks_per_sm,
                 r.at.threads, r.at.unroll);
     std::fflush(stdout);
     for (void* b : bufs) CK(cudaFree(b));

@@ -263,14 +263,16 @@ TEST_P(Quantized, MatchesTheFpPathOnTheSameQuantization) {
     qa.rotary_dim = D;
     qa.max_positions = M;
   }
-  CudaAttendArgs ra = a;  // the reference: no rotary, pre-rotated inputs; reader form over the dequantized caches
+  CudaAttendArgs ra = a;  // the reference: no rotary, pre-rotated inputs, over the dequantized caches
   ra.query = d_qref.p;
   ra.key_cache = d_kcref.p;
   ra.value_cache = d_vcref.p;
   ra.output = d_outref.p;
-  if (!c.reader) {
+  if (!c.reader) {  // an owner (Launch reads the chunk only with a present to write): its dequantized cache in place
     ra.chunk_key = d_kref.p;
     ra.chunk_value = d_vref.p;
+    ra.present_key = d_kcref.p;
+    ra.present_value = d_vcref.p;
   }
   cudaStream_t stream;
   CKT(cudaStreamCreate(&stream));

@@ -67,13 +67,13 @@ struct TcGeometry {
   static constexpr int kQueryStride = D + 8;
   static_assert(8 * kQueryStride <= kTileElems, "the staged query rows must fit one tile");
   template <typename T>
-  static constexpr size_t ElemBytes() { return kCodes ? 1 : sizeof(T); }
+  __host__ __device__ static constexpr size_t ElemBytes() { return kCodes ? 1 : sizeof(T); }
   template <typename T>
-  static constexpr size_t RingBytes() { return size_t{kStages} * 2 * kTileElems * ElemBytes<T>(); }
+  __host__ __device__ static constexpr size_t RingBytes() { return size_t{kStages} * 2 * kTileElems * ElemBytes<T>(); }
   template <typename T>
-  static constexpr size_t WarpBytes() { return RingBytes<T>() + (kCodes ? 2 * kTileElems * sizeof(T) : 0); }
+  __host__ __device__ static constexpr size_t WarpBytes() { return RingBytes<T>() + (kCodes ? 2 * kTileElems * sizeof(T) : 0); }
   template <typename T>
-  static constexpr size_t QueryByteOffset() {  // within warp 0's region
+  __host__ __device__ static constexpr size_t QueryByteOffset() {  // within warp 0's region
     return kCodes ? RingBytes<T>() : size_t{kStages - 1} * 2 * kTileElems * sizeof(T);
   }
   template <typename T>

@@ -134,19 +134,6 @@ Params SharedParams(const CudaAttendArgs& a, bool owner) {
   return p;
 }
 
-// Quantized caches on a path without quantized tiles: room for the dequantized caches and the owner's
-// dequantize(quantize(chunk)) after everything else in the scratch buffer (LaunchPlan::dequant_prepass).
-LaunchPlan WithDequantPrepass(const CudaAttendArgs& a, LaunchPlan pl) {
-  if (a.cache == CacheDType::kSameAsQuery || (pl.path == Path::kDecode && pl.tensor_core)) return pl;
-  const AttentionShape& sh = a.shape;
-  const size_t cache = static_cast<size_t>(sh.batch) * sh.kv_num_heads * sh.capacity * sh.head_dim * ElementBytes(a.dtype);
-  const size_t chunk = static_cast<size_t>(sh.batch) * sh.seq * sh.kv_num_heads * sh.head_dim * ElementBytes(a.dtype);
-  pl.dequant_prepass = true;
-  pl.dequant_offset = AlignScratch(pl.scratch_bytes);
-  pl.fake_chunk_offset = pl.dequant_offset + 2 * AlignScratch(cache);
-  pl.scratch_bytes = pl.fake_chunk_offset + (a.chunk_key != nullptr ? 2 * AlignScratch(chunk) : 0);
-  return pl;
-}
 
 int MinPerSplit(DType dtype, int head_dim, const LaunchPlan& pl) {
   return pl.tensor_core ? kDecodeTcMinPerSplit : DecodeRowsPerStep(dtype, head_dim) * DecodeUnroll(pl.head_chunk) * 2;
@@ -162,6 +149,20 @@ LaunchPlan WithPartials(const AttentionShape& sh, size_t groups, LaunchPlan pl) 
   pl.split_groups = groups;
   pl.partials_acc_offset = AlignScratch(parts * sizeof(float2));
   pl.scratch_bytes = pl.partials_acc_offset + parts * sh.head_dim * sizeof(float);
+  return pl;
+}
+
+// Quantized caches on a path without quantized tiles: room for the dequantized caches and the owner's
+// dequantize(quantize(chunk)) after everything else in the scratch buffer (LaunchPlan::dequant_prepass).
+LaunchPlan WithDequantPrepass(const CudaAttendArgs& a, LaunchPlan pl) {
+  if (a.cache == CacheDType::kSameAsQuery || (pl.path == Path::kDecode && pl.tensor_core)) return pl;
+  const AttentionShape& sh = a.shape;
+  const size_t cache = static_cast<size_t>(sh.batch) * sh.kv_num_heads * sh.capacity * sh.head_dim * ElementBytes(a.dtype);
+  const size_t chunk = static_cast<size_t>(sh.batch) * sh.seq * sh.kv_num_heads * sh.head_dim * ElementBytes(a.dtype);
+  pl.dequant_prepass = true;
+  pl.dequant_offset = AlignScratch(pl.scratch_bytes);
+  pl.fake_chunk_offset = pl.dequant_offset + 2 * AlignScratch(cache);
+  pl.scratch_bytes = pl.fake_chunk_offset + (a.chunk_key != nullptr ? 2 * AlignScratch(chunk) : 0);
   return pl;
 }
 
