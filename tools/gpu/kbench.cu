@@ -630,6 +630,7 @@ int main(int argc, char** argv) {
               FillCodes(kc[r], elems, 17 + 2 * r, var.cache);
               FillCodes(vc[r], elems, 18 + 2 * r, var.cache);
             }
+            CK(cudaDeviceSynchronize());  // the fills ran on the legacy stream, the launches use a non-blocking one
             av.cache = var.cache;
             av.k_scale = av.v_scale = scales;
             av.k_scale_mode = av.v_scale_mode = ScaleMode::kPerChannel;
@@ -688,7 +689,10 @@ int main(int argc, char** argv) {
           }
           // Timing: a graph of R launches over the R cache copies, replayed.
           const double us = GraphUsPerLaunch(stream, ea, eb, R, launch);
-          if (var.bf16 || codes) refill(false);
+          if (var.bf16 || codes) {
+            refill(false);
+            CK(cudaDeviceSynchronize());
+          }
           const std::string name = codes ? std::string(var.cache == CacheDType::kInt8 ? "tc_int8" : "tc_fp8") : std::string(var.bf16 ? (var.rotary ? "tc_bf16_rotary" : "tc_bf16")
                                  : var.rotary ? "tc_rotary"
                                  : !var.kernel       ? "simt"

@@ -49,10 +49,9 @@ using dev::Traits;
 constexpr int kWarps = kDecodeTcThreads / 32;
 constexpr int kKeys = kDecodeTcKeysPerTile;  // keys per warp tile
 
-// kCodes: the caches hold 1-byte codes (int8 / fp8). Their ring holds codes, so it has more stages for the same bytes in
-// flight (D = 128: 4 tiles of 2 KB a warp ahead instead of 2 of 4 KB), and each warp has a staging pair of K / V tiles
-// of T (16 x D each, swizzled like the 16-bit ring) that the codes of the oldest stage are converted into before the
-// tensor-core math, which then runs unchanged.
+// kCodes: the caches hold 1-byte codes (int8 / fp8). Their ring holds codes, with more stages for the same bytes in
+// flight (D = 128: 4 tiles of 2 KB a warp ahead instead of 2 of 4 KB); the fragments are loaded from the codes with
+// ldmatrix and converted to T in registers (dev::CodePair), so shared memory carries one byte per element each way.
 template <int D, bool kCodes = false>
 struct TcGeometry {
   // Tried for D = 64 and not kept (H200 kbench, W = 1024): a 7-stage ring (2 blocks/SM) made sliding calls at
@@ -63,18 +62,17 @@ struct TcGeometry {
   // the key loop (the prologue issues stages 0 .. kStages - 2); rows padded by 16 bytes so the fragment reads of the 8
   // heads fall in different banks. No extra shared memory: 16 more bytes a row had moved the D = 64 / 128 blocks to
   // the next shared-memory carveout (less L1) and cost short non-rotary calls 2-6% (H200 kbench A/B).
-  // (kCodes: warp 0's staging tiles, which no copy fills either.)
   static constexpr int kQueryStride = D + 8;
-  static_assert(8 * kQueryStride <= kTileElems, "the staged query rows must fit one tile");
+  static_assert(8 * kQueryStride * 2 <= 2 * kTileElems * (kCodes ? 1 : 2), "the staged query rows must fit one stage");
   template <typename T>
   __host__ __device__ static constexpr size_t ElemBytes() { return kCodes ? 1 : sizeof(T); }
   template <typename T>
   __host__ __device__ static constexpr size_t RingBytes() { return size_t{kStages} * 2 * kTileElems * ElemBytes<T>(); }
   template <typename T>
-  __host__ __device__ static constexpr size_t WarpBytes() { return RingBytes<T>() + (kCodes ? 2 * kTileElems * sizeof(T) : 0); }
+  __host__ __device__ static constexpr size_t WarpBytes() { return RingBytes<T>(); }
   template <typename T>
-  __host__ __device__ static constexpr size_t QueryByteOffset() {  // within warp 0's region
-    return kCodes ? RingBytes<T>() : size_t{kStages - 1} * 2 * kTileElems * sizeof(T);
+  __host__ __device__ static constexpr size_t QueryByteOffset() {  // within warp 0's region: its last stage
+    return size_t{kStages - 1} * 2 * kTileElems * ElemBytes<T>();
   }
   template <typename T>
   static constexpr size_t SmemBytes() {
@@ -286,9 +284,14 @@ __device__ __forceinline__ void StageRotatedQuery(const T* q, int g_count, int p
 // kCluster: launched as clusters of p.splits blocks (one group each); the splits merge in distributed shared memory
 // (ClusterMergeSplits) instead of through global partials (MergeSplitsIfLast / CombineKernel).
 // TC: the caches' element type — T, or 1-byte codes (int8_t / __nv_fp8_e4m3; kCodes) that are copied to the ring as
-// codes (16-byte copies of 16 codes), converted to T in the warp's staging tiles (exact), and scaled outside the
-// loop: the K scale folds into the query (per channel, rounded to T) or into the score scale (per tensor / head, fp32),
-// the V scale multiplies the block's accumulators before its partial or output is written.
+// codes (16-byte copies of 16 codes), loaded into fragments by ldmatrix on the codes and converted to T in registers
+// (exact), and scaled outside the loop: the K scale folds into the query (per channel, rounded to T) or into the score
+// scale (per tensor / head, fp32), the V scale multiplies the block's accumulators before its partial or output is
+// written. A b16 ldmatrix over byte rows hands a lane 4 consecutive codes of a row (bytes 4t..4t+3), and its .trans form
+// 2 codes of each of 2 consecutive rows; the fragments take them in a permuted order that both sides of each product
+// share — K: the k index pairs (2t, 2t+1) / (2t+8, 2t+9) of a 16-dimension step are dimensions 4t, 4t+1 / 4t+2, 4t+3,
+// so the query fragments are loaded in that order; V: the output rows g / g+8 of a 16-dimension tile are dimensions
+// 2g / 2g+1, undone when the accumulators are written out.
 template <typename T, typename TC, int D, bool kRotary, bool kCluster>
 __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_constant__ DecodeParams p) {
   constexpr bool kCodes = !std::is_same_v<T, TC>;
@@ -329,9 +332,6 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
 
   T* ring = reinterpret_cast<T*>(smem_bytes + static_cast<size_t>(warp) * G::template WarpBytes<T>());  // kCodes: codes
   const uint32_t ring_addr = SmemAddr(ring);
-  // kCodes: the warp's staging K / V tiles of T after its ring.
-  T* stage_k = reinterpret_cast<T*>(reinterpret_cast<char*>(ring) + G::template RingBytes<T>());
-  const uint32_t stage_addr = SmemAddr(stage_k);
   constexpr uint32_t kTileBytes = static_cast<uint32_t>(G::kTileElems * G::template ElemBytes<T>());
   const bool owner = chunk_k != nullptr;
   const size_t chunk_row = (static_cast<size_t>(b) * S * Hkv + kvh) * D;  // chunk row of position P (s = 0)
@@ -344,8 +344,7 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
 #pragma unroll
   for (int i = 0; i < CPL; ++i) {
     const int r = r_lane + i * RS;
-    // Codes: rows stored linearly (the conversion reads each lane's chunk back with one 16-byte load, conflict-free).
-    soff[i] = kCodes ? static_cast<uint32_t>(r * D + c_lane * EPC) : static_cast<uint32_t>(Swizzled<D>(r, c_lane) * sizeof(T));
+    soff[i] = kCodes ? dev::SwizzledBytes<D>(r, c_lane) : static_cast<uint32_t>(Swizzled<D>(r, c_lane) * sizeof(T));
   }
   // Issues the copies of tile t into stage st (always commits a group, possibly empty).
   auto issue = [&](int t, int st) {
@@ -429,13 +428,15 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     }
 #pragma unroll
     for (int kc = 0; kc < KC; ++kc) {
-      qf[kc][0] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd) : 0u;
-      qf[kc][1] = real ? *reinterpret_cast<const uint32_t*>(qrow + kc * 16 + qd + 8) : 0u;
+      // Codes: dimensions 4t, 4t+1 (b0) and 4t+2, 4t+3 (b1) of the step, the K fragments' order.
+      const int d0 = kCodes ? kc * 16 + 2 * qd : kc * 16 + qd, d1 = kCodes ? d0 + 2 : d0 + 8;
+      qf[kc][0] = real ? *reinterpret_cast<const uint32_t*>(qrow + d0) : 0u;
+      qf[kc][1] = real ? *reinterpret_cast<const uint32_t*>(qrow + d1) : 0u;
       if constexpr (kCodes) {
         if (p.k_scale_mode == 2) {  // per channel: q[d] * k_scale[d], rounded to T
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
-            const int d = kc * 16 + qd + 8 * h;
+            const int d = h == 0 ? d0 : d1;
             const float2 x = Traits<T>::Two(qf[kc][h]);
             qf[kc][h] = real ? dev::PackPair<T>(x.x * dev::ScaleAt(p.k_scale, 2, kvh, d, D),
                                                 x.y * dev::ScaleAt(p.k_scale, 2, kvh, d + 1, D))
@@ -479,6 +480,8 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   // ldmatrix lane addressing (row = key within the tile).
   const int a_row = lane & 15, a_chunk = lane >> 4;               // K: non-transposed A
   const int v_row = ((lane >> 4) << 3) + (lane & 7), v_chunk = (lane >> 3) & 1;  // V: transposed A
+  // Codes (K and V alike): matrices (keys 0-7, chunk c), (keys 8-15, c), (keys 0-7, c+1), (keys 8-15, c+1).
+  const int c_row = (lane & 7) + ((lane >> 3) & 1) * 8, c_half = lane >> 4;
 
   for (int t = 0; t < ntiles; ++t) {
     issue(t + NS - 1, (t + NS - 1) % NS);
@@ -488,42 +491,25 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     uint32_t sk = ring_addr + static_cast<uint32_t>(st) * 2 * kTileBytes;
     uint32_t sv = sk + kTileBytes;
     if constexpr (kCodes) {
-      // Codes of stage st -> T values in the staging tiles (exact; the scales are applied outside the loop). Each lane
-      // reads back the chunks it copied (its own cp.async writes: no barrier beyond the warp's).
-      const char* codes = reinterpret_cast<const char*>(ring) + st * 2 * kTileBytes;
-#pragma unroll
-      for (int kv = 0; kv < 2; ++kv)
-#pragma unroll
-        for (int i = 0; i < CPL; ++i) {
-          const int r = r_lane + i * RS;
-          uint32_t vals[8];
-          dev::CodesToValues<T, TC>(*reinterpret_cast<const uint4*>(codes + kv * kTileBytes + soff[i]), vals);
-          T* dst = stage_k + kv * G::kTileElems;
-          *reinterpret_cast<uint4*>(dst + Swizzled<D>(r, 2 * c_lane)) = make_uint4(vals[0], vals[1], vals[2], vals[3]);
-          *reinterpret_cast<uint4*>(dst + Swizzled<D>(r, 2 * c_lane + 1)) = make_uint4(vals[4], vals[5], vals[6], vals[7]);
-        }
       if (owner) {
-        // The new key / value (position P + s, from the chunk, never copied) as the codes the cache write stores: the
-        // key rotated at pos first (and rounded to T), as the write rotates it.
+        // The new key / value (position P + s, from the chunk, never copied: its rows were zero-filled) as the codes the
+        // cache write stores, written into the stage: the key rotated at pos first (and rounded to T), as the write does.
         const int r = pos - (tbase + t * tstride);
         if (r >= 0 && r < kKeys && pos < tend) {
-          __syncwarp();
+          char* codes = reinterpret_cast<char*>(ring) + st * 2 * kTileBytes;
           const T* kr = chunk_k + chunk_row + static_cast<size_t>(pos - P) * Hkv * D;
           const T* vr = chunk_v + chunk_row + static_cast<size_t>(pos - P) * Hkv * D;
           for (int d = lane; d < D; d += 32) {
             const float kx = kRotary ? Traits<T>::One(Traits<T>::From(dev::RotatedElement(kr, d, pos, p.rotary)))
                                      : Traits<T>::One(kr[d]);
-            const int at = r * D + ((d / 8) ^ (r & 7)) * 8 + d % 8;
-            stage_k[at] = Traits<T>::From(
-                dev::Codes<TC>::Decode(dev::QuantizeCode<TC>(kx, dev::ScaleAt(p.k_scale, p.k_scale_mode, kvh, d, D))));
-            stage_k[G::kTileElems + at] = Traits<T>::From(dev::Codes<TC>::Decode(
-                dev::QuantizeCode<TC>(Traits<T>::One(vr[d]), dev::ScaleAt(p.v_scale, p.v_scale_mode, kvh, d, D))));
+            const uint32_t at = dev::SwizzledBytes<D>(r, d / 16) + d % 16;
+            codes[at] = static_cast<char>(dev::QuantizeCode<TC>(kx, dev::ScaleAt(p.k_scale, p.k_scale_mode, kvh, d, D)));
+            codes[kTileBytes + at] = static_cast<char>(
+                dev::QuantizeCode<TC>(Traits<T>::One(vr[d]), dev::ScaleAt(p.v_scale, p.v_scale_mode, kvh, d, D)));
           }
+          __syncwarp();
         }
       }
-      __syncwarp();
-      sk = stage_addr;
-      sv = stage_addr + static_cast<uint32_t>(G::kTileElems * sizeof(T));
     }
     if (kRotary && owner && !kCodes) {
       // The new key (position P + s, read from the chunk) is rotated in shared memory before it is scored:
@@ -551,12 +537,28 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
 
     // S^T = K Q^T (two accumulator chains).
     float sa[4] = {0.f, 0.f, 0.f, 0.f}, sb[4] = {0.f, 0.f, 0.f, 0.f};
+    if constexpr (kCodes) {
+      // One ldmatrix.x4 over codes: keys g / g+8 x two 16-byte chunks (two k-steps); bytes 4t..4t+3 of each.
 #pragma unroll
-    for (int kc = 0; kc < KC; ++kc) {
-      uint32_t a[4];
-      const int ch = kc * 2 + a_chunk;
-      LdMatrixX4(a, sk + static_cast<uint32_t>(Swizzled<D>(a_row, ch) * sizeof(T)));
-      MmaOp<T>::Run(kc % 2 == 0 ? sa : sb, a, qf[kc][0], qf[kc][1]);
+      for (int kk = 0; kk < KC / 2; ++kk) {
+        uint32_t r[4];
+        LdMatrixX4(r, sk + dev::SwizzledBytes<D>(c_row, 2 * kk + c_half));
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint32_t lo = r[2 * h], hi = r[2 * h + 1];  // key g, key g + 8
+          uint32_t a[4] = {dev::CodePair<T, TC, 0, 1>(lo), dev::CodePair<T, TC, 0, 1>(hi), dev::CodePair<T, TC, 2, 3>(lo),
+                           dev::CodePair<T, TC, 2, 3>(hi)};
+          MmaOp<T>::Run(h == 0 ? sa : sb, a, qf[2 * kk + h][0], qf[2 * kk + h][1]);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int kc = 0; kc < KC; ++kc) {
+        uint32_t a[4];
+        const int ch = kc * 2 + a_chunk;
+        LdMatrixX4(a, sk + static_cast<uint32_t>(Swizzled<D>(a_row, ch) * sizeof(T)));
+        MmaOp<T>::Run(kc % 2 == 0 ? sa : sb, a, qf[kc][0], qf[kc][1]);
+      }
     }
     float sc[4];
     const int key0 = tbase + t * tstride + lane / 4;
@@ -598,12 +600,29 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
         acc[dt][3] *= al1;
       }
     }
+    if constexpr (kCodes) {
+      // ldmatrix.x4.trans over codes: keys 0-7 / 8-15 x two 16-byte chunks (two 16-dimension tiles); a lane gets codes
+      // (key 2t, dims 2g, 2g+1) and (key 2t+1, the same dims): row g of the tile is dimension 2g, row g+8 is 2g+1.
 #pragma unroll
-    for (int dt = 0; dt < KC; ++dt) {
-      uint32_t a[4];
-      const int ch = dt * 2 + v_chunk;
-      LdMatrixX4Trans(a, sv + static_cast<uint32_t>(Swizzled<D>(v_row, ch) * sizeof(T)));
-      MmaOp<T>::Run(acc[dt], a, pb0, pb1);
+      for (int mm = 0; mm < KC / 2; ++mm) {
+        uint32_t r[4];
+        LdMatrixX4Trans(r, sv + dev::SwizzledBytes<D>(c_row, 2 * mm + c_half));
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint32_t k0 = r[2 * h], k8 = r[2 * h + 1];  // keys 0-7, keys 8-15
+          uint32_t a[4] = {dev::CodePair<T, TC, 0, 2>(k0), dev::CodePair<T, TC, 1, 3>(k0), dev::CodePair<T, TC, 0, 2>(k8),
+                           dev::CodePair<T, TC, 1, 3>(k8)};
+          MmaOp<T>::Run(acc[2 * mm + h], a, pb0, pb1);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int dt = 0; dt < KC; ++dt) {
+        uint32_t a[4];
+        const int ch = dt * 2 + v_chunk;
+        LdMatrixX4Trans(a, sv + static_cast<uint32_t>(Swizzled<D>(v_row, ch) * sizeof(T)));
+        MmaOp<T>::Run(acc[dt], a, pb0, pb1);
+      }
     }
     __syncwarp();  // every lane is done with stage st before a later issue() overwrites it
   }
@@ -632,11 +651,13 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   }
 #pragma unroll
   for (int dt = 0; dt < KC; ++dt) {
-    float* w = sm_acc + warp * 8 * D + dt * 16 + dA;
+    // Codes: rows g / g+8 of a tile are dimensions 2g / 2g+1 (see the kernel's comment).
+    float* w = sm_acc + warp * 8 * D + dt * 16 + (kCodes ? 2 * dA : dA);
+    constexpr int kSecond = kCodes ? 1 : 8;
     w[hA * D] = acc[dt][0];
     w[hB * D] = acc[dt][1];
-    w[hA * D + 8] = acc[dt][2];
-    w[hB * D + 8] = acc[dt][3];
+    w[hA * D + kSecond] = acc[dt][2];
+    w[hB * D + kSecond] = acc[dt][3];
   }
   __syncthreads();
   for (int idx = threadIdx.x; idx < 8 * D; idx += kDecodeTcThreads) {

@@ -146,6 +146,33 @@ __device__ __forceinline__ void CodesToValues(const uint4& in, uint32_t (&out)[8
   }
 }
 
+// Codes I and J (bytes) of a 32-bit register as a pair of T (code I low), exactly: the conversion of the quantized
+// tensor-core decode's fragments. fp16: fp8 pairs by one cvt (sm_89+); int8 under an fp16 exponent of 1024 (biased byte,
+// minus 1152). bf16 through fp32.
+template <typename T, typename TC, int I, int J>
+__device__ __forceinline__ uint32_t CodePair(uint32_t reg) {
+  if constexpr (std::is_same_v<T, __half> && std::is_same_v<TC, __nv_fp8_e4m3>) {
+    const uint32_t pair = I == 0 && J == 1 ? reg : I == 2 && J == 3 ? reg >> 16 : __byte_perm(reg, 0u, I | (J << 4));
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair & 0xffffu), __NV_E4M3);
+    return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+  } else if constexpr (std::is_same_v<T, __half> && std::is_same_v<TC, int8_t>) {
+    uint32_t biased = __byte_perm(reg ^ 0x80808080u, 0x64646464u, I | (4 << 4) | (J << 8) | (4 << 12));
+    const __half2 v = __hsub2(*reinterpret_cast<__half2*>(&biased), __half2half2(__ushort_as_half(0x6480)));  // 1152
+    return *reinterpret_cast<const uint32_t*>(&v);
+  } else {
+    return PackPair<T>(Codes<TC>::Decode(reg >> (8 * I)), Codes<TC>::Decode(reg >> (8 * J)));
+  }
+}
+
+// Byte offset of 16-byte chunk c of row r in a shared-memory tile of D-byte rows (codes), XOR-swizzled so that the 8
+// rows an ldmatrix reads at one logical chunk fall in 8 different bank groups: rows of >= 128 bytes c ^ (r & 7); 64-byte
+// rows (two a 128-byte line) c ^ ((r >> 1) & 3).
+template <int D>
+__device__ __forceinline__ uint32_t SwizzledBytes(int r, int c) {
+  const int f = D >= 128 ? (r & 7) : ((r >> 1) & 3);
+  return static_cast<uint32_t>(r * D + ((c ^ f) << 4));
+}
+
 // 16-byte read-only load (K/V rows are read once per call: keep them out of L1).
 __device__ __forceinline__ uint4 Load16(const void* p) {
   return __ldg(reinterpret_cast<const uint4*>(p));
