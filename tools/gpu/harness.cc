@@ -44,12 +44,20 @@ namespace {
 using mixattn::BFloat16;
 using mixattn::Float16;
 
-enum class DT { f32, f16, bf16 };
-const char* Name(DT t) { return t == DT::f32 ? "f32" : t == DT::f16 ? "f16" : "bf16"; }
-size_t Bytes(DT t) { return t == DT::f32 ? 4 : 2; }
+// i8 / f8: quantized cache codes (int8, float8e4m3fn), held as raw bytes (no float access).
+enum class DT { f32, f16, bf16, i8, f8 };
+const char* Name(DT t) {
+  return t == DT::f32 ? "f32" : t == DT::f16 ? "f16" : t == DT::bf16 ? "bf16" : t == DT::i8 ? "i8" : "f8";
+}
+size_t Bytes(DT t) { return t == DT::f32 ? 4 : t == DT::i8 || t == DT::f8 ? 1 : 2; }
 ONNXTensorElementDataType Onnx(DT t) {
-  return t == DT::f32 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
-                      : t == DT::f16 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
+  switch (t) {
+    case DT::f32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    case DT::f16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+    case DT::bf16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
+    case DT::i8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
+    default: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT8E4M3FN;
+  }
 }
 
 // Host tensor stored in its element type (raw bytes) with float conversions.
@@ -92,14 +100,29 @@ HostTensor RandomTensor(DT dt, std::vector<int64_t> shape, std::mt19937& rng) {
   return t;
 }
 
+// Random cache codes: int8 from N(0, 40), fp8 E4M3 codes of N(0, 1) values (any finite code is valid).
+HostTensor RandomCodes(DT dt, std::vector<int64_t> shape, std::mt19937& rng) {
+  HostTensor t = MakeTensor(dt, std::move(shape));
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (uint8_t& b : t.raw) {
+    do b = static_cast<uint8_t>(byte(rng));
+    while (dt == DT::f8 && (b & 0x7f) == 0x7f);  // not NaN
+  }
+  return t;
+}
+
 // rotary > 0: the model has cos_cache / sin_cache inputs (after new_lengths) and rotary_interleaved.
+// cache: f32 (= the query type, no scales) or i8 / f8 with k_scale / v_scale of rank k_rank / v_rank (1: [1], 4:
+// [1, Hkv, 1, 1] or [1, Hkv, 1, D]).
 std::string OursModelName(bool owner, DT dt, int hq, int hkv, int w, float softcap, bool nl, int rotary = 0,
-                          bool interleaved = false) {
-  char buf[160];
+                          bool interleaved = false, DT cache = DT::f32, int k_rank = 0, int v_rank = 0) {
+  char buf[200];
   std::snprintf(buf, sizeof buf, "%s_%s_h%d_kv%d_w%d_sc%d_nl%d%s", owner ? "owner" : "reader", Name(dt), hq, hkv, w,
                 static_cast<int>(softcap * 100), nl ? 1 : 0,
                 rotary > 0 ? (interleaved ? "_rotary_interleaved" : "_rotary") : "");
-  return buf;
+  std::string n = buf;
+  if (cache == DT::i8 || cache == DT::f8) n += std::string("_") + Name(cache) + "_k" + std::to_string(k_rank) + "v" + std::to_string(v_rank);
+  return n;
 }
 std::string GqaModelName(DT dt, int hq, int hkv, int lw, bool swc) {
   char buf[160];
@@ -119,7 +142,13 @@ struct Case {
   bool inplace = true;          // owner: bind present to the past buffers (else separate buffers: copy path)
   int rotary = 0;               // > 0: rotary inside the op over R = rotary dims (needs newl: inputs follow it)
   bool interleaved = false;
-  std::string model() const { return OursModelName(owner, dt, Hq, Hkv, W, softcap, !newl.empty(), rotary > 0, interleaved); }
+  DT cache = DT::f32;          // i8 / f8: quantized caches (else the caches have type dt)
+  int k_mode = 0, v_mode = 0;  // scale granularity: 0 [1], 1 [1, Hkv, 1, 1], 2 [1, Hkv, 1, D]
+  bool quantized() const { return cache == DT::i8 || cache == DT::f8; }
+  std::string model() const {
+    return OursModelName(owner, dt, Hq, Hkv, W, softcap, !newl.empty(), rotary > 0, interleaved, cache,
+                         k_mode == 0 ? 1 : 4, v_mode == 0 ? 1 : 4);
+  }
 };
 
 std::vector<Case> CheckCases(bool quick) {
@@ -131,6 +160,7 @@ std::vector<Case> CheckCases(bool quick) {
                   c.newl.empty() ? "" : "_newlen", c.softcap > 0 ? "_softcap" : "", c.inplace ? "" : "_copy",
                   c.rotary > 0 ? (c.interleaved ? "_rotary_il" : "_rotary") : "");
     c.name = buf;
+    if (c.quantized()) c.name += std::string("_") + Name(c.cache) + "_k" + std::to_string(c.k_mode) + "v" + std::to_string(c.v_mode);
     cases.push_back(c);
   };
   const std::vector<DT> dts = quick ? std::vector<DT>{DT::f16} : std::vector<DT>{DT::f16, DT::bf16};
@@ -192,6 +222,45 @@ std::vector<Case> CheckCases(bool quick) {
       c.dt = DT::bf16; c.D = 64; c.rotary = 48; c.Hq = 6; c.Hkv = 2; c.C = 64; c.W = 64; c.past = {5, 64, 1000};
       add(c);
     }
+  }
+  // Quantized caches (int8 / fp8, docs/ops.md "Quantized caches"): the CUDA op against the CPU op on the same codes
+  // and scales — outputs within the fp tolerance (x2), present caches byte-identical. Every path: the tensor-core decode
+  // (global, wrapped ring, reader, rotary, copy binding), the prefill and fp32 paths (dequantizing pre-pass), every scale
+  // granularity for K and V.
+  for (DT cache : {DT::i8, DT::f8})
+    for (DT dt : quick ? std::vector<DT>{DT::f16} : std::vector<DT>{DT::f16, DT::bf16})
+      for (int D : quick ? std::vector<int>{128} : std::vector<int>{64, 128}) {
+        Case c;
+        c.cache = cache; c.dt = dt; c.D = D;
+        c.owner = true; c.B = 3; c.S = 1; c.Hq = 8; c.Hkv = 2; c.C = 300; c.W = 0; c.past = {0, 17, 250};
+        c.k_mode = 2; c.v_mode = 0;
+        add(c);
+        c.C = 64; c.W = 64; c.past = {5, 64, 1000}; c.k_mode = 1; c.v_mode = 2;
+        add(c);
+        c.S = 100; c.W = 32; c.C = 48; c.past = {0, 30, 500}; c.newl = {100, 57, 3}; c.k_mode = 0; c.v_mode = 1;
+        add(c);
+        c.S = 70; c.W = 0; c.C = 200; c.past = {0, 40, 129}; c.newl = {70, 70, 1}; c.k_mode = 2; c.v_mode = 2;
+        add(c);
+        c.owner = false; c.S = 1; c.Hq = 8; c.Hkv = 1; c.W = 32; c.C = 40; c.past = {3, 100, 777}; c.newl = {};
+        c.k_mode = 2; c.v_mode = 1;
+        add(c);
+        c.S = 9; c.Hkv = 2; c.W = 32; c.C = 40; c.past = {0, 50, 1000}; c.k_mode = 0; c.v_mode = 2;
+        add(c);
+        if (D == 128) {
+          c.owner = true; c.S = 1; c.C = 300; c.W = 0; c.past = {0, 17, 250}; c.newl = {1, 1, 1}; c.rotary = 128;
+          c.k_mode = 2; c.v_mode = 2;
+          add(c);
+          c.C = 64; c.W = 64; c.past = {5, 64, 1000}; c.rotary = 0; c.newl = {}; c.inplace = false; c.k_mode = 1;
+          add(c);
+        }
+      }
+  for (DT cache : {DT::i8, DT::f8}) {
+    Case c;
+    c.cache = cache; c.dt = DT::f32; c.D = 128; c.owner = true; c.B = 2; c.S = 1; c.Hq = 8; c.Hkv = 2; c.C = 64;
+    c.W = 64; c.past = {10, 700}; c.k_mode = 2; c.v_mode = 1;
+    add(c);
+    c.S = 12;
+    add(c);
   }
   if (quick) return cases;
   // group sizes: MHA, G = 3 (a partly used head chunk), G = 16 (two chunks); softcap; copy path; fp32
@@ -366,8 +435,18 @@ bool RunCase(const Models& m, const Case& c, const std::string& dump_root, std::
   HostTensor q = RandomTensor(c.dt, {B, S, int64_t{c.Hq} * D}, rng);
   HostTensor k = RandomTensor(c.dt, {B, S, int64_t{c.Hkv} * D}, rng);
   HostTensor v = RandomTensor(c.dt, {B, S, int64_t{c.Hkv} * D}, rng);
-  HostTensor kc = RandomTensor(c.dt, {B, c.Hkv, c.C, D}, rng);
-  HostTensor vc = RandomTensor(c.dt, {B, c.Hkv, c.C, D}, rng);
+  HostTensor kc = c.quantized() ? RandomCodes(c.cache, {B, c.Hkv, c.C, D}, rng) : RandomTensor(c.dt, {B, c.Hkv, c.C, D}, rng);
+  HostTensor vc = c.quantized() ? RandomCodes(c.cache, {B, c.Hkv, c.C, D}, rng) : RandomTensor(c.dt, {B, c.Hkv, c.C, D}, rng);
+  const DT cache_dt = c.quantized() ? c.cache : c.dt;
+  // Scales of the quantized caches: around what maps N(0, 1) values onto the code range (int8 3/127, fp8 3/448).
+  auto scale_tensor = [&](int mode) {
+    HostTensor t = MakeTensor(DT::f32, mode == 0 ? std::vector<int64_t>{1}
+                                     : std::vector<int64_t>{1, c.Hkv, 1, mode == 1 ? 1 : int64_t{D}});
+    std::uniform_real_distribution<float> u(0.5f, 1.5f);
+    for (size_t i = 0; i < t.count(); ++i) t.set(i, (c.cache == DT::i8 ? 3.f / 127.f : 3.f / 448.f) * u(rng));
+    return t;
+  };
+  HostTensor ks = scale_tensor(c.k_mode), vs = scale_tensor(c.v_mode);
   std::vector<int32_t> past(c.past.begin(), c.past.end()), newl(c.newl.begin(), c.newl.end());
   // Rotary caches [M, R/2] covering every position of the case (as a model's cos/sin tables, base 10000).
   const int M = *std::max_element(past.begin(), past.end()) + S + 1;
@@ -408,13 +487,19 @@ bool RunCase(const Models& m, const Case& c, const std::string& dump_root, std::
     in_names.push_back("sin_cache");
     ins.push_back(HostValue(rsin));
   }
+  if (c.quantized()) {
+    in_names.push_back("k_scale");
+    ins.push_back(HostValue(ks));
+    in_names.push_back("v_scale");
+    ins.push_back(HostValue(vs));
+  }
   Ort::Session cpu = OpenSession(m, c.model(), false);
   auto cpu_out = cpu.Run(Ort::RunOptions{}, in_names.data(), ins.data(), ins.size(), out_names.data(), out_names.size());
   HostTensor ref_out = FromValue(cpu_out[0], c.dt);
   HostTensor ref_pk, ref_pv;
   if (c.owner) {
-    ref_pk = FromValue(cpu_out[1], c.dt);
-    ref_pv = FromValue(cpu_out[2], c.dt);
+    ref_pk = FromValue(cpu_out[1], cache_dt);
+    ref_pv = FromValue(cpu_out[2], cache_dt);
   }
 
   HostTensor gpu_out = ref_out, gpu_pk = ref_pk, gpu_pv = ref_pv;
@@ -436,7 +521,8 @@ bool RunCase(const Models& m, const Case& c, const std::string& dump_root, std::
     Ort::IoBinding bind(gpu);
     const std::vector<int64_t> cache_shape{B, c.Hkv, c.C, D};
     Ort::Value vq = DeviceValue(*dq, q.shape, t), vk = DeviceValue(*dk, k.shape, t), vv = DeviceValue(*dv, v.shape, t);
-    Ort::Value vkc = DeviceValue(*dkc, cache_shape, t), vvc = DeviceValue(*dvc, cache_shape, t);
+    const ONNXTensorElementDataType ct = Onnx(cache_dt);
+    Ort::Value vkc = DeviceValue(*dkc, cache_shape, ct), vvc = DeviceValue(*dvc, cache_shape, ct);
     Ort::Value vpast = DeviceValue(*dpast, {B}, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32);
     Ort::Value vnew{nullptr};
     Ort::Value vout = DeviceValue(dout, q.shape, t);
@@ -455,8 +541,8 @@ bool RunCase(const Models& m, const Case& c, const std::string& dump_root, std::
         dpv = std::make_unique<DeviceBuffer>(vc.raw.size());
         CK(cudaMemset(dpk->p, 0xFF, dpk->bytes));
         CK(cudaMemset(dpv->p, 0xFF, dpv->bytes));
-        vpk = DeviceValue(*dpk, cache_shape, t);
-        vpv = DeviceValue(*dpv, cache_shape, t);
+        vpk = DeviceValue(*dpk, cache_shape, ct);
+        vpv = DeviceValue(*dpv, cache_shape, ct);
         bind.BindOutput("present_key", vpk);
         bind.BindOutput("present_value", vpv);
       }
@@ -479,6 +565,16 @@ bool RunCase(const Models& m, const Case& c, const std::string& dump_root, std::
       bind.BindInput("cos_cache", vcos);
       bind.BindInput("sin_cache", vsin);
     }
+    std::unique_ptr<DeviceBuffer> dks, dvs;
+    Ort::Value vks{nullptr}, vvs{nullptr};
+    if (c.quantized()) {  // the scales in device memory, as a converted model keeps them
+      dks = Upload(ks.raw.data(), ks.raw.size());
+      dvs = Upload(vs.raw.data(), vs.raw.size());
+      vks = DeviceValue(*dks, ks.shape, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+      vvs = DeviceValue(*dvs, vs.shape, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+      bind.BindInput("k_scale", vks);
+      bind.BindInput("v_scale", vvs);
+    }
     bind.BindOutput("output", vout);
     gpu.Run(Ort::RunOptions{}, bind);
     CK(cudaDeviceSynchronize());
@@ -493,7 +589,8 @@ bool RunCase(const Models& m, const Case& c, const std::string& dump_root, std::
 #endif
 
   const Diff d = Compare(gpu_out, ref_out);
-  const double tol = c.dt == DT::f32 ? 1e-4 : c.dt == DT::f16 ? 4e-3 : 3e-2;
+  // Quantized: the CUDA kernels fold the K scale into the query (rounded to T) where the CPU op dequantizes in fp32.
+  const double tol = (c.dt == DT::f32 ? 1e-4 : c.dt == DT::f16 ? 4e-3 : 3e-2) * (c.quantized() ? 2 : 1);
   bool ok = d.nan == 0 && d.max_abs <= tol;
   bool cache_ok = true;
   if (c.owner) cache_ok = gpu_pk.raw == ref_pk.raw && gpu_pv.raw == ref_pv.raw;
@@ -502,7 +599,7 @@ bool RunCase(const Models& m, const Case& c, const std::string& dump_root, std::
                d.rel_l2, d.nan, c.owner ? (cache_ok ? "identical" : "DIFFERENT") : "-", ok ? "PASS" : "FAIL");
   std::fflush(log);
 
-  if (!dump_root.empty()) {
+  if (!dump_root.empty() && !c.quantized()) {  // torch_check.py reads fp caches only
     const std::string dir = dump_root + "/" + c.name;
     std::string cmd = "mkdir -p '" + dir + "'";
     if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "cannot create %s\n", dir.c_str());
@@ -826,6 +923,9 @@ void Plan() {
       std::snprintf(buf, sizeof buf, "%s %s %s %d %d %d %g %d %d %d", c.model().c_str(), c.owner ? "owner" : "reader",
                     Name(c.dt), c.Hq, c.Hkv, c.W, c.softcap, c.newl.empty() ? 0 : 1, c.rotary > 0 ? 1 : 0,
                     c.interleaved ? 1 : 0);
+      if (c.quantized())
+        std::snprintf(buf + std::strlen(buf), sizeof buf - std::strlen(buf), " %s %d %d", Name(c.cache),
+                      c.k_mode == 0 ? 1 : 4, c.v_mode == 0 ? 1 : 4);
       specs[c.model()] = buf;
     }
   specs[OursModelName(true, DT::f16, 8, 2, 0, 0.f, false)] =

@@ -71,6 +71,21 @@ void Fill(void* p, size_t n, unsigned seed, bool bf16 = false) {
   CK(cudaGetLastError());
 }
 
+// Random 1-byte cache codes: any int8; fp8 E4M3 without the NaN codes (exponent field at most 14).
+__global__ void FillCodesKernel(uint8_t* p, size_t n, unsigned seed, uint8_t mask) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
+    unsigned x = static_cast<unsigned>(i) * 2654435761u ^ seed;
+    x ^= x >> 15;
+    x *= 2246822519u;
+    x ^= x >> 13;
+    p[i] = static_cast<uint8_t>(x) & mask;
+  }
+}
+void FillCodes(void* p, size_t n, unsigned seed, CacheDType cache) {
+  FillCodesKernel<<<2048, 256>>>(static_cast<uint8_t*>(p), n, seed, cache == CacheDType::kFloat8E4M3 ? 0xf7 : 0xff);
+  CK(cudaGetLastError());
+}
+
 struct Graph {
   cudaGraphExec_t exec = nullptr;
   ~Graph() {
@@ -384,8 +399,10 @@ int Floors(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, const cudaDevice
   std::printf("# empty_kernel_graph_us %.3f\n", empty);
   std::printf("floor,B,bytes,read_us,read_over_empty,reader,blocks_per_sm,threads,unroll\n");
   std::fflush(stdout);
+  // fp16 caches (2 bytes an element), then 1-byte caches (int8 / fp8: "sliding_read_1b").
+  for (int elem_bytes : {2, 1})
   for (int B : {1, 8, 32}) {
-    const size_t bytes = size_t{2} * B * 8 * 1024 * 128 * 2;  // K and V of a W = 1024 ring, 8 kv heads, D = 128
+    const size_t bytes = size_t{2} * B * 8 * 1024 * 128 * elem_bytes;  // K and V of a W = 1024 ring, 8 kv heads, D = 128
     const int R = static_cast<int>(std::clamp<size_t>(4 * size_t(prop.l2CacheSize) / bytes + 1, 1, 32));
     std::vector<void*> bufs(R);
     for (void*& b : bufs) {
@@ -394,7 +411,7 @@ int Floors(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, const cudaDevice
     }
     CK(cudaDeviceSynchronize());
     const BestReads r = BestRead(stream, ea, eb, sms, bytes, R, bufs, sink);
-    std::printf("sliding_read,%d,%zu,%.2f,%.2f,%s,%d,%d,%d\n", B, bytes, r.us, r.us / empty, r.at.reader, r.at.blocks_per_sm,
+    std::printf("%s,%d,%zu,%.2f,%.2f,%s,%d,%d,%d\n", elem_bytes == 2 ? "sliding_read" : "sliding_read_1b", B, bytes, r.us, r.us / empty, r.at.reader, r.at.blocks_per_sm,
                 r.at.threads, r.at.unroll);
     std::fflush(stdout);
     for (void* b : bufs) CK(cudaFree(b));
@@ -480,7 +497,9 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   const int Hq = 32, Hkv = 8, W = 1024;
-  const int D = one ? std::atoi(argv[5]) : 128;
+  const int D = one ? std::atoi(argv[5]) : std::getenv("KBENCH_D") ? std::atoi(std::getenv("KBENCH_D")) : 128;
+  // KBENCH_QUANT=1: only the tensor-core kernel over fp16, fp8 and int8 caches (the issue #18 table), no sweeps.
+  const bool quant_only = std::getenv("KBENCH_QUANT") != nullptr && std::atoi(std::getenv("KBENCH_QUANT")) != 0;
   std::vector<int> Ts, Bs = {1, 8, 32};
   for (int T = 1024; T <= 131072; T *= 2) Ts.push_back(T);
   if (quick) Ts = {1024, 16384, 131072};
@@ -542,6 +561,7 @@ int main(int argc, char** argv) {
           int kernel, splits, flags, fused = -1;
           bool rotary = false, bf16 = false;
           int cluster = -1;
+          CacheDType cache = CacheDType::kSameAsQuery;
         };
         // SIMT, tensor-core (splits merged as planned: in a cluster where one fits, else by the group's last block),
         // tensor-core with the separate CombineKernel ("tc_sep"), and with the cluster merge off ("tc_c0": the last
@@ -556,7 +576,22 @@ int main(int argc, char** argv) {
         }
         // Tuning rows on shapes of B*T = 16K..1M: the tensor-core kernel's variant flags
         // (decode_tc.cu) and half / double the automatic split count.
-        const bool sweep = !one && (sliding ? (T == 1024 && B != 8)
+        if (quant_only) {
+          variants = {{1, 0, -1}};
+          Variant f8{1, 0, -1}, i8{1, 0, -1};
+          f8.cache = CacheDType::kFloat8E4M3;
+          i8.cache = CacheDType::kInt8;
+          variants.push_back(f8);
+          variants.push_back(i8);
+        }
+        // Per-channel K and V scales (1/64: values of fp8 codes stay small), for the quantized variants.
+        float* scales = nullptr;
+        {
+          std::vector<float> hs(size_t(Hkv) * D, 1.f / 64.f);
+          CK(cudaMalloc(&scales, hs.size() * 4));
+          CK(cudaMemcpy(scales, hs.data(), hs.size() * 4, cudaMemcpyHostToDevice));
+        }
+        const bool sweep = !one && !quant_only && (sliding ? (T == 1024 && B != 8)
                                    : ((B == 1 && (T == 16384 || T == 65536 || T == 131072)) ||
                                       (B == 8 && (T == 8192 || T == 131072)) || (B == 32 && (T == 2048 || T == 16384))));
         if (sweep) {
@@ -588,6 +623,17 @@ int main(int argc, char** argv) {
           if (var.bf16) {
             refill(true);
             av.dtype = DType::kBFloat16;
+          }
+          const bool codes = var.cache != CacheDType::kSameAsQuery;
+          if (codes) {  // the first half of each cache buffer as codes; refilled as fp16 after this variant
+            for (int r = 0; r < R; ++r) {
+              FillCodes(kc[r], elems, 17 + 2 * r, var.cache);
+              FillCodes(vc[r], elems, 18 + 2 * r, var.cache);
+            }
+            CK(cudaDeviceSynchronize());  // the fills ran on the legacy stream, the launches use a non-blocking one
+            av.cache = var.cache;
+            av.k_scale = av.v_scale = scales;
+            av.k_scale_mode = av.v_scale_mode = ScaleMode::kPerChannel;
           }
           if (var.rotary) {  // cos/sin caches covering positions 0..T (values only need to be finite)
             const size_t n = size_t(T + 1) * (D / 2);
@@ -631,7 +677,9 @@ int main(int argc, char** argv) {
             std::memcpy(&x, &h[i], 2);
             return double(__bfloat162float(x));
           };
-          if (ref.empty()) {
+          if (codes) {  // other values than the fp16 rows: count what is not finite instead
+            for (const __half& x : h) diff += !std::isfinite(__half2float(x));
+          } else if (ref.empty()) {
             ref = h;
           } else {
             for (size_t i = 0; i < h.size(); ++i) {
@@ -641,8 +689,11 @@ int main(int argc, char** argv) {
           }
           // Timing: a graph of R launches over the R cache copies, replayed.
           const double us = GraphUsPerLaunch(stream, ea, eb, R, launch);
-          if (var.bf16) refill(false);
-          const std::string name = std::string(var.bf16 ? (var.rotary ? "tc_bf16_rotary" : "tc_bf16")
+          if (var.bf16 || codes) {
+            refill(false);
+            CK(cudaDeviceSynchronize());
+          }
+          const std::string name = codes ? std::string(var.cache == CacheDType::kInt8 ? "tc_int8" : "tc_fp8") : std::string(var.bf16 ? (var.rotary ? "tc_bf16_rotary" : "tc_bf16")
                                  : var.rotary ? "tc_rotary"
                                  : !var.kernel       ? "simt"
                                  : var.fused == 0 ? "tc_sep"
@@ -652,8 +703,9 @@ int main(int argc, char** argv) {
                                    (var.cluster >= 0 && var.fused != 0 ? "_c" + std::to_string(var.cluster) : "");
           std::fprintf(stderr, "%s B=%d T=%d D=%d %s: splits %d, merge %s\n", kind, B, T, D, name.c_str(), pl.splits,
                        pl.splits == 1 ? "none" : pl.cluster_merge ? "cluster" : pl.fused_combine ? "last block" : "CombineKernel");
-          std::printf("%s,%d,%d,%d,%.0f,%s,%d,%.2f,%.1f,%.3g\n", kind, B, T, L, bytes, name.c_str(),
-                      pl.splits, us, 100.0 * bytes / (us * 1e3) / peak, diff);
+          const double vbytes = codes ? bytes / 2 : bytes;
+          std::printf("%s,%d,%d,%d,%.0f,%s,%d,%.2f,%.1f,%.3g\n", kind, B, T, L, vbytes, name.c_str(),
+                      pl.splits, us, 100.0 * vbytes / (us * 1e3) / peak, diff);
           std::fflush(stdout);
           if (scratch) CK(cudaFree(scratch));
         }
@@ -667,6 +719,7 @@ int main(int argc, char** argv) {
         CK(cudaFree(out));
         CK(cudaFree(past));
         if (rot_cos) CK(cudaFree(rot_cos));
+        CK(cudaFree(scales));
         if (rot_sin) CK(cudaFree(rot_sin));
       }
   }

@@ -3,7 +3,8 @@
 
 usage: make_models.py SPEC_FILE OUT_DIR     (SPEC_FILE = output of `harness plan`)
 
-Spec lines:  NAME owner|reader DTYPE HQ HKV WINDOW SOFTCAP HAS_NEW_LENGTHS [ROTARY INTERLEAVED]
+Spec lines:  NAME owner|reader DTYPE HQ HKV WINDOW SOFTCAP HAS_NEW_LENGTHS [ROTARY INTERLEAVED [CACHE KRANK VRANK]]
+             (CACHE i8 | f8: quantized caches with k_scale / v_scale inputs of rank KRANK / VRANK, 1 or 4)
              NAME gqa DTYPE HQ HKV LOCAL_WINDOW SLIDING_WINDOW_CACHE
 All dimensions are symbolic, so one graph serves every batch / length / cache size.
 """
@@ -13,15 +14,17 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-DT = {"f32": TensorProto.FLOAT, "f16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
+DT = {"f32": TensorProto.FLOAT, "f16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16,
+      "i8": TensorProto.INT8, "f8": TensorProto.FLOAT8E4M3FN}
 
 
 def vi(name, elem, dims):
     return helper.make_tensor_value_info(name, elem, dims)
 
 
-def ours(name, kind, dt, hq, hkv, window, softcap, has_nl, rotary=0, interleaved=0):
+def ours(name, kind, dt, hq, hkv, window, softcap, has_nl, rotary=0, interleaved=0, cache=None, krank=1, vrank=1):
     t = DT[dt]
+    ct = DT[cache] if cache else t
     attrs = dict(num_heads=hq, kv_num_heads=hkv, window=window)
     if softcap > 0:
         attrs["softcap"] = softcap
@@ -29,24 +32,33 @@ def ours(name, kind, dt, hq, hkv, window, softcap, has_nl, rotary=0, interleaved
         attrs["rotary_interleaved"] = interleaved
     if kind == "owner":
         ins = [vi("query", t, ["B", "S", "QH"]), vi("key", t, ["B", "S", "KH"]), vi("value", t, ["B", "S", "KH"]),
-               vi("past_key", t, ["B", "HKV", "C", "D"]), vi("past_value", t, ["B", "HKV", "C", "D"]),
+               vi("past_key", ct, ["B", "HKV", "C", "D"]), vi("past_value", ct, ["B", "HKV", "C", "D"]),
                vi("past_lengths", TensorProto.INT32, ["B"])]
-        outs = [vi("output", t, ["B", "S", "QH"]), vi("present_key", t, ["B", "HKV", "C", "D"]),
-                vi("present_value", t, ["B", "HKV", "C", "D"])]
+        outs = [vi("output", t, ["B", "S", "QH"]), vi("present_key", ct, ["B", "HKV", "C", "D"]),
+                vi("present_value", ct, ["B", "HKV", "C", "D"])]
         op = "WindowedAttention"
     else:
-        ins = [vi("query", t, ["B", "S", "QH"]), vi("key_cache", t, ["B", "HKV", "C", "D"]),
-               vi("value_cache", t, ["B", "HKV", "C", "D"]), vi("past_lengths", TensorProto.INT32, ["B"])]
+        ins = [vi("query", t, ["B", "S", "QH"]), vi("key_cache", ct, ["B", "HKV", "C", "D"]),
+               vi("value_cache", ct, ["B", "HKV", "C", "D"]), vi("past_lengths", TensorProto.INT32, ["B"])]
         outs = [vi("output", t, ["B", "S", "QH"])]
         op = "SharedKvAttention"
     if has_nl:
         ins.append(vi("new_lengths", TensorProto.INT32, ["B"]))
     if rotary:  # the op's own rotary: cos/sin caches [M, R/2] after new_lengths
         ins += [vi("cos_cache", t, ["M", "R2"]), vi("sin_cache", t, ["M", "R2"])]
-    node = helper.make_node(op, [i.name for i in ins], [o.name for o in outs], domain="com.mixattention", **attrs)
+    names = [i.name for i in ins]
+    if cache:  # k_scale / v_scale after the optional inputs; the absent ones before them as "" (docs/ops.md)
+        if not has_nl:
+            names.append("")
+        if not rotary:
+            names += ["", ""]
+        scale = lambda n, rank: vi(n, TensorProto.FLOAT, [1] if rank == 1 else [1, "HKV", 1, n.upper() + "D"])
+        ins += [scale("k_scale", krank), scale("v_scale", vrank)]
+        names += ["k_scale", "v_scale"]
+    node = helper.make_node(op, names, [o.name for o in outs], domain="com.mixattention", **attrs)
     graph = helper.make_graph([node], name, ins, outs)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.mixattention", 1)],
-                             ir_version=8)
+                             ir_version=10 if cache == "f8" else 8)
 
 
 def gqa(name, dt, hq, hkv, local_window, swc):
@@ -78,7 +90,8 @@ def main():
         if kind == "gqa":
             m = gqa(name, dt, int(f[3]), int(f[4]), int(f[5]), int(f[6]))
         else:
-            m = ours(name, kind, dt, int(f[3]), int(f[4]), int(f[5]), float(f[6]), int(f[7]), *map(int, f[8:10]))
+            q = (f[10], int(f[11]), int(f[12])) if len(f) > 10 else ()
+            m = ours(name, kind, dt, int(f[3]), int(f[4]), int(f[5]), float(f[6]), int(f[7]), *map(int, f[8:10]), *q)
         onnx.save(m, str(out / (name + ".onnx")))
         n += 1
     print(f"make_models: wrote {n} graphs to {out}")

@@ -10,6 +10,9 @@
 #   tools/gpu/run.sh dev        build; check; kbench; memcheck
 #   tools/gpu/run.sh prefill    build; the prefill kernel alone (kbench prefill) and torch SDPA prefill, same shapes
 #   tools/gpu/run.sh build      build only (then run $MIXATTN_GPU_WORK/harness/kbench by hand)
+#   tools/gpu/run.sh quant      build; check (kvq_test and the harness: quantized caches too); memcheck (harness quick
+#                               cases and kvq_test's D = 128 decode / prefill cases); kbench over fp16 / fp8 / int8
+#                               caches (KBENCH_QUANT=1, D = 128 and 64); floors
 #
 # MIXATTN_GPU_WORK: build and scratch folder (default ${TMPDIR:-/tmp}/mixattn-gpu, outside the repository).
 #   tools/gpu/run.sh profile    build; kbench on PROFILE_SHAPES ("kind B T D [variants]" each, see kbench.cu) and
@@ -62,6 +65,10 @@ build() {
     && cmake --build "$work/native-tests" -j "$(nproc)" > "$logs/build-native-tests.log" 2>&1 \
     || { tail -20 "$logs/cmake-native-tests.log" "$logs/build-native-tests.log"; return 1; }
   wait $kpid || { grep -E "error" -A3 "$logs/build-kbench.log" | head -40; return 1; }
+  # After kbench: it shares the kernels' static library (one ninja at a time in that folder builds it).
+  if grep -q "kvq_test" "$work/harness/build.ninja" 2>/dev/null; then
+    cmake --build "$work/harness" --target kvq_test -j "$(nproc)" > "$logs/build-kvq-test.log" 2>&1 || { grep -E "error" -A3 "$logs/build-kvq-test.log" | head -40; return 1; }
+  fi
   # Registers / shared memory of every kernel (also when the build above was incremental and printed nothing).
   cuobjdump -res-usage "$work/native/libmixattention_ops.so" 2>/dev/null | grep -A1 --no-group-separator -E "Function .*(Decode|Prefill|Combine)" \
     | paste - - | sed -E 's/^Function ([^:]*):/\1/' | c++filt | cut -c1-260 > "$logs/resources.txt" || true
@@ -82,6 +89,12 @@ check() {
     summary+=("CUDA GoogleTests: not built (GoogleTest not found)")
   fi
   tail -3 "$logs/gtest-cuda.log" 2>/dev/null
+  if [ -x "$work/harness/kvq_test" ]; then
+    step "check: quantized caches (kvq_test: int8 / fp8 paths vs the fp path on the same quantization)"
+    "$work/harness/kvq_test" --gtest_brief=1 > "$logs/gtest-kvq.log" 2>&1
+    grep -E "Failure|FAILED|error" -A3 "$logs/gtest-kvq.log" | head -40
+    summary+=("kvq GoogleTests: $(grep -E '^\[  (PASSED|FAILED)  \]' "$logs/gtest-kvq.log" | tr '\n' ' ')")
+  fi
   step "check: CUDA op vs CPU op (harness)"
   rm -rf "$work/dump"
   "$harness" check "$work/models" "$lib" "$work/dump" 2>&1 | tee "$logs/check.log"
@@ -199,6 +212,18 @@ case "$mode" in
   floors) "$kbench" floors | tee "$OUT/floors.csv" ;;
   prefill) grep -E "Prefill" "$logs/resources.txt" | head -8; prefill ;;
   smoke) check; quick=quick; bench; memcheck ;;
+  quant)
+    check; memcheck
+    step "memcheck: kvq_test (D = 128 cases)"
+    timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$work/harness/kvq_test" --gtest_filter='*D128*' \
+      --gtest_brief=1 > "$logs/memcheck-kvq.log" 2>&1
+    summary+=("memcheck kvq_test: rc=$?, $(grep -E 'ERROR SUMMARY' "$logs/memcheck-kvq.log" | tail -1)")
+    for d in 128 64; do
+      step "kbench: fp16 / fp8 / int8 caches, D = $d"
+      KBENCH_QUANT=1 KBENCH_D=$d timeout 150 "$kbench" 2>> "$logs/kbench.err" | tee "$OUT/kbench-quant-d$d.csv"
+    done
+    step "floors"
+    timeout 120 "$kbench" floors 2> "$logs/floors.err" | tee "$OUT/floors.csv" ;;
 esac
 tar czf "$OUT/logs.tgz" -C "$logs" .
 echo "== done"

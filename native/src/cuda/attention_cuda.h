@@ -18,6 +18,13 @@ namespace mixattn::cuda {
 
 enum class DType { kFloat32, kFloat16, kBFloat16 };
 
+// Element type of the K/V caches (docs/ops.md, "Quantized caches"): the query's type, or int8 / float8e4m3fn codes
+// with fp32 scales (x' = code * scale; the owner's write quantizes q = saturate(round_half_even(x * (1 / scale)))).
+enum class CacheDType { kSameAsQuery, kInt8, kFloat8E4M3 };
+
+// Shape of a k_scale / v_scale input: [1], [1, Hkv, 1, 1] or [1, Hkv, 1, D] (index h * D + d).
+enum class ScaleMode { kPerTensor = 0, kPerHead = 1, kPerChannel = 2 };
+
 // One call of either op. Every pointer is device memory.
 struct CudaAttendArgs {
   AttentionShape shape;
@@ -38,6 +45,13 @@ struct CudaAttendArgs {
   int rotary_dim = 0;
   int max_positions = 0;
   bool rotary_interleaved = false;
+  // Quantized caches: key_cache / value_cache / present_* hold 1-byte codes; the scales are fp32 device memory
+  // (readers pass their owner's).
+  CacheDType cache = CacheDType::kSameAsQuery;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
+  ScaleMode k_scale_mode = ScaleMode::kPerTensor;
+  ScaleMode v_scale_mode = ScaleMode::kPerTensor;
 };
 
 // How a call with rotary inputs rotates this step's queries and keys.
@@ -66,6 +80,13 @@ struct LaunchPlan {
                                // cluster and merge through distributed shared memory (then no fused_combine)
   bool copy_cache = false;  // owner, present != past: copy past -> present first
   RotaryPath rotary = RotaryPath::kNone;
+  // Quantized caches on a path without quantized tiles (prefill, the fp32 kernels): a pre-pass dequantizes the caches
+  // into the scratch buffer (at dequant_offset: K then V, [B, Hkv, C, D] of the query type) and the owner's chunk to
+  // dequantize(quantize(x)) (at fake_chunk_offset: K then V, [B, S, Hkv*D]); the kernels then run unchanged on those
+  // and the quantizing cache write follows.
+  bool dequant_prepass = false;
+  size_t dequant_offset = 0;
+  size_t fake_chunk_offset = 0;
   // Scratch layout (device memory from ORT's allocator; byte offsets, each 256-byte aligned): split-K partials
   // (max, sum) at 0 and their accumulators at partials_acc_offset; kPrepass: rotated queries at rotary_offset, the
   // owner's rotated keys at rotary_key_offset.
@@ -77,7 +98,7 @@ struct LaunchPlan {
 };
 
 // Empty when the kernels support this shape / type; else why not (head size, SM count, ...).
-std::string CheckSupported(const AttentionShape& shape, DType dtype);
+std::string CheckSupported(const AttentionShape& shape, DType dtype, CacheDType cache = CacheDType::kSameAsQuery);
 
 #ifdef MIXATTN_TUNING
 // Overrides for tuning and benchmarks, only in the tuning build (CMake option MIXATTN_TUNING; the release library

@@ -73,7 +73,20 @@ void CheckLengthsOnHost(OpKind kind, const char* op, const AttentionShape& sh, c
       Fail(err);
 }
 
-template <typename T, OpKind K>
+// The kernels' cache type for the cache tensor's element type (checked by ops::ReadCall).
+CacheDType CacheDTypeOf(const KvQuant& q) {
+  return q.type == CacheType::kInt8 ? CacheDType::kInt8
+         : q.type == CacheType::kFloat8E4M3 ? CacheDType::kFloat8E4M3
+                                            : CacheDType::kSameAsQuery;
+}
+ScaleMode ScaleModeOf(ScaleGranularity g) {
+  return g == ScaleGranularity::kPerHead ? ScaleMode::kPerHead
+         : g == ScaleGranularity::kPerChannel ? ScaleMode::kPerChannel
+                                              : ScaleMode::kPerTensor;
+}
+
+// TCache: the caches' element type (T, int8_t or Float8E4M3); the scales stay in device memory.
+template <typename T, OpKind K, typename TCache = T>
 struct CudaAttentionKernel {
   explicit CudaAttentionKernel(const OpAttributes& attrs) : attrs_(attrs) {}
 
@@ -88,7 +101,8 @@ struct CudaAttentionKernel {
     const ops::AttentionCall c = ops::ReadCall(K, attrs_, ctx, /*lengths_on_host=*/false);
     const AttentionShape& sh = c.shape;
     if (sh.batch == 0 || sh.seq == 0) return;
-    if (std::string e = CheckSupported(sh, DTypeOf<T>()); !e.empty()) Fail(std::string(op) + " (CUDA): " + e);
+    if (std::string e = CheckSupported(sh, DTypeOf<T>(), CacheDTypeOf(c.quant)); !e.empty())
+      Fail(std::string(op) + " (CUDA): " + e);
     void* stream = ctx.GetGPUComputeStream();
     if (attrs_.check_lengths)
       CheckLengthsOnHost(K, op, sh, c.past_lengths, c.new_lengths, c.rotary.present ? c.rotary.max_positions : 0,
@@ -107,6 +121,13 @@ struct CudaAttentionKernel {
     args.output = c.output;
     args.present_key = c.present_key;  // nullptr for the reader
     args.present_value = c.present_value;
+    args.cache = CacheDTypeOf(c.quant);
+    if (c.quant.quantized()) {
+      args.k_scale = c.quant.k.data;
+      args.v_scale = c.quant.v.data;
+      args.k_scale_mode = ScaleModeOf(c.quant.k.granularity);
+      args.v_scale_mode = ScaleModeOf(c.quant.v.granularity);
+    }
     if (c.rotary.present) {
       args.cos_cache = c.rotary.cos;
       args.sin_cache = c.rotary.sin;
@@ -125,27 +146,40 @@ struct CudaAttentionKernel {
 
 // One op description per (element type, op): the shared schema (ops::AttentionOpSchema) on the CUDA
 // provider; lengths stay in device memory (OrtMemTypeDefault).
-template <typename T, OpKind K>
-struct CudaAttentionOp : ops::AttentionOpSchema<CudaAttentionOp<T, K>, CudaAttentionKernel<T, K>, T, K> {
+template <typename T, OpKind K, typename TCache = T>
+struct CudaAttentionOp
+    : ops::AttentionOpSchema<CudaAttentionOp<T, K, TCache>, CudaAttentionKernel<T, K, TCache>, T, K, TCache> {
   const char* GetExecutionProviderType() const { return "CUDAExecutionProvider"; }
 };
 
-CudaAttentionOp<float, OpKind::kOwner> g_owner_f32;
-CudaAttentionOp<Float16, OpKind::kOwner> g_owner_f16;
-CudaAttentionOp<BFloat16, OpKind::kOwner> g_owner_bf16;
-CudaAttentionOp<float, OpKind::kReader> g_reader_f32;
-CudaAttentionOp<Float16, OpKind::kReader> g_reader_f16;
-CudaAttentionOp<BFloat16, OpKind::kReader> g_reader_bf16;
+// One registration per (T, TCache) and op: caches of T, int8 or float8e4m3fn for fp32 / fp16 / bf16 queries.
+template <typename T>
+struct OpsOf {
+  CudaAttentionOp<T, OpKind::kOwner> owner;
+  CudaAttentionOp<T, OpKind::kOwner, int8_t> owner_i8;
+  CudaAttentionOp<T, OpKind::kOwner, Float8E4M3> owner_f8;
+  CudaAttentionOp<T, OpKind::kReader> reader;
+  CudaAttentionOp<T, OpKind::kReader, int8_t> reader_i8;
+  CudaAttentionOp<T, OpKind::kReader, Float8E4M3> reader_f8;
+  void AddTo(Ort::CustomOpDomain& domain) {
+    domain.Add(&owner);
+    domain.Add(&owner_i8);
+    domain.Add(&owner_f8);
+    domain.Add(&reader);
+    domain.Add(&reader_i8);
+    domain.Add(&reader_f8);
+  }
+};
+OpsOf<float> g_f32;
+OpsOf<Float16> g_f16;
+OpsOf<BFloat16> g_bf16;
 
 }  // namespace
 
 void RegisterCudaOps(Ort::CustomOpDomain& domain) {
-  domain.Add(&g_owner_f32);
-  domain.Add(&g_owner_f16);
-  domain.Add(&g_owner_bf16);
-  domain.Add(&g_reader_f32);
-  domain.Add(&g_reader_f16);
-  domain.Add(&g_reader_bf16);
+  g_f32.AddTo(domain);
+  g_f16.AddTo(domain);
+  g_bf16.AddTo(domain);
 }
 
 }  // namespace mixattn::cuda

@@ -3,9 +3,11 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace mixattn::cuda::dev {
 
@@ -61,6 +63,115 @@ struct Traits<__nv_bfloat16> {
   }
   __device__ static __forceinline__ __nv_bfloat16 From(float x) { return __float2bfloat16_rn(x); }
 };
+
+// Quantized cache codes (docs/ops.md, "Quantized caches"): TC = int8_t or __nv_fp8_e4m3, one byte each.
+// Decode: the code's value (exact in fp32, fp16 and bf16); the scale is applied by the caller. Encode: x is already
+// value * (1 / scale); int8 rounds half to even and saturates to [-128, 127]; fp8 E4M3FN rounds to nearest even and
+// saturates to +-448 (__NV_SATFINITE); NaN gives the largest positive code (127 / 448).
+template <typename TC>
+struct Codes;
+template <>
+struct Codes<int8_t> {
+  __device__ static __forceinline__ float Decode(uint32_t byte) { return static_cast<float>(static_cast<int8_t>(byte & 0xffu)); }
+  __device__ static __forceinline__ uint32_t Encode(float x) {
+    if (x != x) return 127u;
+    const float r = fminf(fmaxf(rintf(x), -128.f), 127.f);
+    return static_cast<uint32_t>(static_cast<int>(r)) & 0xffu;
+  }
+};
+template <>
+struct Codes<__nv_fp8_e4m3> {
+  __device__ static __forceinline__ float Decode(uint32_t byte) {
+    return __half2float(__half(__nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(byte & 0xffu), __NV_E4M3)));
+  }
+  __device__ static __forceinline__ uint32_t Encode(float x) {
+    if (x != x) return 0x7eu;
+    return static_cast<uint32_t>(__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3));
+  }
+};
+
+// Scale of (KV head h, channel d) in a k_scale / v_scale input (ScaleMode: 0 [1], 1 [1, Hkv, 1, 1], 2 [1, Hkv, 1, D]).
+__device__ __forceinline__ float ScaleAt(const float* s, int mode, int h, int d, int D) {
+  return s[mode == 0 ? 0 : mode == 1 ? h : h * D + d];
+}
+// The code of x under `scale`: x * (1 / scale) with both roundings explicit (no fused or approximate division), as the
+// CPU op computes it.
+template <typename TC>
+__device__ __forceinline__ uint32_t QuantizeCode(float x, float scale) {
+  return Codes<TC>::Encode(__fmul_rn(x, __frcp_rn(scale)));
+}
+
+// Two floats as one 32-bit pair of T (low half first).
+template <typename T>
+__device__ __forceinline__ uint32_t PackPair(float lo, float hi) {
+  if constexpr (sizeof(T) == 2) {
+    const T a = Traits<T>::From(lo), b = Traits<T>::From(hi);
+    return static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&a)) |
+           (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&b)) << 16);
+  } else {
+    return 0u;
+  }
+}
+
+// 16 codes (one 16-byte vector) -> their 16 values as T, exactly (no scale): out[0..7] = two 16-byte vectors.
+template <typename T, typename TC>
+__device__ __forceinline__ void CodesToValues(const uint4& in, uint32_t (&out)[8]) {
+  const uint32_t w[4] = {in.x, in.y, in.z, in.w};
+  if constexpr (std::is_same_v<T, __half> && std::is_same_v<TC, __nv_fp8_e4m3>) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const __half2_raw h =
+            __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>((w[k] >> (16 * j)) & 0xffffu), __NV_E4M3);
+        out[2 * k + j] = static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+      }
+  } else if constexpr (std::is_same_v<T, __half> && std::is_same_v<TC, int8_t>) {
+    // Biased bytes (x + 128) under an fp16 exponent of 1024: the half 1024 + x + 128, minus 1152 (exact).
+    const __half2 bias = __half2half2(__ushort_as_half(0x6480));  // 1152
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t u = w[k] ^ 0x80808080u;
+      uint32_t lo = __byte_perm(u, 0x64646464u, 0x4140), hi = __byte_perm(u, 0x64646464u, 0x4342);
+      __half2 a = __hsub2(*reinterpret_cast<__half2*>(&lo), bias), b = __hsub2(*reinterpret_cast<__half2*>(&hi), bias);
+      out[2 * k] = *reinterpret_cast<uint32_t*>(&a);
+      out[2 * k + 1] = *reinterpret_cast<uint32_t*>(&b);
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+        out[2 * k + j] = PackPair<T>(Codes<TC>::Decode(w[k] >> (16 * j)), Codes<TC>::Decode(w[k] >> (16 * j + 8)));
+  }
+}
+
+// Codes I and J (bytes) of a 32-bit register as a pair of T (code I low), exactly: the conversion of the quantized
+// tensor-core decode's fragments. fp16: fp8 pairs by one cvt (sm_89+); int8 under an fp16 exponent of 1024 (biased byte,
+// minus 1152). bf16 through fp32.
+template <typename T, typename TC, int I, int J>
+__device__ __forceinline__ uint32_t CodePair(uint32_t reg) {
+  if constexpr (std::is_same_v<T, __half> && std::is_same_v<TC, __nv_fp8_e4m3>) {
+    const uint32_t pair = I == 0 && J == 1 ? reg : I == 2 && J == 3 ? reg >> 16 : __byte_perm(reg, 0u, I | (J << 4));
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair & 0xffffu), __NV_E4M3);
+    return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+  } else if constexpr (std::is_same_v<T, __half> && std::is_same_v<TC, int8_t>) {
+    uint32_t biased = __byte_perm(reg ^ 0x80808080u, 0x64646464u, I | (4 << 4) | (J << 8) | (4 << 12));
+    const __half2 v = __hsub2(*reinterpret_cast<__half2*>(&biased), __half2half2(__ushort_as_half(0x6480)));  // 1152
+    return *reinterpret_cast<const uint32_t*>(&v);
+  } else {
+    return PackPair<T>(Codes<TC>::Decode(reg >> (8 * I)), Codes<TC>::Decode(reg >> (8 * J)));
+  }
+}
+
+// Byte offset of 16-byte chunk c of row r in a shared-memory tile of D-byte rows (codes), XOR-swizzled so that the 8
+// rows an ldmatrix reads at one logical chunk fall in 8 different bank groups: rows of >= 128 bytes c ^ (r & 7); 64-byte
+// rows (two a 128-byte line) c ^ ((r >> 1) & 3).
+template <int D>
+__device__ __forceinline__ uint32_t SwizzledBytes(int r, int c) {
+  const int f = D >= 128 ? (r & 7) : ((r >> 1) & 3);
+  return static_cast<uint32_t>(r * D + ((c ^ f) << 4));
+}
 
 // 16-byte read-only load (K/V rows are read once per call: keep them out of L1).
 __device__ __forceinline__ uint4 Load16(const void* p) {
@@ -265,6 +376,26 @@ __device__ __forceinline__ void WriteNewRow(const T* chunk_k, const T* chunk_v, 
     } else {
       RotateNewKey(chunk_k + src, v, pos, rot, reinterpret_cast<uint4*>(static_cast<T*>(cache_k) + dst) + v);
     }
+  }
+}
+
+// WriteNewRow for a quantized cache (TC = int8_t / __nv_fp8_e4m3): each element of the new K / V rows (the key rotated
+// at pos first and rounded to T, as the CPU op rotates it) quantized with its scale and stored as one byte.
+template <typename T, typename TC, int D, int kThreads, typename Rot>
+__device__ __forceinline__ void WriteNewRowQuantized(const T* chunk_k, const T* chunk_v, void* cache_k, void* cache_v,
+                                                     int z, int b, int kvh, int Hkv, int C, int pos, const Rot& rot,
+                                                     const float* k_scale, int k_mode, const float* v_scale, int v_mode) {
+  const size_t src = (static_cast<size_t>(z) * Hkv + kvh) * D;
+  const size_t dst = ((static_cast<size_t>(b) * Hkv + kvh) * C + static_cast<size_t>(pos % C)) * D;
+  for (int i = threadIdx.x; i < 2 * D; i += kThreads) {
+    const bool is_v = i >= D;
+    const int d = is_v ? i - D : i;
+    float x;
+    if (is_v) x = Traits<T>::One(chunk_v[src + d]);
+    else if (rot.dim > 0) x = Traits<T>::One(Traits<T>::From(RotatedElement(chunk_k + src, d, pos, rot)));
+    else x = Traits<T>::One(chunk_k[src + d]);
+    const float sc = is_v ? ScaleAt(v_scale, v_mode, kvh, d, D) : ScaleAt(k_scale, k_mode, kvh, d, D);
+    static_cast<uint8_t*>(is_v ? cache_v : cache_k)[dst + d] = static_cast<uint8_t>(QuantizeCode<TC>(x, sc));
   }
 }
 

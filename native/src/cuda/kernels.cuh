@@ -42,6 +42,10 @@ struct DecodeParams {
                             // thread-block cluster and merge through distributed shared memory (no counters, no partials)
   float scale, softcap;
   RotaryParams rotary;      // tensor-core kernel only (the SIMT kernel gets pre-rotated inputs)
+  // Quantized caches (tensor-core kernel instantiated for 1-byte codes): fp32 scales, ScaleMode as int.
+  const float* k_scale;
+  const float* v_scale;
+  int k_scale_mode, v_scale_mode;
 };
 
 // Tiled tensor-core prefill: block (64 query tokens x splits, query head, sequence).
@@ -75,15 +79,16 @@ int DecodeBlocksPerSm(DType dtype, int head_dim, int head_chunk);
 PrefillLauncher GetPrefillLauncher(DType dtype, int head_dim);
 // Tensor-core, cp.async-pipelined decode (decode_tc.cu): fp16 / bf16, head chunks of up to 8 heads;
 // nullptr for fp32. Same DecodeParams, grid and split-K partials as the SIMT kernel.
-DecodeLauncher GetDecodeTcLauncher(DType dtype, int head_dim);
-int DecodeTcBlocksPerSm(DType dtype, int head_dim);
+// cache: the caches' element type (1-byte codes dequantized in registers / shared memory, docs/gpu.md).
+DecodeLauncher GetDecodeTcLauncher(DType dtype, int head_dim, CacheDType cache = CacheDType::kSameAsQuery);
+int DecodeTcBlocksPerSm(DType dtype, int head_dim, CacheDType cache = CacheDType::kSameAsQuery);
 constexpr int kPrefillRows = 64;  // query tokens per prefill block
 constexpr int kDecodeTcThreads = 128;
 // Largest split count merged in a thread-block cluster (16: the non-portable cluster size Hopper allows).
 constexpr int kMaxClusterSplits = 16;
 // Whether a cluster of `splits` tensor-core decode blocks (this element type and head size) can run on the current
 // device: sm_90 or later, and cudaOccupancyMaxActiveClusters >= 1. Cached per device.
-bool DecodeTcClusterFits(DType dtype, int head_dim, int splits);
+bool DecodeTcClusterFits(DType dtype, int head_dim, int splits, CacheDType cache = CacheDType::kSameAsQuery);
 constexpr int kDecodeTcKeysPerTile = 16;                                        // keys per warp tile
 constexpr int kDecodeTcMinPerSplit = (kDecodeTcThreads / 32) * kDecodeTcKeysPerTile;  // one tile per warp
 
@@ -107,7 +112,15 @@ int* SplitCounters(cudaStream_t stream, size_t count);
 cudaError_t LaunchRotary(DType dtype, const CudaAttendArgs& args, const void* x, void* out, int heads,
                          cudaStream_t stream);
 
-// Cache write for S > 1 (owner): chunk rows s < N_b with s >= N_b - C go to slot (P_b + s) mod C.
+// Cache write for S > 1 (owner): chunk rows s < N_b with s >= N_b - C go to slot (P_b + s) mod C; quantized (same
+// kernel) when args.cache is a 1-byte type.
 cudaError_t LaunchCacheWrite(DType dtype, const CudaAttendArgs& args, cudaStream_t stream);
+
+// Quantized caches on the paths without quantized tiles (quant.cu): the whole K / V caches dequantized to the query
+// type (x' = code * scale, rounded once) into k_out / v_out ([B, Hkv, C, D]), and the owner's chunk rows to
+// dequantize(quantize(x)) into chunk_k_out / chunk_v_out ([B, S, Hkv*D]; skipped when args.chunk_key is null).
+cudaError_t LaunchDequantCaches(DType dtype, const CudaAttendArgs& args, void* k_out, void* v_out, cudaStream_t stream);
+cudaError_t LaunchFakeQuantChunk(DType dtype, const CudaAttendArgs& args, void* chunk_k_out, void* chunk_v_out,
+                                 cudaStream_t stream);
 
 }  // namespace mixattn::cuda

@@ -17,6 +17,7 @@ std::string CudaError(const char* what, cudaError_t e) {
 }
 
 int ElementBytes(DType t) { return t == DType::kFloat32 ? 4 : 2; }
+int CacheElementBytes(DType t, CacheDType cache) { return cache == CacheDType::kSameAsQuery ? ElementBytes(t) : 1; }
 
 constexpr size_t kScratchAlign = 256;
 
@@ -133,6 +134,7 @@ Params SharedParams(const CudaAttendArgs& a, bool owner) {
   return p;
 }
 
+
 int MinPerSplit(DType dtype, int head_dim, const LaunchPlan& pl) {
   return pl.tensor_core ? kDecodeTcMinPerSplit : DecodeRowsPerStep(dtype, head_dim) * DecodeUnroll(pl.head_chunk) * 2;
 }
@@ -147,6 +149,20 @@ LaunchPlan WithPartials(const AttentionShape& sh, size_t groups, LaunchPlan pl) 
   pl.split_groups = groups;
   pl.partials_acc_offset = AlignScratch(parts * sizeof(float2));
   pl.scratch_bytes = pl.partials_acc_offset + parts * sh.head_dim * sizeof(float);
+  return pl;
+}
+
+// Quantized caches on a path without quantized tiles: room for the dequantized caches and the owner's
+// dequantize(quantize(chunk)) after everything else in the scratch buffer (LaunchPlan::dequant_prepass).
+LaunchPlan WithDequantPrepass(const CudaAttendArgs& a, LaunchPlan pl) {
+  if (a.cache == CacheDType::kSameAsQuery || (pl.path == Path::kDecode && pl.tensor_core)) return pl;
+  const AttentionShape& sh = a.shape;
+  const size_t cache = static_cast<size_t>(sh.batch) * sh.kv_num_heads * sh.capacity * sh.head_dim * ElementBytes(a.dtype);
+  const size_t chunk = static_cast<size_t>(sh.batch) * sh.seq * sh.kv_num_heads * sh.head_dim * ElementBytes(a.dtype);
+  pl.dequant_prepass = true;
+  pl.dequant_offset = AlignScratch(pl.scratch_bytes);
+  pl.fake_chunk_offset = pl.dequant_offset + 2 * AlignScratch(cache);
+  pl.scratch_bytes = pl.fake_chunk_offset + (a.chunk_key != nullptr ? 2 * AlignScratch(chunk) : 0);
   return pl;
 }
 
@@ -169,7 +185,8 @@ LaunchPlan WithRotary(const CudaAttendArgs& a, LaunchPlan pl) {
 
 }  // namespace
 
-std::string CheckSupported(const AttentionShape& sh, DType dtype) {
+std::string CheckSupported(const AttentionShape& sh, DType dtype, CacheDType cache) {
+  (void)cache;  // every query type takes every cache type (fp32 through the dequantizing pre-pass)
   if (sh.head_dim != 64 && sh.head_dim != 128 && sh.head_dim != 256)
     return "the CUDA kernels support head size D = 64, 128 or 256, got D = " + std::to_string(sh.head_dim);
   if (sh.capacity <= 0) return "the CUDA kernels need a cache capacity C > 0";
@@ -204,14 +221,14 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms) {
     else if (blocks > 0 && 2 * blocks <= resident && longest >= kPrefillSplitFrom)
       pl.splits = static_cast<int>(std::clamp<long long>(
           std::min(resident / blocks, longest / kPrefillMinSplitKeys), 1, kPrefillMaxSplits));
-    return WithRotary(a, WithPartials(sh, blocks, pl));  // a group: one (query tile, head, sequence)
+    return WithDequantPrepass(a, WithRotary(a, WithPartials(sh, blocks, pl)));  // a group: one (query tile, head, sequence)
   }
 
   const int G = sh.group();
   pl.head_chunk = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
   pl.chunks = (G + pl.head_chunk - 1) / pl.head_chunk;
   const int kernel = tuning.decode_kernel >= 0 ? tuning.decode_kernel : EnvKernel();
-  pl.tensor_core = pl.path == Path::kDecode && kernel != 0 && GetDecodeTcLauncher(a.dtype, sh.head_dim) != nullptr;
+  pl.tensor_core = pl.path == Path::kDecode && kernel != 0 && GetDecodeTcLauncher(a.dtype, sh.head_dim, a.cache) != nullptr;
   pl.tc_flags = tuning.tc_flags >= 0 ? tuning.tc_flags : EnvTcFlags() >= 0 ? EnvTcFlags() : kDefaultTcFlags;
   // Split count from (B, heads, the longest possible visible length): enough blocks to fill the
   // GPU, but at least min_per_split keys per split. The kernel re-splits by the real length.
@@ -232,7 +249,7 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms) {
     // block per SM and the split merge cost more than the shorter streams save (H200 kbench, B = 16, W = 1024,
     // D = 64: 2 splits 14.5 us, 3 splits 15.7 us; B = 1 still takes its 16).
     const long long sms = std::max(num_sms, 1);
-    const long long cap_full = sms * DecodeTcBlocksPerSm(a.dtype, sh.head_dim);
+    const long long cap_full = sms * DecodeTcBlocksPerSm(a.dtype, sh.head_dim, a.cache);
     // Resident blocks the wave model counts. For D >= 128 (long ranges; the short-range rule below is tuned on all
     // resident slots) one block per SM already keeps >= 64 KB of K / V in flight
     // (4 warps x 2 tiles of 16 rows ahead), and more resident blocks only add splits to merge (H200 kbench, global,
@@ -281,10 +298,10 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms) {
   const bool cluster_auto = pl.splits <= kAutoClusterSplits && (longest <= kShortRange || pl.splits == 2) && EnvClusterMerge();
   pl.cluster_merge = pl.tensor_core && pl.splits > 1 &&
                      (tuning.cluster_merge >= 0 ? tuning.cluster_merge != 0 : cluster_auto) &&
-                     DecodeTcClusterFits(a.dtype, sh.head_dim, pl.splits);
+                     DecodeTcClusterFits(a.dtype, sh.head_dim, pl.splits, a.cache);
   pl.fused_combine = pl.tensor_core && pl.splits > 1 && !pl.cluster_merge &&
                      (tuning.fused_combine >= 0 ? tuning.fused_combine != 0 : EnvFusedCombine());
-  return WithRotary(a, WithPartials(sh, base, pl));  // a group: one (token, KV head, head chunk)
+  return WithDequantPrepass(a, WithRotary(a, WithPartials(sh, base, pl)));  // a group: one (token, KV head, head chunk)
 }
 
 std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scratch, void* stream_ptr) {
@@ -309,7 +326,7 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
 
   if (pl.copy_cache) {  // present not bound to past: whole-cache copy, then write the new rows into present
     const size_t bytes = static_cast<size_t>(sh.batch) * sh.kv_num_heads * sh.capacity * sh.head_dim *
-                         ElementBytes(a.dtype);
+                         CacheElementBytes(a.dtype, a.cache);
     if (a.present_key != a.key_cache)
       if (cudaError_t e = cudaMemcpyAsync(a.present_key, a.key_cache, bytes, cudaMemcpyDeviceToDevice, stream))
         return CudaError("copy past_key -> present_key", e);
@@ -318,10 +335,34 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
         return CudaError("copy past_value -> present_value", e);
   }
 
+  // The kernels' view: with the dequantizing pre-pass, caches of the query type and the owner's chunk as the cache
+  // will hold it (the cache write below still quantizes from `a`).
+  CudaAttendArgs k = a;
+  if (pl.dequant_prepass) {
+    if (scratch == nullptr) return "dequantizing pre-pass needs a scratch buffer";
+    char* base = static_cast<char*>(scratch);
+    const size_t cache = static_cast<size_t>(sh.batch) * sh.kv_num_heads * sh.capacity * sh.head_dim * ElementBytes(a.dtype);
+    const size_t chunk = static_cast<size_t>(sh.batch) * sh.seq * sh.kv_num_heads * sh.head_dim * ElementBytes(a.dtype);
+    const size_t cache_step = AlignScratch(cache), chunk_step = AlignScratch(chunk);
+    void* dk = base + pl.dequant_offset;
+    void* dv = base + pl.dequant_offset + cache_step;
+    if (cudaError_t e = LaunchDequantCaches(a.dtype, a, dk, dv, stream)) return CudaError("dequantize caches launch", e);
+    k.key_cache = dk;
+    k.value_cache = dv;
+    k.cache = CacheDType::kSameAsQuery;
+    if (owner) {
+      void* fk = base + pl.fake_chunk_offset;
+      void* fv = base + pl.fake_chunk_offset + chunk_step;
+      if (cudaError_t e = LaunchFakeQuantChunk(a.dtype, a, fk, fv, stream)) return CudaError("quantize chunk launch", e);
+      k.chunk_key = fk;
+      k.chunk_value = fv;
+    }
+  }
+
   if (pl.path == Path::kPrefill) {
     PrefillLauncher launch = GetPrefillLauncher(a.dtype, sh.head_dim);
     if (launch == nullptr) return "no prefill kernel for this head size / element type";
-    PrefillParams p = SharedParams<PrefillParams>(a, owner);
+    PrefillParams p = SharedParams<PrefillParams>(k, owner);
     p.splits = 1;
     if (pl.splits > 1) {
       if (scratch == nullptr) return "split-K prefill needs a scratch buffer";
@@ -335,11 +376,15 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
     }
     if (cudaError_t e = launch(p, stream)) return CudaError("prefill kernel launch", e);
   } else {
-    DecodeLauncher launch = pl.tensor_core ? GetDecodeTcLauncher(a.dtype, sh.head_dim)
+    DecodeLauncher launch = pl.tensor_core ? GetDecodeTcLauncher(a.dtype, sh.head_dim, a.cache)
                                            : GetDecodeLauncher(a.dtype, sh.head_dim, pl.head_chunk);
     if (launch == nullptr) return "no decode kernel for this head size / element type";
-    DecodeParams p = SharedParams<DecodeParams>(a, owner);
-    const bool fused_write = owner && pl.path == Path::kDecode;
+    DecodeParams p = SharedParams<DecodeParams>(k, owner);
+    p.k_scale = a.k_scale;
+    p.v_scale = a.v_scale;
+    p.k_scale_mode = static_cast<int>(a.k_scale_mode);
+    p.v_scale_mode = static_cast<int>(a.v_scale_mode);
+    const bool fused_write = owner && pl.path == Path::kDecode && !pl.dequant_prepass;
     p.write_key = fused_write ? a.present_key : nullptr;
     p.write_value = fused_write ? a.present_value : nullptr;
     if (pl.splits > 1) {
@@ -363,7 +408,7 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
         return CudaError("split-K combine kernel launch", e);
   }
 
-  if (owner && pl.path != Path::kDecode)
+  if (owner && (pl.path != Path::kDecode || pl.dequant_prepass))
     if (cudaError_t e = LaunchCacheWrite(a.dtype, a, stream)) return CudaError("cache write kernel launch", e);
   return {};
 }
