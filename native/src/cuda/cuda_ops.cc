@@ -145,29 +145,35 @@ struct CudaAttentionKernel {
 };
 
 // One op description per (element type, op): the shared schema (ops::AttentionOpSchema) on the CUDA
-// provider; lengths stay in device memory (OrtMemTypeDefault).
-template <typename T, OpKind K, typename TCache = T>
-struct CudaAttentionOp
-    : ops::AttentionOpSchema<CudaAttentionOp<T, K, TCache>, CudaAttentionKernel<T, K, TCache>, T, K, TCache> {
+// provider; lengths stay in device memory (OrtMemTypeDefault). TSchema: the cache type the schema declares
+// (TCache, or ops::Float8E4M3AsUint8 for fp8 bytes typed uint8; the kernel is the same).
+template <typename T, OpKind K, typename TCache = T, typename TSchema = TCache>
+struct CudaAttentionOp : ops::AttentionOpSchema<CudaAttentionOp<T, K, TCache, TSchema>, CudaAttentionKernel<T, K, TCache>,
+                                                T, K, TSchema> {
   const char* GetExecutionProviderType() const { return "CUDAExecutionProvider"; }
 };
 
-// One registration per (T, TCache) and op: caches of T, int8 or float8e4m3fn for fp32 / fp16 / bf16 queries.
+// One registration per (T, TCache) and op: caches of T, int8 or float8e4m3fn for fp32 / fp16 / bf16 queries, and
+// fp8 caches declared uint8 (ORT's C# API cannot type fp8 graph inputs; docs/ops.md "Quantized caches").
 template <typename T>
 struct OpsOf {
   CudaAttentionOp<T, OpKind::kOwner> owner;
   CudaAttentionOp<T, OpKind::kOwner, int8_t> owner_i8;
   CudaAttentionOp<T, OpKind::kOwner, Float8E4M3> owner_f8;
+  CudaAttentionOp<T, OpKind::kOwner, Float8E4M3, ops::Float8E4M3AsUint8> owner_f8_u8;
   CudaAttentionOp<T, OpKind::kReader> reader;
   CudaAttentionOp<T, OpKind::kReader, int8_t> reader_i8;
   CudaAttentionOp<T, OpKind::kReader, Float8E4M3> reader_f8;
+  CudaAttentionOp<T, OpKind::kReader, Float8E4M3, ops::Float8E4M3AsUint8> reader_f8_u8;
   void AddTo(Ort::CustomOpDomain& domain) {
     domain.Add(&owner);
     domain.Add(&owner_i8);
     domain.Add(&owner_f8);
+    domain.Add(&owner_f8_u8);
     domain.Add(&reader);
     domain.Add(&reader_i8);
     domain.Add(&reader_f8);
+    domain.Add(&reader_f8_u8);
   }
 };
 OpsOf<float> g_f32;
