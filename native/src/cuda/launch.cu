@@ -255,7 +255,8 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms) {
     // (4 warps x 2 tiles of 16 rows ahead), and more resident blocks only add splits to merge (H200 kbench, global,
     // D = 128, B = 1: 16 splits 2-10% faster than 33 from T = 4K to 64K; B = 8: 2 and 4 splits equal). D = 64 keeps
     // 48 KB a block in flight and gains from more (B = 1, T = 64K: 48 splits 40.6 us, 16 splits 43.4 us).
-    const long long cap = sh.head_dim >= 128 && longest > kShortRange ? sms : cap_full;
+    // Quantized caches: every resident block (dequantizing adds latency to each tile, which more warps an SM hide).
+    const long long cap = sh.head_dim >= 128 && longest > kShortRange && a.cache == CacheDType::kSameAsQuery ? sms : cap_full;
     long long best = 1;
     double best_cost = 1e30;
     for (long long s = 1; s <= max_splits && base > 0; ++s) {
