@@ -578,6 +578,9 @@ bool RunCase(const Models& m, const Case& c, const std::string& dump_root, std::
       bind.BindInput("v_scale", vvs);
     }
     bind.BindOutput("output", vout);
+    // The uploads (pageable cudaMemcpy returns before its DMA lands) and the poisoning memsets ran on the legacy
+    // stream, which ORT's non-blocking stream does not wait for: without this, a busy GPU let the op read stale inputs.
+    CK(cudaDeviceSynchronize());
     gpu.Run(Ort::RunOptions{}, bind);
     CK(cudaDeviceSynchronize());
     CK(cudaMemcpy(gpu_out.raw.data(), dout.p, dout.bytes, cudaMemcpyDeviceToHost));
