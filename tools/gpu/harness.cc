@@ -4,6 +4,7 @@
 //                                         inputs/outputs for torch_check.py; exit 1 on a mismatch
 //   harness bench MODELS LIB [quick]      decode: our op vs ORT GroupQueryAttention (CUDA EP, IO binding,
 //                                         device buffers), D2D copy peak, empty-kernel launch; CSV to stdout
+//   harness bench-fp8 MODELS LIB [quick]  the same over float8e4m3fn caches (per-tensor scales), ORT GQA's quantized cache
 //   harness probe MODELS LIB              one GQA run per kind (with ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO=1)
 // Built without HARNESS_CUDA, `check` runs the CPU op only (to test the harness itself).
 #include <onnxruntime_cxx_api.h>
@@ -124,9 +125,10 @@ std::string OursModelName(bool owner, DT dt, int hq, int hkv, int w, float softc
   if (cache == DT::i8 || cache == DT::f8) n += std::string("_") + Name(cache) + "_k" + std::to_string(k_rank) + "v" + std::to_string(v_rank);
   return n;
 }
-std::string GqaModelName(DT dt, int hq, int hkv, int lw, bool swc) {
+// fp8: float8e4m3fn caches with per-tensor k_scale / v_scale (k_quant_type = v_quant_type = PER_TENSOR).
+std::string GqaModelName(DT dt, int hq, int hkv, int lw, bool swc, bool fp8 = false) {
   char buf[160];
-  std::snprintf(buf, sizeof buf, "gqa_%s_h%d_kv%d_lw%d_swc%d", Name(dt), hq, hkv, lw, swc ? 1 : 0);
+  std::snprintf(buf, sizeof buf, "gqa_%s_h%d_kv%d_lw%d_swc%d%s", Name(dt), hq, hkv, lw, swc ? 1 : 0, fp8 ? "_f8" : "");
   return buf;
 }
 
@@ -576,6 +578,9 @@ bool RunCase(const Models& m, const Case& c, const std::string& dump_root, std::
       bind.BindInput("v_scale", vvs);
     }
     bind.BindOutput("output", vout);
+    // The uploads (pageable cudaMemcpy returns before its DMA lands) and the poisoning memsets ran on the legacy
+    // stream, which ORT's non-blocking stream does not wait for: without this, a busy GPU let the op read stale inputs.
+    CK(cudaDeviceSynchronize());
     gpu.Run(Ort::RunOptions{}, bind);
     CK(cudaDeviceSynchronize());
     CK(cudaMemcpy(gpu_out.raw.data(), dout.p, dout.bytes, cudaMemcpyDeviceToHost));
@@ -733,7 +738,9 @@ struct BenchRow {
   double bytes, ours_us, gqa_us, gqa_diff;
 };
 
-int Bench(const Models& m, bool quick) {
+// fp8: both ops over float8e4m3fn caches with per-tensor scales (ours: WindowedAttention<fp16, fp8>; GQA: its quantized
+// cache, k_quant_type = v_quant_type = PER_TENSOR, kv_cache_bit_width = 8).
+int Bench(const Models& m, bool quick, bool fp8 = false) {
   cudaStream_t stream;
   CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cudaDeviceProp prop;
@@ -759,10 +766,25 @@ int Bench(const Models& m, bool quick) {
   const int Hq = 32, Hkv = 8, D = 128, W = 1024;
   const DT dt = DT::f16;
   const auto t = Onnx(dt);
-  Ort::Session ours_global = OpenSession(m, OursModelName(true, dt, Hq, Hkv, 0, 0.f, false), true, stream);
-  Ort::Session ours_sliding = OpenSession(m, OursModelName(true, dt, Hq, Hkv, W, 0.f, false), true, stream);
-  Ort::Session gqa_global = OpenSession(m, GqaModelName(dt, Hq, Hkv, -1, false), true, stream);
-  Ort::Session gqa_sliding = OpenSession(m, GqaModelName(dt, Hq, Hkv, W, true), true, stream);
+  const DT cache_dt = fp8 ? DT::f8 : dt;
+  const auto ct = Onnx(cache_dt);
+  Ort::Session ours_global = OpenSession(m, OursModelName(true, dt, Hq, Hkv, 0, 0.f, false, 0, false, cache_dt, 1, 1), true, stream);
+  Ort::Session ours_sliding = OpenSession(m, OursModelName(true, dt, Hq, Hkv, W, 0.f, false, 0, false, cache_dt, 1, 1), true, stream);
+  // GQA over fp8 caches depends on the ORT build (and its sliding-window cache on the kernel it picks): a model that
+  // does not open leaves its column empty instead of ending the run.
+  auto open_gqa = [&](const std::string& name) -> std::unique_ptr<Ort::Session> {
+    try {
+      return std::make_unique<Ort::Session>(OpenSession(m, name, true, stream));
+    } catch (const Ort::Exception& e) {
+      std::fprintf(stderr, "gqa model %s: %s\n", name.c_str(), e.what());
+      return nullptr;
+    }
+  };
+  std::unique_ptr<Ort::Session> gqa_global = open_gqa(GqaModelName(dt, Hq, Hkv, -1, false, fp8));
+  std::unique_ptr<Ort::Session> gqa_sliding = open_gqa(GqaModelName(dt, Hq, Hkv, W, true, fp8));
+  // Per-tensor scales (fp8: values of N(0, 1) keys and values map to codes within +-256).
+  std::vector<float> unit_scale{1.f / 64.f};
+  auto dscale = Upload(unit_scale.data(), 4);
 
   std::vector<int> Bs = {1, 8, 32}, Ts;
   for (int T = 1024; T <= 131072; T *= 2) Ts.push_back(T);
@@ -776,7 +798,7 @@ int Bench(const Models& m, bool quick) {
       for (int T : Ts) {
         const int C = sliding ? W : T;
         const int L = sliding ? std::min(T, W) : T;
-        const size_t cache_bytes = size_t{2} * B * Hkv * C * D * Bytes(dt);  // K + V
+        const size_t cache_bytes = size_t{2} * B * Hkv * C * D * Bytes(cache_dt);  // K + V
         // Rotate over enough cache copies that the set exceeds 4x L2 (at most 32 copies).
         const int R = static_cast<int>(std::clamp<size_t>(4 * size_t(prop.l2CacheSize) / cache_bytes + 1, 1, 32));
         HostTensor q = RandomTensor(dt, {B, 1, Hq * D}, rng), k = RandomTensor(dt, {B, 1, Hkv * D}, rng);
@@ -791,10 +813,11 @@ int Bench(const Models& m, bool quick) {
           // Random cache contents: a random block of up to 8 Mi elements tiled over the cache on
           // the device (host RNG over 4 G elements would take minutes), then copies for the rotation.
           const size_t elems = size_t{1} * B * Hkv * C * D;
-          HostTensor block = RandomTensor(dt, {static_cast<int64_t>(std::min<size_t>(elems, size_t{8} << 20))}, rng);
+          const int64_t block_elems = static_cast<int64_t>(std::min<size_t>(elems, size_t{8} << 20));
+          HostTensor block = fp8 ? RandomCodes(DT::f8, {block_elems}, rng) : RandomTensor(dt, {block_elems}, rng);
           for (int r = 0; r < R; ++r) {
-            kc.push_back(std::make_unique<DeviceBuffer>(elems * Bytes(dt)));
-            vc.push_back(std::make_unique<DeviceBuffer>(elems * Bytes(dt)));
+            kc.push_back(std::make_unique<DeviceBuffer>(elems * Bytes(cache_dt)));
+            vc.push_back(std::make_unique<DeviceBuffer>(elems * Bytes(cache_dt)));
           }
           for (size_t off = 0; off < kc[0]->bytes; off += block.raw.size()) {
             const size_t n = std::min(block.raw.size(), kc[0]->bytes - off);
@@ -820,15 +843,16 @@ int Bench(const Models& m, bool quick) {
         Ort::Value& vout = dev(dout, q.shape, t);
         Ort::Value& vout2 = dev(dout2, q.shape, t);
         Ort::Value vtotal = HostInt32(total, {1});
+        Ort::Value& vscale = dev(*dscale, {1}, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
 
         Ort::Session& so = sliding ? ours_sliding : ours_global;
-        Ort::Session& sg = sliding ? gqa_sliding : gqa_global;
+        Ort::Session* sg = (sliding ? gqa_sliding : gqa_global).get();
         std::vector<std::unique_ptr<Ort::IoBinding>> bo, bg;
         for (int r = 0; r < R; ++r) {
-          Ort::Value& vkc = dev(*kc[r], cache_shape, t);
-          Ort::Value& vvc = dev(*vc[r], cache_shape, t);
-          for (int which = 0; which < 2; ++which) {
-            auto b = std::make_unique<Ort::IoBinding>(which == 0 ? so : sg);
+          Ort::Value& vkc = dev(*kc[r], cache_shape, ct);
+          Ort::Value& vvc = dev(*vc[r], cache_shape, ct);
+          for (int which = 0; which < (sg != nullptr ? 2 : 1); ++which) {
+            auto b = std::make_unique<Ort::IoBinding>(which == 0 ? so : *sg);
             b->BindInput("query", vq);
             b->BindInput("key", vk);
             b->BindInput("value", vv);
@@ -842,12 +866,16 @@ int Bench(const Models& m, bool quick) {
               b->BindInput("total_sequence_length", vtotal);
               b->BindOutput("output", vout2);
             }
+            if (fp8) {
+              b->BindInput("k_scale", vscale);
+              b->BindInput("v_scale", vscale);
+            }
             b->BindOutput("present_key", vkc);
             b->BindOutput("present_value", vvc);
             (which == 0 ? bo : bg).push_back(std::move(b));
           }
         }
-        const double bytes = 2.0 * B * Hkv * L * D * Bytes(dt);
+        const double bytes = 2.0 * B * Hkv * L * D * Bytes(cache_dt);
         const int iters = std::clamp(static_cast<int>(2e5 / (bytes / 3e3 + 5)), 20, 400);  // ~ 0.2 s of GPU each
         double ours_us = NAN, gqa_us = NAN, diff = NAN;
         try {
@@ -855,8 +883,8 @@ int Bench(const Models& m, bool quick) {
         } catch (const Ort::Exception& e) {
           std::fprintf(stderr, "ours %s B=%d T=%d: %s\n", kind, B, T, e.what());
         }
-        try {
-          gqa_us = timer.PerCallUs([&](int i) { sg.Run(ro, *bg[i % R]); }, iters);
+        if (sg != nullptr) try {
+          gqa_us = timer.PerCallUs([&](int i) { sg->Run(ro, *bg[i % R]); }, iters);
         } catch (const Ort::Exception& e) {
           std::fprintf(stderr, "gqa %s B=%d T=%d: %s\n", kind, B, T, e.what());
         }
@@ -936,6 +964,14 @@ void Plan() {
   }
   specs[GqaModelName(DT::f16, 32, 8, -1, false)] = GqaModelName(DT::f16, 32, 8, -1, false) + " gqa f16 32 8 -1 0";
   specs[GqaModelName(DT::f16, 32, 8, 1024, true)] = GqaModelName(DT::f16, 32, 8, 1024, true) + " gqa f16 32 8 1024 1";
+  // bench fp8: both ops over float8e4m3fn caches, per-tensor scales.
+  for (int w : {0, 1024}) {
+    const std::string n = OursModelName(true, DT::f16, 32, 8, w, 0.f, false, 0, false, DT::f8, 1, 1);
+    specs[n] = n + " owner f16 32 8 " + std::to_string(w) + " 0 0 0 0 f8 1 1";
+  }
+  specs[GqaModelName(DT::f16, 32, 8, -1, false, true)] = GqaModelName(DT::f16, 32, 8, -1, false, true) + " gqa f16 32 8 -1 0 f8";
+  specs[GqaModelName(DT::f16, 32, 8, 1024, true, true)] =
+      GqaModelName(DT::f16, 32, 8, 1024, true, true) + " gqa f16 32 8 1024 1 f8";
   for (auto& [name, line] : specs) std::printf("%s\n", line.c_str());
 }
 
@@ -944,7 +980,7 @@ void Plan() {
 #if !defined(HARNESS_GTEST)
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: harness plan | check MODELS LIB DUMP [quick] | bench MODELS LIB [quick] | probe MODELS LIB\n");
+    std::fprintf(stderr, "usage: harness plan | check MODELS LIB DUMP [quick] | bench[-fp8] MODELS LIB [quick] | probe MODELS LIB\n");
     return 2;
   }
   const std::string mode = argv[1];
@@ -964,6 +1000,7 @@ int main(int argc, char** argv) {
     }
 #if defined(HARNESS_CUDA)
     if (mode == "bench") return Bench(m, argc > 4 && std::string(argv[4]) == "quick");
+    if (mode == "bench-fp8") return Bench(m, argc > 4 && std::string(argv[4]) == "quick", true);
     if (mode == "probe") return Probe(m);
 #endif
   } catch (const Ort::Exception& e) {

@@ -12,7 +12,7 @@
 #   tools/gpu/run.sh build      build only (then run $MIXATTN_GPU_WORK/harness/kbench by hand)
 #   tools/gpu/run.sh quant      build; check (kvq_test and the harness: quantized caches too); memcheck (harness quick
 #                               cases and kvq_test's D = 128 decode / prefill cases); kbench over fp16 / fp8 / int8
-#                               caches (KBENCH_QUANT=1, D = 128 and 64); floors
+#                               caches (KBENCH_QUANT=1, D = 128 and 64); floors; ours vs ORT GQA over fp8 caches (bench-fp8)
 #
 # MIXATTN_GPU_WORK: build and scratch folder (default ${TMPDIR:-/tmp}/mixattn-gpu, outside the repository).
 #   tools/gpu/run.sh profile    build; kbench on PROFILE_SHAPES ("kind B T D [variants]" each, see kbench.cu) and
@@ -223,7 +223,10 @@ case "$mode" in
       KBENCH_QUANT=1 KBENCH_D=$d timeout 150 "$kbench" 2>> "$logs/kbench.err" | tee "$OUT/kbench-quant-d$d.csv"
     done
     step "floors"
-    timeout 120 "$kbench" floors 2> "$logs/floors.err" | tee "$OUT/floors.csv" ;;
+    timeout 120 "$kbench" floors 2> "$logs/floors.err" | tee "$OUT/floors.csv"
+    step "bench: ours vs ORT GQA, both over fp8 caches (per-tensor scales)"
+    timeout 200 "$harness" bench-fp8 "$work/models" "$lib" 2> "$logs/bench-fp8.err" | tee "$OUT/bench-fp8.csv"
+    tail -5 "$logs/bench-fp8.err" ;;
 esac
 tar czf "$OUT/logs.tgz" -C "$logs" .
 echo "== done"

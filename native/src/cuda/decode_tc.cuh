@@ -477,6 +477,42 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     }
   }
 
+  // Codes: the new key / value (position P + s, from the chunk, never copied: its rows are zero-filled) as the codes the
+  // cache write stores, computed by the warp whose tiles hold pos before the loop (every load issued first, overlapping
+  // the first tiles' copies), then stored into that tile's stage: the key rotated at pos first (and rounded to T).
+  uint32_t new_k[kPerLane], new_v[kPerLane];
+  bool has_new = false;
+  if constexpr (kCodes) {
+    const int rel = pos - tbase;
+    has_new = owner && pos < tend && rel >= 0 && rel % tstride < kKeys;
+    if (has_new) {
+      const T* kr = chunk_k + chunk_row + static_cast<size_t>(pos - P) * Hkv * D;
+      const T* vr = chunk_v + chunk_row + static_cast<size_t>(pos - P) * Hkv * D;
+      float kx[kPerLane], vx[kPerLane], ks[kPerLane], vs[kPerLane];
+#pragma unroll
+      for (int e = 0; e < kPerLane; ++e) {
+        const int d = min(lane + 32 * e, D - 1);
+        kx[e] = kRotary ? Traits<T>::One(Traits<T>::From(dev::RotatedElement(kr, d, pos, p.rotary))) : Traits<T>::One(kr[d]);
+        vx[e] = Traits<T>::One(vr[d]);
+        ks[e] = dev::ScaleAt(p.k_scale, p.k_scale_mode, kvh, d, D);
+        vs[e] = dev::ScaleAt(p.v_scale, p.v_scale_mode, kvh, d, D);
+      }
+#pragma unroll
+      for (int e = 0; e < kPerLane; ++e) {
+        new_k[e] = dev::QuantizeCode<TC>(kx[e], ks[e]);
+        new_v[e] = dev::QuantizeCode<TC>(vx[e], vs[e]);
+      }
+    }
+  }
+
+  // Codes: the V scales of the dimensions this thread writes below (d = idx % D; two for D = 256), loaded before the loop (the
+  // merge at the end multiplies by them).
+  float v_sc[2] = {1.f, 1.f};
+  if constexpr (kCodes) {
+    v_sc[0] = dev::ScaleAt(p.v_scale, p.v_scale_mode, kvh, static_cast<int>(threadIdx.x) % D, D);
+    v_sc[1] = dev::ScaleAt(p.v_scale, p.v_scale_mode, kvh, static_cast<int>(threadIdx.x + kDecodeTcThreads) % D, D);
+  }
+
   // ldmatrix lane addressing (row = key within the tile).
   const int a_row = lane & 15, a_chunk = lane >> 4;               // K: non-transposed A
   const int v_row = ((lane >> 4) << 3) + (lane & 7), v_chunk = (lane >> 3) & 1;  // V: transposed A
@@ -491,24 +527,19 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     uint32_t sk = ring_addr + static_cast<uint32_t>(st) * 2 * kTileBytes;
     uint32_t sv = sk + kTileBytes;
     if constexpr (kCodes) {
-      if (owner) {
-        // The new key / value (position P + s, from the chunk, never copied: its rows were zero-filled) as the codes the
-        // cache write stores, written into the stage: the key rotated at pos first (and rounded to T), as the write does.
-        const int r = pos - (tbase + t * tstride);
-        if (r >= 0 && r < kKeys && pos < tend) {
-          char* codes = reinterpret_cast<char*>(ring) + st * 2 * kTileBytes;
-          const T* kr = chunk_k + chunk_row + static_cast<size_t>(pos - P) * Hkv * D;
-          const T* vr = chunk_v + chunk_row + static_cast<size_t>(pos - P) * Hkv * D;
-          for (int d = lane; d < D; d += 32) {
-            const float kx = kRotary ? Traits<T>::One(Traits<T>::From(dev::RotatedElement(kr, d, pos, p.rotary)))
-                                     : Traits<T>::One(kr[d]);
+      const int r = pos - (tbase + t * tstride);
+      if (has_new && r >= 0 && r < kKeys) {  // the tile that holds the new row: its codes into the stage
+        char* codes = reinterpret_cast<char*>(ring) + st * 2 * kTileBytes;
+#pragma unroll
+        for (int e = 0; e < kPerLane; ++e) {
+          const int d = lane + 32 * e;
+          if (d < D) {
             const uint32_t at = dev::SwizzledBytes<D>(r, d / 16) + d % 16;
-            codes[at] = static_cast<char>(dev::QuantizeCode<TC>(kx, dev::ScaleAt(p.k_scale, p.k_scale_mode, kvh, d, D)));
-            codes[kTileBytes + at] = static_cast<char>(
-                dev::QuantizeCode<TC>(Traits<T>::One(vr[d]), dev::ScaleAt(p.v_scale, p.v_scale_mode, kvh, d, D)));
+            codes[at] = static_cast<char>(new_k[e]);
+            codes[kTileBytes + at] = static_cast<char>(new_v[e]);
           }
-          __syncwarp();
         }
+        __syncwarp();
       }
     }
     if (kRotary && owner && !kCodes) {
@@ -678,7 +709,7 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
       }
     }
     const int h = h0 + g;
-    if constexpr (kCodes) a *= dev::ScaleAt(p.v_scale, p.v_scale_mode, kvh, d, D);  // sum(p v) of codes -> of values
+    if constexpr (kCodes) a *= v_sc[(idx / kDecodeTcThreads) & 1];  // sum(p v) of codes -> of values (d = idx % D)
     if (splits == 1) {
       static_cast<T*>(p.output)[(static_cast<size_t>(z) * Hq + h) * D + d] = Traits<T>::From(sum > 0.f ? a / sum : 0.f);
     } else if constexpr (kCluster) {

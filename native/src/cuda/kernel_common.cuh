@@ -387,15 +387,25 @@ __device__ __forceinline__ void WriteNewRowQuantized(const T* chunk_k, const T* 
                                                      const float* k_scale, int k_mode, const float* v_scale, int v_mode) {
   const size_t src = (static_cast<size_t>(z) * Hkv + kvh) * D;
   const size_t dst = ((static_cast<size_t>(b) * Hkv + kvh) * C + static_cast<size_t>(pos % C)) * D;
-  for (int i = threadIdx.x; i < 2 * D; i += kThreads) {
+  // Every load of the thread's elements first (one round trip), then the codes and the stores.
+  constexpr int kPer = (2 * D + kThreads - 1) / kThreads;
+  float x[kPer], sc[kPer];
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int i = min(static_cast<int>(threadIdx.x) + k * kThreads, 2 * D - 1);
     const bool is_v = i >= D;
     const int d = is_v ? i - D : i;
-    float x;
-    if (is_v) x = Traits<T>::One(chunk_v[src + d]);
-    else if (rot.dim > 0) x = Traits<T>::One(Traits<T>::From(RotatedElement(chunk_k + src, d, pos, rot)));
-    else x = Traits<T>::One(chunk_k[src + d]);
-    const float sc = is_v ? ScaleAt(v_scale, v_mode, kvh, d, D) : ScaleAt(k_scale, k_mode, kvh, d, D);
-    static_cast<uint8_t*>(is_v ? cache_v : cache_k)[dst + d] = static_cast<uint8_t>(QuantizeCode<TC>(x, sc));
+    if (is_v) x[k] = Traits<T>::One(chunk_v[src + d]);
+    else if (rot.dim > 0) x[k] = Traits<T>::One(Traits<T>::From(RotatedElement(chunk_k + src, d, pos, rot)));
+    else x[k] = Traits<T>::One(chunk_k[src + d]);
+    sc[k] = is_v ? ScaleAt(v_scale, v_mode, kvh, d, D) : ScaleAt(k_scale, k_mode, kvh, d, D);
+  }
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int i = static_cast<int>(threadIdx.x) + k * kThreads;
+    if (i >= 2 * D) break;
+    const bool is_v = i >= D;
+    static_cast<uint8_t*>(is_v ? cache_v : cache_k)[dst + (is_v ? i - D : i)] = static_cast<uint8_t>(QuantizeCode<TC>(x[k], sc[k]));
   }
 }
 
