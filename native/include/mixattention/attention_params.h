@@ -68,6 +68,20 @@ struct KvQuant {
   bool quantized() const { return type != CacheType::kSameAsT; }
 };
 
+// Paged global caches (docs/ops.md, "Paged caches"): the cache tensor is a block pool [num_blocks, Hkv, block_size, D]
+// shared by the batch, and position p of sequence b lives in pool block table[b * max_blocks + p / block_size], row
+// p % block_size. table == nullptr: the cache is the contiguous [B, Hkv, C, D] of every other call. Only the entries
+// of the logical blocks a call reads or writes (p < P_b + N_b) are used; later entries may hold anything (e.g. -1).
+struct BlockTable {
+  const int32_t* table = nullptr;  // block_table input [B, max_blocks] (host memory on the CPU)
+  int max_blocks = 0;              // max_blocks_per_seq
+  int block_size = 0;              // cache dimension 2 of the pool
+  int num_blocks = 0;              // cache dimension 0 of the pool
+  bool paged() const { return table != nullptr; }
+  // Pool block of sequence b's position p (validated by ValidateBlockTable).
+  int64_t BlockOf(int b, int64_t p) const { return table[static_cast<int64_t>(b) * max_blocks + p / block_size]; }
+};
+
 // Dimensions and attributes of one call. All counts are validated before a kernel runs
 // (ValidateShape / ValidateLengths); kernels assume them.
 struct AttentionShape {
@@ -76,7 +90,7 @@ struct AttentionShape {
   int num_heads = 0;     // Hq
   int kv_num_heads = 0;  // Hkv, divides Hq
   int head_dim = 0;      // D
-  int capacity = 0;      // C: cache dimension 2
+  int capacity = 0;      // C: cache dimension 2 (paged: max_blocks * block_size, the positions a table can map)
   int window = 0;        // W: 0 = global, > 0 sliding (query at p sees p-W+1 .. p)
   float scale = 0.f;     // already resolved (never 0 here)
   float softcap = 0.f;   // 0 = none
@@ -107,6 +121,7 @@ struct AttendArgs {
   const int32_t* new_lengths = nullptr;
   T* output = nullptr;
   KvQuant quant;  // type == CacheTypeOf<TCache>::value; scales when quantized
+  BlockTable paged;  // paged caches: key_cache / value_cache are block pools read through the table
 };
 
 // Rotary position embedding applied by the op itself (optional cos_cache / sin_cache inputs, docs/ops.md):
@@ -137,6 +152,7 @@ struct CacheWriteArgs {
   const int32_t* past_lengths = nullptr;
   const int32_t* new_lengths = nullptr;
   KvQuant quant;
+  BlockTable paged;  // paged caches: rows are written to pool block table[b, p / block_size], row p % block_size
 };
 
 // Runs fn(i) for i in [0, n), possibly in parallel; returns when all calls have finished.
@@ -161,6 +177,14 @@ enum class OpKind { kOwner, kReader };
 // Returns an empty string when valid, else the error message (op name, input names, rule).
 std::string ValidateLengths(OpKind kind, const AttentionShape& shape, const int32_t* past_lengths,
                             const int32_t* new_lengths);
+
+// Paged caches: checks of the block table against this call (docs/ops.md, "Paged caches"): the owner must be global
+// (window 0); every sequence's P_b + N_b fits its table (<= max_blocks * block_size); every entry of a logical block
+// the call reads or writes is in [0, num_blocks); and (owner) a pool block written by one sequence is used by no other
+// sequence of the batch (the writes would race and corrupt the other's keys). Empty when valid, else the error.
+// Lengths must have passed ValidateLengths.
+std::string ValidateBlockTable(OpKind kind, const AttentionShape& shape, const BlockTable& table,
+                               const int32_t* past_lengths, const int32_t* new_lengths);
 
 // With rotary inputs: every real token's position P_b + s must have a row in the cos/sin caches
 // (P_b + N_b <= max_positions). Empty when valid, else the error message.

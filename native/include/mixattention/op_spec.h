@@ -35,24 +35,31 @@ inline constexpr const char* kConfigCheckLengths = "mixattention.check_lengths";
 inline constexpr float kInt8Min = -128.f, kInt8Max = 127.f;
 inline constexpr float kFloat8E4M3Max = 448.f;
 
+// Paged caches (docs/ops.md, "Paged caches"): with the optional int32 input block_table [B, max_blocks_per_seq] (owner
+// index kBlockTable, reader the same name), a global (window 0) owner's past_key/past_value/present_* and its readers'
+// key_cache/value_cache are a block pool [num_blocks, kv_num_heads, block_size, D] instead of [B, kv_num_heads, C, D]:
+// position p of sequence b lives in pool block block_table[b, p / block_size], row p % block_size. Sliding owners
+// refuse it. CPU only for now (the CUDA ops fail with a clear error).
+
 // WindowedAttention inputs / outputs.
 namespace owner {
 inline constexpr int kQuery = 0, kKey = 1, kValue = 2, kPastKey = 3, kPastValue = 4, kPastLengths = 5,
-                     kNewLengths = 6, kCosCache = 7, kSinCache = 8, kKScale = 9, kVScale = 10, kInputCount = 11;
+                     kNewLengths = 6, kCosCache = 7, kSinCache = 8, kKScale = 9, kVScale = 10, kBlockTable = 11,
+                     kInputCount = 12;
 inline constexpr int kOutput = 0, kPresentKey = 1, kPresentValue = 2, kOutputCount = 3;
 inline constexpr const char* kInputNames[kInputCount] = {"query",       "key",        "value",        "past_key",
                                                          "past_value",  "past_lengths", "new_lengths", "cos_cache",
-                                                         "sin_cache",   "k_scale",    "v_scale"};
+                                                         "sin_cache",   "k_scale",    "v_scale",      "block_table"};
 inline constexpr const char* kOutputNames[kOutputCount] = {"output", "present_key", "present_value"};
 }  // namespace owner
 
 // SharedKvAttention inputs / outputs.
 namespace reader {
 inline constexpr int kQuery = 0, kKeyCache = 1, kValueCache = 2, kPastLengths = 3, kNewLengths = 4, kCosCache = 5,
-                     kSinCache = 6, kKScale = 7, kVScale = 8, kInputCount = 9;
+                     kSinCache = 6, kKScale = 7, kVScale = 8, kBlockTable = 9, kInputCount = 10;
 inline constexpr int kOutput = 0, kOutputCount = 1;
 inline constexpr const char* kInputNames[kInputCount] = {"query",     "key_cache", "value_cache", "past_lengths", "new_lengths",
-                                                         "cos_cache", "sin_cache", "k_scale",     "v_scale"};
+                                                         "cos_cache", "sin_cache", "k_scale",     "v_scale",      "block_table"};
 inline constexpr const char* kOutputNames[kOutputCount] = {"output"};
 }  // namespace reader
 

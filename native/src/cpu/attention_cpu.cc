@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
+#include <vector>
 
 #include "cpu/attention_isa.h"
 #include "cpu/float_convert.h"
@@ -109,6 +110,75 @@ std::string ValidateRotaryPositions(OpKind kind, const AttentionShape& sh, const
         << " rows (dimension 0 of [max_positions, rotary_dim/2]) but sequence " << b << " reaches position " << last
         << " (past_lengths[" << b << "]=" << past_lengths[b] << " + " << n << " new tokens - 1)";
       return e.str();
+    }
+  }
+  return {};
+}
+
+std::string ValidateBlockTable(OpKind kind, const AttentionShape& sh, const BlockTable& t, const int32_t* past_lengths,
+                               const int32_t* new_lengths) {
+  const char* op = OpName(kind);
+  const char* cache = kind == OpKind::kOwner ? "past_key" : "key_cache";
+  std::ostringstream e;
+  if (kind == OpKind::kOwner && sh.window != 0) {
+    e << op << ": input 'block_table' is given but the layer is sliding (attribute 'window' = " << sh.window
+      << "); only global (window 0) owner caches may be paged, sliding rings stay contiguous [B, Hkv, C, D]";
+    return e.str();
+  }
+  const int64_t bs = t.block_size;
+  // writer[block]: the sequence that appends to it this step (-1: none); user[block]: the last sequence using it.
+  std::vector<int32_t> writer(static_cast<size_t>(t.num_blocks), -1), user(static_cast<size_t>(t.num_blocks), -1);
+  for (int b = 0; b < sh.batch; ++b) {
+    const int64_t past = past_lengths[b];
+    const int64_t n = new_lengths ? new_lengths[b] : sh.seq;
+    const int64_t end = past + n;
+    if (end > static_cast<int64_t>(t.max_blocks) * bs) {
+      e << op << ": input 'block_table' maps " << t.max_blocks << " blocks of " << bs << " positions (dimension 1 of"
+        << " [B, max_blocks_per_seq] times dimension 2 of '" << cache << "') but sequence " << b << " needs "
+        << (end + bs - 1) / bs << " blocks: past_lengths[" << b << "]=" << past << " + new tokens " << n << " = "
+        << end << " positions";
+      return e.str();
+    }
+    const int64_t used_blocks = (end + bs - 1) / bs;
+    const int64_t first_written = n > 0 ? past / bs : used_blocks;
+    for (int64_t i = 0; i < used_blocks; ++i) {
+      const int32_t blk = t.table[static_cast<int64_t>(b) * t.max_blocks + i];
+      if (blk < 0 || blk >= t.num_blocks) {
+        e << op << ": input 'block_table'[" << b << ", " << i << "] = " << blk << " is not a block of '" << cache
+          << "' (pool of num_blocks=" << t.num_blocks << ", dimension 0); sequence " << b << " uses logical blocks 0.."
+          << used_blocks - 1 << " for its " << end << " positions";
+        return e.str();
+      }
+      if (user[static_cast<size_t>(blk)] == b) {
+        e << op << ": input 'block_table' row " << b << " maps two logical blocks (the second is " << i
+          << ") to pool block " << blk << "; each position of a sequence needs its own row";
+        return e.str();
+      }
+      if (kind != OpKind::kOwner) {
+        user[static_cast<size_t>(blk)] = b;
+        continue;
+      }
+      const bool writes = i >= first_written;
+      // A block written by b must not be read or written by another sequence; a block read by b must not be written
+      // by another one. Reading the same block from several sequences (a shared prefix) is fine.
+      const int32_t other_writer = writer[static_cast<size_t>(blk)];
+      if (other_writer >= 0 && other_writer != b) {
+        e << op << ": input 'block_table': pool block " << blk << " is written by sequence " << other_writer
+          << " in this step and also used by sequence " << b << " (logical block " << i
+          << "); a block being appended to must belong to one sequence (copy a shared block before writing to it)";
+        return e.str();
+      }
+      if (writes) {
+        const int32_t other_user = user[static_cast<size_t>(blk)];
+        if (other_user >= 0 && other_user != b) {
+          e << op << ": input 'block_table': pool block " << blk << " is written by sequence " << b << " (logical block "
+            << i << ") in this step and also used by sequence " << other_user
+            << "; a block being appended to must belong to one sequence (copy a shared block before writing to it)";
+          return e.str();
+        }
+        writer[static_cast<size_t>(blk)] = b;
+      }
+      user[static_cast<size_t>(blk)] = b;
     }
   }
   return {};

@@ -455,7 +455,7 @@ void AttendOne(void* data, size_t index) {
   SoftmaxState st{G, D, sh.scale, sh.softcap, scratch.q.data(), scratch.acc.data(), scratch.scores.data(),
                   scratch.m.data(), scratch.l.data(), scratch.kbuf.data(), scratch.vbuf.data()};
 
-  const int64_t cache_row0 = (static_cast<int64_t>(b) * Hkv + h) * C * D;  // [b, h, 0, 0]
+  const int64_t cache_row0 = a.paged.paged() ? 0 : (static_cast<int64_t>(b) * Hkv + h) * C * D;  // [b, h, 0, 0]
   const TCache* kc = a.key_cache + cache_row0;
   const TCache* vc = a.value_cache + cache_row0;
   // Quantized caches: this KV head's scales, expanded to one per channel.
@@ -491,7 +491,17 @@ void AttendOne(void* data, size_t index) {
 
     // Cache part: positions [lo, cache_hi), slot = pos mod C; wraps at most once (length <= C).
     const int64_t cache_hi = has_chunk ? std::min(hi, past) : hi;
-    if (cache_hi > lo) {
+    if (a.paged.paged()) {
+      // Paged pool [num_blocks, Hkv, bs, D]: one run per block, rows contiguous inside a block.
+      const int64_t bs = a.paged.block_size;
+      for (int64_t p0 = lo; p0 < cache_hi;) {
+        const int64_t row = p0 % bs;
+        const int64_t n = std::min(bs - row, cache_hi - p0);
+        const int64_t off = ((a.paged.BlockOf(b, p0) * Hkv + h) * bs + row) * D;
+        ProcessRun(st, a.key_cache + off, a.value_cache + off, D, static_cast<int>(n), cache_rows);
+        p0 += n;
+      }
+    } else if (cache_hi > lo) {
       const int64_t len = cache_hi - lo;
       const int64_t slot = lo % C;
       const int64_t n1 = std::min(len, C - slot);
@@ -571,10 +581,13 @@ void WriteOne(void* data, size_t index) {
   const int64_t C = sh.capacity;
   const int h = static_cast<int>(index % Hkv);
   const int b = static_cast<int>(index / Hkv);
-  const int64_t row0 = (static_cast<int64_t>(b) * Hkv + h) * C * D;
-  if (a.present_key != a.past_key) std::memcpy(a.present_key + row0, a.past_key + row0, sizeof(TCache) * C * D);
-  if (a.present_value != a.past_value)
-    std::memcpy(a.present_value + row0, a.past_value + row0, sizeof(TCache) * C * D);
+  const bool paged = a.paged.paged();
+  const int64_t row0 = paged ? 0 : (static_cast<int64_t>(b) * Hkv + h) * C * D;
+  if (!paged) {  // paged: the whole pool was copied first (CopyPoolBlock)
+    if (a.present_key != a.past_key) std::memcpy(a.present_key + row0, a.past_key + row0, sizeof(TCache) * C * D);
+    if (a.present_value != a.past_value)
+      std::memcpy(a.present_value + row0, a.past_value + row0, sizeof(TCache) * C * D);
+  }
   const int64_t past = a.past_lengths[b];
   const int n_new = a.new_lengths ? a.new_lengths[b] : S;
   const int first = static_cast<int>(std::max<int64_t>(0, n_new - C));  // earlier ones would be overwritten
@@ -592,11 +605,18 @@ void WriteOne(void* data, size_t index) {
     ExpandScale(a.quant.k, h, D, unused, kinv);
     ExpandScale(a.quant.v, h, D, unused, vinv);
   }
+  const int64_t bs = a.paged.block_size;
   for (int s = first; s < n_new; ++s) {
-    const int64_t slot = (past + s) % C;
     const int64_t src = (static_cast<int64_t>(b) * S + s) * row_stride + static_cast<int64_t>(h) * D;
-    TCache* kd = a.present_key + row0 + slot * D;
-    TCache* vd = a.present_value + row0 + slot * D;
+    int64_t dst;
+    if (paged) {  // global: position past + s in block table[b, pos / bs], row pos % bs (first == 0: no wrap)
+      const int64_t pos = past + s;
+      dst = ((a.paged.BlockOf(b, pos) * Hkv + h) * bs + pos % bs) * D;
+    } else {
+      dst = row0 + ((past + s) % C) * D;
+    }
+    TCache* kd = a.present_key + dst;
+    TCache* vd = a.present_value + dst;
     if constexpr (kQuantized) {  // quantize while appending
       cvt::RowToFloat(a.chunk_key + src, xrow, D);
       for (int d = 0; d < D; ++d) kd[d] = quant::Quantize<TCache>(xrow[d], kinv[d]);
@@ -609,8 +629,21 @@ void WriteOne(void* data, size_t index) {
   }
 }
 
+// Paged, present != past: copies pool block `index` (all KV heads) before any row is appended.
+template <typename T, typename TCache>
+void CopyPoolBlock(void* data, size_t index) {
+  const CacheWriteArgs<T, TCache>& a = *static_cast<const CacheWriteArgs<T, TCache>*>(data);
+  const size_t n = static_cast<size_t>(a.shape.kv_num_heads) * a.paged.block_size * a.shape.head_dim;
+  const size_t off = index * n;
+  if (a.present_key != a.past_key) std::memcpy(a.present_key + off, a.past_key + off, sizeof(TCache) * n);
+  if (a.present_value != a.past_value) std::memcpy(a.present_value + off, a.past_value + off, sizeof(TCache) * n);
+}
+
 template <typename T, typename TCache>
 void WriteChunkImpl(const CacheWriteArgs<T, TCache>& args, const Executor& executor) {
+  if (args.paged.paged() && (args.present_key != args.past_key || args.present_value != args.past_value))
+    executor.ParallelFor(static_cast<size_t>(args.paged.num_blocks), &CopyPoolBlock<T, TCache>,
+                         const_cast<CacheWriteArgs<T, TCache>*>(&args));
   const size_t tasks = static_cast<size_t>(args.shape.batch) * args.shape.kv_num_heads;
   executor.ParallelFor(tasks, &WriteOne<T, TCache>, const_cast<CacheWriteArgs<T, TCache>*>(&args));
 }

@@ -99,6 +99,9 @@ struct CudaAttentionKernel {
     const char* op = K == OpKind::kOwner ? spec::kWindowedAttention : spec::kSharedKvAttention;
     Ort::KernelContext ctx(context);
     const ops::AttentionCall c = ops::ReadCall(K, attrs_, ctx, /*lengths_on_host=*/false);
+    if (c.paged.paged())
+      Fail(std::string(op) + " (CUDA): input 'block_table' (paged caches) is not implemented on CUDA yet; run paged "
+                             "models on the CPU execution provider or convert without --paged");
     const AttentionShape& sh = c.shape;
     if (sh.batch == 0 || sh.seq == 0) return;
     if (std::string e = CheckSupported(sh, DTypeOf<T>(), CacheDTypeOf(c.quant)); !e.empty())

@@ -20,7 +20,8 @@ struct CommonShapes {
 
 CommonShapes CheckCommonInputs(const char* op, const OpAttributes& attrs, const Ort::ConstValue& query,
                                const char* key_cache_name, const Ort::ConstValue& key_cache,
-                               const char* value_cache_name, const Ort::ConstValue& value_cache) {
+                               const char* value_cache_name, const Ort::ConstValue& value_cache,
+                               const Ort::ConstValue& block_table, BlockTable* paged) {
   CommonShapes r;
   r.query_shape = ShapeOf(op, "query", query, 3, "[B, S, num_heads*D]");
   const int64_t B = r.query_shape[0], S = r.query_shape[1], qh = r.query_shape[2];
@@ -28,13 +29,44 @@ CommonShapes CheckCommonInputs(const char* op, const OpAttributes& attrs, const 
     Fail(std::string(op) + ": input 'query' dimension 2 = " + std::to_string(qh) +
          " must be num_heads*D with num_heads = " + std::to_string(attrs.num_heads) + " and D > 0");
   const int64_t D = qh / attrs.num_heads;
-  r.cache_shape = ShapeOf(op, key_cache_name, key_cache, 4, "[B, kv_num_heads, C, D]");
-  const int64_t C = r.cache_shape[2];
-  const std::vector<int64_t> expected{B, attrs.kv_num_heads, C, D};
-  ExpectShape(op, key_cache_name, r.cache_shape, expected, "[B, kv_num_heads, C, D]");
-  ExpectShape(op, value_cache_name, ShapeOf(op, value_cache_name, value_cache, 4, "[B, kv_num_heads, C, D]"),
-              expected, "[B, kv_num_heads, C, D] (same as the key cache)");
-  if (static_cast<int64_t>(B) * attrs.kv_num_heads * C * D > (int64_t{1} << 40))
+  int64_t C = 0;
+  if (block_table == nullptr) {
+    r.cache_shape = ShapeOf(op, key_cache_name, key_cache, 4, "[B, kv_num_heads, C, D]");
+    C = r.cache_shape[2];
+    const std::vector<int64_t> expected{B, attrs.kv_num_heads, C, D};
+    ExpectShape(op, key_cache_name, r.cache_shape, expected, "[B, kv_num_heads, C, D]");
+    ExpectShape(op, value_cache_name, ShapeOf(op, value_cache_name, value_cache, 4, "[B, kv_num_heads, C, D]"),
+                expected, "[B, kv_num_heads, C, D] (same as the key cache)");
+  } else {
+    // Paged: the caches are a block pool [num_blocks, kv_num_heads, block_size, D] read through block_table.
+    if (!block_table.IsTensor() ||
+        block_table.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32)
+      Fail(std::string(op) + ": input 'block_table' must be an int32 tensor [B, max_blocks_per_seq]");
+    const std::vector<int64_t> table = ShapeOf(op, "block_table", block_table, 2, "[B, max_blocks_per_seq]");
+    if (table[0] != B || table[1] < 1)
+      Fail(std::string(op) + ": input 'block_table' must have shape [B, max_blocks_per_seq >= 1] with B = " +
+           std::to_string(B) + " (dimension 0 of 'query'), got " + ShapeToString(table));
+    r.cache_shape = ShapeOf(op, key_cache_name, key_cache, 4, "[num_blocks, kv_num_heads, block_size, D]");
+    const int64_t blocks = r.cache_shape[0], bs = r.cache_shape[2];
+    const std::vector<int64_t> expected{blocks, attrs.kv_num_heads, bs, D};
+    ExpectShape(op, key_cache_name, r.cache_shape, expected,
+                "[num_blocks, kv_num_heads, block_size, D] (a paged pool: 'block_table' is given)");
+    ExpectShape(op, value_cache_name,
+                ShapeOf(op, value_cache_name, value_cache, 4, "[num_blocks, kv_num_heads, block_size, D]"), expected,
+                "[num_blocks, kv_num_heads, block_size, D] (same as the key pool)");
+    if (bs < 1)
+      Fail(std::string(op) + ": paged cache '" + key_cache_name + "' has block_size 0 (dimension 2); must be >= 1");
+    if (table[1] * bs > INT32_MAX)
+      Fail(std::string(op) + ": input 'block_table' maps " + std::to_string(table[1]) + " blocks of " +
+           std::to_string(bs) + " positions, more than int32 positions");
+    C = table[1] * bs;  // the positions a table row can map
+    paged->max_blocks = static_cast<int>(table[1]);
+    paged->block_size = static_cast<int>(bs);
+    paged->num_blocks = static_cast<int>(blocks);
+    paged->table = block_table.GetTensorData<int32_t>();
+  }
+  const int64_t rows = block_table == nullptr ? static_cast<int64_t>(B) * C : r.cache_shape[0] * r.cache_shape[2];
+  if (rows * attrs.kv_num_heads * D > (int64_t{1} << 40))
     Fail(std::string(op) + ": cache '" + key_cache_name + "' is too large");
 
   AttentionShape& sh = r.shape;
@@ -161,8 +193,12 @@ AttentionCall ReadCall(OpKind kind, const OpAttributes& attrs, const Ort::Kernel
   Ort::ConstValue query = ctx.GetInput(owner ? spec::owner::kQuery : spec::reader::kQuery);
   Ort::ConstValue key_cache = ctx.GetInput(owner ? spec::owner::kPastKey : spec::reader::kKeyCache);
   Ort::ConstValue value_cache = ctx.GetInput(owner ? spec::owner::kPastValue : spec::reader::kValueCache);
-  const CommonShapes cs = CheckCommonInputs(op, attrs, query, key_cache_name, key_cache, value_cache_name, value_cache);
+  const int table_index = owner ? spec::owner::kBlockTable : spec::reader::kBlockTable;
+  const Ort::ConstValue block_table =
+      ctx.GetInputCount() > static_cast<size_t>(table_index) ? ctx.GetInput(table_index) : Ort::ConstValue(nullptr);
   AttentionCall c;
+  const CommonShapes cs = CheckCommonInputs(op, attrs, query, key_cache_name, key_cache, value_cache_name, value_cache,
+                                            block_table, &c.paged);
   c.shape = cs.shape;
   const AttentionShape& sh = c.shape;
   c.query = query.GetTensorRawData();
@@ -182,8 +218,15 @@ AttentionCall ReadCall(OpKind kind, const OpAttributes& attrs, const Ort::Kernel
   }
 
   CheckLengthInputs(op, ctx, past_index, new_index, sh.batch, &c.past_lengths, &c.new_lengths);
-  if (lengths_on_host)
-    if (std::string err = ValidateLengths(kind, sh, c.past_lengths, c.new_lengths); !err.empty()) Fail(err);
+  if (lengths_on_host) {
+    // Paged: the capacity rule is the block table's (ValidateBlockTable names the table), not a ring's.
+    AttentionShape lengths_shape = sh;
+    if (c.paged.paged()) lengths_shape.capacity = INT32_MAX;
+    if (std::string err = ValidateLengths(kind, lengths_shape, c.past_lengths, c.new_lengths); !err.empty()) Fail(err);
+    if (c.paged.paged())
+      if (std::string err = ValidateBlockTable(kind, sh, c.paged, c.past_lengths, c.new_lengths); !err.empty())
+        Fail(err);
+  }
   c.rotary = CheckRotaryInputs(op, ctx, cos_index, sin_index, sh.head_dim);
   c.quant = CheckQuantInputs(op, ctx, query, key_cache_name, key_cache, owner ? spec::owner::kKScale : spec::reader::kKScale,
                              owner ? spec::owner::kVScale : spec::reader::kVScale, sh, lengths_on_host);

@@ -53,12 +53,13 @@ struct AttentionOpSchema : Ort::CustomOpBase<Derived, Kernel, true> {
     const size_t vc = kOwner ? spec::owner::kPastValue : spec::reader::kValueCache;
     const size_t ks = kOwner ? spec::owner::kKScale : spec::reader::kKScale;
     const size_t vs = kOwner ? spec::owner::kVScale : spec::reader::kVScale;
-    if (index == past || index == newl) return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    const size_t table = kOwner ? spec::owner::kBlockTable : spec::reader::kBlockTable;
+    if (index == past || index == newl || index == table) return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
     if (index == ks || index == vs) return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
     if (index == kc || index == vc) return OnnxType<TCache>::value;
     return OnnxType<T>::value;
   }
-  // new_lengths and everything after it (rotary caches, scales) are optional.
+  // new_lengths and everything after it (rotary caches, scales, block_table) are optional.
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
     const size_t first_optional = kOwner ? spec::owner::kNewLengths : spec::reader::kNewLengths;
     return index >= first_optional ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
@@ -111,6 +112,7 @@ struct AttentionCall {
   const int32_t* new_lengths = nullptr;  // nullptr when absent
   RotaryInputs rotary;
   KvQuant quant;  // cache type (from the cache tensor's element type) and k_scale / v_scale when quantized
+  BlockTable paged;  // block_table given: the caches are block pools (contents checked only with lengths_on_host)
   void* output = nullptr;
   void* present_key = nullptr;
   void* present_value = nullptr;
@@ -135,6 +137,7 @@ AttendArgs<T, TCache> AttendArgsOf(const AttentionCall& c) {
   a.new_lengths = c.new_lengths;
   a.output = static_cast<T*>(c.output);
   a.quant = c.quant;
+  a.paged = c.paged;
   return a;
 }
 

@@ -36,6 +36,7 @@ OrtStatusPtr WindowedAttentionKernel<T, TCache>::ComputeV2(OrtKernelContext* con
     write.past_lengths = c.past_lengths;
     write.new_lengths = c.new_lengths;
     write.quant = c.quant;  // quantized caches: each row is quantized as it is appended
+    write.paged = c.paged;
     WriteChunk(write, executor);
   });
 }
