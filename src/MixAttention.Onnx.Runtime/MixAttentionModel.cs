@@ -141,6 +141,13 @@ public sealed class MixAttentionModel : IDisposable
             throw new MixAttentionException($"{path}: {direction} '{name}' ({kind} of the {what}) has rank {d.Length}; a preallocated cache is bound as [batch, kv_heads, capacity, head_size] (rank 4).");
         if (d[1] != c.KvNumHeads || d[3] != c.HeadSize)
             throw new MixAttentionException($"{path}: {direction} '{name}' has shape {Shape()} but the cache plan says {c.KvNumHeads} KV heads of size {c.HeadSize}; a preallocated cache needs both axes fixed in the graph and equal to the plan. Convert the model again.");
+        if (c.BlockSize is { } bs)
+        {
+            // A paged pool [blocks, heads, block_size, D]: the session chooses the block count; the block size is the plan's.
+            if (d[0] >= 0 || d[2] != bs)
+                throw new MixAttentionException($"{path}: {direction} '{name}' has shape {Shape()} but the cache plan says a paged pool [blocks, {c.KvNumHeads}, {bs}, {c.HeadSize}] with a symbolic block count. Convert the model again.");
+            return;
+        }
         if (d[0] >= 0 || d[2] >= 0)
             throw new MixAttentionException($"{path}: {direction} '{name}' has shape {Shape()} with a fixed batch or capacity axis; the runtime binds its own batch slots and cache capacity there, so both must be symbolic. Convert the model again.");
     }

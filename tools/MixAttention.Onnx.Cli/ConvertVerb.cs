@@ -11,6 +11,9 @@ namespace MixAttention.Onnx.Cli;
 /// <summary><c>mixattn convert IN -o OUT --layout SPEC [--window N] [--backend ops|ort-gqa|reference] [--force] [--json]</c></summary>
 internal static class ConvertVerb
 {
+    /// <summary>Positions per block of a paged cache when --paged is given without --block-size: the CPU kernel's key block (64), so a block is one online-softmax run.</summary>
+    private const int DefaultBlockSize = 64;
+
     public static Command Create()
     {
         var input = new Argument<string>("IN") { Description = "The exported decoder (.onnx, or a folder holding one). Never modified." };
@@ -58,16 +61,25 @@ internal static class ConvertVerb
         {
             Description = $"Calibration tokens for --kv-scale calibrate: a text file (tokenized with the tokenizer beside the model or --tokenizer), token ids (a file or 1,2,3), or random:N. Default random:{CalibrationTokens.DefaultRandom}.",
         };
+        var paged = new Option<bool>("--paged")
+        {
+            Description = "Page the global caches (ops backend): each global cache becomes a pool of fixed-size blocks read through a block_table input, " +
+                "so the runtime takes memory by each sequence's actual length (docs/runtime.md). Sliding rings stay per sequence.",
+        };
+        var blockSize = new Option<int?>("--block-size") { Description = $"Positions per block of a paged cache (with --paged; default {DefaultBlockSize})." };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Folder with the tokenizer for a --calibrate text file (default: the model's folder)." };
         var cmd = new Command("convert", "Rewrite an exported decoder to a MixAttention layout (sliding windows, shared KV caches).\n\n" +
             "Examples:\n  mixattn convert graphs/mistral-torchscript/model.onnx -o out/mistral.onnx --layout native\n" +
             "  mixattn convert model.onnx -o mixed.onnx --layout cai --window 1024\n  mixattn convert model.onnx -o mixed.onnx --layout 0_1s_1s_3s_3s_3s --window 512 --backend reference")
         {
             input, output, layout, window, backend, force, json, copyWeights, allowOutside, check, kvDType, kvScale, granularity, calibrate, tokenizer,
+            paged, blockSize,
         };
         cmd.SetAction(parse =>
         {
             var rule = KvScaleRule.Parse(parse.GetValue(kvScale)!);
+            if (parse.GetValue(blockSize) is { } bs && !parse.GetValue(paged))
+                throw new MixAttentionException($"--block-size {bs} is for paged caches; add --paged.");
             var options = new ConversionOptions
             {
                 KvDType = parse.GetValue(kvDType)!,
@@ -79,6 +91,7 @@ internal static class ConvertVerb
                 Force = parse.GetValue(force),
                 LinkWeights = !parse.GetValue(copyWeights),
                 Load = new OnnxLoadOptions { AllowExternalDataOutsideModelFolder = parse.GetValue(allowOutside) },
+                PagedBlockSize = parse.GetValue(paged) ? parse.GetValue(blockSize) ?? DefaultBlockSize : null,
             };
             if (parse.GetValue(calibrate) is not null && rule.Kind != KvScaleRule.Kinds.Calibrate)
                 throw new MixAttentionException($"--calibrate is for --kv-scale calibrate; --kv-scale {rule} needs no calibration run.");

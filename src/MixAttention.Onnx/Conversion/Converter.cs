@@ -34,6 +34,11 @@ public sealed record ConversionOptions
     public string KvScale { get; init; } = "calibrate";
     /// <summary>One scale per tensor, per KV head or per channel (<c>--kv-scale-granularity</c>).</summary>
     public KvScaleGranularity KvScaleGranularity { get; init; } = KvScaleGranularity.Channel;
+    /// <summary>
+    /// Rows per block of paged global caches (<c>--paged [--block-size N]</c>, ops backend only): global owners' caches
+    /// become block pools read through a <c>block_table</c> input (docs/ops.md, "Paged caches"). Null: contiguous caches.
+    /// </summary>
+    public int? PagedBlockSize { get; init; }
     /// <summary>The calibration run for <c>--kv-scale calibrate</c> (made by the runtime's <c>KvCalibrator</c> on the same source).</summary>
     public KvCalibration? Calibration { get; init; }
 }
@@ -161,7 +166,8 @@ public static class Converter
         var backend = LayoutLowering.Backend(options.Backend);
         var quantization = KvQuantPlanner.Plan(layout, detection.Sites, options);
         var lowering = LayoutLowering.Apply(graph, detection.Sites, layout, backend,
-            new Progress<(int Done, int Total)>(p => progress?.Report((Stage.Lowering, (double)p.Done / p.Total))), quantization);
+            new Progress<(int Done, int Total)>(p => progress?.Report((Stage.Lowering, (double)p.Done / p.Total))), quantization,
+            options.PagedBlockSize);
         if (quantization.Count > 0)
         {
             var dtypes = string.Join(", ", quantization.Values.Select(q => ElementTypes.DTypeName(q.ElementType)).Distinct());

@@ -24,8 +24,16 @@ internal static class LayoutLowering
 
     /// <summary>Rewrites <paramref name="graph"/> in place.</summary>
     public static LoweringResult Apply(ModelGraph graph, IReadOnlyList<AttentionSite> sites, MixAttentionLayout layout,
-        ILoweringBackend backend, IProgress<(int Done, int Total)>? progress = null, IReadOnlyDictionary<int, CacheQuantization>? quantization = null)
+        ILoweringBackend backend, IProgress<(int Done, int Total)>? progress = null, IReadOnlyDictionary<int, CacheQuantization>? quantization = null,
+        int? pagedBlockSize = null)
     {
+        if (pagedBlockSize is { } requested)
+        {
+            if (backend.Name != BackendName.Ops)
+                throw new MixAttentionException($"--paged needs the ops backend (our custom ops read caches through a block table); the {backend.Name} backend has no paged caches.");
+            if (requested < 1 || requested > CachePlanLimits.MaxBlockSize)
+                throw new MixAttentionException($"--block-size {requested} must be between 1 and {CachePlanLimits.MaxBlockSize}.");
+        }
         if (layout.Count != sites.Count)
             throw new MixAttentionException($"the layout has {layout.Count} layers but the model has {sites.Count} attention layers.");
         foreach (var s in sites)
@@ -38,7 +46,7 @@ internal static class LayoutLowering
                 throw new MixAttentionException($"layer {layer} computes no keys/values of its own (in the source it reads layer {src}'s cache): " +
                     $"the layout must make it read a cache (e.g. layer {src}'s), not own one.");
 
-        var ctx = new LoweringContext(graph, sites, layout);
+        var ctx = new LoweringContext(graph, sites, layout) { PagedBlockSize = pagedBlockSize };
         foreach (var (owner, asked) in quantization ?? new Dictionary<int, CacheQuantization>())
         {
             if (!layout[owner].IsOwner)
@@ -72,8 +80,10 @@ internal static class LayoutLowering
                 cache = ($"past_key_values.{layer}.key", $"past_key_values.{layer}.value");
                 // A past input whose old name is still read by not-yet-dead nodes is fine: they die below.
                 int cacheType = StorageType(backend, ctx.QuantizationOf(layer)?.Format.ElementType ?? site.ElementType);
-                graph.AddGraphInput(GraphBuilder.TensorInfo(cache.Key, cacheType, ctx.BatchDim, (long)site.KvNumHeads, pastAxis, (long)site.HeadSize));
-                graph.AddGraphInput(GraphBuilder.TensorInfo(cache.Value, cacheType, ctx.BatchDim, (long)site.KvNumHeads, pastAxis, (long)site.HeadSize));
+                foreach (var name in new[] { cache.Key, cache.Value })
+                    graph.AddGraphInput(ctx.IsPaged(layer)
+                        ? GraphBuilder.TensorInfo(name, cacheType, LoweringContext.PoolBlocksDim, (long)site.KvNumHeads, (long)ctx.PagedBlockSize!.Value, (long)site.HeadSize)
+                        : GraphBuilder.TensorInfo(name, cacheType, ctx.BatchDim, (long)site.KvNumHeads, pastAxis, (long)site.HeadSize));
             }
             else
             {
@@ -109,8 +119,10 @@ internal static class LayoutLowering
                 if (graph.Producer(canonical) is not null)
                     graph.RenameValue(canonical, graph.UniqueName(canonical + ".source"));
                 graph.RenameValue(tempName, canonical);
-                graph.AddGraphOutput(GraphBuilder.TensorInfo(canonical, StorageType(backend, ctx.QuantizationOf(owner)?.Format.ElementType ?? site.ElementType),
-                    ctx.BatchDim, (long)site.KvNumHeads, presentAxis, (long)site.HeadSize));
+                int presentType = StorageType(backend, ctx.QuantizationOf(owner)?.Format.ElementType ?? site.ElementType);
+                graph.AddGraphOutput(ctx.IsPaged(owner)
+                    ? GraphBuilder.TensorInfo(canonical, presentType, LoweringContext.PoolBlocksDim, (long)site.KvNumHeads, (long)ctx.PagedBlockSize!.Value, (long)site.HeadSize)
+                    : GraphBuilder.TensorInfo(canonical, presentType, ctx.BatchDim, (long)site.KvNumHeads, presentAxis, (long)site.HeadSize));
             }
         }
 
@@ -137,6 +149,7 @@ internal static class LayoutLowering
                 Scales = ctx.QuantizationOf(o) is { } q ? new KvScaleTensors(q.KeyScale, q.ValueScale, q.Format.Granularity) : null,
                 Storage = ctx.QuantizationOf(o) is { } s && StorageType(backend, s.Format.ElementType) != s.Format.ElementType
                     ? ElementTypes.DTypeName(StorageType(backend, s.Format.ElementType)) : null,
+                BlockSize = ctx.IsPaged(o) ? pagedBlockSize : null,
                 PastKey = $"past_key_values.{o}.key",
                 PastValue = $"past_key_values.{o}.value",
                 PresentKey = $"present.{o}.key",
@@ -148,6 +161,7 @@ internal static class LayoutLowering
             AttentionMask = graph.IsGraphInput("attention_mask") ? "attention_mask" : null,
             PastLengths = graph.IsGraphInput("past_lengths") ? "past_lengths" : null,
             NewLengths = graph.IsGraphInput("new_lengths") ? "new_lengths" : null,
+            BlockTable = graph.IsGraphInput("block_table") ? "block_table" : null,
             Logits = graph.Proto.Output.FirstOrDefault(o => o.Name == "logits")?.Name ?? graph.Proto.Output[0].Name,
             ModelDType = ElementTypes.DTypeName(sites[0].ElementType),
         };

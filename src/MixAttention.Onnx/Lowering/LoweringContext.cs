@@ -65,6 +65,23 @@ internal sealed class LoweringContext
         return name;
     });
 
+    /// <summary>Rows per block when global caches are paged (<c>convert --paged</c>); null = contiguous caches.</summary>
+    public int? PagedBlockSize { get; init; }
+
+    /// <summary>True when <paramref name="owner"/>'s cache is a paged block pool (a global owner of a paged conversion).</summary>
+    public bool IsPaged(int owner) => PagedBlockSize is not null && !Layout[owner].IsSliding;
+
+    /// <summary>Symbolic name of the pool axis (dimension 0) of paged caches.</summary>
+    public const string PoolBlocksDim = "num_kv_blocks";
+
+    /// <summary>The <c>block_table</c> graph input (int32 [B, max_blocks_per_seq]) of paged caches (docs/ops.md, "Paged caches").</summary>
+    public string BlockTable => Shared("block_table", () =>
+    {
+        const string name = "block_table";
+        Graph.AddGraphInput(TensorInfo(name, (int)TensorProto.Types.DataType.Int32, BatchDim, "max_blocks_per_seq"));
+        return name;
+    });
+
     /// <summary>The quantized owners' caches: their element type, scales and the scale initializers' names (filled by <see cref="LayoutLowering"/>).</summary>
     public Dictionary<int, (CacheQuantization Format, string KeyScale, string ValueScale)> Quantized { get; } = new();
 

@@ -46,8 +46,12 @@ internal sealed class OpsBackend : ILoweringBackend
         // A quantized cache appends its scales (owner inputs 9/10, reader inputs 7/8, docs/ops.md); the optional rotary
         // inputs before them are then "" when absent. Readers use their owner's scale initializers.
         var quantized = ctx.QuantizationOf(a.KvSource);
-        string[] rotary = fused ? new[] { site.Rotary.CosCache!, site.Rotary.SinCache! } : quantized is null ? Array.Empty<string>() : new[] { "", "" };
-        string[] scales = quantized is { } qz ? new[] { qz.KeyScale, qz.ValueScale } : Array.Empty<string>();
+        // A paged global cache appends the block table after the scales (owner input 11, reader input 9): the optional
+        // inputs before it are "" when absent. Readers take their owner's table (the same graph input).
+        bool paged = ctx.IsPaged(a.KvSource);
+        string[] rotary = fused ? new[] { site.Rotary.CosCache!, site.Rotary.SinCache! } : quantized is null && !paged ? Array.Empty<string>() : new[] { "", "" };
+        string[] scales = quantized is { } qz ? new[] { qz.KeyScale, qz.ValueScale } : paged ? new[] { "", "" } : Array.Empty<string>();
+        if (paged) scales = scales.Append(ctx.BlockTable).ToArray();
         if (a.IsOwner)
         {
             var (q, k, v) = SiteInputs.Bshd(ctx, site, withKv: true, rotaryPositions: null);

@@ -37,6 +37,14 @@ public sealed record CacheEntry
     public required IReadOnlyList<int> Readers { get; init; }
     /// <summary>True for an int8 or fp8 cache (stored as integers or fp8 codes, read through <see cref="Scales"/>).</summary>
     public bool IsQuantized => ElementTypes.IsQuantizedDType(DType);
+    /// <summary>
+    /// Paged global cache (plan version 3, <c>convert --paged</c>): rows per block of the pool
+    /// <c>[num_blocks, Hkv, BlockSize, D]</c> the cache tensors are, read through the plan's <see cref="CachePlan.BlockTable"/>
+    /// input (docs/ops.md, "Paged caches"). Null: a contiguous <c>[B, Hkv, C, D]</c> cache.
+    /// </summary>
+    public int? BlockSize { get; init; }
+    /// <summary>True for a paged global cache (<see cref="BlockSize"/> set).</summary>
+    public bool IsPaged => BlockSize is not null;
     /// <summary>True for a sliding (ring) cache.</summary>
     public bool IsSliding => Window > 0;
 }

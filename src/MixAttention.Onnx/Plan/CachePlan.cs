@@ -13,10 +13,11 @@ public sealed record CachePlan
     /// <summary>metadata_props key.</summary>
     public const string MetadataKey = "mixattention.cache_plan";
     /// <summary>
-    /// Newest format version this build reads and writes: 2 adds quantized caches (a cache's <c>scales</c>). A plan with
-    /// only float caches is still written as version 1, so builds that predate quantized caches keep reading it.
+    /// Newest format version this build reads and writes: 2 adds quantized caches (a cache's <c>scales</c>), 3 paged global
+    /// caches (a cache's <c>block_size</c> and the <c>block_table</c> input). A plan is written with the lowest version
+    /// that can say it (float, contiguous: 1), so older builds keep reading what they understand.
     /// </summary>
-    public const int CurrentVersion = 2;
+    public const int CurrentVersion = 3;
     /// <summary>Oldest format version this build reads.</summary>
     public const int MinVersion = 1;
 
@@ -50,6 +51,8 @@ public sealed record CachePlan
     public string? PastLengths { get; init; }
     /// <summary>Per-sequence count of real tokens in this step, int32 [B] (ops backend): rows past it are right padding.</summary>
     public string? NewLengths { get; init; }
+    /// <summary>Block table input (int32 [B, max_blocks_per_seq]) of a model with paged caches (<see cref="CacheEntry.BlockSize"/>); null otherwise.</summary>
+    public string? BlockTable { get; init; }
     /// <summary>Logits output.</summary>
     public required string Logits { get; init; }
     /// <summary>
@@ -58,8 +61,9 @@ public sealed record CachePlan
     /// </summary>
     public string? ModelDType { get; init; }
 
-    /// <summary>The version <see cref="ToJson"/> writes: 2 when a cache is quantized, else 1.</summary>
-    public int FormatVersion => Caches.Any(c => c.IsQuantized || c.Scales is not null) ? CurrentVersion : MinVersion;
+    /// <summary>The version <see cref="ToJson"/> writes: 3 when a cache is paged, 2 when one is quantized, else 1.</summary>
+    public int FormatVersion => Caches.Any(c => c.IsPaged) || BlockTable is not null ? 3
+        : Caches.Any(c => c.IsQuantized || c.Scales is not null) ? 2 : MinVersion;
 
     /// <summary>The versioned JSON form.</summary>
     public string ToJson()
@@ -83,6 +87,7 @@ public sealed record CachePlan
                 ["readers"] = new JsonArray(c.Readers.Select(r => (JsonNode)JsonValue.Create(r)).ToArray()),
             };
             if (c.Storage is { } storage) entry["storage"] = storage;
+            if (c.BlockSize is { } blockSize) entry["block_size"] = blockSize;
             if (c.Scales is { } scales)
                 entry["scales"] = new JsonObject
                 {
@@ -113,6 +118,7 @@ public sealed record CachePlan
             ["logits"] = Logits,
         };
         if (ModelDType is not null) o["model_dtype"] = ModelDType;
+        if (BlockTable is not null) ((JsonObject)o["inputs"]!)["block_table"] = BlockTable;
         return o.ToJsonString(new JsonSerializerOptions { WriteIndented = false });
     }
 
@@ -179,6 +185,12 @@ public sealed record CachePlan
                     PresentValue = Req<string>(c["present_value"], "caches[].present_value"),
                     Readers = (c["readers"] as JsonArray ?? new JsonArray()).Select(r => Item(r, "caches[].readers")).ToArray(),
                     Storage = c["storage"]?.GetValue<string>(),
+                    BlockSize = c["block_size"] switch
+                    {
+                        null => null,
+                        var size when version >= 3 => size.GetValue<int>(),
+                        _ => throw new MixAttentionException($"cache plan: a version-{version} plan has no paged caches, but a cache lists 'block_size'."),
+                    },
                     Scales = c["scales"] switch
                     {
                         null => null,
@@ -197,6 +209,12 @@ public sealed record CachePlan
             AttentionMask = inputs["attention_mask"]?.GetValue<string>(),
             PastLengths = inputs["past_lengths"]?.GetValue<string>(),
             NewLengths = inputs["new_lengths"]?.GetValue<string>(),
+            BlockTable = inputs["block_table"] switch
+            {
+                null => null,
+                var table when version >= 3 => table.GetValue<string>(),
+                _ => throw new MixAttentionException($"cache plan: a version-{version} plan has no paged caches, but its inputs list 'block_table'."),
+            },
             Logits = Req<string>(o["logits"], "logits"),
             ModelDType = o["model_dtype"]?.GetValue<string>(),
         };

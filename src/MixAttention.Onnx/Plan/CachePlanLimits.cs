@@ -18,6 +18,8 @@ internal static class CachePlanLimits
     public const int MaxHeadSize = 1 << 14;
     /// <summary>Largest sliding window (positions).</summary>
     public const int MaxWindow = 1 << 30;
+    /// <summary>Largest block of a paged cache (positions).</summary>
+    public const int MaxBlockSize = 1 << 16;
     /// <summary>Longest input/output name.</summary>
     public const int MaxNameLength = 4096;
 
@@ -79,6 +81,15 @@ internal static class CachePlanLimits
                 throw Bad($"{what} is {c.DType}, which is not quantized, but names scales.");
             if (c.Storage is { } storage && !(storage == "uint8" && ElementTypes.FromDTypeName(c.DType) == ElementTypes.Float8E4M3))
                 throw Bad($"{what} is {c.DType} stored as '{(storage.Length > 32 ? storage[..32] + "…" : storage)}'; only fp8e4m3 caches may be stored as uint8.");
+            if (c.BlockSize is { } bs)
+            {
+                if (bs < 1 || bs > MaxBlockSize)
+                    throw Bad($"{what} has block_size = {bs}; it must be between 1 and {MaxBlockSize}.");
+                if (c.IsSliding || c.Capacity != CapacityRule.MaxLength)
+                    throw Bad($"{what} is paged (block_size {bs}) but not a global 'max_length' cache; only global caches are paged.");
+                if (plan.BlockTable is null)
+                    throw Bad($"{what} is paged (block_size {bs}) but the plan names no 'inputs.block_table'.");
+            }
             Name(c.PastKey, $"the past key of {what}", true);
             Name(c.PastValue, $"the past value of {what}", true);
             Name(c.PresentKey, $"the present key of {what}", true);
@@ -94,7 +105,9 @@ internal static class CachePlanLimits
             throw Bad($"'model_dtype' is '{(modelType.Length > 32 ? modelType[..32] + "…" : modelType)}'; it must be fp32, fp16 or bf16.");
         Name(plan.InputIds, "inputs.input_ids", false);
         Name(plan.Logits, "logits", false);
-        foreach (var (n, what) in new[] { (plan.PositionIds, "inputs.position_ids"), (plan.AttentionMask, "inputs.attention_mask"), (plan.PastLengths, "inputs.past_lengths"), (plan.NewLengths, "inputs.new_lengths") })
+        if (plan.BlockTable is not null && !plan.Caches.Any(c => c.IsPaged))
+            throw Bad("'inputs.block_table' is named but no cache is paged (block_size).");
+        foreach (var (n, what) in new[] { (plan.PositionIds, "inputs.position_ids"), (plan.AttentionMask, "inputs.attention_mask"), (plan.PastLengths, "inputs.past_lengths"), (plan.NewLengths, "inputs.new_lengths"), (plan.BlockTable, "inputs.block_table") })
             if (n is not null) Name(n, what, false);
     }
 }

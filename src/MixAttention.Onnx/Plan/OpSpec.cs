@@ -34,14 +34,14 @@ public static class OpSpec
     /// <summary>Session config entry: "1" makes the CUDA kernels copy the lengths to the host and check the cache rules.</summary>
     public const string ConfigCheckLengths = "mixattention.check_lengths";
 
-    /// <summary>WindowedAttention inputs, in order (new_lengths, the cos/sin caches optional; k_scale/v_scale with int8/fp8 caches).</summary>
+    /// <summary>WindowedAttention inputs, in order (new_lengths, the cos/sin caches optional; k_scale/v_scale with int8/fp8 caches; block_table with a paged global cache).</summary>
     public static IReadOnlyList<string> OwnerInputs { get; } =
-        ["query", "key", "value", "past_key", "past_value", "past_lengths", "new_lengths", "cos_cache", "sin_cache", "k_scale", "v_scale"];
+        ["query", "key", "value", "past_key", "past_value", "past_lengths", "new_lengths", "cos_cache", "sin_cache", "k_scale", "v_scale", "block_table"];
     /// <summary>WindowedAttention outputs, in order.</summary>
     public static IReadOnlyList<string> OwnerOutputs { get; } = ["output", "present_key", "present_value"];
     /// <summary>SharedKvAttention inputs, in order (new_lengths, the cos/sin caches optional; k_scale/v_scale with int8/fp8 caches).</summary>
     public static IReadOnlyList<string> ReaderInputs { get; } =
-        ["query", "key_cache", "value_cache", "past_lengths", "new_lengths", "cos_cache", "sin_cache", "k_scale", "v_scale"];
+        ["query", "key_cache", "value_cache", "past_lengths", "new_lengths", "cos_cache", "sin_cache", "k_scale", "v_scale", "block_table"];
     /// <summary>SharedKvAttention outputs.</summary>
     public static IReadOnlyList<string> ReaderOutputs { get; } = ["output"];
 }
