@@ -112,12 +112,24 @@ public sealed class ContinuousBatchingGenerator
             return false;
         }
 
+        // Paged caches: admit a request only while the free blocks cover its prompt and one more block (its first decode
+        // steps), so admissions do not starve the running sequences. An idle session that still cannot take it never will.
+        bool Admits(int promptLength, bool idle, int request)
+        {
+            if (Session is not InPlaceCacheSession { Caches: { BlockSize: not null } caches }) return true;
+            int need = caches.BlocksFor(promptLength) + 1;
+            if (need <= caches.FreeBlocks) return true;
+            if (idle)
+                throw new MixAttentionException($"request {request}: its prompt of {promptLength} tokens needs {need} KV blocks (with one to grow into) but the session's paged caches have {caches.FreeBlocks} free of {caches.TotalBlocks}; open the session with a larger SessionConfig.KvBlocks.");
+            return false;
+        }
+
         try
         {
             while (pending.Count > 0 || active.Count > 0)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                while (pending.Count > 0 && Session.FreeSlots > 0)
+                while (pending.Count > 0 && Session.FreeSlots > 0 && Admits(requests[pending.Peek()].Prompt.Count, active.Count == 0, pending.Peek()))
                 {
                     int r = pending.Dequeue();
                     var req = requests[r];

@@ -118,6 +118,9 @@ public abstract class DecoderSession : IDecoderSession
     /// </summary>
     private protected abstract void RunDecode(int[] slots, IReadOnlyList<long> tokens, float[][]? rows, Span<float> flat);
 
+    /// <summary>A checked prefill of <paramref name="tokens"/> tokens is about to run in <paramref name="slot"/>: reserve what it needs, or throw before any chunk runs (nothing by default).</summary>
+    private protected virtual void BeforePrefill(int slot, int tokens) { }
+
     /// <summary>A sequence got <paramref name="slot"/>: set up its state (nothing by default).</summary>
     private protected virtual void OnSequenceAdded(int slot) { }
 
@@ -176,6 +179,7 @@ public abstract class DecoderSession : IDecoderSession
         if (tokens.Length == 0) throw new MixAttentionException($"Prefill of sequence {sequence} got no tokens; a prefill needs at least one token.");
         for (int i = 0; i < tokens.Length; i++) CheckToken(tokens[i], $"Prefill of sequence {sequence}, token {i}");
         CheckCapacity(sequence, Slots.Length(slot), tokens.Length);
+        BeforePrefill(slot, tokens.Length);
         float[]? all = null;
         float[] last = Array.Empty<float>();
         var chunk = Config.PrefillChunk;

@@ -25,6 +25,7 @@ public sealed class InPlaceCacheSession : DecoderSession
     private (int First, int Rows) _boundRange = (-1, -1);
     private CudaGraphStep? _graph;
     private OrtValue? _stepLogits; // the last decode step's logits when this session owns them (not the graph step's)
+    private OrtValue? _blockTable; // paged caches: the bound block_table rows of the last step
 
     /// <summary>
     /// A session over <paramref name="model"/>'s cache plan (<see cref="MixAttentionModel.CreateSession"/> picks this
@@ -48,6 +49,11 @@ public sealed class InPlaceCacheSession : DecoderSession
         {
             if (model.Options.CudaGraphDecode) RunOptions.AddRunConfigEntry("gpu_graph_id", "-1"); // prefill: never captured
             Caches = new KvCacheSet(plan, Config, model.Options.Device, model.DeviceAllocator(), model.CacheMemoryInfo);
+            if (Caches.Pool is not null && model.Options.Device != ExecutionDevice.Cpu)
+            {
+                Caches.Dispose();
+                throw new MixAttentionException($"{model.Path}: this model's global caches are paged (converted with --paged); paged caches run on the CPU execution provider only for now (the CUDA ops refuse a block_table). Run it on the CPU, or convert without --paged.");
+            }
         }
         catch
         {
@@ -82,6 +88,8 @@ public sealed class InPlaceCacheSession : DecoderSession
             return $"ModelOptions.CudaGraphDecode needs a conversion with the ops backend (every node on the CUDA execution provider); backend '{plan.Backend}' keeps shape arithmetic on the CPU (ORT's GroupQueryAttention reads total_sequence_length there). Convert it with the ops backend, or turn CudaGraphDecode off.";
         if (plan.NewLengths is null)
             return $"ModelOptions.CudaGraphDecode needs a model with a new_lengths input (rows not in a step are skipped with new_lengths = 0); this conversion (backend '{plan.Backend}') has none. Convert it with the ops backend, or turn CudaGraphDecode off.";
+        if (plan.BlockTable is not null)
+            return "ModelOptions.CudaGraphDecode cannot run a model with paged caches (converted with --paged): they run on the CPU only for now. Convert without --paged, or turn CudaGraphDecode off.";
         if (plan.AttentionMask is not null)
             return "ModelOptions.CudaGraphDecode cannot capture a model with an attention_mask input (its shape grows every step); turn CudaGraphDecode off.";
         return null;
@@ -103,8 +111,36 @@ public sealed class InPlaceCacheSession : DecoderSession
 
     private protected override int? MaxSequenceLength => Caches.GlobalCapacity;
 
-    private protected override OrtValue RunPrefillChunk(int slot, long[] ids) =>
-        RunStep(nameof(Prefill), slot, 1, ids.Length, ids, new[] { Slots.Length(slot) }, new[] { ids.Length });
+    private protected override OrtValue RunPrefillChunk(int slot, long[] ids)
+    {
+        TakeBlocks(new[] { slot }, ids.Length);
+        return RunStep(nameof(Prefill), slot, 1, ids.Length, ids, new[] { Slots.Length(slot) }, new[] { ids.Length });
+    }
+
+    /// <summary>
+    /// Paged caches: gives each sequence in <paramref name="slots"/> the blocks for its length + <paramref name="newTokens"/>,
+    /// all or none (<see cref="KvBlocksExhaustedException"/> before any block is taken when the free ones do not cover them).
+    /// </summary>
+    private void TakeBlocks(int[] slots, int newTokens)
+    {
+        if (Caches.Pool is not { } pool) return;
+        int missing = 0;
+        foreach (int slot in slots) missing += pool.Missing(slot, (long)Slots.Length(slot) + newTokens);
+        if (missing > pool.FreeBlocks)
+        {
+            int first = slots.First(s => pool.Missing(s, (long)Slots.Length(s) + newTokens) > 0);
+            throw new KvBlocksExhaustedException(Slots.SequenceAt(first) ?? -1, Slots.Length(first), newTokens, missing, pool.FreeBlocks, pool.TotalBlocks);
+        }
+        foreach (int slot in slots) pool.Grow(slot, (long)Slots.Length(slot) + newTokens);
+    }
+
+    private protected override void OnSequenceRemoved(int slot) => Caches.Pool?.Release(slot);
+
+    // The whole prompt's blocks before the first chunk: a prefill the pool cannot hold fails before it writes anything.
+    private protected override void BeforePrefill(int slot, int tokens) => TakeBlocks(new[] { slot }, tokens);
+
+    /// <summary>Tests: scatter the free blocks so block tables are non-contiguous and sequences interleave in the pool.</summary>
+    internal void ScatterFreeBlocks(int seed) => Caches.Pool?.ScatterFreeBlocks(seed);
 
     private protected override void RunDecode(int[] slots, IReadOnlyList<long> tokens, float[][]? rows, Span<float> flat)
     {
@@ -160,6 +196,7 @@ public sealed class InPlaceCacheSession : DecoderSession
             ids[r] = tokens[i];
             news[r] = 1;
         }
+        TakeBlocks(slots, 1);
         _stepLogits = RunStep(nameof(Decode), first, count, 1, ids, past, news, onDevice);
         var rowOf = new int[slots.Length];
         for (int i = 0; i < slots.Length; i++)
@@ -208,6 +245,13 @@ public sealed class InPlaceCacheSession : DecoderSession
             Caches.Bind(Binding, first, rows);
             _boundRange = (first, rows);
         }
+        if (Caches.Pool is { } pool)
+        {
+            // The table rows of this step's slots (a copy: the tensor pins it until the next step).
+            _blockTable?.Dispose();
+            _blockTable = OrtValue.CreateTensorValueFromMemory(pool.TableRows(first, rows), new long[] { rows, pool.MaxBlocksPerSequence });
+            Binding.BindInput(_plan.BlockTable!, _blockTable);
+        }
         return RunModel(operation, logitsOnDevice ? Model.CacheMemoryInfo : OrtMemoryInfo.DefaultInstance);
     }
 
@@ -216,6 +260,7 @@ public sealed class InPlaceCacheSession : DecoderSession
         _graph?.Dispose();
         _stepLogits?.Dispose();
         _stepLogits = null;
+        _blockTable?.Dispose();
         Caches.Dispose();
     }
 }

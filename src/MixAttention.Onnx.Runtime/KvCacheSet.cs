@@ -30,6 +30,21 @@ public sealed class KvCacheSet : IDisposable
         // Sizes first, in 128-bit arithmetic (no overflow for any int config), and nothing allocated when they are absurd.
         var sizes = new List<(CacheEntry Entry, int Capacity, TensorElementType Type, int Size, long Bytes)>();
         Int128 total = 0;
+        // Paged global caches: one block allocator for all of them (one block_table input addresses every pool).
+        var blockSizes = plan.Caches.Where(c => c.IsPaged).Select(c => c.BlockSize!.Value).Distinct().ToList();
+        if (blockSizes.Count > 1)
+            throw new MixAttentionException($"the paged caches of this model have different block sizes ({string.Join(", ", blockSizes)}); one block table cannot address them. Convert the model again with one --block-size.");
+        if (blockSizes.Count == 1)
+        {
+            if (plan.BlockTable is null)
+                throw new MixAttentionException("the cache plan has paged caches but no block_table input; the cache plan is damaged: convert the model again.");
+            int bs = blockSizes[0];
+            int maxBlocks = (int)(((long)config.MaxLength + bs - 1) / bs);
+            long blocks = config.KvBlocks ?? (long)config.MaxBatch * maxBlocks;
+            if (blocks > int.MaxValue)
+                throw new MixAttentionException($"the paged caches would need {blocks:N0} blocks (MaxBatch {config.MaxBatch} × {maxBlocks} blocks of {bs} for MaxLength {config.MaxLength}); set SessionConfig.KvBlocks.");
+            _pool = new KvBlockPool((int)blocks, bs, maxBlocks, config.MaxBatch);
+        }
         foreach (var entry in plan.Caches)
         {
             if (entry.KvNumHeads < 1 || entry.HeadSize < 1 || entry.Window < 0)
@@ -48,7 +63,9 @@ public sealed class KvCacheSet : IDisposable
             if (capacity < 1 || capacity > int.MaxValue)
                 throw new MixAttentionException($"the cache of layer {entry.Owner} would hold {capacity} positions (window {entry.Window}, PrefillChunk {config.PrefillChunk}, MaxLength {config.MaxLength}); it must be between 1 and {int.MaxValue}. Lower PrefillChunk or MaxLength.");
             var (type, size) = ElementTypeOf(entry.StorageDType, $"cache of layer {entry.Owner}");
-            Int128 bytes = (Int128)config.MaxBatch * entry.KvNumHeads * capacity * entry.HeadSize * size;
+            Int128 bytes = entry.IsPaged
+                ? (Int128)_pool!.TotalBlocks * entry.KvNumHeads * entry.BlockSize!.Value * entry.HeadSize * size
+                : (Int128)config.MaxBatch * entry.KvNumHeads * capacity * entry.HeadSize * size;
             if (bytes <= 0)
                 throw new MixAttentionException($"the cache of layer {entry.Owner} would need {bytes:N0} bytes; the cache plan is damaged: convert the model again.");
             total += 2 * bytes;
@@ -58,9 +75,10 @@ public sealed class KvCacheSet : IDisposable
             : Math.Min(DefaultDeviceLimitBytes, AvailableMemory.DeviceFreeBytes(memoryInfo.Id) ?? long.MaxValue));
         if (total > limit)
             throw new MixAttentionException(
-                $"the KV caches of this session would need {total:N0} bytes ({Human(total)}: {sizes.Count} owner caches × K and V, MaxBatch {config.MaxBatch}, MaxLength {config.MaxLength}, PrefillChunk {config.PrefillChunk}), " +
+                $"the KV caches of this session would need {total:N0} bytes ({Human(total)}: {sizes.Count} owner caches × K and V, MaxBatch {config.MaxBatch}, MaxLength {config.MaxLength}, PrefillChunk {config.PrefillChunk}" +
+                (_pool is { } p ? $", {p.TotalBlocks} blocks of {p.BlockSize} positions per paged cache" : "") + "), " +
                 $"more than the limit of {limit:N0} bytes ({Human(limit)}, {(config.MaxCacheBytes is null ? (device == ExecutionDevice.Cpu ? "the memory available on this machine now" : "the GPU's free memory, at most the 64 GiB default") : "SessionConfig.MaxCacheBytes")}). " +
-                "Lower MaxBatch or MaxLength, or raise SessionConfig.MaxCacheBytes.");
+                "Lower MaxBatch or MaxLength" + (_pool is null ? "" : " or SessionConfig.KvBlocks") + ", or raise SessionConfig.MaxCacheBytes.");
         try
         {
             foreach (var (entry, capacity, type, size, bytes) in sizes)
@@ -72,7 +90,7 @@ public sealed class KvCacheSet : IDisposable
                 DeviceBuffer v;
                 try { v = Alloc(); }
                 catch { k.Dispose(); throw; }
-                _caches.Add(new OwnerCache(this, entry, capacity, type, size, config.MaxBatch, k, v));
+                _caches.Add(new OwnerCache(this, entry, capacity, type, size, config.MaxBatch, k, v, entry.IsPaged ? _pool!.TotalBlocks : null));
             }
         }
         catch
@@ -90,6 +108,24 @@ public sealed class KvCacheSet : IDisposable
         while (b >= 1024 && u < units.Length - 1) { b /= 1024; u++; }
         return $"{b:0.#} {units[u]}";
     }
+
+    private readonly KvBlockPool? _pool;
+
+    /// <summary>The block allocator of the paged caches; null when no cache is paged.</summary>
+    internal KvBlockPool? Pool => _pool;
+
+    /// <summary>Positions per block of the paged global caches (a model converted with <c>--paged</c>); null when no cache is paged.</summary>
+    public int? BlockSize => _pool?.BlockSize;
+    /// <summary>Blocks in each paged cache's pool (0 when no cache is paged).</summary>
+    public int TotalBlocks => _pool?.TotalBlocks ?? 0;
+    /// <summary>Pool blocks no sequence holds (0 when no cache is paged).</summary>
+    public int FreeBlocks => _pool?.FreeBlocks ?? 0;
+    /// <summary>Pool blocks the live sequences hold: their actual lengths rounded up to blocks (0 when no cache is paged).</summary>
+    public int UsedBlocks => _pool?.UsedBlocks ?? 0;
+    /// <summary>Bytes one block takes across all paged caches, K and V (0 when no cache is paged).</summary>
+    public long BytesPerBlock => _caches.Sum(c => 2 * c.BlockBytes);
+    /// <summary>Blocks a sequence of <paramref name="positions"/> positions holds in the paged caches (0 when no cache is paged).</summary>
+    public int BlocksFor(int positions) => _pool?.BlocksFor(positions) ?? 0;
 
     /// <summary>True once disposed.</summary>
     public bool IsDisposed => _disposed;
@@ -177,8 +213,10 @@ public sealed class KvCacheSet : IDisposable
             for (int i = 0; i < _caches.Count; i++)
             {
                 var c = _caches[i];
-                views[2 * i] = c.Key.CreateView(c.ElementType, c.Shape(rows), first * c.SlotBytes, rows * c.SlotBytes);
-                views[2 * i + 1] = c.Value.CreateView(c.ElementType, c.Shape(rows), first * c.SlotBytes, rows * c.SlotBytes);
+                // A paged cache binds its whole pool (the block table picks the rows); a contiguous one its slots' rows.
+                var (offset, length) = c.PoolBlocks is { } n ? (0L, n * c.BlockBytes) : (first * c.SlotBytes, rows * c.SlotBytes);
+                views[2 * i] = c.Key.CreateView(c.ElementType, c.Shape(rows), offset, length);
+                views[2 * i + 1] = c.Value.CreateView(c.ElementType, c.Shape(rows), offset, length);
             }
             _views[(first, rows)] = views;
         }

@@ -24,11 +24,19 @@ public sealed record SessionConfig
     /// </summary>
     public long? MaxCacheBytes { get; init; }
 
+    /// <summary>
+    /// Blocks of each paged global cache (models converted with <c>--paged</c>; docs/runtime.md): sequences take blocks by
+    /// their actual length from this pool. Null: enough for MaxBatch sequences of MaxLength (the memory of contiguous
+    /// caches). Ignored for models without paged caches.
+    /// </summary>
+    public int? KvBlocks { get; init; }
+
     internal void Validate()
     {
         if (MaxBatch < 1) throw new MixAttentionException($"SessionConfig.MaxBatch must be >= 1 (batch slots), got {MaxBatch}.");
         if (MaxLength < 1) throw new MixAttentionException($"SessionConfig.MaxLength must be >= 1 (tokens per sequence), got {MaxLength}.");
         if (PrefillChunk < 1) throw new MixAttentionException($"SessionConfig.PrefillChunk must be >= 1 (tokens per prefill call), got {PrefillChunk}.");
+        if (KvBlocks is < 1) throw new MixAttentionException($"SessionConfig.KvBlocks must be >= 1 or null, got {KvBlocks}.");
         if (MaxCacheBytes is < 1) throw new MixAttentionException($"SessionConfig.MaxCacheBytes must be >= 1 or null, got {MaxCacheBytes}.");
     }
 }
