@@ -31,6 +31,21 @@ internal static class NativeOpModels
         return Model(graph);
     }
 
+    /// <summary>
+    /// One paged <c>WindowedAttention</c> node (docs/ops.md, "Paged caches"): new_lengths, "" for the absent rotary caches
+    /// and scales, then <c>block_table</c>; the caches are pools <c>[num_blocks, Hkv, bs, D]</c>.
+    /// </summary>
+    public static ModelProto PagedOwner(Attrs attrs)
+    {
+        var node = Node(OpSpec.WindowedAttention, OpSpec.Domain, [.. OwnerInputs, "", "", "", "", "block_table"], OwnerOutputs, attrs);
+        var graph = new GraphProto { Name = "paged_owner" };
+        graph.Node.Add(node);
+        AddOwnerIo(graph, Float, withNewLengths: true);
+        graph.Input.Add(Value("block_table", Int32, 2));
+        foreach (var o in OwnerOutputs) graph.Output.Add(Value(o, Float, o == "output" ? 3 : 4));
+        return Model(graph);
+    }
+
     /// <summary>One <c>SharedKvAttention</c> node.</summary>
     public static ModelProto Reader(int elemType, Attrs attrs, bool withNewLengths = false)
     {
