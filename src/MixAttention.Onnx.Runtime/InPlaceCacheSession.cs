@@ -139,6 +139,52 @@ public sealed class InPlaceCacheSession : DecoderSession
     // The whole prompt's blocks before the first chunk: a prefill the pool cannot hold fails before it writes anything.
     private protected override void BeforePrefill(int slot, int tokens) => TakeBlocks(new[] { slot }, tokens);
 
+    /// <summary>
+    /// Starts a new sequence that continues from everything <paramref name="sequence"/> has processed so far (a shared
+    /// prompt prefix: prefill it once, then fork it for each continuation); returns the new id. Paged global caches share
+    /// the prefix's full blocks (reference counted, stored once: <see cref="KvCacheSet.SharedBlocks"/>) and copy a partly
+    /// filled last block (copy-on-write at the first block the two may write differently); contiguous caches and
+    /// sliding rings are copied, so the fork's ring is the source's last-window state. The two sequences are independent
+    /// afterwards: either may be removed first.
+    /// </summary>
+    /// <exception cref="MixAttentionException">No free batch slot, or (paged) no free block for the copy; nothing changes.</exception>
+    public int ForkSequence(int sequence)
+    {
+        using var _ = Guard.Enter(nameof(ForkSequence));
+        Caches.ThrowIfDisposed();
+        int source = Slots.SlotOf(sequence);
+        int slot = Slots.FirstFree();
+        if (slot < 0) throw new MixAttentionException($"all {Config.MaxBatch} batch slots are in use (SessionConfig.MaxBatch = {Config.MaxBatch}); remove a sequence before forking {sequence}.");
+        int length = Slots.Length(source);
+        var pool = Caches.Pool;
+        if (pool is not null && length % pool.BlockSize != 0 && pool.FreeBlocks < 1)
+            throw new KvBlocksExhaustedException(sequence, length, 0, 1, pool.FreeBlocks, pool.TotalBlocks);
+        if (Model.Options.Device != ExecutionDevice.Cpu)
+            throw new MixAttentionException("ForkSequence copies cache rows on the host; it runs on the CPU execution provider only for now.");
+        var copy = pool?.Share(source, slot, length);
+        foreach (var c in Caches.Caches)
+        {
+            if (c.PoolBlocks is not null)
+            {
+                if (copy is { } blocks)
+                    foreach (var buffer in new[] { c.Key, c.Value })
+                        CopyHost(buffer, blocks.From * c.BlockBytes, blocks.To * c.BlockBytes, c.BlockBytes);
+            }
+            else
+                foreach (var buffer in new[] { c.Key, c.Value })
+                    CopyHost(buffer, source * c.SlotBytes, slot * c.SlotBytes, c.SlotBytes);
+        }
+        int id = Slots.Add(slot);
+        Slots.Advance(slot, length);
+        return id;
+    }
+
+    private static unsafe void CopyHost(DeviceBuffer buffer, long from, long to, long bytes)
+    {
+        byte* p = (byte*)buffer.Pointer;
+        Buffer.MemoryCopy(p + from, p + to, bytes, bytes);
+    }
+
     /// <summary>Tests: scatter the free blocks so block tables are non-contiguous and sequences interleave in the pool.</summary>
     internal void ScatterFreeBlocks(int seed) => Caches.Pool?.ScatterFreeBlocks(seed);
 

@@ -12,6 +12,7 @@ internal sealed class KvBlockPool
     private readonly List<int> _free; // a stack: the next block taken is the last one
     private readonly List<int>[] _blocksOf;
     private readonly int[] _table; // [MaxBatch, MaxBlocksPerSequence], -1 past each slot's blocks
+    private readonly int[] _references; // per block: how many sequences hold it (shared prefixes: more than one)
 
     public KvBlockPool(int totalBlocks, int blockSize, int maxBlocksPerSequence, int slots)
     {
@@ -20,6 +21,7 @@ internal sealed class KvBlockPool
         MaxBlocksPerSequence = maxBlocksPerSequence;
         _free = Enumerable.Range(0, totalBlocks).Reverse().ToList(); // block 0 first
         _blocksOf = Enumerable.Range(0, slots).Select(_ => new List<int>()).ToArray();
+        _references = new int[totalBlocks];
         _table = new int[(long)slots * maxBlocksPerSequence];
         Array.Fill(_table, -1);
     }
@@ -57,14 +59,43 @@ internal sealed class KvBlockPool
             _free.RemoveAt(_free.Count - 1);
             _table[(long)slot * MaxBlocksPerSequence + blocks.Count] = block;
             blocks.Add(block);
+            _references[block] = 1;
         }
     }
+
+    /// <summary>
+    /// Gives the empty <paramref name="slot"/> the first <paramref name="positions"/> positions of <paramref name="source"/>:
+    /// its full blocks are shared (one more reference each), and a partly filled last block — the first one both will
+    /// append to — is copied into a fresh block (copy-on-write at the first block that can differ). Returns the
+    /// (source block, copy) pair to copy, or null when the prefix ends on a block boundary. The caller checked that one
+    /// block is free when a copy is needed.
+    /// </summary>
+    public (int From, int To)? Share(int source, int slot, long positions)
+    {
+        var from = _blocksOf[source];
+        var to = _blocksOf[slot];
+        if (to.Count != 0) throw new InvalidOperationException($"slot {slot} already holds blocks");
+        int full = (int)(positions / BlockSize);
+        for (int i = 0; i < full; i++)
+        {
+            _table[(long)slot * MaxBlocksPerSequence + i] = from[i];
+            to.Add(from[i]);
+            _references[from[i]]++;
+        }
+        if (positions % BlockSize == 0) return null;
+        Grow(slot, positions);
+        return (from[full], to[full]);
+    }
+
+    /// <summary>Blocks held by more than one sequence (a shared prefix is stored once).</summary>
+    public int SharedBlocks => _references.Count(r => r > 1);
 
     /// <summary>Returns the blocks of <paramref name="slot"/> to the free list.</summary>
     public void Release(int slot)
     {
         var blocks = _blocksOf[slot];
-        for (int i = blocks.Count - 1; i >= 0; i--) _free.Add(blocks[i]);
+        for (int i = blocks.Count - 1; i >= 0; i--)
+            if (--_references[blocks[i]] == 0) _free.Add(blocks[i]); // a shared block stays while another sequence holds it
         Array.Fill(_table, -1, slot * MaxBlocksPerSequence, MaxBlocksPerSequence);
         blocks.Clear();
     }

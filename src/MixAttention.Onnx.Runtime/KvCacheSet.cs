@@ -122,6 +122,8 @@ public sealed class KvCacheSet : IDisposable
     public int FreeBlocks => _pool?.FreeBlocks ?? 0;
     /// <summary>Pool blocks the live sequences hold: their actual lengths rounded up to blocks (0 when no cache is paged).</summary>
     public int UsedBlocks => _pool?.UsedBlocks ?? 0;
+    /// <summary>Pool blocks held by more than one sequence (prefixes shared by <see cref="InPlaceCacheSession.ForkSequence"/>, stored once).</summary>
+    public int SharedBlocks => _pool?.SharedBlocks ?? 0;
     /// <summary>Bytes one block takes across all paged caches, K and V (0 when no cache is paged).</summary>
     public long BytesPerBlock => _caches.Sum(c => 2 * c.BlockBytes);
     /// <summary>Blocks a sequence of <paramref name="positions"/> positions holds in the paged caches (0 when no cache is paged).</summary>

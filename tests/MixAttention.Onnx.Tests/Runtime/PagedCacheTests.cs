@@ -196,4 +196,65 @@ public sealed class PagedCacheTests
         var e = Assert.ThrowsExactly<MixAttentionException>(() => Run(Convert("llama-gqa", "cai", blockSize: 4), 2));
         StringAssert.Contains(e.Message, "SessionConfig.KvBlocks");
     }
+
+    /// <summary>
+    /// Prefix sharing: a prompt prefilled once and forked twice. The forks share the prefix's full blocks (stored once),
+    /// copy the partly filled one, and each continuation gives the logits of a sequence that prefilled prefix +
+    /// continuation itself (≤ 1e-5), also after the source is removed; sliding rings are carried over by the fork.
+    /// </summary>
+    [TestMethod]
+    [DataRow("llama-gqa", "cai", 10)]
+    [DataRow("llama-gqa", "native", 8)]
+    [DataRow("mistral-dynamo", "native", 10)]
+    [DataRow("gemma3_text-dynamo", "cai", 9)]
+    public void ForkedPrefixContinuesLikeAFullPrefill(string name, string layout, int prefixLength)
+    {
+        var tokens = Enumerable.Range(0, 64).Select(i => (long)((i * 29 + 3) % 90)).ToArray();
+        using var model = MixAttentionModel.Open(Convert(name, layout, blockSize: 4), new ModelOptions { IntraOpNumThreads = 1 });
+        using var session = (InPlaceCacheSession)model.CreateSession(new SessionConfig { MaxBatch = 4, MaxLength = 40, PrefillChunk = 4, PoisonCaches = true });
+        session.ScatterFreeBlocks(5);
+        var caches = session.Caches;
+        var prefix = tokens.AsSpan(0, prefixLength).ToArray();
+        int a = session.AddSequence();
+        session.Prefill(a, prefix);
+        int b = session.ForkSequence(a), c = session.ForkSequence(a);
+        Assert.AreEqual(prefixLength, session.Length(b));
+        if (caches.BlockSize is not null)
+        {
+            int full = prefixLength / 4, partial = prefixLength % 4 == 0 ? 0 : 1;
+            Assert.AreEqual(full, caches.SharedBlocks, "the prefix's full blocks are stored once");
+            Assert.AreEqual(full + 3 * partial, caches.UsedBlocks, "full blocks once, the partial block copied per fork");
+        }
+        // d: the same text prefilled from scratch.
+        var continuation = tokens.AsSpan(20, 6).ToArray();
+        int d = session.AddSequence();
+        var expected = session.Prefill(d, prefix.Concat(continuation).ToArray());
+        var got = session.Prefill(b, continuation);
+        AssertClose(expected, got, $"{name} {layout}: fork b after its prefill");
+        session.Prefill(c, tokens.AsSpan(30, 3)); // c and a diverge from b; they must not disturb it
+        session.Decode(new[] { a }, new[] { tokens[40] });
+        session.RemoveSequence(a); // the source goes first: b's shared blocks stay
+        for (int t = 0; t < 6; t++)
+        {
+            var rows = session.Decode(new[] { b, c, d }, new[] { tokens[50 + t], tokens[45 + t], tokens[50 + t] });
+            AssertClose(rows[2], rows[0], $"{name} {layout}: fork b decode step {t}");
+        }
+        session.RemoveSequence(b);
+        session.RemoveSequence(c);
+        session.RemoveSequence(d);
+        Assert.AreEqual(0, caches.UsedBlocks, "every block returns once its last holder is removed");
+        Assert.AreEqual(caches.TotalBlocks, caches.FreeBlocks);
+    }
+
+    private static void AssertClose(float[] expected, float[] actual, string what)
+    {
+        Assert.AreEqual(expected.Length, actual.Length, what);
+        float max = 0;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            Assert.IsFalse(float.IsNaN(actual[i]), $"{what}: NaN");
+            max = Math.Max(max, Math.Abs(expected[i] - actual[i]));
+        }
+        Assert.IsTrue(max <= 1e-5f, $"{what}: max |diff| = {max}");
+    }
 }
