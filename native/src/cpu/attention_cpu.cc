@@ -127,7 +127,27 @@ std::string ValidateBlockTable(OpKind kind, const AttentionShape& sh, const Bloc
   }
   const int64_t bs = t.block_size;
   // writer[block]: the sequence that appends to it this step (-1: none); user[block]: the last sequence using it.
-  std::vector<int32_t> writer(static_cast<size_t>(t.num_blocks), -1), user(static_cast<size_t>(t.num_blocks), -1);
+  // Per-thread scratch stamped with a call number, so a call costs O(blocks it uses), not O(pool size).
+  struct Marks {
+    std::vector<uint64_t> stamp;
+    std::vector<int32_t> writer, user;
+    uint64_t call = 0;
+  };
+  thread_local Marks marks;
+  if (marks.stamp.size() < static_cast<size_t>(t.num_blocks)) {
+    marks.stamp.resize(static_cast<size_t>(t.num_blocks), 0);
+    marks.writer.resize(static_cast<size_t>(t.num_blocks));
+    marks.user.resize(static_cast<size_t>(t.num_blocks));
+  }
+  const uint64_t call = ++marks.call;
+  const auto touch = [&](int32_t blk) {
+    if (marks.stamp[static_cast<size_t>(blk)] != call) {
+      marks.stamp[static_cast<size_t>(blk)] = call;
+      marks.writer[static_cast<size_t>(blk)] = marks.user[static_cast<size_t>(blk)] = -1;
+    }
+  };
+  std::vector<int32_t>& writer = marks.writer;
+  std::vector<int32_t>& user = marks.user;
   for (int b = 0; b < sh.batch; ++b) {
     const int64_t past = past_lengths[b];
     const int64_t n = new_lengths ? new_lengths[b] : sh.seq;
@@ -149,6 +169,7 @@ std::string ValidateBlockTable(OpKind kind, const AttentionShape& sh, const Bloc
           << used_blocks - 1 << " for its " << end << " positions";
         return e.str();
       }
+      touch(blk);
       if (user[static_cast<size_t>(blk)] == b) {
         e << op << ": input 'block_table' row " << b << " maps two logical blocks (the second is " << i
           << ") to pool block " << blk << "; each position of a sequence needs its own row";
