@@ -15,8 +15,8 @@
 #      version, carries the embedded Jinja engine's licence notice), builds a fresh project on it with
 #      samples/ChatClient/Program.cs, which converts the bundled demo model (graphs/gpt2-ortattention, tokenizer and chat
 #      template from graphs/demo) and gets a reply through IChatClient.GetResponseAsync and the same text streamed;
-#      then a GPU chat project (MixAttention.Onnx.Gpu + MixAttention.Onnx.Chat, the CPU package excluded) that must
-#      restore only ORT's CUDA build and run the same sample (on CPU here).
+#      then a GPU chat project (MixAttention.Onnx.Gpu + MixAttention.Onnx.Chat, the CPU package and ORT's CPU build
+#      excluded) that must get no asset of ORT's CPU build and run the same sample (on CPU here).
 # Prints "smoke: <step> ok" lines and ends with "package smoke: PASS" (exit 0) or "package smoke: FAIL <step>" (exit 1).
 # Env: MIXATTN_SMOKE_KEEP=1 keeps the temp folder; MIXATTN_SMOKE_NO_BUILD=1 packs the existing Release build;
 #      MIXATTN_PACK_CUDA=auto|true|false (default false here: the smoke test checks packaging, not the CUDA build);
@@ -181,13 +181,25 @@ chat_ok() {   # chat_ok BIN OUT: the ChatClient sample on the demo model, a non-
 chat_ok "$cbin" "$out/chat" || fail chat-sample
 cat "$work/last.log"
 step "chat sample: demo model through IChatClient.GetResponseAsync and GetStreamingResponseAsync"
-# A GPU app pairs the chat package with MixAttention.Onnx.Gpu and excludes the CPU package (docs/serving.md): the
-# excluded edge also cuts ORT's CPU build, so only the CUDA build's libonnxruntime.so is restored.
+# A GPU app pairs the chat package with MixAttention.Onnx.Gpu and excludes the CPU package and ORT's CPU build
+# (docs/serving.md): excluding MixAttention.Onnx alone does not cut ORT's CPU build, which the chat package's path to
+# MixAttention.Onnx still brings (NuGet unions the include flags of every path). Only the CUDA build's libonnxruntime.so
+# may be restored.
+ort_version=$(unzip -p "$lib" '*.nuspec' | grep -o 'id="Microsoft.ML.OnnxRuntime" version="[^"]*"' | sed 's/.*version="//; s/"$//')
+[ -n "$ort_version" ] || fail ort-version
 new_app "$work/gpuchatapp" MixAttention.Onnx.Chat ChatClient || fail add-gpu-chat-package
 (cd "$work/gpuchatapp" && dotnet add package MixAttention.Onnx.Gpu --version $version --no-restore >"$work/last.log" 2>&1 \
   && dotnet add package MixAttention.Onnx --version $version --no-restore >"$work/last.log" 2>&1 \
-  && sed -i 's|<PackageReference Include="MixAttention.Onnx" Version="'$version'" />|<PackageReference Include="MixAttention.Onnx" Version="'$version'" ExcludeAssets="all" />|' SmokeApp.csproj \
-  && grep -q 'ExcludeAssets="all"' SmokeApp.csproj) || fail add-gpu-chat-package
+  && dotnet add package Microsoft.ML.OnnxRuntime --version "$ort_version" --no-restore >"$work/last.log" 2>&1 \
+  && python3 - SmokeApp.csproj <<'PY'
+import re, sys
+p = sys.argv[1]; s = open(p).read()
+for pkg in ("MixAttention.Onnx", "Microsoft.ML.OnnxRuntime"):
+    s, n = re.subn(r'(<PackageReference Include="%s" Version="[^"]+") />' % re.escape(pkg), r'\1 ExcludeAssets="all" />', s)
+    assert n == 1, (pkg, s)
+open(p, "w").write(s)
+PY
+) || fail add-gpu-chat-package
 (cd "$work/gpuchatapp" && dotnet build -c Release >"$work/last.log" 2>&1) || fail build-gpu-chat-app
 gcbin="$work/gpuchatapp/bin/Release/net10.0"
 [ -f "$gcbin/runtimes/linux-x64/native/libonnxruntime_providers_cuda.so" ] || { ls -R "$gcbin" >"$work/last.log"; fail gpu-chat-app-without-cuda-provider; }
