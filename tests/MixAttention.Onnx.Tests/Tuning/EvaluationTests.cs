@@ -33,6 +33,7 @@ public sealed class EvaluationTests
         Assert.AreEqual(2 * 63 + 31, report.Positions);
         var (src, exact, changed) = (report.Models[0], report.Models[1], report.Models[2]);
         Assert.AreEqual(0, src.MeanKl);
+        Assert.IsNull(src.Layout);
         Assert.IsLessThanOrEqualTo(1e-6, exact.MeanKl);
         Assert.IsLessThanOrEqualTo(1e-6, exact.MaxKl);
         Assert.AreEqual(src.Perplexity, exact.Perplexity, src.Perplexity * 1e-5);
@@ -70,6 +71,8 @@ public sealed class EvaluationTests
         var report = Evaluation.Run(floatCache, new[] { int8 }, tokens, options);
         var (reference, quantized) = (report.Models[0], report.Models[1]);
         Assert.AreEqual(0, reference.MaxLogitDelta);
+        Assert.AreEqual("0s8_1s8", reference.Layout, "a converted reference reports its layout");
+        Assert.AreEqual(reference.Layout, quantized.Layout);
 
         // The same run by hand: prefill 64 − 1 − 8 tokens in chunks of 16, then 8 decode steps (the last token predicts nothing).
         var fed = tokens[..^1];
