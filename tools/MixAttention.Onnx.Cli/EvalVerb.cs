@@ -25,7 +25,7 @@ internal static class EvalVerb
         device.AcceptOnlyFromAmong("cpu", "cuda");
         var json = new Option<bool>("--json") { Description = "Print the report as JSON." };
         var plot = new Option<string?>("--plot") { Description = "Write mean KL vs the source over position as an SVG file." };
-        var cmd = new Command("eval", "Score conversions against their source on your text: perplexity, KL, top-1 agreement by position, KV bytes.\n\n" +
+        var cmd = new Command("eval", "Score conversions against their source on your text: perplexity, KL, max |Δlogit|, top-1 agreement by position, KV bytes.\n\n" +
             "Examples:\n  mixattn eval model.onnx out/native.onnx out/cai.onnx --text wiki.txt --context 4096\n" +
             "  mixattn eval model.onnx mixed.onnx --tokens ids.txt --json --plot kl.svg")
         {
@@ -63,12 +63,13 @@ internal static class EvalVerb
         ["perplexity"] = m.Perplexity,
         ["mean_kl"] = m.MeanKl,
         ["max_kl"] = m.MaxKl,
+        ["max_abs_logit_diff"] = m.MaxLogitDelta,
         ["top1_agreement"] = m.Top1Agreement,
         ["kv_bytes_per_sequence"] = m.KvBytesPerSequence,
         ["by_position"] = new JsonArray(m.Buckets.Select(b => (JsonNode)new JsonObject
         {
             ["start"] = b.Start, ["end"] = b.End, ["count"] = b.Count, ["perplexity"] = b.Perplexity,
-            ["mean_kl"] = b.MeanKl, ["max_kl"] = b.MaxKl, ["top1_agreement"] = b.Top1Agreement,
+            ["mean_kl"] = b.MeanKl, ["max_kl"] = b.MaxKl, ["max_abs_logit_diff"] = b.MaxLogitDelta, ["top1_agreement"] = b.Top1Agreement,
         }).ToArray()),
     };
 
@@ -85,12 +86,12 @@ internal static class EvalVerb
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
         var table = new Table().Border(TableBorder.Simple).Title($"{r.Positions} positions in {r.Sequences} sequence(s) of up to {r.Context} tokens")
             .AddColumn("model").AddColumn("layout").AddColumn(new TableColumn("perplexity").RightAligned()).AddColumn(new TableColumn("mean KL").RightAligned())
-            .AddColumn(new TableColumn("max KL").RightAligned()).AddColumn(new TableColumn("top-1").RightAligned()).AddColumn(new TableColumn($"KV / sequence @ {r.Context}").RightAligned());
+            .AddColumn(new TableColumn("max KL").RightAligned()).AddColumn(new TableColumn("max |Δlogit|").RightAligned()).AddColumn(new TableColumn("top-1").RightAligned()).AddColumn(new TableColumn($"KV / sequence @ {r.Context}").RightAligned());
         for (int i = 0; i < r.Models.Count; i++)
         {
             var m = r.Models[i];
             table.AddRow(Markup.Escape(Path.GetFileName(Path.GetDirectoryName(m.Model)) + "/" + Path.GetFileName(m.Model)), Markup.Escape(i == 0 ? "(source)" : m.Layout ?? "-"),
-                $"{m.Perplexity:0.###}", $"{m.MeanKl:0.###e+0}", $"{m.MaxKl:0.###e+0}", $"{m.Top1Agreement:P1}", Cli.Bytes(m.KvBytesPerSequence));
+                $"{m.Perplexity:0.###}", $"{m.MeanKl:0.###e+0}", $"{m.MaxKl:0.###e+0}", $"{m.MaxLogitDelta:0.###e+0}", $"{m.Top1Agreement:P1}", Cli.Bytes(m.KvBytesPerSequence));
         }
         AnsiConsole.Write(table);
         if (r.Models.Count < 2) return;
