@@ -141,98 +141,105 @@ inline void PrefetchRow(const float* row, int D) {
   for (int c = 0; c < D; c += 16) _mm_prefetch(reinterpret_cast<const char*>(row + c), _MM_HINT_T0);
 }
 
-// scores[g * kKeyBlock + j] = scale * q_g . k_j for nb keys (rows at k + j*stride), D % 8 == 0.
-// Four query heads and two keys at a time: 8 independent FMA chains, so the loop runs at FMA
-// throughput instead of FMA latency (one chain per head took ~2x as long), and each loaded Q
-// vector serves two keys.
-inline void ScoresAvx2(const float* q, int G, int D, const float* k, int64_t stride, int nb, float scale,
-                       float* scores, const float* v_prefetch = nullptr) {
-  const __m128 sc = _mm_set1_ps(scale);
-  int g = 0;
-  for (; g + 4 <= G; g += 4) {
-    const float* q0 = q + g * D;
-    for (int j = 0; j < nb; j += 2) {
-      const float* k0 = k + j * stride;
-      const float* k1 = j + 1 < nb ? k0 + stride : k0;  // an odd last key is scored twice, stored once
-      if (g == 0) {
-        // Software pipeline for the memory stream: K rows 8 keys ahead, and this block's V rows, which
-        // AccumulateAvx2 reads next (prefetches never fault, past the end included).
-        PrefetchRow(k0 + 8 * stride, D);
-        PrefetchRow(k0 + 9 * stride, D);
-        if (v_prefetch != nullptr) {
-          PrefetchRow(v_prefetch + j * stride, D);
-          PrefetchRow(v_prefetch + (j + 1) * stride, D);
-        }
-      }
-      __m256 a[4][2];  // [head][key], kept in registers (the loops below are fully unrolled)
-      for (auto& row : a) row[0] = row[1] = _mm256_setzero_ps();
-      for (int d = 0; d < D; d += 8) {
-        const __m256 kv0 = _mm256_loadu_ps(k0 + d), kv1 = _mm256_loadu_ps(k1 + d);
-        for (int h = 0; h < 4; ++h) {
-          const __m256 qv = _mm256_loadu_ps(q0 + h * D + d);
-          a[h][0] = _mm256_fmadd_ps(qv, kv0, a[h][0]);
-          a[h][1] = _mm256_fmadd_ps(qv, kv1, a[h][1]);
-        }
-      }
-      alignas(16) float s0[4], s1[4];
-      _mm_store_ps(s0, _mm_mul_ps(HorizontalSum4(a[0][0], a[1][0], a[2][0], a[3][0]), sc));
-      _mm_store_ps(s1, _mm_mul_ps(HorizontalSum4(a[0][1], a[1][1], a[2][1], a[3][1]), sc));
-      for (int h = 0; h < 4; ++h) {
-        scores[(g + h) * kKeyBlock + j] = s0[h];
-        if (j + 1 < nb) scores[(g + h) * kKeyBlock + j + 1] = s1[h];
+// scores[h * kKeyBlock + j] = scale * q_h . k_j for H query heads (rows at q0 + h*D) and nb keys (rows at
+// k + j*stride), D % 8 == 0. H heads and two keys at a time: 2H independent FMA chains, so the loop runs at FMA
+// throughput instead of FMA latency (one chain per head took ~2x as long), and each loaded Q vector serves two
+// keys. With `prefetch`, K rows 8 keys ahead and this block's V rows (v_prefetch) are prefetched.
+template <int H>
+inline void ScoresHeadsAvx2(const float* q0, int D, const float* k, int64_t stride, int nb, __m128 sc, float* scores,
+                            const float* v_prefetch, bool prefetch) {
+  static_assert(H >= 1 && H <= 4);
+  for (int j = 0; j < nb; j += 2) {
+    const float* k0 = k + j * stride;
+    const float* k1 = j + 1 < nb ? k0 + stride : k0;  // an odd last key is scored twice, stored once
+    if (prefetch) {
+      // Software pipeline for the memory stream: K rows 8 keys ahead, and this block's V rows, which
+      // AccumulateAvx2 reads next (prefetches never fault, past the end included).
+      PrefetchRow(k0 + 8 * stride, D);
+      PrefetchRow(k0 + 9 * stride, D);
+      if (v_prefetch != nullptr) {
+        PrefetchRow(v_prefetch + j * stride, D);
+        PrefetchRow(v_prefetch + (j + 1) * stride, D);
       }
     }
-  }
-  for (; g < G; ++g) {
-    const float* qg = q + g * D;
-    for (int j = 0; j < nb; ++j) {
-      const float* kr = k + j * stride;
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      int d = 0;
-      for (; d + 16 <= D; d += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d), _mm256_loadu_ps(kr + d), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d + 8), _mm256_loadu_ps(kr + d + 8), a1);
+    __m256 a[4][2];  // [head][key], kept in registers (the loops below are fully unrolled)
+    for (auto& row : a) row[0] = row[1] = _mm256_setzero_ps();
+    for (int d = 0; d < D; d += 8) {
+      const __m256 kv0 = _mm256_loadu_ps(k0 + d), kv1 = _mm256_loadu_ps(k1 + d);
+      for (int h = 0; h < H; ++h) {
+        const __m256 qv = _mm256_loadu_ps(q0 + h * D + d);
+        a[h][0] = _mm256_fmadd_ps(qv, kv0, a[h][0]);
+        a[h][1] = _mm256_fmadd_ps(qv, kv1, a[h][1]);
       }
-      for (; d < D; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d), _mm256_loadu_ps(kr + d), a0);
-      scores[g * kKeyBlock + j] = HorizontalSum(_mm256_add_ps(a0, a1)) * scale;
+    }
+    alignas(16) float s0[4], s1[4];
+    _mm_store_ps(s0, _mm_mul_ps(HorizontalSum4(a[0][0], a[1][0], a[2][0], a[3][0]), sc));
+    _mm_store_ps(s1, _mm_mul_ps(HorizontalSum4(a[0][1], a[1][1], a[2][1], a[3][1]), sc));
+    for (int h = 0; h < H; ++h) {
+      scores[h * kKeyBlock + j] = s0[h];
+      if (j + 1 < nb) scores[h * kKeyBlock + j + 1] = s1[h];
     }
   }
 }
 
-// acc[g][:] += sum_j p[g][j] * v_j for nb value rows, D % 8 == 0. For four heads, 16 dimensions at
-// a time: 8 accumulators stay in registers across the key loop (8 independent FMA chains, as in
-// ScoresAvx2); other head counts and a trailing 8 dimensions take the 8-wide path.
+// scores[g * kKeyBlock + j] for all G heads: groups of four, then the 1-3 left (G = 3, as in a 6 / 2 head model,
+// took 2.3x as long per head as G = 4 with one head at a time).
+inline void ScoresAvx2(const float* q, int G, int D, const float* k, int64_t stride, int nb, float scale,
+                       float* scores, const float* v_prefetch = nullptr) {
+  const __m128 sc = _mm_set1_ps(scale);
+  int g = 0;
+  for (; g + 4 <= G; g += 4)
+    ScoresHeadsAvx2<4>(q + g * D, D, k, stride, nb, sc, scores + g * kKeyBlock, v_prefetch, g == 0);
+  switch (G - g) {
+    case 3: ScoresHeadsAvx2<3>(q + g * D, D, k, stride, nb, sc, scores + g * kKeyBlock, v_prefetch, g == 0); break;
+    case 2: ScoresHeadsAvx2<2>(q + g * D, D, k, stride, nb, sc, scores + g * kKeyBlock, v_prefetch, g == 0); break;
+    case 1: ScoresHeadsAvx2<1>(q + g * D, D, k, stride, nb, sc, scores + g * kKeyBlock, v_prefetch, g == 0); break;
+    default: break;
+  }
+}
+
+// acc[h][:] += sum_j p[h][j] * v_j for H heads (p rows kKeyBlock apart, acc rows D apart) and nb value rows,
+// D % 8 == 0: 16 dimensions at a time, the 2H accumulators in registers across the key loop (2H independent FMA
+// chains, as in ScoresHeadsAvx2), then a trailing 8 dimensions.
+template <int H>
+inline void AccumulateHeadsAvx2(const float* p0, int D, const float* v, int64_t stride, int nb, float* acc) {
+  static_assert(H >= 1 && H <= 4);
+  int d = 0;
+  for (; d + 16 <= D; d += 16) {
+    float* c0 = acc + d;
+    __m256 a[H][2];  // [head][8 dims], kept in registers (fully unrolled loops)
+    for (int h = 0; h < H; ++h) a[h][0] = _mm256_loadu_ps(c0 + h * D), a[h][1] = _mm256_loadu_ps(c0 + h * D + 8);
+    for (int j = 0; j < nb; ++j) {
+      const float* vr = v + j * stride + d;
+      const __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
+      for (int h = 0; h < H; ++h) {
+        const __m256 pj = _mm256_broadcast_ss(p0 + h * kKeyBlock + j);
+        a[h][0] = _mm256_fmadd_ps(pj, v0, a[h][0]);
+        a[h][1] = _mm256_fmadd_ps(pj, v1, a[h][1]);
+      }
+    }
+    for (int h = 0; h < H; ++h) _mm256_storeu_ps(c0 + h * D, a[h][0]), _mm256_storeu_ps(c0 + h * D + 8, a[h][1]);
+  }
+  for (; d < D; d += 8) {
+    __m256 a[H];
+    for (int h = 0; h < H; ++h) a[h] = _mm256_loadu_ps(acc + h * D + d);
+    for (int j = 0; j < nb; ++j) {
+      const __m256 vv = _mm256_loadu_ps(v + j * stride + d);
+      for (int h = 0; h < H; ++h) a[h] = _mm256_fmadd_ps(_mm256_set1_ps(p0[h * kKeyBlock + j]), vv, a[h]);
+    }
+    for (int h = 0; h < H; ++h) _mm256_storeu_ps(acc + h * D + d, a[h]);
+  }
+}
+
+// acc[g][:] += sum_j p[g][j] * v_j for all G heads: groups of four, then the 1-3 left.
 inline void AccumulateAvx2(const float* p, int G, int D, const float* v, int64_t stride, int nb, float* acc) {
-  for (int g0 = 0; g0 < G; g0 += 4) {
-    const int gn = std::min(4, G - g0);
-    int d = 0;
-    if (gn == 4) {
-      const float* p0 = p + g0 * kKeyBlock;
-      for (; d + 16 <= D; d += 16) {
-        float* c0 = acc + g0 * D + d;
-        __m256 a[4][2];  // [head][8 dims], kept in registers (fully unrolled loops)
-        for (int h = 0; h < 4; ++h) a[h][0] = _mm256_loadu_ps(c0 + h * D), a[h][1] = _mm256_loadu_ps(c0 + h * D + 8);
-        for (int j = 0; j < nb; ++j) {
-          const float* vr = v + j * stride + d;
-          const __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
-          for (int h = 0; h < 4; ++h) {
-            const __m256 pj = _mm256_broadcast_ss(p0 + h * kKeyBlock + j);
-            a[h][0] = _mm256_fmadd_ps(pj, v0, a[h][0]);
-            a[h][1] = _mm256_fmadd_ps(pj, v1, a[h][1]);
-          }
-        }
-        for (int h = 0; h < 4; ++h) _mm256_storeu_ps(c0 + h * D, a[h][0]), _mm256_storeu_ps(c0 + h * D + 8, a[h][1]);
-      }
-    }
-    for (; d < D; d += 8) {
-      __m256 a[4];
-      for (int g = 0; g < gn; ++g) a[g] = _mm256_loadu_ps(acc + (g0 + g) * D + d);
-      for (int j = 0; j < nb; ++j) {
-        const __m256 vv = _mm256_loadu_ps(v + j * stride + d);
-        for (int g = 0; g < gn; ++g) a[g] = _mm256_fmadd_ps(_mm256_set1_ps(p[(g0 + g) * kKeyBlock + j]), vv, a[g]);
-      }
-      for (int g = 0; g < gn; ++g) _mm256_storeu_ps(acc + (g0 + g) * D + d, a[g]);
-    }
+  int g = 0;
+  for (; g + 4 <= G; g += 4) AccumulateHeadsAvx2<4>(p + g * kKeyBlock, D, v, stride, nb, acc + g * D);
+  switch (G - g) {
+    case 3: AccumulateHeadsAvx2<3>(p + g * kKeyBlock, D, v, stride, nb, acc + g * D); break;
+    case 2: AccumulateHeadsAvx2<2>(p + g * kKeyBlock, D, v, stride, nb, acc + g * D); break;
+    case 1: AccumulateHeadsAvx2<1>(p + g * kKeyBlock, D, v, stride, nb, acc + g * D); break;
+    default: break;
   }
 }
 #endif
