@@ -26,14 +26,19 @@ bool UseV3() {
   return use;
 }
 
-// MIXATTN_CPU_KEY_SPLITS=N (N >= 1) forces N key ranges per task where the caller left the choice to the kernel
-// (AttendArgs::key_splits == 0); 1 turns split-K off (for comparisons and profiles). 0 / unset: chosen per call.
+// Tuning builds only (-DMIXATTN_TUNING=ON): MIXATTN_CPU_KEY_SPLITS=N (N >= 1) forces N key ranges per task where the
+// caller left the choice to the kernel (AttendArgs::key_splits == 0); 1 turns split-K off (for comparisons and
+// profiles). Release builds always choose per call.
 int ForcedKeySplits() {
+#ifdef MIXATTN_TUNING
   static const int splits = [] {
     const char* s = std::getenv("MIXATTN_CPU_KEY_SPLITS");
     return s ? std::max(0, std::atoi(s)) : 0;
   }();
   return splits;
+#else
+  return 0;
+#endif
 }
 
 const char* OpName(OpKind kind) { return kind == OpKind::kOwner ? "WindowedAttention" : "SharedKvAttention"; }
