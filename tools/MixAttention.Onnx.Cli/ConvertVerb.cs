@@ -67,11 +67,9 @@ internal static class ConvertVerb
         };
         cmd.SetAction(parse =>
         {
-            var rule = KvScaleRule.Parse(parse.GetValue(kvScale)!);
             var options = new ConversionOptions
             {
                 KvDType = parse.GetValue(kvDType)!,
-                KvScale = rule.ToString(),
                 KvScaleGranularity = Plan.KvScaleTensors.Parse(parse.GetValue(granularity))!.Value,
                 Layout = parse.GetValue(layout)!,
                 Window = parse.GetValue(window),
@@ -80,6 +78,17 @@ internal static class ConvertVerb
                 LinkWeights = !parse.GetValue(copyWeights),
                 Load = new OnnxLoadOptions { AllowExternalDataOutsideModelFolder = parse.GetValue(allowOutside) },
             };
+            // The scale flags only mean something for quantized caches: given without one, they are a mistake (most
+            // likely a forgotten --kv-dtype), said as such before their value is even read (docs/cli.md).
+            if (!AsksForQuantized(options))
+            {
+                string[] given = [.. new Option[] { kvScale, granularity, calibrate }.Where(o => parse.GetResult(o) is { Implicit: false }).Select(o => o.Name)];
+                if (given.Length > 0)
+                    throw new MixAttentionException($"{string.Join(", ", given)} {(given.Length == 1 ? "applies" : "apply")} to quantized caches only: " +
+                        "add --kv-dtype int8 or fp8 (or \"kv_dtype\" in a JSON layout), or leave " + (given.Length == 1 ? "it" : "them") + " out.");
+            }
+            var rule = KvScaleRule.Parse(parse.GetValue(kvScale)!);
+            options = options with { KvScale = rule.ToString() };
             if (parse.GetValue(calibrate) is not null && rule.Kind != KvScaleRule.Kinds.Calibrate)
                 throw new MixAttentionException($"--calibrate is for --kv-scale calibrate; --kv-scale {rule} needs no calibration run.");
             if (rule.Kind == KvScaleRule.Kinds.Calibrate && AsksForQuantized(options))
