@@ -44,6 +44,7 @@ internal static class ConvertVerb
         kvDType.AcceptOnlyFromAmong([.. KvDTypes.Names]);
         var kvScale = new Option<string>("--kv-scale")
         {
+            HelpName = "calibrate|absmax:X|fixed:S",
             Description = "Scales of quantized caches: calibrate (absmax of K and V while the source model reads --calibrate), absmax:X (|K|, |V| <= X: scale X/qmax) or fixed:S. " +
                 "scale = absmax / qmax, qmax 127 for int8 and 448 for fp8.",
             DefaultValueFactory = _ => "calibrate",
@@ -56,9 +57,10 @@ internal static class ConvertVerb
         granularity.AcceptOnlyFromAmong("tensor", "head", "channel");
         var calibrate = new Option<string?>("--calibrate")
         {
+            HelpName = "TEXT|IDS|random:N",
             Description = $"Calibration tokens for --kv-scale calibrate: a text file (tokenized with the tokenizer beside the model or --tokenizer), token ids (a file or 1,2,3), or random:N. Default random:{CalibrationTokens.DefaultRandom}.",
         };
-        var tokenizer = new Option<string?>("--tokenizer") { Description = "Folder with the tokenizer for a --calibrate text file (default: the model's folder)." };
+        var tokenizer = new Option<string?>("--tokenizer") { HelpName = "DIR", Description = "Folder with the tokenizer for a --calibrate text file (default: the model's folder)." };
         var cmd = new Command("convert", "Rewrite an exported decoder to a MixAttention layout (sliding windows, shared KV caches).\n\n" +
             "Examples:\n  mixattn convert graphs/mistral-torchscript/model.onnx -o out/mistral.onnx --layout native\n" +
             "  mixattn convert model.onnx -o mixed.onnx --layout cai --window 1024\n  mixattn convert model.onnx -o mixed.onnx --layout 0_1s_1s_3s_3s_3s --window 512 --backend reference")
