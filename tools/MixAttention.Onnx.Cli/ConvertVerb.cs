@@ -123,7 +123,7 @@ internal static class ConvertVerb
                     report = Converter.Convert(parse.GetValue(input)!, parse.GetValue(output)!, options, progress);
                 });
             }
-            var checkReport = RunCheck(parse.GetValue(input)!, report, parse.GetValue(check)!);
+            var checkReport = RunCheck(report, parse.GetValue(check)!);
             if (parse.GetValue(json))
             {
                 var doc = report.ToJson();
@@ -167,7 +167,7 @@ internal static class ConvertVerb
     /// Loads and runs the written model (and compares it with the source where that fits); a model that does not run is
     /// removed, with the data files it records as its own, before the error propagates, so no broken output is left.
     /// </summary>
-    private static ConversionCheckReport RunCheck(string input, ConversionReport report, string mode)
+    internal static ConversionCheckReport RunCheck(ConversionReport report, string mode)
     {
         var source = report.Input;
         try
