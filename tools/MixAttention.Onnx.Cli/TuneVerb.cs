@@ -20,21 +20,19 @@ internal static class TuneVerb
         var maxKl = new Option<double?>("--max-kl") { HelpName = "X", Description = "Largest mean KL vs the source the chosen layout may have; above it nothing is written and the exit code is 1." };
         var output = new Option<string?>("--output", "-o") { HelpName = "FILE", Description = "Write the chosen layout as a JSON layout file (convert --layout FILE)." };
         var force = new Option<bool>("--force") { Description = "Overwrite the -o file if it exists." };
-        var context = new Option<int?>("--context") { HelpName = "N", Description = "Tokens per sequence (default: 4 × the largest window, at least 64); the budget is at this context." };
-        var chunk = new Option<int>("--prefill-chunk") { HelpName = "N", Description = "Tokens per prefill call.", DefaultValueFactory = _ => 64 };
-        var decode = new Option<int>("--decode-tokens") { HelpName = "N", Description = "Last tokens of each sequence fed as decode steps.", DefaultValueFactory = _ => 8 };
+        var run = new EvaluationFlags("; the budget is at this context");
         var beam = new Option<int>("--beam") { HelpName = "N", Description = "Search states kept per step.", DefaultValueFactory = _ => 4 };
         var finalists = new Option<int>("--finalists") { HelpName = "N", Description = "Layouts within the budget confirmed end to end.", DefaultValueFactory = _ => 3 };
         var shareDistance = new Option<int>("--share-distance") { HelpName = "N", Description = "A layer may read the cache of at most this many layers back.", DefaultValueFactory = _ => 4 };
-        var device = new Option<string>("--device") { Description = "cpu or cuda.", DefaultValueFactory = _ => "cpu" };
-        device.AcceptOnlyFromAmong("cpu", "cuda");
         var json = new Option<bool>("--json") { Description = "Print the result as JSON." };
         var cmd = new Command("tune", "Search for the layout that fits a KV budget at the least KL vs the source on your text (training-free).\n\n" +
             "Examples:\n  mixattn tune model.onnx --text wiki.txt --budget 0.25 --window 512 --window 1024 -o tuned.json\n" +
             "  mixattn convert model.onnx -o tuned/model.onnx --layout tuned.json")
         {
-            source, budget, windows, maxKl, output, force, context, chunk, decode, beam, finalists, shareDistance, device, json,
+            source, budget, windows, maxKl, output, force,
         };
+        foreach (var o in run.All) cmd.Options.Add(o);
+        foreach (var o in new Option[] { beam, finalists, shareDistance, json }) cmd.Options.Add(o);
         foreach (var o in input.All) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
@@ -54,13 +52,7 @@ internal static class TuneVerb
                 BeamWidth = parse.GetValue(beam),
                 Finalists = parse.GetValue(finalists),
                 MaxShareDistance = parse.GetValue(shareDistance),
-                Evaluation = new EvaluationOptions
-                {
-                    Context = parse.GetValue(context),
-                    PrefillChunk = parse.GetValue(chunk),
-                    DecodeTokens = parse.GetValue(decode),
-                    Model = new ModelOptions { Device = parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu },
-                },
+                Evaluation = run.Read(parse),
             };
             var result = Progress.Run(!parse.GetValue(json), p => LayoutSearch.Run(src, tokens, options, p));
             if (result.MeetsMaxKl && outPath is not null) OutputFile.WriteWhole(outPath, result.Chosen.Layout.ToJson());
