@@ -1,5 +1,4 @@
 using System.CommandLine;
-using MixAttention.Onnx;
 using Spectre.Console;
 
 namespace MixAttention.Onnx.Cli;

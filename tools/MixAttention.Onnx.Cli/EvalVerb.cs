@@ -3,7 +3,6 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using MixAttention.Onnx.Runtime;
 using MixAttention.Onnx.Runtime.Tuning;
 using Spectre.Console;
 

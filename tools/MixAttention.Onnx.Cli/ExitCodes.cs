@@ -1,7 +1,3 @@
-using System.CommandLine;
-using MixAttention.Onnx;
-using Spectre.Console;
-
 namespace MixAttention.Onnx.Cli;
 
 /// <summary>Exit codes, documented in docs/cli.md.</summary>

@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using MixAttention.Onnx.Runtime;
 using MixAttention.Onnx.Runtime.Tuning;
 using Spectre.Console;
 

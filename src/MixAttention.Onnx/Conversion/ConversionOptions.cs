@@ -1,10 +1,3 @@
-using System.Diagnostics;
-using System.Text.Json;
-using System.Text.Json.Nodes;
-using MixAttention.Onnx.Detection;
-using MixAttention.Onnx.Graph;
-using MixAttention.Onnx.Layouts;
-using MixAttention.Onnx.Lowering;
 using MixAttention.Onnx.Onnx;
 using MixAttention.Onnx.Plan;
 

@@ -1,6 +1,3 @@
-using MixAttention.Onnx.Graph;
-using MixAttention.Onnx.Onnx.Proto;
-
 namespace MixAttention.Onnx.Detection;
 
 /// <summary>Something attention-like that no pattern could turn into a site, with the node(s) and the reason.</summary>

@@ -1,7 +1,3 @@
-using System.Text.RegularExpressions;
-using MixAttention.Onnx.Graph;
-using MixAttention.Onnx.Onnx;
-
 namespace MixAttention.Onnx.Detection;
 
 /// <summary>Every attention site of a model, in layer order, and what looked like attention but was not understood.</summary>

@@ -1,4 +1,3 @@
-using MixAttention.Onnx.Onnx.Proto;
 using static MixAttention.Onnx.Detection.DetectionContext;
 
 namespace MixAttention.Onnx.Detection;

@@ -1,4 +1,3 @@
-using MixAttention.Onnx.Graph;
 using MixAttention.Onnx.Onnx.Proto;
 
 namespace MixAttention.Onnx.Detection;

@@ -1,6 +1,3 @@
-using System.Runtime.InteropServices;
-using Microsoft.Win32.SafeHandles;
-
 namespace MixAttention.Onnx.Onnx;
 
 /// <summary>What a path names: its file type, size and identity (device and inode numbers).</summary>
