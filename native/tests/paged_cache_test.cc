@@ -60,6 +60,7 @@ struct Scenario {
   std::vector<std::vector<int>> steps;  // steps[i][b] = new tokens of sequence b in step i
   bool in_place = true;
   int reader_window = 3;  // the second reader is sliding over the paged global cache
+  int key_splits = 0;     // > 0: force split-K (both layouts), so partial runs of blocks are merged too
 };
 
 template <typename TC>
@@ -134,7 +135,8 @@ void RunScenario(const Scenario& sc, Isa isa, uint32_t seed) {
 
     // Owner: attend, then append.
     AttendArgs<float, TC> ac{sh, q.data(), k.data(), v.data(), ck.data(), cv.data(), past.data(), newl.data(),
-                             out_c.data(), quant, {}};
+                             out_c.data(), quant, 0, {}};
+    ac.key_splits = sc.key_splits;
     AttendArgs<float, TC> ap = ac;
     ap.shape = psh, ap.key_cache = pk.data(), ap.value_cache = pv.data(), ap.output = out_p.data(), ap.paged = paged;
     RunAttend(isa, ac, ex);
@@ -183,7 +185,8 @@ void RunScenario(const Scenario& sc, Isa isa, uint32_t seed) {
       const auto rq = RandomVector(rng, static_cast<size_t>(B) * S * Hq * D);
       std::vector<float> rc(rq.size(), -1.f), rp(rq.size(), -2.f);
       AttendArgs<float, TC> rac{rsh, rq.data(), nullptr, nullptr, ck.data(), cv.data(), rpast.data(), newl.data(),
-                                rc.data(), quant, {}};
+                                rc.data(), quant, 0, {}};
+      rac.key_splits = sc.key_splits;
       AttendArgs<float, TC> rap = rac;
       rap.key_cache = pk.data(), rap.value_cache = pv.data(), rap.output = rp.data(), rap.paged = paged;
       RunAttend(isa, rac, ex);
@@ -224,6 +227,13 @@ TEST_P(PagedCache, BlocksLargerThanTheKernelsKeyBlock) {
   sc.batch = 2, sc.kv_heads = 1, sc.heads = 8, sc.dim = 64, sc.block_size = 80, sc.max_blocks = 4;
   sc.steps = {{150, 97}, {1, 1}, {20, 1}, {1, 1}};
   RunScenario<float>(sc, GetParam(), 5);
+}
+
+TEST_P(PagedCache, KeySplitsOverScatteredBlocksMatchContiguous) {
+  Scenario sc = ChunksThenDecode();
+  sc.key_splits = 3;  // split ranges start and end inside blocks
+  RunScenario<float>(sc, GetParam(), 8);
+  RunScenario<int8_t>(sc, GetParam(), 9);
 }
 
 TEST_P(PagedCache, Int8PrefillChunksDecodeAndReadersMatchContiguous) {

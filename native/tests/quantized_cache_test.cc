@@ -423,7 +423,7 @@ TEST(QuantizedCache, PrefillAndDecodeSeeTheSameNumbers) {
     AttentionShape s = sh;
     s.seq = N;
     AttendArgs<float, int8_t> a{s, q.data(), k.data(), v.data(), pk.data(), pv.data(), zero.data(), nullptr, pout.data(),
-                                sc.quant, {}};
+                                sc.quant, 0, {}};
     Attend(a, SerialExecutor());
     CacheWriteArgs<float, int8_t> w{s, k.data(), v.data(), pk.data(), pv.data(), pk.data(), pv.data(), zero.data(),
                                     nullptr, sc.quant, {}};
@@ -434,7 +434,7 @@ TEST(QuantizedCache, PrefillAndDecodeSeeTheSameNumbers) {
   for (int t = 0; t < N; ++t) {
     const std::vector<int32_t> past{t};
     AttendArgs<float, int8_t> a{s, q.data() + t * Hq * D, k.data() + t * D, v.data() + t * D, dk.data(), dv.data(),
-                                past.data(), nullptr, dout.data() + t * Hq * D, sc.quant, {}};
+                                past.data(), nullptr, dout.data() + t * Hq * D, sc.quant, 0, {}};
     Attend(a, SerialExecutor());
     CacheWriteArgs<float, int8_t> w{s, k.data() + t * D, v.data() + t * D, dk.data(), dv.data(), dk.data(), dv.data(),
                                     past.data(), nullptr, sc.quant, {}};
@@ -471,11 +471,11 @@ void HalfQueries(double tol) {
   const std::vector<float> fk = DequantizeCache(ck, sc.quant.k, sh), fv = DequantizeCache(cv, sc.quant.v, sh);
   const std::vector<float> qk = QdqChunk<TC>(kf, sc.quant.k, sh), qv = QdqChunk<TC>(vf, sc.quant.v, sh);
   Attend(AttendArgs<float>{sh, qf.data(), qk.data(), qv.data(), fk.data(), fv.data(), past.data(), newl.data(),
-                           ref.data(), {}, {}},
+                           ref.data(), {}, 0, {}},
          SerialExecutor());
   std::vector<T> out(q.size());
   Attend(AttendArgs<T, TC>{sh, q.data(), k.data(), v.data(), ck.data(), cv.data(), past.data(), newl.data(), out.data(),
-                           sc.quant, {}},
+                           sc.quant, 0, {}},
          ThreadExecutor(2));
   ExpectClose(Dequantize(out), ref, tol, "half queries");
   CacheWriteArgs<T, TC> w{sh, k.data(), v.data(), ck.data(), cv.data(), ck.data(), cv.data(), past.data(), newl.data(),
@@ -524,7 +524,7 @@ TEST(QuantizedCache, Float8NanCodesReadAsNan) {
   for (Isa isa : {Isa::kV3, Isa::kBase}) {
     if (isa == Isa::kV3 && !CpuHasV3()) continue;
     AttendArgs<float, Float8E4M3> a{sh, q.data(), nullptr, nullptr, ck.data(), cv.data(), past.data(), nullptr, out.data(),
-                                    quant, {}};
+                                    quant, 0, {}};
     RunAttend(isa, a, SerialExecutor());
     EXPECT_TRUE(std::isnan(out[9])) << (isa == Isa::kV3 ? "v3" : "base");
     EXPECT_FALSE(std::isnan(out[8]));

@@ -25,6 +25,7 @@ class ThreadExecutor final : public Executor {
       });
     for (auto& th : pool) th.join();
   }
+  int Concurrency() const override { return threads_; }
 
  private:
   int threads_;

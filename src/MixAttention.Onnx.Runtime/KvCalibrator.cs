@@ -11,7 +11,9 @@ namespace MixAttention.Onnx.Runtime;
 /// The calibration run of <c>mixattn convert --kv-scale calibrate</c>: the source model (unconverted, on the CPU) reads
 /// the calibration tokens in chunks, and after each chunk the rows it appended to every cache are folded into the
 /// largest |K| and |V| per KV head and channel. Those are what the converter turns into the scales of quantized caches.
-/// The same model and tokens always give the same result.
+/// The same model and tokens always give the same result. Tokens past the positions the model has (a fused rotary's
+/// cos/sin table rows, config.json's max_position_embeddings or n_positions) start a new sequence from an empty cache:
+/// running on would fail in the export (a rotary table or position embedding too short) or leave its trained range.
 /// </summary>
 public static class KvCalibrator
 {
@@ -31,18 +33,27 @@ public static class KvCalibrator
         var onnx = Onnx.OnnxModel.Load(sourceModel, new Onnx.OnnxLoadOptions { AllowExternalDataOutsideModelFolder = allowExternalDataOutside });
         if (Plan.CachePlan.FromModel(onnx.Proto) is not null)
             throw new MixAttentionException($"{sourceModel} is already converted; calibrate with the original export.");
-        var detection = AttentionDetector.Detect(new Graph.ModelGraph(onnx), ModelConfig.ForModel(onnx.SourcePath, allowExternalDataOutside));
+        var graph = new Graph.ModelGraph(onnx);
+        var config = ModelConfig.ForModel(onnx.SourcePath, allowExternalDataOutside);
+        var detection = AttentionDetector.Detect(graph, config);
         var caches = detection.Sites.Where(s => s.Cache is not null).ToList();
         if (caches.Count == 0) throw new MixAttentionException($"{sourceModel}: no layer keeps a KV cache to calibrate.");
         var absMax = caches.ToDictionary(s => s.Layer, s => (Key: new float[s.KvNumHeads * s.HeadSize], Value: new float[s.KvNumHeads * s.HeadSize]));
 
         using var model = MixAttentionModel.Open(sourceModel, new ModelOptions { CheckModelFiles = !allowExternalDataOutside });
-        using var session = (GrowingCacheSession)model.CreateSession(new SessionConfig { MaxBatch = 1, MaxLength = tokens.Count, PrefillChunk = Chunk });
+        int positions = MaxPositions(graph, config, detection.Sites) is { } max ? Math.Min(max, tokens.Count) : tokens.Count;
+        using var session = (GrowingCacheSession)model.CreateSession(new SessionConfig { MaxBatch = 1, MaxLength = positions, PrefillChunk = Chunk });
         int sequence = session.AddSequence();
         var all = tokens.ToArray();
-        for (int done = 0; done < all.Length; done += Chunk)
+        for (int done = 0; done < all.Length;)
         {
-            int step = Math.Min(Chunk, all.Length - done);
+            int used = done % positions;
+            if (used == 0 && done > 0)
+            {
+                session.RemoveSequence(sequence);
+                sequence = session.AddSequence();
+            }
+            int step = Math.Min(Math.Min(Chunk, positions - used), all.Length - done);
             session.Prefill(sequence, all.AsSpan(done, step));
             var past = session.PastOf(sequence);
             foreach (var site in caches)
@@ -60,9 +71,22 @@ public static class KvCalibrator
                     Fold(past[c.PastValue!], site, c.Layout, step, v, part: null);
                 }
             }
-            progress?.Report((double)(done + step) / all.Length);
+            done += step;
+            progress?.Report((double)done / all.Length);
         }
         return new KvCalibration(description, all.Length, absMax.ToDictionary(p => p.Key, p => (p.Value.Key, p.Value.Value)));
+    }
+
+    /// <summary>
+    /// The most positions one sequence may take: the fewest rows of any fused rotary's cos table (an initializer), and
+    /// what config.json states. Null when neither says.
+    /// </summary>
+    internal static int? MaxPositions(Graph.ModelGraph graph, ModelConfig config, IEnumerable<AttentionSite> sites)
+    {
+        var limits = sites.Select(s => s.Rotary?.CosCache is { } cos && graph.Initializer(cos) is { Dims.Count: 2 } t && t.Dims[0] > 0 ? (int?)(int)Math.Min(t.Dims[0], int.MaxValue) : null)
+            .Append(config.MaxPositions is > 0 ? config.MaxPositions : null)
+            .OfType<int>().ToList();
+        return limits.Count == 0 ? null : limits.Min();
     }
 
     /// <summary>

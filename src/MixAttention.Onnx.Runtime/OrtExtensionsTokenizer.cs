@@ -31,7 +31,7 @@ public sealed class OrtExtensionsTokenizer : IDisposable
     }
 
     /// <summary>Largest vocabulary accepted (ids must lie below it).</summary>
-    public const long MaxVocabulary = 1L << 24;
+    internal const long MaxVocabulary = 1L << 24;
 
     /// <summary>The end-of-sequence token(s) from tokenizer_config.json (eos_token).</summary>
     public IReadOnlyList<long> StopTokens { get; }

@@ -1,24 +1,7 @@
 using System.CommandLine;
-using MixAttention.Onnx;
 using Spectre.Console;
 
 namespace MixAttention.Onnx.Cli;
-
-/// <summary>Options shared by every verb.</summary>
-internal static class CliOptions
-{
-    /// <summary>Show stack traces on errors.</summary>
-    public static readonly Option<bool> Verbose = new("--verbose", "-v") { Description = "Show full error details (stack traces).", Recursive = true };
-}
-
-/// <summary>Exit codes, documented in docs/cli.md.</summary>
-internal static class ExitCodes
-{
-    public const int Ok = 0;
-    public const int Failed = 1;      // the command ran and its check failed (e.g. verify --expect-exact)
-    public const int UserError = 2;   // bad input: model, layout, options
-    public const int InternalError = 3;
-}
 
 /// <summary>Runs a parsed command with one error policy: user errors print one line, no stack trace unless --verbose.</summary>
 internal static class Cli

@@ -47,6 +47,7 @@ internal static class ConvertVerb
         kvDType.AcceptOnlyFromAmong([.. KvDTypes.Names]);
         var kvScale = new Option<string>("--kv-scale")
         {
+            HelpName = "calibrate|absmax:X|fixed:S",
             Description = "Scales of quantized caches: calibrate (absmax of K and V while the source model reads --calibrate), absmax:X (|K|, |V| <= X: scale X/qmax) or fixed:S. " +
                 "scale = absmax / qmax, qmax 127 for int8 and 448 for fp8.",
             DefaultValueFactory = _ => "calibrate",
@@ -59,6 +60,7 @@ internal static class ConvertVerb
         granularity.AcceptOnlyFromAmong("tensor", "head", "channel");
         var calibrate = new Option<string?>("--calibrate")
         {
+            HelpName = "TEXT|IDS|random:N",
             Description = $"Calibration tokens for --kv-scale calibrate: a text file (tokenized with the tokenizer beside the model or --tokenizer), token ids (a file or 1,2,3), or random:N. Default random:{CalibrationTokens.DefaultRandom}.",
         };
         var paged = new Option<bool>("--paged")
@@ -66,8 +68,8 @@ internal static class ConvertVerb
             Description = "Page the global caches (ops backend): each global cache becomes a pool of fixed-size blocks read through a block_table input, " +
                 "so the runtime takes memory by each sequence's actual length (docs/runtime.md). Sliding rings stay per sequence.",
         };
-        var blockSize = new Option<int?>("--block-size") { Description = $"Positions per block of a paged cache (with --paged; default {DefaultBlockSize})." };
-        var tokenizer = new Option<string?>("--tokenizer") { Description = "Folder with the tokenizer for a --calibrate text file (default: the model's folder)." };
+        var blockSize = new Option<int?>("--block-size") { HelpName = "N", Description = $"Positions per block of a paged cache (with --paged; default {DefaultBlockSize})." };
+        var tokenizer = new Option<string?>("--tokenizer") { HelpName = "DIR", Description = "Folder with the tokenizer for a --calibrate text file (default: the model's folder)." };
         var cmd = new Command("convert", "Rewrite an exported decoder to a MixAttention layout (sliding windows, shared KV caches).\n\n" +
             "Examples:\n  mixattn convert graphs/mistral-torchscript/model.onnx -o out/mistral.onnx --layout native\n" +
             "  mixattn convert model.onnx -o mixed.onnx --layout cai --window 1024\n  mixattn convert model.onnx -o mixed.onnx --layout 0_1s_1s_3s_3s_3s --window 512 --backend reference")
@@ -77,13 +79,11 @@ internal static class ConvertVerb
         };
         cmd.SetAction(parse =>
         {
-            var rule = KvScaleRule.Parse(parse.GetValue(kvScale)!);
             if (parse.GetValue(blockSize) is { } bs && !parse.GetValue(paged))
                 throw new MixAttentionException($"--block-size {bs} is for paged caches; add --paged.");
             var options = new ConversionOptions
             {
                 KvDType = parse.GetValue(kvDType)!,
-                KvScale = rule.ToString(),
                 KvScaleGranularity = Plan.KvScaleTensors.Parse(parse.GetValue(granularity))!.Value,
                 Layout = parse.GetValue(layout)!,
                 Window = parse.GetValue(window),
@@ -93,6 +93,17 @@ internal static class ConvertVerb
                 Load = new OnnxLoadOptions { AllowExternalDataOutsideModelFolder = parse.GetValue(allowOutside) },
                 PagedBlockSize = parse.GetValue(paged) ? parse.GetValue(blockSize) ?? DefaultBlockSize : null,
             };
+            // The scale flags only mean something for quantized caches: given without one, they are a mistake (most
+            // likely a forgotten --kv-dtype), said as such before their value is even read (docs/cli.md).
+            if (!AsksForQuantized(options))
+            {
+                string[] given = [.. new Option[] { kvScale, granularity, calibrate }.Where(o => parse.GetResult(o) is { Implicit: false }).Select(o => o.Name)];
+                if (given.Length > 0)
+                    throw new MixAttentionException($"{string.Join(", ", given)} {(given.Length == 1 ? "applies" : "apply")} to quantized caches only: " +
+                        "add --kv-dtype int8 or fp8 (or \"kv_dtype\" in a JSON layout), or leave " + (given.Length == 1 ? "it" : "them") + " out.");
+            }
+            var rule = KvScaleRule.Parse(parse.GetValue(kvScale)!);
+            options = options with { KvScale = rule.ToString() };
             if (parse.GetValue(calibrate) is not null && rule.Kind != KvScaleRule.Kinds.Calibrate)
                 throw new MixAttentionException($"--calibrate is for --kv-scale calibrate; --kv-scale {rule} needs no calibration run.");
             if (rule.Kind == KvScaleRule.Kinds.Calibrate && AsksForQuantized(options))
@@ -125,7 +136,7 @@ internal static class ConvertVerb
                     report = Converter.Convert(parse.GetValue(input)!, parse.GetValue(output)!, options, progress);
                 });
             }
-            var checkReport = RunCheck(parse.GetValue(input)!, report, parse.GetValue(check)!);
+            var checkReport = RunCheck(report, parse.GetValue(check)!);
             if (parse.GetValue(json))
             {
                 var doc = report.ToJson();
@@ -169,7 +180,7 @@ internal static class ConvertVerb
     /// Loads and runs the written model (and compares it with the source where that fits); a model that does not run is
     /// removed, with the data files it records as its own, before the error propagates, so no broken output is left.
     /// </summary>
-    private static ConversionCheckReport RunCheck(string input, ConversionReport report, string mode)
+    internal static ConversionCheckReport RunCheck(ConversionReport report, string mode)
     {
         var source = report.Input;
         try

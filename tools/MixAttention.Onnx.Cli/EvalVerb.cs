@@ -3,7 +3,6 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using MixAttention.Onnx.Runtime;
 using MixAttention.Onnx.Runtime.Tuning;
 using Spectre.Console;
 
@@ -17,20 +16,20 @@ internal static class EvalVerb
         var source = new Argument<string>("SOURCE") { Description = "The exported (unconverted) model: the reference." };
         var converted = new Argument<string[]>("CONVERTED") { Description = "Conversions of it (mixattn convert).", Arity = ArgumentArity.ZeroOrMore };
         var input = new TextInput();
-        var context = new Option<int?>("--context") { Description = "Tokens per sequence the text is cut into (default: 4 × the largest window, at least 64)." };
-        var chunk = new Option<int>("--prefill-chunk") { Description = "Tokens per prefill call.", DefaultValueFactory = _ => 64 };
-        var decode = new Option<int>("--decode-tokens") { Description = "Last tokens of each sequence fed as decode steps.", DefaultValueFactory = _ => 8 };
-        var buckets = new Option<int>("--buckets") { Description = "Position buckets of the report and plot.", DefaultValueFactory = _ => 8 };
-        var device = new Option<string>("--device") { Description = "cpu or cuda.", DefaultValueFactory = _ => "cpu" };
-        device.AcceptOnlyFromAmong("cpu", "cuda");
+        var run = new EvaluationFlags("");
+        var buckets = new Option<int>("--buckets") { HelpName = "N", Description = "Position buckets of the report and plot.", DefaultValueFactory = _ => 8 };
         var json = new Option<bool>("--json") { Description = "Print the report as JSON." };
-        var plot = new Option<string?>("--plot") { Description = "Write mean KL vs the source over position as an SVG file." };
-        var cmd = new Command("eval", "Score conversions against their source on your text: perplexity, KL, top-1 agreement by position, KV bytes.\n\n" +
+        var plot = new Option<string?>("--plot") { HelpName = "FILE.svg", Description = "Write mean KL vs the source over position as an SVG file." };
+        var cmd = new Command("eval", "Score conversions against their source on your text: perplexity, KL, max |Δlogit|, top-1 agreement by position, KV bytes.\n\n" +
             "Examples:\n  mixattn eval model.onnx out/native.onnx out/cai.onnx --text wiki.txt --context 4096\n" +
             "  mixattn eval model.onnx mixed.onnx --tokens ids.txt --json --plot kl.svg")
         {
-            source, converted, context, chunk, decode, buckets, device, json, plot,
+            source, converted,
         };
+        foreach (var o in run.All) cmd.Options.Add(o);
+        cmd.Options.Add(buckets);
+        cmd.Options.Add(json);
+        cmd.Options.Add(plot);
         foreach (var o in input.All) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
@@ -38,15 +37,9 @@ internal static class EvalVerb
             var plotPath = parse.GetValue(plot);
             if (plotPath is not null && !plotPath.EndsWith(".svg", StringComparison.OrdinalIgnoreCase))
                 throw new MixAttentionException($"--plot {plotPath}: only SVG plots are written; name the file *.svg.");
+            if (plotPath is not null) OutputFile.CheckBeforeRun(plotPath, "--plot");
             var tokens = input.Read(parse, src);
-            var options = new EvaluationOptions
-            {
-                Context = parse.GetValue(context),
-                PrefillChunk = parse.GetValue(chunk),
-                DecodeTokens = parse.GetValue(decode),
-                Buckets = parse.GetValue(buckets),
-                Model = new ModelOptions { Device = parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu },
-            };
+            var options = run.Read(parse, parse.GetValue(buckets));
             var report = Progress.Run(!parse.GetValue(json), p => Evaluation.Run(src, parse.GetValue(converted) ?? [], tokens, options, p));
             if (plotPath is not null) WritePlot(plotPath, report);
             if (parse.GetValue(json)) Console.WriteLine(ToJson(report).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -63,12 +56,13 @@ internal static class EvalVerb
         ["perplexity"] = m.Perplexity,
         ["mean_kl"] = m.MeanKl,
         ["max_kl"] = m.MaxKl,
+        ["max_abs_logit_diff"] = m.MaxLogitDelta,
         ["top1_agreement"] = m.Top1Agreement,
         ["kv_bytes_per_sequence"] = m.KvBytesPerSequence,
         ["by_position"] = new JsonArray(m.Buckets.Select(b => (JsonNode)new JsonObject
         {
             ["start"] = b.Start, ["end"] = b.End, ["count"] = b.Count, ["perplexity"] = b.Perplexity,
-            ["mean_kl"] = b.MeanKl, ["max_kl"] = b.MaxKl, ["top1_agreement"] = b.Top1Agreement,
+            ["mean_kl"] = b.MeanKl, ["max_kl"] = b.MaxKl, ["max_abs_logit_diff"] = b.MaxLogitDelta, ["top1_agreement"] = b.Top1Agreement,
         }).ToArray()),
     };
 
@@ -85,12 +79,12 @@ internal static class EvalVerb
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
         var table = new Table().Border(TableBorder.Simple).Title($"{r.Positions} positions in {r.Sequences} sequence(s) of up to {r.Context} tokens")
             .AddColumn("model").AddColumn("layout").AddColumn(new TableColumn("perplexity").RightAligned()).AddColumn(new TableColumn("mean KL").RightAligned())
-            .AddColumn(new TableColumn("max KL").RightAligned()).AddColumn(new TableColumn("top-1").RightAligned()).AddColumn(new TableColumn($"KV / sequence @ {r.Context}").RightAligned());
+            .AddColumn(new TableColumn("max KL").RightAligned()).AddColumn(new TableColumn("max |Δlogit|").RightAligned()).AddColumn(new TableColumn("top-1").RightAligned()).AddColumn(new TableColumn($"KV / sequence @ {r.Context}").RightAligned());
         for (int i = 0; i < r.Models.Count; i++)
         {
             var m = r.Models[i];
             table.AddRow(Markup.Escape(Path.GetFileName(Path.GetDirectoryName(m.Model)) + "/" + Path.GetFileName(m.Model)), Markup.Escape(i == 0 ? "(source)" : m.Layout ?? "-"),
-                $"{m.Perplexity:0.###}", $"{m.MeanKl:0.###e+0}", $"{m.MaxKl:0.###e+0}", $"{m.Top1Agreement:P1}", Cli.Bytes(m.KvBytesPerSequence));
+                $"{m.Perplexity:0.###}", $"{m.MeanKl:0.###e+0}", $"{m.MaxKl:0.###e+0}", $"{m.MaxLogitDelta:0.###e+0}", $"{m.Top1Agreement:P1}", Cli.Bytes(m.KvBytesPerSequence));
         }
         AnsiConsole.Write(table);
         if (r.Models.Count < 2) return;
@@ -131,9 +125,6 @@ internal static class EvalVerb
             svg.AppendLine($"<text x=\"{left + 10}\" y=\"{top + 14 * (i + 1)}\" fill=\"{colour}\">{label}</text>");
         }
         svg.AppendLine("</svg>");
-        var full = Path.GetFullPath(path);
-        var temp = full + ".tmp";
-        File.WriteAllText(temp, svg.ToString());
-        File.Move(temp, full, overwrite: true);
+        OutputFile.WriteWhole(path, svg.ToString());
     }
 }

@@ -7,9 +7,9 @@ namespace MixAttention.Onnx.Cli;
 /// <summary>The text options of <c>eval</c> and <c>tune</c>: a text file with a tokenizer, or a file of token ids.</summary>
 internal sealed class TextInput
 {
-    public readonly Option<string?> Text = new("--text") { Description = "A UTF-8 text file, tokenized with --tokenizer (default: the source model's folder)." };
-    public readonly Option<string?> Tokens = new("--tokens") { Description = "A file of token ids (integers separated by spaces, commas or newlines; a JSON array works)." };
-    public readonly Option<string?> Tokenizer = new("--tokenizer") { Description = "Folder with tokenizer.json and tokenizer_config.json." };
+    public readonly Option<string?> Text = new("--text") { HelpName = "FILE", Description = "A UTF-8 text file to score (or --tokens), tokenized with --tokenizer." };
+    public readonly Option<string?> Tokens = new("--tokens") { HelpName = "FILE", Description = "A file of token ids to score (or --text; integers separated by spaces, commas or newlines; a JSON array works)." };
+    public readonly Option<string?> Tokenizer = new("--tokenizer") { HelpName = "DIR", Description = "Folder with tokenizer.json and tokenizer_config.json for --text (default: the source model's folder)." };
 
     public IEnumerable<Option> All => new Option[] { Text, Tokens, Tokenizer };
 

@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using MixAttention.Onnx.Runtime;
 using MixAttention.Onnx.Runtime.Tuning;
 using Spectre.Console;
 
@@ -15,26 +14,24 @@ internal static class TuneVerb
     {
         var source = new Argument<string>("SOURCE") { Description = "The exported (unconverted) model." };
         var input = new TextInput();
-        var budget = new Option<string>("--budget") { Description = "KV bytes per sequence at the context (e.g. 1048576, 512KiB, 2GiB) or a ratio of the unconverted model's (e.g. 0.25 or 25%).", Required = true };
-        var windows = new Option<int[]>("--window", "-w") { Description = "Windows sliding layers may take (repeat for several; default: the model's own).", AllowMultipleArgumentsPerToken = true };
-        var maxKl = new Option<double?>("--max-kl") { Description = "Largest mean KL vs the source the chosen layout may have; above it nothing is written and the exit code is 1." };
-        var output = new Option<string?>("--output", "-o") { Description = "Write the chosen layout as a JSON layout file (convert --layout FILE)." };
+        var budget = new Option<string>("--budget") { HelpName = "BYTES|RATIO", Description = "KV bytes per sequence at the context (e.g. 1048576, 512KiB, 2GiB) or a ratio of the unconverted model's (e.g. 0.25 or 25%).", Required = true };
+        var windows = new Option<int[]>("--window", "-w") { HelpName = "W", Description = "Windows sliding layers may take (repeat for several; default: the model's own).", AllowMultipleArgumentsPerToken = true };
+        var maxKl = new Option<double?>("--max-kl") { HelpName = "X", Description = "Largest mean KL vs the source the chosen layout may have; above it nothing is written and the exit code is 1." };
+        var output = new Option<string?>("--output", "-o") { HelpName = "FILE", Description = "Write the chosen layout as a JSON layout file (convert --layout FILE)." };
         var force = new Option<bool>("--force") { Description = "Overwrite the -o file if it exists." };
-        var context = new Option<int?>("--context") { Description = "Tokens per sequence (default: 4 × the largest window, at least 64); the budget is at this context." };
-        var chunk = new Option<int>("--prefill-chunk") { Description = "Tokens per prefill call.", DefaultValueFactory = _ => 64 };
-        var decode = new Option<int>("--decode-tokens") { Description = "Last tokens of each sequence fed as decode steps.", DefaultValueFactory = _ => 8 };
-        var beam = new Option<int>("--beam") { Description = "Search states kept per step.", DefaultValueFactory = _ => 4 };
-        var finalists = new Option<int>("--finalists") { Description = "Layouts within the budget confirmed end to end.", DefaultValueFactory = _ => 3 };
-        var shareDistance = new Option<int>("--share-distance") { Description = "A layer may read the cache of at most this many layers back.", DefaultValueFactory = _ => 4 };
-        var device = new Option<string>("--device") { Description = "cpu or cuda.", DefaultValueFactory = _ => "cpu" };
-        device.AcceptOnlyFromAmong("cpu", "cuda");
+        var run = new EvaluationFlags("; the budget is at this context");
+        var beam = new Option<int>("--beam") { HelpName = "N", Description = "Search states kept per step.", DefaultValueFactory = _ => 4 };
+        var finalists = new Option<int>("--finalists") { HelpName = "N", Description = "Layouts within the budget confirmed end to end.", DefaultValueFactory = _ => 3 };
+        var shareDistance = new Option<int>("--share-distance") { HelpName = "N", Description = "A layer may read the cache of at most this many layers back.", DefaultValueFactory = _ => 4 };
         var json = new Option<bool>("--json") { Description = "Print the result as JSON." };
         var cmd = new Command("tune", "Search for the layout that fits a KV budget at the least KL vs the source on your text (training-free).\n\n" +
             "Examples:\n  mixattn tune model.onnx --text wiki.txt --budget 0.25 --window 512 --window 1024 -o tuned.json\n" +
             "  mixattn convert model.onnx -o tuned/model.onnx --layout tuned.json")
         {
-            source, budget, windows, maxKl, output, force, context, chunk, decode, beam, finalists, shareDistance, device, json,
+            source, budget, windows, maxKl, output, force,
         };
+        foreach (var o in run.All) cmd.Options.Add(o);
+        foreach (var o in new Option[] { beam, finalists, shareDistance, json }) cmd.Options.Add(o);
         foreach (var o in input.All) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
@@ -43,6 +40,7 @@ internal static class TuneVerb
             var outPath = parse.GetValue(output);
             if (outPath is not null && File.Exists(outPath) && !parse.GetValue(force))
                 throw new MixAttentionException($"'{outPath}' already exists; pass --force to overwrite it.");
+            if (outPath is not null) OutputFile.CheckBeforeRun(outPath, "--output");
             var tokens = input.Read(parse, src);
             var options = new LayoutSearchOptions
             {
@@ -53,16 +51,10 @@ internal static class TuneVerb
                 BeamWidth = parse.GetValue(beam),
                 Finalists = parse.GetValue(finalists),
                 MaxShareDistance = parse.GetValue(shareDistance),
-                Evaluation = new EvaluationOptions
-                {
-                    Context = parse.GetValue(context),
-                    PrefillChunk = parse.GetValue(chunk),
-                    DecodeTokens = parse.GetValue(decode),
-                    Model = new ModelOptions { Device = parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu },
-                },
+                Evaluation = run.Read(parse),
             };
             var result = Progress.Run(!parse.GetValue(json), p => LayoutSearch.Run(src, tokens, options, p));
-            if (result.MeetsMaxKl && outPath is not null) WriteLayout(outPath, result);
+            if (result.MeetsMaxKl && outPath is not null) OutputFile.WriteWhole(outPath, result.Chosen.Layout.ToJson());
             if (parse.GetValue(json)) Console.WriteLine(ToJson(result, outPath).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             else Render(result, result.MeetsMaxKl ? outPath : null, options.MaxKl);
             return result.MeetsMaxKl ? ExitCodes.Ok : ExitCodes.Failed;
@@ -83,14 +75,6 @@ internal static class TuneVerb
         if (long.TryParse(t, NumberStyles.Integer, CultureInfo.InvariantCulture, out var b) && b > 1) return (b, null);
         if (double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture, out var r) && r > 0 && r <= 1) return (null, r);
         throw new MixAttentionException($"--budget '{text}' is neither a byte count (e.g. 1048576 or 512MiB) nor a ratio in (0, 1] (e.g. 0.25 or 25%).");
-    }
-
-    private static void WriteLayout(string path, LayoutSearchResult result)
-    {
-        var full = Path.GetFullPath(path);
-        var temp = full + ".tmp";
-        File.WriteAllText(temp, result.Chosen.Layout.ToJson());
-        File.Move(temp, full, overwrite: true);
     }
 
     private static JsonObject Candidate(LayoutCandidate c) => new()

@@ -121,6 +121,10 @@ struct AttendArgs {
   const int32_t* new_lengths = nullptr;
   T* output = nullptr;
   KvQuant quant;  // type == CacheTypeOf<TCache>::value; scales when quantized
+  // CPU: how many key ranges each (sequence, KV head, query block) is split into (split-K: partial softmax
+  // states merged after). 0: chosen from the task count, the executor's concurrency and the longest visible
+  // key range; > 0 forces it (tests). Results equal the unsplit ones up to fp32 rounding.
+  int key_splits = 0;
   BlockTable paged;  // paged caches: key_cache / value_cache are block pools read through the table
 };
 
@@ -161,6 +165,8 @@ class Executor {
   using TaskFn = void (*)(void* data, size_t index);
   virtual ~Executor() = default;
   virtual void ParallelFor(size_t n, TaskFn fn, void* data) const = 0;
+  // Threads ParallelFor may use at once (a hint for how finely kernels split their work).
+  virtual int Concurrency() const { return 1; }
 };
 
 // Runs everything on the calling thread.

@@ -27,6 +27,21 @@ bool UseV3() {
   return use;
 }
 
+// Tuning builds only (-DMIXATTN_TUNING=ON): MIXATTN_CPU_KEY_SPLITS=N (N >= 1) forces N key ranges per task where the
+// caller left the choice to the kernel (AttendArgs::key_splits == 0); 1 turns split-K off (for comparisons and
+// profiles). Release builds always choose per call.
+int ForcedKeySplits() {
+#ifdef MIXATTN_TUNING
+  static const int splits = [] {
+    const char* s = std::getenv("MIXATTN_CPU_KEY_SPLITS");
+    return s ? std::max(0, std::atoi(s)) : 0;
+  }();
+  return splits;
+#else
+  return 0;
+#endif
+}
+
 const char* OpName(OpKind kind) { return kind == OpKind::kOwner ? "WindowedAttention" : "SharedKvAttention"; }
 
 }  // namespace
@@ -35,6 +50,12 @@ const char* CpuKernelIsa() { return UseV3() ? "x86-64-v3" : "x86-64"; }
 
 template <typename T, typename TCache>
 void Attend(const AttendArgs<T, TCache>& args, const Executor& executor) {
+  if (args.key_splits == 0 && ForcedKeySplits() > 0) {
+    AttendArgs<T, TCache> forced = args;
+    forced.key_splits = ForcedKeySplits();
+    Attend(forced, executor);
+    return;
+  }
   if (UseV3())
     v3::Attend(args, executor);
   else

@@ -7,7 +7,9 @@
 //
 // Work split: one task = (sequence b, KV head h, block of kQueryBlock query tokens). A task handles
 // all G = Hq/Hkv query heads of its KV head together, so each K/V row is converted/loaded once per
-// query token for the whole group.
+// query token for the whole group. When there are fewer such tasks than threads (decode of a small
+// batch), each one's visible keys are also split into ranges (split-K): every range task keeps its own
+// running max / sum / output, and a second pass merges them (ChooseKeySplits, MergeOne).
 #pragma once
 
 #ifndef MIXATTN_ISA_NS
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "cpu/float_convert.h"
+#include "cpu/key_splits.h"
 #include "cpu/quant_convert.h"
 
 #if defined(__AVX2__)
@@ -138,98 +141,105 @@ inline void PrefetchRow(const float* row, int D) {
   for (int c = 0; c < D; c += 16) _mm_prefetch(reinterpret_cast<const char*>(row + c), _MM_HINT_T0);
 }
 
-// scores[g * kKeyBlock + j] = scale * q_g . k_j for nb keys (rows at k + j*stride), D % 8 == 0.
-// Four query heads and two keys at a time: 8 independent FMA chains, so the loop runs at FMA
-// throughput instead of FMA latency (one chain per head took ~2x as long), and each loaded Q
-// vector serves two keys.
-inline void ScoresAvx2(const float* q, int G, int D, const float* k, int64_t stride, int nb, float scale,
-                       float* scores, const float* v_prefetch = nullptr) {
-  const __m128 sc = _mm_set1_ps(scale);
-  int g = 0;
-  for (; g + 4 <= G; g += 4) {
-    const float* q0 = q + g * D;
-    for (int j = 0; j < nb; j += 2) {
-      const float* k0 = k + j * stride;
-      const float* k1 = j + 1 < nb ? k0 + stride : k0;  // an odd last key is scored twice, stored once
-      if (g == 0) {
-        // Software pipeline for the memory stream: K rows 8 keys ahead, and this block's V rows, which
-        // AccumulateAvx2 reads next (prefetches never fault, past the end included).
-        PrefetchRow(k0 + 8 * stride, D);
-        PrefetchRow(k0 + 9 * stride, D);
-        if (v_prefetch != nullptr) {
-          PrefetchRow(v_prefetch + j * stride, D);
-          PrefetchRow(v_prefetch + (j + 1) * stride, D);
-        }
-      }
-      __m256 a[4][2];  // [head][key], kept in registers (the loops below are fully unrolled)
-      for (auto& row : a) row[0] = row[1] = _mm256_setzero_ps();
-      for (int d = 0; d < D; d += 8) {
-        const __m256 kv0 = _mm256_loadu_ps(k0 + d), kv1 = _mm256_loadu_ps(k1 + d);
-        for (int h = 0; h < 4; ++h) {
-          const __m256 qv = _mm256_loadu_ps(q0 + h * D + d);
-          a[h][0] = _mm256_fmadd_ps(qv, kv0, a[h][0]);
-          a[h][1] = _mm256_fmadd_ps(qv, kv1, a[h][1]);
-        }
-      }
-      alignas(16) float s0[4], s1[4];
-      _mm_store_ps(s0, _mm_mul_ps(HorizontalSum4(a[0][0], a[1][0], a[2][0], a[3][0]), sc));
-      _mm_store_ps(s1, _mm_mul_ps(HorizontalSum4(a[0][1], a[1][1], a[2][1], a[3][1]), sc));
-      for (int h = 0; h < 4; ++h) {
-        scores[(g + h) * kKeyBlock + j] = s0[h];
-        if (j + 1 < nb) scores[(g + h) * kKeyBlock + j + 1] = s1[h];
+// scores[h * kKeyBlock + j] = scale * q_h . k_j for H query heads (rows at q0 + h*D) and nb keys (rows at
+// k + j*stride), D % 8 == 0. H heads and two keys at a time: 2H independent FMA chains, so the loop runs at FMA
+// throughput instead of FMA latency (one chain per head took ~2x as long), and each loaded Q vector serves two
+// keys. With `prefetch`, K rows 8 keys ahead and this block's V rows (v_prefetch) are prefetched.
+template <int H>
+inline void ScoresHeadsAvx2(const float* q0, int D, const float* k, int64_t stride, int nb, __m128 sc, float* scores,
+                            const float* v_prefetch, bool prefetch) {
+  static_assert(H >= 1 && H <= 4);
+  for (int j = 0; j < nb; j += 2) {
+    const float* k0 = k + j * stride;
+    const float* k1 = j + 1 < nb ? k0 + stride : k0;  // an odd last key is scored twice, stored once
+    if (prefetch) {
+      // Software pipeline for the memory stream: K rows 8 keys ahead, and this block's V rows, which
+      // AccumulateAvx2 reads next (prefetches never fault, past the end included).
+      PrefetchRow(k0 + 8 * stride, D);
+      PrefetchRow(k0 + 9 * stride, D);
+      if (v_prefetch != nullptr) {
+        PrefetchRow(v_prefetch + j * stride, D);
+        PrefetchRow(v_prefetch + (j + 1) * stride, D);
       }
     }
-  }
-  for (; g < G; ++g) {
-    const float* qg = q + g * D;
-    for (int j = 0; j < nb; ++j) {
-      const float* kr = k + j * stride;
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      int d = 0;
-      for (; d + 16 <= D; d += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d), _mm256_loadu_ps(kr + d), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d + 8), _mm256_loadu_ps(kr + d + 8), a1);
+    __m256 a[4][2];  // [head][key], kept in registers (the loops below are fully unrolled)
+    for (auto& row : a) row[0] = row[1] = _mm256_setzero_ps();
+    for (int d = 0; d < D; d += 8) {
+      const __m256 kv0 = _mm256_loadu_ps(k0 + d), kv1 = _mm256_loadu_ps(k1 + d);
+      for (int h = 0; h < H; ++h) {
+        const __m256 qv = _mm256_loadu_ps(q0 + h * D + d);
+        a[h][0] = _mm256_fmadd_ps(qv, kv0, a[h][0]);
+        a[h][1] = _mm256_fmadd_ps(qv, kv1, a[h][1]);
       }
-      for (; d < D; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d), _mm256_loadu_ps(kr + d), a0);
-      scores[g * kKeyBlock + j] = HorizontalSum(_mm256_add_ps(a0, a1)) * scale;
+    }
+    alignas(16) float s0[4], s1[4];
+    _mm_store_ps(s0, _mm_mul_ps(HorizontalSum4(a[0][0], a[1][0], a[2][0], a[3][0]), sc));
+    _mm_store_ps(s1, _mm_mul_ps(HorizontalSum4(a[0][1], a[1][1], a[2][1], a[3][1]), sc));
+    for (int h = 0; h < H; ++h) {
+      scores[h * kKeyBlock + j] = s0[h];
+      if (j + 1 < nb) scores[h * kKeyBlock + j + 1] = s1[h];
     }
   }
 }
 
-// acc[g][:] += sum_j p[g][j] * v_j for nb value rows, D % 8 == 0. For four heads, 16 dimensions at
-// a time: 8 accumulators stay in registers across the key loop (8 independent FMA chains, as in
-// ScoresAvx2); other head counts and a trailing 8 dimensions take the 8-wide path.
+// scores[g * kKeyBlock + j] for all G heads: groups of four, then the 1-3 left (G = 3, as in a 6 / 2 head model,
+// took 2.3x as long per head as G = 4 with one head at a time).
+inline void ScoresAvx2(const float* q, int G, int D, const float* k, int64_t stride, int nb, float scale,
+                       float* scores, const float* v_prefetch = nullptr) {
+  const __m128 sc = _mm_set1_ps(scale);
+  int g = 0;
+  for (; g + 4 <= G; g += 4)
+    ScoresHeadsAvx2<4>(q + g * D, D, k, stride, nb, sc, scores + g * kKeyBlock, v_prefetch, g == 0);
+  switch (G - g) {
+    case 3: ScoresHeadsAvx2<3>(q + g * D, D, k, stride, nb, sc, scores + g * kKeyBlock, v_prefetch, g == 0); break;
+    case 2: ScoresHeadsAvx2<2>(q + g * D, D, k, stride, nb, sc, scores + g * kKeyBlock, v_prefetch, g == 0); break;
+    case 1: ScoresHeadsAvx2<1>(q + g * D, D, k, stride, nb, sc, scores + g * kKeyBlock, v_prefetch, g == 0); break;
+    default: break;
+  }
+}
+
+// acc[h][:] += sum_j p[h][j] * v_j for H heads (p rows kKeyBlock apart, acc rows D apart) and nb value rows,
+// D % 8 == 0: 16 dimensions at a time, the 2H accumulators in registers across the key loop (2H independent FMA
+// chains, as in ScoresHeadsAvx2), then a trailing 8 dimensions.
+template <int H>
+inline void AccumulateHeadsAvx2(const float* p0, int D, const float* v, int64_t stride, int nb, float* acc) {
+  static_assert(H >= 1 && H <= 4);
+  int d = 0;
+  for (; d + 16 <= D; d += 16) {
+    float* c0 = acc + d;
+    __m256 a[H][2];  // [head][8 dims], kept in registers (fully unrolled loops)
+    for (int h = 0; h < H; ++h) a[h][0] = _mm256_loadu_ps(c0 + h * D), a[h][1] = _mm256_loadu_ps(c0 + h * D + 8);
+    for (int j = 0; j < nb; ++j) {
+      const float* vr = v + j * stride + d;
+      const __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
+      for (int h = 0; h < H; ++h) {
+        const __m256 pj = _mm256_broadcast_ss(p0 + h * kKeyBlock + j);
+        a[h][0] = _mm256_fmadd_ps(pj, v0, a[h][0]);
+        a[h][1] = _mm256_fmadd_ps(pj, v1, a[h][1]);
+      }
+    }
+    for (int h = 0; h < H; ++h) _mm256_storeu_ps(c0 + h * D, a[h][0]), _mm256_storeu_ps(c0 + h * D + 8, a[h][1]);
+  }
+  for (; d < D; d += 8) {
+    __m256 a[H];
+    for (int h = 0; h < H; ++h) a[h] = _mm256_loadu_ps(acc + h * D + d);
+    for (int j = 0; j < nb; ++j) {
+      const __m256 vv = _mm256_loadu_ps(v + j * stride + d);
+      for (int h = 0; h < H; ++h) a[h] = _mm256_fmadd_ps(_mm256_set1_ps(p0[h * kKeyBlock + j]), vv, a[h]);
+    }
+    for (int h = 0; h < H; ++h) _mm256_storeu_ps(acc + h * D + d, a[h]);
+  }
+}
+
+// acc[g][:] += sum_j p[g][j] * v_j for all G heads: groups of four, then the 1-3 left.
 inline void AccumulateAvx2(const float* p, int G, int D, const float* v, int64_t stride, int nb, float* acc) {
-  for (int g0 = 0; g0 < G; g0 += 4) {
-    const int gn = std::min(4, G - g0);
-    int d = 0;
-    if (gn == 4) {
-      const float* p0 = p + g0 * kKeyBlock;
-      for (; d + 16 <= D; d += 16) {
-        float* c0 = acc + g0 * D + d;
-        __m256 a[4][2];  // [head][8 dims], kept in registers (fully unrolled loops)
-        for (int h = 0; h < 4; ++h) a[h][0] = _mm256_loadu_ps(c0 + h * D), a[h][1] = _mm256_loadu_ps(c0 + h * D + 8);
-        for (int j = 0; j < nb; ++j) {
-          const float* vr = v + j * stride + d;
-          const __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
-          for (int h = 0; h < 4; ++h) {
-            const __m256 pj = _mm256_broadcast_ss(p0 + h * kKeyBlock + j);
-            a[h][0] = _mm256_fmadd_ps(pj, v0, a[h][0]);
-            a[h][1] = _mm256_fmadd_ps(pj, v1, a[h][1]);
-          }
-        }
-        for (int h = 0; h < 4; ++h) _mm256_storeu_ps(c0 + h * D, a[h][0]), _mm256_storeu_ps(c0 + h * D + 8, a[h][1]);
-      }
-    }
-    for (; d < D; d += 8) {
-      __m256 a[4];
-      for (int g = 0; g < gn; ++g) a[g] = _mm256_loadu_ps(acc + (g0 + g) * D + d);
-      for (int j = 0; j < nb; ++j) {
-        const __m256 vv = _mm256_loadu_ps(v + j * stride + d);
-        for (int g = 0; g < gn; ++g) a[g] = _mm256_fmadd_ps(_mm256_set1_ps(p[(g0 + g) * kKeyBlock + j]), vv, a[g]);
-      }
-      for (int g = 0; g < gn; ++g) _mm256_storeu_ps(acc + (g0 + g) * D + d, a[g]);
-    }
+  int g = 0;
+  for (; g + 4 <= G; g += 4) AccumulateHeadsAvx2<4>(p + g * kKeyBlock, D, v, stride, nb, acc + g * D);
+  switch (G - g) {
+    case 3: AccumulateHeadsAvx2<3>(p + g * kKeyBlock, D, v, stride, nb, acc + g * D); break;
+    case 2: AccumulateHeadsAvx2<2>(p + g * kKeyBlock, D, v, stride, nb, acc + g * D); break;
+    case 1: AccumulateHeadsAvx2<1>(p + g * kKeyBlock, D, v, stride, nb, acc + g * D); break;
+    default: break;
   }
 }
 #endif
@@ -429,12 +439,26 @@ void ProcessRun(SoftmaxState& st, const E* k, const E* v, int64_t stride, int co
 template <typename T, typename TCache>
 struct AttendTask {
   const AttendArgs<T, TCache>* args;
-  int query_blocks;  // ceil(S / kQueryBlock)
+  int query_blocks;    // ceil(S / kQueryBlock)
+  int block_rows;      // min(S, kQueryBlock): query tokens per block
+  int key_splits = 1;  // key ranges per (b, h, query block); > 1: partial states go to `partial`, MergeOne merges
+  // key_splits > 1: [B][Hkv][query_blocks][key_splits][block_rows] records of kRecord(G, D) floats:
+  // un-normalised output [G][D], running max [G], running sum [G].
+  float* partial = nullptr;
   // Quantized caches: the owner's chunk K/V [B, S, Hkv*D] quantized once per call (real rows), attended like cache
   // rows, so a chunk row and the same row read back from the cache dequantize to identical fp32 values.
   const TCache* chunk_key = nullptr;
   const TCache* chunk_value = nullptr;
+
+  static size_t Record(int G, int D) { return static_cast<size_t>(G) * (D + 2); }
 };
+
+// Key range `split` of `splits` over [lo, hi): equal parts rounded up to whole key blocks (later ones may be empty).
+inline void SplitRange(int64_t lo, int64_t hi, int split, int splits, int64_t* r_lo, int64_t* r_hi) {
+  const int64_t per = ((hi - lo + splits - 1) / splits + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+  *r_lo = std::min(hi, lo + per * split);
+  *r_hi = std::min(hi, *r_lo + per);
+}
 
 template <typename T, typename TCache>
 void AttendOne(void* data, size_t index) {
@@ -444,9 +468,12 @@ void AttendOne(void* data, size_t index) {
   const AttentionShape& sh = a.shape;
   const int G = sh.group(), D = sh.head_dim, Hq = sh.num_heads, Hkv = sh.kv_num_heads, S = sh.seq;
   const int64_t C = sh.capacity;
-  const int qb = static_cast<int>(index % task.query_blocks);
-  const int h = static_cast<int>((index / task.query_blocks) % Hkv);
-  const int b = static_cast<int>(index / task.query_blocks / Hkv);
+  const int splits = task.key_splits;
+  const int split = static_cast<int>(index % splits);
+  const size_t unit = index / splits;  // (b, h, qb)
+  const int qb = static_cast<int>(unit % task.query_blocks);
+  const int h = static_cast<int>((unit / task.query_blocks) % Hkv);
+  const int b = static_cast<int>(unit / task.query_blocks / Hkv);
   const int64_t past = a.past_lengths[b];
   const int n_new = a.new_lengths ? a.new_lengths[b] : S;
 
@@ -471,57 +498,120 @@ void AttendOne(void* data, size_t index) {
   }();
 
   const bool has_chunk = a.chunk_key != nullptr;
+  const size_t record = AttendTask<T, TCache>::Record(G, D);
 
   const int s_end = std::min(S, (qb + 1) * kQueryBlock);
   for (int s = qb * kQueryBlock; s < s_end; ++s) {
     T* out = a.output + (static_cast<int64_t>(b) * S + s) * Hq * D + static_cast<int64_t>(h) * G * D;
-    if (s >= n_new) {  // right padding: zeros
-      std::memset(static_cast<void*>(out), 0, sizeof(T) * G * D);
+    if (s >= n_new) {  // right padding: zeros (written by MergeOne when split)
+      if (splits == 1) std::memset(static_cast<void*>(out), 0, sizeof(T) * G * D);
       continue;
     }
     const int64_t p = past + s;
     const int64_t lo = sh.window > 0 ? std::max<int64_t>(0, p - sh.window + 1) : 0;
     const int64_t hi = p + 1;  // exclusive
+    // This task's part of the visible positions [lo, hi).
+    int64_t r_lo = lo, r_hi = hi;
+    if (splits > 1) SplitRange(lo, hi, split, splits, &r_lo, &r_hi);
 
-    const T* q = a.query + (static_cast<int64_t>(b) * S + s) * Hq * D + static_cast<int64_t>(h) * G * D;
-    for (int g = 0; g < G; ++g) cvt::RowToFloat(q + g * D, st.q + g * D, D);
     std::fill(st.acc, st.acc + G * D, 0.f);
     std::fill(st.m, st.m + G, -std::numeric_limits<float>::infinity());
     std::fill(st.l, st.l + G, 0.f);
+    if (r_hi > r_lo) {
+      const T* q = a.query + (static_cast<int64_t>(b) * S + s) * Hq * D + static_cast<int64_t>(h) * G * D;
+      for (int g = 0; g < G; ++g) cvt::RowToFloat(q + g * D, st.q + g * D, D);
+      // Cache part: positions [r_lo, cache_hi), slot = pos mod C; wraps at most once (length <= C).
+      const int64_t cache_hi = has_chunk ? std::min(r_hi, past) : r_hi;
+      if (a.paged.paged()) {
+        // Paged pool [num_blocks, Hkv, bs, D]: one run per block, rows contiguous inside a block.
+        const int64_t bs = a.paged.block_size;
+        for (int64_t p0 = r_lo; p0 < cache_hi;) {
+          const int64_t row = p0 % bs;
+          const int64_t n = std::min(bs - row, cache_hi - p0);
+          const int64_t off = ((a.paged.BlockOf(b, p0) * Hkv + h) * bs + row) * D;
+          ProcessRun(st, a.key_cache + off, a.value_cache + off, D, static_cast<int>(n), cache_rows);
+          p0 += n;
+        }
+      } else if (cache_hi > r_lo) {
+        const int64_t len = cache_hi - r_lo;
+        const int64_t slot = r_lo % C;
+        const int64_t n1 = std::min(len, C - slot);
+        ProcessRun(st, kc + slot * D, vc + slot * D, D, static_cast<int>(n1), cache_rows);
+        if (len > n1) ProcessRun(st, kc, vc, D, static_cast<int>(len - n1), cache_rows);
+      }
+      // Chunk part: positions [max(r_lo, past), r_hi) = chunk rows [.. - past].
+      if (has_chunk) {
+        const int64_t c0 = std::max(r_lo, past) - past;
+        const int64_t c1 = r_hi - past;
+        if (c1 > c0) {
+          const int64_t row_stride = static_cast<int64_t>(Hkv) * D;
+          const int64_t off = (static_cast<int64_t>(b) * S + c0) * row_stride + static_cast<int64_t>(h) * D;
+          if constexpr (kQuantized)
+            ProcessRun(st, task.chunk_key + off, task.chunk_value + off, row_stride, static_cast<int>(c1 - c0),
+                       cache_rows);
+          else
+            ProcessRun(st, a.chunk_key + off, a.chunk_value + off, row_stride, static_cast<int>(c1 - c0));
+        }
+      }
+    }
+    if (splits == 1) {
+      for (int g = 0; g < G; ++g) cvt::RowFromFloat(st.acc + g * D, 1.0f / st.l[g], out + g * D, D);
+    } else {
+      float* rec = task.partial + ((unit * splits + split) * task.block_rows + (s - qb * kQueryBlock)) * record;
+      std::memcpy(rec, st.acc, sizeof(float) * G * D);
+      std::memcpy(rec + G * D, st.m, sizeof(float) * G);
+      std::memcpy(rec + G * D + G, st.l, sizeof(float) * G);
+    }
+  }
+}
 
-    // Cache part: positions [lo, cache_hi), slot = pos mod C; wraps at most once (length <= C).
-    const int64_t cache_hi = has_chunk ? std::min(hi, past) : hi;
-    if (a.paged.paged()) {
-      // Paged pool [num_blocks, Hkv, bs, D]: one run per block, rows contiguous inside a block.
-      const int64_t bs = a.paged.block_size;
-      for (int64_t p0 = lo; p0 < cache_hi;) {
-        const int64_t row = p0 % bs;
-        const int64_t n = std::min(bs - row, cache_hi - p0);
-        const int64_t off = ((a.paged.BlockOf(b, p0) * Hkv + h) * bs + row) * D;
-        ProcessRun(st, a.key_cache + off, a.value_cache + off, D, static_cast<int>(n), cache_rows);
-        p0 += n;
-      }
-    } else if (cache_hi > lo) {
-      const int64_t len = cache_hi - lo;
-      const int64_t slot = lo % C;
-      const int64_t n1 = std::min(len, C - slot);
-      ProcessRun(st, kc + slot * D, vc + slot * D, D, static_cast<int>(n1), cache_rows);
-      if (len > n1) ProcessRun(st, kc, vc, D, static_cast<int>(len - n1), cache_rows);
+// key_splits > 1: merges the partial states of unit (b, h, query block) = index into the output:
+// out = sum_k e^(m_k - M) acc_k / sum_k e^(m_k - M) l_k, M = max_k m_k over the non-empty ranges.
+template <typename T, typename TCache>
+void MergeOne(void* data, size_t unit) {
+  const auto& task = *static_cast<const AttendTask<T, TCache>*>(data);
+  const AttendArgs<T, TCache>& a = *task.args;
+  const AttentionShape& sh = a.shape;
+  const int G = sh.group(), D = sh.head_dim, Hq = sh.num_heads, Hkv = sh.kv_num_heads, S = sh.seq;
+  const int splits = task.key_splits;
+  const int qb = static_cast<int>(unit % task.query_blocks);
+  const int h = static_cast<int>((unit / task.query_blocks) % Hkv);
+  const int b = static_cast<int>(unit / task.query_blocks / Hkv);
+  const int n_new = a.new_lengths ? a.new_lengths[b] : S;
+  const size_t record = AttendTask<T, TCache>::Record(G, D);
+  Scratch& scratch = ThreadScratch();
+  scratch.Reserve(G, D);
+  float* const acc = scratch.acc.data();
+
+  const int s_end = std::min(S, (qb + 1) * kQueryBlock);
+  for (int s = qb * kQueryBlock; s < s_end; ++s) {
+    T* out = a.output + (static_cast<int64_t>(b) * S + s) * Hq * D + static_cast<int64_t>(h) * G * D;
+    if (s >= n_new) {
+      std::memset(static_cast<void*>(out), 0, sizeof(T) * G * D);
+      continue;
     }
-    // Chunk part: positions [max(lo, past), hi) = chunk rows [.. - past].
-    if (has_chunk) {
-      const int64_t c0 = std::max(lo, past) - past;
-      const int64_t c1 = hi - past;
-      if (c1 > c0) {
-        const int64_t row_stride = static_cast<int64_t>(Hkv) * D;
-        const int64_t off = (static_cast<int64_t>(b) * S + c0) * row_stride + static_cast<int64_t>(h) * D;
-        if constexpr (kQuantized)
-          ProcessRun(st, task.chunk_key + off, task.chunk_value + off, row_stride, static_cast<int>(c1 - c0), cache_rows);
-        else
-          ProcessRun(st, a.chunk_key + off, a.chunk_value + off, row_stride, static_cast<int>(c1 - c0));
+    const float* first = task.partial + (unit * splits * task.block_rows + (s - qb * kQueryBlock)) * record;
+    const size_t split_stride = static_cast<size_t>(task.block_rows) * record;
+    for (int g = 0; g < G; ++g) {
+      float m_max = -std::numeric_limits<float>::infinity();
+      for (int k = 0; k < splits; ++k) {
+        const float* rec = first + k * split_stride;
+        if (rec[G * D + G + g] > 0.f) m_max = std::max(m_max, rec[G * D + g]);
       }
+      float* o = acc + g * D;
+      std::fill(o, o + D, 0.f);
+      float l = 0.f;
+      for (int k = 0; k < splits; ++k) {
+        const float* rec = first + k * split_stride;
+        const float l_k = rec[G * D + G + g];
+        if (!(l_k > 0.f)) continue;  // empty range
+        const float w = ExpNonPositive(rec[G * D + g] - m_max);
+        const float* acc_k = rec + g * D;
+        for (int d = 0; d < D; ++d) o[d] += w * acc_k[d];
+        l += w * l_k;
+      }
+      cvt::RowFromFloat(o, 1.0f / l, out + g * D, D);
     }
-    for (int g = 0; g < G; ++g) cvt::RowFromFloat(st.acc + g * D, 1.0f / st.l[g], out + g * D, D);
   }
 }
 
@@ -556,7 +646,7 @@ void QuantizeChunkOne(void* data, size_t index) {
 template <typename T, typename TCache>
 void AttendImpl(const AttendArgs<T, TCache>& args, const Executor& executor) {
   const AttentionShape& sh = args.shape;
-  AttendTask<T, TCache> task{&args, (sh.seq + kQueryBlock - 1) / kQueryBlock};
+  AttendTask<T, TCache> task{&args, (sh.seq + kQueryBlock - 1) / kQueryBlock, std::min(sh.seq, kQueryBlock)};
   std::vector<TCache> chunk_k, chunk_v;
   if constexpr (!std::is_same_v<T, TCache>) {
     if (args.chunk_key != nullptr) {
@@ -568,8 +658,28 @@ void AttendImpl(const AttendArgs<T, TCache>& args, const Executor& executor) {
       executor.ParallelFor(static_cast<size_t>(sh.batch) * sh.kv_num_heads, &QuantizeChunkOne<T, TCache>, &task);
     }
   }
-  const size_t tasks = static_cast<size_t>(sh.batch) * sh.kv_num_heads * task.query_blocks;
-  executor.ParallelFor(tasks, &AttendOne<T, TCache>, &task);
+  const size_t units = static_cast<size_t>(sh.batch) * sh.kv_num_heads * task.query_blocks;
+  task.key_splits = args.key_splits;
+  if (task.key_splits <= 0) {
+    int64_t keys = 0;  // the longest visible range of a last real token
+    for (int b = 0; b < sh.batch; ++b) {
+      const int64_t n = args.new_lengths ? args.new_lengths[b] : sh.seq;
+      const int64_t visible = args.past_lengths[b] + n;
+      keys = std::max(keys, sh.window > 0 ? std::min<int64_t>(visible, sh.window) : visible);
+    }
+    task.key_splits = ChooseKeySplits(units, executor.Concurrency(), keys);
+  }
+  if (task.key_splits == 1) {
+    executor.ParallelFor(units, &AttendOne<T, TCache>, &task);
+    return;
+  }
+  // Partial states, reused across calls on this thread (the op's calling thread).
+  thread_local std::vector<float> partial;
+  const size_t need = units * task.key_splits * task.block_rows * AttendTask<T, TCache>::Record(sh.group(), sh.head_dim);
+  if (partial.size() < need) partial.resize(need);
+  task.partial = partial.data();
+  executor.ParallelFor(units * task.key_splits, &AttendOne<T, TCache>, &task);
+  executor.ParallelFor(units, &MergeOne<T, TCache>, &task);
 }
 
 template <typename T, typename TCache>

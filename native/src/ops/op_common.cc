@@ -1,8 +1,10 @@
 #include "ops/op_common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <sstream>
+#include <thread>
 
 #include "mixattention/op_spec.h"
 
@@ -119,6 +121,11 @@ void OrtExecutor::ParallelFor(size_t n, TaskFn fn, void* data) const {
   }
   Trampoline t{fn, data};
   Ort::ThrowOnError(Ort::GetApi().KernelContext_ParallelFor(context_, &RunTrampoline, n, 0, &t));
+}
+
+int OrtExecutor::Concurrency() const {
+  static const int threads = std::max(1u, std::thread::hardware_concurrency());
+  return threads;
 }
 
 }  // namespace mixattn::ops

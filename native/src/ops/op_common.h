@@ -79,6 +79,9 @@ class OrtExecutor final : public Executor {
  public:
   explicit OrtExecutor(OrtKernelContext* context) : context_(context) {}
   void ParallelFor(size_t n, TaskFn fn, void* data) const override;
+  // The kernel API does not expose the intra-op pool's size; ORT's default is one thread per core, so the
+  // hardware thread count stands in for it (a smaller pool just runs a few more tasks per thread).
+  int Concurrency() const override;
 
  private:
   OrtKernelContext* context_;

@@ -22,7 +22,7 @@ public static class Evaluation
             foreach (var path in converted.Prepend(source)) models.Add(MixAttentionModel.Open(path, options.Model));
             int window = models.Select(m => m.Plan?.Windows.DefaultIfEmpty(0).Max() ?? 0).DefaultIfEmpty(0).Max();
             var run = new TeacherForcing(tokens, options.Context ?? DefaultContext(window, tokens.Count), options);
-            var results = new List<ModelEvaluation> { run.RunReference(models[0], source, null, progress) };
+            var results = new List<ModelEvaluation> { run.RunReference(models[0], source, models[0].Plan is { } own ? LayoutOf(own) : null, progress) };
             for (int i = 1; i < models.Count; i++)
                 results.Add(run.Run(models[i], converted[i - 1], models[i].Plan is { } plan ? LayoutOf(plan) : null, progress));
             return new EvaluationReport(run.Context, run.Sequences, run.Positions, results);

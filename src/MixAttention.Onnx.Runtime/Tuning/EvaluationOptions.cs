@@ -24,8 +24,8 @@ public sealed record EvaluationOptions
     internal void Validate()
     {
         if (Context is < 2) throw new MixAttentionException($"the context (--context) must be >= 2 tokens, got {Context}.");
-        if (PrefillChunk < 1) throw new MixAttentionException($"the prefill chunk must be >= 1, got {PrefillChunk}.");
-        if (DecodeTokens < 0) throw new MixAttentionException($"the decode tokens must be >= 0, got {DecodeTokens}.");
-        if (Buckets < 1) throw new MixAttentionException($"the position buckets must be >= 1, got {Buckets}.");
+        if (PrefillChunk < 1) throw new MixAttentionException($"the prefill chunk (--prefill-chunk) must be >= 1, got {PrefillChunk}.");
+        if (DecodeTokens < 0) throw new MixAttentionException($"the decode tokens (--decode-tokens) must be >= 0, got {DecodeTokens}.");
+        if (Buckets < 1) throw new MixAttentionException($"the position buckets (--buckets) must be >= 1, got {Buckets}.");
     }
 }

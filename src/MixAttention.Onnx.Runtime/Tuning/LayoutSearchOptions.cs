@@ -36,13 +36,13 @@ public sealed record LayoutSearchOptions
     {
         if (BudgetBytes is null == BudgetRatio is null)
             throw new MixAttentionException("give the KV budget either in bytes or as a ratio of the unconverted model's KV (one of them).");
-        if (BudgetBytes is < 1) throw new MixAttentionException($"the budget must be >= 1 byte, got {BudgetBytes}.");
-        if (BudgetRatio is { } r && !(r > 0 && r <= 1)) throw new MixAttentionException($"the budget ratio must be in (0, 1], got {r}.");
+        if (BudgetBytes is < 1) throw new MixAttentionException($"the budget (--budget) must be >= 1 byte, got {BudgetBytes}.");
+        if (BudgetRatio is { } r && !(r > 0 && r <= 1)) throw new MixAttentionException($"the budget ratio (--budget) must be in (0, 1], got {r}.");
         if (Windows is not null && Windows.Any(w => w < 1)) throw new MixAttentionException($"every window (--window) must be >= 1, got {string.Join(", ", Windows)}.");
         if (MaxKl is { } k && !(k >= 0)) throw new MixAttentionException($"the KL limit (--max-kl) must be a number >= 0, got {k}.");
-        if (BeamWidth < 1) throw new MixAttentionException($"the beam width must be >= 1, got {BeamWidth}.");
-        if (Finalists < 1) throw new MixAttentionException($"the finalists must be >= 1, got {Finalists}.");
-        if (MaxShareDistance is < 0) throw new MixAttentionException($"the share distance must be >= 0, got {MaxShareDistance}.");
+        if (BeamWidth < 1) throw new MixAttentionException($"the beam width (--beam) must be >= 1, got {BeamWidth}.");
+        if (Finalists < 1) throw new MixAttentionException($"the finalists (--finalists) must be >= 1, got {Finalists}.");
+        if (MaxShareDistance is < 0) throw new MixAttentionException($"the share distance (--share-distance) must be >= 0, got {MaxShareDistance}.");
         ArgumentNullException.ThrowIfNull(Evaluation);
         Evaluation.Validate();
     }

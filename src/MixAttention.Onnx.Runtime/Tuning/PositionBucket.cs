@@ -7,5 +7,6 @@ namespace MixAttention.Onnx.Runtime.Tuning;
 /// <param name="Perplexity">exp(mean negative log-likelihood of the next token).</param>
 /// <param name="MeanKl">Mean KL(source ‖ model) of the next-token distributions.</param>
 /// <param name="MaxKl">Largest KL in the bucket.</param>
+/// <param name="MaxLogitDelta">Largest |logit − source logit| in the bucket.</param>
 /// <param name="Top1Agreement">Share of predictions whose argmax equals the source's.</param>
-public sealed record PositionBucket(int Start, int End, int Count, double Perplexity, double MeanKl, double MaxKl, double Top1Agreement);
+public sealed record PositionBucket(int Start, int End, int Count, double Perplexity, double MeanKl, double MaxKl, double MaxLogitDelta, double Top1Agreement);

@@ -4,19 +4,6 @@ using MixAttention.Onnx.Onnx;
 
 namespace MixAttention.Onnx.Detection;
 
-/// <summary>Every attention site of a model, in layer order, and what looked like attention but was not understood.</summary>
-public sealed record DetectionReport(IReadOnlyList<AttentionSite> Sites, IReadOnlyList<DetectionIssue> Issues)
-{
-    /// <summary>The export styles present (usually one).</summary>
-    public IReadOnlyList<ExportStyle> Styles => Sites.Select(s => s.Style).Distinct().ToArray();
-
-    /// <summary>The issues that mean the model is not fully understood (convert refuses such a model).</summary>
-    public IReadOnlyList<DetectionIssue> Blocking => Issues.Where(i => i.Blocking).ToArray();
-
-    /// <summary>True when every cache input and output is explained and the layers are numbered without doubt.</summary>
-    public bool IsComplete => Sites.Count > 0 && Blocking.Count == 0;
-}
-
 /// <summary>
 /// Finds every layer's attention with one pattern per export style, then follows the caches: which site owns which
 /// cache input/output pair and which sites read another layer's cache (KV sharing in the source), which layer each

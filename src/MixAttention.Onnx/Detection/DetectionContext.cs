@@ -3,31 +3,6 @@ using MixAttention.Onnx.Onnx.Proto;
 
 namespace MixAttention.Onnx.Detection;
 
-/// <summary>Something attention-like that no pattern could turn into a site, with the node(s) and the reason.</summary>
-/// <param name="Node">Name (or description) of the node where matching stopped.</param>
-/// <param name="Message">Why it is not a site.</param>
-/// <param name="Blocking">
-/// True when the issue means the model is not fully understood (a cache input or output no site explains, a layer
-/// missing, a window that contradicts the config): <c>inspect</c> warns, <c>convert</c> refuses. False for nodes that
-/// merely look like attention (a MoE router's Softmax).
-/// </param>
-public sealed record DetectionIssue(string Node, string Message, bool Blocking = false);
-
-/// <summary>A site found by one pattern, before layers are numbered. <paramref name="Anchor"/> orders sites in the graph.</summary>
-internal sealed record SiteMatch(NodeProto Anchor, AttentionSite Site);
-
-/// <summary>Where a key/value entering attention comes from.</summary>
-/// <param name="NewValue">This step's K or V, [B, Hkv, S, D] (before repeat_kv).</param>
-/// <param name="PastInput">Graph input holding the past, or null without cache.</param>
-/// <param name="PresentOutput">Graph output carrying past ++ new, or null.</param>
-/// <param name="Concat">The appending Concat node, or null.</param>
-/// <param name="PresentKeep">
-/// Tokens the present output keeps when a Slice on the sequence axis sits between the append and the output
-/// (transformers 5 keeps a sliding layer's cache at its window: the last W - 1 tokens); null when the present is
-/// the whole concatenation.
-/// </param>
-internal sealed record KvOrigin(string NewValue, string? PastInput, string? PresentOutput, NodeProto? Concat, long? PresentKeep = null);
-
 /// <summary>Shared state and small graph-walking helpers for the detection patterns.</summary>
 internal sealed class DetectionContext
 {

@@ -62,6 +62,9 @@ internal sealed class ModelConfig
     public int? LayerCount =>
         Int(Text, "num_hidden_layers") ?? Int(Text, "n_layer") ?? Int(GenAiDecoder, "num_hidden_layers");
 
+    /// <summary>Positions the model was built for (config.json's max_position_embeddings or n_positions), if stated.</summary>
+    public int? MaxPositions => Int(Text, "max_position_embeddings") ?? Int(Text, "n_positions");
+
     private JsonObject? GenAiDecoder => GenAiConfig?["model"] is JsonObject m ? m["decoder"] as JsonObject : null;
 
     /// <summary>

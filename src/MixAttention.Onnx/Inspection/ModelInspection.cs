@@ -27,7 +27,7 @@ public sealed record ModelInspection(string ModelPath, DetectionReport Detection
         : Plan.Caches.GroupBy(c => c.DType).ToDictionary(g => g.Key, g => g.Sum(c => PlanCacheBytes(c, Context, Batch)));
 
     /// <summary>Bytes of one cache of a converted model (a ring holds its window, plus a chunk when other layers read it).</summary>
-    public static long PlanCacheBytes(CacheEntry c, long context, long batch)
+    internal static long PlanCacheBytes(CacheEntry c, long context, long batch)
     {
         long positions = KvMemory.Capacity(context, c.Window, c.Readers.Count > 0);
         long elem = ElementTypes.SizeOfDType(c.DType) ?? (c.DType == "fp8" ? 1 : 4);

@@ -88,7 +88,7 @@ public sealed class KvDTypeCliTests
     [DataRow("--kv-dtype", "int8", "--calibrate", "random:0", "random:N")]
     [DataRow("--kv-dtype", "int8", "--calibrate", "5,99999", "outside the model's vocabulary")]
     [DataRow("--kv-dtype", "int8", "--calibrate", "no-such-file.txt", "neither a file")]
-    [DataRow("--kv-scale", "fixed:0.1", "--calibrate", "random:8", "needs no calibration run")]
+    [DataRow("--kv-scale", "fixed:0.1", "--calibrate", "random:8", "--kv-scale, --calibrate apply to quantized caches only")]
     [DataRow("--kv-scale-granularity", "row", null, null, "row")]
     [DataRow("--layout", """{"version": 1, "layers": [{"kv": 0, "window": 0, "kv_dtype": "int8"}, {"kv": 0, "window": 0, "kv_dtype": "fp8"}]}""", "--kv-scale", "absmax:4", "layer 1")]
     public void BadFlagsExitTwoWithOneLine(string flag, string value, string? flag2, string? value2, string words)
@@ -101,6 +101,40 @@ public sealed class KvDTypeCliTests
         var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.IsNotEmpty(lines);
         StringAssert.Contains(err, words);
+        Assert.IsEmpty(Directory.GetFileSystemEntries(dir), "nothing is written");
+    }
+
+    /// <summary>
+    /// The scale flags without a quantized cache are a forgotten <c>--kv-dtype</c>: exit 2 with one line that says so,
+    /// even when the value itself is malformed (not its parse error, which would send the user to fix the wrong flag).
+    /// </summary>
+    [TestMethod]
+    [DataRow("--kv-scale", "garbage")]
+    [DataRow("--kv-scale", "absmax:4")]
+    [DataRow("--kv-scale-granularity", "head")]
+    [DataRow("--calibrate", "random:8")]
+    public void ScaleFlagsWithoutAQuantizedCacheAskForKvDType(string flag, string value)
+    {
+        var dir = TestPaths.TempDir();
+        var (code, _, err) = InspectCliTests.Run("convert", Source, "-o", Path.Combine(dir, "m.onnx"), flag, value);
+        Assert.AreEqual(2, code, err);
+        StringAssert.Contains(err, $"{flag} applies to quantized caches only: add --kv-dtype int8 or fp8");
+        Assert.HasCount(1, err.Split('\n', StringSplitOptions.RemoveEmptyEntries), err);
+        Assert.IsEmpty(Directory.GetFileSystemEntries(dir), "nothing is written");
+    }
+
+    [TestMethod]
+    public void ScaleFlagsWithAQuantizedCacheStillCheckTheirValues()
+    {
+        var dir = TestPaths.TempDir();
+        var (code, _, err) = InspectCliTests.Run("convert", Source, "-o", Path.Combine(dir, "m.onnx"), "--kv-dtype", "int8", "--kv-scale", "fixed:0.1", "--calibrate", "random:8");
+        Assert.AreEqual(2, code, err);
+        StringAssert.Contains(err, "needs no calibration run");
+        // A layout that quantizes counts as asking for it: the value is read, and a bad one named.
+        var layout = """{"version": 1, "layers": [{"kv": 0, "window": 0, "kv_dtype": "int8"}, {"kv": 1, "window": 0, "kv_dtype": "int8"}]}""";
+        (code, _, err) = InspectCliTests.Run("convert", Source, "-o", Path.Combine(dir, "m.onnx"), "--layout", layout, "--kv-scale", "garbage");
+        Assert.AreEqual(2, code, err);
+        StringAssert.Contains(err, "is not a scale rule");
         Assert.IsEmpty(Directory.GetFileSystemEntries(dir), "nothing is written");
     }
 

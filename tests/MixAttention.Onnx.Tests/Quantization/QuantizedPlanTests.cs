@@ -208,6 +208,30 @@ public sealed class QuantizedPlanTests
         CollectionAssert.AreEqual(Enumerable.Range(0, heads.Length).Select(h => k.Skip(h * d).Take(d).Max() / 448f).ToArray(), heads);
     }
 
+    /// <summary>
+    /// The GenAI builder bakes a rotary table of 128 rows (the zoo's max_position_embeddings): 300 calibration tokens
+    /// (the default is 256) once failed inside ORT's GroupQueryAttention ("cos_cache dimension 0 shall not be less than
+    /// total_sequence_length"). They run as sequences of 128, 128 and 44 from empty caches: the absmax is the largest of
+    /// the three runs'.
+    /// </summary>
+    [TestMethod]
+    public void CalibrationLongerThanTheModelsPositionsRunsInSequencesOfThatLength()
+    {
+        var source = ZooFixtures.Model("llama-gqa");
+        var tokens = QuantizedZooTests.Tokens(seed: 3, count: 300);
+        var whole = KvCalibrator.Run(source, tokens, "t");
+        Assert.AreEqual(300, whole.Tokens);
+        var parts = new[] { tokens[..128], tokens[128..256], tokens[256..] }.Select(t => KvCalibrator.Run(source, t, "t")).ToArray();
+        foreach (var layer in whole.Layers)
+            foreach (var kv in new Func<(float[] Key, float[] Value), float[]>[] { c => c.Key, c => c.Value })
+            {
+                var expected = Enumerable.Range(0, kv(whole.AbsMax(layer)!.Value).Length).Select(i => parts.Max(p => kv(p.AbsMax(layer)!.Value)[i])).ToArray();
+                CollectionAssert.AreEqual(expected, kv(whole.AbsMax(layer)!.Value), $"layer {layer}");
+            }
+        Assert.IsTrue(parts.Skip(1).Any(p => !kv0(p).SequenceEqual(kv0(parts[0]))), "the parts must differ (else the max proves nothing)");
+        static float[] kv0(KvCalibration c) => c.AbsMax(c.Layers.First())!.Value.Key;
+    }
+
     [TestMethod]
     public void KvBytesOfInt8AreAQuarterOfFp32AndHalfOfFp16()
     {

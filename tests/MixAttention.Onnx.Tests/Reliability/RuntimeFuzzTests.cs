@@ -16,7 +16,7 @@ namespace MixAttention.Onnx.Tests.Reliability;
 /// Runtime fuzzing (issue 22): the cache plan JSON and the cache axes of converted models are mutated and each
 /// result is opened, given a session under a memory cap, prefilled and decoded, as bench and verify do. Every case
 /// must end in success, a <see cref="MixAttentionException"/> (the CLI's exit 2) or ONNX Runtime refusing to run the
-/// model (exit 2 too, Cli.cs) — never another exception (exit 3), a crash or a hang. In process: each graph variant's
+/// model (exit 2 too, ExitCodes.cs) — never another exception (exit 3), a crash or a hang. In process: each graph variant's
 /// ORT session is made once and shared by the plan mutations run against it. MIXATTN_FUZZ_ITERATIONS scales it.
 /// </summary>
 [TestClass]

@@ -87,6 +87,41 @@ public sealed class EvalTuneCliTests
     }
 
     /// <summary>
+    /// Where eval's plot and tune's layout go, and the numbers the run needs, are checked before the run (a typo costs
+    /// seconds, not the run): exit 2, one line naming the flag, and nothing written.
+    /// </summary>
+    [TestMethod]
+    public void OutputPathsAndRangesFailBeforeTheRun()
+    {
+        var source = ZooFixtures.Model("gemma3_text-dynamo");
+        var ids = TokensFile();
+        var dir = TestPaths.TempDir();
+        var missing = Path.Combine(dir, "no-such-folder");
+        foreach (var (args, words) in new[]
+        {
+            (new[] { "eval", source, "--tokens", ids, "--context", "64", "--plot", Path.Combine(missing, "kl.svg") }, "--plot"),
+            (new[] { "eval", source, "--tokens", ids, "--context", "64", "--plot", Path.Combine(dir, "folder.svg") }, "is a folder"),
+            (new[] { "tune", source, "--tokens", ids, "--budget", "0.5", "--window", "4", "--context", "64", "-o", Path.Combine(missing, "tuned.json") }, "--output"),
+            (new[] { "eval", source, "--tokens", ids, "--prefill-chunk", "0" }, "--prefill-chunk"),
+            (new[] { "eval", source, "--tokens", ids, "--buckets", "0" }, "--buckets"),
+            (new[] { "tune", source, "--tokens", ids, "--budget", "0.5", "--window", "4", "--beam", "0" }, "--beam"),
+            (new[] { "tune", source, "--tokens", ids, "--budget", "0.5", "--window", "4", "--finalists", "0" }, "--finalists"),
+            (new[] { "tune", source, "--tokens", ids, "--budget", "0.5", "--window", "4", "--share-distance", "-1" }, "--share-distance"),
+        })
+        {
+            Directory.CreateDirectory(Path.Combine(dir, "folder.svg"));
+            var (code, _, err) = InspectCliTests.Run(args);
+            var cmd = $"mixattn {string.Join(' ', args)}: {err}";
+            Assert.AreEqual(2, code, cmd);
+            Assert.HasCount(1, err.Split('\n', StringSplitOptions.RemoveEmptyEntries), cmd);
+            StringAssert.StartsWith(err.Trim(), "error:", cmd);
+            StringAssert.Contains(err, words, cmd);
+            Assert.IsFalse(Directory.Exists(missing), cmd);
+            CollectionAssert.AreEquivalent(new[] { Path.Combine(dir, "folder.svg") }, Directory.GetFileSystemEntries(dir), cmd);
+        }
+    }
+
+    /// <summary>
     /// Issue 20: the retrofit line counts layers, not notes. Gemma-3 (0s8_1s8_2) as `cai` (0_1s8_1s8): layer 0 becomes
     /// global (one note), layer 2 slides and reads layer 1 (two notes), layer 1 is unchanged: 2 layers, 3 notes.
     /// </summary>
