@@ -159,8 +159,8 @@ internal static class ConvertVerb
     }
 
     /// <summary>
-    /// True when the conversion may quantize a cache: --kv-dtype fp8/int8, or a JSON layout that names one (a cheap look
-    /// at the spec; the converter makes the real decision and fails clearly if a calibration is missing).
+    /// True when the conversion may quantize a cache: --kv-dtype fp8/int8, or a JSON layout whose layers ask for one (read
+    /// by the layout parser itself; a layout it cannot read counts as not quantized, and the converter then says why).
     /// </summary>
     private static bool AsksForQuantized(ConversionOptions o)
     {
@@ -173,7 +173,9 @@ internal static class ConvertVerb
             try { text = File.Exists(o.Layout) ? SafeFiles.ReadAllText(o.Layout, "layout file", SafeFiles.MaxConfigBytes, followLink: true) : ""; }
             catch (Exception e) when (e is MixAttentionException or IOException or UnauthorizedAccessException) { return false; }
         }
-        return text.Contains("\"int8\"", StringComparison.Ordinal) || text.Contains("\"fp8\"", StringComparison.Ordinal);
+        if (!text.TrimStart().StartsWith('{')) return false; // a preset or compact string: no per-layer cache types
+        try { return Layouts.LayoutJson.Read(text).Layers.Any(l => l.KvDType is "int8" or "fp8"); }
+        catch (Layouts.LayoutException) { return false; }
     }
 
     /// <summary>

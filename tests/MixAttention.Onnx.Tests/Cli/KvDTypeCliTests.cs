@@ -123,6 +123,21 @@ public sealed class KvDTypeCliTests
         Assert.IsEmpty(Directory.GetFileSystemEntries(dir), "nothing is written");
     }
 
+    /// <summary>
+    /// Whether a JSON layout quantizes is read from its layers' <c>kv_dtype</c> by the layout parser, not guessed from
+    /// its text: a layout that only mentions "int8" in its description stores float caches, so a scale flag is refused.
+    /// </summary>
+    [TestMethod]
+    public void AJsonLayoutQuantizesOnlyThroughItsLayersKvDType()
+    {
+        var dir = TestPaths.TempDir();
+        var layout = """{"version": 1, "description": "int8", "name": "fp8", "layers": [{"kv": 0, "window": 0}, {"kv": 1, "window": 0}]}""";
+        var (code, _, err) = InspectCliTests.Run("convert", Source, "-o", Path.Combine(dir, "m.onnx"), "--layout", layout, "--kv-scale", "absmax:4");
+        Assert.AreEqual(2, code, err);
+        StringAssert.Contains(err, "--kv-scale applies to quantized caches only");
+        Assert.IsEmpty(Directory.GetFileSystemEntries(dir), "nothing is written");
+    }
+
     [TestMethod]
     public void ScaleFlagsWithAQuantizedCacheStillCheckTheirValues()
     {
