@@ -94,7 +94,7 @@ internal sealed class TeacherForcing
         {
             double logSumExp = LogSoftmax(logits, logProbs);
             nll[p] = -logProbs[next];
-            int top = ArgMax(logProbs);
+            int top = Sampler.ArgMax(logits); // log-softmax keeps the order of the logits
             if (keep)
             {
                 _referenceLogits![p] = logits.ToArray();
@@ -171,12 +171,5 @@ internal sealed class TeacherForcing
         double log = Math.Log(z) + max;
         for (int i = 0; i < logits.Length; i++) output[i] = logits[i] - log;
         return log;
-    }
-
-    private static int ArgMax(double[] values)
-    {
-        int best = 0;
-        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
-        return best;
     }
 }
