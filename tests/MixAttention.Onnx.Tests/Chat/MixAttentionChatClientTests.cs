@@ -166,6 +166,9 @@ public sealed class MixAttentionChatClientTests
     {
         using var client = ChatFixtures.OpenClient(maxBatch: 1, maxQueued: 1);
         using var cts = new CancellationTokenSource();
+        // Held before each decode step, so the first call cannot finish (and free its slot) before the third is asked.
+        using var release = new ManualResetEventSlim(false);
+        var hold = ChatFixtures.HoldDecodes(client, release);
         var first = client.GetStreamingResponseAsync(Ask("first"), Greedy(100), cts.Token).GetAsyncEnumerator();
         Assert.IsTrue(await first.MoveNextAsync());
         var second = client.GetStreamingResponseAsync(Ask("second"), Greedy(100), cts.Token);
@@ -173,6 +176,7 @@ public sealed class MixAttentionChatClientTests
         Assert.AreEqual(1, e.Slots);
         Assert.AreEqual(1, e.Queued);
         cts.Cancel();
+        hold.Dispose();
         await first.DisposeAsync();
         await Assert.ThrowsAsync<OperationCanceledException>(async () => { await foreach (var _ in second) { } });
         ChatFixtures.WaitIdle(client);
