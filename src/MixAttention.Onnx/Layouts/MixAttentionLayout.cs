@@ -94,7 +94,7 @@ public sealed class MixAttentionLayout
             w.WriteString("name", Name);
             w.WriteStartArray("layers");
             foreach (var l in _layers)
-                w.WriteRawValue($"{{\"layer\": {l.Layer}, \"kv\": {l.KvSource}, \"window\": {l.Window}{(l.KvDType is { } dt ? $", \"kv_dtype\": {JsonSerializer.Serialize(dt)}" : "")}}}", skipInputValidation: true);
+                w.WriteRawValue($"{{\"layer\": {l.Layer}, \"kv\": {l.KvSource}, \"window\": {l.Window}{(l.KvDType is { } dt ? $", \"kv_dtype\": \"{JsonEncodedText.Encode(dt)}\"" : "")}}}", skipInputValidation: true);
             w.WriteEndArray();
             w.WriteEndObject();
         }

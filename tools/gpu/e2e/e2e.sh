@@ -14,21 +14,9 @@ cd "$root"
 OUT=${OUT:-$root/out/e2e}; work=${MIXATTN_E2E_WORK:-${TMPDIR:-/tmp}/mixattn-e2e}
 # A fresh work folder: converted models share the base model's weights file, and a later build_model.py run would
 # then fail onnx's checker (it refuses external data files with several hard links).
-rm -rf "$work"; mkdir -p "$OUT" "$work/app"
-# shellcheck disable=SC1091
-source .ortgpu/unpack.sh
-export PATH=$PATH:/usr/local/cuda/bin DOTNET_CLI_TELEMETRY_OPTOUT=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/card.txt"
-step() { echo "== $* ($(date -u +%T))"; }
-
-step app
-tar xJf .pub/mixattn.tar.xz -C "$work/app" && cp "$ORTGPU_DIR"/*.so "$work/app/" || exit 1
-step native ops with CUDA
-cmake -S native -B "$work/native" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXATTN_CUDA=ON -DMIXATTN_TESTS=OFF \
-  -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DORT_INCLUDE_DIR="$root/.ortinc" > "$OUT/cmake.log" 2>&1 \
-  && cmake --build "$work/native" -j "$(nproc)" > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log" "$OUT/cmake.log"; exit 1; }
-cp "$work/native/libmixattention_ops.so" "$work/app/"
-M="$work/app/mixattn"
+rm -rf "$work"; mkdir -p "$OUT"
+# shellcheck source=tools/gpu/e2e/setup.sh
+source tools/gpu/e2e/setup.sh
 
 step "build the 1B model"
 python3 tools/gpu/e2e/build_model.py "$work/base" 2>&1 | tail -2 || exit 1
