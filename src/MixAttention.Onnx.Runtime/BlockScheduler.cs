@@ -37,9 +37,6 @@ internal sealed class BlockScheduler
     /// <summary>Tokens whose blocks were reused instead of prefilled.</summary>
     public int ReusedTokens { get; private set; }
 
-    /// <summary>Prefixes retained now.</summary>
-    public int RetainedCount => _retained.Count;
-
     /// <summary>
     /// Starts a sequence for <paramref name="tokens"/> (a prompt, or a preempted request's processed tokens): finds the
     /// longest reusable cached prefix, takes a slot and checks the blocks (evicting retained prefixes when needed), and
@@ -102,8 +99,8 @@ internal sealed class BlockScheduler
             // Retain the shared prefix (its blocks count in `need`: the new sequence forks them).
             int parked = source >= 0 ? _session.ForkPrefix(source, start) : _session.AddSequence();
             var prefix = tokens.Take(common).ToArray();
+            _retained.Add(sourcePrefix = new RetainedPrefix(parked, prefix)); // before the prefill: Clear removes it if that fails
             if (common > start) _session.Prefill(parked, prefix.AsSpan(start));
-            _retained.Add(sourcePrefix = new RetainedPrefix(parked, prefix));
             (source, start) = (parked, common);
         }
         else if (sourcePrefix is not null)

@@ -155,6 +155,13 @@ public sealed class ContinuousBatchingGenerator
                 logits = Session.Prefill(a.Sequence, tokens.Skip(cached).ToArray());
                 return true;
             }
+            catch
+            {
+                // Not running yet: nobody else would remove its sequence.
+                if (a.Sequence >= 0) RemoveQuietly(a.Sequence);
+                a.Sequence = -1;
+                throw;
+            }
             finally
             {
                 prefillWatch.Stop();
@@ -196,6 +203,7 @@ public sealed class ContinuousBatchingGenerator
                         var victim = active[^1];
                         active.RemoveAt(active.Count - 1);
                         Session.RemoveSequence(victim.Sequence);
+                        victim.Sequence = -1;
                         preempted.Insert(0, victim); // preempted after those still running, before those preempted earlier
                         preemptions++;
                     }

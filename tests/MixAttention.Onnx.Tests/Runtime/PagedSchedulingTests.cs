@@ -208,4 +208,28 @@ public sealed class PagedSchedulingTests
         Assert.IsGreaterThan(0, run.Stats.Preemptions);
         Assert.IsTrue(run.Results.Take(3).Select(r => string.Join(",", r.Tokens)).Distinct().Count() > 1, "sampled continuations of one prompt diverge");
     }
+
+    /// <summary>A run cancelled while requests are preempted and prefixes retained leaves no sequence and no block behind.</summary>
+    [TestMethod]
+    public void CancelledRunReleasesEverything()
+    {
+        var system = Tokens(12, 6);
+        var requests = Enumerable.Range(0, 4).Select(r => new GenerationRequest(system.Concat(Tokens(1 + r, 60 + r)).ToArray(), new GenerationOptions { MaxNewTokens = 20 })).ToArray();
+        using var model = MixAttentionModel.Open(Convert("llama-gqa", "cai", BlockSize), new ModelOptions { IntraOpNumThreads = 1 });
+        using var session = (InPlaceCacheSession)model.CreateSession(new SessionConfig { MaxBatch = 6, MaxLength = 40, PrefillChunk = 4, KvBlocks = 14 });
+        using var cancel = new CancellationTokenSource();
+        var generator = new ContinuousBatchingGenerator(session);
+        int tokens = 0, peakSequences = 0;
+        Assert.ThrowsExactly<OperationCanceledException>(() => generator.Run(requests, _ =>
+        {
+            peakSequences = Math.Max(peakSequences, session.Sequences.Count);
+            if (++tokens == 30) cancel.Cancel();
+        }, cancel.Token));
+        TestContext.WriteLine($"stats at cancellation: {generator.LastStats}; at most {peakSequences} live sequences");
+        Assert.IsGreaterThan(requests.Length, peakSequences, "a retained prefix was parked next to the running requests");
+        Assert.IsGreaterThan(0, generator.LastStats!.Preemptions, "cancelled while requests were preempted");
+        Assert.IsEmpty(session.Sequences);
+        Assert.AreEqual(0, session.Caches.UsedBlocks);
+        Assert.AreEqual(session.Caches.TotalBlocks, session.Caches.FreeBlocks);
+    }
 }
