@@ -46,6 +46,7 @@ internal sealed class BlockScheduler
     /// </summary>
     public (int Sequence, int Cached)? TryStart(IReadOnlyList<long> tokens, IReadOnlyList<(int Sequence, IReadOnlyList<long> History)> running, bool idle, string what)
     {
+        if (_session.FreeSlots < 1 && _retained.Count == 0) return null; // no slot to take: skip the matching
         int limit = (tokens.Count - 1) / _blockSize * _blockSize;
         int common = 0;
         (int Reuse, int Source, RetainedPrefix? Prefix) Find(bool retained)
