@@ -232,4 +232,33 @@ public sealed class PagedSchedulingTests
         Assert.AreEqual(0, session.Caches.UsedBlocks);
         Assert.AreEqual(session.Caches.TotalBlocks, session.Caches.FreeBlocks);
     }
+
+    /// <summary>
+    /// Random workloads: prompts drawn from a few shared prefixes with their own tails, pools from barely enough for the
+    /// longest request to generous, few or many slots. Every request equals its solo run whatever the scheduler did.
+    /// </summary>
+    [TestMethod]
+    [DataRow("llama-gqa", "cai", 1)]
+    [DataRow("llama-gqa", "native", 2)]
+    [DataRow("llama-gqa", "cai", 3)]
+    [DataRow("gemma3_text-dynamo", "cai", 4)]
+    public void RandomWorkloadsEqualSoloRuns(string name, string layout, int seed)
+    {
+        var rng = new Random(seed);
+        var prefixes = Enumerable.Range(0, 2).Select(p => Tokens(rng.Next(4, 14), 70 + p)).ToArray();
+        var requests = Enumerable.Range(0, 7).Select(r =>
+        {
+            var prompt = prefixes[rng.Next(prefixes.Length)].Take(rng.Next(1, 15)).Concat(Tokens(rng.Next(0, 6), 80 + r)).ToArray();
+            var options = rng.Next(2) == 0
+                ? new GenerationOptions { MaxNewTokens = rng.Next(1, 12) }
+                : new GenerationOptions { MaxNewTokens = rng.Next(1, 12), Temperature = 0.9f, Seed = r };
+            return new GenerationRequest(prompt, options);
+        }).ToArray();
+        int longest = requests.Max(r => r.Prompt.Count + r.Options.MaxNewTokens);
+        var config = new SessionConfig { MaxBatch = rng.Next(2, 7), MaxLength = 40, PrefillChunk = rng.Next(2, 6), KvBlocks = (longest + BlockSize - 1) / BlockSize + 1 + rng.Next(0, 10) };
+        var solo = Solo(Convert(name, layout, null), requests, 40);
+        var run = Generate(Convert(name, layout, BlockSize), requests, config, scatterSeed: seed, null);
+        TestContext.WriteLine($"seed {seed}: MaxBatch {config.MaxBatch}, chunk {config.PrefillChunk}, {config.KvBlocks} blocks, prompts {string.Join("/", requests.Select(r => r.Prompt.Count))}");
+        CheckAgainstSolo($"{name} {layout} seed {seed}", run, solo);
+    }
 }
