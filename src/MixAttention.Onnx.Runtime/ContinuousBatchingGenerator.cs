@@ -75,6 +75,16 @@ public sealed class ContinuousBatchingGenerator
     /// <summary>
     /// Completes every request with continuous batching, calling <paramref name="onToken"/> for each token as it is
     /// produced. Results are in request order.
+    /// <para>
+    /// On a session with paged caches (<see cref="KvCacheSet.BlockSize"/>) requests are admitted by free blocks, in
+    /// order. A decode step that needs more blocks than are free first evicts retained prefixes, then preempts the most
+    /// recently admitted running request (recompute: its blocks and slot are freed, its prompt and generated tokens
+    /// kept); a preempted request resumes before new ones are admitted, by prefilling its prompt and generated tokens
+    /// again, and continues where it stopped (no token is repeated or lost in the stream). A prompt that starts with the
+    /// cached full blocks of another running request or of a retained prefix forks them instead of recomputing them
+    /// (<see cref="GenerationStats.ReusedTokens"/>). <see cref="KvBlocksExhaustedException"/> and the "larger KvBlocks"
+    /// error come only when one request alone cannot fit the pool.
+    /// </para>
     /// </summary>
     public IReadOnlyList<GenerationResult> Run(IReadOnlyList<GenerationRequest> requests, Action<GeneratedToken>? onToken = null, CancellationToken cancellationToken = default)
     {
@@ -88,11 +98,14 @@ public sealed class ContinuousBatchingGenerator
             req.Options.Validate();
         }
         var pending = new Queue<int>(Enumerable.Range(0, requests.Count));
-        var active = new List<Active>();
+        var preempted = new List<Active>(); // admission order; they resume before pending requests are admitted
+        var active = new List<Active>(); // admission order: the last one is preempted first
         var results = new GenerationResult?[requests.Count];
         var prefillWatch = new Stopwatch();
         var decodeWatch = new Stopwatch();
-        int steps = 0, promptTokens = 0, generated = 0;
+        Active? next = null; // the first pending request, while it waits for a slot or blocks
+        int steps = 0, promptTokens = 0, generated = 0, preemptions = 0, recomputed = 0;
+        var blocks = Session is InPlaceCacheSession { Caches.BlockSize: not null } paged ? new BlockScheduler(paged, RetainedPrefixes) : null;
 
         bool Emit(Active a, long token)
         {
@@ -112,37 +125,89 @@ public sealed class ContinuousBatchingGenerator
             return false;
         }
 
-        // Paged caches: admit a request only while the free blocks cover its prompt and one more block (its first decode
-        // steps), so admissions do not starve the running sequences. An idle session that still cannot take it never will.
-        bool Admits(int promptLength, bool idle, int request)
+        long Sample(Active a, float[] logits)
         {
-            if (Session is not InPlaceCacheSession { Caches: { BlockSize: not null } caches }) return true;
-            int need = caches.BlocksFor(promptLength) + 1;
-            if (need <= caches.FreeBlocks) return true;
-            if (idle)
-                throw new MixAttentionException($"request {request}: its prompt of {promptLength} tokens needs {need} KV blocks (with one to grow into) but the session's paged caches have {caches.FreeBlocks} free of {caches.TotalBlocks}; open the session with a larger SessionConfig.KvBlocks.");
-            return false;
+            LogitsObserved?.Invoke(a.Request, a.Tokens.Count, logits);
+            return a.Sampler.Next(logits, a.History);
+        }
+
+        // Starts a sequence for the tokens (a prompt; on resume, everything the request processed before) and prefills
+        // what its cache does not hold yet; false when it must wait for a slot or blocks.
+        bool Start(Active a, IReadOnlyList<long> tokens, out float[] logits, out int cached)
+        {
+            logits = Array.Empty<float>();
+            cached = 0;
+            var t0 = prefillWatch.Elapsed;
+            prefillWatch.Start();
+            try
+            {
+                if (blocks is null)
+                {
+                    if (Session.FreeSlots < 1) return false;
+                    a.Sequence = Session.AddSequence();
+                }
+                else
+                {
+                    var what = a.Tokens.Count == 0 ? $"request {a.Request}" : $"request {a.Request} (resuming after preemption)";
+                    if (blocks.TryStart(tokens, active.Select(x => (x.Sequence, (IReadOnlyList<long>)x.History)).ToList(), active.Count == 0, what) is not { } started) return false;
+                    (a.Sequence, cached) = started;
+                }
+                logits = Session.Prefill(a.Sequence, tokens.Skip(cached).ToArray());
+                return true;
+            }
+            catch
+            {
+                // Not running yet: nobody else would remove its sequence.
+                if (a.Sequence >= 0) RemoveQuietly(a.Sequence);
+                a.Sequence = -1;
+                throw;
+            }
+            finally
+            {
+                prefillWatch.Stop();
+                a.PrefillTime += prefillWatch.Elapsed - t0;
+            }
         }
 
         try
         {
-            while (pending.Count > 0 || active.Count > 0)
+            while (pending.Count > 0 || preempted.Count > 0 || active.Count > 0)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                while (pending.Count > 0 && Session.FreeSlots > 0 && Admits(requests[pending.Peek()].Prompt.Count, active.Count == 0, pending.Peek()))
+                while (preempted.Count > 0)
                 {
-                    int r = pending.Dequeue();
+                    // Resume: the last token was generated but not yet fed; the next decode step feeds it.
+                    var a = preempted[0];
+                    var processed = a.History.Take(a.History.Count - 1).ToArray();
+                    if (!Start(a, processed, out _, out int cached)) break;
+                    recomputed += processed.Length - cached;
+                    preempted.RemoveAt(0);
+                    active.Add(a);
+                }
+                while (preempted.Count == 0 && pending.Count > 0)
+                {
+                    int r = pending.Peek();
                     var req = requests[r];
-                    var a = new Active(r, Session.AddSequence(), new Sampler(req.Options), new List<long>(req.Prompt));
-                    var t0 = prefillWatch.Elapsed;
-                    prefillWatch.Start();
-                    var logits = Session.Prefill(a.Sequence, req.Prompt.ToArray());
-                    prefillWatch.Stop();
-                    a.PrefillTime = prefillWatch.Elapsed - t0;
+                    var a = next is { } waiting && waiting.Request == r ? waiting : next = new Active(r, new Sampler(req.Options), new List<long>(req.Prompt));
+                    if (!Start(a, req.Prompt, out var logits, out _)) break;
+                    pending.Dequeue();
                     promptTokens += req.Prompt.Count;
-                    if (!Emit(a, a.Sampler.Next(logits, a.History))) active.Add(a);
+                    if (!Emit(a, Sample(a, logits))) active.Add(a);
                 }
                 if (active.Count == 0) continue;
+                if (blocks is not null)
+                {
+                    // Too few free blocks for this step: retained prefixes go first, then the most recently admitted request.
+                    while (!blocks.MakeRoom(active.Select(x => x.Sequence).ToArray()) && active.Count > 1)
+                    {
+                        var victim = active[^1];
+                        active.RemoveAt(active.Count - 1);
+                        Session.RemoveSequence(victim.Sequence);
+                        victim.Sequence = -1;
+                        preempted.Insert(0, victim); // preempted after those still running, before those preempted earlier
+                        preemptions++;
+                    }
+                }
                 var t1 = decodeWatch.Elapsed;
                 decodeWatch.Start();
                 var rows = Session.Decode(active.Select(a => a.Sequence).ToArray(), active.Select(a => a.Tokens[^1]).ToArray());
@@ -153,7 +218,7 @@ public sealed class ContinuousBatchingGenerator
                 for (int i = 0; i < active.Count; i++)
                 {
                     active[i].DecodeTime += dt;
-                    if (Emit(active[i], active[i].Sampler.Next(rows[i], active[i].History))) finished.Add(active[i]);
+                    if (Emit(active[i], Sample(active[i], rows[i]))) finished.Add(active[i]);
                 }
                 foreach (var f in finished) active.Remove(f);
             }
@@ -161,15 +226,42 @@ public sealed class ContinuousBatchingGenerator
         finally
         {
             foreach (var a in active) RemoveQuietly(a.Sequence);
-            LastStats = new GenerationStats(promptTokens, generated, prefillWatch.Elapsed, decodeWatch.Elapsed, steps);
+            if (blocks is not null) ClearQuietly(blocks);
+            LastStats = new GenerationStats(promptTokens, generated, prefillWatch.Elapsed, decodeWatch.Elapsed, steps)
+            {
+                Preemptions = preemptions,
+                RecomputedTokens = recomputed,
+                ReusedTokens = blocks?.ReusedTokens ?? 0,
+            };
         }
         return results.Select(r => r!).ToArray();
     }
 
-    private sealed class Active(int request, int sequence, Sampler sampler, List<long> history)
+    /// <summary>Retained prefixes a paged run keeps at most (tests lower it; 0 turns retention off).</summary>
+    internal int RetainedPrefixes { get; set; } = BlockScheduler.DefaultRetainedPrefixes;
+
+    /// <summary>Test hook: each logits row before its token is sampled: (request, index of the token it gives, logits).</summary>
+    internal Action<int, int, float[]>? LogitsObserved { get; set; }
+
+    /// <summary>Removes the retained prefixes on the way out of a run, unless the session is already gone.</summary>
+    private static void ClearQuietly(BlockScheduler blocks)
+    {
+        try
+        {
+            blocks.Clear();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        catch (InvalidOperationException)
+        {
+        }
+    }
+
+    private sealed class Active(int request, Sampler sampler, List<long> history)
     {
         public int Request { get; } = request;
-        public int Sequence { get; } = sequence;
+        public int Sequence { get; set; } = -1;
         public Sampler Sampler { get; } = sampler;
         public List<long> History { get; } = history;
         public List<long> Tokens { get; } = new();

@@ -151,17 +151,65 @@ public sealed class InPlaceCacheSession : DecoderSession
     public int ForkSequence(int sequence)
     {
         using var _ = Guard.Enter(nameof(ForkSequence));
+        return Fork(sequence, Slots.Length(Slots.SlotOf(sequence)));
+    }
+
+    /// <summary>
+    /// As <see cref="ForkSequence"/>, but the new sequence holds only the first <paramref name="positions"/> positions of
+    /// <paramref name="sequence"/>. Fewer positions than the source holds are possible only where nothing but paged
+    /// blocks must be carried (<see cref="ForksAtFullLengthOnly"/> false) and on a block boundary: a sliding ring holds
+    /// the source's last window at its current length, which is not the window at an earlier position.
+    /// </summary>
+    internal int ForkPrefix(int sequence, int positions)
+    {
+        using var _ = Guard.Enter(nameof(ForkSequence));
+        return Fork(sequence, positions);
+    }
+
+    /// <summary>
+    /// True when a fork must take the source's whole length: the model has caches outside the block pool (sliding rings,
+    /// contiguous caches), whose rows are per-slot state at the source's current length.
+    /// </summary>
+    internal bool ForksAtFullLengthOnly => Caches.Pool is null || Caches.Caches.Any(c => c.PoolBlocks is null);
+
+    /// <summary>Blocks a decode step of <paramref name="sequences"/> (one token each) would take from the free list.</summary>
+    internal int BlocksToDecode(IReadOnlyList<int> sequences)
+    {
+        using var _ = Guard.Enter(nameof(BlocksToDecode));
+        if (Caches.Pool is not { } pool) return 0;
+        int missing = 0;
+        foreach (int sequence in sequences)
+        {
+            int slot = Slots.SlotOf(sequence);
+            missing += pool.Missing(slot, (long)Slots.Length(slot) + 1);
+        }
+        return missing;
+    }
+
+    /// <summary>Blocks of <paramref name="sequence"/> no other sequence holds: what removing it returns to the free list.</summary>
+    internal int ExclusiveBlocks(int sequence)
+    {
+        using var _ = Guard.Enter(nameof(ExclusiveBlocks));
+        return Caches.Pool?.ExclusiveBlocks(Slots.SlotOf(sequence)) ?? 0;
+    }
+
+    private int Fork(int sequence, int positions)
+    {
         Caches.ThrowIfDisposed();
         int source = Slots.SlotOf(sequence);
-        int slot = Slots.FirstFree();
-        if (slot < 0) throw new MixAttentionException($"all {Config.MaxBatch} batch slots are in use (SessionConfig.MaxBatch = {Config.MaxBatch}); remove a sequence before forking {sequence}.");
         int length = Slots.Length(source);
         var pool = Caches.Pool;
-        if (pool is not null && length % pool.BlockSize != 0 && pool.FreeBlocks < 1)
-            throw new KvBlocksExhaustedException(sequence, length, 0, 1, pool.FreeBlocks, pool.TotalBlocks);
+        if (positions < 0 || positions > length)
+            throw new ArgumentOutOfRangeException(nameof(positions), $"sequence {sequence} holds {length} positions; a fork takes 0 to {length} of them, not {positions}.");
+        if (positions < length && (ForksAtFullLengthOnly || positions % pool!.BlockSize != 0))
+            throw new InvalidOperationException($"a fork of the first {positions} of sequence {sequence}'s {length} positions needs paged caches only and a block boundary (sliding rings and contiguous caches hold the state at the source's full length).");
+        int slot = Slots.FirstFree();
+        if (slot < 0) throw new MixAttentionException($"all {Config.MaxBatch} batch slots are in use (SessionConfig.MaxBatch = {Config.MaxBatch}); remove a sequence before forking {sequence}.");
+        if (pool is not null && positions % pool.BlockSize != 0 && pool.FreeBlocks < 1)
+            throw new KvBlocksExhaustedException(sequence, positions, 0, 1, pool.FreeBlocks, pool.TotalBlocks);
         if (Model.Options.Device != ExecutionDevice.Cpu)
             throw new MixAttentionException("ForkSequence copies cache rows on the host; it runs on the CPU execution provider only for now.");
-        var copy = pool?.Share(source, slot, length);
+        var copy = pool?.Share(source, slot, positions);
         foreach (var c in Caches.Caches)
         {
             if (c.PoolBlocks is not null)
@@ -175,7 +223,7 @@ public sealed class InPlaceCacheSession : DecoderSession
                     CopyHost(buffer, source * c.SlotBytes, slot * c.SlotBytes, c.SlotBytes);
         }
         int id = Slots.Add(slot);
-        Slots.Advance(slot, length);
+        Slots.Advance(slot, positions);
         return id;
     }
 

@@ -90,6 +90,9 @@ internal sealed class KvBlockPool
     /// <summary>Blocks held by more than one sequence (a shared prefix is stored once).</summary>
     public int SharedBlocks => _references.Count(r => r > 1);
 
+    /// <summary>Blocks of <paramref name="slot"/> that no other sequence holds (what <see cref="Release"/> would free).</summary>
+    public int ExclusiveBlocks(int slot) => _blocksOf[slot].Count(b => _references[b] == 1);
+
     /// <summary>Returns the blocks of <paramref name="slot"/> to the free list.</summary>
     public void Release(int slot)
     {
