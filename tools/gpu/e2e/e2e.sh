@@ -55,7 +55,7 @@ if [ "${1:-}" = quant ]; then
   for s in ${SHAPES:-32768:16 4096:16 32768:1}; do
     ctx=${s%:*}; b=${s#*:}
     step "bench gqa-full cai cai-fp8, context $ctx batch $b"
-    timeout 300 "$M" bench "$work/gqa-full/model.onnx" "$work/cai/model.onnx" "$work/cai-fp8/model.onnx" --device cuda --context "$ctx" \
+    timeout 240 "$M" bench "$work/gqa-full/model.onnx" "$work/cai/model.onnx" "$work/cai-fp8/model.onnx" --device cuda --context "$ctx" \
       --batch "$b" --steps "$steps" --rounds "$rounds" --rotate-order --prefill-chunk "${PREFILL_CHUNK:-256}" --budget-gib 64 --cuda-graph \
       --device-logits --json > "$OUT/quant-$ctx-$b.json" 2> "$OUT/quant-$ctx-$b.err"
     echo "rc=$?"; grep -v "decoding without CUDA graphs\|onnxruntime" "$OUT/quant-$ctx-$b.err" | tail -3
@@ -64,7 +64,7 @@ if [ "${1:-}" = quant ]; then
     maxlen=$((ctx + steps * rounds + 8))
     for m in gqa-full gqa-fp8; do
       step "ort_decode_bench $m, context $ctx batch $b"
-      timeout 150 "$work/ort_decode_bench" "$work/$m/model.onnx" --context "$ctx" --batch "$b" --steps "$steps" --rounds "$rounds" \
+      timeout 120 "$work/ort_decode_bench" "$work/$m/model.onnx" --context "$ctx" --batch "$b" --steps "$steps" --rounds "$rounds" \
         --warmup 3 --max-length "$maxlen" > "$OUT/odb-$m-$ctx-$b.json" 2> "$OUT/odb-$m-$ctx-$b.err"
       echo "rc=$?"; grep -v "^ort_decode_bench: round" "$OUT/odb-$m-$ctx-$b.err" | tail -2; cat "$OUT/odb-$m-$ctx-$b.json"
     done

@@ -379,7 +379,11 @@ int Run(const Args& a) {
   try {
     session = std::make_unique<Ort::Session>(env, a.model.c_str(), so);
   } catch (const Ort::Exception& e) {
-    Fail(2, a.model + ": ONNX Runtime cannot load this model: " + e.what());
+    std::string why = e.what();
+    std::string hint = why.find("com.mixattention") != std::string::npos && a.ops_lib.empty()
+                           ? " (the model uses the com.mixattention ops: pass --ops-lib with libmixattention_ops.so)"
+                           : "";
+    Fail(2, a.model + ": ONNX Runtime cannot load this model: " + why + hint);
   }
   Ort::AllocatorWithDefaultOptions alloc;
 
