@@ -7,7 +7,7 @@
 #                 GQA cannot read another layer's windowed cache),
 # decode tokens/s and KV memory at 4K and 32K context × batch 1 and 16, measured in one run per shape.
 # Needs (carried from the repo root): .ortgpu (ORT's CUDA build, docs/gpu.md), .ortinc (tools/gpu/stage-headers.sh),
-# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick|profile|graph|kernels|prepare|rounds]
+# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick|profile|graph|kernels|prepare|rounds|quant]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$root"
@@ -18,6 +18,19 @@ rm -rf "$work"; mkdir -p "$OUT"
 # shellcheck source=tools/gpu/e2e/setup.sh
 source tools/gpu/e2e/setup.sh
 
+if [ "${1:-}" = quant ]; then
+  # Built first: a compile error costs seconds, not the model build and conversions.
+  step "build ort_decode_bench"
+  # ORT's libonnxruntime.so has the SONAME libonnxruntime.so.1: link through an alias folder that also holds the
+  # provider libraries (ORT loads them from its own folder), as tools/gpu/CMakeLists.txt does for the harness.
+  mkdir -p "$work/ortlib"
+  for f in "$ORTGPU_DIR"/*.so; do ln -sf "$f" "$work/ortlib/"; done
+  ln -sf "$ORTGPU_DIR/libonnxruntime.so" "$work/ortlib/libonnxruntime.so.1"
+  g++ -O2 -std=c++17 -I .ortinc -I /usr/local/cuda/include tools/gpu/e2e/ort_decode_bench.cc -o "$work/ort_decode_bench" \
+    -L "$work/ortlib" -lonnxruntime -L /usr/local/cuda/lib64 -lcudart -Wl,-rpath,"$work/ortlib" > "$OUT/ort_decode_bench-build.log" 2>&1 \
+    || { tail -30 "$OUT/ort_decode_bench-build.log"; exit 1; }
+fi
+
 step "build the 1B model"
 python3 tools/gpu/e2e/build_model.py "$work/base" 2>&1 | tail -2 || exit 1
 layers=24
@@ -25,9 +38,45 @@ mix=$(python3 -c "print('_'.join(('0' if i % 6 == 0 else f'{i}s') for i in range
 step convert
 "$M" convert "$work/base/model.onnx" -o "$work/gqa-full/model.onnx" --layout native --backend ort-gqa --force --check structure --json > "$OUT/convert-gqa-full.json" || exit 1
 "$M" convert "$work/base/model.onnx" -o "$work/cai/model.onnx" --layout cai --window 1024 --force --check structure --json > "$OUT/convert-cai.json" || exit 1
-[ "${1:-}" = graph ] || [ "${1:-}" = kernels ] || { "$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --check structure --json > "$OUT/convert-gqa-mix.json" || exit 1; }
+[ "${1:-}" = graph ] || [ "${1:-}" = kernels ] || [ "${1:-}" = quant ] || { "$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --check structure --json > "$OUT/convert-gqa-mix.json" || exit 1; }
 # prepare: the models only (then run `mixattn bench` by hand, e.g. in another model order).
 [ "${1:-}" = prepare ] && { "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json"; exit $?; }
+
+if [ "${1:-}" = quant ]; then
+  # Issue 18, end to end: fp8 caches. Per shape (SHAPES, default 32768:16 4096:16 32768:1):
+  #   (1) `mixattn bench gqa-full cai cai-fp8` in ROUNDS (default 3) interleaved rounds of QUANT_STEPS (32) steps, rotating
+  #       order, CUDA graphs for cai and cai-fp8 (gqa-full runs plain), logits left on the device;
+  #   (2) ort_decode_bench (ORT's C++ API) on gqa-fp8, the unconverted layout on ORT GQA's own fp8 caches, which the C#
+  #       runtime cannot open (float8e4m3fn inputs, docs/converter.md "fp8 in .NET"), and on gqa-full, whose time must
+  #       agree with (1)'s gqa-full: the two harnesses cross-checked. Same rounds, steps and cache rows as (1).
+  # quant_summary.py prints the table (ratios of cai-fp8 to cai, gqa-fp8 and gqa-full; KV bytes; sequences in 64 GiB).
+  step "convert fp8"
+  "$M" convert "$work/base/model.onnx" -o "$work/gqa-fp8/model.onnx" --layout native --backend ort-gqa --kv-dtype fp8 --kv-scale absmax:8 \
+    --force --check structure --json > "$OUT/convert-gqa-fp8.json" || exit 1
+  "$M" convert "$work/base/model.onnx" -o "$work/cai-fp8/model.onnx" --layout cai --window 1024 --kv-dtype fp8 --kv-scale absmax:8 \
+    --force --check structure --json > "$OUT/convert-cai-fp8.json" || exit 1
+  steps=${QUANT_STEPS:-32}; rounds=${ROUNDS:-3}
+  for s in ${SHAPES:-32768:16 4096:16 32768:1}; do
+    ctx=${s%:*}; b=${s#*:}
+    step "bench gqa-full cai cai-fp8, context $ctx batch $b"
+    timeout 240 "$M" bench "$work/gqa-full/model.onnx" "$work/cai/model.onnx" "$work/cai-fp8/model.onnx" --device cuda --context "$ctx" \
+      --batch "$b" --steps "$steps" --rounds "$rounds" --rotate-order --prefill-chunk "${PREFILL_CHUNK:-256}" --budget-gib 64 --cuda-graph \
+      --device-logits --json > "$OUT/quant-$ctx-$b.json" 2> "$OUT/quant-$ctx-$b.err"
+    echo "rc=$?"; grep -v "decoding without CUDA graphs\|onnxruntime" "$OUT/quant-$ctx-$b.err" | tail -3
+    python3 tools/gpu/e2e/rounds_summary.py "$OUT/quant-$ctx-$b.json" > "$OUT/quant-$ctx-$b.txt" && grep "==\|median" "$OUT/quant-$ctx-$b.txt"
+    # The C# bench's cache rows (context + timed steps + 8), so KV bytes per sequence compare exactly.
+    maxlen=$((ctx + steps * rounds + 8))
+    for m in gqa-full gqa-fp8; do
+      step "ort_decode_bench $m, context $ctx batch $b"
+      timeout 120 "$work/ort_decode_bench" "$work/$m/model.onnx" --context "$ctx" --batch "$b" --steps "$steps" --rounds "$rounds" \
+        --warmup 3 --max-length "$maxlen" > "$OUT/odb-$m-$ctx-$b.json" 2> "$OUT/odb-$m-$ctx-$b.err"
+      echo "rc=$?"; grep -v "^ort_decode_bench: round" "$OUT/odb-$m-$ctx-$b.err" | tail -2; cat "$OUT/odb-$m-$ctx-$b.json"
+    done
+  done
+  step summary
+  python3 tools/gpu/e2e/quant_summary.py "$OUT" | tee "$OUT/quant-summary.txt"
+  exit 0
+fi
 
 if [ "${1:-}" = rounds ]; then
   # The issue's table in interleaved rounds: per shape one run of gqa-full, cai (CUDA graph, logits left on the
