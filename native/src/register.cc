@@ -47,6 +47,16 @@ MIXATTN_DEFINE_FP8_AS_UINT8_OPS(BFloat16)
 
 }  // namespace
 
+// The execution providers this build has kernels for, comma-separated: a host that asks for CUDA can refuse a
+// CPU-only build up front instead of letting ORT place every attention node on the CPU (with a copy per step).
+extern "C" __attribute__((visibility("default"))) const char* MixAttentionOpsExecutionProviders() {
+#if defined(MIXATTN_WITH_CUDA)
+  return "CPUExecutionProvider,CUDAExecutionProvider";
+#else
+  return "CPUExecutionProvider";
+#endif
+}
+
 extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   const OrtApi* api = api_base->GetApi(ORT_API_VERSION);

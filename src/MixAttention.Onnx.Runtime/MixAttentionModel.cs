@@ -270,6 +270,8 @@ public sealed class MixAttentionModel : IDisposable
                 throw new MixAttentionException($"{path}: ONNX Runtime cannot load this model: {FirstLine(e.Message)}", e);
             }
             CachePlan? plan = session.ModelMetadata.CustomMetadataMap.TryGetValue(CachePlan.MetadataKey, out var json) ? CachePlan.FromJson(json) : null;
+            if (options.Device == ExecutionDevice.Cuda && plan is { RunsOnCustomOps: true } && opLib is not null)
+                RequireCudaKernels(path, opLib);
             return new MixAttentionModel(path, session, owned, plan, options);
         }
         catch
@@ -278,6 +280,18 @@ public sealed class MixAttentionModel : IDisposable
             owned?.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Refuses a CUDA session of an ops-backend model when the op library is a CPU-only build: ORT would silently place
+    /// every attention node on the CPU and copy the caches across each step (a library without the export is trusted).
+    /// </summary>
+    internal static void RequireCudaKernels(string path, string opLib)
+    {
+        if (Native.OpLibraryProviders.Query(opLib) is { } providers && !providers.Contains(Native.OpLibraryProviders.Cuda))
+            throw new MixAttentionException($"{path} runs on the {OpSpec.Domain} ops and CUDA was requested (ModelOptions.Device = Cuda), " +
+                $"but {opLib} is built without CUDA kernels (it has {string.Join(", ", providers)}): ONNX Runtime would run every attention " +
+                "layer on the CPU. Use the op library built with -DMIXATTN_CUDA=ON (docs/gpu.md), or open the model with ExecutionDevice.Cpu.");
     }
 
     /// <summary>Appends the CUDA execution provider, turning "the provider or its CUDA libraries cannot be loaded" into one clear error.</summary>
