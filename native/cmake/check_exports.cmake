@@ -1,4 +1,5 @@
-# ctest helper: fails unless the library's dynamic symbol table defines exactly RegisterCustomOps.
+# ctest helper: fails unless the library's dynamic symbol table defines exactly RegisterCustomOps and
+# MixAttentionOpsExecutionProviders (the export map: native/cmake/exports.map).
 execute_process(COMMAND nm -D --defined-only ${LIB} OUTPUT_VARIABLE out RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "nm failed on ${LIB}")
@@ -10,7 +11,8 @@ foreach(line ${lines})
     list(APPEND exported ${CMAKE_MATCH_1})
   endif()
 endforeach()
-if(NOT exported STREQUAL "RegisterCustomOps")
-  message(FATAL_ERROR "exported symbols: ${exported} (expected only RegisterCustomOps)")
+list(SORT exported)
+if(NOT exported STREQUAL "MixAttentionOpsExecutionProviders;RegisterCustomOps")
+  message(FATAL_ERROR "exported symbols: ${exported} (expected only MixAttentionOpsExecutionProviders and RegisterCustomOps)")
 endif()
 message(STATUS "exports: ${exported}")
