@@ -270,7 +270,7 @@ public sealed class MixAttentionModel : IDisposable
                 throw new MixAttentionException($"{path}: ONNX Runtime cannot load this model: {FirstLine(e.Message)}", e);
             }
             CachePlan? plan = session.ModelMetadata.CustomMetadataMap.TryGetValue(CachePlan.MetadataKey, out var json) ? CachePlan.FromJson(json) : null;
-            if (options.Device == ExecutionDevice.Cuda && plan is { RunsOnCustomOps: true } && opLib is not null)
+            if (options.Device == ExecutionDevice.Cuda && owned is not null && plan is { RunsOnCustomOps: true } && opLib is not null)
                 RequireCudaKernels(path, opLib);
             return new MixAttentionModel(path, session, owned, plan, options);
         }
