@@ -134,6 +134,9 @@ if [ "${1:-}" = kernels ]; then
   ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   [ -n "$ncu" ] || { echo "no ncu"; exit 1; }
   "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json" || exit 1
+  # cai-fp8 as in quant mode: how much of cai's step fp8 caches can save is the attention kernels' share.
+  "$M" convert "$work/base/model.onnx" -o "$work/cai-fp8/model.onnx" --layout cai --window 1024 --kv-dtype fp8 --kv-scale absmax:8 \
+    --force --check structure --json > "$OUT/convert-cai-fp8.json" || exit 1
   for r in ${KERNEL_RUNS:-cai:graph:4096:1 full:graph:4096:1 cai:graph:4096:16 full:graph:4096:16 gqa-full:plain:4096:16 cai:graph:32768:16}; do
     IFS=: read -r m g ctx b <<< "$r"
     flags=""; [ "$g" = graph ] && flags="--cuda-graph"
