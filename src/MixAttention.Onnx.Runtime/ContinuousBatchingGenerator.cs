@@ -104,7 +104,7 @@ public sealed class ContinuousBatchingGenerator
         var prefillWatch = new Stopwatch();
         var decodeWatch = new Stopwatch();
         Active? next = null; // the first pending request, while it waits for a slot or blocks
-        int steps = 0, promptTokens = 0, generated = 0, preemptions = 0, recomputed = 0;
+        int steps = 0, promptTokens = 0, generated = 0, preemptions = 0, recomputed = 0, maxRunning = 0, maxUsed = 0, maxShared = 0;
         var blocks = Session is InPlaceCacheSession { Caches.BlockSize: not null } paged ? new BlockScheduler(paged, RetainedPrefixes) : null;
 
         bool Emit(Active a, long token)
@@ -208,6 +208,12 @@ public sealed class ContinuousBatchingGenerator
                         preemptions++;
                     }
                 }
+                maxRunning = Math.Max(maxRunning, active.Count);
+                if (Session is InPlaceCacheSession { Caches: var kv } && blocks is not null)
+                {
+                    maxUsed = Math.Max(maxUsed, kv.UsedBlocks);
+                    maxShared = Math.Max(maxShared, kv.SharedBlocks);
+                }
                 var t1 = decodeWatch.Elapsed;
                 decodeWatch.Start();
                 var rows = Session.Decode(active.Select(a => a.Sequence).ToArray(), active.Select(a => a.Tokens[^1]).ToArray());
@@ -232,6 +238,9 @@ public sealed class ContinuousBatchingGenerator
                 Preemptions = preemptions,
                 RecomputedTokens = recomputed,
                 ReusedTokens = blocks?.ReusedTokens ?? 0,
+                MaxRunning = maxRunning,
+                MaxUsedBlocks = maxUsed,
+                MaxSharedBlocks = maxShared,
             };
         }
         return results.Select(r => r!).ToArray();

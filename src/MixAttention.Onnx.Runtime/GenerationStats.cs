@@ -25,4 +25,13 @@ public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, Time
     /// running request or a retained prefix (automatic prefix matching; on resume, also a preempted request's own tokens).
     /// </summary>
     public int ReusedTokens { get; init; }
+
+    /// <summary>Most requests decoded together in one step: the concurrency the session's slots (and, paged, its blocks) allowed.</summary>
+    public int MaxRunning { get; init; }
+
+    /// <summary>Paged caches: most pool blocks held at once by the running requests and retained prefixes.</summary>
+    public int MaxUsedBlocks { get; init; }
+
+    /// <summary>Paged caches: most pool blocks held by more than one sequence at once (shared prefixes, each stored once).</summary>
+    public int MaxSharedBlocks { get; init; }
 }
