@@ -7,42 +7,12 @@
 #include <sstream>
 #include <string>
 
-#include "cpu/attention_isa.h"
+#include "isa_paths.h"
 #include "reference.h"
 
 namespace mixattn::test {
 namespace {
 
-enum class Isa { kDispatch, kV3, kBase };
-
-const char* IsaName(Isa isa) { return isa == Isa::kV3 ? "v3" : isa == Isa::kBase ? "base" : "dispatch"; }
-
-bool CpuHasV3() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-}
-
-template <typename T>
-void CallAttend(Isa isa, const AttendArgs<T>& a, const Executor& e) {
-  switch (isa) {
-    case Isa::kV3: v3::Attend(a, e); break;
-    case Isa::kBase: base::Attend(a, e); break;
-    default: Attend(a, e); break;
-  }
-}
-template <typename T>
-void CallWrite(Isa isa, const CacheWriteArgs<T>& a, const Executor& e) {
-  switch (isa) {
-    case Isa::kV3: v3::WriteChunk(a, e); break;
-    case Isa::kBase: base::WriteChunk(a, e); break;
-    default: WriteChunk(a, e); break;
-  }
-}
-
-template <typename T>
-bool SameBits(const T& a, const T& b) {
-  return std::memcmp(&a, &b, sizeof(T)) == 0;
-}
 
 // One sequence batch plus its caches, kept consistent with the reference histories.
 template <typename T>
@@ -130,7 +100,7 @@ void OwnerStep(World<T>& w, Isa isa, const Executor& ex, const std::vector<int32
   a.new_lengths = with_new_lengths ? newl.data() : nullptr;
   a.output = out.data();
   ASSERT_EQ(ValidateLengths(OpKind::kOwner, sh, past.data(), a.new_lengths), "") << what;
-  CallAttend(isa, a, ex);
+  RunAttend(isa, a, ex);
 
   CacheWriteArgs<T> wr;
   wr.shape = sh;
@@ -142,7 +112,7 @@ void OwnerStep(World<T>& w, Isa isa, const Executor& ex, const std::vector<int32
   wr.present_value = in_place ? w.cache_v.data() : present_v.data();
   wr.past_lengths = past.data();
   wr.new_lengths = a.new_lengths;
-  CallWrite(isa, wr, ex);
+  RunWrite(isa, wr, ex);
 
   // Extend the reference histories with the real tokens of the chunk.
   for (int b = 0; b < B; ++b)
@@ -179,8 +149,8 @@ void OwnerStep(World<T>& w, Isa isa, const Executor& ex, const std::vector<int32
       for (int64_t p = first_written; p < len; ++p) {
         written[p % sh.capacity] = true;
         for (int d = 0; d < D; ++d) {
-          ASSERT_TRUE(SameBits(ck[w.Slot(b, h, p) + d], cvt::FromFloat<T>(w.hist[b].k[h][p][d]))) << what << " p=" << p;
-          ASSERT_TRUE(SameBits(cv[w.Slot(b, h, p) + d], cvt::FromFloat<T>(w.hist[b].v[h][p][d]))) << what << " p=" << p;
+          ASSERT_TRUE(SameBytes(ck[w.Slot(b, h, p) + d], cvt::FromFloat<T>(w.hist[b].k[h][p][d]))) << what << " p=" << p;
+          ASSERT_TRUE(SameBytes(cv[w.Slot(b, h, p) + d], cvt::FromFloat<T>(w.hist[b].v[h][p][d]))) << what << " p=" << p;
         }
       }
       for (int slot = 0; slot < sh.capacity; ++slot) {
@@ -219,7 +189,7 @@ void ReaderStep(World<T>& w, Isa isa, const Executor& ex, int reader_window, con
   a.new_lengths = newl.data();
   a.output = out.data();
   ASSERT_EQ(ValidateLengths(OpKind::kReader, sh, past.data(), newl.data()), "") << what;
-  CallAttend(isa, a, ex);
+  RunAttend(isa, a, ex);
   ASSERT_EQ(0, std::memcmp(w.cache_k.data(), before_k.data(), sizeof(T) * before_k.size())) << what;
   for (int b = 0; b < B; ++b)
     for (int s = 0; s < S; ++s) {

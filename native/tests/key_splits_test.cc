@@ -9,33 +9,12 @@
 #include <sstream>
 #include <string>
 
-#include "cpu/attention_isa.h"
+#include "isa_paths.h"
 #include "cpu/key_splits.h"
 #include "reference.h"
 
 namespace mixattn::test {
 namespace {
-
-enum class Isa { kV3, kBase };
-
-bool CpuHasV3() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-}
-
-std::vector<Isa> Isas() {
-  std::vector<Isa> v{Isa::kBase};
-  if (CpuHasV3()) v.push_back(Isa::kV3);
-  return v;
-}
-
-template <typename T, typename TC>
-void Run(Isa isa, const AttendArgs<T, TC>& a, const Executor& e) {
-  if (isa == Isa::kV3)
-    v3::Attend(a, e);
-  else
-    base::Attend(a, e);
-}
 
 // Random cache elements: fp values for T caches, codes for quantized ones (no fp8 NaN codes 0x7f / 0xff).
 template <typename TC>
@@ -101,12 +80,12 @@ void ExpectSplitsMatchUnsplit(const Case& c, std::initializer_list<int> splits, 
   ASSERT_EQ(ValidateLengths(c.owner ? OpKind::kOwner : OpKind::kReader, sh, c.past.data(), c.newl.data()), "");
 
   const T nan = cvt::FromFloat<T>(std::numeric_limits<float>::quiet_NaN());
-  for (Isa isa : Isas()) {
+  for (Isa isa : DirectIsas()) {
     std::vector<T> want(q.size(), nan);
     a.output = want.data();
     a.key_splits = 1;
     SerialExecutor serial;
-    Run(isa, a, serial);
+    RunAttend(isa, a, serial);
     for (int threads : {1, 3}) {
       ThreadExecutor threaded(threads);
       const Executor& ex = threads > 1 ? static_cast<const Executor&>(threaded) : serial;
@@ -115,7 +94,7 @@ void ExpectSplitsMatchUnsplit(const Case& c, std::initializer_list<int> splits, 
         std::vector<T> got(q.size(), nan);
         a.output = got.data();
         a.key_splits = n;
-        Run(isa, a, ex);
+        RunAttend(isa, a, ex);
         for (int b = 0; b < B; ++b)
           for (int s = 0; s < S; ++s)
             for (int i = 0; i < Hq * D; ++i) {

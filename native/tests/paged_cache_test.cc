@@ -13,44 +13,17 @@
 #include <string>
 #include <vector>
 
-#include "cpu/attention_isa.h"
+#include "isa_paths.h"
 #include "reference.h"
 
 namespace mixattn::test {
 namespace {
-
-enum class Isa { kV3, kBase };
-
-bool CpuHasV3() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-}
-
-template <typename T, typename TC>
-void RunAttend(Isa isa, const AttendArgs<T, TC>& a, const Executor& e) {
-  if (isa == Isa::kV3)
-    v3::Attend(a, e);
-  else
-    base::Attend(a, e);
-}
-template <typename T, typename TC>
-void RunWrite(Isa isa, const CacheWriteArgs<T, TC>& a, const Executor& e) {
-  if (isa == Isa::kV3)
-    v3::WriteChunk(a, e);
-  else
-    base::WriteChunk(a, e);
-}
 
 template <typename TC>
 TC FromFloatCache(float x) {
   if constexpr (std::is_same_v<TC, float>) return x;
   else if constexpr (std::is_same_v<TC, int8_t>) return static_cast<int8_t>(std::lround(std::max(-100.f, std::min(100.f, x * 40.f))));
   else return Float8E4M3{static_cast<uint8_t>(static_cast<int>(std::fabs(x) * 30.f) % 0x7e)};
-}
-
-template <typename TC>
-bool SameBytes(const TC& a, const TC& b) {
-  return std::memcmp(&a, &b, sizeof(TC)) == 0;
 }
 
 // One scenario: B sequences, a global owner stepped through `steps` (tokens per step for each sequence, S = the

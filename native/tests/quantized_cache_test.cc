@@ -10,8 +10,8 @@
 #include <sstream>
 #include <string>
 
-#include "cpu/attention_isa.h"
 #include "cpu/quant_convert.h"
+#include "isa_paths.h"
 #include "reference.h"
 
 namespace mixattn::test {
@@ -111,28 +111,6 @@ TEST(QuantizeFloat8, EveryCodeRoundTripsAndRandomValuesMatchBruteForce) {
 }
 
 // ---- Kernels against the float reference ----
-
-enum class Isa { kV3, kBase };
-
-bool CpuHasV3() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-}
-
-template <typename T, typename TC>
-void RunAttend(Isa isa, const AttendArgs<T, TC>& a, const Executor& e) {
-  if (isa == Isa::kV3)
-    v3::Attend(a, e);
-  else
-    base::Attend(a, e);
-}
-template <typename T, typename TC>
-void RunWrite(Isa isa, const CacheWriteArgs<T, TC>& a, const Executor& e) {
-  if (isa == Isa::kV3)
-    v3::WriteChunk(a, e);
-  else
-    base::WriteChunk(a, e);
-}
 
 float ScaleAt(const KvScale& s, int h, int d, int D) { return s.data[s.Index(h, d, D)]; }
 
