@@ -30,6 +30,9 @@ public abstract class DecoderSession : IDecoderSession
         ArgumentNullException.ThrowIfNull(model);
         config ??= new SessionConfig();
         config.Validate();
+        // Positions past the model's rotary tables would fail (or read past them) mid-sequence: refuse the session instead.
+        if (model.Plan?.MaxPositions is { } positions && config.MaxLength > positions)
+            throw new MixAttentionException($"{model.Path}: SessionConfig.MaxLength {config.MaxLength} is longer than this model's position tables allow ({positions} positions: the rows of the rotary cos/sin caches its attention reads). Set MaxLength to {positions} or less, or export the model with a longer max_position_embeddings.");
         Model = model;
         Config = config;
         VocabSize = model.VocabSize;

@@ -164,9 +164,24 @@ internal static class LayoutLowering
             BlockTable = graph.IsGraphInput("block_table") ? "block_table" : null,
             Logits = graph.Proto.Output.FirstOrDefault(o => o.Name == "logits")?.Name ?? graph.Proto.Output[0].Name,
             ModelDType = ElementTypes.DTypeName(sites[0].ElementType),
+            MaxPositions = MaxPositions(graph, sites),
         };
         plan.WriteTo(graph.Model.Proto);
         return new LoweringResult(plan, removed);
+    }
+
+    /// <summary>
+    /// Rows of the rotary cos/sin tables the layers read (initializers <c>[max_positions, rotary_dim/2]</c>), the fewest
+    /// over layers; null when no layer reads one (rotary computed from positions, or none).
+    /// </summary>
+    private static int? MaxPositions(ModelGraph graph, IReadOnlyList<AttentionSite> sites)
+    {
+        int? fewest = null;
+        foreach (var site in sites)
+            foreach (var table in new[] { site.Rotary.CosCache, site.Rotary.SinCache })
+                if (table is not null && graph.Initializer(table) is { Dims.Count: 2 } t && t.Dims[0] is > 0 and <= int.MaxValue)
+                    fewest = Math.Min(fewest ?? int.MaxValue, (int)t.Dims[0]);
+        return fewest;
     }
 
     /// <summary>

@@ -60,6 +60,12 @@ public sealed record CachePlan
     /// this model holds. Null in plans that predate it; every cache then has this type.
     /// </summary>
     public string? ModelDType { get; init; }
+    /// <summary>
+    /// The longest sequence the model's position tables allow: the rows of the rotary cos/sin caches its attention reads
+    /// (the fewest over layers). Null when the model has no such table (rotary computed from the positions, or none), and
+    /// in plans that predate it. A session with a longer <c>MaxLength</c> would fail or read past the table mid-sequence.
+    /// </summary>
+    public int? MaxPositions { get; init; }
 
     /// <summary>The version <see cref="ToJson"/> writes: 3 when a cache is paged, 2 when one is quantized, else 1.</summary>
     public int FormatVersion => Caches.Any(c => c.IsPaged) || BlockTable is not null ? 3
@@ -118,6 +124,7 @@ public sealed record CachePlan
             ["logits"] = Logits,
         };
         if (ModelDType is not null) o["model_dtype"] = ModelDType;
+        if (MaxPositions is not null) o["max_positions"] = MaxPositions;
         if (BlockTable is not null) ((JsonObject)o["inputs"]!)["block_table"] = BlockTable;
         return o.ToJsonString(new JsonSerializerOptions { WriteIndented = false });
     }
@@ -217,6 +224,7 @@ public sealed record CachePlan
             },
             Logits = Req<string>(o["logits"], "logits"),
             ModelDType = o["model_dtype"]?.GetValue<string>(),
+            MaxPositions = o["max_positions"]?.GetValue<int>(),
         };
     }
 

@@ -101,6 +101,8 @@ internal static class CachePlanLimits
         for (int l = 0; l < plan.LayerCount; l++)
             if (!owners.Contains(plan.KvSource[l]))
                 throw Bad($"layer {l} reads the cache of layer {plan.KvSource[l]}, which owns none.");
+        if (plan.MaxPositions is < 1)
+            throw Bad($"'max_positions' is {plan.MaxPositions}; it must be >= 1 (rows of the model's rotary tables) or absent.");
         if (plan.ModelDType is { } modelType && ElementTypes.FromDTypeName(modelType) is not (ElementTypes.Float or ElementTypes.Float16 or ElementTypes.BFloat16))
             throw Bad($"'model_dtype' is '{(modelType.Length > 32 ? modelType[..32] + "…" : modelType)}'; it must be fp32, fp16 or bf16.");
         Name(plan.InputIds, "inputs.input_ids", false);
