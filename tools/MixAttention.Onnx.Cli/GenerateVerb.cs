@@ -13,7 +13,7 @@ internal static class GenerateVerb
         var prompt = new Option<string>("--prompt", "-p") { Description = "The prompt text.", Required = true };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Folder with tokenizer.json and tokenizer_config.json (default: the model's folder)." };
         var maxNew = new Option<int>("--max-new") { Description = "Tokens to generate at most.", DefaultValueFactory = _ => 64 };
-        var maxLength = new Option<int>("--max-length") { Description = "Longest sequence (global cache capacity).", DefaultValueFactory = _ => 2048 };
+        var maxLength = new Option<int?>("--max-length") { Description = "Longest sequence (global cache capacity); default 2048, or fewer when the model's rotary tables hold fewer positions." };
         var device = new Option<string>("--device") { Description = "cpu or cuda.", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong("cpu", "cuda");
         var temperature = new Option<float>("--temperature") { Description = "0 = greedy.", DefaultValueFactory = _ => 0f };
@@ -36,7 +36,8 @@ internal static class GenerateVerb
             var ids = tok.Encode(parse.GetValue(prompt)!);
             if (m.VocabSize > 0 && ids.Any(i => i >= m.VocabSize))
                 throw new MixAttentionException($"the tokenizer in {tokDir} produced ids up to {ids.Max()}, beyond the model's vocabulary of {m.VocabSize}.");
-            using var session = m.CreateSession(new SessionConfig { MaxLength = parse.GetValue(maxLength), PrefillChunk = 256 });
+            int length = parse.GetValue(maxLength) ?? Math.Min(2048, m.Plan?.MaxPositions ?? int.MaxValue);
+            using var session = m.CreateSession(new SessionConfig { MaxLength = length, PrefillChunk = 256 });
             var options = new GenerationOptions
             {
                 MaxNewTokens = parse.GetValue(maxNew),
