@@ -52,7 +52,7 @@ public sealed class InPlaceCacheSession : DecoderSession
             if (Caches.Pool is not null && model.Options.Device != ExecutionDevice.Cpu)
             {
                 Caches.Dispose();
-                throw new MixAttentionException($"{model.Path}: this model's global caches are paged (converted with --paged); paged caches run on the CPU execution provider only for now (the CUDA ops refuse a block_table). Run it on the CPU, or convert without --paged.");
+                throw new MixAttentionException($"{model.Path}: this model's global caches are paged (converted with --paged); paged caches run on the CPU execution provider only for now (CUDA sessions do not bind block tables yet). Run it on the CPU, or convert without --paged.");
             }
         }
         catch

@@ -15,8 +15,13 @@
 //                                    in each listed variant: a tc_flags value, sN for N splits, r for rotary
 //                                    inside the op (R = D; profiling runs), b for bf16 (the same values
 //                                    rounded to bf16; diff against the fp16 output), cN cluster merge off (0) /
-//                                    on (1), or a word of these (rc0); KBENCH_ONLY_LISTED=1 leaves out the
-//                                    planned variant (then the first listed variant is the first launch)
+//                                    on (1), pN paged caches of block size N (global only: each cache copy read
+//                                    as a pool of blocks in a random order through a block table; other values
+//                                    than the contiguous rows, so diff is -1), or a word of these (rc0);
+//                                    KBENCH_ONLY_LISTED=1 leaves out the planned variant (then the first listed
+//                                    variant is the first launch). With KBENCH_QUANT=1 the fp8 / int8 rows are
+//                                    also timed at the fp16 plan's split count where theirs differs (the D = 64
+//                                    split rule's A/B)
 //
 // Shapes: decode (S = 1), fp16, 32 q / 8 kv heads, D = 128, past = T - 1, owner bound in place;
 // global C = T, sliding ring C = W = 1024. Both kernels ("simt": DecodeKernel, "tc": DecodeTcKernel),
@@ -427,7 +432,7 @@ int main(int argc, char** argv) {
   const bool one = argc > 5 && std::strcmp(argv[1], "shape") == 0;
   // Extra variants: "sN" forces N splits, "r" adds rotary inside the op (R = D, half-split), a number is a tc_flags value.
   struct Extra {
-    int splits = 0, flags = -1, cluster = -1;
+    int splits = 0, flags = -1, cluster = -1, paged = 0;
     bool rotary = false, bf16 = false;
   };
   std::vector<Extra> one_extra;
@@ -439,6 +444,7 @@ int main(int argc, char** argv) {
       char* end = nullptr;
       if (*c == 's') e.splits = static_cast<int>(std::strtol(c + 1, &end, 10));
       else if (*c == 'c') e.cluster = static_cast<int>(std::strtol(c + 1, &end, 10));
+      else if (*c == 'p') e.paged = static_cast<int>(std::strtol(c + 1, &end, 10));
       else if (*c == 'r') e.rotary = true, end = const_cast<char*>(c + 1);
       else if (*c == 'b') e.bf16 = true, end = const_cast<char*>(c + 1);
       else e.flags = static_cast<int>(std::strtol(c, &end, 10));
@@ -562,6 +568,7 @@ int main(int argc, char** argv) {
           bool rotary = false, bf16 = false;
           int cluster = -1;
           CacheDType cache = CacheDType::kSameAsQuery;
+          int paged = 0;  // block size of a paged variant
         };
         // SIMT, tensor-core (splits merged as planned: in a cluster where one fits, else by the group's last block),
         // tensor-core with the separate CombineKernel ("tc_sep"), and with the cluster merge off ("tc_c0": the last
@@ -572,7 +579,16 @@ int main(int argc, char** argv) {
           const char* only = std::getenv("KBENCH_ONLY_LISTED");
           variants.clear();
           if (only == nullptr || std::atoi(only) == 0 || one_extra.empty()) variants.push_back({1, 0, -1});
-          for (const Extra& e : one_extra) variants.push_back({1, e.splits, e.flags, -1, e.rotary, e.bf16, e.cluster});
+          for (const Extra& e : one_extra) {
+            if (e.paged > 0 && (sliding || e.paged % 16 != 0 || C % e.paged != 0)) {
+              std::fprintf(stderr, "kbench: paged variant p%d needs a global cache and a block size that is a multiple "
+                                   "of 16 dividing T = %d\n", e.paged, T);
+              return 2;
+            }
+            Variant var{1, e.splits, e.flags, -1, e.rotary, e.bf16, e.cluster};
+            var.paged = e.paged;
+            variants.push_back(var);
+          }
         }
         // Tuning rows on shapes of B*T = 16K..1M: the tensor-core kernel's variant flags
         // (decode_tc.cu) and half / double the automatic split count.
@@ -583,6 +599,17 @@ int main(int argc, char** argv) {
           i8.cache = CacheDType::kInt8;
           variants.push_back(f8);
           variants.push_back(i8);
+          // The quantized kernels at the fp16 plan's split count where their own plan differs.
+          CudaAttendArgs qa = a;
+          PlanTuning qt;
+          qt.decode_kernel = 1;
+          const int fp_splits = Plan(a, prop.multiProcessorCount, qt).splits;
+          for (Variant qv : {f8, i8}) {
+            qa.cache = qv.cache;
+            if (Plan(qa, prop.multiProcessorCount, qt).splits == fp_splits) continue;
+            qv.splits = fp_splits;
+            variants.push_back(qv);
+          }
         }
         // Per-channel K and V scales (1/64: values of fp8 codes stay small), for the quantized variants.
         float* scales = nullptr;
@@ -648,6 +675,24 @@ int main(int argc, char** argv) {
             av.rotary_dim = D;
             av.max_positions = T + 1;
           }
+          // Paged: each cache copy read as a pool of B * T / block_size blocks in a random order (one table for all).
+          int32_t* table = nullptr;
+          if (var.paged > 0) {
+            const int bsz = var.paged, per_seq = C / bsz, blocks = B * per_seq;
+            std::vector<int32_t> ht(blocks);
+            for (int i = 0; i < blocks; ++i) ht[i] = i;
+            uint32_t state = 12345u;
+            for (int i = blocks - 1; i > 0; --i) {
+              state = state * 1664525u + 1013904223u;
+              std::swap(ht[i], ht[static_cast<int>(state % static_cast<uint32_t>(i + 1))]);
+            }
+            CK(cudaMalloc(&table, ht.size() * 4));
+            CK(cudaMemcpy(table, ht.data(), ht.size() * 4, cudaMemcpyHostToDevice));
+            av.paged.table = table;
+            av.paged.max_blocks = per_seq;
+            av.paged.block_size = bsz;
+            av.paged.num_blocks = blocks;
+          }
           const LaunchPlan pl = Plan(av, prop.multiProcessorCount, tune);
           void* scratch = nullptr;
           if (pl.scratch_bytes) CK(cudaMalloc(&scratch, pl.scratch_bytes));
@@ -679,6 +724,8 @@ int main(int argc, char** argv) {
           };
           if (codes) {  // other values than the fp16 rows: count what is not finite instead
             for (const __half& x : h) diff += !std::isfinite(__half2float(x));
+          } else if (var.paged > 0) {  // other rows than the contiguous caches: no reference
+            diff = -1;
           } else if (ref.empty()) {
             ref = h;
           } else {
@@ -693,7 +740,8 @@ int main(int argc, char** argv) {
             refill(false);
             CK(cudaDeviceSynchronize());
           }
-          const std::string name = codes ? std::string(var.cache == CacheDType::kInt8 ? "tc_int8" : "tc_fp8") : std::string(var.bf16 ? (var.rotary ? "tc_bf16_rotary" : "tc_bf16")
+          const std::string name = var.paged > 0 ? "tc_paged" + std::to_string(var.paged) + (var.rotary ? "_rotary" : "")
+                                 : codes ? std::string(var.cache == CacheDType::kInt8 ? "tc_int8" : "tc_fp8") : std::string(var.bf16 ? (var.rotary ? "tc_bf16_rotary" : "tc_bf16")
                                  : var.rotary ? "tc_rotary"
                                  : !var.kernel       ? "simt"
                                  : var.fused == 0 ? "tc_sep"
@@ -708,6 +756,7 @@ int main(int argc, char** argv) {
                       pl.splits, us, 100.0 * vbytes / (us * 1e3) / peak, diff);
           std::fflush(stdout);
           if (scratch) CK(cudaFree(scratch));
+          if (table) CK(cudaFree(table));
         }
         for (int r = 0; r < R; ++r) {
           CK(cudaFree(kc[r]));

@@ -66,9 +66,11 @@ build() {
     || { tail -20 "$logs/cmake-native-tests.log" "$logs/build-native-tests.log"; return 1; }
   wait $kpid || { grep -E "error" -A3 "$logs/build-kbench.log" | head -40; return 1; }
   # After kbench: it shares the kernels' static library (one ninja at a time in that folder builds it).
-  if grep -q "kvq_test" "$work/harness/build.ninja" 2>/dev/null; then
-    cmake --build "$work/harness" --target kvq_test -j "$(nproc)" > "$logs/build-kvq-test.log" 2>&1 || { grep -E "error" -A3 "$logs/build-kvq-test.log" | head -40; return 1; }
-  fi
+  for t in kvq_test paged_test; do
+    if grep -q "$t" "$work/harness/build.ninja" 2>/dev/null; then
+      cmake --build "$work/harness" --target $t -j "$(nproc)" > "$logs/build-$t.log" 2>&1 || { grep -E "error" -A3 "$logs/build-$t.log" | head -40; return 1; }
+    fi
+  done
   # Registers / shared memory of every kernel (also when the build above was incremental and printed nothing).
   cuobjdump -res-usage "$work/native/libmixattention_ops.so" 2>/dev/null | grep -A1 --no-group-separator -E "Function .*(Decode|Prefill|Combine)" \
     | paste - - | sed -E 's/^Function ([^:]*):/\1/' | c++filt | cut -c1-260 > "$logs/resources.txt" || true
@@ -89,12 +91,15 @@ check() {
     summary+=("CUDA GoogleTests: not built (GoogleTest not found)")
   fi
   tail -3 "$logs/gtest-cuda.log" 2>/dev/null
-  if [ -x "$work/harness/kvq_test" ]; then
-    step "check: quantized caches (kvq_test: int8 / fp8 paths vs the fp path on the same quantization)"
-    "$work/harness/kvq_test" --gtest_brief=1 > "$logs/gtest-kvq.log" 2>&1
-    grep -E "Failure|FAILED|error" -A3 "$logs/gtest-kvq.log" | head -40
-    summary+=("kvq GoogleTests: $(grep -E '^\[  (PASSED|FAILED)  \]' "$logs/gtest-kvq.log" | tr '\n' ' ')")
-  fi
+  # The kernel-level GoogleTests: quantized caches (int8 / fp8 paths vs the fp path on the same quantization) and
+  # paged caches (vs contiguous caches holding the same rows).
+  for t in kvq_test paged_test; do
+    [ -x "$work/harness/$t" ] || continue
+    step "check: $t"
+    "$work/harness/$t" --gtest_brief=1 > "$logs/gtest-$t.log" 2>&1
+    grep -E "Failure|FAILED|error" -A3 "$logs/gtest-$t.log" | head -40
+    summary+=("$t GoogleTests: $(grep -E '^\[  (PASSED|FAILED)  \]' "$logs/gtest-$t.log" | tr '\n' ' ')")
+  done
   step "check: CUDA op vs CPU op (harness)"
   rm -rf "$work/dump"
   "$harness" check "$work/models" "$lib" "$work/dump" 2>&1 | tee "$logs/check.log"

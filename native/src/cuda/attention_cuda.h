@@ -52,6 +52,11 @@ struct CudaAttendArgs {
   const float* v_scale = nullptr;
   ScaleMode k_scale_mode = ScaleMode::kPerTensor;
   ScaleMode v_scale_mode = ScaleMode::kPerTensor;
+  // Paged caches (docs/ops.md, "Paged caches"; global layers only): with paged.table set (device memory,
+  // [B, max_blocks]) key_cache / value_cache / present_* are block pools [num_blocks, Hkv, block_size, D], position p
+  // of sequence b is row p % block_size of pool block table[b, p / block_size], and shape.capacity is
+  // max_blocks * block_size (the positions a table row maps).
+  BlockTable paged;
 };
 
 // How a call with rotary inputs rotates this step's queries and keys.
@@ -78,14 +83,17 @@ struct LaunchPlan {
   bool fused_combine = false;  // tensor-core decode with splits > 1: the last block of each group merges the splits
   bool cluster_merge = false;  // tensor-core decode, 1 < splits <= 16, sm_90: each group's splits form a thread-block
                                // cluster and merge through distributed shared memory (then no fused_combine)
-  bool copy_cache = false;  // owner, present != past: copy past -> present first
+  bool copy_cache = false;  // owner, present != past: copy past -> present first (a paged pool: the whole pool)
+  bool paged_tiles = false;  // paged caches read through the block table by the tensor-core decode kernel
   RotaryPath rotary = RotaryPath::kNone;
-  // Quantized caches on a path without quantized tiles (prefill, the fp32 kernels): a pre-pass dequantizes the caches
-  // into the scratch buffer (at dequant_offset: K then V, [B, Hkv, C, D] of the query type) and the owner's chunk to
-  // dequantize(quantize(x)) (at fake_chunk_offset: K then V, [B, S, Hkv*D]); the kernels then run unchanged on those
-  // and the quantizing cache write follows.
-  bool dequant_prepass = false;
-  size_t dequant_offset = 0;
+  // Caches the chosen kernels cannot read in place — quantized caches on a path without quantized tiles (prefill, the
+  // fp32 kernels), paged pools on a path without block-table tiles (all but the tensor-core decode with block_size a
+  // multiple of its 16-key tiles): a pre-pass stages them into the scratch buffer as contiguous caches of the query
+  // type (at staged_offset: K then V, [B, Hkv, C, D]; dequantized, gathered through the block table, or both), and a
+  // quantized owner's chunk as dequantize(quantize(x)) (at fake_chunk_offset: K then V, [B, S, Hkv*D]). The kernels
+  // then run unchanged on those, and the cache-write kernel (quantizing, through the block table) follows.
+  bool staged_caches = false;
+  size_t staged_offset = 0;
   size_t fake_chunk_offset = 0;
   // Scratch layout (device memory from ORT's allocator; byte offsets, each 256-byte aligned): split-K partials
   // (max, sum) at 0 and their accumulators at partials_acc_offset; kPrepass: rotated queries at rotary_offset, the

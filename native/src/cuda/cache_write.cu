@@ -1,6 +1,6 @@
 // Cache write for S > 1 (owner), after attention read the pre-step cache (same stream, so ordered):
-// chunk row s < N_b goes to slot (P_b + s) mod C, only the last min(N_b, C) rows (earlier ones
-// would be overwritten in the same step). One thread per 16-byte vector.
+// chunk row s < N_b goes to slot (P_b + s) mod C (a paged pool: position P_b + s through the block table), only the
+// last min(N_b, C) rows (earlier ones would be overwritten in the same step). One thread per 16-byte vector.
 #include "cuda/kernel_common.cuh"
 #include "cuda/kernels.cuh"
 
@@ -9,7 +9,7 @@ namespace {
 
 __global__ void CacheWriteKernel(const uint4* chunk_k, const uint4* chunk_v, uint4* cache_k, uint4* cache_v,
                                  const int32_t* past_lengths, const int32_t* new_lengths, int B, int S, int Hkv,
-                                 int C, int nv /* 16-byte vectors per row */) {
+                                 int C, int nv /* 16-byte vectors per row */, BlockTable paged) {
   const long long total = static_cast<long long>(B) * S * Hkv * nv;
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
@@ -22,8 +22,7 @@ __global__ void CacheWriteKernel(const uint4* chunk_k, const uint4* chunk_v, uin
     const int P = dev::PastLength(past_lengths, b);
     const int N = dev::NewLength(new_lengths, b, S);
     if (s >= N || s < N - C) continue;
-    const int slot = static_cast<int>((static_cast<long long>(P) + s) % C);
-    const size_t dst = ((static_cast<size_t>(b) * Hkv + kvh) * C + slot) * nv + v;
+    const size_t dst = dev::CacheRow(paged, b, kvh, Hkv, C, static_cast<int>((static_cast<long long>(P) + s) % C)) * nv + v;
     cache_k[dst] = chunk_k[i];
     cache_v[dst] = chunk_v[i];
   }
@@ -34,8 +33,8 @@ __global__ void CacheWriteKernel(const uint4* chunk_k, const uint4* chunk_v, uin
 template <typename T, typename TC>
 __global__ void CacheWriteQuantizedKernel(const T* chunk_k, const T* chunk_v, uint4* cache_k, uint4* cache_v,
                                           const int32_t* past_lengths, const int32_t* new_lengths, int B, int S, int Hkv,
-                                          int C, int D, const float* k_scale, int k_mode, const float* v_scale,
-                                          int v_mode) {
+                                          int C, int D, BlockTable paged, const float* k_scale, int k_mode,
+                                          const float* v_scale, int v_mode) {
   const int nv = D / 16;
   const long long total = static_cast<long long>(B) * S * Hkv * nv;
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
@@ -49,8 +48,7 @@ __global__ void CacheWriteQuantizedKernel(const T* chunk_k, const T* chunk_v, ui
     const int P = dev::PastLength(past_lengths, b);
     const int N = dev::NewLength(new_lengths, b, S);
     if (s >= N || s < N - C) continue;
-    const int slot = static_cast<int>((static_cast<long long>(P) + s) % C);
-    const size_t dst = ((static_cast<size_t>(b) * Hkv + kvh) * C + slot) * nv + v;
+    const size_t dst = dev::CacheRow(paged, b, kvh, Hkv, C, static_cast<int>((static_cast<long long>(P) + s) % C)) * nv + v;
     const size_t src = static_cast<size_t>(row) * D + v * 16;
 #pragma unroll
     for (int kv = 0; kv < 2; ++kv) {
@@ -76,7 +74,8 @@ cudaError_t LaunchQuantizedWrite(const CudaAttendArgs& a, cudaStream_t stream) {
   CacheWriteQuantizedKernel<T, TC><<<static_cast<unsigned>(blocks < 65536 ? blocks : 65536), threads, 0, stream>>>(
       static_cast<const T*>(a.chunk_key), static_cast<const T*>(a.chunk_value), static_cast<uint4*>(a.present_key),
       static_cast<uint4*>(a.present_value), a.past_lengths, a.new_lengths, sh.batch, sh.seq, sh.kv_num_heads,
-      sh.capacity, sh.head_dim, a.k_scale, static_cast<int>(a.k_scale_mode), a.v_scale, static_cast<int>(a.v_scale_mode));
+      sh.capacity, sh.head_dim, a.paged, a.k_scale, static_cast<int>(a.k_scale_mode), a.v_scale,
+      static_cast<int>(a.v_scale_mode));
   return cudaGetLastError();
 }
 
@@ -104,7 +103,7 @@ cudaError_t LaunchCacheWrite(DType dtype, const CudaAttendArgs& a, cudaStream_t 
   CacheWriteKernel<<<static_cast<unsigned>(blocks < 65536 ? blocks : 65536), threads, 0, stream>>>(
       static_cast<const uint4*>(a.chunk_key), static_cast<const uint4*>(a.chunk_value),
       static_cast<uint4*>(a.present_key), static_cast<uint4*>(a.present_value), a.past_lengths, a.new_lengths,
-      sh.batch, sh.seq, sh.kv_num_heads, sh.capacity, nv);
+      sh.batch, sh.seq, sh.kv_num_heads, sh.capacity, nv, a.paged);
   return cudaGetLastError();
 }
 

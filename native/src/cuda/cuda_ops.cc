@@ -58,15 +58,28 @@ class Scratch {
 };
 
 // max_positions > 0: the rotary caches' rows, checked too.
-void CheckLengthsOnHost(OpKind kind, const char* op, const AttentionShape& sh, const int32_t* past,
-                        const int32_t* newl, int max_positions, void* stream) {
+void CheckLengthsOnHost(OpKind kind, const char* op, const AttentionShape& sh, const BlockTable& paged,
+                        const int32_t* past, const int32_t* newl, int max_positions, void* stream) {
   std::vector<int32_t> hp(sh.batch), hn(newl ? sh.batch : 0);
   if (std::string e = CopyLengthsToHost(past, hp.data(), sh.batch, stream); !e.empty())
     Fail(std::string(op) + ": " + e);
   if (newl)
     if (std::string e = CopyLengthsToHost(newl, hn.data(), sh.batch, stream); !e.empty())
       Fail(std::string(op) + ": " + e);
-  if (std::string err = ValidateLengths(kind, sh, hp.data(), newl ? hn.data() : nullptr); !err.empty()) Fail(err);
+  // Paged: the capacity rule is the block table's (ValidateBlockTable names the table), as on the CPU.
+  AttentionShape lengths_shape = sh;
+  if (paged.paged()) lengths_shape.capacity = INT32_MAX;
+  if (std::string err = ValidateLengths(kind, lengths_shape, hp.data(), newl ? hn.data() : nullptr); !err.empty())
+    Fail(err);
+  if (paged.paged()) {
+    std::vector<int32_t> table(static_cast<size_t>(sh.batch) * paged.max_blocks);
+    if (std::string e = CopyLengthsToHost(paged.table, table.data(), static_cast<int>(table.size()), stream); !e.empty())
+      Fail(std::string(op) + ": " + e);
+    BlockTable host = paged;
+    host.table = table.data();
+    if (std::string err = ValidateBlockTable(kind, sh, host, hp.data(), newl ? hn.data() : nullptr); !err.empty())
+      Fail(err);
+  }
   if (max_positions > 0)
     if (std::string err = ValidateRotaryPositions(kind, sh, hp.data(), newl ? hn.data() : nullptr, max_positions);
         !err.empty())
@@ -99,17 +112,18 @@ struct CudaAttentionKernel {
     const char* op = K == OpKind::kOwner ? spec::kWindowedAttention : spec::kSharedKvAttention;
     Ort::KernelContext ctx(context);
     const ops::AttentionCall c = ops::ReadCall(K, attrs_, ctx, /*lengths_on_host=*/false);
-    if (c.paged.paged())
-      Fail(std::string(op) + " (CUDA): input 'block_table' (paged caches) is not implemented on CUDA yet; run paged "
-                             "models on the CPU execution provider or convert without --paged");
     const AttentionShape& sh = c.shape;
+    if (K == OpKind::kOwner && c.paged.paged() && sh.window > 0)
+      Fail(std::string(op) + ": input 'block_table' is given but the layer is sliding (attribute 'window' = " +
+           std::to_string(sh.window) + "); only global (window 0) owner caches may be paged, sliding rings stay " +
+           "contiguous [B, Hkv, C, D]");
     if (sh.batch == 0 || sh.seq == 0) return;
     if (std::string e = CheckSupported(sh, DTypeOf<T>(), CacheDTypeOf(c.quant)); !e.empty())
       Fail(std::string(op) + " (CUDA): " + e);
     void* stream = ctx.GetGPUComputeStream();
     if (attrs_.check_lengths)
-      CheckLengthsOnHost(K, op, sh, c.past_lengths, c.new_lengths, c.rotary.present ? c.rotary.max_positions : 0,
-                         stream);
+      CheckLengthsOnHost(K, op, sh, c.paged, c.past_lengths, c.new_lengths,
+                         c.rotary.present ? c.rotary.max_positions : 0, stream);
 
     CudaAttendArgs args;
     args.shape = sh;
@@ -125,6 +139,7 @@ struct CudaAttentionKernel {
     args.present_key = c.present_key;  // nullptr for the reader
     args.present_value = c.present_value;
     args.cache = CacheDTypeOf(c.quant);
+    args.paged = c.paged;  // the block table in device memory, as the lengths
     if (c.quant.quantized()) {
       args.k_scale = c.quant.k.data;
       args.v_scale = c.quant.v.data;

@@ -50,7 +50,8 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeKernel(const __grid_cons
 
   // Fused cache write (owner, S == 1; dev::WriteNewRow says why no block reads that slot).
   if (p.write_key != nullptr && blk.active && split == 0 && chunk == 0)
-    dev::WriteNewRow<T, D, kDecodeThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, b, kvh, Hkv, C, P + s,
+    dev::WriteNewRow<T, D, kDecodeThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, kvh, Hkv,
+                                           dev::CacheRow(p.paged, b, kvh, Hkv, C, P + s), P + s,
                                            RotaryParams{});  // this kernel gets pre-rotated inputs (RotaryPath::kPrepass)
 
   // Query slices of the GC heads, pre-scaled.

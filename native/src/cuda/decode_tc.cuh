@@ -283,6 +283,10 @@ __device__ __forceinline__ void StageRotatedQuery(const T* q, int g_count, int p
 // without rotary 2-6% slower after the staged rotation replaced RotatePairs, until the two were split).
 // kCluster: launched as clusters of p.splits blocks (one group each); the splits merge in distributed shared memory
 // (ClusterMergeSplits) instead of through global partials (MergeSplitsIfLast / CombineKernel).
+// kPaged: the caches are pools [num_blocks, Hkv, block_size, D] read through p.paged's block table (window 0 and
+// block_size a multiple of the 16-key tile, so that a tile's rows are consecutive rows of one pool block: every tile
+// starts at a multiple of 16). A tile's pool block is loaded one tile ahead (its load overlaps a tile's math instead of
+// delaying the copies that depend on it). Its own instantiation: the contiguous kernel's code is unchanged.
 // TC: the caches' element type — T, or 1-byte codes (int8_t / __nv_fp8_e4m3; kCodes) that are copied to the ring as
 // codes (16-byte copies of 16 codes), loaded into fragments by ldmatrix on the codes and converted to T in registers
 // (exact), and scaled outside the loop: the K scale folds into the query (per channel, rounded to T) or into the score
@@ -292,7 +296,7 @@ __device__ __forceinline__ void StageRotatedQuery(const T* q, int g_count, int p
 // share — K: the k index pairs (2t, 2t+1) / (2t+8, 2t+9) of a 16-dimension step are dimensions 4t, 4t+1 / 4t+2, 4t+3,
 // so the query fragments are loaded in that order; V: the output rows g / g+8 of a 16-dimension tile are dimensions
 // 2g / 2g+1, undone when the accumulators are written out.
-template <typename T, typename TC, int D, bool kRotary, bool kCluster>
+template <typename T, typename TC, int D, bool kRotary, bool kCluster, bool kPaged = false>
 __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_constant__ DecodeParams p) {
   constexpr bool kCodes = !std::is_same_v<T, TC>;
   using G = TcGeometry<D, kCodes>;
@@ -317,8 +321,9 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   const int S = p.seq, splits = p.splits, Hq = p.num_heads, Hkv = p.kv_num_heads, C = p.capacity;
   const T* chunk_k = static_cast<const T*>(p.chunk_key);
   const T* chunk_v = static_cast<const T*>(p.chunk_value);
-  const TC* cache_k = blk.cache_k;
-  const TC* cache_v = blk.cache_v;
+  // Paged: the pools' base (DecodeBlock's contiguous row offset does not apply).
+  const TC* cache_k = kPaged ? static_cast<const TC*>(p.key_cache) : blk.cache_k;
+  const TC* cache_v = kPaged ? static_cast<const TC*>(p.value_cache) : blk.cache_v;
 
   // Tiles of this warp: a contiguous quarter of [kb, ke) (flag bit 0 clear), or every 4th tile of
   // [kb, ke) so that the block streams one contiguous region (bit 0 set).
@@ -346,17 +351,27 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
     const int r = r_lane + i * RS;
     soff[i] = kCodes ? dev::SwizzledBytes<D>(r, c_lane) : static_cast<uint32_t>(Swizzled<D>(r, c_lane) * sizeof(T));
   }
+  // Paged: the pool block of the next tile to issue (tiles are issued in order, t = 0, 1, ...).
+  int next_block = 0;
+  if constexpr (kPaged)
+    if (ntiles > 0) next_block = dev::PagedBlock(p.paged, b, tbase);
   // Issues the copies of tile t into stage st (always commits a group, possibly empty).
   auto issue = [&](int t, int st) {
     if (t < ntiles) {
       const int k0 = tbase + t * tstride;
       const uint32_t sk = ring_addr + static_cast<uint32_t>(st) * 2 * kTileBytes;
       const uint32_t sv = sk + kTileBytes;
+      // Row of the tile's first key: its cache slot, or (paged) its row in its pool block.
+      size_t tile_row = static_cast<size_t>(next_slot);
+      if constexpr (kPaged) {
+        tile_row = dev::PagedRowIn(p.paged, next_block, kvh, Hkv, k0);
+        if (t + 1 < ntiles) next_block = dev::PagedBlock(p.paged, b, k0 + tstride);
+      }
       if (k0 + kKeys <= tend && (!owner || k0 + kKeys <= P) && next_slot + kKeys <= C) {
         // Common case (warp-uniform): 16 full rows of past keys in consecutive cache slots, so every copy
         // is a fixed offset from one row pointer. Keeps the issue cost per tile to the copies themselves;
         // the general path below costs ~10x the instructions, which bound short (sliding-window) calls.
-        const size_t row = static_cast<size_t>(next_slot) * D + static_cast<size_t>(r_lane) * D + c_lane * EPC;
+        const size_t row = tile_row * D + static_cast<size_t>(r_lane) * D + c_lane * EPC;
 #pragma unroll
         for (int i = 0; i < CPL; ++i) {
           CpAsync16(sk + soff[i], cache_k + row + i * RS * D, 16);
@@ -369,7 +384,8 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
           const int j = k0 + r;
           const bool valid = j < tend;
           int slot = next_slot + r;
-          while (slot >= C) slot -= C;
+          if constexpr (!kPaged)
+            while (slot >= C) slot -= C;
           const void* kr;
           const void* vr;
           bool copy = valid;
@@ -380,8 +396,10 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
             vr = chunk_v + off + c_lane * 8;
             if (kCodes) copy = false;
           } else {
-            kr = cache_k + static_cast<size_t>(slot) * D + c_lane * EPC;
-            vr = cache_v + static_cast<size_t>(slot) * D + c_lane * EPC;
+            // Paged: the tile's rows are consecutive rows of its pool block.
+            const size_t at = (kPaged ? tile_row + r : static_cast<size_t>(slot)) * D + c_lane * EPC;
+            kr = cache_k + at;
+            vr = cache_v + at;
           }
           const int bytes = copy ? 16 : 0;
           CpAsync16(sk + soff[i], copy ? kr : static_cast<const void*>(cache_k), bytes);
@@ -452,12 +470,14 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   // Fused cache write (owner, S == 1), as in DecodeKernel; with rotary the cached key is the rotated one. Issued
   // after the first tiles' copies, so its loads overlap them instead of delaying the stream.
   if (p.write_key != nullptr && active && split == 0 && chunk == 0) {
+    const size_t row = kPaged ? dev::PagedRow(p.paged, b, kvh, Hkv, P + s)
+                              : (static_cast<size_t>(b) * Hkv + kvh) * C + static_cast<size_t>((P + s) % C);
     if constexpr (kCodes)
-      dev::WriteNewRowQuantized<T, TC, D, kDecodeTcThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, b, kvh, Hkv,
-                                                            C, P + s, p.rotary, p.k_scale, p.k_scale_mode, p.v_scale,
+      dev::WriteNewRowQuantized<T, TC, D, kDecodeTcThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, kvh, Hkv,
+                                                            row, P + s, p.rotary, p.k_scale, p.k_scale_mode, p.v_scale,
                                                             p.v_scale_mode);
     else
-      dev::WriteNewRow<T, D, kDecodeTcThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, b, kvh, Hkv, C, P + s,
+      dev::WriteNewRow<T, D, kDecodeTcThreads>(chunk_k, chunk_v, p.write_key, p.write_value, z, kvh, Hkv, row, P + s,
                                                p.rotary);
   }
 
@@ -744,7 +764,8 @@ bool EnsureSmem() {
   if (done.load(std::memory_order_relaxed) & bit) return true;
   const int bytes = static_cast<int>(TcSmemBytes<T, TC, D>());
   for (auto kernel : {DecodeTcKernel<T, TC, D, false, false>, DecodeTcKernel<T, TC, D, true, false>,
-                      DecodeTcKernel<T, TC, D, false, true>, DecodeTcKernel<T, TC, D, true, true>})
+                      DecodeTcKernel<T, TC, D, false, true>, DecodeTcKernel<T, TC, D, true, true>,
+                      DecodeTcKernel<T, TC, D, false, false, true>, DecodeTcKernel<T, TC, D, true, false, true>})
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) return false;
   // Clusters of up to 16 blocks (above 8 is "non-portable"; Hopper allows it). Not an error where unsupported: the
   // cluster kernels are then never chosen (DecodeTcClusterFits).
@@ -776,6 +797,13 @@ cudaError_t LaunchDecodeTc(const DecodeParams& p, cudaStream_t stream) {
   if (!EnsureSmem<T, TC, D>()) return cudaGetLastError();
   const dim3 grid(static_cast<unsigned>(p.batch) * p.seq * p.splits, static_cast<unsigned>(p.kv_num_heads) * p.chunks);
   const size_t smem = TcSmemBytes<T, TC, D>();
+  if (p.paged.table != nullptr) {  // paged: never in clusters (Plan)
+    if (p.rotary.dim > 0)
+      DecodeTcKernel<T, TC, D, true, false, true><<<grid, kDecodeTcThreads, smem, stream>>>(p);
+    else
+      DecodeTcKernel<T, TC, D, false, false, true><<<grid, kDecodeTcThreads, smem, stream>>>(p);
+    return cudaGetLastError();
+  }
   if (p.cluster_merge != 0 && p.splits > 1) {
     // One cluster per group: the group's splits are consecutive in grid x, which the cluster size divides.
     cudaLaunchAttribute attribute;

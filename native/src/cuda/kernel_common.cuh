@@ -9,7 +9,29 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "mixattention/attention_params.h"
+
 namespace mixattn::cuda::dev {
+
+// Paged pools [num_blocks, Hkv, block_size, D] (BlockTable, device memory): the pool block that holds position pos of
+// sequence b, and the row (in units of D elements) of (that block, KV head kvh, pos). The position and the table's
+// entry are clamped into the table and the pool: device data is never trusted for addressing (a broken table reads or
+// writes wrong rows of the pool, never outside it; mixattention.check_lengths=1 validates tables on the host).
+__device__ __forceinline__ int PagedBlock(const BlockTable& t, int b, int pos) {
+  const int logical = min(max(pos, 0) / t.block_size, t.max_blocks - 1);
+  return min(max(__ldg(t.table + static_cast<size_t>(b) * t.max_blocks + logical), 0), t.num_blocks - 1);
+}
+__device__ __forceinline__ size_t PagedRowIn(const BlockTable& t, int block, int kvh, int Hkv, int pos) {
+  return (static_cast<size_t>(block) * Hkv + kvh) * t.block_size + max(pos, 0) % t.block_size;
+}
+__device__ __forceinline__ size_t PagedRow(const BlockTable& t, int b, int kvh, int Hkv, int pos) {
+  return PagedRowIn(t, PagedBlock(t, b, pos), kvh, Hkv, pos);
+}
+// Row of position pos of (b, kvh) in a cache: contiguous [B, Hkv, C, D] (slot pos mod C) or a paged pool.
+__device__ __forceinline__ size_t CacheRow(const BlockTable& t, int b, int kvh, int Hkv, int C, int pos) {
+  if (t.table != nullptr) return PagedRow(t, b, kvh, Hkv, pos);
+  return (static_cast<size_t>(b) * Hkv + kvh) * C + static_cast<size_t>(pos % C);
+}
 
 // kVec elements of T in one 16-byte vector.
 template <typename T>
@@ -356,17 +378,17 @@ __device__ __forceinline__ void RotateNewKey(const T* row, int v, int pos, const
 }
 
 // The fused cache write of an S == 1 owner step (both decode kernels): token z's new K and V rows
-// (D elements each, NV 16-byte vectors) go to cache slot (P + s) mod C of (sequence b, KV head kvh),
-// spread over the block's threads. No block of the launch reads that slot: it holds position
-// p - C, outside every window when C >= W, and is empty for a global cache (p < C).
+// (D elements each, NV 16-byte vectors) go to cache row `row` (CacheRow: slot (P + s) mod C of (sequence b, KV head
+// kvh), or position P + s of a paged pool), spread over the block's threads. No block of the launch reads that row:
+// it holds position p - C, outside every window when C >= W, and is empty for a global cache (p < C).
 // With rot.dim > 0 the key row is rotated at position pos on the way (the cache holds rotated keys).
 template <typename T, int D, int kThreads, typename Rot>
 __device__ __forceinline__ void WriteNewRow(const T* chunk_k, const T* chunk_v, void* cache_k, void* cache_v,
-                                            int z, int b, int kvh, int Hkv, int C, int pos, const Rot& rot) {
+                                            int z, int kvh, int Hkv, size_t row, int pos, const Rot& rot) {
   constexpr int kVec = 16 / static_cast<int>(sizeof(T));
   constexpr int NV = D / kVec;
   const size_t src = (static_cast<size_t>(z) * Hkv + kvh) * D;
-  const size_t dst = ((static_cast<size_t>(b) * Hkv + kvh) * C + static_cast<size_t>(pos % C)) * D;
+  const size_t dst = row * D;
   for (int i = threadIdx.x; i < 2 * NV; i += kThreads) {
     const int v = i % NV;
     if (i >= NV) {
@@ -383,10 +405,10 @@ __device__ __forceinline__ void WriteNewRow(const T* chunk_k, const T* chunk_v, 
 // at pos first and rounded to T, as the CPU op rotates it) quantized with its scale and stored as one byte.
 template <typename T, typename TC, int D, int kThreads, typename Rot>
 __device__ __forceinline__ void WriteNewRowQuantized(const T* chunk_k, const T* chunk_v, void* cache_k, void* cache_v,
-                                                     int z, int b, int kvh, int Hkv, int C, int pos, const Rot& rot,
+                                                     int z, int kvh, int Hkv, size_t row, int pos, const Rot& rot,
                                                      const float* k_scale, int k_mode, const float* v_scale, int v_mode) {
   const size_t src = (static_cast<size_t>(z) * Hkv + kvh) * D;
-  const size_t dst = ((static_cast<size_t>(b) * Hkv + kvh) * C + static_cast<size_t>(pos % C)) * D;
+  const size_t dst = row * D;
   // Every load of the thread's elements first (one round trip), then the codes and the stores.
   constexpr int kPer = (2 * D + kThreads - 1) / kThreads;
   float x[kPer], sc[kPer];

@@ -46,6 +46,9 @@ struct DecodeParams {
   const float* k_scale;
   const float* v_scale;
   int k_scale_mode, v_scale_mode;
+  // Paged caches read through the block table (tensor-core kernel only, LaunchPlan::paged_tiles): key_cache /
+  // value_cache / write_* are then pools [num_blocks, Hkv, block_size, D] and capacity is max_blocks * block_size.
+  BlockTable paged;
 };
 
 // Tiled tensor-core prefill: block (64 query tokens x splits, query head, sequence).
@@ -112,14 +115,15 @@ int* SplitCounters(cudaStream_t stream, size_t count);
 cudaError_t LaunchRotary(DType dtype, const CudaAttendArgs& args, const void* x, void* out, int heads,
                          cudaStream_t stream);
 
-// Cache write for S > 1 (owner): chunk rows s < N_b with s >= N_b - C go to slot (P_b + s) mod C; quantized (same
-// kernel) when args.cache is a 1-byte type.
+// Cache write for S > 1 (owner): chunk rows s < N_b with s >= N_b - C go to slot (P_b + s) mod C, or (paged) to
+// position P_b + s through the block table; quantized (same kernel) when args.cache is a 1-byte type.
 cudaError_t LaunchCacheWrite(DType dtype, const CudaAttendArgs& args, cudaStream_t stream);
 
-// Quantized caches on the paths without quantized tiles (quant.cu): the whole K / V caches dequantized to the query
-// type (x' = code * scale, rounded once) into k_out / v_out ([B, Hkv, C, D]), and the owner's chunk rows to
-// dequantize(quantize(x)) into chunk_k_out / chunk_v_out ([B, S, Hkv*D]; skipped when args.chunk_key is null).
-cudaError_t LaunchDequantCaches(DType dtype, const CudaAttendArgs& args, void* k_out, void* v_out, cudaStream_t stream);
+// LaunchPlan::staged_caches (stage.cu): the whole K / V caches as contiguous caches of the query type in k_out / v_out
+// ([B, Hkv, C, D]) — dequantized (x' = code * scale, rounded once) when args.cache is a 1-byte type, read through the
+// block table when args.paged is set — and a quantized owner's chunk rows as dequantize(quantize(x)) in chunk_k_out /
+// chunk_v_out ([B, S, Hkv*D]; skipped when args.chunk_key is null).
+cudaError_t LaunchStageCaches(DType dtype, const CudaAttendArgs& args, void* k_out, void* v_out, cudaStream_t stream);
 cudaError_t LaunchFakeQuantChunk(DType dtype, const CudaAttendArgs& args, void* chunk_k_out, void* chunk_v_out,
                                  cudaStream_t stream);
 

@@ -152,25 +152,42 @@ LaunchPlan WithPartials(const AttentionShape& sh, size_t groups, LaunchPlan pl) 
   return pl;
 }
 
-// Quantized caches on a path without quantized tiles: room for the dequantized caches and the owner's
-// dequantize(quantize(chunk)) after everything else in the scratch buffer (LaunchPlan::dequant_prepass).
-LaunchPlan WithDequantPrepass(const CudaAttendArgs& a, LaunchPlan pl) {
-  if (a.cache == CacheDType::kSameAsQuery || (pl.path == Path::kDecode && pl.tensor_core)) return pl;
+// Whether the chosen kernels need the caches staged (LaunchPlan::staged_caches): quantized caches without the
+// tensor-core decode's quantized tiles, or paged pools without its block-table tiles.
+bool StagesCaches(const CudaAttendArgs& a, const LaunchPlan& pl) {
+  const bool quantized_tiles = pl.path == Path::kDecode && pl.tensor_core;
+  return (a.cache != CacheDType::kSameAsQuery && !quantized_tiles) || (a.paged.table != nullptr && !pl.paged_tiles);
+}
+
+// Room for the staged caches and a quantized owner's dequantize(quantize(chunk)) after everything else in the scratch
+// buffer.
+LaunchPlan WithStagedCaches(const CudaAttendArgs& a, LaunchPlan pl) {
+  if (!StagesCaches(a, pl)) return pl;
   const AttentionShape& sh = a.shape;
   const size_t cache = static_cast<size_t>(sh.batch) * sh.kv_num_heads * sh.capacity * sh.head_dim * ElementBytes(a.dtype);
   const size_t chunk = static_cast<size_t>(sh.batch) * sh.seq * sh.kv_num_heads * sh.head_dim * ElementBytes(a.dtype);
-  pl.dequant_prepass = true;
-  pl.dequant_offset = AlignScratch(pl.scratch_bytes);
-  pl.fake_chunk_offset = pl.dequant_offset + 2 * AlignScratch(cache);
-  pl.scratch_bytes = pl.fake_chunk_offset + (a.chunk_key != nullptr ? 2 * AlignScratch(chunk) : 0);
+  const bool fake_chunk = a.chunk_key != nullptr && a.cache != CacheDType::kSameAsQuery;
+  pl.staged_caches = true;
+  pl.staged_offset = AlignScratch(pl.scratch_bytes);
+  pl.fake_chunk_offset = pl.staged_offset + 2 * AlignScratch(cache);
+  pl.scratch_bytes = pl.fake_chunk_offset + (fake_chunk ? 2 * AlignScratch(chunk) : 0);
   return pl;
 }
 
-// Rotary inputs: the tensor-core decode kernel rotates in place of the loads (kFused); every other path gets
-// rotated copies of the queries and the owner's keys, placed after the split-K partials in the scratch buffer.
+// Bytes of one K (or V) cache: [B, Hkv, C, D], or a paged pool [num_blocks, Hkv, block_size, D].
+size_t CacheBytes(const CudaAttendArgs& a) {
+  const AttentionShape& sh = a.shape;
+  const size_t rows = a.paged.table != nullptr ? static_cast<size_t>(a.paged.num_blocks) * a.paged.block_size
+                                               : static_cast<size_t>(sh.batch) * sh.capacity;
+  return rows * sh.kv_num_heads * sh.head_dim * CacheElementBytes(a.dtype, a.cache);
+}
+
+// Rotary inputs: the tensor-core decode kernel rotates in place of the loads (kFused) when it also writes the cache;
+// every other path (staged caches too: the cache-write kernel stores the owner's keys as given) gets rotated copies of
+// the queries and the owner's keys, placed after the split-K partials in the scratch buffer.
 LaunchPlan WithRotary(const CudaAttendArgs& a, LaunchPlan pl) {
   if (a.rotary_dim <= 0) return pl;
-  if (pl.path == Path::kDecode && pl.tensor_core) {
+  if (pl.path == Path::kDecode && pl.tensor_core && !StagesCaches(a, pl)) {
     pl.rotary = RotaryPath::kFused;
     return pl;
   }
@@ -221,7 +238,7 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms) {
     else if (blocks > 0 && 2 * blocks <= resident && longest >= kPrefillSplitFrom)
       pl.splits = static_cast<int>(std::clamp<long long>(
           std::min(resident / blocks, longest / kPrefillMinSplitKeys), 1, kPrefillMaxSplits));
-    return WithDequantPrepass(a, WithRotary(a, WithPartials(sh, blocks, pl)));  // a group: one (query tile, head, sequence)
+    return WithStagedCaches(a, WithRotary(a, WithPartials(sh, blocks, pl)));  // a group: one (query tile, head, sequence)
   }
 
   const int G = sh.group();
@@ -230,6 +247,11 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms) {
   const int kernel = tuning.decode_kernel >= 0 ? tuning.decode_kernel : EnvKernel();
   pl.tensor_core = pl.path == Path::kDecode && kernel != 0 && GetDecodeTcLauncher(a.dtype, sh.head_dim, a.cache) != nullptr;
   pl.tc_flags = tuning.tc_flags >= 0 ? tuning.tc_flags : EnvTcFlags() >= 0 ? EnvTcFlags() : kDefaultTcFlags;
+  // Paged pools: the tensor-core kernel reads them through the block table when a 16-key tile never straddles two
+  // pool blocks — tiles start at multiples of 16 from position 0 (a global layer) and the block size is a multiple of
+  // 16; otherwise (a sliding reader of a paged owner starts at p - W + 1) they are staged (gathered) first.
+  pl.paged_tiles = a.paged.table != nullptr && pl.tensor_core && sh.window == 0 &&
+                   a.paged.block_size % kDecodeTcKeysPerTile == 0;
   // Split count from (B, heads, the longest possible visible length): enough blocks to fill the
   // GPU, but at least min_per_split keys per split. The kernel re-splits by the real length.
   const long long base = static_cast<long long>(sh.batch) * sh.seq * sh.kv_num_heads * pl.chunks;
@@ -297,12 +319,12 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms) {
   // Also two splits on a long range (pairs of blocks), which gained 0.2-1.9% (H200 global B = 8, T = 4K 38.1 -> 37.4 us,
   // T = 8K 67.8 -> 67.1, T = 128K 933 -> 931), while 3 and 4 splits there lost 5-35%.
   const bool cluster_auto = pl.splits <= kAutoClusterSplits && (longest <= kShortRange || pl.splits == 2) && EnvClusterMerge();
-  pl.cluster_merge = pl.tensor_core && pl.splits > 1 &&
+  pl.cluster_merge = pl.tensor_core && !pl.paged_tiles && pl.splits > 1 &&
                      (tuning.cluster_merge >= 0 ? tuning.cluster_merge != 0 : cluster_auto) &&
                      DecodeTcClusterFits(a.dtype, sh.head_dim, pl.splits, a.cache);
   pl.fused_combine = pl.tensor_core && pl.splits > 1 && !pl.cluster_merge &&
                      (tuning.fused_combine >= 0 ? tuning.fused_combine != 0 : EnvFusedCombine());
-  return WithDequantPrepass(a, WithRotary(a, WithPartials(sh, base, pl)));  // a group: one (token, KV head, head chunk)
+  return WithStagedCaches(a, WithRotary(a, WithPartials(sh, base, pl)));  // a group: one (token, KV head, head chunk)
 }
 
 std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scratch, void* stream_ptr) {
@@ -325,9 +347,8 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
     }
   }
 
-  if (pl.copy_cache) {  // present not bound to past: whole-cache copy, then write the new rows into present
-    const size_t bytes = static_cast<size_t>(sh.batch) * sh.kv_num_heads * sh.capacity * sh.head_dim *
-                         CacheElementBytes(a.dtype, a.cache);
+  if (pl.copy_cache) {  // present not bound to past: whole-cache (whole-pool) copy, then write the new rows into present
+    const size_t bytes = CacheBytes(a);
     if (a.present_key != a.key_cache)
       if (cudaError_t e = cudaMemcpyAsync(a.present_key, a.key_cache, bytes, cudaMemcpyDeviceToDevice, stream))
         return CudaError("copy past_key -> present_key", e);
@@ -336,22 +357,23 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
         return CudaError("copy past_value -> present_value", e);
   }
 
-  // The kernels' view: with the dequantizing pre-pass, caches of the query type and the owner's chunk as the cache
-  // will hold it (the cache write below still quantizes from `a`).
+  // The kernels' view: with staged caches, contiguous caches of the query type and a quantized owner's chunk as the
+  // cache will hold it (the cache write below still quantizes, through the block table, from `a`).
   CudaAttendArgs k = a;
-  if (pl.dequant_prepass) {
-    if (scratch == nullptr) return "dequantizing pre-pass needs a scratch buffer";
+  if (pl.staged_caches) {
+    if (scratch == nullptr) return "staged caches need a scratch buffer";
     char* base = static_cast<char*>(scratch);
     const size_t cache = static_cast<size_t>(sh.batch) * sh.kv_num_heads * sh.capacity * sh.head_dim * ElementBytes(a.dtype);
     const size_t chunk = static_cast<size_t>(sh.batch) * sh.seq * sh.kv_num_heads * sh.head_dim * ElementBytes(a.dtype);
     const size_t cache_step = AlignScratch(cache), chunk_step = AlignScratch(chunk);
-    void* dk = base + pl.dequant_offset;
-    void* dv = base + pl.dequant_offset + cache_step;
-    if (cudaError_t e = LaunchDequantCaches(a.dtype, a, dk, dv, stream)) return CudaError("dequantize caches launch", e);
+    void* dk = base + pl.staged_offset;
+    void* dv = base + pl.staged_offset + cache_step;
+    if (cudaError_t e = LaunchStageCaches(a.dtype, a, dk, dv, stream)) return CudaError("stage caches launch", e);
     k.key_cache = dk;
     k.value_cache = dv;
     k.cache = CacheDType::kSameAsQuery;
-    if (owner) {
+    k.paged = BlockTable{};
+    if (owner && a.cache != CacheDType::kSameAsQuery) {
       void* fk = base + pl.fake_chunk_offset;
       void* fv = base + pl.fake_chunk_offset + chunk_step;
       if (cudaError_t e = LaunchFakeQuantChunk(a.dtype, a, fk, fv, stream)) return CudaError("quantize chunk launch", e);
@@ -377,7 +399,7 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
     }
     if (cudaError_t e = launch(p, stream)) return CudaError("prefill kernel launch", e);
   } else {
-    DecodeLauncher launch = pl.tensor_core ? GetDecodeTcLauncher(a.dtype, sh.head_dim, a.cache)
+    DecodeLauncher launch = pl.tensor_core ? GetDecodeTcLauncher(a.dtype, sh.head_dim, k.cache)
                                            : GetDecodeLauncher(a.dtype, sh.head_dim, pl.head_chunk);
     if (launch == nullptr) return "no decode kernel for this head size / element type";
     DecodeParams p = SharedParams<DecodeParams>(k, owner);
@@ -385,7 +407,8 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
     p.v_scale = a.v_scale;
     p.k_scale_mode = static_cast<int>(a.k_scale_mode);
     p.v_scale_mode = static_cast<int>(a.v_scale_mode);
-    const bool fused_write = owner && pl.path == Path::kDecode && !pl.dequant_prepass;
+    const bool fused_write = owner && pl.path == Path::kDecode && !pl.staged_caches;
+    if (pl.paged_tiles) p.paged = a.paged;
     p.write_key = fused_write ? a.present_key : nullptr;
     p.write_value = fused_write ? a.present_value : nullptr;
     if (pl.splits > 1) {
@@ -409,7 +432,7 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
         return CudaError("split-K combine kernel launch", e);
   }
 
-  if (owner && (pl.path != Path::kDecode || pl.dequant_prepass))
+  if (owner && (pl.path != Path::kDecode || pl.staged_caches))
     if (cudaError_t e = LaunchCacheWrite(a.dtype, a, stream)) return CudaError("cache write kernel launch", e);
   return {};
 }

@@ -1,24 +1,36 @@
-// Quantized caches on the paths without quantized tiles (prefill, the fp32 kernels; LaunchPlan::dequant_prepass):
-// the caches dequantized to the query type, and the owner's chunk rows to the values its cache write will store
-// (dequantize(quantize(x))), so the unchanged kernels see what the quantized decode kernel sees.
+// Staged caches (LaunchPlan::staged_caches): caches the chosen kernels cannot read in place — quantized caches on the
+// paths without quantized tiles (prefill, the fp32 kernels), paged pools on the paths without block-table tiles — as
+// contiguous caches of the query type, and a quantized owner's chunk rows as the values its cache write will store
+// (dequantize(quantize(x))), so the unchanged kernels see what the quantized / paged decode kernel sees.
 #include "cuda/kernel_common.cuh"
 #include "cuda/kernels.cuh"
 
 namespace mixattn::cuda {
 namespace {
 
+// Row r = (b * Hkv + kvh) * C + slot of the staged [B, Hkv, C, D] caches: where the source holds it (the same row of a
+// contiguous cache, or position slot of sequence b in a paged pool).
+__device__ __forceinline__ size_t SourceRow(const BlockTable& paged, long long r, int Hkv, int C) {
+  if (paged.table == nullptr) return static_cast<size_t>(r);
+  const int slot = static_cast<int>(r % C);
+  const long long bh = r / C;
+  return dev::PagedRow(paged, static_cast<int>(bh / Hkv), static_cast<int>(bh % Hkv), Hkv, slot);
+}
+
 // One thread per 16 codes of [B, Hkv, C, D]: x' = code * scale (fp32), rounded once to T.
 template <typename T, typename TC>
 __global__ void DequantKernel(const uint4* k_codes, const uint4* v_codes, T* k_out, T* v_out, long long vectors, int Hkv,
-                              int C, int D, const float* k_scale, int k_mode, const float* v_scale, int v_mode) {
+                              int C, int D, BlockTable paged, const float* k_scale, int k_mode, const float* v_scale,
+                              int v_mode) {
   const int nv = D / 16;
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < vectors;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
     const int v = static_cast<int>(i % nv);
     const int kvh = static_cast<int>((i / nv / C) % Hkv);
+    const size_t src = SourceRow(paged, i / nv, Hkv, C) * nv + v;
 #pragma unroll
     for (int kv = 0; kv < 2; ++kv) {
-      const uint4 u = (kv == 0 ? k_codes : v_codes)[i];
+      const uint4 u = (kv == 0 ? k_codes : v_codes)[src];
       const uint32_t w[4] = {u.x, u.y, u.z, u.w};
       T* out = (kv == 0 ? k_out : v_out) + i * 16;
 #pragma unroll
@@ -26,6 +38,17 @@ __global__ void DequantKernel(const uint4* k_codes, const uint4* v_codes, T* k_o
         out[e] = dev::Traits<T>::From(dev::Codes<TC>::Decode(w[e / 4] >> (8 * (e % 4))) *
                                       dev::ScaleAt(kv == 0 ? k_scale : v_scale, kv == 0 ? k_mode : v_mode, kvh, v * 16 + e, D));
     }
+  }
+}
+
+// Paged pools of the query type: one thread per 16-byte vector of [B, Hkv, C, D], copied from its pool row.
+__global__ void GatherKernel(const uint4* k_pool, const uint4* v_pool, uint4* k_out, uint4* v_out, long long vectors,
+                             int Hkv, int C, int nv /* 16-byte vectors per row */, BlockTable paged) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < vectors;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const size_t src = SourceRow(paged, i / nv, Hkv, C) * nv + i % nv;
+    k_out[i] = k_pool[src];
+    v_out[i] = v_pool[src];
   }
 }
 
@@ -63,15 +86,23 @@ cudaError_t WithTypes(DType dtype, CacheDType cache, F&& f) {
 
 }  // namespace
 
-cudaError_t LaunchDequantCaches(DType dtype, const CudaAttendArgs& a, void* k_out, void* v_out, cudaStream_t stream) {
+cudaError_t LaunchStageCaches(DType dtype, const CudaAttendArgs& a, void* k_out, void* v_out, cudaStream_t stream) {
   const AttentionShape& sh = a.shape;
-  const long long vectors = static_cast<long long>(sh.batch) * sh.kv_num_heads * sh.capacity * (sh.head_dim / 16);
-  if (vectors == 0) return cudaSuccess;
+  const long long rows = static_cast<long long>(sh.batch) * sh.kv_num_heads * sh.capacity;
+  if (rows == 0) return cudaSuccess;
+  if (a.cache == CacheDType::kSameAsQuery) {  // paged pool of T: a gather
+    const int nv = sh.head_dim * (dtype == DType::kFloat32 ? 4 : 2) / 16;
+    GatherKernel<<<Blocks(rows * nv, 256), 256, 0, stream>>>(
+        static_cast<const uint4*>(a.key_cache), static_cast<const uint4*>(a.value_cache), static_cast<uint4*>(k_out),
+        static_cast<uint4*>(v_out), rows * nv, sh.kv_num_heads, sh.capacity, nv, a.paged);
+    return cudaGetLastError();
+  }
+  const long long vectors = rows * (sh.head_dim / 16);
   return WithTypes(dtype, a.cache, [&](auto t, auto tc) {
     using T = decltype(t);
     DequantKernel<T, decltype(tc)><<<Blocks(vectors, 256), 256, 0, stream>>>(
         static_cast<const uint4*>(a.key_cache), static_cast<const uint4*>(a.value_cache), static_cast<T*>(k_out),
-        static_cast<T*>(v_out), vectors, sh.kv_num_heads, sh.capacity, sh.head_dim, a.k_scale,
+        static_cast<T*>(v_out), vectors, sh.kv_num_heads, sh.capacity, sh.head_dim, a.paged, a.k_scale,
         static_cast<int>(a.k_scale_mode), a.v_scale, static_cast<int>(a.v_scale_mode));
     return cudaGetLastError();
   });

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The kernels alone, without ONNX Runtime: builds the CUDA kernel library, kbench and the kernel-level GoogleTests
+# (kvq_test: quantized caches; paged_test: paged caches), runs the tests, then kbench on the given shapes. The quick
+# loop for kernel work on the GPU machine (run.sh builds and checks everything, ORT's CUDA build included).
+#
+#   tools/gpu/kernels.sh ["KIND B T D [variant...]" ...]     e.g. "global 8 32768 128 p64"
+#   KERNEL_TESTS="paged_test kvq_test"  which GoogleTests to run (default both; empty: none)
+#   KBENCH_ENV="KBENCH_QUANT=1"         environment of the kbench runs
+#
+# GoogleTest: the system's, else a carried .gtest/ (include/gtest, lib/libgtest*.a). Scratch: $MIXATTN_GPU_WORK
+# (default ${TMPDIR:-/tmp}/mixattn-gpu/kernels). Prints the tests' summaries and kbench's CSV rows.
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+work=${MIXATTN_GPU_WORK:-${TMPDIR:-/tmp}/mixattn-gpu}/kernels
+mkdir -p "$work" "$work/no-ort"
+export PATH=$PATH:/usr/local/cuda/bin
+gtest=()
+[ -f /usr/include/gtest/gtest.h ] || { [ -d "$root/.gtest" ] && gtest=(-DGTEST_ROOT="$root/.gtest"); }
+tests=${KERNEL_TESTS-paged_test kvq_test}
+start=$(date +%s)
+# ORT_DIR: an empty folder (the harness, which links ORT, is not built here).
+cmake -S tools/gpu -B "$work/build" -G Ninja -DORT_DIR="$work/no-ort" -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" \
+  "${gtest[@]}" > "$work/cmake.log" 2>&1 || { tail -20 "$work/cmake.log"; exit 1; }
+# shellcheck disable=SC2086
+cmake --build "$work/build" --target kbench $tests -j "$(nproc)" > "$work/build.log" 2>&1 \
+  || { grep -E "error" -A3 "$work/build.log" | head -60; exit 1; }
+echo "== built in $(( $(date +%s) - start )) s"
+rc=0
+for t in $tests; do
+  "$work/build/$t" --gtest_brief=1 > "$work/$t.log" 2>&1 || rc=1
+  grep -E "Failure|error" -A4 "$work/$t.log" | head -40
+  echo "== $t: $(grep -E '^\[  (PASSED|FAILED)  \]' "$work/$t.log" | tr '\n' ' ')"
+done
+nvidia-smi --query-gpu=name --format=csv,noheader
+for s in "$@"; do
+  # shellcheck disable=SC2086
+  env ${KBENCH_ENV:-} "$work/build/kbench" shape $s 2> /dev/null | grep -v "^#\|^kind"
+done
+exit $rc
