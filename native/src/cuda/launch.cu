@@ -271,7 +271,13 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms) {
     // block per SM and the split merge cost more than the shorter streams save (H200 kbench, B = 16, W = 1024,
     // D = 64: 2 splits 14.5 us, 3 splits 15.7 us; B = 1 still takes its 16).
     const long long sms = std::max(num_sms, 1);
-    const long long cap_full = sms * DecodeTcBlocksPerSm(a.dtype, sh.head_dim, a.cache);
+    // Quantized caches below D = 128 plan with the fp kernel's resident blocks (3 an SM at D = 64), for which these rules
+    // were tuned: the fp8 / int8 D = 64 kernels fit 4 (128 registers), and counting those made the rules pick more
+    // splits, slower (H200 kbench, fp8, in-run A/B: sliding B = 32 2 -> 1 splits 26.1 -> 17.9 us; global B = 1,
+    // T = 64K 65 -> 48 splits 31.2 -> 30.4 us; B = 8, T = 32K 8 -> 6 splits 80.8 -> 78.1 us; B = 32, T = 16K 2 -> 3
+    // splits 170.4 -> 157.6 us).
+    const CacheDType plan_cache = sh.head_dim < 128 ? CacheDType::kSameAsQuery : a.cache;
+    const long long cap_full = sms * DecodeTcBlocksPerSm(a.dtype, sh.head_dim, plan_cache);
     // Resident blocks the wave model counts. For D >= 128 (long ranges; the short-range rule below is tuned on all
     // resident slots) one block per SM already keeps >= 64 KB of K / V in flight
     // (4 warps x 2 tiles of 16 rows ahead), and more resident blocks only add splits to merge (H200 kbench, global,
