@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -53,6 +54,32 @@ inline uint8_t Quantize(CacheDType c, float x, float scale) {
 inline float Dequantize(CacheDType c, uint8_t code, float scale) {
   if (c == CacheDType::kInt8) return quant::Dequantize(static_cast<int8_t>(code), scale);
   return quant::Dequantize(Float8E4M3{code}, scale);
+}
+
+// One call's dimensions (scale 1/sqrt(D), no softcap).
+inline AttentionShape Shape(int B, int S, int Hq, int Hkv, int D, int C, int window) {
+  AttentionShape sh;
+  sh.batch = B;
+  sh.seq = S;
+  sh.num_heads = Hq;
+  sh.kv_num_heads = Hkv;
+  sh.head_dim = D;
+  sh.capacity = C;
+  sh.window = window;
+  sh.scale = 1.f / std::sqrt(static_cast<float>(D));
+  return sh;
+}
+
+// Rotary tables cos / sin [M, D/2] (R = D, frequencies 10000^(-2i/D)), rounded to T.
+inline void RotaryTables(DType t, int M, int D, std::vector<uint8_t>& cos_out, std::vector<uint8_t>& sin_out) {
+  cos_out.assign(size_t{1} * M * D / 2 * Bytes(t), 0);
+  sin_out.assign(cos_out.size(), 0);
+  for (int pos = 0; pos < M; ++pos)
+    for (int i = 0; i < D / 2; ++i) {
+      const double ang = pos * std::pow(10000.0, -2.0 * i / D);
+      Store(t, cos_out, size_t(pos) * D / 2 + i, static_cast<float>(std::cos(ang)));
+      Store(t, sin_out, size_t(pos) * D / 2 + i, static_cast<float>(std::sin(ang)));
+    }
 }
 
 struct Device {

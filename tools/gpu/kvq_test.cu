@@ -94,13 +94,8 @@ TEST_P(Quantized, MatchesTheFpPathOnTheSameQuantization) {
 
   // Rotary (R = D, half-split pairs): cos / sin of position x frequency, rounded to T.
   const int M = 512;
-  std::vector<uint8_t> cosr(size_t{1} * M * D / 2 * Bytes(T)), sinr(cosr.size());
-  for (int pos = 0; pos < M; ++pos)
-    for (int i = 0; i < D / 2; ++i) {
-      const double ang = pos * std::pow(10000.0, -2.0 * i / D);
-      Store(T, cosr, size_t(pos) * D / 2 + i, static_cast<float>(std::cos(ang)));
-      Store(T, sinr, size_t(pos) * D / 2 + i, static_cast<float>(std::sin(ang)));
-    }
+  std::vector<uint8_t> cosr, sinr;
+  RotaryTables(T, M, D, cosr, sinr);
   // x [rows of D] rotated at position pos (fp32 products, explicit order as the kernels), rounded to T.
   auto rotate = [&](std::vector<uint8_t>& x, size_t row, int pos) {
     std::vector<float> in(D);
@@ -168,14 +163,7 @@ TEST_P(Quantized, MatchesTheFpPathOnTheSameQuantization) {
   CKT(cudaMemset(d_outref.p, 0, q.size()));
 
   CudaAttendArgs a;
-  a.shape.batch = B;
-  a.shape.seq = S;
-  a.shape.num_heads = Hq;
-  a.shape.kv_num_heads = Hkv;
-  a.shape.head_dim = D;
-  a.shape.capacity = C;
-  a.shape.window = c.window;
-  a.shape.scale = 1.f / std::sqrt(static_cast<float>(D));
+  a.shape = Shape(B, S, Hq, Hkv, D, C, c.window);
   a.dtype = T;
   a.past_lengths = static_cast<const int32_t*>(d_past.p);
   a.new_lengths = static_cast<const int32_t*>(d_new.p);

@@ -120,13 +120,8 @@ TEST_P(Paged, MatchesContiguousCaches) {
   for (size_t i = 0; i < q_elems; ++i) Store(T, q, i, u(rng));
   for (size_t i = 0; i < kv_elems; ++i) Store(T, k, i, 2.f * u(rng)), Store(T, v, i, 2.f * u(rng));
   const int M = 1024;  // rotary tables (R = D, half-split), rounded to T
-  std::vector<uint8_t> cosr(size_t{1} * M * D / 2 * Bytes(T)), sinr(cosr.size());
-  for (int pos = 0; pos < M; ++pos)
-    for (int i = 0; i < D / 2; ++i) {
-      const double ang = pos * std::pow(10000.0, -2.0 * i / D);
-      Store(T, cosr, size_t(pos) * D / 2 + i, static_cast<float>(std::cos(ang)));
-      Store(T, sinr, size_t(pos) * D / 2 + i, static_cast<float>(std::sin(ang)));
-    }
+  std::vector<uint8_t> cosr, sinr;
+  RotaryTables(T, M, D, cosr, sinr);
 
   std::vector<int32_t> past(P, P + B), newl(N, N + B);
   Device d_q(q.data(), q.size()), d_k(k.data(), k.size()), d_v(v.data(), v.size()), d_kc(kc.data(), kc.size()),
@@ -140,14 +135,7 @@ TEST_P(Paged, MatchesContiguousCaches) {
   CKT(cudaMemset(d_vp2.p, 0x3c, vp.size()));
 
   CudaAttendArgs a;
-  a.shape.batch = B;
-  a.shape.seq = S;
-  a.shape.num_heads = Hq;
-  a.shape.kv_num_heads = Hkv;
-  a.shape.head_dim = D;
-  a.shape.capacity = C;
-  a.shape.window = c.window;
-  a.shape.scale = 1.f / std::sqrt(static_cast<float>(D));
+  a.shape = Shape(B, S, Hq, Hkv, D, C, c.window);
   a.dtype = T;
   a.query = d_q.p;
   a.past_lengths = static_cast<const int32_t*>(d_past.p);
