@@ -10,10 +10,13 @@ internal static class BenchModels
 {
     private const int Float = 1, Int32 = 6;
 
-    public static byte[] Ours(int heads, int kvHeads, int window)
+    /// <param name="paged">The caches are block pools read through an int32 <c>block_table</c> [B, blocks] input
+    /// (docs/ops.md, "Paged caches"; the optional inputs between stay empty).</param>
+    public static byte[] Ours(int heads, int kvHeads, int window, bool paged = false)
     {
         var node = new NodeProto { OpType = OpSpec.WindowedAttention, Domain = OpSpec.Domain, Name = "attn" };
         node.Input.AddRange(["query", "key", "value", "past_key", "past_value", "past_lengths"]);
+        if (paged) node.Input.AddRange(["", "", "", "", "", "block_table"]);
         node.Output.AddRange(["output", "present_key", "present_value"]);
         node.Attribute.Add(Int(OpSpec.AttrNumHeads, heads));
         node.Attribute.Add(Int(OpSpec.AttrKvNumHeads, kvHeads));
@@ -22,6 +25,7 @@ internal static class BenchModels
         g.Node.Add(node);
         foreach (var (n, r) in new[] { ("query", 3), ("key", 3), ("value", 3), ("past_key", 4), ("past_value", 4) }) g.Input.Add(Value(n, Float, r));
         g.Input.Add(Value("past_lengths", Int32, 1));
+        if (paged) g.Input.Add(Value("block_table", Int32, 2));
         g.Output.Add(Value("output", Float, 3));
         g.Output.Add(Value("present_key", Float, 4));
         g.Output.Add(Value("present_value", Float, 4));

@@ -9,11 +9,14 @@ namespace MixAttention.Onnx.Bench;
 /// Decode (S = 1) attention for one layer, fp32, CPU: our WindowedAttention vs ORT's GroupQueryAttention on the
 /// same shapes, both with their caches bound past = present through IO binding. Sliding layer: ours a ring of
 /// C = W, GQA sliding_window_cache=1 with C = W (and, as a second reference, GQA with local_window_size over a
-/// full-length cache C = T). Global layer: both C = T. T = tokens after the step (past = T - 1).
+/// full-length cache C = T). Global layer: both C = T, and ours also over a paged pool (the same rows in blocks of
+/// <see cref="PagedBlockSize"/> positions, shuffled, read through a block table). T = tokens after the step (past = T - 1).
 /// </summary>
 internal static class CpuOpsBenchmark
 {
     private sealed record Options(int Heads, int KvHeads, int HeadDim, int Window, int Threads, bool Quick, bool FullCache);
+
+    private const int PagedBlockSize = 64;
 
     public static int Run(string[] args)
     {
@@ -38,8 +41,10 @@ internal static class CpuOpsBenchmark
                           $"intra-op threads={o.Threads}, {Environment.ProcessorCount} logical CPUs, ORT {OrtEnv.Instance().GetVersionString()}");
         Console.WriteLine("times: median ms per Run (RunWithBinding, caches bound past = present); ratio = GQA / ours (> 1: ours faster)");
         Console.WriteLine();
-        Console.WriteLine("| layer | T | B | ours ms | GQA ms | ratio | GQA C=T ms | ratio | max abs diff |");
-        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        Console.WriteLine($"paged = ours over a pool of {PagedBlockSize}-position blocks in shuffled order; paged speed = ours ms / paged ms");
+        Console.WriteLine();
+        Console.WriteLine("| layer | T | B | ours ms | GQA ms | ratio | GQA C=T ms | ratio | paged ms | paged speed | max abs diff |");
+        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         var total = Stopwatch.StartNew();
         // An untimed cell first: the runtime's tier-up JIT and first-touch page faults of the opening seconds would
         // otherwise fall on the second cell (on a 2-vCPU machine it ran 1.7–3× slower than the same work later).
@@ -50,15 +55,16 @@ internal static class CpuOpsBenchmark
                 {
                     var row = Measure(o, sliding, t, b);
                     string full = row.GqaFullMs is double f ? $"{f:F3} | {f / row.OursMs:F2}x" : "- | -";
+                    string paged = row.PagedMs is double p ? $"{p:F3} | {row.OursMs / p:F2}x" : "- | -";
                     Console.WriteLine($"| {(sliding ? $"sliding W={o.Window}" : "global")} | {t} | {b} | {row.OursMs:F3} | {row.GqaMs:F3} | " +
-                                      $"{row.GqaMs / row.OursMs:F2}x | {full} | {row.MaxDiff:E1} |");
+                                      $"{row.GqaMs / row.OursMs:F2}x | {full} | {paged} | {row.MaxDiff:E1} |");
                 }
         Console.WriteLine();
         Console.WriteLine($"total {total.Elapsed.TotalSeconds:F0} s");
         return 0;
     }
 
-    private sealed record Row(double OursMs, double GqaMs, double? GqaFullMs, double MaxDiff);
+    private sealed record Row(double OursMs, double GqaMs, double? GqaFullMs, double? PagedMs, double MaxDiff);
 
     private static Row Measure(Options o, bool sliding, int t, int b)
     {
@@ -73,10 +79,20 @@ internal static class CpuOpsBenchmark
         long cacheElems = (long)b * o.KvHeads * capacity * o.HeadDim;
         float[] gqaOut, oursOut;
         double gqaMs, oursMs;
+        double? pagedMs = null;
         using (var gk = Allocate(cacheElems, rng, [b, o.KvHeads, capacity, o.HeadDim]))
         using (var gv = Allocate(cacheElems, rng, [b, o.KvHeads, capacity, o.HeadDim]))
         {
             (oursMs, oursOut) = RunOurs(o, b, t, window, capacity, q, k, v, gk, gv);
+            if (!sliding)
+            {
+                (double ms, float[] pagedOut) = RunPaged(o, b, t, q, k, v, gk, gv);
+                // The same rows in another order: equal up to fp32 summation order (docs/ops.md, "Paged caches").
+                double d = oursOut.Zip(pagedOut, (x, y) => Math.Abs(x - y)).Max();
+                if (d > 1e-5)
+                    throw new InvalidOperationException($"paged output differs from the contiguous one by {d:E1} (T = {t}, B = {b})");
+                pagedMs = ms;
+            }
             (gqaMs, gqaOut) = RunGqa(o, b, t, sliding ? o.Window : -1, sliding, capacity, q, k, v, gk, gv);
         }
         double? fullMs = null;
@@ -88,7 +104,38 @@ internal static class CpuOpsBenchmark
             (fullMs, _) = RunGqa(o, b, t, o.Window, false, t, q, k, v, fk, fv);
         }
         double diff = oursOut.Zip(gqaOut, (x, y) => Math.Abs(x - y)).Max();
-        return new Row(oursMs, gqaMs, fullMs, diff);
+        return new Row(oursMs, gqaMs, fullMs, pagedMs, diff);
+    }
+
+    // Ours over a paged pool: the global cache's rows (GQA's buffer, positions 0 .. T-2 in order) in blocks of
+    // PagedBlockSize positions, the pool's blocks shuffled; block_table [B, T / PagedBlockSize].
+    private static (double, float[]) RunPaged(Options o, int b, int t, float[] q, float[] k, float[] v, OrtValue keys, OrtValue values)
+    {
+        int bs = PagedBlockSize, perSeq = (t + bs - 1) / bs, blocks = b * perSeq, d = o.HeadDim, h = o.KvHeads;
+        var order = Enumerable.Range(0, blocks).ToArray();
+        new Random(t + b).Shuffle(order);
+        var table = new int[blocks];  // table[s * perSeq + i] = pool block of sequence s's logical block i
+        for (int i = 0; i < blocks; i++) table[i] = order[i];
+        using var pk = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, TensorElementType.Float, [blocks, h, bs, d]);
+        using var pv = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, TensorElementType.Float, [blocks, h, bs, d]);
+        foreach (var (src, dst) in new[] { (keys, pk), (values, pv) })
+        {
+            var s = src.GetTensorDataAsSpan<float>();
+            var x = dst.GetTensorMutableDataAsSpan<float>();
+            for (int seq = 0; seq < b; seq++)
+                for (int head = 0; head < h; head++)
+                    for (int pos = 0; pos < t; pos++)
+                    {
+                        long from = (((long)seq * h + head) * t + pos) * d;
+                        long to = (((long)table[seq * perSeq + pos / bs] * h + head) * bs + pos % bs) * d;
+                        s.Slice((int)from, d).CopyTo(x.Slice((int)to, d));
+                    }
+        }
+        using var session = Session(o, BenchModels.Ours(o.Heads, o.KvHeads, 0, paged: true));
+        var pastLengths = Enumerable.Repeat(t - 1, b).ToArray();
+        return Time(session, b, o, q, k, v, pk, pv,
+            [("past_lengths", OrtValue.CreateTensorValueFromMemory(pastLengths, [b])),
+             ("block_table", OrtValue.CreateTensorValueFromMemory(table, [b, perSeq]))]);
     }
 
     // Ours: the ring/global cache gets the same K/V as GQA's buffer, rotated to slot = pos mod C.
