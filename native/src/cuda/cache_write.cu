@@ -7,6 +7,20 @@
 namespace mixattn::cuda {
 namespace {
 
+// Cache row (in units of a row) that chunk row `row` = (b * S + s) * Hkv + kvh goes to, or -1 when the row is padding
+// (s >= N_b) or would be overwritten later in the same step (s < N_b - C).
+__device__ __forceinline__ long long DestinationRow(long long row, const int32_t* past_lengths, const int32_t* new_lengths,
+                                                   int S, int Hkv, int C, const BlockTable& paged) {
+  const int kvh = static_cast<int>(row % Hkv);
+  const long long bs = row / Hkv;
+  const int s = static_cast<int>(bs % S);
+  const int b = static_cast<int>(bs / S);
+  const int P = dev::PastLength(past_lengths, b);
+  const int N = dev::NewLength(new_lengths, b, S);
+  if (s >= N || s < N - C) return -1;
+  return static_cast<long long>(dev::CacheRow(paged, b, kvh, Hkv, C, static_cast<int>((static_cast<long long>(P) + s) % C)));
+}
+
 __global__ void CacheWriteKernel(const uint4* chunk_k, const uint4* chunk_v, uint4* cache_k, uint4* cache_v,
                                  const int32_t* past_lengths, const int32_t* new_lengths, int B, int S, int Hkv,
                                  int C, int nv /* 16-byte vectors per row */, BlockTable paged) {
@@ -14,15 +28,9 @@ __global__ void CacheWriteKernel(const uint4* chunk_k, const uint4* chunk_v, uin
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
     const int v = static_cast<int>(i % nv);
-    const long long row = i / nv;  // (b * S + s) * Hkv + kvh
-    const int kvh = static_cast<int>(row % Hkv);
-    const long long bs = row / Hkv;
-    const int s = static_cast<int>(bs % S);
-    const int b = static_cast<int>(bs / S);
-    const int P = dev::PastLength(past_lengths, b);
-    const int N = dev::NewLength(new_lengths, b, S);
-    if (s >= N || s < N - C) continue;
-    const size_t dst = dev::CacheRow(paged, b, kvh, Hkv, C, static_cast<int>((static_cast<long long>(P) + s) % C)) * nv + v;
+    const long long to = DestinationRow(i / nv, past_lengths, new_lengths, S, Hkv, C, paged);
+    if (to < 0) continue;
+    const size_t dst = static_cast<size_t>(to) * nv + v;
     cache_k[dst] = chunk_k[i];
     cache_v[dst] = chunk_v[i];
   }
@@ -42,13 +50,9 @@ __global__ void CacheWriteQuantizedKernel(const T* chunk_k, const T* chunk_v, ui
     const int v = static_cast<int>(i % nv);
     const long long row = i / nv;  // (b * S + s) * Hkv + kvh
     const int kvh = static_cast<int>(row % Hkv);
-    const long long bs = row / Hkv;
-    const int s = static_cast<int>(bs % S);
-    const int b = static_cast<int>(bs / S);
-    const int P = dev::PastLength(past_lengths, b);
-    const int N = dev::NewLength(new_lengths, b, S);
-    if (s >= N || s < N - C) continue;
-    const size_t dst = dev::CacheRow(paged, b, kvh, Hkv, C, static_cast<int>((static_cast<long long>(P) + s) % C)) * nv + v;
+    const long long to = DestinationRow(row, past_lengths, new_lengths, S, Hkv, C, paged);
+    if (to < 0) continue;
+    const size_t dst = static_cast<size_t>(to) * nv + v;
     const size_t src = static_cast<size_t>(row) * D + v * 16;
 #pragma unroll
     for (int kv = 0; kv < 2; ++kv) {
