@@ -127,6 +127,11 @@ memcheck() {
     rc=$?
     tail -5 "$logs/memcheck.log"
     summary+=("memcheck: rc=$rc, $(grep -E 'ERROR SUMMARY' "$logs/memcheck.log" | tail -1)")
+    if [ -x "$work/harness/paged_test" ]; then  # every case: ~6 s under the sanitizer on an H200 machine
+      timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 "$work/harness/paged_test" --gtest_brief=1 \
+        > "$logs/memcheck-paged.log" 2>&1
+      summary+=("memcheck paged_test: rc=$?, $(grep -E 'ERROR SUMMARY' "$logs/memcheck-paged.log" | tail -1)")
+    fi
   else
     summary+=("memcheck: compute-sanitizer not found")
   fi
