@@ -125,6 +125,18 @@ internal sealed class BlockScheduler
         return true;
     }
 
+    /// <summary>
+    /// Before a swapped-out sequence that held <paramref name="held"/> blocks comes back: evicts retained prefixes until a
+    /// slot and its blocks plus one to grow into are free (as for an admission, so that the next decode step does not
+    /// preempt it again at once); false when they still are not.
+    /// </summary>
+    public bool MakeRoomToResume(int held)
+    {
+        while (_session.FreeSlots < 1 && Evict(null, mustFreeBlocks: false)) { }
+        while (held + 1 > _session.Caches.FreeBlocks && Evict(null, mustFreeBlocks: true)) { }
+        return _session.FreeSlots >= 1 && held + 1 <= _session.Caches.FreeBlocks;
+    }
+
     /// <summary>Removes every retained prefix (the end of a run).</summary>
     public void Clear()
     {

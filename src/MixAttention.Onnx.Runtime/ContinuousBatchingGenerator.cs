@@ -27,6 +27,12 @@ public sealed class ContinuousBatchingGenerator
     /// <summary>Statistics of the last <see cref="Run"/>.</summary>
     public GenerationStats? LastStats { get; private set; }
 
+    /// <summary>
+    /// How <see cref="Run"/> preempts a running request when a decode step of a paged session finds too few free
+    /// blocks: <see cref="PreemptionMode.Recompute"/> (the default) or <see cref="PreemptionMode.Swap"/>.
+    /// </summary>
+    public PreemptionMode Preemption { get; init; } = PreemptionMode.Recompute;
+
     /// <summary>Streams the tokens generated for one prompt.</summary>
     public async IAsyncEnumerable<long> GenerateAsync(IReadOnlyList<long> prompt, GenerationOptions options, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
@@ -78,9 +84,10 @@ public sealed class ContinuousBatchingGenerator
     /// <para>
     /// On a session with paged caches (<see cref="KvCacheSet.BlockSize"/>) requests are admitted by free blocks, in
     /// order. A decode step that needs more blocks than are free first evicts retained prefixes, then preempts the most
-    /// recently admitted running request (recompute: its blocks and slot are freed, its prompt and generated tokens
-    /// kept); a preempted request resumes before new ones are admitted, by prefilling its prompt and generated tokens
-    /// again, and continues where it stopped (no token is repeated or lost in the stream). A prompt that starts with the
+    /// recently admitted running request: its blocks and slot are freed, its prompt and generated tokens kept, and, with
+    /// <see cref="Preemption"/> = <see cref="PreemptionMode.Swap"/> on a CPU session, its caches copied to host memory. A
+    /// preempted request resumes before new ones are admitted — by copying its caches back, or by prefilling its prompt
+    /// and generated tokens again — and continues where it stopped (no token is repeated or lost in the stream). A prompt that starts with the
     /// cached full blocks of another running request or of a retained prefix forks them instead of recomputing them
     /// (<see cref="GenerationStats.ReusedTokens"/>). <see cref="KvBlocksExhaustedException"/> and the "larger KvBlocks"
     /// error come only when one request alone cannot fit the pool.
@@ -104,8 +111,11 @@ public sealed class ContinuousBatchingGenerator
         var prefillWatch = new Stopwatch();
         var decodeWatch = new Stopwatch();
         Active? next = null; // the first pending request, while it waits for a slot or blocks
-        int steps = 0, promptTokens = 0, generated = 0, preemptions = 0, recomputed = 0, maxRunning = 0, maxUsed = 0, maxShared = 0;
+        int steps = 0, promptTokens = 0, generated = 0, preemptions = 0, recomputed = 0, maxRunning = 0, maxUsed = 0, maxShared = 0, swapped = 0;
+        long swappedBytes = 0;
         var blocks = Session is InPlaceCacheSession { Caches.BlockSize: not null } paged ? new BlockScheduler(paged, RetainedPrefixes) : null;
+        // Swap-to-host preemption: paged sessions whose caches are host memory (elsewhere a preempted request is recomputed).
+        var swap = Preemption == PreemptionMode.Swap && blocks is not null && Session is InPlaceCacheSession { CanSwap: true } host ? host : null;
 
         bool Emit(Active a, long token)
         {
@@ -178,9 +188,23 @@ public sealed class ContinuousBatchingGenerator
                 {
                     // Resume: the last token was generated but not yet fed; the next decode step feeds it.
                     var a = preempted[0];
-                    var processed = a.History.Take(a.History.Count - 1).ToArray();
-                    if (!Start(a, processed, out _, out int cached)) break;
-                    recomputed += processed.Length - cached;
+                    if (a.Swapped is { } held)
+                    {
+                        if (!blocks!.MakeRoomToResume(held.Blocks))
+                        {
+                            if (active.Count == 0)
+                                throw new MixAttentionException($"request {a.Request} (resuming after preemption): its {held.Length} positions need {held.Blocks + 1} KV blocks (with one to grow into) but the session's paged caches have {swap!.Caches.FreeBlocks} free of {swap.Caches.TotalBlocks} with nothing else running; open the session with a larger SessionConfig.KvBlocks.");
+                            break;
+                        }
+                        a.Sequence = swap!.SwapIn(held) ?? throw new InvalidOperationException("a swap-in found no room after the scheduler made it");
+                        a.Swapped = null;
+                    }
+                    else
+                    {
+                        var processed = a.History.Take(a.History.Count - 1).ToArray();
+                        if (!Start(a, processed, out _, out int cached)) break;
+                        recomputed += processed.Length - cached;
+                    }
                     preempted.RemoveAt(0);
                     active.Add(a);
                 }
@@ -202,7 +226,16 @@ public sealed class ContinuousBatchingGenerator
                     {
                         var victim = active[^1];
                         active.RemoveAt(active.Count - 1);
-                        Session.RemoveSequence(victim.Sequence);
+                        if (swap is not null)
+                        {
+                            victim.Swapped = swap.SwapOut(victim.Sequence);
+                            swapped++;
+                            swappedBytes += victim.Swapped.Bytes;
+                        }
+                        else
+                        {
+                            Session.RemoveSequence(victim.Sequence);
+                        }
                         victim.Sequence = -1;
                         preempted.Insert(0, victim); // preempted after those still running, before those preempted earlier
                         preemptions++;
@@ -237,6 +270,8 @@ public sealed class ContinuousBatchingGenerator
             {
                 Preemptions = preemptions,
                 RecomputedTokens = recomputed,
+                SwappedOut = swapped,
+                SwappedBytes = swappedBytes,
                 ReusedTokens = blocks?.ReusedTokens ?? 0,
                 MaxRunning = maxRunning,
                 MaxUsedBlocks = maxUsed,
@@ -276,5 +311,6 @@ public sealed class ContinuousBatchingGenerator
         public List<long> Tokens { get; } = new();
         public TimeSpan PrefillTime { get; set; }
         public TimeSpan DecodeTime { get; set; }
+        public SwappedSequence? Swapped { get; set; } // preempted with PreemptionMode.Swap: its caches in host memory
     }
 }

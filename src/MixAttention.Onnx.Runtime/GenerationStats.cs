@@ -12,10 +12,16 @@ public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, Time
     public double TokensPerSecond => (PrefillTime + DecodeTime).TotalSeconds is var s && s > 0 ? GeneratedTokens / s : 0;
 
     /// <summary>
-    /// Paged caches: times a running request was preempted (its blocks freed, to be recomputed on resume) because a
-    /// decode step needed more blocks than were free.
+    /// Paged caches: times a running request was preempted (its blocks freed; recomputed or swapped back on resume, as
+    /// <see cref="ContinuousBatchingGenerator.Preemption"/> says) because a decode step needed more blocks than were free.
     /// </summary>
     public int Preemptions { get; init; }
+
+    /// <summary>Paged caches, <see cref="PreemptionMode.Swap"/>: preemptions whose caches went to host memory and came back.</summary>
+    public int SwappedOut { get; init; }
+
+    /// <summary>Paged caches, <see cref="PreemptionMode.Swap"/>: bytes copied to host memory by those preemptions.</summary>
+    public long SwappedBytes { get; init; }
 
     /// <summary>Paged caches: tokens prefilled again to resume preempted requests (prompt and tokens generated before).</summary>
     public int RecomputedTokens { get; init; }

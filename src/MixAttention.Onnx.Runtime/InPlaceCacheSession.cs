@@ -227,6 +227,73 @@ public sealed class InPlaceCacheSession : DecoderSession
         return id;
     }
 
+    /// <summary>Whether <see cref="SwapOut"/> can run: the caches are host memory (the CPU execution provider).</summary>
+    internal bool CanSwap => Model.Options.Device == ExecutionDevice.Cpu;
+
+    /// <summary>
+    /// Swap-to-host preemption (<see cref="PreemptionMode.Swap"/>): copies what <paramref name="sequence"/> holds in the
+    /// caches — the contents of its pool blocks in position order and its slot's rows of every contiguous cache and
+    /// sliding ring — into host memory, then removes it (its slot and blocks return to the session).
+    /// <see cref="SwapIn"/> restores it. Blocks it shares with another sequence are copied too and come back as its own.
+    /// </summary>
+    internal SwappedSequence SwapOut(int sequence)
+    {
+        SwappedSequence swapped;
+        using (Guard.Enter(nameof(SwapOut)))
+        {
+            if (!CanSwap) throw new InvalidOperationException("swap-to-host preemption copies cache rows on the host; it runs on the CPU execution provider only for now.");
+            int slot = Slots.SlotOf(sequence);
+            var blocks = Caches.Pool?.BlocksHeld(slot).ToArray() ?? Array.Empty<int>();
+            var parts = new List<byte[]>();
+            foreach (var c in Caches.Caches)
+                foreach (var buffer in new[] { c.Key, c.Value })
+                    if (c.PoolBlocks is not null)
+                        foreach (int block in blocks) parts.Add(ReadHost(buffer, block * c.BlockBytes, c.BlockBytes));
+                    else
+                        parts.Add(ReadHost(buffer, slot * c.SlotBytes, c.SlotBytes));
+            swapped = new SwappedSequence(Slots.Length(slot), blocks.Length, parts);
+        }
+        RemoveSequence(sequence);
+        return swapped;
+    }
+
+    /// <summary>
+    /// Restores a sequence <see cref="SwapOut"/> took out, into a free slot and fresh pool blocks; returns its new id, or
+    /// null (nothing changed) when no slot or too few free blocks are left.
+    /// </summary>
+    internal int? SwapIn(SwappedSequence swapped)
+    {
+        using var _ = Guard.Enter(nameof(SwapIn));
+        Caches.ThrowIfDisposed();
+        int slot = Slots.FirstFree();
+        if (slot < 0) return null;
+        var pool = Caches.Pool;
+        long positions = pool is null ? 0 : (long)swapped.Blocks * pool.BlockSize;
+        if (pool is not null && pool.Missing(slot, positions) > pool.FreeBlocks) return null;
+        pool?.Grow(slot, positions);
+        var blocks = pool?.BlocksHeld(slot).ToArray() ?? Array.Empty<int>();
+        int part = 0;
+        foreach (var c in Caches.Caches)
+            foreach (var buffer in new[] { c.Key, c.Value })
+                if (c.PoolBlocks is not null)
+                    foreach (int block in blocks) WriteHost(buffer, block * c.BlockBytes, swapped.Parts[part++]);
+                else
+                    WriteHost(buffer, slot * c.SlotBytes, swapped.Parts[part++]);
+        int id = Slots.Add(slot);
+        Slots.Advance(slot, swapped.Length);
+        return id;
+    }
+
+    private static unsafe byte[] ReadHost(DeviceBuffer buffer, long offset, long bytes)
+    {
+        var copy = new byte[checked((int)bytes)];
+        new ReadOnlySpan<byte>((byte*)buffer.Pointer + offset, copy.Length).CopyTo(copy);
+        return copy;
+    }
+
+    private static unsafe void WriteHost(DeviceBuffer buffer, long offset, byte[] bytes) =>
+        bytes.CopyTo(new Span<byte>((byte*)buffer.Pointer + offset, bytes.Length));
+
     private static unsafe void CopyHost(DeviceBuffer buffer, long from, long to, long bytes)
     {
         byte* p = (byte*)buffer.Pointer;

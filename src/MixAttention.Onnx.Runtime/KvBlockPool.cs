@@ -43,6 +43,9 @@ internal sealed class KvBlockPool
     /// <summary>Blocks the sequence in <paramref name="slot"/> holds.</summary>
     public int BlocksOf(int slot) => _blocksOf[slot].Count;
 
+    /// <summary>The pool blocks of the sequence in <paramref name="slot"/>, in position order.</summary>
+    public IReadOnlyList<int> BlocksHeld(int slot) => _blocksOf[slot];
+
     /// <summary>More blocks <paramref name="slot"/> needs to hold <paramref name="positions"/> positions (0 when it has them).</summary>
     public int Missing(int slot, long positions) => Math.Max(0, BlocksFor(positions) - _blocksOf[slot].Count);
 

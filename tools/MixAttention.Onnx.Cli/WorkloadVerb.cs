@@ -26,19 +26,22 @@ internal static class WorkloadVerb
         var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill call length.", DefaultValueFactory = _ => 256 };
         var device = new Option<string>("--device") { Description = "cpu or cuda.", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong("cpu", "cuda");
+        var preempt = new Option<string>("--preempt") { Description = "Paged sessions short of blocks preempt a request: recompute (prefill its tokens again on resume) or swap (its caches to host memory and back; CPU).", DefaultValueFactory = _ => "recompute" };
+        preempt.AcceptOnlyFromAmong("recompute", "swap");
         var seed = new Option<int>("--seed") { Description = "Seed of the prompt tokens and the order of the lengths.", DefaultValueFactory = _ => 1 };
         var json = new Option<bool>("--json") { Description = "Print the results as JSON." };
         var cmd = new Command("workload", "Run a serving workload (many requests of mixed lengths arriving together) through continuous batching on each model, " +
             "every session sized to the same KV budget, and print the requests that ran at once and the generated tokens/s.\n\n" +
             "Example:\n  mixattn workload out/cai/model.onnx out/cai-paged/model.onnx --requests 64 --prompt 128:2048 --new 32 --budget-gib 1")
         {
-            models, requests, prompt, newTokens, sharedPrefix, budget, maxBatch, chunk, device, seed, json,
+            models, requests, prompt, newTokens, sharedPrefix, budget, maxBatch, chunk, device, preempt, seed, json,
         };
         cmd.SetAction(parse =>
         {
             var w = new Workload(
                 parse.GetValue(requests), ParseLengths(parse.GetValue(prompt)!), parse.GetValue(newTokens), parse.GetValue(sharedPrefix),
-                (long)(parse.GetValue(budget) * (1L << 30)), parse.GetValue(maxBatch), parse.GetValue(chunk), parse.GetValue(seed));
+                (long)(parse.GetValue(budget) * (1L << 30)), parse.GetValue(maxBatch), parse.GetValue(chunk), parse.GetValue(seed),
+                parse.GetValue(preempt) == "swap" ? PreemptionMode.Swap : PreemptionMode.Recompute);
             w.Validate();
             var dev = parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu;
             var rows = new List<JsonObject>();
@@ -53,7 +56,8 @@ internal static class WorkloadVerb
         return cmd;
     }
 
-    private sealed record Workload(int Requests, (int Min, int Max) Prompt, int NewTokens, int SharedPrefix, long BudgetBytes, int? MaxBatch, int PrefillChunk, int Seed)
+    private sealed record Workload(int Requests, (int Min, int Max) Prompt, int NewTokens, int SharedPrefix, long BudgetBytes, int? MaxBatch, int PrefillChunk, int Seed,
+        PreemptionMode Preemption)
     {
         public int MaxLength => Prompt.Max + NewTokens;
 
@@ -104,7 +108,7 @@ internal static class WorkloadVerb
         Console.Error.WriteLine(paged
             ? $"   paged: {config.MaxBatch} slots, {config.KvBlocks} blocks of {kv!.BlockSize} positions, {Cli.Bytes(kv.AllocatedBytes)} of KV"
             : $"   contiguous: {config.MaxBatch} slots of {config.MaxLength} positions, {Cli.Bytes(session.Memory().AllocatedBytes)} of KV");
-        var generator = new ContinuousBatchingGenerator(session);
+        var generator = new ContinuousBatchingGenerator(session) { Preemption = w.Preemption };
         int finished = 0, reported = 0;
         var watch = Stopwatch.StartNew();
         generator.Run(requests, t =>
@@ -138,6 +142,8 @@ internal static class WorkloadVerb
             ["decode_steps"] = stats.DecodeSteps,
             ["preemptions"] = stats.Preemptions,
             ["recomputed_tokens"] = stats.RecomputedTokens,
+            ["swapped_out"] = stats.SwappedOut,
+            ["swapped_bytes"] = stats.SwappedBytes,
             ["reused_tokens"] = stats.ReusedTokens,
             ["max_used_blocks"] = stats.MaxUsedBlocks,
             ["max_shared_blocks"] = stats.MaxSharedBlocks,
@@ -199,6 +205,7 @@ internal static class WorkloadVerb
             {
                 ["requests"] = w.Requests, ["prompt_min"] = w.Prompt.Min, ["prompt_max"] = w.Prompt.Max, ["new_tokens"] = w.NewTokens,
                 ["shared_prefix"] = w.SharedPrefix, ["budget_bytes"] = w.BudgetBytes, ["seed"] = w.Seed,
+                ["preemption"] = w.Preemption == PreemptionMode.Swap ? "swap" : "recompute",
                 ["results"] = new JsonArray(rows.Select(r => (JsonNode)r).ToArray()),
             }.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
             return;

@@ -61,10 +61,28 @@ public sealed class WorkloadCliTests
     }
 
     [TestMethod]
+    public void SwapPreemptionRecomputesNothing()
+    {
+        // Half the budget and 48 new tokens (3 blocks of growth each): the paged session runs out of blocks and preempts.
+        var (code, stdout, err) = InspectCliTests.Run(["workload", Models.Value.Paged, "--requests", "24", "--prompt", "16:200", "--new", "48",
+            "--budget-gib", "0.00025", "--prefill-chunk", "32", "--preempt", "swap", "--json"]);
+        Assert.AreEqual(0, code, err);
+        var root = JsonNode.Parse(stdout)!;
+        Assert.AreEqual("swap", root["preemption"]!.GetValue<string>());
+        var paged = root["results"]![0]!;
+        Assert.IsGreaterThan(0, paged["preemptions"]!.GetValue<int>(), paged.ToJsonString());
+        Assert.AreEqual(paged["preemptions"]!.GetValue<int>(), paged["swapped_out"]!.GetValue<int>(), paged.ToJsonString());
+        Assert.AreEqual(0, paged["recomputed_tokens"]!.GetValue<int>(), paged.ToJsonString());
+        Assert.IsGreaterThan(0L, paged["swapped_bytes"]!.GetValue<long>(), paged.ToJsonString());
+        Assert.AreEqual(24 * 48, paged["generated_tokens"]!.GetValue<int>());
+    }
+
+    [TestMethod]
     [DataRow("--prompt", "200:16", "not a length N or a range")]
     [DataRow("--prompt", "0:16", "not a length N or a range")]
     [DataRow("--shared-prefix", "16", "shorter than the shortest prompt (16)")]
     [DataRow("--new", "0", "--new must be >= 1")]
+    [DataRow("--preempt", "later", "later")]
     public void BadInputIsOneLineAndExitTwo(string option, string value, string message)
     {
         string[] prompt = option == "--prompt" ? [] : ["--prompt", "16:200"];

@@ -5,7 +5,7 @@ namespace MixAttention.Onnx.Tests.Runtime;
 
 /// <summary>
 /// The generator on paged caches (issue 19, docs/runtime.md "Paged caches"): preemption and resume when the block pool
-/// runs out, and automatic prefix matching (shared prompt prefixes stored once, sliding rings through retained
+/// runs out (recompute, and swap to host memory), and automatic prefix matching (shared prompt prefixes stored once, sliding rings through retained
 /// snapshots). Every request must give the tokens — and, fp32 CPU, the logits (≤ 1e-5) — of the same request run alone on
 /// the contiguous conversion, and the stream must carry each token exactly once.
 /// </summary>
@@ -26,14 +26,15 @@ public sealed class PagedSchedulingTests
     private static Outcome[] Solo(string path, GenerationRequest[] requests, int maxLength) =>
         requests.Select(r => Generate(path, new[] { r }, new SessionConfig { MaxBatch = 1, MaxLength = maxLength, PrefillChunk = 4 }, null, null)).ToArray();
 
-    private static Outcome Generate(string path, GenerationRequest[] requests, SessionConfig config, int? scatterSeed, Action<InPlaceCacheSession, GeneratedToken>? watch, int? retained = null)
+    private static Outcome Generate(string path, GenerationRequest[] requests, SessionConfig config, int? scatterSeed, Action<InPlaceCacheSession, GeneratedToken>? watch, int? retained = null,
+        PreemptionMode preemption = PreemptionMode.Recompute)
     {
         using var model = MixAttentionModel.Open(path, new ModelOptions { IntraOpNumThreads = 1 });
         using var session = (InPlaceCacheSession)model.CreateSession(config);
         if (scatterSeed is { } seed) session.ScatterFreeBlocks(seed);
         var logits = new Dictionary<(int, int), float[]>();
         var stream = new List<GeneratedToken>();
-        var generator = new ContinuousBatchingGenerator(session) { LogitsObserved = (r, i, row) => logits.Add((r, i), (float[])row.Clone()) };
+        var generator = new ContinuousBatchingGenerator(session) { LogitsObserved = (r, i, row) => logits.Add((r, i), (float[])row.Clone()), Preemption = preemption };
         if (retained is { } n) generator.RetainedPrefixes = n;
         var results = generator.Run(requests, t =>
         {
@@ -101,6 +102,31 @@ public sealed class PagedSchedulingTests
         CheckAgainstSolo($"{name} {layout}", run, solo);
         Assert.IsGreaterThan(0, run.Stats.Preemptions, "the pool cannot hold every request: some must be preempted");
         Assert.IsGreaterThan(0, run.Stats.RecomputedTokens, "a resume prefills the preempted request's tokens again");
+        Assert.IsLessThanOrEqualTo(13, peakUsed);
+        Assert.AreEqual(requests.Sum(r => r.Options.MaxNewTokens), run.Stats.GeneratedTokens, "each token is generated once");
+    }
+
+    /// <summary>
+    /// (a') The same pool with <see cref="PreemptionMode.Swap"/>: a preempted request's blocks and rings go to host memory
+    /// and come back into other blocks of the (scattered) pool, so nothing is prefilled twice, and every request still
+    /// gives its solo tokens and logits.
+    /// </summary>
+    [TestMethod]
+    [DataRow("llama-gqa", "cai")]
+    [DataRow("llama-gqa", "native")]
+    [DataRow("gemma3_text-dynamo", "cai")]
+    public void SwappedRequestsResumeWithTheirSoloTokensAndLogits(string name, string layout)
+    {
+        var requests = Enumerable.Range(0, 4).Select(r => new GenerationRequest(Tokens(7 + 2 * r, r), new GenerationOptions { MaxNewTokens = 14 })).ToArray();
+        var solo = Solo(Convert(name, layout, null), requests, 40);
+        int peakUsed = 0;
+        var run = Generate(Convert(name, layout, BlockSize), requests, new SessionConfig { MaxBatch = 4, MaxLength = 40, PrefillChunk = 4, KvBlocks = 13 }, scatterSeed: 7,
+            (s, _) => peakUsed = Math.Max(peakUsed, s.Caches.UsedBlocks), preemption: PreemptionMode.Swap);
+        CheckAgainstSolo($"{name} {layout} swap", run, solo);
+        Assert.IsGreaterThan(0, run.Stats.Preemptions, "the pool cannot hold every request: some must be preempted");
+        Assert.AreEqual(run.Stats.Preemptions, run.Stats.SwappedOut, "every preemption swaps");
+        Assert.AreEqual(0, run.Stats.RecomputedTokens, "a swapped request resumes from its copied caches, not by prefilling again");
+        Assert.IsGreaterThan(0L, run.Stats.SwappedBytes);
         Assert.IsLessThanOrEqualTo(13, peakUsed);
         Assert.AreEqual(requests.Sum(r => r.Options.MaxNewTokens), run.Stats.GeneratedTokens, "each token is generated once");
     }
@@ -190,7 +216,8 @@ public sealed class PagedSchedulingTests
     [TestMethod]
     [DataRow("llama-gqa", "cai")]
     [DataRow("llama-gqa", "native")]
-    public void DivergentContinuationsOfSharedPrefixesSurvivePreemption(string name, string layout)
+    [DataRow("llama-gqa", "cai", PreemptionMode.Swap)]
+    public void DivergentContinuationsOfSharedPrefixesSurvivePreemption(string name, string layout, PreemptionMode preemption = PreemptionMode.Recompute)
     {
         var prompt = Tokens(14, 2);
         var requests = new[]
@@ -202,10 +229,12 @@ public sealed class PagedSchedulingTests
             new GenerationRequest(prompt, new GenerationOptions { MaxNewTokens = 12 }),
         };
         var solo = Solo(Convert(name, layout, null), requests, 40);
-        var run = Generate(Convert(name, layout, BlockSize), requests, new SessionConfig { MaxBatch = 5, MaxLength = 40, PrefillChunk = 4, KvBlocks = 14 }, scatterSeed: 12, null);
-        CheckAgainstSolo($"{name} {layout}", run, solo);
+        var run = Generate(Convert(name, layout, BlockSize), requests, new SessionConfig { MaxBatch = 5, MaxLength = 40, PrefillChunk = 4, KvBlocks = 14 }, scatterSeed: 12, null,
+            preemption: preemption);
+        CheckAgainstSolo($"{name} {layout} {preemption}", run, solo);
         Assert.IsGreaterThan(0, run.Stats.ReusedTokens);
         Assert.IsGreaterThan(0, run.Stats.Preemptions);
+        if (preemption == PreemptionMode.Swap) Assert.AreEqual(run.Stats.Preemptions, run.Stats.SwappedOut, "shared blocks are copied out and come back as the request's own");
         Assert.IsTrue(run.Results.Take(3).Select(r => string.Join(",", r.Tokens)).Distinct().Count() > 1, "sampled continuations of one prompt diverge");
     }
 
@@ -242,7 +271,11 @@ public sealed class PagedSchedulingTests
     [DataRow("llama-gqa", "native", 2)]
     [DataRow("llama-gqa", "cai", 3)]
     [DataRow("gemma3_text-dynamo", "cai", 4)]
-    public void RandomWorkloadsEqualSoloRuns(string name, string layout, int seed)
+    [DataRow("llama-gqa", "native", 11, PreemptionMode.Swap)]
+    [DataRow("llama-gqa", "cai", 8, PreemptionMode.Swap)]
+    [DataRow("gemma3_text-dynamo", "cai", 6, PreemptionMode.Swap)]
+    [DataRow("gemma3_text-dynamo", "cai", 9, PreemptionMode.Swap)]
+    public void RandomWorkloadsEqualSoloRuns(string name, string layout, int seed, PreemptionMode preemption = PreemptionMode.Recompute)
     {
         var rng = new Random(seed);
         var prefixes = Enumerable.Range(0, 2).Select(p => Tokens(rng.Next(4, 14), 70 + p)).ToArray();
@@ -257,8 +290,14 @@ public sealed class PagedSchedulingTests
         int longest = requests.Max(r => r.Prompt.Count + r.Options.MaxNewTokens);
         var config = new SessionConfig { MaxBatch = rng.Next(2, 7), MaxLength = 40, PrefillChunk = rng.Next(2, 6), KvBlocks = (longest + BlockSize - 1) / BlockSize + 1 + rng.Next(0, 10) };
         var solo = Solo(Convert(name, layout, null), requests, 40);
-        var run = Generate(Convert(name, layout, BlockSize), requests, config, scatterSeed: seed, null);
-        TestContext.WriteLine($"seed {seed}: MaxBatch {config.MaxBatch}, chunk {config.PrefillChunk}, {config.KvBlocks} blocks, prompts {string.Join("/", requests.Select(r => r.Prompt.Count))}");
+        var run = Generate(Convert(name, layout, BlockSize), requests, config, scatterSeed: seed, null, preemption: preemption);
+        TestContext.WriteLine($"seed {seed} ({preemption}): MaxBatch {config.MaxBatch}, chunk {config.PrefillChunk}, {config.KvBlocks} blocks, prompts {string.Join("/", requests.Select(r => r.Prompt.Count))}");
         CheckAgainstSolo($"{name} {layout} seed {seed}", run, solo);
+        if (preemption == PreemptionMode.Swap)
+        {
+            Assert.IsGreaterThan(0, run.Stats.Preemptions, "the swap rows are seeds whose pools preempt");
+            Assert.AreEqual(run.Stats.Preemptions, run.Stats.SwappedOut);
+            Assert.AreEqual(0, run.Stats.RecomputedTokens);
+        }
     }
 }
