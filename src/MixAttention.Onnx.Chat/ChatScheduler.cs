@@ -7,6 +7,13 @@ namespace MixAttention.Onnx.Chat;
 /// session (sessions serve one call at a time). Each turn it drops cancelled requests (their slots are freed at once),
 /// admits waiting requests into free slots (prefill alone, first token), then decodes every live request in one batched
 /// step. Admission is bounded: slots + queue limit requests at most, so a burst is refused, not allocated.
+/// <para>
+/// Paged caches (docs/runtime.md, "Paged caches") are scheduled as <see cref="ContinuousBatchingGenerator.Run"/> does,
+/// with its <see cref="BlockScheduler"/>: a request starts when its blocks are free, reusing the cached blocks of a
+/// prompt prefix it shares with a running request (a system prompt is stored once); a decode step short of blocks
+/// preempts the most recently admitted request — its caches swapped to host memory on a CPU session, else dropped and
+/// recomputed — and preempted requests resume, where they stopped, before waiting ones start. Their streams only pause.
+/// </para>
 /// </summary>
 internal sealed class ChatScheduler : IDisposable
 {
@@ -18,6 +25,9 @@ internal sealed class ChatScheduler : IDisposable
     private readonly List<ChatRequest> _active = new();
     private readonly SemaphoreSlim _wake = new(0);
     private readonly Thread _thread;
+    private readonly BlockScheduler? _blocks; // paged caches
+    private readonly InPlaceCacheSession? _swap; // paged caches in host memory: preemption swaps instead of recomputing
+    private readonly List<ChatRequest> _preempted = new(); // they resume first, in admission order
     private int _admitted;
     private int _freeSlots;
     private volatile bool _stopping;
@@ -27,6 +37,11 @@ internal sealed class ChatScheduler : IDisposable
         _session = session;
         _tokenizer = tokenizer;
         _maxQueued = maxQueued;
+        if (session is InPlaceCacheSession { Caches.BlockSize: not null } paged)
+        {
+            _blocks = new BlockScheduler(paged, BlockScheduler.DefaultRetainedPrefixes);
+            _swap = paged.CanSwap ? paged : null;
+        }
         _freeSlots = session.FreeSlots;
         _thread = new Thread(Loop) { IsBackground = true, Name = "MixAttention chat decode loop" };
         _thread.Start();
@@ -42,6 +57,10 @@ internal sealed class ChatScheduler : IDisposable
     public long Steps { get; private set; }
     /// <summary>Most requests one decode step has carried.</summary>
     public int MaxStepBatch { get; private set; }
+    /// <summary>Paged caches: times a running request was preempted because a decode step was short of blocks.</summary>
+    public int Preemptions { get; private set; }
+    /// <summary>Paged caches: prompt tokens not prefilled because their blocks were cached (shared prefixes).</summary>
+    public int ReusedTokens => _blocks?.ReusedTokens ?? 0;
     /// <summary>Requests dropped because their caller cancelled (or stopped reading) before they finished.</summary>
     public int Cancelled => Volatile.Read(ref _cancelled);
     private int _cancelled;
@@ -88,38 +107,143 @@ internal sealed class ChatScheduler : IDisposable
 
     private void Admit()
     {
-        while (_session.FreeSlots > 0)
+        while (_preempted.Count > 0)
+        {
+            var p = _preempted[0];
+            if (p.IsCancelled)
+            {
+                Retire(p, new OperationCanceledException("the chat request was cancelled.")); // leaves _preempted too
+                continue;
+            }
+            try
+            {
+                if (!Resume(p)) return; // its blocks are not free yet: nothing new starts before it
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                Retire(p, e);
+                continue;
+            }
+            _preempted.RemoveAt(0);
+        }
+        while (_blocks is not null || _session.FreeSlots > 0)
         {
             ChatRequest? r;
             lock (_gate)
             {
-                if (!_waiting.TryDequeue(out r)) return;
-                _active.Add(r);
-                _admitted++;
+                if (!_waiting.TryPeek(out r)) return;
             }
             if (r.IsCancelled)
             {
+                Take(r);
                 Retire(r, new OperationCanceledException("the chat request was cancelled."));
                 continue;
             }
             try
             {
-                r.Sequence = _session.AddSequence();
-                var logits = _session.Prefill(r.Sequence, r.Prompt);
+                int cached = 0;
+                if (_blocks is null)
+                {
+                    Take(r);
+                    r.Sequence = _session.AddSequence();
+                }
+                else
+                {
+                    // By free blocks: null = wait (blocks or a slot are busy); the first in line holds back the others.
+                    if (_blocks.TryStart(r.Prompt, Running(), Live().Count == 0, "the chat request") is not { } started) return;
+                    Take(r);
+                    (r.Sequence, cached) = started;
+                }
+                var logits = _session.Prefill(r.Sequence, r.Prompt[cached..]);
                 Steps++;
                 if (r.Accept(r.Sampler.Next(logits, r.History), _tokenizer, _session.Length(r.Sequence) >= _session.Config.MaxLength) is not null) Retire(r, null);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
+                Take(r);
                 Retire(r, e);
             }
         }
     }
 
+    /// <summary>Moves the first waiting request (<paramref name="r"/>) to the admitted ones (no-op when it already is).</summary>
+    private void Take(ChatRequest r)
+    {
+        lock (_gate)
+        {
+            if (!_waiting.TryPeek(out var first) || !ReferenceEquals(first, r)) return;
+            _waiting.Dequeue();
+            _active.Add(r);
+            _admitted++;
+        }
+    }
+
+    /// <summary>Requests holding a sequence (not preempted), in admission order.</summary>
+    private List<ChatRequest> Live() => _active.Where(r => !r.IsFinished && !r.IsCancelled && r.Sequence >= 0).ToList();
+
+    private List<(int Sequence, IReadOnlyList<long> History)> Running() =>
+        Live().Select(r => (r.Sequence, (IReadOnlyList<long>)r.History)).ToList();
+
+    /// <summary>
+    /// Brings a preempted request back; false when its blocks are not free yet. Swapped: its caches are copied back.
+    /// Recomputed: its prompt and generated tokens but the last are prefilled again (the last was sampled and sent but
+    /// never fed: the next decode step feeds it), reusing cached prefix blocks, and those logits are dropped.
+    /// </summary>
+    private bool Resume(ChatRequest r)
+    {
+        bool idle = Live().Count == 0;
+        if (r.Swapped is { } held)
+        {
+            if (!_blocks!.MakeRoomToResume(held.Blocks))
+            {
+                if (idle) throw new MixAttentionException($"the chat request (resuming after preemption): its {held.Length} positions need {held.Blocks + 1} KV blocks (with one to grow into) but the session has {_swap!.Caches.FreeBlocks} free of {_swap.Caches.TotalBlocks} with nothing else running; open the session with a larger SessionConfig.KvBlocks.");
+                return false;
+            }
+            r.Sequence = _swap!.SwapIn(held) ?? throw new InvalidOperationException("a swap-in found no room after the scheduler made it");
+            r.Swapped = null;
+            return true;
+        }
+        var processed = r.History.Take(r.History.Count - 1).ToArray();
+        if (_blocks!.TryStart(processed, Running(), idle, "the chat request (resuming after preemption)") is not { } started) return false;
+        (r.Sequence, int cached) = started;
+        _session.Prefill(r.Sequence, processed[cached..]);
+        Steps++;
+        return true;
+    }
+
+    /// <summary>Frees the blocks of <paramref name="r"/> (swapped to host memory, or dropped to recompute) and queues it to resume.</summary>
+    private void Preempt(ChatRequest r)
+    {
+        if (_swap is not null)
+            r.Swapped = _swap.SwapOut(r.Sequence);
+        else
+            _session.RemoveSequence(r.Sequence);
+        r.Sequence = -1;
+        _preempted.Insert(0, r); // preempted after those still running, before those preempted earlier
+        Preemptions++;
+    }
+
     private void DecodeStep()
     {
-        var live = _active.Where(r => !r.IsFinished && !r.IsCancelled).ToList();
+        var live = Live();
         if (live.Count == 0) return;
+        if (_blocks is not null)
+        {
+            try
+            {
+                // Too few free blocks for this step: retained prefixes go first, then the most recently admitted request.
+                while (!_blocks.MakeRoom(live.Select(r => r.Sequence).ToArray()) && live.Count > 1)
+                {
+                    Preempt(live[^1]);
+                    live.RemoveAt(live.Count - 1);
+                }
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                foreach (var r in live) Retire(r, e);
+                return;
+            }
+        }
         BeforeDecode?.Invoke();
         float[][] rows;
         try
@@ -161,6 +285,8 @@ internal sealed class ChatScheduler : IDisposable
             }
             r.Sequence = -1;
         }
+        r.Swapped = null;
+        _preempted.Remove(r);
         if (error is OperationCanceledException) Interlocked.Increment(ref _cancelled);
         if (error is not null) r.Fail(error);
         lock (_gate)
@@ -179,6 +305,7 @@ internal sealed class ChatScheduler : IDisposable
         }
         _wake.Release();
         _thread.Join();
+        _blocks?.Clear();
         var left = new List<ChatRequest>(_active);
         lock (_gate) left.AddRange(_waiting);
         foreach (var r in left) Retire(r, new ObjectDisposedException(nameof(MixAttentionChatClient), "the chat client was disposed while this request ran."));
