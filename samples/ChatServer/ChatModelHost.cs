@@ -41,6 +41,7 @@ internal sealed class ChatModelHost : IDisposable
             MaxBatch = settings.MaxBatch,
             MaxLength = settings.MaxLength ?? ContextLength(modelDir) ?? 2048,
             PrefillChunk = settings.PrefillChunk,
+            KvBlocks = settings.KvBlocks,
         };
         Client = MixAttentionChatClient.Open(modelDir, config, new MixAttentionChatClientOptions
         {

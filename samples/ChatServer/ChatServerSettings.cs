@@ -16,6 +16,12 @@ internal sealed record ChatServerSettings
     public int MaxBatch { get; init; } = 8;
     /// <summary>Tokens per sequence (prompt + reply); null: the model's context length from genai_config.json / config.json, at most 2048.</summary>
     public int? MaxLength { get; init; }
+    /// <summary>
+    /// Paged models (converted with --paged): KV blocks of the pool, shared by all slots by their actual length; null:
+    /// enough for every slot at MaxLength. Fewer blocks let more slots share the memory (the loop preempts and resumes
+    /// requests when they run short).
+    /// </summary>
+    public int? KvBlocks { get; init; }
     /// <summary>Longest prefill call.</summary>
     public int PrefillChunk { get; init; } = 64;
     /// <summary>Requests that may wait for a slot; more are answered 429.</summary>

@@ -58,6 +58,20 @@ public sealed class PagedChatTests
     }
 
     [TestMethod]
+    public async Task TheServerServesAPagedModelFromItsKvBlocksSetting()
+    {
+        var prompts = Enumerable.Range(0, 8).Select(ChatFixtures.Prompt).ToArray();
+        var solo = await SoloOnContiguous(prompts.Select(p => new List<ChatMessage> { new(ChatRole.User, p) }), 24);
+        using var server = new ChatServerFactory(maxBatch: 4, maxQueue: 16, modelDir: PagedModelDir.Value, kvBlocks: 60);
+        var client = new ChatServerClient(server.CreateClient());
+        var session = (InPlaceCacheSession)server.Host.Client.Session;
+        Assert.AreEqual(60, session.Caches.TotalBlocks, "ChatServer:KvBlocks sizes the pool");
+        var texts = await Task.WhenAll(prompts.Select(p => Task.Run(() => client.CompleteAsync(p, 24))));
+        CollectionAssert.AreEqual(solo, texts);
+        Assert.IsGreaterThan(0, server.Host.Client.Scheduler.Preemptions);
+    }
+
+    [TestMethod]
     public async Task ASharedSystemPromptIsReused()
     {
         const string system = "You are a careful assistant for the story archive. Answer briefly and name the story number you use.";
