@@ -25,8 +25,7 @@ internal sealed class ChatScheduler : IDisposable
     private readonly List<ChatRequest> _active = new();
     private readonly SemaphoreSlim _wake = new(0);
     private readonly Thread _thread;
-    private readonly BlockScheduler? _blocks; // paged caches
-    private readonly InPlaceCacheSession? _swap; // paged caches in host memory: preemption swaps instead of recomputing
+    private readonly BlockScheduler? _blocks; // paged caches (preemption swaps where they are host memory)
     private readonly List<ChatRequest> _preempted = new(); // they resume first, in admission order
     private int _admitted;
     private int _freeSlots;
@@ -38,10 +37,7 @@ internal sealed class ChatScheduler : IDisposable
         _tokenizer = tokenizer;
         _maxQueued = maxQueued;
         if (session is InPlaceCacheSession { Caches.BlockSize: not null } paged)
-        {
-            _blocks = new BlockScheduler(paged, BlockScheduler.DefaultRetainedPrefixes);
-            _swap = paged.CanSwap ? paged : null;
-        }
+            _blocks = new BlockScheduler(paged, BlockScheduler.DefaultRetainedPrefixes, swap: true);
         _freeSlots = session.FreeSlots;
         _thread = new Thread(Loop) { IsBackground = true, Name = "MixAttention chat decode loop" };
         _thread.Start();
@@ -194,12 +190,8 @@ internal sealed class ChatScheduler : IDisposable
         bool idle = Live().Count == 0;
         if (r.Swapped is { } held)
         {
-            if (!_blocks!.MakeRoomToResume(held.Blocks))
-            {
-                if (idle) throw new MixAttentionException($"the chat request (resuming after preemption): its {held.Length} positions need {held.Blocks + 1} KV blocks (with one to grow into) but the session has {_swap!.Caches.FreeBlocks} free of {_swap.Caches.TotalBlocks} with nothing else running; open the session with a larger SessionConfig.KvBlocks.");
-                return false;
-            }
-            r.Sequence = _swap!.SwapIn(held) ?? throw new InvalidOperationException("a swap-in found no room after the scheduler made it");
+            if (_blocks!.SwapBackIn(held, idle, "the chat request (resuming after preemption)") is not { } id) return false;
+            r.Sequence = id;
             r.Swapped = null;
             return true;
         }
@@ -214,10 +206,7 @@ internal sealed class ChatScheduler : IDisposable
     /// <summary>Frees the blocks of <paramref name="r"/> (swapped to host memory, or dropped to recompute) and queues it to resume.</summary>
     private void Preempt(ChatRequest r)
     {
-        if (_swap is not null)
-            r.Swapped = _swap.SwapOut(r.Sequence);
-        else
-            _session.RemoveSequence(r.Sequence);
+        r.Swapped = _blocks!.Preempt(r.Sequence);
         r.Sequence = -1;
         _preempted.Insert(0, r); // preempted after those still running, before those preempted earlier
         Preemptions++;

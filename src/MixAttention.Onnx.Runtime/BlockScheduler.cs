@@ -25,8 +25,13 @@ internal sealed class BlockScheduler
     private readonly bool _fullLengthForks;
     private readonly int _maxRetained;
 
-    public BlockScheduler(InPlaceCacheSession session, int maxRetained)
+    /// <summary>Schedules <paramref name="session"/>'s blocks, keeping at most <paramref name="maxRetained"/> retained prefixes.</summary>
+    /// <param name="session">The paged session (not owned).</param>
+    /// <param name="maxRetained">Retained prefixes kept at most (0: none).</param>
+    /// <param name="swap">Preempt by swapping to host memory where the session's caches are host memory (<see cref="PreemptionMode.Swap"/>).</param>
+    public BlockScheduler(InPlaceCacheSession session, int maxRetained, bool swap = false)
     {
+        Swaps = swap && session.CanSwap;
         _session = session;
         _blockSize = session.Caches.BlockSize ?? throw new ArgumentException("the session's caches are not paged", nameof(session));
         _fullLengthForks = session.ForksAtFullLengthOnly;
@@ -125,16 +130,38 @@ internal sealed class BlockScheduler
         return true;
     }
 
+    /// <summary>Whether <see cref="Preempt"/> swaps: asked for, and the session's caches are host memory.</summary>
+    public bool Swaps { get; }
+
     /// <summary>
-    /// Before a swapped-out sequence that held <paramref name="held"/> blocks comes back: evicts retained prefixes until a
-    /// slot and its blocks plus one to grow into are free (as for an admission, so that the next decode step does not
-    /// preempt it again at once); false when they still are not.
+    /// Preempts a running sequence: with <see cref="Swaps"/> its caches go to host memory first (returned, for
+    /// <see cref="SwapBackIn"/>); otherwise it is removed and null returned (its owner recomputes it on resume).
+    /// Either way its slot and blocks return to the session.
     /// </summary>
-    public bool MakeRoomToResume(int held)
+    public SwappedSequence? Preempt(int sequence)
+    {
+        if (Swaps) return _session.SwapOut(sequence);
+        _session.RemoveSequence(sequence);
+        return null;
+    }
+
+    /// <summary>
+    /// Brings a swapped-out sequence back once a slot and its blocks plus one to grow into are free (as for an
+    /// admission, so that the next decode step does not preempt it again at once; retained prefixes are evicted for it);
+    /// returns its new id, or null when it must wait. With nothing running (<paramref name="idle"/>) and still too few
+    /// blocks it never will: throws.
+    /// </summary>
+    public int? SwapBackIn(SwappedSequence held, bool idle, string what)
     {
         while (_session.FreeSlots < 1 && Evict(null, mustFreeBlocks: false)) { }
-        while (held + 1 > _session.Caches.FreeBlocks && Evict(null, mustFreeBlocks: true)) { }
-        return _session.FreeSlots >= 1 && held + 1 <= _session.Caches.FreeBlocks;
+        while (held.Blocks + 1 > _session.Caches.FreeBlocks && Evict(null, mustFreeBlocks: true)) { }
+        if (_session.FreeSlots < 1 || held.Blocks + 1 > _session.Caches.FreeBlocks)
+        {
+            if (idle)
+                throw new MixAttentionException($"{what}: its {held.Length} positions need {held.Blocks + 1} KV blocks (with one to grow into) but the session's paged caches have {_session.Caches.FreeBlocks} free of {_session.Caches.TotalBlocks} with nothing else running; open the session with a larger SessionConfig.KvBlocks.");
+            return null;
+        }
+        return _session.SwapIn(held) ?? throw new InvalidOperationException("a swap-in found no room after the scheduler made it");
     }
 
     /// <summary>Removes every retained prefix (the end of a run).</summary>

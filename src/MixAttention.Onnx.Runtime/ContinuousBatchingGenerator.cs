@@ -113,9 +113,9 @@ public sealed class ContinuousBatchingGenerator
         Active? next = null; // the first pending request, while it waits for a slot or blocks
         int steps = 0, promptTokens = 0, generated = 0, preemptions = 0, recomputed = 0, maxRunning = 0, maxUsed = 0, maxShared = 0, swapped = 0;
         long swappedBytes = 0;
-        var blocks = Session is InPlaceCacheSession { Caches.BlockSize: not null } paged ? new BlockScheduler(paged, RetainedPrefixes) : null;
-        // Swap-to-host preemption: paged sessions whose caches are host memory (elsewhere a preempted request is recomputed).
-        var swap = Preemption == PreemptionMode.Swap && blocks is not null && Session is InPlaceCacheSession { CanSwap: true } host ? host : null;
+        // Swap-to-host preemption where the session's caches are host memory (elsewhere a preempted request is recomputed).
+        var blocks = Session is InPlaceCacheSession { Caches.BlockSize: not null } paged
+            ? new BlockScheduler(paged, RetainedPrefixes, swap: Preemption == PreemptionMode.Swap) : null;
 
         bool Emit(Active a, long token)
         {
@@ -190,13 +190,8 @@ public sealed class ContinuousBatchingGenerator
                     var a = preempted[0];
                     if (a.Swapped is { } held)
                     {
-                        if (!blocks!.MakeRoomToResume(held.Blocks))
-                        {
-                            if (active.Count == 0)
-                                throw new MixAttentionException($"request {a.Request} (resuming after preemption): its {held.Length} positions need {held.Blocks + 1} KV blocks (with one to grow into) but the session's paged caches have {swap!.Caches.FreeBlocks} free of {swap.Caches.TotalBlocks} with nothing else running; open the session with a larger SessionConfig.KvBlocks.");
-                            break;
-                        }
-                        a.Sequence = swap!.SwapIn(held) ?? throw new InvalidOperationException("a swap-in found no room after the scheduler made it");
+                        if (blocks!.SwapBackIn(held, active.Count == 0, $"request {a.Request} (resuming after preemption)") is not { } id) break;
+                        a.Sequence = id;
                         a.Swapped = null;
                     }
                     else
@@ -226,17 +221,13 @@ public sealed class ContinuousBatchingGenerator
                     {
                         var victim = active[^1];
                         active.RemoveAt(active.Count - 1);
-                        if (swap is not null)
-                        {
-                            victim.Swapped = swap.SwapOut(victim.Sequence);
-                            swapped++;
-                            swappedBytes += victim.Swapped.Bytes;
-                        }
-                        else
-                        {
-                            Session.RemoveSequence(victim.Sequence);
-                        }
+                        victim.Swapped = blocks.Preempt(victim.Sequence);
                         victim.Sequence = -1;
+                        if (victim.Swapped is { } held)
+                        {
+                            swapped++;
+                            swappedBytes += held.Bytes;
+                        }
                         preempted.Insert(0, victim); // preempted after those still running, before those preempted earlier
                         preemptions++;
                     }
