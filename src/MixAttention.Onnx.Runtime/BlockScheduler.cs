@@ -31,7 +31,7 @@ internal sealed class BlockScheduler
     /// <param name="swap">Preempt by swapping to host memory where the session's caches are host memory (<see cref="PreemptionMode.Swap"/>).</param>
     public BlockScheduler(InPlaceCacheSession session, int maxRetained, bool swap = false)
     {
-        Swaps = swap && session.CanSwap;
+        Swaps = swap && session.CachesInHostMemory;
         _session = session;
         _blockSize = session.Caches.BlockSize ?? throw new ArgumentException("the session's caches are not paged", nameof(session));
         _fullLengthForks = session.ForksAtFullLengthOnly;

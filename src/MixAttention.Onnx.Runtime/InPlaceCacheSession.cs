@@ -207,7 +207,7 @@ public sealed class InPlaceCacheSession : DecoderSession
         if (slot < 0) throw new MixAttentionException($"all {Config.MaxBatch} batch slots are in use (SessionConfig.MaxBatch = {Config.MaxBatch}); remove a sequence before forking {sequence}.");
         if (pool is not null && positions % pool.BlockSize != 0 && pool.FreeBlocks < 1)
             throw new KvBlocksExhaustedException(sequence, positions, 0, 1, pool.FreeBlocks, pool.TotalBlocks);
-        if (Model.Options.Device != ExecutionDevice.Cpu)
+        if (!CachesInHostMemory)
             throw new MixAttentionException("ForkSequence copies cache rows on the host; it runs on the CPU execution provider only for now.");
         var copy = pool?.Share(source, slot, positions);
         foreach (var c in Caches.Caches)
@@ -227,8 +227,23 @@ public sealed class InPlaceCacheSession : DecoderSession
         return id;
     }
 
-    /// <summary>Whether <see cref="SwapOut"/> can run: the caches are host memory (the CPU execution provider).</summary>
-    internal bool CanSwap => Model.Options.Device == ExecutionDevice.Cpu;
+    /// <summary>Whether the caches are host memory (the CPU execution provider), which forks and <see cref="SwapOut"/> copy directly.</summary>
+    internal bool CachesInHostMemory => Model.Options.Device == ExecutionDevice.Cpu;
+
+    /// <summary>
+    /// The cache bytes a sequence in <paramref name="slot"/> holding pool <paramref name="blocks"/> owns, in one fixed
+    /// order (per owner cache, K then V: the blocks in position order, or the slot's rows), which
+    /// <see cref="SwappedSequence.Parts"/> follows.
+    /// </summary>
+    private IEnumerable<(DeviceBuffer Buffer, long Offset, long Bytes)> HeldRanges(int slot, IReadOnlyList<int> blocks)
+    {
+        foreach (var c in Caches.Caches)
+            foreach (var buffer in new[] { c.Key, c.Value })
+                if (c.PoolBlocks is not null)
+                    foreach (int block in blocks) yield return (buffer, block * c.BlockBytes, c.BlockBytes);
+                else
+                    yield return (buffer, slot * c.SlotBytes, c.SlotBytes);
+    }
 
     /// <summary>
     /// Swap-to-host preemption (<see cref="PreemptionMode.Swap"/>): copies what <paramref name="sequence"/> holds in the
@@ -241,16 +256,10 @@ public sealed class InPlaceCacheSession : DecoderSession
         SwappedSequence swapped;
         using (Guard.Enter(nameof(SwapOut)))
         {
-            if (!CanSwap) throw new InvalidOperationException("swap-to-host preemption copies cache rows on the host; it runs on the CPU execution provider only for now.");
+            if (!CachesInHostMemory) throw new InvalidOperationException("swap-to-host preemption copies cache rows on the host; it runs on the CPU execution provider only for now.");
             int slot = Slots.SlotOf(sequence);
             var blocks = Caches.Pool?.BlocksHeld(slot).ToArray() ?? Array.Empty<int>();
-            var parts = new List<byte[]>();
-            foreach (var c in Caches.Caches)
-                foreach (var buffer in new[] { c.Key, c.Value })
-                    if (c.PoolBlocks is not null)
-                        foreach (int block in blocks) parts.Add(ReadHost(buffer, block * c.BlockBytes, c.BlockBytes));
-                    else
-                        parts.Add(ReadHost(buffer, slot * c.SlotBytes, c.SlotBytes));
+            var parts = HeldRanges(slot, blocks).Select(r => ReadHost(r.Buffer, r.Offset, r.Bytes)).ToList();
             swapped = new SwappedSequence(Slots.Length(slot), blocks.Length, parts);
         }
         RemoveSequence(sequence);
@@ -272,13 +281,7 @@ public sealed class InPlaceCacheSession : DecoderSession
         if (pool is not null && pool.Missing(slot, positions) > pool.FreeBlocks) return null;
         pool?.Grow(slot, positions);
         var blocks = pool?.BlocksHeld(slot).ToArray() ?? Array.Empty<int>();
-        int part = 0;
-        foreach (var c in Caches.Caches)
-            foreach (var buffer in new[] { c.Key, c.Value })
-                if (c.PoolBlocks is not null)
-                    foreach (int block in blocks) WriteHost(buffer, block * c.BlockBytes, swapped.Parts[part++]);
-                else
-                    WriteHost(buffer, slot * c.SlotBytes, swapped.Parts[part++]);
+        foreach (var (range, bytes) in HeldRanges(slot, blocks).Zip(swapped.Parts)) WriteHost(range.Buffer, range.Offset, bytes);
         int id = Slots.Add(slot);
         Slots.Advance(slot, swapped.Length);
         return id;
