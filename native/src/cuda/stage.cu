@@ -8,13 +8,11 @@
 namespace mixattn::cuda {
 namespace {
 
-// Row r = (b * Hkv + kvh) * C + slot of the staged [B, Hkv, C, D] caches: where the source holds it (the same row of a
-// contiguous cache, or position slot of sequence b in a paged pool).
+// Row r = (b * Hkv + kvh) * C + slot of the staged [B, Hkv, C, D] caches: where the source holds it (dev::CacheRow: the
+// same row of a contiguous cache, or position slot of sequence b in a paged pool).
 __device__ __forceinline__ size_t SourceRow(const BlockTable& paged, long long r, int Hkv, int C) {
-  if (paged.table == nullptr) return static_cast<size_t>(r);
-  const int slot = static_cast<int>(r % C);
   const long long bh = r / C;
-  return dev::PagedRow(paged, static_cast<int>(bh / Hkv), static_cast<int>(bh % Hkv), Hkv, slot);
+  return dev::CacheRow(paged, static_cast<int>(bh / Hkv), static_cast<int>(bh % Hkv), Hkv, C, static_cast<int>(r % C));
 }
 
 // One thread per 16 codes of [B, Hkv, C, D]: x' = code * scale (fp32), rounded once to T.
