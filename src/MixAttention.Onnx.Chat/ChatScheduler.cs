@@ -11,8 +11,7 @@ namespace MixAttention.Onnx.Chat;
 /// Paged caches (docs/runtime.md, "Paged caches") are scheduled as <see cref="ContinuousBatchingGenerator.Run"/> does,
 /// with its <see cref="BlockScheduler"/>: a request starts when its blocks are free, reusing the cached blocks of a
 /// prompt prefix it shares with a running request (a system prompt is stored once); a decode step short of blocks
-/// preempts the most recently admitted request — its caches swapped to host memory on a CPU session, else dropped and
-/// recomputed — and preempted requests resume, where they stopped, before waiting ones start. Their streams only pause.
+/// preempts the most recently admitted request — its caches swapped to host memory — and preempted requests resume, where they stopped, before waiting ones start. Their streams only pause.
 /// </para>
 /// </summary>
 internal sealed class ChatScheduler : IDisposable
@@ -25,7 +24,7 @@ internal sealed class ChatScheduler : IDisposable
     private readonly List<ChatRequest> _active = new();
     private readonly SemaphoreSlim _wake = new(0);
     private readonly Thread _thread;
-    private readonly BlockScheduler? _blocks; // paged caches (preemption swaps where they are host memory)
+    private readonly BlockScheduler? _blocks; // paged caches (preemption swaps them to host memory)
     private readonly List<ChatRequest> _preempted = new(); // they resume first, in admission order
     private int _admitted;
     private int _freeSlots;

@@ -28,10 +28,10 @@ internal sealed class BlockScheduler
     /// <summary>Schedules <paramref name="session"/>'s blocks, keeping at most <paramref name="maxRetained"/> retained prefixes.</summary>
     /// <param name="session">The paged session (not owned).</param>
     /// <param name="maxRetained">Retained prefixes kept at most (0: none).</param>
-    /// <param name="swap">Preempt by swapping to host memory where the session's caches are host memory (<see cref="PreemptionMode.Swap"/>).</param>
+    /// <param name="swap">Preempt by swapping to host memory (<see cref="PreemptionMode.Swap"/>) instead of recomputing.</param>
     public BlockScheduler(InPlaceCacheSession session, int maxRetained, bool swap = false)
     {
-        Swaps = swap && session.CachesInHostMemory;
+        Swaps = swap;
         _session = session;
         _blockSize = session.Caches.BlockSize ?? throw new ArgumentException("the session's caches are not paged", nameof(session));
         _fullLengthForks = session.ForksAtFullLengthOnly;
@@ -130,7 +130,7 @@ internal sealed class BlockScheduler
         return true;
     }
 
-    /// <summary>Whether <see cref="Preempt"/> swaps: asked for, and the session's caches are host memory.</summary>
+    /// <summary>Whether <see cref="Preempt"/> swaps the caches to host memory (else the owner recomputes on resume).</summary>
     public bool Swaps { get; }
 
     /// <summary>

@@ -85,7 +85,7 @@ public sealed class ContinuousBatchingGenerator
     /// On a session with paged caches (<see cref="KvCacheSet.BlockSize"/>) requests are admitted by free blocks, in
     /// order. A decode step that needs more blocks than are free first evicts retained prefixes, then preempts the most
     /// recently admitted running request: its blocks and slot are freed, its prompt and generated tokens kept, and, with
-    /// <see cref="Preemption"/> = <see cref="PreemptionMode.Swap"/> on a CPU session, its caches copied to host memory. A
+    /// <see cref="Preemption"/> = <see cref="PreemptionMode.Swap"/>, its caches copied to host memory. A
     /// preempted request resumes before new ones are admitted — by copying its caches back, or by prefilling its prompt
     /// and generated tokens again — and continues where it stopped (no token is repeated or lost in the stream). A prompt that starts with the
     /// cached full blocks of another running request or of a retained prefix forks them instead of recomputing them
@@ -113,7 +113,6 @@ public sealed class ContinuousBatchingGenerator
         Active? next = null; // the first pending request, while it waits for a slot or blocks
         int steps = 0, promptTokens = 0, generated = 0, preemptions = 0, recomputed = 0, maxRunning = 0, maxUsed = 0, maxShared = 0, swapped = 0;
         long swappedBytes = 0;
-        // Swap-to-host preemption where the session's caches are host memory (elsewhere a preempted request is recomputed).
         var blocks = Session is InPlaceCacheSession { Caches.BlockSize: not null } paged
             ? new BlockScheduler(paged, RetainedPrefixes, swap: Preemption == PreemptionMode.Swap) : null;
 

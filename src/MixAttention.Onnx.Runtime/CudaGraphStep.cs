@@ -10,10 +10,11 @@ namespace MixAttention.Onnx.Runtime;
 /// <summary>
 /// The fixed buffers of a CUDA-graph decode step (<see cref="ModelOptions.CudaGraphDecode"/>): every step runs all
 /// <c>MaxBatch</c> rows with one token each, over device-resident <c>input_ids [B, 1]</c>, <c>position_ids [B, 1]</c>,
-/// <c>past_lengths [B]</c>, <c>new_lengths [B]</c> and <c>logits [B, 1, V]</c> and the whole caches, all bound once to
-/// one <see cref="OrtIoBinding"/>, so their addresses and shapes never change between replays.
+/// <c>past_lengths [B]</c>, <c>new_lengths [B]</c>, for paged caches <c>block_table [B, max_blocks]</c>, and
+/// <c>logits [B, 1, V]</c> and the whole caches, all bound once to one <see cref="OrtIoBinding"/>, so their addresses and
+/// shapes never change between replays.
 /// <para>
-/// The four small inputs are views into one device block, staged in one host block of the same layout, so a step
+/// The small inputs are views into one device block, staged in one host block of the same layout, so a step
 /// makes one host → device copy, one replay (ORT captures the graph on its first runs with this graph id) and one
 /// device → host copy of the logits. Both host blocks are page-locked when the CUDA runtime is at hand
 /// (<c>cudaHostAlloc</c>): copies from and to them are DMA transfers that need no staging and no extra device
@@ -34,7 +35,7 @@ internal sealed class CudaGraphStep : IDisposable
     private readonly List<OrtValue> _owned = new();
     private readonly HostBlock _hostInputs, _hostLogitsMemory;
     private readonly OrtValue _hostInputsValue, _deviceInputs, _deviceLogits, _hostLogits;
-    private readonly int _idsOffset, _posOffset, _pastOffset, _newOffset;
+    private readonly int _idsOffset, _posOffset, _pastOffset, _newOffset, _tableOffset, _tableLength;
     private readonly bool _ids64, _pos64, _hasPositions;
 
     public CudaGraphStep(MixAttentionModel model, KvCacheSet caches, int maxBatch, int vocab, TensorElementType positionType, int graphId)
@@ -54,6 +55,9 @@ internal sealed class CudaGraphStep : IDisposable
         _posOffset = _hasPositions ? Place(maxBatch * (_pos64 ? 8 : 4)) : -1;
         _pastOffset = Place(maxBatch * 4);
         _newOffset = Place(maxBatch * 4);
+        // Paged caches: the whole block table, rewritten every step (blocks are taken between steps).
+        _tableLength = caches.Pool is { } pool ? checked(maxBatch * pool.MaxBlocksPerSequence) : 0;
+        _tableOffset = _tableLength > 0 ? Place(checked(_tableLength * 4)) : -1;
         long logitsBytes = (long)maxBatch * vocab * (ElementTypes.Size((int)model.LogitsType) ?? 4);
         _binding = model.OrtSession.CreateIoBinding();
         try
@@ -71,6 +75,9 @@ internal sealed class CudaGraphStep : IDisposable
             if (plan.PositionIds is { } pos) Input(pos, _posOffset, _pos64 ? TensorElementType.Int64 : TensorElementType.Int32, bs, _pos64 ? 8 : 4);
             Input(plan.PastLengths!, _pastOffset, TensorElementType.Int32, new long[] { maxBatch }, 4);
             Input(plan.NewLengths!, _newOffset, TensorElementType.Int32, new long[] { maxBatch }, 4);
+            if (_tableLength > 0)
+                _binding.BindInput(plan.BlockTable!, Own(OrtValue.CreateTensorValueWithData(allocator.Info, TensorElementType.Int32,
+                    new long[] { maxBatch, caches.Pool!.MaxBlocksPerSequence }, device + _tableOffset, _tableLength * 4L)));
             caches.Bind(_binding, 0, maxBatch);
             long[] logitsShape = { maxBatch, 1, vocab };
             _deviceLogits = Own(OrtValue.CreateAllocatedTensorValue(allocator, model.LogitsType, logitsShape));
@@ -99,13 +106,17 @@ internal sealed class CudaGraphStep : IDisposable
 
     /// <summary>
     /// One decode step over all rows: <paramref name="ids"/>, <paramref name="past"/>, <paramref name="news"/> are
-    /// <c>MaxBatch</c> long (rows without a token: <c>news = 0</c>); positions are <c>past</c>. Returns the logits
+    /// <c>MaxBatch</c> long (rows without a token: <c>news = 0</c>); positions are <c>past</c>; <paramref name="table"/>: the
+    /// block table of every row (paged caches; <c>MaxBatch × max_blocks</c>), else null. Returns the logits
     /// <c>[MaxBatch, 1, V]</c>, valid until the next step: copied to the host when <paramref name="copyLogits"/>, else
     /// the device buffer the graph wrote.
     /// </summary>
-    public unsafe OrtValue Run(InferenceSession session, long[] ids, int[] past, int[] news, bool copyLogits = true)
+    public unsafe OrtValue Run(InferenceSession session, long[] ids, int[] past, int[] news, int[]? table, bool copyLogits = true)
     {
         byte* host = (byte*)_hostInputs.Address;
+        if ((table?.Length ?? 0) != _tableLength)
+            throw new ArgumentException($"the block table has {table?.Length ?? 0} entries; this step binds {_tableLength}", nameof(table));
+        if (table is not null) table.CopyTo(new Span<int>(host + _tableOffset, _tableLength));
         for (int r = 0; r < MaxBatch; r++)
         {
             if (_ids64) ((long*)(host + _idsOffset))[r] = ids[r];

@@ -49,11 +49,6 @@ public sealed class InPlaceCacheSession : DecoderSession
         {
             if (model.Options.CudaGraphDecode) RunOptions.AddRunConfigEntry("gpu_graph_id", "-1"); // prefill: never captured
             Caches = new KvCacheSet(plan, Config, model.Options.Device, model.DeviceAllocator(), model.CacheMemoryInfo);
-            if (Caches.Pool is not null && model.Options.Device != ExecutionDevice.Cpu)
-            {
-                Caches.Dispose();
-                throw new MixAttentionException($"{model.Path}: this model's global caches are paged (converted with --paged); paged caches run on the CPU execution provider only for now (CUDA sessions do not bind block tables yet). Run it on the CPU, or convert without --paged.");
-            }
         }
         catch
         {
@@ -88,8 +83,6 @@ public sealed class InPlaceCacheSession : DecoderSession
             return $"ModelOptions.CudaGraphDecode needs a conversion with the ops backend (every node on the CUDA execution provider); backend '{plan.Backend}' keeps shape arithmetic on the CPU (ORT's GroupQueryAttention reads total_sequence_length there). Convert it with the ops backend, or turn CudaGraphDecode off.";
         if (plan.NewLengths is null)
             return $"ModelOptions.CudaGraphDecode needs a model with a new_lengths input (rows not in a step are skipped with new_lengths = 0); this conversion (backend '{plan.Backend}') has none. Convert it with the ops backend, or turn CudaGraphDecode off.";
-        if (plan.BlockTable is not null)
-            return "ModelOptions.CudaGraphDecode cannot run a model with paged caches (converted with --paged): they run on the CPU only for now. Convert without --paged, or turn CudaGraphDecode off.";
         if (plan.AttentionMask is not null)
             return "ModelOptions.CudaGraphDecode cannot capture a model with an attention_mask input (its shape grows every step); turn CudaGraphDecode off.";
         return null;
@@ -207,8 +200,6 @@ public sealed class InPlaceCacheSession : DecoderSession
         if (slot < 0) throw new MixAttentionException($"all {Config.MaxBatch} batch slots are in use (SessionConfig.MaxBatch = {Config.MaxBatch}); remove a sequence before forking {sequence}.");
         if (pool is not null && positions % pool.BlockSize != 0 && pool.FreeBlocks < 1)
             throw new KvBlocksExhaustedException(sequence, positions, 0, 1, pool.FreeBlocks, pool.TotalBlocks);
-        if (!CachesInHostMemory)
-            throw new MixAttentionException("ForkSequence copies cache rows on the host; it runs on the CPU execution provider only for now.");
         var copy = pool?.Share(source, slot, positions);
         foreach (var c in Caches.Caches)
         {
@@ -216,19 +207,16 @@ public sealed class InPlaceCacheSession : DecoderSession
             {
                 if (copy is { } blocks)
                     foreach (var buffer in new[] { c.Key, c.Value })
-                        CopyHost(buffer, blocks.From * c.BlockBytes, blocks.To * c.BlockBytes, c.BlockBytes);
+                        buffer.CopyWithin(blocks.From * c.BlockBytes, blocks.To * c.BlockBytes, c.BlockBytes);
             }
             else
                 foreach (var buffer in new[] { c.Key, c.Value })
-                    CopyHost(buffer, source * c.SlotBytes, slot * c.SlotBytes, c.SlotBytes);
+                    buffer.CopyWithin(source * c.SlotBytes, slot * c.SlotBytes, c.SlotBytes);
         }
         int id = Slots.Add(slot);
         Slots.Advance(slot, positions);
         return id;
     }
-
-    /// <summary>Whether the caches are host memory (the CPU execution provider), which forks and <see cref="SwapOut"/> copy directly.</summary>
-    internal bool CachesInHostMemory => Model.Options.Device == ExecutionDevice.Cpu;
 
     /// <summary>
     /// The cache bytes a sequence in <paramref name="slot"/> holding pool <paramref name="blocks"/> owns, in one fixed
@@ -256,10 +244,14 @@ public sealed class InPlaceCacheSession : DecoderSession
         SwappedSequence swapped;
         using (Guard.Enter(nameof(SwapOut)))
         {
-            if (!CachesInHostMemory) throw new InvalidOperationException("swap-to-host preemption copies cache rows on the host; it runs on the CPU execution provider only for now.");
             int slot = Slots.SlotOf(sequence);
             var blocks = Caches.Pool?.BlocksHeld(slot).ToArray() ?? Array.Empty<int>();
-            var parts = HeldRanges(slot, blocks).Select(r => ReadHost(r.Buffer, r.Offset, r.Bytes)).ToList();
+            var parts = HeldRanges(slot, blocks).Select(r =>
+            {
+                var part = new byte[checked((int)r.Bytes)];
+                r.Buffer.Read(r.Offset, part);
+                return part;
+            }).ToList();
             swapped = new SwappedSequence(Slots.Length(slot), blocks.Length, parts);
         }
         RemoveSequence(sequence);
@@ -281,26 +273,10 @@ public sealed class InPlaceCacheSession : DecoderSession
         if (pool is not null && pool.Missing(slot, positions) > pool.FreeBlocks) return null;
         pool?.Grow(slot, positions);
         var blocks = pool?.BlocksHeld(slot).ToArray() ?? Array.Empty<int>();
-        foreach (var (range, bytes) in HeldRanges(slot, blocks).Zip(swapped.Parts)) WriteHost(range.Buffer, range.Offset, bytes);
+        foreach (var (range, bytes) in HeldRanges(slot, blocks).Zip(swapped.Parts)) range.Buffer.Write(range.Offset, bytes);
         int id = Slots.Add(slot);
         Slots.Advance(slot, swapped.Length);
         return id;
-    }
-
-    private static unsafe byte[] ReadHost(DeviceBuffer buffer, long offset, long bytes)
-    {
-        var copy = new byte[checked((int)bytes)];
-        new ReadOnlySpan<byte>((byte*)buffer.Pointer + offset, copy.Length).CopyTo(copy);
-        return copy;
-    }
-
-    private static unsafe void WriteHost(DeviceBuffer buffer, long offset, byte[] bytes) =>
-        bytes.CopyTo(new Span<byte>((byte*)buffer.Pointer + offset, bytes.Length));
-
-    private static unsafe void CopyHost(DeviceBuffer buffer, long from, long to, long bytes)
-    {
-        byte* p = (byte*)buffer.Pointer;
-        Buffer.MemoryCopy(p + from, p + to, bytes, bytes);
     }
 
     /// <summary>Tests: scatter the free blocks so block tables are non-contiguous and sequences interleave in the pool.</summary>
@@ -391,8 +367,9 @@ public sealed class InPlaceCacheSession : DecoderSession
         if (VocabSize <= 0)
             throw new MixAttentionException($"{Model.Path}: CUDA-graph decode needs the vocabulary size; the logits' last dimension is symbolic and no prefill has run.");
         _graph ??= new CudaGraphStep(Model, Caches, b, VocabSize, PositionType, Model.NextGraphId());
+        TakeBlocks(slots, 1);
         BeforeRun?.Invoke(nameof(Decode));
-        var logits = _graph.Run(Model.OrtSession, ids, past, news, copyLogits: !onDevice);
+        var logits = _graph.Run(Model.OrtSession, ids, past, news, Caches.Pool?.TableRows(0, b), copyLogits: !onDevice);
         Steps++;
         foreach (int slot in slots) Slots.Advance(slot, 1);
         return logits; // owned by the graph step, valid until its next run

@@ -16,7 +16,7 @@ public static class ModelComparison
         if (options.PrefillChunk < 1) throw new MixAttentionException($"the prefill chunk must be >= 1, got {options.PrefillChunk}.");
         if (!(options.Tolerance >= 0)) throw new MixAttentionException($"the tolerance (--tolerance) must be a number >= 0, got {options.Tolerance}.");
         using var a = MixAttentionModel.Open(original, options.Model);
-        using var b = MixAttentionModel.Open(converted, options.Model);
+        using var b = MixAttentionModel.Open(converted, options.ConvertedModel ?? options.Model);
         int window = b.Plan?.Windows.DefaultIfEmpty(0).Max() ?? 0;
         long stepsWanted = options.Steps ?? Math.Max(3L * window, 32);
         long lengthWanted = options.PromptLength + stepsWanted;

@@ -15,8 +15,7 @@ public enum PreemptionMode
     /// <summary>
     /// Copy what it holds in the caches (its pool blocks and its slot's sliding rings) to host memory, free its blocks
     /// and slot, and copy them back on resume: no token is computed twice. Costs host memory
-    /// (<see cref="GenerationStats.SwappedBytes"/>). Sessions on the CPU execution provider; on other devices a
-    /// preempted request is recomputed.
+    /// (<see cref="GenerationStats.SwappedBytes"/>); on CUDA each swap is a device ↔ host copy.
     /// </summary>
     Swap,
 }

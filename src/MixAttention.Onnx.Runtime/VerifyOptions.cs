@@ -15,6 +15,8 @@ public sealed record VerifyOptions
     public int Seed { get; init; } = 1234;
     /// <summary>Tolerance on max |Δlogit| for <see cref="VerifyReport.Exact"/>.</summary>
     public float Tolerance { get; init; } = 1e-3f;
-    /// <summary>Options for opening both models.</summary>
+    /// <summary>Options for opening both models (the converted one: unless <see cref="ConvertedModel"/> is set).</summary>
     public ModelOptions Model { get; init; } = new();
+    /// <summary>Options for opening the converted model when they differ from <see cref="Model"/> (for example <see cref="ModelOptions.CudaGraphDecode"/>, which an unconverted model cannot take); null = <see cref="Model"/>.</summary>
+    public ModelOptions? ConvertedModel { get; init; }
 }

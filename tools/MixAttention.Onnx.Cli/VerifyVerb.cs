@@ -6,7 +6,7 @@ using Spectre.Console;
 
 namespace MixAttention.Onnx.Cli;
 
-/// <summary><c>mixattn verify ORIGINAL CONVERTED [--steps N] [--prompt-len N] [--batch N] [--seed S] [--expect-exact] [--json]</c></summary>
+/// <summary><c>mixattn verify ORIGINAL CONVERTED [--steps N] [--prompt-len N] [--prefill-chunk N] [--batch N] [--seed S] [--device cpu|cuda] [--cuda-graph] [--expect-exact] [--json]</c></summary>
 internal static class VerifyVerb
 {
     public static Command Create()
@@ -19,18 +19,27 @@ internal static class VerifyVerb
         var seed = new Option<int>("--seed") { Description = "Seed of the random tokens.", DefaultValueFactory = _ => 1234 };
         var tolerance = new Option<float>("--tolerance") { Description = "Max |Δlogit| allowed by --expect-exact.", DefaultValueFactory = _ => 1e-3f };
         var expectExact = new Option<bool>("--expect-exact") { Description = "Exit 1 unless every step is within the tolerance and every argmax agrees." };
+        var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill call length.", DefaultValueFactory = _ => 16 };
+        var device = new Option<string>("--device") { Description = "cpu or cuda (both models).", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong("cpu", "cuda");
+        var cudaGraph = new Option<bool>("--cuda-graph") { Description = "Decode the converted model as CUDA graph replays (ModelOptions.CudaGraphDecode; --device cuda, ops backend)." };
         var json = new Option<bool>("--json") { Description = "Print the report as JSON." };
         var cmd = new Command("verify", "Run a model and its conversion on the same random tokens and compare the logits of every step.\n\n" +
             "Examples:\n  mixattn verify graphs/mistral-torchscript/model.onnx out/mistral.onnx --expect-exact\n  mixattn verify model.onnx mixed.onnx --steps 200 --batch 4 --json")
         {
-            original, converted, steps, promptLen, batch, seed, tolerance, expectExact, json,
+            original, converted, steps, promptLen, chunk, batch, seed, device, cudaGraph, tolerance, expectExact, json,
         };
         cmd.SetAction(parse =>
         {
+            var models = new ModelOptions { Device = parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu };
+            if (parse.GetValue(cudaGraph) && models.Device != ExecutionDevice.Cuda) throw new MixAttentionException("--cuda-graph needs --device cuda.");
             var report = ModelComparison.Verify(parse.GetValue(original)!, parse.GetValue(converted)!, new VerifyOptions
             {
                 Steps = parse.GetValue(steps),
                 PromptLength = parse.GetValue(promptLen),
+                PrefillChunk = parse.GetValue(chunk),
+                Model = models,
+                ConvertedModel = parse.GetValue(cudaGraph) ? models with { CudaGraphDecode = true } : null,
                 Batch = parse.GetValue(batch),
                 Seed = parse.GetValue(seed),
                 Tolerance = parse.GetValue(tolerance),

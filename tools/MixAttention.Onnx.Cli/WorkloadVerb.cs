@@ -28,13 +28,15 @@ internal static class WorkloadVerb
         device.AcceptOnlyFromAmong("cpu", "cuda");
         var preempt = new Option<string>("--preempt") { Description = "Paged sessions short of blocks preempt a request: recompute (prefill its tokens again on resume) or swap (its caches to host memory and back; CPU).", DefaultValueFactory = _ => "recompute" };
         preempt.AcceptOnlyFromAmong("recompute", "swap");
+        preempt.Description = "Paged sessions short of blocks preempt a request: recompute (prefill its tokens again on resume) or swap (its caches to host memory and back).";
+        var cudaGraph = new Option<bool>("--cuda-graph") { Description = "Decode steps as CUDA graph replays (--device cuda, ops-backend conversions): every step then runs all slots." };
         var seed = new Option<int>("--seed") { Description = "Seed of the prompt tokens and the order of the lengths.", DefaultValueFactory = _ => 1 };
         var json = new Option<bool>("--json") { Description = "Print the results as JSON." };
         var cmd = new Command("workload", "Run a serving workload (many requests of mixed lengths arriving together) through continuous batching on each model, " +
             "every session sized to the same KV budget, and print the requests that ran at once and the generated tokens/s.\n\n" +
             "Example:\n  mixattn workload out/cai/model.onnx out/cai-paged/model.onnx --requests 64 --prompt 128:2048 --new 32 --budget-gib 1")
         {
-            models, requests, prompt, newTokens, sharedPrefix, budget, maxBatch, chunk, device, preempt, seed, json,
+            models, requests, prompt, newTokens, sharedPrefix, budget, maxBatch, chunk, device, cudaGraph, preempt, seed, json,
         };
         cmd.SetAction(parse =>
         {
@@ -43,12 +45,23 @@ internal static class WorkloadVerb
                 (long)(parse.GetValue(budget) * (1L << 30)), parse.GetValue(maxBatch), parse.GetValue(chunk), parse.GetValue(seed),
                 parse.GetValue(preempt) == "swap" ? PreemptionMode.Swap : PreemptionMode.Recompute);
             w.Validate();
-            var dev = parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu;
+            var options = new ModelOptions
+            {
+                Device = parse.GetValue(device) == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu,
+                CudaGraphDecode = parse.GetValue(cudaGraph),
+            };
+            if (options.CudaGraphDecode && options.Device != ExecutionDevice.Cuda) throw new MixAttentionException("--cuda-graph needs --device cuda.");
             var rows = new List<JsonObject>();
+            IReadOnlyList<GenerationResult>? first = null;
             foreach (var path in parse.GetValue(models)!)
             {
                 Console.Error.WriteLine($"== {path}");
-                rows.Add(RunOne(path, dev, w));
+                var (row, results) = RunOne(path, options, w);
+                // Greedy tokens against the first model's: paged and contiguous caches of one layout give the same
+                // tokens up to the rounding of a different kernel split (CUDA fp16), and swapped requests the same.
+                first ??= results;
+                row["same_tokens_as_first"] = results.Zip(first).Count(p => p.First.Tokens.SequenceEqual(p.Second.Tokens));
+                rows.Add(row);
             }
             Print(rows, w, parse.GetValue(json));
             return ExitCodes.Ok;
@@ -98,9 +111,9 @@ internal static class WorkloadVerb
         return (values[0], values[^1]);
     }
 
-    private static JsonObject RunOne(string path, ExecutionDevice device, Workload w)
+    private static (JsonObject Row, IReadOnlyList<GenerationResult> Results) RunOne(string path, ModelOptions options, Workload w)
     {
-        using var model = MixAttentionModel.Open(path, new ModelOptions { Device = device });
+        using var model = MixAttentionModel.Open(path, options);
         var (config, paged) = Size(model, w);
         var requests = w.Build(model.VocabSize);
         using var session = model.CreateSession(config);
@@ -111,7 +124,7 @@ internal static class WorkloadVerb
         var generator = new ContinuousBatchingGenerator(session) { Preemption = w.Preemption };
         int finished = 0, reported = 0;
         var watch = Stopwatch.StartNew();
-        generator.Run(requests, t =>
+        var results = generator.Run(requests, t =>
         {
             if (t.Finish is null) return;
             // Progress on stderr, one line per tenth of the requests.
@@ -123,7 +136,7 @@ internal static class WorkloadVerb
         });
         watch.Stop();
         var stats = generator.LastStats!;
-        return new JsonObject
+        return (new JsonObject
         {
             ["model"] = path,
             ["paged"] = paged,
@@ -147,7 +160,7 @@ internal static class WorkloadVerb
             ["reused_tokens"] = stats.ReusedTokens,
             ["max_used_blocks"] = stats.MaxUsedBlocks,
             ["max_shared_blocks"] = stats.MaxSharedBlocks,
-        };
+        }, results.OrderBy(r => r.Request).ToList());
     }
 
     /// <summary>
@@ -211,14 +224,14 @@ internal static class WorkloadVerb
             return;
         }
         Console.WriteLine($"{w.Requests} requests, prompts {w.Prompt.Min}-{w.Prompt.Max} tokens (shared prefix {w.SharedPrefix}), {w.NewTokens} new tokens each, KV budget {Cli.Bytes(w.BudgetBytes)}");
-        Console.WriteLine($"{"model",-40} {"caches",-10} {"slots",6} {"ran at once",11} {"vs first",8} {"gen tok/s",10} {"vs first",8} {"seconds",8} {"preempt",7} {"reused",8} {"shared blk",10}");
+        Console.WriteLine($"{"model",-40} {"caches",-10} {"slots",6} {"ran at once",11} {"vs first",8} {"gen tok/s",10} {"vs first",8} {"seconds",8} {"preempt",7} {"reused",8} {"shared blk",10} {"same tokens",11}");
         foreach (var r in rows)
         {
             string name = r["model"]!.GetValue<string>();
             if (name.Length > 40) name = "…" + name[^39..];
             Console.WriteLine($"{name,-40} {(r["paged"]!.GetValue<bool>() ? "paged" : "contiguous"),-10} {r["slots"],6} {r["max_running"],11} {r["max_running_vs_first"]!.GetValue<double>(),7:0.00}x " +
                 $"{r["generated_tokens_per_second"]!.GetValue<double>(),10:0.0} {r["tokens_per_second_vs_first"]!.GetValue<double>(),7:0.00}x {r["seconds"]!.GetValue<double>(),8:0.0} " +
-                $"{r["preemptions"],7} {r["reused_tokens"],8} {r["max_shared_blocks"],10}");
+                $"{r["preemptions"],7} {r["reused_tokens"],8} {r["max_shared_blocks"],10} {r["same_tokens_as_first"],11}");
         }
     }
 }

@@ -92,12 +92,13 @@ struct Device {
 };
 
 // One planned call, synchronised. tuning: 0 automatic, 1 cluster merge off, 2 also CombineKernel instead of the last
-// block's merge, 3 the SIMT decode kernel.
+// block's merge, 3 the SIMT decode kernel, 4 one split (tuning 2's merges; a decode block streams every key).
 inline std::string RunOnce(const CudaAttendArgs& a, int tuning, void* stream) {
   PlanTuning t;
   if (tuning >= 1) t.cluster_merge = 0;
   if (tuning >= 2) t.fused_combine = 0;
   if (tuning == 3) t.decode_kernel = 0;
+  if (tuning == 4) t.splits = 1;
   const LaunchPlan pl = Plan(a, CurrentDeviceSmCount(), t);
   Device scratch(pl.scratch_bytes);
   std::string e = Launch(a, pl, scratch.p, stream);

@@ -44,6 +44,7 @@ struct PCase {
   bool separate_present;  // present not bound to past: the whole pool is copied first
   int tuning;             // RunOnce's
   int window = 0;         // > 0: a sliding reader of a paged owner (staged: its range starts at p - W + 1)
+  bool long_past = false;  // pasts of up to 4400 keys: with tuning 4 (one split) a warp streams more than 32 tiles
   std::string name() const {
     std::string n = dtype == DType::kFloat16 ? "f16" : dtype == DType::kBFloat16 ? "bf16" : "f32";
     n += cache == CacheDType::kInt8 ? "_i8" : cache == CacheDType::kFloat8E4M3 ? "_f8" : "";
@@ -54,6 +55,7 @@ struct PCase {
     if (separate_present) n += "_present";
     if (tuning) n += "_t" + std::to_string(tuning);
     if (window) n += "_W" + std::to_string(window);
+    if (long_past) n += "_long";
     return n;
   }
   // The decode kernel reads the pool in place (LaunchPlan::paged_tiles): bit-identical to the contiguous call.
@@ -67,8 +69,9 @@ class Paged : public ::testing::TestWithParam<PCase> {};
 TEST_P(Paged, MatchesContiguousCaches) {
   const PCase c = GetParam();
   const int B = 3, Hq = 8, Hkv = 2, D = c.D, S = c.S, bs = c.block_size;
-  const int max_blocks = (512 + bs - 1) / bs, C = max_blocks * bs;
-  const int P[B] = {300, 151, 17};
+  const int max_len = c.long_past ? 4608 : 512;
+  const int max_blocks = (max_len + bs - 1) / bs, C = max_blocks * bs;
+  const int P[B] = {c.long_past ? 4400 : 300, c.long_past ? 2100 : 151, 17};
   const int N[B] = {S, std::max(1, S - 5), S};
   const int spare = 5, num_blocks = B * max_blocks + spare;
   const DType T = c.dtype;
@@ -179,6 +182,7 @@ TEST_P(Paged, MatchesContiguousCaches) {
   }
   PlanTuning planned;  // RunOnce's tuning 3: the SIMT kernel, which reads staged caches
   if (c.tuning == 3) planned.decode_kernel = 0;
+  if (c.tuning == 4) planned.splits = 1;
   const LaunchPlan plan = Plan(pa, CurrentDeviceSmCount(), planned);
   EXPECT_EQ(plan.paged_tiles, c.in_place()) << c.name();
   EXPECT_EQ(plan.staged_caches, !c.in_place()) << c.name();
@@ -259,6 +263,18 @@ std::vector<PCase> Cases() {
   for (CacheDType cache : {CacheDType::kSameAsQuery, CacheDType::kFloat8E4M3}) {  // sliding readers of a paged owner
     cs.push_back({DType::kFloat16, cache, 128, 1, 64, true, false, false, 0, 128});
     cs.push_back({DType::kBFloat16, cache, 64, 37, 32, true, false, false, 0, 100});
+  }
+  // Long pasts in one split: the block indices of more than one 32-tile batch per warp (decode_tc.cuh, kPaged).
+  for (CacheDType cache : {CacheDType::kSameAsQuery, CacheDType::kFloat8E4M3})
+    for (int bs : {16, 64}) {
+      PCase lc{DType::kFloat16, cache, 128, 1, bs, false, false, false, 4};
+      lc.long_past = true;
+      cs.push_back(lc);
+    }
+  {
+    PCase lc{DType::kBFloat16, CacheDType::kSameAsQuery, 64, 1, 32, true, false, false, 4};
+    lc.long_past = true;
+    cs.push_back(lc);
   }
   for (CacheDType cache : {CacheDType::kSameAsQuery, CacheDType::kInt8}) {
     cs.push_back({DType::kFloat32, cache, 128, 1, 32, false, false, false, 0});

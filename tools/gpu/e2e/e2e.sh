@@ -7,7 +7,7 @@
 #                 GQA cannot read another layer's windowed cache),
 # decode tokens/s and KV memory at 4K and 32K context × batch 1 and 16, measured in one run per shape.
 # Needs (carried from the repo root): .ortgpu (ORT's CUDA build, docs/gpu.md), .ortinc (tools/gpu/stage-headers.sh),
-# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick|profile|graph|kernels|prepare|rounds|quant]
+# .pub/mixattn.tar.xz (tools/gpu/e2e/publish.sh).   Usage: tools/gpu/e2e/e2e.sh [quick|profile|graph|kernels|prepare|rounds|quant|paged]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$root"
@@ -38,7 +38,7 @@ mix=$(python3 -c "print('_'.join(('0' if i % 6 == 0 else f'{i}s') for i in range
 step convert
 "$M" convert "$work/base/model.onnx" -o "$work/gqa-full/model.onnx" --layout native --backend ort-gqa --force --check structure --json > "$OUT/convert-gqa-full.json" || exit 1
 "$M" convert "$work/base/model.onnx" -o "$work/cai/model.onnx" --layout cai --window 1024 --force --check structure --json > "$OUT/convert-cai.json" || exit 1
-[ "${1:-}" = graph ] || [ "${1:-}" = kernels ] || [ "${1:-}" = quant ] || { "$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --check structure --json > "$OUT/convert-gqa-mix.json" || exit 1; }
+[ "${1:-}" = graph ] || [ "${1:-}" = kernels ] || [ "${1:-}" = quant ] || [ "${1:-}" = paged ] || { "$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --check structure --json > "$OUT/convert-gqa-mix.json" || exit 1; }
 # prepare: the models only (then run `mixattn bench` by hand, e.g. in another model order).
 [ "${1:-}" = prepare ] && { "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json"; exit $?; }
 
@@ -75,6 +75,62 @@ if [ "${1:-}" = quant ]; then
   done
   step summary
   python3 tools/gpu/e2e/quant_summary.py "$OUT" | tee "$OUT/quant-summary.txt"
+  exit 0
+fi
+
+if [ "${1:-}" = paged ]; then
+  # Issue 19 on the GPU: paged global caches through the C# runtime on CUDA. PAGED_PARTS (default all four):
+  #   verify    cai against cai-paged (block size 64) on the same tokens: 4 sequences, 3000-token prompts in 256-token
+  #             chunks, 200 decode steps, plain decode and CUDA-graph decode of the paged model;
+  #   workload  the issue's workload (256 requests arriving together, prompts spread 512-32K, 256 new tokens each, KV
+  #             budget 64 GiB) on cai and cai-paged;
+  #   prefix    the same with a 4K shared system prompt;
+  #   native    the same workload on the model converted `native` with our ops (a full cache per layer) and its paged
+  #             form, swapping preempted requests to host memory: the regime where the budget, not the requests, binds.
+  # WORKLOAD_FLAGS: extra `mixattn workload` flags (e.g. a smaller --requests for a quick run).
+  parts=${PAGED_PARTS:-verify workload prefix native}
+  bs=${BLOCK_SIZE:-64}
+  step "convert cai-paged"
+  "$M" convert "$work/base/model.onnx" -o "$work/cai-paged/model.onnx" --layout cai --window 1024 --paged --block-size "$bs" \
+    --force --check structure --json > "$OUT/convert-cai-paged.json" || exit 1
+  if [[ " $parts " == *" verify "* ]]; then
+    for g in plain graph; do
+      flags=""; [ $g = graph ] && flags="--cuda-graph"
+      step "verify cai cai-paged ($g)"
+      # shellcheck disable=SC2086
+      timeout 300 "$M" verify "$work/cai/model.onnx" "$work/cai-paged/model.onnx" --device cuda $flags --batch 4 --prompt-len 3000 \
+        --prefill-chunk 256 --steps 200 --json > "$OUT/paged-verify-$g.json" 2> "$OUT/paged-verify-$g.err"
+      echo "rc=$?"; tail -2 "$OUT/paged-verify-$g.err"
+      python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('max |dlogit|', d['max_abs_diff'], 'max KL', d['max_kl'], 'top-1', d['top1_agreement'], 'positions', len(d['steps']))" "$OUT/paged-verify-$g.json"
+    done
+  fi
+  wl() {  # name, models..., then -- and flags
+    local name=$1; shift; local models=(); while [ "$1" != -- ]; do models+=("$work/$1/model.onnx"); shift; done; shift
+    step "workload $name"
+    # shellcheck disable=SC2086
+    timeout 590 "$M" workload "${models[@]}" --device cuda --requests 256 --prompt 512:32768 --new 256 --budget-gib 64 "$@" ${WORKLOAD_FLAGS:-} \
+      --json > "$OUT/paged-workload-$name.json" 2> "$OUT/paged-workload-$name.err"
+    echo "rc=$?"; grep -v "requests done" "$OUT/paged-workload-$name.err" | tail -6
+    python3 - "$OUT/paged-workload-$name.json" <<'PY' || true
+import json, sys
+d = json.load(open(sys.argv[1]))
+for r in d["results"]:
+    print(f'{r["model"].split("/")[-2]:13s} slots {r["slots"]:4d} blocks {r["kv_blocks"]} ran at once {r["max_running"]:4d} (x{r["max_running_vs_first"]:.2f}) '
+          f'gen {r["generated_tokens_per_second"]:8.1f} tok/s (x{r["tokens_per_second_vs_first"]:.2f}) {r["seconds"]:6.1f} s '
+          f'prefill {r["prefill_seconds"]:6.1f} s decode {r["decode_seconds"]:6.1f} s steps {r["decode_steps"]} preempt {r["preemptions"]} '
+          f'swapped {r["swapped_out"]} reused {r["reused_tokens"]} shared blocks {r["max_shared_blocks"]} used blocks {r["max_used_blocks"]} '
+          f'same tokens {r["same_tokens_as_first"]}/{d["requests"]} KV {r["kv_bytes_allocated"]/2**30:.1f} GiB')
+PY
+  }
+  [[ " $parts " == *" workload "* ]] && wl cai cai cai-paged --
+  [[ " $parts " == *" prefix "* ]] && wl prefix cai cai-paged -- --shared-prefix 4096
+  if [[ " $parts " == *" native "* ]]; then
+    step "convert native, native-paged"
+    "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json" || exit 1
+    "$M" convert "$work/base/model.onnx" -o "$work/full-paged/model.onnx" --layout native --paged --block-size "$bs" --force --check structure \
+      --json > "$OUT/convert-full-paged.json" || exit 1
+    wl native full full-paged -- --preempt swap
+  fi
   exit 0
 fi
 
