@@ -61,6 +61,8 @@ internal static class WorkloadVerb
                 // tokens up to the rounding of a different kernel split (CUDA fp16), and swapped requests the same.
                 first ??= results;
                 row["same_tokens_as_first"] = results.Zip(first).Count(p => p.First.Tokens.SequenceEqual(p.Second.Tokens));
+                // One digest per request (FNV-1a over its tokens), in request order: runs compared across invocations.
+                row["token_digests"] = new JsonArray(results.Select(r => (JsonNode)Digest(r.Tokens)).ToArray());
                 rows.Add(row);
             }
             Print(rows, w, parse.GetValue(json));
@@ -98,6 +100,14 @@ internal static class WorkloadVerb
             var options = new GenerationOptions { MaxNewTokens = NewTokens };
             return lengths.Select(n => new GenerationRequest(prefix.Concat(Enumerable.Range(0, n - SharedPrefix).Select(_ => (long)rng.Next(v))).ToArray(), options)).ToArray();
         }
+    }
+
+    private static string Digest(IReadOnlyList<long> tokens)
+    {
+        ulong h = 14695981039346656037UL;
+        foreach (long t in tokens)
+            for (int i = 0; i < 8; i++) h = (h ^ (byte)(t >> (8 * i))) * 1099511628211UL;
+        return h.ToString("x16", CultureInfo.InvariantCulture);
     }
 
     private static (int, int) ParseLengths(string text)

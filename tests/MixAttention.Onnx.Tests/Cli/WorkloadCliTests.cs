@@ -50,7 +50,14 @@ public sealed class WorkloadCliTests
             Assert.AreEqual(Enumerable.Range(0, 24).Sum(i => 16 + 184 * i / 23), r["prompt_tokens"]!.GetValue<int>(), "lengths spread evenly from 16 to 200");
         }
         Assert.AreEqual(1.0, contiguous["max_running_vs_first"]!.GetValue<double>());
+        // fp32 on the CPU: a request's greedy tokens do not depend on the batch it decodes in, so paged caches, which
+        // run more requests at once, give every request the contiguous model's tokens.
+        Assert.AreEqual(24, paged["same_tokens_as_first"]!.GetValue<int>(), paged.ToJsonString());
+        CollectionAssert.AreEqual(Digests(contiguous), Digests(paged));
+        Assert.AreEqual(24, Digests(paged).Distinct().Count(), "one digest per request, and different prompts give different tokens");
     }
+
+    private static string[] Digests(JsonNode row) => row["token_digests"]!.AsArray().Select(d => d!.GetValue<string>()).ToArray();
 
     [TestMethod]
     public void ASharedPrefixIsStoredOnce()
@@ -75,6 +82,13 @@ public sealed class WorkloadCliTests
         Assert.AreEqual(0, paged["recomputed_tokens"]!.GetValue<int>(), paged.ToJsonString());
         Assert.IsGreaterThan(0L, paged["swapped_bytes"]!.GetValue<long>(), paged.ToJsonString());
         Assert.AreEqual(24 * 48, paged["generated_tokens"]!.GetValue<int>());
+        // Swapped requests continue exactly: the same tokens as a run whose pool never runs short.
+        var (code2, stdout2, err2) = InspectCliTests.Run(["workload", Models.Value.Paged, "--requests", "24", "--prompt", "16:200", "--new", "48",
+            "--budget-gib", "0.01", "--prefill-chunk", "32", "--json"]);
+        Assert.AreEqual(0, code2, err2);
+        var roomy = JsonNode.Parse(stdout2)!["results"]![0]!;
+        Assert.AreEqual(0, roomy["preemptions"]!.GetValue<int>(), roomy.ToJsonString());
+        CollectionAssert.AreEqual(Digests(roomy), Digests(paged));
     }
 
     [TestMethod]

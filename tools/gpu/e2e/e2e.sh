@@ -87,6 +87,7 @@ if [ "${1:-}" = paged ]; then
   #   prefix    the same with a 4K shared system prompt;
   #   native    the same workload on the model converted `native` with our ops (a full cache per layer) and its paged
   #             form, swapping preempted requests to host memory: the regime where the budget, not the requests, binds.
+  #   batching  whether greedy tokens depend on the batch a request decodes in (small runs; see the code below).
   # WORKLOAD_FLAGS: extra `mixattn workload` flags (e.g. a smaller --requests for a quick run).
   parts=${PAGED_PARTS:-verify workload prefix native}
   bs=${BLOCK_SIZE:-64}
@@ -104,11 +105,12 @@ if [ "${1:-}" = paged ]; then
       python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('max |dlogit|', d['max_abs_diff'], 'max KL', d['max_kl'], 'top-1', d['top1_agreement'], 'positions', len(d['steps']))" "$OUT/paged-verify-$g.json"
     done
   fi
+  issue=(--requests 256 --prompt 512:32768 --new 256 --budget-gib 64)  # the issue's workload
   wl() {  # name, models..., then -- and flags
     local name=$1; shift; local models=(); while [ "$1" != -- ]; do models+=("$work/$1/model.onnx"); shift; done; shift
     step "workload $name"
     # shellcheck disable=SC2086
-    timeout 590 "$M" workload "${models[@]}" --device cuda --requests 256 --prompt 512:32768 --new 256 --budget-gib 64 "$@" ${WORKLOAD_FLAGS:-} \
+    timeout 590 "$M" workload "${models[@]}" --device cuda "$@" ${WORKLOAD_FLAGS:-} \
       --json > "$OUT/paged-workload-$name.json" 2> "$OUT/paged-workload-$name.err"
     echo "rc=$?"; grep -v "requests done" "$OUT/paged-workload-$name.err" | tail -6
     python3 - "$OUT/paged-workload-$name.json" <<'PY' || true
@@ -122,15 +124,32 @@ for r in d["results"]:
           f'same tokens {r["same_tokens_as_first"]}/{d["requests"]} KV {r["kv_bytes_allocated"]/2**30:.1f} GiB')
 PY
   }
-  [[ " $parts " == *" workload "* ]] && wl cai cai cai-paged --
-  [[ " $parts " == *" prefix "* ]] && wl prefix cai cai-paged -- --shared-prefix 4096
-  if [[ " $parts " == *" native "* ]]; then
+  [[ " $parts " == *" workload "* ]] && wl cai cai cai-paged -- "${issue[@]}"
+  if [[ " $parts " == *" native "* ]] || [[ " $parts " == *" batching "* ]]; then
     step "convert native, native-paged"
     "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json" || exit 1
     "$M" convert "$work/base/model.onnx" -o "$work/full-paged/model.onnx" --layout native --paged --block-size "$bs" --force --check structure \
       --json > "$OUT/convert-full-paged.json" || exit 1
-    wl native full full-paged -- --preempt swap
   fi
+  [[ " $parts " == *" native "* ]] && wl native full full-paged -- "${issue[@]}" --preempt swap
+  if [[ " $parts " == *" batching "* ]]; then
+    # Do greedy tokens depend on which requests share a decode step? The same contiguous model at two batch widths, and
+    # the paged model preempting (swap) in a small pool: per-request token digests compared across the runs.
+    for r in "full:8:64" "full:32:64" "full-paged:32:0.5"; do
+      IFS=: read -r m mb gib <<< "$r"
+      wl "batching-$m-$mb" "$m" -- --requests 32 --prompt 512:2048 --new 96 --max-batch "$mb" --budget-gib "$gib" --preempt swap
+    done
+    python3 - "$OUT"/paged-workload-batching-full-8.json "$OUT"/paged-workload-batching-full-32.json "$OUT"/paged-workload-batching-full-paged-32.json <<'PY'
+import json, sys
+runs = [json.load(open(f))["results"][0] for f in sys.argv[1:]]
+names = ["contiguous, 8 slots", "contiguous, 32 slots", "paged, 0.5 GiB pool (swap)"]
+for i in range(1, 3):
+    same = sum(a == b for a, b in zip(runs[0]["token_digests"], runs[i]["token_digests"]))
+    print(f"{names[i]} vs {names[0]}: {same}/{len(runs[0]['token_digests'])} requests with the same tokens; ran at once {runs[i]['max_running']} vs {runs[0]['max_running']}, preemptions {runs[i]['preemptions']}, swapped {runs[i]['swapped_out']}")
+PY
+  fi
+  # A 4K system prompt before user prompts of 512 to 28K tokens (prompts 4608-32768).
+  [[ " $parts " == *" prefix "* ]] && wl prefix cai cai-paged -- --requests ${PREFIX_REQUESTS:-256} --prompt 4608:32768 --new 256 --budget-gib 64 --shared-prefix 4096
   exit 0
 fi
 
