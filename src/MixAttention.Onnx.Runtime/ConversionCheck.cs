@@ -31,6 +31,9 @@ public static class ConversionCheck
         if (mode != ConversionCheckMode.Structure && MixAttention.Onnx.Plan.CachePlan.FromModel(written.Proto) is { } plan
             && plan.Caches.Any(c => MixAttention.Onnx.Plan.ElementTypes.FromDTypeName(c.StorageDType) == MixAttention.Onnx.Plan.ElementTypes.Float8E4M3))
             (mode, why) = (ConversionCheckMode.Structure, "fp8 caches: ONNX Runtime's C# API cannot open models with float8e4m3fn inputs, so graph and plan were checked only");
+        if (mode != ConversionCheckMode.Structure && (options?.Device ?? ExecutionDevice.Cpu) != ExecutionDevice.Cuda
+            && MixAttention.Onnx.Plan.CachePlan.FromModel(written.Proto) is { BlockTable: not null, TokenMajorPools: true })
+            (mode, why) = (ConversionCheckMode.Structure, "ORT's PagedAttention (ort-gqa --paged) runs on CUDA only, so graph and plan were checked only");
         if (mode == ConversionCheckMode.Structure)
             return new ConversionCheckReport(ConversionCheckMode.Structure, why, 0, null, 0);
 

@@ -14,9 +14,18 @@ internal sealed class KvBlockPool
     private readonly int[] _table; // [MaxBatch, MaxBlocksPerSequence], -1 past each slot's blocks
     private readonly int[] _references; // per block: how many sequences hold it (shared prefixes: more than one)
 
-    public KvBlockPool(int totalBlocks, int blockSize, int maxBlocksPerSequence, int slots)
+    /// <param name="totalBlocks">Blocks sequences can hold.</param>
+    /// <param name="blockSize">Positions per block.</param>
+    /// <param name="maxBlocksPerSequence">Columns of the block table.</param>
+    /// <param name="slots">Batch slots (rows of the block table).</param>
+    /// <param name="scratch">
+    /// Keep one more block, never handed out, that the block table names wherever a row holds no block
+    /// (<see cref="ScratchBlock"/>): for models whose attention writes every row of a step.
+    /// </param>
+    public KvBlockPool(int totalBlocks, int blockSize, int maxBlocksPerSequence, int slots, bool scratch = false)
     {
         TotalBlocks = totalBlocks;
+        ScratchBlock = scratch ? totalBlocks : null;
         BlockSize = blockSize;
         MaxBlocksPerSequence = maxBlocksPerSequence;
         _free = Enumerable.Range(0, totalBlocks).Reverse().ToList(); // block 0 first
@@ -26,8 +35,16 @@ internal sealed class KvBlockPool
         Array.Fill(_table, -1);
     }
 
-    /// <summary>Blocks of every paged cache.</summary>
+    /// <summary>Blocks of every paged cache that sequences can hold.</summary>
     public int TotalBlocks { get; }
+    /// <summary>
+    /// The block past <see cref="TotalBlocks"/> that table rows name where a sequence holds no block, or null. A model
+    /// without <c>new_lengths</c> (ORT's PagedAttention) writes a filler token for every row of a step, also rows that
+    /// are free or not in the step (docs/runtime.md); at a position without a block it lands here, where nothing reads it.
+    /// </summary>
+    public int? ScratchBlock { get; }
+    /// <summary>Blocks each pool tensor has: <see cref="TotalBlocks"/>, and the scratch block.</summary>
+    public int PhysicalBlocks => TotalBlocks + (ScratchBlock is null ? 0 : 1);
     /// <summary>Positions per block.</summary>
     public int BlockSize { get; }
     /// <summary>Columns of the block table: enough blocks for MaxLength positions.</summary>
@@ -106,8 +123,16 @@ internal sealed class KvBlockPool
         blocks.Clear();
     }
 
-    /// <summary>Rows <c>[first, first + rows)</c> of the block table, copied (int32 <c>[rows, MaxBlocksPerSequence]</c>).</summary>
-    public int[] TableRows(int first, int rows) => _table.AsSpan(first * MaxBlocksPerSequence, rows * MaxBlocksPerSequence).ToArray();
+    /// <summary>
+    /// Rows <c>[first, first + rows)</c> of the block table, copied (int32 <c>[rows, MaxBlocksPerSequence]</c>): <c>-1</c>
+    /// past each sequence's blocks, or the <see cref="ScratchBlock"/> when there is one.
+    /// </summary>
+    public int[] TableRows(int first, int rows)
+    {
+        var copy = _table.AsSpan(first * MaxBlocksPerSequence, rows * MaxBlocksPerSequence).ToArray();
+        if (ScratchBlock is { } scratch) copy.AsSpan().Replace(-1, scratch);
+        return copy;
+    }
 
     /// <summary>
     /// Puts the free blocks in a random order (tests: block tables then are scattered and non-contiguous, and sequences

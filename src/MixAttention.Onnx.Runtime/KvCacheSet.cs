@@ -43,7 +43,9 @@ public sealed class KvCacheSet : IDisposable
             long blocks = config.KvBlocks ?? (long)config.MaxBatch * maxBlocks;
             if (blocks > int.MaxValue)
                 throw new MixAttentionException($"the paged caches would need {blocks:N0} blocks (MaxBatch {config.MaxBatch} × {maxBlocks} blocks of {bs} for MaxLength {config.MaxLength}); set SessionConfig.KvBlocks.");
-            _pool = new KvBlockPool((int)blocks, bs, maxBlocks, config.MaxBatch);
+            // A model without new_lengths writes every row of a step (a filler for rows not in it): a scratch block takes
+            // the writes of rows without a block at their position.
+            _pool = new KvBlockPool((int)blocks, bs, maxBlocks, config.MaxBatch, scratch: plan.NewLengths is null);
         }
         foreach (var entry in plan.Caches)
         {
@@ -64,7 +66,7 @@ public sealed class KvCacheSet : IDisposable
                 throw new MixAttentionException($"the cache of layer {entry.Owner} would hold {capacity} positions (window {entry.Window}, PrefillChunk {config.PrefillChunk}, MaxLength {config.MaxLength}); it must be between 1 and {int.MaxValue}. Lower PrefillChunk or MaxLength.");
             var (type, size) = ElementTypeOf(entry.StorageDType, $"cache of layer {entry.Owner}");
             Int128 bytes = entry.IsPaged
-                ? (Int128)_pool!.TotalBlocks * entry.KvNumHeads * entry.BlockSize!.Value * entry.HeadSize * size
+                ? (Int128)_pool!.PhysicalBlocks * entry.KvNumHeads * entry.BlockSize!.Value * entry.HeadSize * size
                 : (Int128)config.MaxBatch * entry.KvNumHeads * capacity * entry.HeadSize * size;
             if (bytes <= 0)
                 throw new MixAttentionException($"the cache of layer {entry.Owner} would need {bytes:N0} bytes; the cache plan is damaged: convert the model again.");
@@ -90,7 +92,7 @@ public sealed class KvCacheSet : IDisposable
                 DeviceBuffer v;
                 try { v = Alloc(); }
                 catch { k.Dispose(); throw; }
-                _caches.Add(new OwnerCache(this, entry, capacity, type, size, config.MaxBatch, k, v, entry.IsPaged ? _pool!.TotalBlocks : null));
+                _caches.Add(new OwnerCache(this, entry, capacity, type, size, config.MaxBatch, k, v, entry.IsPaged ? _pool!.PhysicalBlocks : null));
             }
         }
         catch

@@ -113,7 +113,7 @@ public sealed class MixAttentionModel : IDisposable
                     throw new MixAttentionException($"{path}: input '{name}' ({kind} of the {what}) has rank {d.Length}; a preallocated cache is bound as [batch, kv_heads, capacity, head_size] (rank 4).");
                 // The runtime allocates from the plan's numbers and binds them as this input: the graph must state the
                 // same heads and head size (a symbolic axis would let a plan that lies go unchecked into the ops).
-                CacheShape(path, "input", name, kind, what, d, c);
+                CacheShape(path, "input", name, kind, what, d, c, plan.TokenMajorPools);
             }
             Output(c.PresentKey, $"present key of the {what}");
             Output(c.PresentValue, $"present value of the {what}");
@@ -124,7 +124,7 @@ public sealed class MixAttentionModel : IDisposable
                 if (outputs[name].ElementDataType != type)
                     throw new MixAttentionException($"{path}: the cache plan says the {what} is {c.StorageDType} ({type}), but output '{name}' is {outputs[name].ElementDataType}. Convert the model again.");
                 if (outputs[name].Dimensions is { Length: > 0 } d)
-                    CacheShape(path, "output", name, kind, what, d, c);
+                    CacheShape(path, "output", name, kind, what, d, c, plan.TokenMajorPools);
             }
         }
     }
@@ -134,11 +134,18 @@ public sealed class MixAttentionModel : IDisposable
     /// and head size as fixed axes (a symbolic one would let a plan that lies go unchecked into the ops) and leave the
     /// batch and capacity axes symbolic (the session chooses them).
     /// </summary>
-    private static void CacheShape(string path, string direction, string name, string kind, string what, int[] d, CacheEntry c)
+    private static void CacheShape(string path, string direction, string name, string kind, string what, int[] d, CacheEntry c, bool tokenMajorPools)
     {
         string Shape() => "[" + string.Join(", ", d.Select(x => x < 0 ? "?" : x.ToString(System.Globalization.CultureInfo.InvariantCulture))) + "]";
         if (d.Length != 4)
             throw new MixAttentionException($"{path}: {direction} '{name}' ({kind} of the {what}) has rank {d.Length}; a preallocated cache is bound as [batch, kv_heads, capacity, head_size] (rank 4).");
+        if (c.BlockSize is { } tokenMajorBs && tokenMajorPools)
+        {
+            // ORT's PagedAttention pool [blocks, block_size, heads, D].
+            if (d[0] >= 0 || d[1] != tokenMajorBs || d[2] != c.KvNumHeads || d[3] != c.HeadSize)
+                throw new MixAttentionException($"{path}: {direction} '{name}' has shape {Shape()} but the cache plan says a paged pool [blocks, {tokenMajorBs}, {c.KvNumHeads}, {c.HeadSize}] (PagedAttention's token-major order) with a symbolic block count. Convert the model again.");
+            return;
+        }
         if (d[1] != c.KvNumHeads || d[3] != c.HeadSize)
             throw new MixAttentionException($"{path}: {direction} '{name}' has shape {Shape()} but the cache plan says {c.KvNumHeads} KV heads of size {c.HeadSize}; a preallocated cache needs both axes fixed in the graph and equal to the plan. Convert the model again.");
         if (c.BlockSize is { } bs)
@@ -258,6 +265,12 @@ public sealed class MixAttentionModel : IDisposable
                 // converted model with fp8 caches cannot be opened from .NET; its graph is fine for ORT's C/C++/Python APIs.
                 throw new MixAttentionException($"{path}: ONNX Runtime's C# API cannot describe this model's inputs ({FirstLine(e.Message)}): " +
                     "fp8 caches (float8e4m3fn) have no C# element type in ORT 1.31. Run it through ORT's C, C++ or Python API, or convert with --kv-dtype int8.", e);
+            }
+            catch (OnnxRuntimeException e) when (options.Device != ExecutionDevice.Cuda && e.Message.Contains("PagedAttention", StringComparison.Ordinal))
+            {
+                // Without a kernel on the CPU, ORT first casts the node's fp16 inputs to fp32 and then refuses the types.
+                throw new MixAttentionException($"{path} uses ONNX Runtime's PagedAttention (converted with --backend ort-gqa --paged), which ONNX Runtime implements on CUDA only; " +
+                    $"open it with ExecutionDevice.Cuda, or convert with --backend ops --paged for paged caches on the CPU. (ONNX Runtime: {FirstLine(e.Message)})", e);
             }
             catch (OnnxRuntimeException e) when (opLib is null && e.Message.Contains(OpSpec.Domain, StringComparison.Ordinal))
             {

@@ -68,8 +68,14 @@ public sealed class OwnerCache
     internal DeviceBuffer Key { get; }
     internal DeviceBuffer Value { get; }
 
-    /// <summary>The bound tensor's shape: <c>[rows, Hkv, C, D]</c>, or a paged cache's pool <c>[blocks, Hkv, block_size, D]</c> whatever the rows.</summary>
-    internal long[] Shape(int rows) => PoolBlocks is { } n
-        ? new long[] { n, Entry.KvNumHeads, Entry.BlockSize!.Value, Entry.HeadSize }
-        : new long[] { rows, Entry.KvNumHeads, Capacity, Entry.HeadSize };
+    /// <summary>
+    /// The bound tensor's shape: <c>[rows, Hkv, C, D]</c>, or a paged cache's pool whatever the rows:
+    /// <c>[blocks, Hkv, block_size, D]</c>, or token-major <c>[blocks, block_size, Hkv, D]</c> for ORT's PagedAttention
+    /// (<see cref="CachePlan.TokenMajorPools"/>).
+    /// </summary>
+    internal long[] Shape(int rows) => PoolBlocks is not { } n
+        ? new long[] { rows, Entry.KvNumHeads, Capacity, Entry.HeadSize }
+        : _set.Plan.TokenMajorPools
+            ? new long[] { n, Entry.BlockSize!.Value, Entry.KvNumHeads, Entry.HeadSize }
+            : new long[] { n, Entry.KvNumHeads, Entry.BlockSize!.Value, Entry.HeadSize };
 }

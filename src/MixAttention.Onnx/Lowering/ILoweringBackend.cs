@@ -23,6 +23,13 @@ internal interface ILoweringBackend
     (string Past, string Present) CacheAxis(LayerAssignment owner);
 
     /// <summary>
+    /// Dimensions of a paged owner's pool tensors (past and present): ours are head-major
+    /// <c>[num_blocks, Hkv, block_size, D]</c> (docs/ops.md, "Paged caches").
+    /// </summary>
+    object[] PoolShape(AttentionSite site, int blockSize) =>
+        new object[] { LoweringContext.PoolBlocksDim, (long)site.KvNumHeads, (long)blockSize, (long)site.HeadSize };
+
+    /// <summary>
     /// Lowers one site. For an owner, <paramref name="cache"/> holds its past graph inputs; for a reader,
     /// the owner's present values (already lowered: owners come first).
     /// </summary>

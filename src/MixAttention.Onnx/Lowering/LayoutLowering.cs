@@ -29,8 +29,8 @@ internal static class LayoutLowering
     {
         if (pagedBlockSize is { } requested)
         {
-            if (backend.Name != BackendName.Ops)
-                throw new MixAttentionException($"--paged needs the ops backend (our custom ops read caches through a block table); the {backend.Name} backend has no paged caches.");
+            if (backend.Name == BackendName.Reference)
+                throw new MixAttentionException("--paged needs the ops backend (our custom ops read caches through a block table) or ort-gqa (ORT's PagedAttention, full-attention layouts); the reference backend has no paged caches.");
             if (requested < 1 || requested > CachePlanLimits.MaxBlockSize)
                 throw new MixAttentionException($"--block-size {requested} must be between 1 and {CachePlanLimits.MaxBlockSize}.");
         }
@@ -82,7 +82,7 @@ internal static class LayoutLowering
                 int cacheType = StorageType(backend, ctx.QuantizationOf(layer)?.Format.ElementType ?? site.ElementType);
                 foreach (var name in new[] { cache.Key, cache.Value })
                     graph.AddGraphInput(ctx.IsPaged(layer)
-                        ? GraphBuilder.TensorInfo(name, cacheType, LoweringContext.PoolBlocksDim, (long)site.KvNumHeads, (long)ctx.PagedBlockSize!.Value, (long)site.HeadSize)
+                        ? GraphBuilder.TensorInfo(name, cacheType, backend.PoolShape(site, ctx.PagedBlockSize!.Value))
                         : GraphBuilder.TensorInfo(name, cacheType, ctx.BatchDim, (long)site.KvNumHeads, pastAxis, (long)site.HeadSize));
             }
             else
@@ -121,7 +121,7 @@ internal static class LayoutLowering
                 graph.RenameValue(tempName, canonical);
                 int presentType = StorageType(backend, ctx.QuantizationOf(owner)?.Format.ElementType ?? site.ElementType);
                 graph.AddGraphOutput(ctx.IsPaged(owner)
-                    ? GraphBuilder.TensorInfo(canonical, presentType, LoweringContext.PoolBlocksDim, (long)site.KvNumHeads, (long)ctx.PagedBlockSize!.Value, (long)site.HeadSize)
+                    ? GraphBuilder.TensorInfo(canonical, presentType, backend.PoolShape(site, ctx.PagedBlockSize!.Value))
                     : GraphBuilder.TensorInfo(canonical, presentType, ctx.BatchDim, (long)site.KvNumHeads, presentAxis, (long)site.HeadSize));
             }
         }

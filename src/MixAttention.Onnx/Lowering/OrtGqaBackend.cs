@@ -15,6 +15,15 @@ namespace MixAttention.Onnx.Lowering;
 /// Quantized caches use GQA's own: <c>k_scale</c>/<c>v_scale</c> at inputs 12/13, <c>k_quant_type</c>/<c>v_quant_type</c>
 /// PER_TENSOR or PER_CHANNEL (per-head scales are expanded to per channel), <c>kv_cache_bit_width</c> 8. ORT runs int8
 /// caches on the CPU and int8/fp8 on CUDA.
+/// <para>
+/// Paged (<c>convert --paged</c>): every layer must own a global cache, and each becomes ORT's
+/// <c>com.microsoft.PagedAttention</c> (CUDA only) over a token-major pool <c>[num_blocks, block_size, Hkv, D]</c> read
+/// through <c>block_table</c>: the step's tokens packed as <c>[B·S, H·D]</c>, <c>cumulative_sequence_length</c> =
+/// 0, S, …, B·S computed in the graph (every row of a step holds S tokens), <c>past_seqlens</c> = <c>past_lengths</c>.
+/// PagedAttention has no shared-KV readers, no windowed cache and no 8-bit cache wired here, so layouts that need one
+/// are refused. The model has no <c>new_lengths</c>: a row not in a step gets a filler token, which the runtime's block
+/// table sends to a scratch block where its position has no block (docs/runtime.md, "Paged caches").
+/// </para>
 /// </summary>
 internal sealed class OrtGqaBackend : ILoweringBackend
 {
@@ -24,6 +33,20 @@ internal sealed class OrtGqaBackend : ILoweringBackend
     /// <inheritdoc/>
     public void Check(LoweringContext ctx)
     {
+        if (ctx.PagedBlockSize is not null)
+            foreach (var a in ctx.Layout.Layers)
+            {
+                if (!a.IsOwner || a.IsSliding)
+                    throw new MixAttentionException($"layer {a.Layer} {(a.IsOwner ? $"owns a sliding window of {a.Window}" : $"reads layer {a.KvSource}'s cache")}: --paged with the ort-gqa backend lowers " +
+                        "every layer to ORT's PagedAttention, which has no shared-KV readers and keeps no windowed cache. Use --layout native (a full cache per layer) for ORT's paged anchor, " +
+                        "or --backend ops for paged MixAttention layouts.");
+                if (ctx.QuantizationOf(a.Layer) is not null)
+                    throw new MixAttentionException($"layer {a.Layer}: --paged with the ort-gqa backend keeps fp16 / bf16 caches (PagedAttention's quantized caches are not supported here); drop --kv-dtype or use --backend ops.");
+                var element = ctx.Sites[a.Layer].ElementType;
+                if (element is not ((int)TensorProto.Types.DataType.Float16 or (int)TensorProto.Types.DataType.Bfloat16))
+                    throw new MixAttentionException($"layer {a.Layer}: ORT's PagedAttention takes fp16 or bf16; this model's attention is {(TensorProto.Types.DataType)element}. " +
+                        "Export the model in fp16 or bf16 for --backend ort-gqa --paged, or use --backend ops --paged.");
+            }
         foreach (var a in ctx.Layout.Layers)
         {
             if (!a.IsOwner && a.IsSliding)
@@ -72,9 +95,47 @@ internal sealed class OrtGqaBackend : ILoweringBackend
         return b.Squeeze("gqa_total_sequence_length", max, 0);
     });
 
+    /// <summary>PagedAttention's pools are token-major: <c>[num_blocks, block_size, Hkv, D]</c>.</summary>
+    public object[] PoolShape(AttentionSite site, int blockSize) =>
+        new object[] { LoweringContext.PoolBlocksDim, (long)blockSize, (long)site.KvNumHeads, (long)site.HeadSize };
+
+    /// <summary>cumulative_sequence_length (int32 [B + 1]) = 0, S, 2S, …, B·S: every row of a step holds S tokens.</summary>
+    private static string CumulativeLengths(LoweringContext ctx) => ctx.Shared("paged_cumulative_sequence_length", () =>
+    {
+        var b = ctx.Builder;
+        var step = b.Squeeze("paged_step", ctx.StepLength, 0);
+        var batch = b.Squeeze("paged_batch", b.ShapeSlice("paged_batch_1d", ctx.InputIds, 0, 1), 0);
+        var end = b.Op("Add", "paged_end", new[] { b.Op("Mul", "paged_tokens", new[] { batch, step }), b.Int64s("paged_one", new long[] { 1 }, scalar: true) });
+        var starts = b.Op("Range", "paged_starts", new[] { b.Int64s("paged_zero", new long[] { 0 }, scalar: true), end, step });
+        return b.Op("Cast", "paged_cumulative_sequence_length", new[] { starts }, "", Int("to", (long)TensorProto.Types.DataType.Int32));
+    });
+
+    /// <summary>A global owner as ORT's PagedAttention (see the class remarks): the step's tokens packed, the pools updated in place.</summary>
+    private static LoweredSite LowerPaged(LoweringContext ctx, AttentionSite site, (string Key, string Value) cache)
+    {
+        var b = ctx.Builder;
+        bool fused = site.Rotary.Kind == RotaryKind.Fused;
+        var (q, k, v) = SiteInputs.Bshd(ctx, site, withKv: true, rotaryPositions: null);
+        string Packed(string x, int heads, string what) =>
+            b.Op("Reshape", $"L{site.Layer}/paged_{what}", new[] { x, b.Int64s($"paged_{what}_shape", new long[] { -1, (long)heads * site.HeadSize }) });
+        var inputs = new List<string>
+        {
+            Packed(q, site.NumHeads, "q"), Packed(k!, site.KvNumHeads, "k"), Packed(v!, site.KvNumHeads, "v"), cache.Key, cache.Value,
+            CumulativeLengths(ctx), ctx.PastLengths, ctx.BlockTable,
+        };
+        if (fused) { inputs.Add(site.Rotary.CosCache!); inputs.Add(site.Rotary.SinCache!); }
+        var outs = b.Ops("PagedAttention", $"L{site.Layer}/paged_attention", inputs, 3, "com.microsoft",
+            Int("num_heads", site.NumHeads), Int("kv_num_heads", site.KvNumHeads), Float("scale", site.Scale), Float("softcap", site.Softcap),
+            Int("local_window_size", -1), Int("do_rotary", fused ? 1 : 0), Int("rotary_interleaved", site.Rotary.Interleaved ? 1 : 0));
+        // Back to [B, S, H·D]: the query's own shape.
+        var output = b.Op("Reshape", $"L{site.Layer}/paged_out", new[] { outs[0], b.Op("Shape", $"L{site.Layer}/paged_q_bshd_shape", new[] { q }) });
+        return new LoweredSite(SiteInputs.FromBshd(b, site, output), outs[1], outs[2]);
+    }
+
     /// <inheritdoc/>
     public LoweredSite Lower(LoweringContext ctx, AttentionSite site, LayerAssignment a, (string Key, string Value) cache)
     {
+        if (ctx.IsPaged(a.Layer)) return LowerPaged(ctx, site, cache);
         var b = ctx.Builder;
         bool fused = site.Rotary.Kind == RotaryKind.Fused;
         // GQA rotates Q/K itself when the source did (fused rotary): hand it the raw projections and the caches.

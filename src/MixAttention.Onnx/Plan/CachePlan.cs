@@ -53,6 +53,12 @@ public sealed record CachePlan
     public string? NewLengths { get; init; }
     /// <summary>Block table input (int32 [B, max_blocks_per_seq]) of a model with paged caches (<see cref="CacheEntry.BlockSize"/>); null otherwise.</summary>
     public string? BlockTable { get; init; }
+    /// <summary>
+    /// The axis order of the paged pools: token-major <c>[num_blocks, block_size, Hkv, D]</c> for the ort-gqa backend,
+    /// whose paged layers are ORT's PagedAttention; head-major <c>[num_blocks, Hkv, block_size, D]</c> for our ops
+    /// (docs/ops.md, "Paged caches"). A block holds the same bytes either way.
+    /// </summary>
+    public bool TokenMajorPools => Backend == BackendName.OrtGqa;
     /// <summary>Logits output.</summary>
     public required string Logits { get; init; }
     /// <summary>

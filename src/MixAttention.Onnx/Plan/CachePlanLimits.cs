@@ -89,6 +89,8 @@ internal static class CachePlanLimits
                     throw Bad($"{what} is paged (block_size {bs}) but not a global 'max_length' cache; only global caches are paged.");
                 if (plan.BlockTable is null)
                     throw Bad($"{what} is paged (block_size {bs}) but the plan names no 'inputs.block_table'.");
+                if (plan.Backend is not (BackendName.Ops or BackendName.OrtGqa))
+                    throw Bad($"{what} is paged (block_size {bs}) but the backend is '{(plan.Backend.Length > 32 ? plan.Backend[..32] + "…" : plan.Backend)}'; only the ops and ort-gqa backends page caches.");
             }
             Name(c.PastKey, $"the past key of {what}", true);
             Name(c.PastValue, $"the past value of {what}", true);
