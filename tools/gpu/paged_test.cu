@@ -58,9 +58,12 @@ struct PCase {
     if (long_past) n += "_long";
     return n;
   }
-  // The decode kernel reads the pool in place (LaunchPlan::paged_tiles): bit-identical to the contiguous call.
+  // The tensor-core decode or the prefill kernel reads the pool in place (LaunchPlan::paged_tiles): bit-identical to
+  // the contiguous call. Prefill: float caches and block sizes that hold whole key tiles only.
   bool in_place() const {
-    return S == 1 && block_size % 16 == 0 && dtype != DType::kFloat32 && tuning != 3 && window == 0;
+    if (dtype == DType::kFloat32 || window != 0) return false;
+    if (S > 1) return cache == CacheDType::kSameAsQuery && block_size % (D <= 128 ? 64 : 32) == 0;
+    return block_size % 16 == 0 && tuning != 3;
   }
 };
 
@@ -122,7 +125,7 @@ TEST_P(Paged, MatchesContiguousCaches) {
   std::vector<uint8_t> q(q_elems * Bytes(T)), k(kv_elems * Bytes(T)), v(kv_elems * Bytes(T));
   for (size_t i = 0; i < q_elems; ++i) Store(T, q, i, u(rng));
   for (size_t i = 0; i < kv_elems; ++i) Store(T, k, i, 2.f * u(rng)), Store(T, v, i, 2.f * u(rng));
-  const int M = 1024;  // rotary tables (R = D, half-split), rounded to T
+  const int M = max_len + 64;  // rotary tables (R = D, half-split) past every position, rounded to T
   std::vector<uint8_t> cosr, sinr;
   RotaryTables(T, M, D, cosr, sinr);
 
@@ -276,6 +279,14 @@ std::vector<PCase> Cases() {
     lc.long_past = true;
     cs.push_back(lc);
   }
+  // Prefill in place: a reader, a long past (split-K over the key range), and D = 256 with its 32-key tiles.
+  cs.push_back({DType::kFloat16, CacheDType::kSameAsQuery, 128, 37, 64, true, false, false, 0});
+  {
+    PCase lc{DType::kBFloat16, CacheDType::kSameAsQuery, 128, 37, 128, false, true, false, 0};
+    lc.long_past = true;
+    cs.push_back(lc);
+  }
+  cs.push_back({DType::kFloat16, CacheDType::kSameAsQuery, 256, 37, 32, false, false, false, 0});
   for (CacheDType cache : {CacheDType::kSameAsQuery, CacheDType::kInt8}) {
     cs.push_back({DType::kFloat32, cache, 128, 1, 32, false, false, false, 0});
     cs.push_back({DType::kFloat32, cache, 64, 9, 48, false, true, true, 0});

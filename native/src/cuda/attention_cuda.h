@@ -84,7 +84,7 @@ struct LaunchPlan {
   bool cluster_merge = false;  // tensor-core decode, 1 < splits <= 16, sm_90: each group's splits form a thread-block
                                // cluster and merge through distributed shared memory (then no fused_combine)
   bool copy_cache = false;  // owner, present != past: copy past -> present first (a paged pool: the whole pool)
-  bool paged_tiles = false;  // paged caches read through the block table by the tensor-core decode kernel
+  bool paged_tiles = false;  // paged caches read through the block table by the tensor-core decode or the prefill kernel
   RotaryPath rotary = RotaryPath::kNone;
   // Caches the chosen kernels cannot read in place — quantized caches on a path without quantized tiles (prefill, the
   // fp32 kernels), paged pools on a path without block-table tiles (all but the tensor-core decode with block_size a

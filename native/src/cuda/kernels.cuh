@@ -67,6 +67,7 @@ struct PrefillParams {
   int batch, seq, num_heads, kv_num_heads, capacity, window, group;
   int splits;       // key-range splits per query tile (1: the block writes the output)
   float scale, softcap;
+  BlockTable paged;  // table set: the caches are pools read through it in place (LaunchPlan::paged_tiles)
 };
 
 using DecodeLauncher = cudaError_t (*)(const DecodeParams& p, cudaStream_t stream);
@@ -86,6 +87,8 @@ PrefillLauncher GetPrefillLauncher(DType dtype, int head_dim);
 DecodeLauncher GetDecodeTcLauncher(DType dtype, int head_dim, CacheDType cache = CacheDType::kSameAsQuery);
 int DecodeTcBlocksPerSm(DType dtype, int head_dim, CacheDType cache = CacheDType::kSameAsQuery);
 constexpr int kPrefillRows = 64;  // query tokens per prefill block
+// Keys per prefill K / V tile (D = 256: registers bound the S tile).
+constexpr int PrefillKeysPerTile(int head_dim) { return head_dim <= 128 ? 64 : 32; }
 constexpr int kDecodeTcThreads = 128;
 // Largest split count merged in a thread-block cluster (16: the non-portable cluster size Hopper allows).
 constexpr int kMaxClusterSplits = 16;

@@ -232,6 +232,11 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms) {
     const long long resident = 2LL * std::max(num_sms, 1);
     const long long longest = sh.window > 0 ? std::min<long long>(sh.window + kPrefillRows - 1, sh.capacity + sh.seq)
                                             : static_cast<long long>(sh.capacity) + sh.seq;
+    // Paged pools are read in place when a key tile never straddles two pool blocks: tiles start at multiples of the
+    // tile from position 0 (a global layer) and the block size is a multiple of the tile. Codes, and sliding readers
+    // of a paged owner, are staged (the kernel reads T rows from a range that starts at p - W + 1).
+    pl.paged_tiles = a.paged.table != nullptr && a.cache == CacheDType::kSameAsQuery && sh.window == 0 &&
+                     a.paged.block_size % PrefillKeysPerTile(sh.head_dim) == 0;
     pl.splits = 1;
     if (tuning.splits > 0)
       pl.splits = std::clamp(tuning.splits, 1, kPrefillMaxSplits);
@@ -392,6 +397,7 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
     PrefillLauncher launch = GetPrefillLauncher(a.dtype, sh.head_dim);
     if (launch == nullptr) return "no prefill kernel for this head size / element type";
     PrefillParams p = SharedParams<PrefillParams>(k, owner);
+    if (pl.paged_tiles) p.paged = a.paged;
     p.splits = 1;
     if (pl.splits > 1) {
       if (scratch == nullptr) return "split-K prefill needs a scratch buffer";

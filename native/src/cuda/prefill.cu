@@ -8,7 +8,9 @@
 // tiles of BN keys: tiles wholly before the window of the tile's first query are never loaded, a warp skips the
 // math of tiles none of its rows can see, and the window / causal mask is applied per element only in tiles that
 // straddle a boundary of the warp's rows. Keys at positions < P come from cache slot pos mod C, keys >= P from the
-// chunk (owner) or the cache (reader) — the addressing of the decode kernels.
+// chunk (owner) or the cache (reader) — the addressing of the decode kernels. Paged pools (p.paged, global layers,
+// block size a multiple of the key tile) are read in place: a tile's rows are consecutive rows of one pool block, whose
+// index is loaded one tile ahead.
 //
 // Per key tile and warp (16 rows x BN keys):
 //   S  = Q K^T     A = Q (ldmatrix; kept in registers for D <= 128), B = K (ldmatrix)
@@ -41,7 +43,7 @@ template <int D>
 struct PrefillGeometry {
   static constexpr int kBM = kPrefillRows;          // query rows per block: 16 per warp
   static_assert(kBM == 16 * kWarps, "one 16-row MMA tile per warp");
-  static constexpr int kBN = D <= 128 ? 64 : 32;     // keys per tile (D = 256: registers bound the S tile)
+  static constexpr int kBN = PrefillKeysPerTile(D);  // keys per tile
   static constexpr bool kQInRegisters = D <= 128;    // D = 256 re-reads Q's fragments from shared memory per tile
   static constexpr int kTileElems = kBN * D;         // one K (or V) tile
   template <typename T>
@@ -54,10 +56,11 @@ struct PrefillGeometry {
 // the range, zero-filled): per row a modulo and a branch. Kept out of line because it is rare and the main loop
 // should stay small: with it and the softcap instantiation moved out, Nsight Compute's instruction-fetch stalls fell
 // from 0.67 to 0.04 per issued instruction (H200, 16 x 256 tokens at 32K cached).
+// Paged (paged.table set): cache_k / cache_v are the pools' bases and a past row is found through the table.
 template <typename T, int D, int BN>
 __device__ __noinline__ void CopyTileRows(uint32_t sk, uint32_t sv, int kt, int kend, int P, int C, int S, int Hkv,
                                           int b, int kvh, const T* chunk_k, const T* chunk_v, const T* cache_k,
-                                          const T* cache_v) {
+                                          const T* cache_v, const BlockTable paged) {
   constexpr int NV = D / 8, RS = kThreads / NV;
   const int c_own = threadIdx.x % NV, r_own = threadIdx.x / NV;
   const bool owner = chunk_k != nullptr;
@@ -74,7 +77,7 @@ __device__ __noinline__ void CopyTileRows(uint32_t sk, uint32_t sv, int kt, int 
         kr = chunk_k + off;
         vr = chunk_v + off;
       } else {
-        const size_t off = static_cast<size_t>(j % C) * D;
+        const size_t off = (paged.table != nullptr ? dev::PagedRow(paged, b, kvh, Hkv, j) : static_cast<size_t>(j % C)) * D;
         kr = cache_k + off;
         vr = cache_v + off;
       }
@@ -164,8 +167,11 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
 
   const T* chunk_k = static_cast<const T*>(p.chunk_key);
   const T* chunk_v = static_cast<const T*>(p.chunk_value);
-  const T* cache_k = static_cast<const T*>(p.key_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
-  const T* cache_v = static_cast<const T*>(p.value_cache) + (static_cast<size_t>(b) * Hkv + kvh) * C * D;
+  // Paged: the pools' bases (rows found through the table); else this (sequence, KV head)'s [C, D] rows.
+  const bool paged = p.paged.table != nullptr;
+  const size_t cache_base = paged ? 0 : (static_cast<size_t>(b) * Hkv + kvh) * C * D;
+  const T* cache_k = static_cast<const T*>(p.key_cache) + cache_base;
+  const T* cache_v = static_cast<const T*>(p.value_cache) + cache_base;
   const bool owner = chunk_k != nullptr;
 
   const int p_first = P + s0, p_last = P + s0 + nq - 1;
@@ -183,6 +189,8 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
   // A thread copies the same 16-byte chunk c of rows r0 + i * RS of every tile (NV divides the block).
   constexpr int RS = kThreads / NV;
   const int c_own = tid % NV, r_own = tid / NV;
+  // Paged: the pool block of the next tile to issue (tiles are issued in order), loaded one tile ahead.
+  int next_block = paged && ntiles > 0 ? dev::PagedBlock(p.paged, b, kstart) : 0;
 
   // Q tile (rows past nq zero-filled), committed together with the first K / V tile.
   {
@@ -208,9 +216,15 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
       const int slot = kt % C;
       const bool in_cache = (!owner || kt + BN <= P) && slot + BN <= C;
       const bool in_chunk = owner && kt >= P;
+      // Paged: the tile's first cache row in its pool block (a tile never straddles two: Plan's paged_tiles rule).
+      size_t cache_row = static_cast<size_t>(slot);
+      if (paged) {
+        cache_row = dev::PagedRowIn(p.paged, next_block, kvh, Hkv, kt);
+        if (t + 1 < ntiles) next_block = dev::PagedBlock(p.paged, b, kt + BN);
+      }
       if (kt + BN <= kend && (in_cache || in_chunk)) {
         const size_t stride = in_cache ? D : static_cast<size_t>(Hkv) * D;
-        const size_t first = in_cache ? static_cast<size_t>(slot) * D
+        const size_t first = in_cache ? cache_row * D
                                       : ((static_cast<size_t>(b) * S + (kt - P)) * Hkv + kvh) * D;
         const T* kr = (in_cache ? cache_k : chunk_k) + first + c_own * 8;
         const T* vr = (in_cache ? cache_v : chunk_v) + first + c_own * 8;
@@ -224,7 +238,7 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
         CpAsyncCommit();
         return;
       }
-      CopyTileRows<T, D, BN>(sk, sv, kt, kend, P, C, S, Hkv, b, kvh, chunk_k, chunk_v, cache_k, cache_v);
+      CopyTileRows<T, D, BN>(sk, sv, kt, kend, P, C, S, Hkv, b, kvh, chunk_k, chunk_v, cache_k, cache_v, p.paged);
     }
     CpAsyncCommit();
   };
