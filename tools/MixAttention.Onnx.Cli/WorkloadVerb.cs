@@ -183,7 +183,7 @@ internal static class WorkloadVerb
     {
         var probeConfig = new SessionConfig { MaxBatch = 1, MaxLength = w.MaxLength, PrefillChunk = w.PrefillChunk, KvBlocks = 1 };
         long perSlot, perBlock;
-        int blocksForLongest, blocksForMean;
+        int blocksForLongest, blocksForMean, scratch;
         bool paged;
         using (var probe = model.CreateSession(probeConfig))
         {
@@ -193,6 +193,7 @@ internal static class WorkloadVerb
             perBlock = kv?.BytesPerBlock ?? 0;
             blocksForLongest = kv?.BlocksFor(w.MaxLength) ?? 0;
             blocksForMean = kv?.BlocksFor((w.Prompt.Min + w.Prompt.Max) / 2 + w.NewTokens) ?? 0;
+            scratch = kv?.ScratchBlocks ?? 0;
         }
         int want = w.MaxBatch ?? w.Requests;
         if (!paged)
@@ -202,13 +203,13 @@ internal static class WorkloadVerb
                 throw new MixAttentionException($"one sequence of {w.MaxLength} positions takes {Cli.Bytes(perSlot)} of KV, more than the budget of {Cli.Bytes(w.BudgetBytes)}.");
             return (new SessionConfig { MaxBatch = (int)Math.Min(want, fit), MaxLength = w.MaxLength, PrefillChunk = w.PrefillChunk, MaxCacheBytes = w.BudgetBytes }, false);
         }
-        long minimum = (long)blocksForLongest * perBlock;
+        long minimum = (long)(blocksForLongest + scratch) * perBlock;
         // No rings (every owner paged): a slot costs nothing, so the blocks alone decide how many run.
         long balanced = perSlot == 0 ? want : w.BudgetBytes / Math.Max(1, perSlot + blocksForMean * perBlock);
         int slots = (int)Math.Min(Math.Min(want, balanced), Math.Max(0, (w.BudgetBytes - minimum) / Math.Max(1, perSlot)));
         if (slots < 1)
             throw new MixAttentionException($"one sequence of {w.MaxLength} positions needs {blocksForLongest} blocks ({Cli.Bytes(minimum)}) and {Cli.Bytes(perSlot)} of rings, more than the budget of {Cli.Bytes(w.BudgetBytes)}.");
-        long blocks = (w.BudgetBytes - slots * perSlot) / perBlock;
+        long blocks = (w.BudgetBytes - slots * perSlot) / perBlock - scratch; // a scratch block is memory too
         blocks = Math.Min(blocks, (long)slots * blocksForLongest); // more blocks than every slot at full length would never be used
         return (new SessionConfig { MaxBatch = slots, MaxLength = w.MaxLength, PrefillChunk = w.PrefillChunk, KvBlocks = (int)Math.Min(int.MaxValue, blocks), MaxCacheBytes = w.BudgetBytes }, true);
     }

@@ -79,6 +79,19 @@ public sealed class OrtPagedAttentionTests
     }
 
     [TestMethod]
+    public void TheSessionsPoolsAreTokenMajorWithOneScratchBlock()
+    {
+        var plan = CachePlan.FromModel(OnnxModel.Load(Convert("native")).Proto)!;
+        var config = new SessionConfig { MaxBatch = 2, MaxLength = 64, PrefillChunk = 8, KvBlocks = 10 };
+        using var caches = new KvCacheSet(plan, config, ExecutionDevice.Cpu, null, Microsoft.ML.OnnxRuntime.OrtMemoryInfo.DefaultInstance);
+        Assert.AreEqual(10, caches.TotalBlocks);
+        Assert.AreEqual(1, caches.ScratchBlocks);
+        Assert.AreEqual(11 * caches.BytesPerBlock, caches.AllocatedBytes, "the scratch block is allocated, and counted");
+        foreach (var c in caches.Caches)
+            CollectionAssert.AreEqual(new long[] { 11, 16, c.Entry.KvNumHeads, c.Entry.HeadSize }, c.Shape(rows: 2), "[blocks, block_size, Hkv, D]");
+    }
+
+    [TestMethod]
     public void RowsWithoutABlockWriteToTheScratchBlock()
     {
         var pool = new KvBlockPool(totalBlocks: 6, blockSize: 4, maxBlocksPerSequence: 3, slots: 2, scratch: true);
