@@ -12,9 +12,12 @@ set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$root"
 OUT=${OUT:-$root/out/e2e}; work=${MIXATTN_E2E_WORK:-${TMPDIR:-/tmp}/mixattn-e2e}
-# A fresh work folder: converted models share the base model's weights file, and a later build_model.py run would
-# then fail onnx's checker (it refuses external data files with several hard links).
+# A fresh work folder for the conversions. The base model is built once per version of build_model.py into a folder
+# beside it (converted models share its weights file by hard link, so it is never rebuilt in place: onnx's checker
+# refuses external data files with several links), and the CUDA ops build is kept beside it too: on a machine that
+# stays warm between runs, the next e2e.sh skips both (about two minutes of GPU-machine time).
 rm -rf "$work"; mkdir -p "$OUT"
+base=${MIXATTN_E2E_BASE:-$work-base-$(sha256sum tools/gpu/e2e/build_model.py | cut -c1-12)}
 # shellcheck source=tools/gpu/e2e/setup.sh
 source tools/gpu/e2e/setup.sh
 
@@ -32,15 +35,17 @@ if [ "${1:-}" = quant ]; then
 fi
 
 step "build the 1B model"
-python3 tools/gpu/e2e/build_model.py "$work/base" 2>&1 | tail -2 || exit 1
+if [ -f "$base/model.onnx" ]; then echo "kept from an earlier run: $base"
+else rm -rf "$base.tmp" && python3 tools/gpu/e2e/build_model.py "$base.tmp" 2>&1 | tail -2 && [ -f "$base.tmp/model.onnx" ] && mv "$base.tmp" "$base" || exit 1
+fi
 layers=24
 mix=$(python3 -c "print('_'.join(('0' if i % 6 == 0 else f'{i}s') for i in range($layers)))")
 step convert
-"$M" convert "$work/base/model.onnx" -o "$work/gqa-full/model.onnx" --layout native --backend ort-gqa --force --check structure --json > "$OUT/convert-gqa-full.json" || exit 1
-"$M" convert "$work/base/model.onnx" -o "$work/cai/model.onnx" --layout cai --window 1024 --force --check structure --json > "$OUT/convert-cai.json" || exit 1
-[ "${1:-}" = graph ] || [ "${1:-}" = kernels ] || [ "${1:-}" = quant ] || [ "${1:-}" = paged ] || { "$M" convert "$work/base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --check structure --json > "$OUT/convert-gqa-mix.json" || exit 1; }
+"$M" convert "$base/model.onnx" -o "$work/gqa-full/model.onnx" --layout native --backend ort-gqa --force --check structure --json > "$OUT/convert-gqa-full.json" || exit 1
+"$M" convert "$base/model.onnx" -o "$work/cai/model.onnx" --layout cai --window 1024 --force --check structure --json > "$OUT/convert-cai.json" || exit 1
+[ "${1:-}" = graph ] || [ "${1:-}" = kernels ] || [ "${1:-}" = quant ] || [ "${1:-}" = paged ] || { "$M" convert "$base/model.onnx" -o "$work/gqa-mix/model.onnx" --layout "$mix" --window 1024 --backend ort-gqa --force --check structure --json > "$OUT/convert-gqa-mix.json" || exit 1; }
 # prepare: the models only (then run `mixattn bench` by hand, e.g. in another model order).
-[ "${1:-}" = prepare ] && { "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json"; exit $?; }
+[ "${1:-}" = prepare ] && { "$M" convert "$base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json"; exit $?; }
 
 if [ "${1:-}" = quant ]; then
   # Issue 18, end to end: fp8 caches. Per shape (SHAPES, default 32768:16 4096:16 32768:1):
@@ -51,9 +56,9 @@ if [ "${1:-}" = quant ]; then
   #       agree with (1)'s gqa-full: the two harnesses cross-checked. Same rounds, steps and cache rows as (1).
   # quant_summary.py prints the table (ratios of cai-fp8 to cai, gqa-fp8 and gqa-full; KV bytes; sequences in 64 GiB).
   step "convert fp8"
-  "$M" convert "$work/base/model.onnx" -o "$work/gqa-fp8/model.onnx" --layout native --backend ort-gqa --kv-dtype fp8 --kv-scale absmax:8 \
+  "$M" convert "$base/model.onnx" -o "$work/gqa-fp8/model.onnx" --layout native --backend ort-gqa --kv-dtype fp8 --kv-scale absmax:8 \
     --force --check structure --json > "$OUT/convert-gqa-fp8.json" || exit 1
-  "$M" convert "$work/base/model.onnx" -o "$work/cai-fp8/model.onnx" --layout cai --window 1024 --kv-dtype fp8 --kv-scale absmax:8 \
+  "$M" convert "$base/model.onnx" -o "$work/cai-fp8/model.onnx" --layout cai --window 1024 --kv-dtype fp8 --kv-scale absmax:8 \
     --force --check structure --json > "$OUT/convert-cai-fp8.json" || exit 1
   steps=${QUANT_STEPS:-32}; rounds=${ROUNDS:-3}
   for s in ${SHAPES:-32768:16 4096:16 32768:1}; do
@@ -94,7 +99,7 @@ if [ "${1:-}" = paged ]; then
   parts=${PAGED_PARTS:-verify workload prefix native}
   bs=${BLOCK_SIZE:-64}
   step "convert cai-paged"
-  "$M" convert "$work/base/model.onnx" -o "$work/cai-paged/model.onnx" --layout cai --window 1024 --paged --block-size "$bs" \
+  "$M" convert "$base/model.onnx" -o "$work/cai-paged/model.onnx" --layout cai --window 1024 --paged --block-size "$bs" \
     --force --check structure --json > "$OUT/convert-cai-paged.json" || exit 1
   if [[ " $parts " == *" verify "* ]]; then
     for g in plain graph; do
@@ -129,8 +134,8 @@ PY
   [[ " $parts " == *" workload "* ]] && wl cai cai cai-paged -- "${issue[@]}"
   if [[ " $parts " == *" native "* ]] || [[ " $parts " == *" batching "* ]]; then
     step "convert native, native-paged"
-    "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json" || exit 1
-    "$M" convert "$work/base/model.onnx" -o "$work/full-paged/model.onnx" --layout native --paged --block-size "$bs" --force --check structure \
+    "$M" convert "$base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json" || exit 1
+    "$M" convert "$base/model.onnx" -o "$work/full-paged/model.onnx" --layout native --paged --block-size "$bs" --force --check structure \
       --json > "$OUT/convert-full-paged.json" || exit 1
   fi
   [[ " $parts " == *" native "* ]] && wl native full full-paged -- "${issue[@]}" --preempt swap
@@ -155,9 +160,9 @@ PY
     # over token-major pools), checked against ORT's contiguous GQA, then the issue's workload beside ours on the same
     # layout (full-paged: our ops, native layout, paged).
     step "convert gqa-paged, full-paged"
-    "$M" convert "$work/base/model.onnx" -o "$work/gqa-paged/model.onnx" --layout native --backend ort-gqa --paged --block-size "$bs" \
+    "$M" convert "$base/model.onnx" -o "$work/gqa-paged/model.onnx" --layout native --backend ort-gqa --paged --block-size "$bs" \
       --force --check structure --json > "$OUT/convert-gqa-paged.json" || exit 1
-    [ -f "$work/full-paged/model.onnx" ] || "$M" convert "$work/base/model.onnx" -o "$work/full-paged/model.onnx" --layout native --paged \
+    [ -f "$work/full-paged/model.onnx" ] || "$M" convert "$base/model.onnx" -o "$work/full-paged/model.onnx" --layout native --paged \
       --block-size "$bs" --force --check structure --json > "$OUT/convert-full-paged.json" || exit 1
     step "verify gqa-full gqa-paged"
     timeout 300 "$M" verify "$work/gqa-full/model.onnx" "$work/gqa-paged/model.onnx" --device cuda --batch 4 --prompt-len 3000 \
@@ -198,7 +203,7 @@ fi
 if [ "${1:-}" = graph ]; then
   # CUDA-graph decode (ModelOptions.CudaGraphDecode): cai and the ops-backend base model with and without graphs, one run
   # each per shape (a bench run's flags apply to all its models); --check-graph compares graph and plain logits first.
-  "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json" || exit 1
+  "$M" convert "$base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json" || exit 1
   for s in ${GRAPH_SHAPES:-4096:1 4096:16 32768:16}; do
     ctx=${s%:*}; b=${s#*:}
     check=""; [ "$ctx" -le 4096 ] && check="--check-graph ${GRAPH_CHECK_STEPS:-8}"
@@ -226,9 +231,9 @@ if [ "${1:-}" = kernels ]; then
   # sums are GPU time per step without launch gaps. KERNEL_RUNS (model:plain|graph:context:batch …), KERNEL_STEPS.
   ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   [ -n "$ncu" ] || { echo "no ncu"; exit 1; }
-  "$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json" || exit 1
+  "$M" convert "$base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json" || exit 1
   # cai-fp8 as in quant mode: how much of cai's step fp8 caches can save is the attention kernels' share.
-  "$M" convert "$work/base/model.onnx" -o "$work/cai-fp8/model.onnx" --layout cai --window 1024 --kv-dtype fp8 --kv-scale absmax:8 \
+  "$M" convert "$base/model.onnx" -o "$work/cai-fp8/model.onnx" --layout cai --window 1024 --kv-dtype fp8 --kv-scale absmax:8 \
     --force --check structure --json > "$OUT/convert-cai-fp8.json" || exit 1
   for r in ${KERNEL_RUNS:-cai:graph:4096:1 full:graph:4096:1 cai:graph:4096:16 full:graph:4096:16 gqa-full:plain:4096:16 cai:graph:32768:16}; do
     IFS=: read -r m g ctx b <<< "$r"
@@ -259,7 +264,7 @@ fi
 # be captured and run plain again; cai and full, the ops-backend native layout, are graphed). Ratios are against
 # gqa-full of the same run. SHAPES overrides the shapes, MODES the runs (plain graph), BENCH_FLAGS extra bench flags, PREFILL_CHUNK the prefill call length
 # (default 256; sliding rings that layers share hold W + chunk - 1 rows, so it sets their KV memory).
-"$M" convert "$work/base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json" || exit 1
+"$M" convert "$base/model.onnx" -o "$work/full/model.onnx" --layout native --force --check structure --json > "$OUT/convert-full.json" || exit 1
 shapes=${SHAPES:-4096:1 4096:16 32768:1 32768:16}
 [ "${1:-}" = quick ] && shapes="4096:1 4096:16"
 for s in $shapes; do

@@ -13,8 +13,10 @@ step app
 mkdir -p "$work/app"
 tar xJf .pub/mixattn.tar.xz -C "$work/app" && cp "$ORTGPU_DIR"/*.so "$work/app/" || exit 1
 step native ops with CUDA
-cmake -S native -B "$work/native" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXATTN_CUDA=ON -DMIXATTN_TESTS=OFF \
+# Beside the work folder, not in it: an incremental rebuild when the machine kept it from an earlier run.
+native_build=${MIXATTN_E2E_NATIVE:-$work-native}
+cmake -S native -B "$native_build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMIXATTN_CUDA=ON -DMIXATTN_TESTS=OFF \
   -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DORT_INCLUDE_DIR="$root/.ortinc" > "$OUT/cmake.log" 2>&1 \
-  && cmake --build "$work/native" -j "$(nproc)" > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log" "$OUT/cmake.log"; exit 1; }
-cp "$work/native/libmixattention_ops.so" "$work/app/"
+  && cmake --build "$native_build" -j "$(nproc)" > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log" "$OUT/cmake.log"; exit 1; }
+cp "$native_build/libmixattention_ops.so" "$work/app/"
 M="$work/app/mixattn"
