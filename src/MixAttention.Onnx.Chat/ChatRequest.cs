@@ -37,7 +37,7 @@ internal sealed class ChatRequest
     public List<long> Tokens { get; } = new();
     /// <summary>The session's sequence id while it holds a slot, else -1 (waiting, or preempted).</summary>
     public int Sequence { get; set; } = -1;
-    /// <summary>Preempted by swapping (paged caches on the CPU): its caches in host memory until it resumes.</summary>
+    /// <summary>Preempted by swapping (paged caches): its caches in host memory until it resumes.</summary>
     internal SwappedSequence? Swapped { get; set; }
     public Channel<ChatChunk> Output { get; } = Channel.CreateUnbounded<ChatChunk>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     public bool IsCancelled => Volatile.Read(ref _cancelled) != 0;
