@@ -26,9 +26,8 @@ internal static class WorkloadVerb
         var chunk = new Option<int>("--prefill-chunk") { Description = "Prefill call length.", DefaultValueFactory = _ => 256 };
         var device = new Option<string>("--device") { Description = "cpu or cuda.", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong("cpu", "cuda");
-        var preempt = new Option<string>("--preempt") { Description = "Paged sessions short of blocks preempt a request: recompute (prefill its tokens again on resume) or swap (its caches to host memory and back; CPU).", DefaultValueFactory = _ => "recompute" };
+        var preempt = new Option<string>("--preempt") { Description = "Paged sessions short of blocks preempt a request: recompute (prefill its tokens again on resume) or swap (its caches to host memory and back).", DefaultValueFactory = _ => "recompute" };
         preempt.AcceptOnlyFromAmong("recompute", "swap");
-        preempt.Description = "Paged sessions short of blocks preempt a request: recompute (prefill its tokens again on resume) or swap (its caches to host memory and back).";
         var cudaGraph = new Option<bool>("--cuda-graph") { Description = "Decode steps as CUDA graph replays (--device cuda, ops-backend conversions): every step then runs all slots." };
         var seed = new Option<int>("--seed") { Description = "Seed of the prompt tokens and the order of the lengths.", DefaultValueFactory = _ => 1 };
         var json = new Option<bool>("--json") { Description = "Print the results as JSON." };
