@@ -53,6 +53,9 @@ public sealed class ExitCodeTests
         ExitsTwo("verify", Original, Converted, "--steps", "-1");
         ExitsTwo("verify", Original, Converted, "--batch", "0");
         ExitsTwo("verify", Original, Converted, "--batch", "2000000000", "--steps", "4");
+        ExitsTwo("verify", Original, Converted, "--cuda-graph");
+        ExitsTwo("verify", Original, Converted, "--device", "tpu");
+        ExitsTwo("verify", Original, Converted, "--prefill-chunk", "0");
     }
 
     [TestMethod]

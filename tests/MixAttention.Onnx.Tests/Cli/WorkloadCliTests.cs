@@ -97,10 +97,12 @@ public sealed class WorkloadCliTests
     [DataRow("--shared-prefix", "16", "shorter than the shortest prompt (16)")]
     [DataRow("--new", "0", "--new must be >= 1")]
     [DataRow("--preempt", "later", "later")]
+    [DataRow("--cuda-graph", "", "--cuda-graph needs --device cuda")]
     public void BadInputIsOneLineAndExitTwo(string option, string value, string message)
     {
         string[] prompt = option == "--prompt" ? [] : ["--prompt", "16:200"];
-        var (code, _, err) = InspectCliTests.Run(["workload", Models.Value.Contiguous, .. prompt, option, value]);
+        string[] flag = value.Length == 0 ? [option] : [option, value];
+        var (code, _, err) = InspectCliTests.Run(["workload", Models.Value.Contiguous, .. prompt, .. flag]);
         Assert.AreEqual(2, code, err);
         StringAssert.Contains(err, message);
         Assert.IsFalse(err.Contains("   at ", StringComparison.Ordinal), err);
