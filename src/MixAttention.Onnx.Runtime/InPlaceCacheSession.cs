@@ -219,18 +219,27 @@ public sealed class InPlaceCacheSession : DecoderSession
     }
 
     /// <summary>
-    /// The cache bytes a sequence in <paramref name="slot"/> holding pool <paramref name="blocks"/> owns, in one fixed
-    /// order (per owner cache, K then V: the blocks in position order, or the slot's rows), which
-    /// <see cref="SwappedSequence.Parts"/> follows.
+    /// The cache bytes a sequence in <paramref name="slot"/> holding pool <paramref name="blocks"/> owns, one part per
+    /// cache tensor in one fixed order (per owner cache, K then V), which <see cref="SwappedSequence.Parts"/> follows:
+    /// a pool's blocks in position order, as runs of blocks that lie next to each other in the pool (one copy each: on
+    /// CUDA a copy is a cudaMemcpy call), or the slot's rows of a contiguous cache.
     /// </summary>
-    private IEnumerable<(DeviceBuffer Buffer, long Offset, long Bytes)> HeldRanges(int slot, IReadOnlyList<int> blocks)
+    private IEnumerable<(DeviceBuffer Buffer, List<(long Offset, long Bytes)> Runs)> HeldParts(int slot, IReadOnlyList<int> blocks)
     {
         foreach (var c in Caches.Caches)
             foreach (var buffer in new[] { c.Key, c.Value })
-                if (c.PoolBlocks is not null)
-                    foreach (int block in blocks) yield return (buffer, block * c.BlockBytes, c.BlockBytes);
+            {
+                var runs = new List<(long Offset, long Bytes)>();
+                if (c.PoolBlocks is null) runs.Add((slot * c.SlotBytes, c.SlotBytes));
                 else
-                    yield return (buffer, slot * c.SlotBytes, c.SlotBytes);
+                    foreach (int block in blocks)
+                    {
+                        long at = block * c.BlockBytes;
+                        if (runs.Count > 0 && runs[^1].Offset + runs[^1].Bytes == at) runs[^1] = (runs[^1].Offset, runs[^1].Bytes + c.BlockBytes);
+                        else runs.Add((at, c.BlockBytes));
+                    }
+                yield return (buffer, runs);
+            }
     }
 
     /// <summary>
@@ -246,10 +255,15 @@ public sealed class InPlaceCacheSession : DecoderSession
         {
             int slot = Slots.SlotOf(sequence);
             var blocks = Caches.Pool?.BlocksHeld(slot).ToArray() ?? Array.Empty<int>();
-            var parts = HeldRanges(slot, blocks).Select(r =>
+            var parts = HeldParts(slot, blocks).Select(p =>
             {
-                var part = new byte[checked((int)r.Bytes)];
-                r.Buffer.Read(r.Offset, part);
+                var part = new byte[checked((int)p.Runs.Sum(r => r.Bytes))];
+                int at = 0;
+                foreach (var (offset, bytes) in p.Runs)
+                {
+                    p.Buffer.Read(offset, part.AsSpan(at, (int)bytes));
+                    at += (int)bytes;
+                }
                 return part;
             }).ToList();
             swapped = new SwappedSequence(Slots.Length(slot), blocks.Length, parts);
@@ -273,7 +287,15 @@ public sealed class InPlaceCacheSession : DecoderSession
         if (pool is not null && pool.Missing(slot, positions) > pool.FreeBlocks) return null;
         pool?.Grow(slot, positions);
         var blocks = pool?.BlocksHeld(slot).ToArray() ?? Array.Empty<int>();
-        foreach (var (range, bytes) in HeldRanges(slot, blocks).Zip(swapped.Parts)) range.Buffer.Write(range.Offset, bytes);
+        foreach (var (held, part) in HeldParts(slot, blocks).Zip(swapped.Parts))
+        {
+            int at = 0;
+            foreach (var (offset, bytes) in held.Runs)
+            {
+                held.Buffer.Write(offset, part.AsSpan(at, (int)bytes));
+                at += (int)bytes;
+            }
+        }
         int id = Slots.Add(slot);
         Slots.Advance(slot, swapped.Length);
         return id;
