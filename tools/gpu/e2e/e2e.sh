@@ -84,7 +84,8 @@ if [ "${1:-}" = quant ]; then
 fi
 
 if [ "${1:-}" = paged ]; then
-  # Issue 19 on the GPU: paged global caches through the C# runtime on CUDA. PAGED_PARTS (default all four):
+  # Issue 19 on the GPU: paged global caches through the C# runtime on CUDA. PAGED_PARTS (default: verify workload
+  # prefix native):
   #   verify    cai against cai-paged (block size 64) on the same tokens: 4 sequences, 3000-token prompts in 256-token
   #             chunks, 200 decode steps, plain decode and CUDA-graph decode of the paged model;
   #   workload  the issue's workload (256 requests arriving together, prompts spread 512-32K, 256 new tokens each, KV
