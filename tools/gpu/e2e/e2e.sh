@@ -95,7 +95,8 @@ if [ "${1:-}" = paged ]; then
   #             form, swapping preempted requests to host memory: the regime where the budget, not the requests, binds.
   #   batching  whether greedy tokens depend on the batch a request decodes in (small runs; see the code below);
   #   anchor    ORT's PagedAttention (the model converted --backend ort-gqa --paged) against ORT's GQA, then the workload
-  #             on it beside ours (full-paged), the issue's anchor. ANCHOR_FLAGS: extra workload flags for it.
+  #             on it beside ours (native, paged, same block size), the issue's anchor. ANCHOR_FLAGS: extra workload
+  #             flags for it; ANCHOR_BLOCK_SIZE (default 256).
   # WORKLOAD_FLAGS: extra `mixattn workload` flags (e.g. a smaller --requests for a quick run).
   parts=${PAGED_PARTS:-verify workload prefix native}
   bs=${BLOCK_SIZE:-64}
@@ -159,18 +160,21 @@ PY
   if [[ " $parts " == *" anchor "* ]]; then
     # ORT's own paged attention on the full-attention model (--backend ort-gqa --paged: every layer ORT's PagedAttention
     # over token-major pools), checked against ORT's contiguous GQA, then the issue's workload beside ours on the same
-    # layout (full-paged: our ops, native layout, paged).
-    step "convert gqa-paged, full-paged"
-    "$M" convert "$base/model.onnx" -o "$work/gqa-paged/model.onnx" --layout native --backend ort-gqa --paged --block-size "$bs" \
+    # layout (our ops, native layout, paged at the same block size).
+    # Block size 256 by default (ANCHOR_BLOCK_SIZE): FlashAttention's paged KV, which ORT's kernel may be limited to,
+    # takes pages of a multiple of 256; ours runs at the same size for a like-for-like pool.
+    abs=${ANCHOR_BLOCK_SIZE:-256}
+    step "convert gqa-paged, full-paged-$abs"
+    "$M" convert "$base/model.onnx" -o "$work/gqa-paged/model.onnx" --layout native --backend ort-gqa --paged --block-size "$abs" \
       --force --check structure --json > "$OUT/convert-gqa-paged.json" || exit 1
-    [ -f "$work/full-paged/model.onnx" ] || "$M" convert "$base/model.onnx" -o "$work/full-paged/model.onnx" --layout native --paged \
-      --block-size "$bs" --force --check structure --json > "$OUT/convert-full-paged.json" || exit 1
+    "$M" convert "$base/model.onnx" -o "$work/full-paged-$abs/model.onnx" --layout native --paged --block-size "$abs" --force \
+      --check structure --json > "$OUT/convert-full-paged-$abs.json" || exit 1
     step "verify gqa-full gqa-paged"
     timeout 300 "$M" verify "$work/gqa-full/model.onnx" "$work/gqa-paged/model.onnx" --device cuda --batch 4 --prompt-len 3000 \
       --prefill-chunk 256 --steps 100 --json > "$OUT/paged-verify-anchor.json" 2> "$OUT/paged-verify-anchor.err"
     echo "rc=$?"; tail -2 "$OUT/paged-verify-anchor.err"
     python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('max |dlogit|', d['max_abs_diff'], 'max KL', d['max_kl'], 'top-1', d['top1_agreement'], 'positions', len(d['steps']))" "$OUT/paged-verify-anchor.json"
-    wl anchor gqa-paged full-paged -- "${issue[@]}" ${ANCHOR_FLAGS:-}
+    wl anchor gqa-paged "full-paged-$abs" -- "${issue[@]}" ${ANCHOR_FLAGS:-}
   fi
   # A 4K system prompt before user prompts of 512 to 28K tokens (prompts 4608-32768).
   [[ " $parts " == *" prefix "* ]] && wl prefix cai cai-paged -- --requests ${PREFIX_REQUESTS:-256} --prompt 4608:32768 --new 256 --budget-gib 64 --shared-prefix 4096
