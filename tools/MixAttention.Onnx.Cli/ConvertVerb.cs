@@ -13,6 +13,8 @@ internal static class ConvertVerb
 {
     /// <summary>Positions per block of a paged cache when --paged is given without --block-size: the CPU kernel's key block (64), so a block is one online-softmax run.</summary>
     private const int DefaultBlockSize = 64;
+    /// <summary>The same for the ort-gqa backend: ORT's PagedAttention takes pages of a multiple of 256 (its FlashAttention path).</summary>
+    private const int DefaultOrtBlockSize = 256;
 
     public static Command Create()
     {
@@ -65,10 +67,11 @@ internal static class ConvertVerb
         };
         var paged = new Option<bool>("--paged")
         {
-            Description = "Page the global caches (ops backend): each global cache becomes a pool of fixed-size blocks read through a block_table input, " +
-                "so the runtime takes memory by each sequence's actual length (docs/runtime.md). Sliding rings stay per sequence.",
+            Description = "Page the global caches: each global cache becomes a pool of fixed-size blocks read through a block_table input, " +
+                "so the runtime takes memory by each sequence's actual length (docs/runtime.md). Sliding rings stay per sequence. " +
+                "With --backend ort-gqa (a full-attention layout, fp16/bf16) every layer becomes ORT's PagedAttention (CUDA only).",
         };
-        var blockSize = new Option<int?>("--block-size") { HelpName = "N", Description = $"Positions per block of a paged cache (with --paged; default {DefaultBlockSize})." };
+        var blockSize = new Option<int?>("--block-size") { HelpName = "N", Description = $"Positions per block of a paged cache (with --paged; default {DefaultBlockSize}, {DefaultOrtBlockSize} with --backend ort-gqa)." };
         var tokenizer = new Option<string?>("--tokenizer") { HelpName = "DIR", Description = "Folder with the tokenizer for a --calibrate text file (default: the model's folder)." };
         var cmd = new Command("convert", "Rewrite an exported decoder to a MixAttention layout (sliding windows, shared KV caches).\n\n" +
             "Examples:\n  mixattn convert graphs/mistral-torchscript/model.onnx -o out/mistral.onnx --layout native\n" +
@@ -91,7 +94,8 @@ internal static class ConvertVerb
                 Force = parse.GetValue(force),
                 LinkWeights = !parse.GetValue(copyWeights),
                 Load = new OnnxLoadOptions { AllowExternalDataOutsideModelFolder = parse.GetValue(allowOutside) },
-                PagedBlockSize = parse.GetValue(paged) ? parse.GetValue(blockSize) ?? DefaultBlockSize : null,
+                PagedBlockSize = parse.GetValue(paged)
+                    ? parse.GetValue(blockSize) ?? (parse.GetValue(backend) == BackendName.OrtGqa ? DefaultOrtBlockSize : DefaultBlockSize) : null,
             };
             // The scale flags only mean something for quantized caches: given without one, they are a mistake (most
             // likely a forgotten --kv-dtype), said as such before their value is even read (docs/cli.md).

@@ -33,6 +33,9 @@ internal sealed class OrtGqaBackend : ILoweringBackend
     /// <inheritdoc/>
     public void Check(LoweringContext ctx)
     {
+        if (ctx.PagedBlockSize is { } blockSize && blockSize % PagedAttentionBlockMultiple != 0)
+            throw new MixAttentionException($"--block-size {blockSize}: ORT's PagedAttention takes pages of a multiple of {PagedAttentionBlockMultiple} " +
+                "(its FlashAttention path; ORT 1.31 refuses other sizes when it runs). Use --block-size 256, or --backend ops for smaller blocks.");
         if (ctx.PagedBlockSize is not null)
             foreach (var a in ctx.Layout.Layers)
             {
@@ -62,6 +65,9 @@ internal sealed class OrtGqaBackend : ILoweringBackend
                 throw new MixAttentionException($"layer {a.Layer}: GroupQueryAttention supports fp32 (CPU), fp16 and bf16; the model's attention is {(TensorProto.Types.DataType)site.ElementType}.");
         }
     }
+
+    /// <summary>The block size of a PagedAttention pool must be a multiple of this.</summary>
+    private const int PagedAttentionBlockMultiple = 256;
 
     /// <summary>Input index of GQA's <c>k_scale</c> (then <c>v_scale</c>); cos/sin, position_ids, attention_bias and head_sink come before it.</summary>
     private const int KScaleInput = 12;

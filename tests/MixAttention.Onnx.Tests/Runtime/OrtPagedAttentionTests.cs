@@ -16,8 +16,8 @@ public sealed class OrtPagedAttentionTests
     // PagedAttention takes fp16 / bf16: the fp16 GenAI-style fixture.
     private const string Source = "qwen35-gqa-fp16";
 
-    private static string Convert(string layout, string source = Source) =>
-        ZooFixtures.Convert(TestPaths.Fixture(source), layout, "ort-gqa", layout == "cai" ? 4 : null, o => o with { PagedBlockSize = 16 });
+    private static string Convert(string layout, string source = Source, int blockSize = 256) =>
+        ZooFixtures.Convert(TestPaths.Fixture(source), layout, "ort-gqa", layout == "cai" ? 4 : null, o => o with { PagedBlockSize = blockSize });
 
     [TestMethod]
     public void EveryLayerBecomesPagedAttentionOverTokenMajorPools()
@@ -39,11 +39,11 @@ public sealed class OrtPagedAttentionTests
         Assert.IsFalse(graph.Node.Any(n => n.OpType == "GroupQueryAttention"), "no GQA left");
         foreach (var c in plan.Caches)
         {
-            Assert.AreEqual(16, c.BlockSize);
+            Assert.AreEqual(256, c.BlockSize);
             var input = graph.Input.Single(i => i.Name == c.PastKey);
             var dims = input.Type.TensorType.Shape.Dim;
             Assert.AreEqual("num_kv_blocks", dims[0].DimParam);
-            CollectionAssert.AreEqual(new long[] { 16, c.KvNumHeads, c.HeadSize }, dims.Skip(1).Select(d => d.DimValue).ToArray(), "[blocks, block_size, Hkv, D]");
+            CollectionAssert.AreEqual(new long[] { 256, c.KvNumHeads, c.HeadSize }, dims.Skip(1).Select(d => d.DimValue).ToArray(), "[blocks, block_size, Hkv, D]");
             var node = paged.Single(n => n.Input[3] == c.PastKey);
             Assert.AreEqual(c.PastValue, node.Input[4]);
             Assert.AreEqual("past_lengths", node.Input[6]);
@@ -64,6 +64,8 @@ public sealed class OrtPagedAttentionTests
         StringAssert.Contains(e.Message, "--backend ops");
         var fp32 = Assert.ThrowsExactly<MixAttentionException>(() => Convert("native", "llama-gqa"));
         StringAssert.Contains(fp32.Message, "PagedAttention takes fp16 or bf16");
+        var small = Assert.ThrowsExactly<MixAttentionException>(() => Convert("native", blockSize: 64));
+        StringAssert.Contains(small.Message, "pages of a multiple of 256");
     }
 
     [TestMethod]
@@ -82,13 +84,13 @@ public sealed class OrtPagedAttentionTests
     public void TheSessionsPoolsAreTokenMajorWithOneScratchBlock()
     {
         var plan = CachePlan.FromModel(OnnxModel.Load(Convert("native")).Proto)!;
-        var config = new SessionConfig { MaxBatch = 2, MaxLength = 64, PrefillChunk = 8, KvBlocks = 10 };
+        var config = new SessionConfig { MaxBatch = 2, MaxLength = 512, PrefillChunk = 8, KvBlocks = 10 };
         using var caches = new KvCacheSet(plan, config, ExecutionDevice.Cpu, null, Microsoft.ML.OnnxRuntime.OrtMemoryInfo.DefaultInstance);
         Assert.AreEqual(10, caches.TotalBlocks);
         Assert.AreEqual(1, caches.ScratchBlocks);
         Assert.AreEqual(11 * caches.BytesPerBlock, caches.AllocatedBytes, "the scratch block is allocated, and counted");
         foreach (var c in caches.Caches)
-            CollectionAssert.AreEqual(new long[] { 11, 16, c.Entry.KvNumHeads, c.Entry.HeadSize }, c.Shape(rows: 2), "[blocks, block_size, Hkv, D]");
+            CollectionAssert.AreEqual(new long[] { 11, 256, c.Entry.KvNumHeads, c.Entry.HeadSize }, c.Shape(rows: 2), "[blocks, block_size, Hkv, D]");
     }
 
     [TestMethod]

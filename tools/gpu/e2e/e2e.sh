@@ -161,8 +161,8 @@ PY
     # ORT's own paged attention on the full-attention model (--backend ort-gqa --paged: every layer ORT's PagedAttention
     # over token-major pools), checked against ORT's contiguous GQA, then the workload beside ours on the same
     # layout (our ops, native layout, paged at the same block size).
-    # Block size 256 by default (ANCHOR_BLOCK_SIZE): FlashAttention's paged KV, which ORT's kernel may be limited to,
-    # takes pages of a multiple of 256; ours runs at the same size for a like-for-like pool.
+    # Block size 256 by default (ANCHOR_BLOCK_SIZE, a multiple of 256: ORT's PagedAttention checks it, the converter
+    # too); ours runs at the same size for a like-for-like pool.
     abs=${ANCHOR_BLOCK_SIZE:-256}
     step "convert gqa-paged, full-paged-$abs"
     "$M" convert "$base/model.onnx" -o "$work/gqa-paged/model.onnx" --layout native --backend ort-gqa --paged --block-size "$abs" \
