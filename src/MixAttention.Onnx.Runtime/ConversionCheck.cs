@@ -28,11 +28,10 @@ public static class ConversionCheck
                 _ => $"running the converted model needs about {load >> 20} MiB, over a quarter of the {available >> 20} MiB available: graph and plan checked only",
             };
         }
-        if (mode != ConversionCheckMode.Structure && MixAttention.Onnx.Plan.CachePlan.FromModel(written.Proto) is { } plan
-            && plan.Caches.Any(c => MixAttention.Onnx.Plan.ElementTypes.FromDTypeName(c.StorageDType) == MixAttention.Onnx.Plan.ElementTypes.Float8E4M3))
+        var plan = mode == ConversionCheckMode.Structure ? null : MixAttention.Onnx.Plan.CachePlan.FromModel(written.Proto);
+        if (plan is not null && plan.Caches.Any(c => MixAttention.Onnx.Plan.ElementTypes.FromDTypeName(c.StorageDType) == MixAttention.Onnx.Plan.ElementTypes.Float8E4M3))
             (mode, why) = (ConversionCheckMode.Structure, "fp8 caches: ONNX Runtime's C# API cannot open models with float8e4m3fn inputs, so graph and plan were checked only");
-        if (mode != ConversionCheckMode.Structure && (options?.Device ?? ExecutionDevice.Cpu) != ExecutionDevice.Cuda
-            && MixAttention.Onnx.Plan.CachePlan.FromModel(written.Proto) is { BlockTable: not null, TokenMajorPools: true })
+        else if (plan is { BlockTable: not null, TokenMajorPools: true } && (options?.Device ?? ExecutionDevice.Cpu) != ExecutionDevice.Cuda)
             (mode, why) = (ConversionCheckMode.Structure, "ORT's PagedAttention (ort-gqa --paged) runs on CUDA only, so graph and plan were checked only");
         if (mode == ConversionCheckMode.Structure)
             return new ConversionCheckReport(ConversionCheckMode.Structure, why, 0, null, 0);

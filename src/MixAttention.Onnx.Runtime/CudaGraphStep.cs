@@ -35,7 +35,8 @@ internal sealed class CudaGraphStep : IDisposable
     private readonly List<OrtValue> _owned = new();
     private readonly HostBlock _hostInputs, _hostLogitsMemory;
     private readonly OrtValue _hostInputsValue, _deviceInputs, _deviceLogits, _hostLogits;
-    private readonly int _idsOffset, _posOffset, _pastOffset, _newOffset, _tableOffset, _tableLength;
+    private readonly int _idsOffset, _posOffset, _pastOffset, _newOffset, _tableOffset;
+    private readonly KvBlockPool? _pool; // paged caches: its table is copied into the input block every step
     private readonly bool _ids64, _pos64, _hasPositions;
 
     public CudaGraphStep(MixAttentionModel model, KvCacheSet caches, int maxBatch, int vocab, TensorElementType positionType, int graphId)
@@ -56,8 +57,8 @@ internal sealed class CudaGraphStep : IDisposable
         _pastOffset = Place(maxBatch * 4);
         _newOffset = Place(maxBatch * 4);
         // Paged caches: the whole block table, rewritten every step (blocks are taken between steps).
-        _tableLength = caches.Pool is { } pool ? checked(maxBatch * pool.MaxBlocksPerSequence) : 0;
-        _tableOffset = _tableLength > 0 ? Place(checked(_tableLength * 4)) : -1;
+        _pool = caches.Pool;
+        _tableOffset = _pool is { } pool ? Place(checked(maxBatch * pool.MaxBlocksPerSequence * 4)) : -1;
         long logitsBytes = (long)maxBatch * vocab * (ElementTypes.Size((int)model.LogitsType) ?? 4);
         _binding = model.OrtSession.CreateIoBinding();
         try
@@ -75,9 +76,9 @@ internal sealed class CudaGraphStep : IDisposable
             if (plan.PositionIds is { } pos) Input(pos, _posOffset, _pos64 ? TensorElementType.Int64 : TensorElementType.Int32, bs, _pos64 ? 8 : 4);
             Input(plan.PastLengths!, _pastOffset, TensorElementType.Int32, new long[] { maxBatch }, 4);
             Input(plan.NewLengths!, _newOffset, TensorElementType.Int32, new long[] { maxBatch }, 4);
-            if (_tableLength > 0)
+            if (_pool is { } paged)
                 _binding.BindInput(plan.BlockTable!, Own(OrtValue.CreateTensorValueWithData(allocator.Info, TensorElementType.Int32,
-                    new long[] { maxBatch, caches.Pool!.MaxBlocksPerSequence }, device + _tableOffset, _tableLength * 4L)));
+                    new long[] { maxBatch, paged.MaxBlocksPerSequence }, device + _tableOffset, (long)maxBatch * paged.MaxBlocksPerSequence * 4)));
             caches.Bind(_binding, 0, maxBatch);
             long[] logitsShape = { maxBatch, 1, vocab };
             _deviceLogits = Own(OrtValue.CreateAllocatedTensorValue(allocator, model.LogitsType, logitsShape));
@@ -106,17 +107,15 @@ internal sealed class CudaGraphStep : IDisposable
 
     /// <summary>
     /// One decode step over all rows: <paramref name="ids"/>, <paramref name="past"/>, <paramref name="news"/> are
-    /// <c>MaxBatch</c> long (rows without a token: <c>news = 0</c>); positions are <c>past</c>; <paramref name="table"/>: the
-    /// block table of every row (paged caches; <c>MaxBatch × max_blocks</c>), else null. Returns the logits
+    /// <c>MaxBatch</c> long (rows without a token: <c>news = 0</c>); positions are <c>past</c>; paged caches: the pool's
+    /// block table as it is now, every row. Returns the logits
     /// <c>[MaxBatch, 1, V]</c>, valid until the next step: copied to the host when <paramref name="copyLogits"/>, else
     /// the device buffer the graph wrote.
     /// </summary>
-    public unsafe OrtValue Run(InferenceSession session, long[] ids, int[] past, int[] news, int[]? table, bool copyLogits = true)
+    public unsafe OrtValue Run(InferenceSession session, long[] ids, int[] past, int[] news, bool copyLogits = true)
     {
         byte* host = (byte*)_hostInputs.Address;
-        if ((table?.Length ?? 0) != _tableLength)
-            throw new ArgumentException($"the block table has {table?.Length ?? 0} entries; this step binds {_tableLength}", nameof(table));
-        if (table is not null) table.CopyTo(new Span<int>(host + _tableOffset, _tableLength));
+        if (_pool is { } pool) pool.CopyTableRows(0, MaxBatch, new Span<int>(host + _tableOffset, MaxBatch * pool.MaxBlocksPerSequence));
         for (int r = 0; r < MaxBatch; r++)
         {
             if (_ids64) ((long*)(host + _idsOffset))[r] = ids[r];

@@ -7,7 +7,7 @@ namespace MixAttention.Onnx.Runtime;
 
 /// <summary>
 /// One block of cache memory on the session's device: 64-byte aligned host memory on CPU, ORT's CUDA allocator
-/// on GPU. Owns the memory; the <see cref="OrtValue"/> views made over it (<see cref="CreateView"/>) do not,
+/// on GPU (cudaMalloc above 2 GiB). Owns the memory; the <see cref="OrtValue"/> views made over it (<see cref="CreateView"/>) do not,
 /// and must be disposed before this buffer.
 /// </summary>
 internal sealed class DeviceBuffer : SafeHandle

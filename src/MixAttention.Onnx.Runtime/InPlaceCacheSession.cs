@@ -391,7 +391,7 @@ public sealed class InPlaceCacheSession : DecoderSession
         _graph ??= new CudaGraphStep(Model, Caches, b, VocabSize, PositionType, Model.NextGraphId());
         TakeBlocks(slots, 1);
         BeforeRun?.Invoke(nameof(Decode));
-        var logits = _graph.Run(Model.OrtSession, ids, past, news, Caches.Pool?.TableRows(0, b), copyLogits: !onDevice);
+        var logits = _graph.Run(Model.OrtSession, ids, past, news, copyLogits: !onDevice);
         Steps++;
         foreach (int slot in slots) Slots.Advance(slot, 1);
         return logits; // owned by the graph step, valid until its next run

@@ -129,9 +129,16 @@ internal sealed class KvBlockPool
     /// </summary>
     public int[] TableRows(int first, int rows)
     {
-        var copy = _table.AsSpan(first * MaxBlocksPerSequence, rows * MaxBlocksPerSequence).ToArray();
-        if (ScratchBlock is { } scratch) copy.AsSpan().Replace(-1, scratch);
+        var copy = new int[rows * MaxBlocksPerSequence];
+        CopyTableRows(first, rows, copy);
         return copy;
+    }
+
+    /// <summary>As <see cref="TableRows"/>, into <paramref name="destination"/> (<c>rows × MaxBlocksPerSequence</c> long).</summary>
+    public void CopyTableRows(int first, int rows, Span<int> destination)
+    {
+        _table.AsSpan(first * MaxBlocksPerSequence, rows * MaxBlocksPerSequence).CopyTo(destination);
+        if (ScratchBlock is { } scratch) destination[..(rows * MaxBlocksPerSequence)].Replace(-1, scratch);
     }
 
     /// <summary>

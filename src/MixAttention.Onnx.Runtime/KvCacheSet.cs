@@ -124,7 +124,7 @@ public sealed class KvCacheSet : IDisposable
     /// Blocks each pool holds beyond <see cref="TotalBlocks"/> that no sequence gets: 1 for a model whose attention writes
     /// every row of a step (the filler rows' scratch block, docs/runtime.md "Paged caches"), else 0.
     /// </summary>
-    public int ScratchBlocks => _pool?.ScratchBlock is null ? 0 : 1;
+    public int ScratchBlocks => _pool is { } pool ? pool.PhysicalBlocks - pool.TotalBlocks : 0;
     /// <summary>Pool blocks no sequence holds (0 when no cache is paged).</summary>
     public int FreeBlocks => _pool?.FreeBlocks ?? 0;
     /// <summary>Pool blocks the live sequences hold: their actual lengths rounded up to blocks (0 when no cache is paged).</summary>

@@ -33,10 +33,11 @@ internal sealed class OrtGqaBackend : ILoweringBackend
     /// <inheritdoc/>
     public void Check(LoweringContext ctx)
     {
-        if (ctx.PagedBlockSize is { } blockSize && blockSize % PagedAttentionBlockMultiple != 0)
-            throw new MixAttentionException($"--block-size {blockSize}: ORT's PagedAttention takes pages of a multiple of {PagedAttentionBlockMultiple} " +
-                "(its FlashAttention path; ORT 1.31 refuses other sizes when it runs). Use --block-size 256, or --backend ops for smaller blocks.");
-        if (ctx.PagedBlockSize is not null)
+        if (ctx.PagedBlockSize is { } blockSize)
+        {
+            if (blockSize % PagedAttentionBlockMultiple != 0)
+                throw new MixAttentionException($"--block-size {blockSize}: ORT's PagedAttention takes pages of a multiple of {PagedAttentionBlockMultiple} " +
+                    "(its FlashAttention path; its kernel refuses other sizes when the model runs). Use --block-size 256, or --backend ops for smaller blocks.");
             foreach (var a in ctx.Layout.Layers)
             {
                 if (!a.IsOwner || a.IsSliding)
@@ -50,6 +51,7 @@ internal sealed class OrtGqaBackend : ILoweringBackend
                     throw new MixAttentionException($"layer {a.Layer}: ORT's PagedAttention takes fp16 or bf16; this model's attention is {(TensorProto.Types.DataType)element}. " +
                         "Export the model in fp16 or bf16 for --backend ort-gqa --paged, or use --backend ops --paged.");
             }
+        }
         foreach (var a in ctx.Layout.Layers)
         {
             if (!a.IsOwner && a.IsSliding)
