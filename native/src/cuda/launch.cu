@@ -131,6 +131,7 @@ Params SharedParams(const CudaAttendArgs& a, bool owner) {
   p.group = sh.group();
   p.scale = sh.scale;
   p.softcap = sh.softcap;
+  p.paged = a.paged;  // the kernels' view: cleared when the pools are staged, so set exactly when they read in place
   return p;
 }
 
@@ -397,7 +398,6 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
     PrefillLauncher launch = GetPrefillLauncher(a.dtype, sh.head_dim);
     if (launch == nullptr) return "no prefill kernel for this head size / element type";
     PrefillParams p = SharedParams<PrefillParams>(k, owner);
-    if (pl.paged_tiles) p.paged = a.paged;
     p.splits = 1;
     if (pl.splits > 1) {
       if (scratch == nullptr) return "split-K prefill needs a scratch buffer";
@@ -420,7 +420,6 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
     p.k_scale_mode = static_cast<int>(a.k_scale_mode);
     p.v_scale_mode = static_cast<int>(a.v_scale_mode);
     const bool fused_write = owner && pl.path == Path::kDecode && !pl.staged_caches;
-    if (pl.paged_tiles) p.paged = a.paged;
     p.write_key = fused_write ? a.present_key : nullptr;
     p.write_value = fused_write ? a.present_value : nullptr;
     if (pl.splits > 1) {
