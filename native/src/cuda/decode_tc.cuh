@@ -313,16 +313,6 @@ __global__ void __launch_bounds__(kDecodeTcThreads) DecodeTcKernel(const __grid_
   char* smem_bytes = reinterpret_cast<char*>(smem_raw);
 
   constexpr int kBlockKeys = kWarps * kKeys;
-  if constexpr (kPaged) {
-    // The sequence's block-table row into L2 while past_lengths loads (its index needs no load): the tiles' pool
-    // blocks, whose range follows from the past length, are then L2 hits rather than a second DRAM round trip before
-    // the first copies (the contiguous kernel has one). At most 32 lines: 1,024 blocks.
-    const int seq_of_block = p.seq == 1 ? static_cast<int>(blockIdx.x) / p.splits : static_cast<int>(blockIdx.x) / p.splits / p.seq;
-    const int lines = min(32, (p.paged.max_blocks * 4 + 127) / 128);
-    if (static_cast<int>(threadIdx.x) < lines)
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(p.paged.table + static_cast<size_t>(seq_of_block) * p.paged.max_blocks +
-                                                    min(static_cast<int>(threadIdx.x) * 32, p.paged.max_blocks - 1)));
-  }
   const dev::DecodeBlock<TC, D> blk(p, p.head_chunk, kBlockKeys);
   const int z = blk.z, split = blk.split, kvh = blk.kvh, chunk = blk.chunk, b = blk.b, s = blk.s, P = blk.P;
   const int g_count = blk.g_count, h0 = blk.h0, pos = blk.pos, per = blk.per, kb = blk.kb, ke = blk.ke;
