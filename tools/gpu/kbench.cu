@@ -5,7 +5,8 @@
 //   kbench [quick]     > kbench.csv
 //   kbench prefill [B S P D W]...    the prefill kernel (reader form, fp16, 32 q / 8 kv heads): a chunk of S tokens
 //                                    after P cached ones (global cache when W = 0, else a ring of C = W + S); no
-//                                    arguments: the standard shape list
+//                                    arguments: the standard shape list. Rows: the planned kernel ("mma"), unsplit
+//                                    where the plan splits, and the wgmma kernel (unsplit) where it applies (sm_90)
 //   kbench floors                    what any kernel needs on this card, for the issue's goals (tools/gpu/goals.py):
 //                                    the best pure-read rate of a 2 GiB stream (read_peak_GBps), an empty kernel
 //                                    and a pure read of each sliding layer's K / V bytes (B = 1, 8, 32; W = 1024,
@@ -168,12 +169,20 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, 
   a.output = out;
   // No present (the reader form: keys >= P come from the cache, which holds C >= P + S rows): the kernel alone, no
   // cache write, and every repetition sees the same inputs.
-  // The plan as it stands, and unsplit (s1) when the plan splits the key range.
+  // The plan as it stands; unsplit (s1) when the plan splits the key range; the wgmma kernel where it applies (sm_90,
+  // unsplit; the A/B of issue #23).
   std::vector<LaunchPlan> plans = {Plan(a, sms)};
   if (plans[0].splits > 1) {
     PlanTuning unsplit;
     unsplit.splits = 1;
     plans.push_back(Plan(a, sms, unsplit));
+  }
+  {
+    PlanTuning wgmma;
+    wgmma.prefill_kernel = 1;
+    wgmma.splits = 1;
+    const LaunchPlan pw = Plan(a, sms, wgmma);
+    if (pw.wgmma_prefill) plans.push_back(pw);
   }
   for (const LaunchPlan& pl : plans) {
     void* scratch = nullptr;
@@ -194,7 +203,8 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, 
     size_t bad = 0;
     for (const __half& x : h) bad += !std::isfinite(__half2float(x));
     const double us = MedianUsPerCall(stream, ea, eb, 50.0, 200, launch);
-    std::printf("prefill,%d,%d,%d,%d,%d,%d,%.2f,%.1f,%zu\n", B, S, P, D, W, pl.splits, us, flops / (us * 1e6), bad);
+    std::printf("prefill,%d,%d,%d,%d,%d,%s,%d,%.2f,%.1f,%zu\n", B, S, P, D, W, pl.wgmma_prefill ? "wgmma" : "mma",
+                pl.splits, us, flops / (us * 1e6), bad);
     std::fflush(stdout);
     if (scratch) CK(cudaFree(scratch));
   }
@@ -486,7 +496,7 @@ int main(int argc, char** argv) {
               prop.l2CacheSize >> 20, peak);
   if (argc > 1 && std::strcmp(argv[1], "floors") == 0) return Floors(stream, ea, eb, prop);
   if (argc > 1 && std::strcmp(argv[1], "prefill") == 0) {
-    std::printf("kind,B,S,P,D,W,splits,us,tflops,nonfinite\n");
+    std::printf("kind,B,S,P,D,W,kernel,splits,us,tflops,nonfinite\n");
     std::vector<std::vector<int>> shapes;
     for (int i = 2; i + 4 < argc; i += 5)
       shapes.push_back({std::atoi(argv[i]), std::atoi(argv[i + 1]), std::atoi(argv[i + 2]), std::atoi(argv[i + 3]),

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The kernels alone, without ONNX Runtime: builds the CUDA kernel library, kbench and the kernel-level GoogleTests
-# (kvq_test: quantized caches; paged_test: paged caches), runs the tests, then kbench on the given shapes. The quick
+# (kvq_test: quantized caches; paged_test: paged caches; prefill_test: the prefill kernels against a CPU reference),
+# runs the tests, then kbench on the given shapes. The quick
 # loop for kernel work on the GPU machine (run.sh builds and checks everything, ORT's CUDA build included).
 #
-#   tools/gpu/kernels.sh ["KIND B T D [variant...]" ...]     e.g. "global 8 32768 128 p64"
-#   KERNEL_TESTS="paged_test kvq_test"  which GoogleTests to run (default both; empty: none)
+#   tools/gpu/kernels.sh ["KIND B T D [variant...]" | "prefill [B S P D W]..." ...]     e.g. "global 8 32768 128 p64"
+#   KERNEL_TESTS="paged_test kvq_test"  which GoogleTests to run (default all three; empty: none)
 #   KBENCH_ENV="KBENCH_QUANT=1"         environment of the kbench runs
 #
 # GoogleTest: the system's, else a carried .gtest/ (include/gtest, lib/libgtest*.a). Scratch: $MIXATTN_GPU_WORK
@@ -17,7 +18,7 @@ mkdir -p "$work" "$work/no-ort"
 export PATH=$PATH:/usr/local/cuda/bin
 gtest=()
 [ -f /usr/include/gtest/gtest.h ] || { [ -d "$root/.gtest" ] && gtest=(-DGTEST_ROOT="$root/.gtest"); }
-tests=${KERNEL_TESTS-paged_test kvq_test}
+tests=${KERNEL_TESTS-prefill_test paged_test kvq_test}
 start=$(date +%s)
 # ORT_DIR: an empty folder (the harness, which links ORT, is not built here).
 cmake -S tools/gpu -B "$work/build" -G Ninja -DORT_DIR="$work/no-ort" -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" \
@@ -35,6 +36,9 @@ done
 nvidia-smi --query-gpu=name --format=csv,noheader
 for s in "$@"; do
   # shellcheck disable=SC2086
-  env ${KBENCH_ENV:-} "$work/build/kbench" shape $s 2> /dev/null | grep -v "^#\|^kind"
+  case $s in  # "prefill [B S P D W]...": kbench's prefill rows (no shape: its standard list); else a decode shape
+    prefill*) env ${KBENCH_ENV:-} "$work/build/kbench" $s 2> /dev/null | grep -v "^#" ;;
+    *) env ${KBENCH_ENV:-} "$work/build/kbench" shape $s 2> /dev/null | grep -v "^#\|^kind" ;;
+  esac
 done
 exit $rc

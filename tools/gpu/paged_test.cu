@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cuda/attention_cuda.h"
+#include "cuda/kernels.cuh"
 #include "kernel_test_util.h"
 
 using namespace mixattn;
@@ -192,10 +193,17 @@ TEST_P(Paged, MatchesContiguousCaches) {
 
   cudaStream_t stream;
   CKT(cudaStreamCreate(&stream));
-  // The cluster merge is never planned for paged tiles: the contiguous call without it has the same arithmetic.
+  // The cluster merge is never planned for paged tiles: the contiguous call without it has the same arithmetic. The
+  // same prefill kernel for both: the wgmma kernel where block sizes hold its 128-key tiles (sm_90), else mma.sync.
   const int tuning = std::max(c.tuning, 1);
-  ASSERT_EQ(RunOnce(ca, tuning, stream), "");
-  ASSERT_EQ(RunOnce(pa, tuning, stream), "");
+  const int prefill_kernel = S > 1 && c.in_place() && bs % kPrefillWgmmaKeysPerTile == 0 ? 1 : 0;
+  if (prefill_kernel == 1 && PrefillWgmmaAvailable()) {
+    PlanTuning w = planned;
+    w.prefill_kernel = 1;
+    EXPECT_TRUE(Plan(pa, CurrentDeviceSmCount(), w).wgmma_prefill || plan.splits > 1) << c.name();
+  }
+  ASSERT_EQ(RunOnce(ca, tuning, stream, prefill_kernel), "");
+  ASSERT_EQ(RunOnce(pa, tuning, stream, prefill_kernel), "");
   CKT(cudaStreamDestroy(stream));
 
   std::vector<uint8_t> out(q.size()), outp(q.size()), kc_got(kc.size()), vc_got(vc.size()), kp_got(kp.size()),
@@ -287,6 +295,9 @@ std::vector<PCase> Cases() {
     cs.push_back(lc);
   }
   cs.push_back({DType::kFloat16, CacheDType::kSameAsQuery, 256, 37, 32, false, false, false, 0});
+  // Prefill in place on the wgmma kernel (sm_90): block sizes that hold its 128-key tiles, two query tiles.
+  cs.push_back({DType::kFloat16, CacheDType::kSameAsQuery, 128, 150, 128, false, false, false, 0});
+  cs.push_back({DType::kBFloat16, CacheDType::kSameAsQuery, 64, 150, 256, true, false, false, 0});
   for (CacheDType cache : {CacheDType::kSameAsQuery, CacheDType::kInt8}) {
     cs.push_back({DType::kFloat32, cache, 128, 1, 32, false, false, false, 0});
     cs.push_back({DType::kFloat32, cache, 64, 9, 48, false, true, true, 0});

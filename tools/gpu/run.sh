@@ -66,7 +66,7 @@ build() {
     || { tail -20 "$logs/cmake-native-tests.log" "$logs/build-native-tests.log"; return 1; }
   wait $kpid || { grep -E "error" -A3 "$logs/build-kbench.log" | head -40; return 1; }
   # After kbench: it shares the kernels' static library (one ninja at a time in that folder builds it).
-  for t in kvq_test paged_test; do
+  for t in kvq_test paged_test prefill_test; do
     if grep -q "$t" "$work/harness/build.ninja" 2>/dev/null; then
       cmake --build "$work/harness" --target $t -j "$(nproc)" > "$logs/build-$t.log" 2>&1 || { grep -E "error" -A3 "$logs/build-$t.log" | head -40; return 1; }
     fi
@@ -91,9 +91,9 @@ check() {
     summary+=("CUDA GoogleTests: not built (GoogleTest not found)")
   fi
   tail -3 "$logs/gtest-cuda.log" 2>/dev/null
-  # The kernel-level GoogleTests: quantized caches (int8 / fp8 paths vs the fp path on the same quantization) and
-  # paged caches (vs contiguous caches holding the same rows).
-  for t in kvq_test paged_test; do
+  # The kernel-level GoogleTests: quantized caches (int8 / fp8 paths vs the fp path on the same quantization), paged
+  # caches (vs contiguous caches holding the same rows) and the prefill kernels (vs a CPU reference in double).
+  for t in kvq_test paged_test prefill_test; do
     [ -x "$work/harness/$t" ] || continue
     step "check: $t"
     "$work/harness/$t" --gtest_brief=1 > "$logs/gtest-$t.log" 2>&1
@@ -131,6 +131,11 @@ memcheck() {
       timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 "$work/harness/paged_test" --gtest_brief=1 \
         > "$logs/memcheck-paged.log" 2>&1
       summary+=("memcheck paged_test: rc=$?, $(grep -E 'ERROR SUMMARY' "$logs/memcheck-paged.log" | tail -1)")
+    fi
+    if [ -x "$work/harness/prefill_test" ]; then
+      timeout 180 compute-sanitizer --tool memcheck --error-exitcode 9 "$work/harness/prefill_test" --gtest_brief=1 \
+        > "$logs/memcheck-prefill.log" 2>&1
+      summary+=("memcheck prefill_test: rc=$?, $(grep -E 'ERROR SUMMARY' "$logs/memcheck-prefill.log" | tail -1)")
     fi
   else
     summary+=("memcheck: compute-sanitizer not found")

@@ -81,6 +81,11 @@ CombineLauncher GetCombineLauncher(DType dtype);
 int DecodeBlocksPerSm(DType dtype, int head_dim, int head_chunk);
 // mma.sync, flash-attention-2 style (prefill.cu): fp16 / bf16 only.
 PrefillLauncher GetPrefillLauncher(DType dtype, int head_dim);
+// Warpgroup MMA (prefill_wgmma.cu): sm_90 devices, fp16 / bf16, D = 64 / 128, splits = 1, no softcap; nullptr
+// elsewhere. PrefillWgmmaAvailable: the current device is sm_90 (cached per device).
+bool PrefillWgmmaAvailable();
+PrefillLauncher GetPrefillWgmmaLauncher(DType dtype, int head_dim);
+constexpr int kPrefillWgmmaKeysPerTile = 128;
 // Tensor-core, cp.async-pipelined decode (decode_tc.cu): fp16 / bf16, head chunks of up to 8 heads;
 // nullptr for fp32. Same DecodeParams, grid and split-K partials as the SIMT kernel.
 // cache: the caches' element type (1-byte codes dequantized in registers / shared memory, docs/gpu.md).

@@ -95,7 +95,8 @@ bool EnvClusterMerge() {
 // Release build: no environment knobs and no overrides, the automatic plan only (the values the tuning build uses
 // when nothing is set). Tuning and A/B runs build with the CMake option MIXATTN_TUNING.
 struct PlanTuning {
-  static constexpr int decode_kernel = -1, splits = 0, tc_flags = -1, fused_combine = -1, cluster_merge = -1;
+  static constexpr int decode_kernel = -1, splits = 0, tc_flags = -1, fused_combine = -1, cluster_merge = -1,
+                       prefill_kernel = -1;
 };
 constexpr int TargetWaves() { return 2; }
 constexpr int EnvKernel() { return -1; }
@@ -244,6 +245,12 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms) {
     else if (blocks > 0 && 2 * blocks <= resident && longest >= kPrefillSplitFrom)
       pl.splits = static_cast<int>(std::clamp<long long>(
           std::min(resident / blocks, longest / kPrefillMinSplitKeys), 1, kPrefillMaxSplits));
+    // Hopper's warpgroup-MMA kernel, when tuning asks for it (not planned automatically: it is slower than mma.sync
+    // so far): unsplit calls without softcap; its 128-key tiles read paged pools in place only when the block size
+    // holds whole tiles (else the mma.sync kernel keeps reading them in place).
+    pl.wgmma_prefill = tuning.prefill_kernel == 1 && pl.splits == 1 && sh.softcap <= 0.f &&
+                       GetPrefillWgmmaLauncher(a.dtype, sh.head_dim) != nullptr &&
+                       (!pl.paged_tiles || a.paged.block_size % kPrefillWgmmaKeysPerTile == 0);
     return WithStagedCaches(a, WithRotary(a, WithPartials(sh, blocks, pl)));  // a group: one (query tile, head, sequence)
   }
 
@@ -395,7 +402,8 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
   }
 
   if (pl.path == Path::kPrefill) {
-    PrefillLauncher launch = GetPrefillLauncher(a.dtype, sh.head_dim);
+    PrefillLauncher launch = pl.wgmma_prefill ? GetPrefillWgmmaLauncher(a.dtype, sh.head_dim)
+                                              : GetPrefillLauncher(a.dtype, sh.head_dim);
     if (launch == nullptr) return "no prefill kernel for this head size / element type";
     PrefillParams p = SharedParams<PrefillParams>(k, owner);
     p.splits = 1;

@@ -1,0 +1,375 @@
+// Prefill (S > 1, fp16 / bf16, D = 64 / 128) on Hopper's warpgroup MMA (sm_90a): the same attention as
+// PrefillTcKernel (prefill.cu; masks, key sources, the online softmax and the output are that kernel's), with the two
+// products issued as wgmma over shared-memory descriptors and the tile loads taken off the computing warps.
+//
+// Block: 128 query tokens of one head; warps 0-3 and 4-7 are two computing warpgroups of 64 rows each, warp 8 loads.
+//   loader:   streams K / V tiles of 128 keys by cp.async into a two-stage ring of 128-byte swizzled panels
+//             (wgmma.cuh), and marks a stage full (mbarrier) once its copies have landed and are made visible to the
+//             async proxy; it refills a stage when both warpgroups have marked it empty.
+//   compute:  S = Q K^T as D / 16 wgmma (A = the warpgroup's Q panels, B = the K tile, both K-major); mask and online
+//             softmax in registers (fp32, base 2); P packed to 16 bits in registers is the A operand of
+//             O += P V (128 / 16 wgmma, B = the V tile N-major). A warpgroup skips the products of tiles none of its
+//             rows can see, and masks per element only in tiles that straddle a boundary of its rows.
+// Grid: x = query tiles (the last first: under the causal mask later tokens see more keys), y = query head,
+// z = sequence. Split-K, softcap and paged pools whose blocks split a 128-key tile stay on PrefillTcKernel (Plan).
+#include <atomic>
+#include <climits>
+
+#include "cuda/attention_cuda.h"
+#include "cuda/kernel_common.cuh"
+#include "cuda/kernels.cuh"
+#include "cuda/mma.cuh"
+#include "cuda/wgmma.cuh"
+
+namespace mixattn::cuda {
+namespace {
+
+using dev::CpAsync16;
+using dev::CpAsyncCommit;
+using dev::CpAsyncWait;
+using dev::MmaOp;
+using dev::PanelOffset;
+using dev::SmemAddr;
+using dev::SmemDesc;
+using dev::Traits;
+
+constexpr int kComputeThreads = 256;                    // two warpgroups
+constexpr int kThreads = kComputeThreads + 32;          // and the loading warp
+constexpr int kLoaderWarp = kComputeThreads / 32;
+
+template <int D>
+struct WgmmaGeometry {
+  static constexpr int kBM = 128;                        // query rows per block: 64 per warpgroup
+  static constexpr int kBN = kPrefillWgmmaKeysPerTile;   // keys per tile
+  static constexpr int kStages = 2;
+  static constexpr uint32_t kQBytes = 64 * D * 2;        // one warpgroup's Q panels
+  static constexpr uint32_t kTileBytes = kBN * D * 2;    // one K (or V) tile
+  static constexpr uint32_t kBarriers = 2 * kQBytes + kStages * 2 * kTileBytes;  // full[stages], empty[stages]
+  // 1024 bytes of slack: the dynamic buffer is aligned up to the swizzle atom in the kernel.
+  static constexpr size_t kSmemBytes = kBarriers + 2 * kStages * 8 + 1024;
+};
+
+// One K / V tile of BN rows (keys kt ...) into panels, by the 32 lanes of the loading warp; rows past kend are
+// zero-filled. Fast paths as PrefillTcKernel's: every row in consecutive cache rows, or every row from the chunk.
+template <typename T, int D, int BN>
+__device__ __forceinline__ void LoadTile(uint32_t sk, uint32_t sv, int kt, int kend, int P, int C, int S, int Hkv, int b,
+                                         int kvh, const T* chunk_k, const T* chunk_v, const T* cache_k, const T* cache_v,
+                                         const BlockTable& paged, int block) {
+  constexpr int NV = D / 8, RPP = 32 / NV;  // 16-byte chunks per row, rows per pass of the warp
+  const int lane = threadIdx.x % 32, c = lane % NV, r0 = lane / NV;
+  const bool owner = chunk_k != nullptr;
+  const int slot = kt % C;
+  const bool in_cache = (!owner || kt + BN <= P) && (paged.table != nullptr || slot + BN <= C);
+  const bool in_chunk = owner && kt >= P;
+  if (kt + BN <= kend && (in_cache || in_chunk)) {
+    const size_t stride = in_cache ? D : static_cast<size_t>(Hkv) * D;
+    const size_t first = in_cache ? (paged.table != nullptr ? dev::PagedRowIn(paged, block, kvh, Hkv, kt) : slot) * D
+                                   : ((static_cast<size_t>(b) * S + (kt - P)) * Hkv + kvh) * D;
+    const T* kr = (in_cache ? cache_k : chunk_k) + first + c * 8;
+    const T* vr = (in_cache ? cache_v : chunk_v) + first + c * 8;
+#pragma unroll 8
+    for (int i = 0; i < BN / RPP; ++i) {
+      const int r = r0 + i * RPP;
+      const uint32_t o = PanelOffset(BN, r, c);
+      CpAsync16(sk + o, kr + r * stride, 16);
+      CpAsync16(sv + o, vr + r * stride, 16);
+    }
+    return;
+  }
+  for (int i = 0; i < BN / RPP; ++i) {
+    const int r = r0 + i * RPP;
+    const int j = kt + r;
+    const bool valid = j < kend;
+    const T* kr = cache_k;
+    const T* vr = cache_v;
+    if (valid) {
+      if (owner && j >= P) {
+        const size_t off = ((static_cast<size_t>(b) * S + (j - P)) * Hkv + kvh) * D;
+        kr = chunk_k + off;
+        vr = chunk_v + off;
+      } else {
+        const size_t off = (paged.table != nullptr ? dev::PagedRow(paged, b, kvh, Hkv, j) : static_cast<size_t>(j % C)) * D;
+        kr = cache_k + off;
+        vr = cache_v + off;
+      }
+    }
+    const uint32_t o = PanelOffset(BN, r, c);
+    CpAsync16(sk + o, kr + (valid ? c * 8 : 0), valid ? 16 : 0);
+    CpAsync16(sv + o, vr + (valid ? c * 8 : 0), valid ? 16 : 0);
+  }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_constant__ PrefillParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using G = WgmmaGeometry<D>;
+  constexpr int BM = G::kBM, BN = G::kBN;
+  constexpr int NV = D / 8;   // 16-byte chunks per row
+  constexpr int KC = D / 16;  // k-steps of Q K^T
+  constexpr int NT = BN / 8;  // 8-key column blocks of S
+  constexpr int DT = D / 8;   // 8-dim column blocks of O
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  const uint32_t base = (SmemAddr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t q_addr = base, kv_addr = base + 2 * G::kQBytes;
+  const uint32_t full_bar = base + G::kBarriers, empty_bar = full_bar + 8 * G::kStages;
+
+  const int tiles = gridDim.x;
+  const int tile = tiles - 1 - static_cast<int>(blockIdx.x);
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int S = p.seq, Hq = p.num_heads, Hkv = p.kv_num_heads, C = p.capacity, W = p.window;
+  const int kvh = h / p.group;
+  const int P = dev::PastLength(p.past_lengths, b);
+  const int N = dev::NewLength(p.new_lengths, b, S);
+  const int s0 = tile * BM;
+  const int nq = max(0, min(BM, N - s0));  // real (non-padding) rows of the tile
+  const int rows_here = min(BM, S - s0);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  T* out = static_cast<T*>(p.output);
+
+  if (nq == 0) {  // padding tokens only: zero rows
+    for (int idx = tid; idx < rows_here * D; idx += kThreads) {
+      const int r = idx / D, c = idx % D;
+      out[((static_cast<size_t>(b) * S + s0 + r) * Hq + h) * D + c] = Traits<T>::From(0.f);
+    }
+    return;
+  }
+
+  const int p_first = P + s0, p_last = P + s0 + nq - 1;
+  const int kend = p_last + 1;
+  const int kstart = W > 0 ? max(0, p_first - W + 1) : 0;
+  const int ntiles = (kend - kstart + BN - 1) / BN;
+
+  if (tid == 0) {
+    for (int st = 0; st < G::kStages; ++st) {
+      dev::MbarInit(full_bar + 8 * st, 32);                 // every lane of the loading warp
+      dev::MbarInit(empty_bar + 8 * st, kComputeThreads / 32);  // every computing warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warp == kLoaderWarp) {
+    const bool paged = p.paged.table != nullptr;
+    const size_t cache_base = paged ? 0 : (static_cast<size_t>(b) * Hkv + kvh) * C * D;
+    const T* cache_k = static_cast<const T*>(p.key_cache) + cache_base;
+    const T* cache_v = static_cast<const T*>(p.value_cache) + cache_base;
+    const T* chunk_k = static_cast<const T*>(p.chunk_key);
+    const T* chunk_v = static_cast<const T*>(p.chunk_value);
+    for (int t = 0; t < ntiles; ++t) {
+      const int st = t % G::kStages;
+      if (t >= G::kStages) dev::MbarWait(empty_bar + 8 * st, (t / G::kStages + 1) & 1);
+      const int kt = kstart + t * BN;
+      const uint32_t sk = kv_addr + st * 2 * G::kTileBytes, sv = sk + G::kTileBytes;
+      const int block = paged ? dev::PagedBlock(p.paged, b, kt) : 0;
+      LoadTile<T, D, BN>(sk, sv, kt, kend, P, C, S, Hkv, b, kvh, chunk_k, chunk_v, cache_k, cache_v, p.paged, block);
+      CpAsyncCommit();
+      if (t >= 1) {  // the previous tile has landed: visible to wgmma, then full
+        CpAsyncWait<1>();
+        dev::FenceProxyAsync();
+        dev::MbarArrive(full_bar + 8 * ((t - 1) % G::kStages));
+      }
+    }
+    CpAsyncWait<0>();
+    dev::FenceProxyAsync();
+    dev::MbarArrive(full_bar + 8 * ((ntiles - 1) % G::kStages));
+    return;
+  }
+
+  // Computing warpgroup wg: rows 64 wg ... 64 wg + 63 of the tile. Its Q panels first (rows past nq zero-filled).
+  const int wg = warp / 4, wwarp = warp % 4, wtid = tid % 128;
+  const uint32_t q_wg = q_addr + wg * G::kQBytes;
+  {
+    const T* query = static_cast<const T*>(p.query) + ((static_cast<size_t>(b) * S + s0 + 64 * wg) * Hq + h) * D;
+    for (int i = wtid; i < 64 * NV; i += 128) {
+      const int r = i / NV, c = i % NV;
+      const bool valid = 64 * wg + r < nq;
+      CpAsync16(q_wg + PanelOffset(64, r, c), valid ? static_cast<const void*>(query + static_cast<size_t>(r) * Hq * D + c * 8) : p.query,
+                valid ? 16 : 0);
+    }
+    CpAsyncCommit();
+    CpAsyncWait<0>();
+    dev::FenceProxyAsync();
+    dev::NamedBarrier(1 + wg, 128);
+  }
+
+  // The thread's rows: tokens s0 + 64 wg + 16 wwarp + {g, g + 8} (g = lane / 4) at positions pr0, pr1.
+  const int g = lane / 4, t4 = lane % 4;
+  const int wrow = 64 * wg + 16 * wwarp;
+  const int pr0 = p_first + wrow + g, pr1 = pr0 + 8;
+  const bool wg_live = 64 * wg < nq;
+  const int pg_first = p_first + 64 * wg, pg_last = min(p_first + 64 * wg + 63, p_last);
+
+  const float log2e = 1.4426950408889634f;
+  const float mul = p.scale * log2e;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  float o[DT * 4];
+#pragma unroll
+  for (int i = 0; i < DT * 4; ++i) o[i] = 0.f;
+
+  for (int t = 0; t < ntiles; ++t) {
+    const int st = t % G::kStages;
+    const uint32_t sk = kv_addr + st * 2 * G::kTileBytes, sv = sk + G::kTileBytes;
+    const int kt = kstart + t * BN;
+    // Can any row of the warpgroup see a key of this tile? (causal: kt <= last row; window: last key > first row - W)
+    const bool any = wg_live && kt <= pg_last && (W == 0 || kt + BN - 1 > pg_first - W);
+    dev::MbarWait(full_bar + 8 * st, (t / G::kStages) & 1);
+    if (any) {
+      float s[NT * 4];
+#pragma unroll
+      for (int i = 0; i < NT * 4; ++i) s[i] = 0.f;
+      dev::FenceRegisters(s);
+      dev::WgmmaFence();
+#pragma unroll
+      for (int kc = 0; kc < KC; ++kc) {
+        const uint32_t panel = (kc / 4), within = (kc % 4) * 32;
+        dev::Wgmma<T, BN>::SS(s, SmemDesc(q_wg + panel * 64 * 128 + within, 16, 1024),
+                              SmemDesc(sk + panel * BN * 128 + within, 16, 1024), kc > 0);
+      }
+      dev::WgmmaCommit();
+      dev::WgmmaWait<0>();
+      dev::FenceRegisters(s);
+      // Mask, only in tiles that straddle a boundary of the warp's rows (row r sees keys (pr - W, pr]).
+      const int pw_first = p_first + wrow, pw_last = min(p_first + wrow + 15, p_last);
+      if (!(kt + BN - 1 <= pw_first && (W == 0 || kt > pw_last - W))) {
+        const int lo0 = W > 0 ? pr0 - W : INT_MIN, lo1 = W > 0 ? pr1 - W : INT_MIN;
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int j = kt + n * 8 + 2 * t4 + (e & 1);
+            if (e < 2 ? (j > pr0 || j <= lo0) : (j > pr1 || j <= lo1)) s[4 * n + e] = -INFINITY;
+          }
+      }
+      // Online softmax: the lane holds rows g (e = 0, 1) and g + 8 (e = 2, 3); the 4 lanes of a row share its max.
+      float t0[NT], t1[NT];
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        t0[n] = fmaxf(s[4 * n], s[4 * n + 1]);
+        t1[n] = fmaxf(s[4 * n + 2], s[4 * n + 3]);
+      }
+#pragma unroll
+      for (int w = NT / 2; w > 0; w /= 2)
+#pragma unroll
+        for (int n = 0; n < w; ++n) {
+          t0[n] = fmaxf(t0[n], t0[n + w]);
+          t1[n] = fmaxf(t1[n], t1[n + w]);
+        }
+      float mx0 = fmaxf(m0, t0[0]), mx1 = fmaxf(m1, t1[0]);
+#pragma unroll
+      for (int off = 1; off < 4; off *= 2) {
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+      }
+      const float b0 = mx0 == -INFINITY ? 0.f : mx0 * mul, b1 = mx1 == -INFINITY ? 0.f : mx1 * mul;
+      const float al0 = exp2f(fmaf(m0, mul, -b0)), al1 = exp2f(fmaf(m1, mul, -b1));  // m = -inf: 0 (l, O are 0)
+      m0 = mx0;
+      m1 = mx1;
+      uint32_t pf[NT / 2][4];  // A fragments of P, one per 16-key k-step
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        const float e0 = exp2f(fmaf(s[4 * n], mul, -b0)), e1 = exp2f(fmaf(s[4 * n + 1], mul, -b0));
+        const float e2 = exp2f(fmaf(s[4 * n + 2], mul, -b1)), e3 = exp2f(fmaf(s[4 * n + 3], mul, -b1));
+        t0[n] = e0 + e1;
+        t1[n] = e2 + e3;
+        pf[n / 2][(n % 2) * 2 + 0] = MmaOp<T>::Pack(e0, e1);
+        pf[n / 2][(n % 2) * 2 + 1] = MmaOp<T>::Pack(e2, e3);
+      }
+#pragma unroll
+      for (int w = NT / 2; w > 0; w /= 2)
+#pragma unroll
+        for (int n = 0; n < w; ++n) {
+          t0[n] += t0[n + w];
+          t1[n] += t1[n + w];
+        }
+      l0 = l0 * al0 + t0[0];
+      l1 = l1 * al1 + t1[0];
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) {
+        o[4 * dt] *= al0;
+        o[4 * dt + 1] *= al0;
+        o[4 * dt + 2] *= al1;
+        o[4 * dt + 3] *= al1;
+      }
+      dev::FenceRegisters(o);
+      dev::FenceRegisters(pf);
+      dev::WgmmaFence();
+#pragma unroll
+      for (int kk = 0; kk < NT / 2; ++kk)
+        dev::Wgmma<T, D>::RS(o, pf[kk], SmemDesc(sv + kk * 16 * 128, BN * 128, 1024), 1);
+      dev::WgmmaCommit();
+      dev::WgmmaWait<0>();
+      dev::FenceRegisters(o);
+    }
+    __syncwarp();
+    if (lane == 0) dev::MbarArrive(empty_bar + 8 * st);  // this warp is done reading the stage
+  }
+
+  // Row sums over the 4 lanes of each row, then O / l (padding rows and rows that saw nothing: zeros).
+#pragma unroll
+  for (int off = 1; off < 4; off *= 2) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+  }
+  const int r0 = wrow + g, r1 = r0 + 8;
+  const float inv0 = r0 < nq && l0 > 0.f ? 1.f / l0 : 0.f;
+  const float inv1 = r1 < nq && l1 > 0.f ? 1.f / l1 : 0.f;
+  T* out0 = out + ((static_cast<size_t>(b) * S + s0 + r0) * Hq + h) * D + 2 * t4;
+  T* out1 = out + ((static_cast<size_t>(b) * S + s0 + r1) * Hq + h) * D + 2 * t4;
+#pragma unroll
+  for (int dt = 0; dt < DT; ++dt) {
+    if (r0 < rows_here) *reinterpret_cast<uint32_t*>(out0 + dt * 8) = MmaOp<T>::Pack(o[4 * dt] * inv0, o[4 * dt + 1] * inv0);
+    if (r1 < rows_here) *reinterpret_cast<uint32_t*>(out1 + dt * 8) = MmaOp<T>::Pack(o[4 * dt + 2] * inv1, o[4 * dt + 3] * inv1);
+  }
+#else
+  __trap();  // launched only on sm_90 (PrefillWgmmaAvailable)
+#endif
+}
+
+template <typename T, int D>
+cudaError_t LaunchPrefillWgmma(const PrefillParams& p, cudaStream_t stream) {
+  using G = WgmmaGeometry<D>;
+  constexpr size_t bytes = G::kSmemBytes;
+  const auto kernel = PrefillWgmmaKernel<T, D>;
+  if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)))
+    return e;
+  const dim3 grid((p.seq + G::kBM - 1) / G::kBM, p.num_heads, p.batch);
+  kernel<<<grid, kThreads, bytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename T>
+PrefillLauncher WgmmaForHeadDim(int head_dim) {
+  switch (head_dim) {
+    case 64: return &LaunchPrefillWgmma<T, 64>;
+    case 128: return &LaunchPrefillWgmma<T, 128>;
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+
+bool PrefillWgmmaAvailable() {
+  // Per device (up to 64): 0 not asked yet, 1 no, 2 yes. The library carries sm_90a machine code for this kernel
+  // only; other GPUs run the portable mma.sync kernel.
+  static std::atomic<int> cache[64] = {};
+  const int device = CurrentDevice() & 63;
+  if (int v = cache[device].load(std::memory_order_relaxed)) return v == 2;
+  int major = 0, minor = 0;
+  const bool yes = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, CurrentDevice()) == cudaSuccess &&
+                   cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, CurrentDevice()) == cudaSuccess &&
+                   major == 9 && minor == 0;
+  cache[device].store(yes ? 2 : 1, std::memory_order_relaxed);
+  return yes;
+}
+
+PrefillLauncher GetPrefillWgmmaLauncher(DType dtype, int head_dim) {
+  if (!PrefillWgmmaAvailable()) return nullptr;
+  switch (dtype) {
+    case DType::kFloat16: return WgmmaForHeadDim<__half>(head_dim);
+    case DType::kBFloat16: return WgmmaForHeadDim<__nv_bfloat16>(head_dim);
+    case DType::kFloat32: return nullptr;
+  }
+  return nullptr;
+}
+
+}  // namespace mixattn::cuda
