@@ -6,7 +6,8 @@
 //   kbench prefill [B S P D W]...    the prefill kernel (reader form, fp16, 32 q / 8 kv heads): a chunk of S tokens
 //                                    after P cached ones (global cache when W = 0, else a ring of C = W + S); no
 //                                    arguments: the standard shape list. Rows: the planned kernel ("mma"), unsplit
-//                                    where the plan splits, and the wgmma kernel (unsplit) where it applies (sm_90)
+//                                    where the plan splits, and each variant N of the wgmma kernel ("wgmmaN",
+//                                    unsplit) where it applies (sm_90)
 //   kbench floors                    what any kernel needs on this card, for the issue's goals (tools/gpu/goals.py):
 //                                    the best pure-read rate of a 2 GiB stream (read_peak_GBps), an empty kernel
 //                                    and a pure read of each sliding layer's K / V bytes (B = 1, 8, 32; W = 1024,
@@ -43,6 +44,7 @@
 #include <vector>
 
 #include "cuda/attention_cuda.h"
+#include "cuda/kernels.cuh"
 #include "cuda/mma.cuh"
 
 using namespace mixattn;
@@ -177,12 +179,12 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, 
     unsplit.splits = 1;
     plans.push_back(Plan(a, sms, unsplit));
   }
-  {
+  for (int variant = 1; variant <= kPrefillWgmmaVariants; ++variant) {
     PlanTuning wgmma;
-    wgmma.prefill_kernel = 1;
+    wgmma.prefill_kernel = variant;
     wgmma.splits = 1;
     const LaunchPlan pw = Plan(a, sms, wgmma);
-    if (pw.wgmma_prefill) plans.push_back(pw);
+    if (pw.wgmma_prefill > 0) plans.push_back(pw);
   }
   for (const LaunchPlan& pl : plans) {
     void* scratch = nullptr;
@@ -203,8 +205,9 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, 
     size_t bad = 0;
     for (const __half& x : h) bad += !std::isfinite(__half2float(x));
     const double us = MedianUsPerCall(stream, ea, eb, 50.0, 200, launch);
-    std::printf("prefill,%d,%d,%d,%d,%d,%s,%d,%.2f,%.1f,%zu\n", B, S, P, D, W, pl.wgmma_prefill ? "wgmma" : "mma",
-                pl.splits, us, flops / (us * 1e6), bad);
+    const std::string kernel = pl.wgmma_prefill > 0 ? "wgmma" + std::to_string(pl.wgmma_prefill) : "mma";
+    std::printf("prefill,%d,%d,%d,%d,%d,%s,%d,%.2f,%.1f,%zu\n", B, S, P, D, W, kernel.c_str(), pl.splits, us,
+                flops / (us * 1e6), bad);
     std::fflush(stdout);
     if (scratch) CK(cudaFree(scratch));
   }

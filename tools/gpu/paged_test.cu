@@ -194,13 +194,15 @@ TEST_P(Paged, MatchesContiguousCaches) {
   cudaStream_t stream;
   CKT(cudaStreamCreate(&stream));
   // The cluster merge is never planned for paged tiles: the contiguous call without it has the same arithmetic. The
-  // same prefill kernel for both: the wgmma kernel where block sizes hold its 128-key tiles (sm_90), else mma.sync.
+  // same prefill kernel for both: the wgmma kernel (its last variant) where block sizes hold its 128-key tiles
+  // (sm_90), else mma.sync.
   const int tuning = std::max(c.tuning, 1);
-  const int prefill_kernel = S > 1 && c.in_place() && bs % kPrefillWgmmaKeysPerTile == 0 ? 1 : 0;
-  if (prefill_kernel == 1 && PrefillWgmmaAvailable()) {
+  const bool wgmma = S > 1 && c.in_place() && bs % kPrefillWgmmaKeysPerTile == 0;
+  const int prefill_kernel = wgmma ? kPrefillWgmmaVariants : 0;
+  if (wgmma && PrefillWgmmaAvailable()) {
     PlanTuning w = planned;
-    w.prefill_kernel = 1;
-    EXPECT_TRUE(Plan(pa, CurrentDeviceSmCount(), w).wgmma_prefill || plan.splits > 1) << c.name();
+    w.prefill_kernel = prefill_kernel;
+    EXPECT_TRUE(Plan(pa, CurrentDeviceSmCount(), w).wgmma_prefill > 0 || plan.splits > 1) << c.name();
   }
   ASSERT_EQ(RunOnce(ca, tuning, stream, prefill_kernel), "");
   ASSERT_EQ(RunOnce(pa, tuning, stream, prefill_kernel), "");

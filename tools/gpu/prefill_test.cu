@@ -4,8 +4,8 @@
 //
 //   prefill_test [gtest flags]
 //
-// Every case runs one call with the mma.sync kernel and again with the warpgroup-MMA kernel (sm_90, which the test
-// requires there), and compares both with the reference and with each other: keys < P from the cache (slot pos mod C),
+// Every case runs one call with the mma.sync kernel and again with each variant of the warpgroup-MMA kernel (sm_90,
+// which the test requires there), and compares each with the reference and with the mma.sync output: keys < P from the cache (slot pos mod C),
 // keys >= P from the chunk (owner) or the cache (reader), row s of sequence b at position P_b + s sees keys
 // (pos - W, pos], rows s >= new_length are zeros. Shapes: whole prompts, chunks after a past (global and ring
 // caches), readers, GQA groups 1 / 4 / 8, padding rows, one and several query tiles, fp16 and bf16, D = 64 and 128.
@@ -120,17 +120,19 @@ TEST_P(Prefill, MatchesReference) {
     a.present_key = d_kc.p;
     a.present_value = d_vc.p;
   }
-  PlanTuning wgmma;
-  wgmma.prefill_kernel = 1;
-  const LaunchPlan plan = Plan(a, CurrentDeviceSmCount(), wgmma);
-  ASSERT_EQ(plan.path, Path::kPrefill);
-  if (PrefillWgmmaAvailable() && plan.splits == 1) EXPECT_TRUE(plan.wgmma_prefill) << c.name() << ": not on the wgmma kernel";
+  ASSERT_EQ(Plan(a, CurrentDeviceSmCount()).path, Path::kPrefill);
 
   cudaStream_t stream;
   CKT(cudaStreamCreate(&stream));
   const double tol = (T == DType::kBFloat16 ? 1.6e-2 : 2e-3);
   std::vector<std::vector<uint8_t>> outs;
-  for (int kernel : {0, 1}) {  // mma.sync, then wgmma
+  for (int kernel = 0; kernel <= kPrefillWgmmaVariants; ++kernel) {  // mma.sync, then each wgmma variant
+    PlanTuning tuning;
+    tuning.prefill_kernel = kernel;
+    const LaunchPlan plan = Plan(a, CurrentDeviceSmCount(), tuning);
+    if (kernel > 0 && PrefillWgmmaAvailable() && plan.splits == 1)
+      EXPECT_EQ(plan.wgmma_prefill, kernel) << c.name() << ": not on wgmma variant " << kernel;
+    const std::string which = plan.wgmma_prefill > 0 ? " (wgmma variant " + std::to_string(kernel) + ")" : " (mma.sync)";
     CKT(cudaMemcpy(d_kc.p, kc.data(), kc.size(), cudaMemcpyHostToDevice));  // the previous call wrote its chunk
     CKT(cudaMemcpy(d_vc.p, vc.data(), vc.size(), cudaMemcpyHostToDevice));
     CKT(cudaMemset(d_out.p, 0xff, q.size()));  // NaN: every element must be written
@@ -150,16 +152,18 @@ TEST_P(Prefill, MatchesReference) {
     }
     EXPECT_GT(max_ref, 0.1) << c.name();
     EXPECT_LE(max_diff, tol * std::max(1.0, max_ref))
-        << c.name() << (kernel == 1 ? (plan.wgmma_prefill ? " (wgmma)" : " (mma.sync, split)") : " (mma.sync)")
+        << c.name() << which
         << ": max |out - reference| " << max_diff << " at element " << worst << " (token "
         << worst / D / Hq % S << ", head " << worst / D % Hq << ", sequence " << worst / D / Hq / S << ")";
   }
   CKT(cudaStreamDestroy(stream));
-  // The two kernels against each other: the same inputs, fp32 accumulation in both, the same rounding of P.
-  double between = 0;
-  for (size_t i = 0; i < q_elems; ++i)
-    between = std::max(between, std::fabs(double(Load(T, outs[0], i)) - double(Load(T, outs[1], i))));
-  EXPECT_LE(between, tol) << c.name() << ": max |wgmma - mma.sync| " << between;
+  // The kernels against each other: the same inputs, fp32 accumulation in all, the same rounding of P.
+  for (size_t k = 1; k < outs.size(); ++k) {
+    double between = 0;
+    for (size_t i = 0; i < q_elems; ++i)
+      between = std::max(between, std::fabs(double(Load(T, outs[0], i)) - double(Load(T, outs[k], i))));
+    EXPECT_LE(between, tol) << c.name() << ": max |wgmma variant " << k << " - mma.sync| " << between;
+  }
 }
 
 std::vector<PrefillCase> Cases() {

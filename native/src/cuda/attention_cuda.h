@@ -85,8 +85,8 @@ struct LaunchPlan {
                                // cluster and merge through distributed shared memory (then no fused_combine)
   bool copy_cache = false;  // owner, present != past: copy past -> present first (a paged pool: the whole pool)
   bool paged_tiles = false;  // paged caches read through the block table by the tensor-core decode or the prefill kernel
-  bool wgmma_prefill = false;  // prefill on the warpgroup-MMA kernel (sm_90; prefill_wgmma.cu) instead of mma.sync:
-                               // only when PlanTuning asks (it is not yet faster, docs/benchmarks.md)
+  int wgmma_prefill = 0;  // > 0: prefill on this variant of the warpgroup-MMA kernel (sm_90; prefill_wgmma.cu) instead
+                         // of mma.sync: only when PlanTuning asks (it is not yet faster, docs/benchmarks.md)
   RotaryPath rotary = RotaryPath::kNone;
   // Caches the chosen kernels cannot read in place — quantized caches on a path without quantized tiles (prefill, the
   // fp32 kernels), paged pools on a path without block-table tiles (all but the tensor-core decode with block_size a
@@ -121,7 +121,8 @@ struct PlanTuning {
   int fused_combine = -1;  // -1 auto (on; env MIXATTN_CUDA_FUSED_COMBINE=0 turns it off), 0 CombineKernel, 1 fused
   int cluster_merge = -1;  // -1 auto (where a cluster fits; env MIXATTN_CUDA_CLUSTER_MERGE=0 turns it off), 0 off, 1 on
                            // where it fits
-  int prefill_kernel = -1;  // -1 auto (the mma.sync kernel), 0 mma.sync, 1 the wgmma kernel where it applies (sm_90)
+  int prefill_kernel = -1;  // -1 auto (the mma.sync kernel), 0 mma.sync, 1..3 that variant of the wgmma kernel where
+                            // it applies (sm_90; kernels.cuh)
 };
 
 // num_sms: multiprocessors of the current device (CurrentDeviceSmCount()).

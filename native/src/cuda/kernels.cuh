@@ -82,9 +82,11 @@ int DecodeBlocksPerSm(DType dtype, int head_dim, int head_chunk);
 // mma.sync, flash-attention-2 style (prefill.cu): fp16 / bf16 only.
 PrefillLauncher GetPrefillLauncher(DType dtype, int head_dim);
 // Warpgroup MMA (prefill_wgmma.cu): sm_90 devices, fp16 / bf16, D = 64 / 128, splits = 1, no softcap; nullptr
-// elsewhere. PrefillWgmmaAvailable: the current device is sm_90 (cached per device).
+// elsewhere. PrefillWgmmaAvailable: the current device is sm_90 (cached per device). variant: 1 two stages, each
+// product waited for in turn; 2 three stages; 3 three stages with the softmax of a tile under the previous tile's P V.
 bool PrefillWgmmaAvailable();
-PrefillLauncher GetPrefillWgmmaLauncher(DType dtype, int head_dim);
+constexpr int kPrefillWgmmaVariants = 3;
+PrefillLauncher GetPrefillWgmmaLauncher(DType dtype, int head_dim, int variant);
 constexpr int kPrefillWgmmaKeysPerTile = 128;
 // Tensor-core, cp.async-pipelined decode (decode_tc.cu): fp16 / bf16, head chunks of up to 8 heads;
 // nullptr for fp32. Same DecodeParams, grid and split-K partials as the SIMT kernel.

@@ -248,9 +248,10 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms) {
     // Hopper's warpgroup-MMA kernel, when tuning asks for it (not planned automatically: it is slower than mma.sync
     // so far): unsplit calls without softcap; its 128-key tiles read paged pools in place only when the block size
     // holds whole tiles (else the mma.sync kernel keeps reading them in place).
-    pl.wgmma_prefill = tuning.prefill_kernel == 1 && pl.splits == 1 && sh.softcap <= 0.f &&
-                       GetPrefillWgmmaLauncher(a.dtype, sh.head_dim) != nullptr &&
+    const bool wgmma = tuning.prefill_kernel >= 1 && pl.splits == 1 && sh.softcap <= 0.f &&
+                       GetPrefillWgmmaLauncher(a.dtype, sh.head_dim, tuning.prefill_kernel) != nullptr &&
                        (!pl.paged_tiles || a.paged.block_size % kPrefillWgmmaKeysPerTile == 0);
+    pl.wgmma_prefill = wgmma ? tuning.prefill_kernel : 0;
     return WithStagedCaches(a, WithRotary(a, WithPartials(sh, blocks, pl)));  // a group: one (query tile, head, sequence)
   }
 
@@ -402,7 +403,7 @@ std::string Launch(const CudaAttendArgs& args, const LaunchPlan& pl, void* scrat
   }
 
   if (pl.path == Path::kPrefill) {
-    PrefillLauncher launch = pl.wgmma_prefill ? GetPrefillWgmmaLauncher(a.dtype, sh.head_dim)
+    PrefillLauncher launch = pl.wgmma_prefill > 0 ? GetPrefillWgmmaLauncher(a.dtype, sh.head_dim, pl.wgmma_prefill)
                                               : GetPrefillLauncher(a.dtype, sh.head_dim);
     if (launch == nullptr) return "no prefill kernel for this head size / element type";
     PrefillParams p = SharedParams<PrefillParams>(k, owner);

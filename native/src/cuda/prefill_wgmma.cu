@@ -3,13 +3,16 @@
 // products issued as wgmma over shared-memory descriptors and the tile loads taken off the computing warps.
 //
 // Block: 128 query tokens of one head; warps 0-3 and 4-7 are two computing warpgroups of 64 rows each, warp 8 loads.
-//   loader:   streams K / V tiles of 128 keys by cp.async into a two-stage ring of 128-byte swizzled panels
+//   loader:   streams K / V tiles of 128 keys by cp.async into a ring of kStages stages of 128-byte swizzled panels
 //             (wgmma.cuh), and marks a stage full (mbarrier) once its copies have landed and are made visible to the
 //             async proxy; it refills a stage when both warpgroups have marked it empty.
 //   compute:  S = Q K^T as D / 16 wgmma (A = the warpgroup's Q panels, B = the K tile, both K-major); mask and online
 //             softmax in registers (fp32, base 2); P packed to 16 bits in registers is the A operand of
 //             O += P V (128 / 16 wgmma, B = the V tile N-major). A warpgroup skips the products of tiles none of its
-//             rows can see, and masks per element only in tiles that straddle a boundary of its rows.
+//             rows can see, and masks per element only in tiles that straddle a boundary of its rows. kOverlap: tile
+//             t's S is issued with tile t - 1's P V, so that t's softmax runs under that product.
+// Variants (PlanTuning::prefill_kernel): 1 two stages in order (measured: docs/benchmarks.md), 2 three stages in
+// order, 3 three stages overlapped.
 // Grid: x = query tiles (the last first: under the causal mask later tokens see more keys), y = query head,
 // z = sequence. Split-K, softcap and paged pools whose blocks split a 128-key tile stay on PrefillTcKernel (Plan).
 #include <atomic>
@@ -37,11 +40,10 @@ constexpr int kComputeThreads = 256;                    // two warpgroups
 constexpr int kThreads = kComputeThreads + 32;          // and the loading warp
 constexpr int kLoaderWarp = kComputeThreads / 32;
 
-template <int D>
+template <int D, int kStages>
 struct WgmmaGeometry {
   static constexpr int kBM = 128;                        // query rows per block: 64 per warpgroup
   static constexpr int kBN = kPrefillWgmmaKeysPerTile;   // keys per tile
-  static constexpr int kStages = 2;
   static constexpr uint32_t kQBytes = 64 * D * 2;        // one warpgroup's Q panels
   static constexpr uint32_t kTileBytes = kBN * D * 2;    // one K (or V) tile
   static constexpr uint32_t kBarriers = 2 * kQBytes + kStages * 2 * kTileBytes;  // full[stages], empty[stages]
@@ -99,10 +101,10 @@ __device__ __forceinline__ void LoadTile(uint32_t sk, uint32_t sv, int kt, int k
   }
 }
 
-template <typename T, int D>
+template <typename T, int D, int kStages, bool kOverlap>
 __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_constant__ PrefillParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using G = WgmmaGeometry<D>;
+  using G = WgmmaGeometry<D, kStages>;
   constexpr int BM = G::kBM, BN = G::kBN;
   constexpr int NV = D / 8;   // 16-byte chunks per row
   constexpr int KC = D / 16;  // k-steps of Q K^T
@@ -111,7 +113,7 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t base = (SmemAddr(smem_raw) + 1023u) & ~1023u;
   const uint32_t q_addr = base, kv_addr = base + 2 * G::kQBytes;
-  const uint32_t full_bar = base + G::kBarriers, empty_bar = full_bar + 8 * G::kStages;
+  const uint32_t full_bar = base + G::kBarriers, empty_bar = full_bar + 8 * kStages;
 
   const int tiles = gridDim.x;
   const int tile = tiles - 1 - static_cast<int>(blockIdx.x);
@@ -140,7 +142,7 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
   const int ntiles = (kend - kstart + BN - 1) / BN;
 
   if (tid == 0) {
-    for (int st = 0; st < G::kStages; ++st) {
+    for (int st = 0; st < kStages; ++st) {
       dev::MbarInit(full_bar + 8 * st, 32);                 // every lane of the loading warp
       dev::MbarInit(empty_bar + 8 * st, kComputeThreads / 32);  // every computing warp
     }
@@ -156,8 +158,8 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
     const T* chunk_k = static_cast<const T*>(p.chunk_key);
     const T* chunk_v = static_cast<const T*>(p.chunk_value);
     for (int t = 0; t < ntiles; ++t) {
-      const int st = t % G::kStages;
-      if (t >= G::kStages) dev::MbarWait(empty_bar + 8 * st, (t / G::kStages + 1) & 1);
+      const int st = t % kStages;
+      if (t >= kStages) dev::MbarWait(empty_bar + 8 * st, (t / kStages + 1) & 1);
       const int kt = kstart + t * BN;
       const uint32_t sk = kv_addr + st * 2 * G::kTileBytes, sv = sk + G::kTileBytes;
       const int block = paged ? dev::PagedBlock(p.paged, b, kt) : 0;
@@ -166,12 +168,12 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
       if (t >= 1) {  // the previous tile has landed: visible to wgmma, then full
         CpAsyncWait<1>();
         dev::FenceProxyAsync();
-        dev::MbarArrive(full_bar + 8 * ((t - 1) % G::kStages));
+        dev::MbarArrive(full_bar + 8 * ((t - 1) % kStages));
       }
     }
     CpAsyncWait<0>();
     dev::FenceProxyAsync();
-    dev::MbarArrive(full_bar + 8 * ((ntiles - 1) % G::kStages));
+    dev::MbarArrive(full_bar + 8 * ((ntiles - 1) % kStages));
     return;
   }
 
@@ -206,102 +208,178 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
 #pragma unroll
   for (int i = 0; i < DT * 4; ++i) o[i] = 0.f;
 
-  for (int t = 0; t < ntiles; ++t) {
-    const int st = t % G::kStages;
-    const uint32_t sk = kv_addr + st * 2 * G::kTileBytes, sv = sk + G::kTileBytes;
-    const int kt = kstart + t * BN;
-    // Can any row of the warpgroup see a key of this tile? (causal: kt <= last row; window: last key > first row - W)
-    const bool any = wg_live && kt <= pg_last && (W == 0 || kt + BN - 1 > pg_first - W);
-    dev::MbarWait(full_bar + 8 * st, (t / G::kStages) & 1);
-    if (any) {
-      float s[NT * 4];
+  // S = Q K^T of the tile in stage st (issued, not waited for).
+  auto issue_s = [&](float (&s)[NT * 4], int st) {
+    const uint32_t sk = kv_addr + st * 2 * G::kTileBytes;
 #pragma unroll
-      for (int i = 0; i < NT * 4; ++i) s[i] = 0.f;
-      dev::FenceRegisters(s);
-      dev::WgmmaFence();
-#pragma unroll
-      for (int kc = 0; kc < KC; ++kc) {
-        const uint32_t panel = (kc / 4), within = (kc % 4) * 32;
-        dev::Wgmma<T, BN>::SS(s, SmemDesc(q_wg + panel * 64 * 128 + within, 16, 1024),
-                              SmemDesc(sk + panel * BN * 128 + within, 16, 1024), kc > 0);
-      }
-      dev::WgmmaCommit();
-      dev::WgmmaWait<0>();
-      dev::FenceRegisters(s);
-      // Mask, only in tiles that straddle a boundary of the warp's rows (row r sees keys (pr - W, pr]).
-      const int pw_first = p_first + wrow, pw_last = min(p_first + wrow + 15, p_last);
-      if (!(kt + BN - 1 <= pw_first && (W == 0 || kt > pw_last - W))) {
-        const int lo0 = W > 0 ? pr0 - W : INT_MIN, lo1 = W > 0 ? pr1 - W : INT_MIN;
-#pragma unroll
-        for (int n = 0; n < NT; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int j = kt + n * 8 + 2 * t4 + (e & 1);
-            if (e < 2 ? (j > pr0 || j <= lo0) : (j > pr1 || j <= lo1)) s[4 * n + e] = -INFINITY;
-          }
-      }
-      // Online softmax: the lane holds rows g (e = 0, 1) and g + 8 (e = 2, 3); the 4 lanes of a row share its max.
-      float t0[NT], t1[NT];
-#pragma unroll
-      for (int n = 0; n < NT; ++n) {
-        t0[n] = fmaxf(s[4 * n], s[4 * n + 1]);
-        t1[n] = fmaxf(s[4 * n + 2], s[4 * n + 3]);
-      }
-#pragma unroll
-      for (int w = NT / 2; w > 0; w /= 2)
-#pragma unroll
-        for (int n = 0; n < w; ++n) {
-          t0[n] = fmaxf(t0[n], t0[n + w]);
-          t1[n] = fmaxf(t1[n], t1[n + w]);
-        }
-      float mx0 = fmaxf(m0, t0[0]), mx1 = fmaxf(m1, t1[0]);
-#pragma unroll
-      for (int off = 1; off < 4; off *= 2) {
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
-      }
-      const float b0 = mx0 == -INFINITY ? 0.f : mx0 * mul, b1 = mx1 == -INFINITY ? 0.f : mx1 * mul;
-      const float al0 = exp2f(fmaf(m0, mul, -b0)), al1 = exp2f(fmaf(m1, mul, -b1));  // m = -inf: 0 (l, O are 0)
-      m0 = mx0;
-      m1 = mx1;
-      uint32_t pf[NT / 2][4];  // A fragments of P, one per 16-key k-step
-#pragma unroll
-      for (int n = 0; n < NT; ++n) {
-        const float e0 = exp2f(fmaf(s[4 * n], mul, -b0)), e1 = exp2f(fmaf(s[4 * n + 1], mul, -b0));
-        const float e2 = exp2f(fmaf(s[4 * n + 2], mul, -b1)), e3 = exp2f(fmaf(s[4 * n + 3], mul, -b1));
-        t0[n] = e0 + e1;
-        t1[n] = e2 + e3;
-        pf[n / 2][(n % 2) * 2 + 0] = MmaOp<T>::Pack(e0, e1);
-        pf[n / 2][(n % 2) * 2 + 1] = MmaOp<T>::Pack(e2, e3);
-      }
-#pragma unroll
-      for (int w = NT / 2; w > 0; w /= 2)
-#pragma unroll
-        for (int n = 0; n < w; ++n) {
-          t0[n] += t0[n + w];
-          t1[n] += t1[n + w];
-        }
-      l0 = l0 * al0 + t0[0];
-      l1 = l1 * al1 + t1[0];
-#pragma unroll
-      for (int dt = 0; dt < DT; ++dt) {
-        o[4 * dt] *= al0;
-        o[4 * dt + 1] *= al0;
-        o[4 * dt + 2] *= al1;
-        o[4 * dt + 3] *= al1;
-      }
-      dev::FenceRegisters(o);
-      dev::FenceRegisters(pf);
-      dev::WgmmaFence();
-#pragma unroll
-      for (int kk = 0; kk < NT / 2; ++kk)
-        dev::Wgmma<T, D>::RS(o, pf[kk], SmemDesc(sv + kk * 16 * 128, BN * 128, 1024), 1);
-      dev::WgmmaCommit();
-      dev::WgmmaWait<0>();
-      dev::FenceRegisters(o);
+    for (int kc = 0; kc < KC; ++kc) {
+      const uint32_t panel = kc / 4, within = (kc % 4) * 32;
+      dev::Wgmma<T, BN>::SS(s, SmemDesc(q_wg + panel * 64 * 128 + within, 16, 1024),
+                            SmemDesc(sk + panel * BN * 128 + within, 16, 1024), kc > 0);
     }
+    dev::WgmmaCommit();
+  };
+  // O += P V of the tile in stage st (issued, not waited for).
+  auto issue_pv = [&](uint32_t (&pf)[NT / 2][4], int st) {
+    const uint32_t sv = kv_addr + st * 2 * G::kTileBytes + G::kTileBytes;
+#pragma unroll
+    for (int kk = 0; kk < NT / 2; ++kk) dev::Wgmma<T, D>::RS(o, pf[kk], SmemDesc(sv + kk * 16 * 128, BN * 128, 1024), 1);
+    dev::WgmmaCommit();
+  };
+  // Mask (only in tiles that straddle a boundary of the warp's rows: row r sees keys (pr - W, pr]) and online softmax
+  // of the scores of keys kt...: new maxima and sums, P packed as A fragments, the factors al0 / al1 that O must be
+  // scaled by. The lane holds rows g (e = 0, 1) and g + 8 (e = 2, 3); the 4 lanes of a row share its max.
+  auto softmax = [&](float (&s)[NT * 4], int kt, uint32_t (&pf)[NT / 2][4], float& al0, float& al1) {
+    const int pw_first = p_first + wrow, pw_last = min(p_first + wrow + 15, p_last);
+    if (!(kt + BN - 1 <= pw_first && (W == 0 || kt > pw_last - W))) {
+      const int lo0 = W > 0 ? pr0 - W : INT_MIN, lo1 = W > 0 ? pr1 - W : INT_MIN;
+#pragma unroll
+      for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int j = kt + n * 8 + 2 * t4 + (e & 1);
+          if (e < 2 ? (j > pr0 || j <= lo0) : (j > pr1 || j <= lo1)) s[4 * n + e] = -INFINITY;
+        }
+    }
+    float t0[NT], t1[NT];
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+      t0[n] = fmaxf(s[4 * n], s[4 * n + 1]);
+      t1[n] = fmaxf(s[4 * n + 2], s[4 * n + 3]);
+    }
+#pragma unroll
+    for (int w = NT / 2; w > 0; w /= 2)
+#pragma unroll
+      for (int n = 0; n < w; ++n) {
+        t0[n] = fmaxf(t0[n], t0[n + w]);
+        t1[n] = fmaxf(t1[n], t1[n + w]);
+      }
+    float mx0 = fmaxf(m0, t0[0]), mx1 = fmaxf(m1, t1[0]);
+#pragma unroll
+    for (int off = 1; off < 4; off *= 2) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+    }
+    const float b0 = mx0 == -INFINITY ? 0.f : mx0 * mul, b1 = mx1 == -INFINITY ? 0.f : mx1 * mul;
+    al0 = exp2f(fmaf(m0, mul, -b0));  // m = -inf: 0 (l, O are 0)
+    al1 = exp2f(fmaf(m1, mul, -b1));
+    m0 = mx0;
+    m1 = mx1;
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+      const float e0 = exp2f(fmaf(s[4 * n], mul, -b0)), e1 = exp2f(fmaf(s[4 * n + 1], mul, -b0));
+      const float e2 = exp2f(fmaf(s[4 * n + 2], mul, -b1)), e3 = exp2f(fmaf(s[4 * n + 3], mul, -b1));
+      t0[n] = e0 + e1;
+      t1[n] = e2 + e3;
+      pf[n / 2][(n % 2) * 2 + 0] = MmaOp<T>::Pack(e0, e1);
+      pf[n / 2][(n % 2) * 2 + 1] = MmaOp<T>::Pack(e2, e3);
+    }
+#pragma unroll
+    for (int w = NT / 2; w > 0; w /= 2)
+#pragma unroll
+      for (int n = 0; n < w; ++n) {
+        t0[n] += t0[n + w];
+        t1[n] += t1[n + w];
+      }
+    l0 = l0 * al0 + t0[0];
+    l1 = l1 * al1 + t1[0];
+  };
+  auto rescale = [&](float al0, float al1) {
+#pragma unroll
+    for (int dt = 0; dt < DT; ++dt) {
+      o[4 * dt] *= al0;
+      o[4 * dt + 1] *= al0;
+      o[4 * dt + 2] *= al1;
+      o[4 * dt + 3] *= al1;
+    }
+  };
+  auto release = [&](int st) {  // this warp is done reading the stage
     __syncwarp();
-    if (lane == 0) dev::MbarArrive(empty_bar + 8 * st);  // this warp is done reading the stage
+    if (lane == 0) dev::MbarArrive(empty_bar + 8 * st);
+  };
+
+  if constexpr (!kOverlap) {
+    // In order per tile: S, softmax, O += P V, each product waited for before the next step.
+    for (int t = 0; t < ntiles; ++t) {
+      const int st = t % kStages, kt = kstart + t * BN;
+      // Can any row of the warpgroup see a key of this tile? (causal: kt <= last row; window: last key > first row - W)
+      const bool any = wg_live && kt <= pg_last && (W == 0 || kt + BN - 1 > pg_first - W);
+      dev::MbarWait(full_bar + 8 * st, (t / kStages) & 1);
+      if (any) {
+        float s[NT * 4];
+        dev::WgmmaFence();
+        issue_s(s, st);
+        dev::WgmmaWait<0>();
+        dev::FenceRegisters(s);
+        uint32_t pf[NT / 2][4];
+        float al0, al1;
+        softmax(s, kt, pf, al0, al1);
+        rescale(al0, al1);
+        dev::FenceRegisters(o);
+        dev::FenceRegisters(pf);
+        dev::WgmmaFence();
+        issue_pv(pf, st);
+        dev::WgmmaWait<0>();
+        dev::FenceRegisters(o);
+      }
+      release(st);
+    }
+  } else {
+    // Overlapped (FlashAttention-3's intra-warpgroup pipelining): tile t's S is issued together with the previous
+    // tile's O += P V, so the softmax of t runs while the tensor cores add P V of t - 1; O is rescaled by t's factors
+    // once that product is done. The stage of t - 1 stays held until then (hence three stages).
+    static_assert(kStages >= 3, "the overlapped schedule holds two stages while the loader fills a third");
+    uint32_t pending[NT / 2][4] = {};  // P of the last visible tile, whose P V is not issued yet
+    int pending_st = -1;
+    for (int t = 0; t < ntiles; ++t) {
+      const int st = t % kStages, kt = kstart + t * BN;
+      const bool any = wg_live && kt <= pg_last && (W == 0 || kt + BN - 1 > pg_first - W);
+      dev::MbarWait(full_bar + 8 * st, (t / kStages) & 1);
+      float s[NT * 4];
+      dev::FenceRegisters(o);
+      dev::FenceRegisters(pending);
+      dev::WgmmaFence();
+      if (any) issue_s(s, st);
+      if (pending_st >= 0) issue_pv(pending, pending_st);
+      if (any) {
+        if (pending_st >= 0) dev::WgmmaWait<1>();
+        else dev::WgmmaWait<0>();
+        dev::FenceRegisters(s);
+        uint32_t pf[NT / 2][4];
+        float al0, al1;
+        softmax(s, kt, pf, al0, al1);
+        if (pending_st >= 0) {
+          dev::WgmmaWait<0>();
+          dev::FenceRegisters(o);
+          dev::FenceRegisters(pending);
+          release(pending_st);
+        }
+        rescale(al0, al1);
+#pragma unroll
+        for (int i = 0; i < NT / 2; ++i)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) pending[i][j] = pf[i][j];
+        pending_st = st;
+      } else {
+        if (pending_st >= 0) {
+          dev::WgmmaWait<0>();
+          dev::FenceRegisters(o);
+          dev::FenceRegisters(pending);
+          release(pending_st);
+          pending_st = -1;
+        }
+        release(st);
+      }
+    }
+    if (pending_st >= 0) {
+      dev::FenceRegisters(o);
+      dev::FenceRegisters(pending);
+      dev::WgmmaFence();
+      issue_pv(pending, pending_st);
+      dev::WgmmaWait<0>();
+      dev::FenceRegisters(o);
+      release(pending_st);
+    }
   }
 
   // Row sums over the 4 lanes of each row, then O / l (padding rows and rows that saw nothing: zeros).
@@ -325,11 +403,12 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
 #endif
 }
 
-template <typename T, int D>
+template <typename T, int D, int kStages, bool kOverlap>
 cudaError_t LaunchPrefillWgmma(const PrefillParams& p, cudaStream_t stream) {
-  using G = WgmmaGeometry<D>;
+  using G = WgmmaGeometry<D, kStages>;
   constexpr size_t bytes = G::kSmemBytes;
-  const auto kernel = PrefillWgmmaKernel<T, D>;
+  static_assert(bytes <= 227 * 1024, "shared memory per block on sm_90");
+  const auto kernel = PrefillWgmmaKernel<T, D, kStages, kOverlap>;
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)))
     return e;
   const dim3 grid((p.seq + G::kBM - 1) / G::kBM, p.num_heads, p.batch);
@@ -337,11 +416,21 @@ cudaError_t LaunchPrefillWgmma(const PrefillParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+template <typename T, int D>
+PrefillLauncher WgmmaVariant(int variant) {
+  switch (variant) {
+    case 1: return &LaunchPrefillWgmma<T, D, 2, false>;
+    case 2: return &LaunchPrefillWgmma<T, D, 3, false>;
+    case 3: return &LaunchPrefillWgmma<T, D, 3, true>;
+    default: return nullptr;
+  }
+}
+
 template <typename T>
-PrefillLauncher WgmmaForHeadDim(int head_dim) {
+PrefillLauncher WgmmaForHeadDim(int head_dim, int variant) {
   switch (head_dim) {
-    case 64: return &LaunchPrefillWgmma<T, 64>;
-    case 128: return &LaunchPrefillWgmma<T, 128>;
+    case 64: return WgmmaVariant<T, 64>(variant);
+    case 128: return WgmmaVariant<T, 128>(variant);
     default: return nullptr;
   }
 }
@@ -362,11 +451,11 @@ bool PrefillWgmmaAvailable() {
   return yes;
 }
 
-PrefillLauncher GetPrefillWgmmaLauncher(DType dtype, int head_dim) {
+PrefillLauncher GetPrefillWgmmaLauncher(DType dtype, int head_dim, int variant) {
   if (!PrefillWgmmaAvailable()) return nullptr;
   switch (dtype) {
-    case DType::kFloat16: return WgmmaForHeadDim<__half>(head_dim);
-    case DType::kBFloat16: return WgmmaForHeadDim<__nv_bfloat16>(head_dim);
+    case DType::kFloat16: return WgmmaForHeadDim<__half>(head_dim, variant);
+    case DType::kBFloat16: return WgmmaForHeadDim<__nv_bfloat16>(head_dim, variant);
     case DType::kFloat32: return nullptr;
   }
   return nullptr;
