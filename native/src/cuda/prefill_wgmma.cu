@@ -12,11 +12,15 @@
 //             rows can see, and masks per element only in tiles that straddle a boundary of its rows. kOverlap: tile
 //             t's S is issued with tile t - 1's P V, so that t's softmax runs under that product.
 // Variants (PlanTuning::prefill_kernel): 1 two stages in order (measured: docs/benchmarks.md), 2 three stages in
-// order, 3 three stages overlapped.
+// order, 3 three stages overlapped, 4 as 3 with whole tiles loaded by the tensor memory accelerator (TMA: one lane
+// issues a tile's copies, the barrier completes on their bytes).
 // Grid: x = query tiles (the last first: under the causal mask later tokens see more keys), y = query head,
 // z = sequence. Split-K, softcap and paged pools whose blocks split a 128-key tile stay on PrefillTcKernel (Plan).
+#include <cuda.h>  // CUtensorMap (the encoder comes through the runtime's driver entry point: no libcuda link)
+
 #include <atomic>
 #include <climits>
+#include <type_traits>
 
 #include "cuda/attention_cuda.h"
 #include "cuda/kernel_common.cuh"
@@ -39,6 +43,14 @@ using dev::Traits;
 constexpr int kComputeThreads = 256;                    // two warpgroups
 constexpr int kThreads = kComputeThreads + 32;          // and the loading warp
 constexpr int kLoaderWarp = kComputeThreads / 32;
+
+// Tensor maps of the call's K / V (variant 4), encoded on the host per launch: the cache ([B * Hkv, C, D] rows, or a
+// paged pool [num_blocks, Hkv, block_size, D]) and the owner's chunk ([B, S, Hkv, D]); boxes of 64 elements (128
+// bytes, swizzled as the panels) by 128 keys. A map that could not be encoded is left out (its tiles take cp.async).
+struct TmaMaps {
+  CUtensorMap key_cache, value_cache, key_chunk, value_chunk;
+  bool cache = false, chunk = false;
+};
 
 template <int D, int kStages>
 struct WgmmaGeometry {
@@ -101,8 +113,9 @@ __device__ __forceinline__ void LoadTile(uint32_t sk, uint32_t sv, int kt, int k
   }
 }
 
-template <typename T, int D, int kStages, bool kOverlap>
-__global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_constant__ PrefillParams p) {
+template <typename T, int D, int kStages, bool kOverlap, bool kTma>
+__global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_constant__ PrefillParams p,
+                                                                  const __grid_constant__ TmaMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using G = WgmmaGeometry<D, kStages>;
   constexpr int BM = G::kBM, BN = G::kBN;
@@ -157,6 +170,50 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
     const T* cache_v = static_cast<const T*>(p.value_cache) + cache_base;
     const T* chunk_k = static_cast<const T*>(p.chunk_key);
     const T* chunk_v = static_cast<const T*>(p.chunk_value);
+    if constexpr (kTma) {
+      // Whole tiles from the chunk or from consecutive cache rows: one lane issues the tensor copies and the barrier
+      // completes on their bytes; other tiles (across the past / chunk boundary or the ring's end, or past the last
+      // key: zero-filled) take cp.async, waited for here.
+      const bool owner = chunk_k != nullptr;
+      for (int t = 0; t < ntiles; ++t) {
+        const int st = t % kStages;
+        if (t >= kStages) dev::MbarWait(empty_bar + 8 * st, (t / kStages + 1) & 1);
+        const int kt = kstart + t * BN;
+        const uint32_t sk = kv_addr + st * 2 * G::kTileBytes, sv = sk + G::kTileBytes, full = full_bar + 8 * st;
+        const int block = paged ? dev::PagedBlock(p.paged, b, kt) : 0;
+        const bool whole = kt + BN <= kend;
+        const bool from_chunk = maps.chunk && owner && kt >= P && whole;
+        const bool from_cache = maps.cache && (!owner || kt + BN <= P) && whole && (paged || kt % C + BN <= C);
+        if (from_chunk || from_cache) {
+          if (lane == 0) {
+            dev::MbarArriveExpectTx(full, 2 * G::kTileBytes);
+#pragma unroll
+            for (int panel = 0; panel < D / 64; ++panel) {
+              const uint32_t at = panel * BN * 128;
+              if (from_chunk) {
+                dev::TmaLoad4(sk + at, &maps.key_chunk, 64 * panel, kvh, kt - P, b, full);
+                dev::TmaLoad4(sv + at, &maps.value_chunk, 64 * panel, kvh, kt - P, b, full);
+              } else if (paged) {
+                dev::TmaLoad4(sk + at, &maps.key_cache, 64 * panel, kt % p.paged.block_size, kvh, block, full);
+                dev::TmaLoad4(sv + at, &maps.value_cache, 64 * panel, kt % p.paged.block_size, kvh, block, full);
+              } else {
+                dev::TmaLoad3(sk + at, &maps.key_cache, 64 * panel, kt % C, b * Hkv + kvh, full);
+                dev::TmaLoad3(sv + at, &maps.value_cache, 64 * panel, kt % C, b * Hkv + kvh, full);
+              }
+            }
+          } else {
+            dev::MbarArrive(full);
+          }
+        } else {
+          LoadTile<T, D, BN>(sk, sv, kt, kend, P, C, S, Hkv, b, kvh, chunk_k, chunk_v, cache_k, cache_v, p.paged, block);
+          CpAsyncCommit();
+          CpAsyncWait<0>();
+          dev::FenceProxyAsync();
+          dev::MbarArrive(full);
+        }
+      }
+      return;
+    }
     for (int t = 0; t < ntiles; ++t) {
       const int st = t % kStages;
       if (t >= kStages) dev::MbarWait(empty_bar + 8 * st, (t / kStages + 1) & 1);
@@ -403,25 +460,90 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
 #endif
 }
 
-template <typename T, int D, int kStages, bool kOverlap>
+// cuTensorMapEncodeTiled through the runtime (the driver's entry point, ABI of CUDA 12.0); nullptr when unavailable.
+using TensorMapEncode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                     const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                     CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+TensorMapEncode TensorMapEncoder() {
+  static const TensorMapEncode encoder = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return static_cast<TensorMapEncode>(nullptr);
+    }
+    return reinterpret_cast<TensorMapEncode>(fn);
+  }();
+  return encoder;
+}
+
+// A map of 16-bit elements over `rank` dimensions (dims innermost first, strides in bytes of dimensions 1...), boxes of
+// 64 x `keys` x 1 ... with the 128-byte swizzle; false when it cannot be encoded.
+template <typename T>
+bool EncodeMap(CUtensorMap* map, const void* base, int rank, const cuuint64_t* dims, const cuuint64_t* strides, int keys_dim,
+               int keys) {
+  const TensorMapEncode encode = TensorMapEncoder();
+  if (encode == nullptr || base == nullptr) return false;
+  cuuint32_t box[5] = {64, 1, 1, 1, 1}, unit[5] = {1, 1, 1, 1, 1};
+  box[keys_dim] = static_cast<cuuint32_t>(keys);
+  const CUtensorMapDataType type = std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  return encode(map, type, static_cast<cuuint32_t>(rank), const_cast<void*>(base), dims, strides, box, unit,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <typename T, int D>
+TmaMaps EncodeMaps(const PrefillParams& p) {
+  constexpr int BN = kPrefillWgmmaKeysPerTile;
+  constexpr cuuint64_t E = sizeof(T);
+  TmaMaps m{};
+  const cuuint64_t Hkv = p.kv_num_heads;
+  if (p.paged.table != nullptr) {  // [num_blocks, Hkv, block_size, D]
+    const cuuint64_t bs = p.paged.block_size;
+    const cuuint64_t dims[4] = {D, bs, Hkv, static_cast<cuuint64_t>(p.paged.num_blocks)};
+    const cuuint64_t strides[3] = {D * E, bs * D * E, Hkv * bs * D * E};
+    m.cache = EncodeMap<T>(&m.key_cache, p.key_cache, 4, dims, strides, 1, BN) &&
+              EncodeMap<T>(&m.value_cache, p.value_cache, 4, dims, strides, 1, BN);
+  } else {  // [B * Hkv, C, D]
+    const cuuint64_t C = p.capacity;
+    const cuuint64_t dims[3] = {D, C, static_cast<cuuint64_t>(p.batch) * Hkv};
+    const cuuint64_t strides[2] = {D * E, C * D * E};
+    m.cache = EncodeMap<T>(&m.key_cache, p.key_cache, 3, dims, strides, 1, BN) &&
+              EncodeMap<T>(&m.value_cache, p.value_cache, 3, dims, strides, 1, BN);
+  }
+  if (p.chunk_key != nullptr) {  // [B, S, Hkv, D]
+    const cuuint64_t S = p.seq;
+    const cuuint64_t dims[4] = {D, Hkv, S, static_cast<cuuint64_t>(p.batch)};
+    const cuuint64_t strides[3] = {D * E, Hkv * D * E, S * Hkv * D * E};
+    m.chunk = EncodeMap<T>(&m.key_chunk, p.chunk_key, 4, dims, strides, 2, BN) &&
+              EncodeMap<T>(&m.value_chunk, p.chunk_value, 4, dims, strides, 2, BN);
+  }
+  return m;
+}
+
+template <typename T, int D, int kStages, bool kOverlap, bool kTma>
 cudaError_t LaunchPrefillWgmma(const PrefillParams& p, cudaStream_t stream) {
   using G = WgmmaGeometry<D, kStages>;
   constexpr size_t bytes = G::kSmemBytes;
   static_assert(bytes <= 227 * 1024, "shared memory per block on sm_90");
-  const auto kernel = PrefillWgmmaKernel<T, D, kStages, kOverlap>;
+  const auto kernel = PrefillWgmmaKernel<T, D, kStages, kOverlap, kTma>;
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)))
     return e;
+  TmaMaps maps{};
+  if constexpr (kTma) maps = EncodeMaps<T, D>(p);
   const dim3 grid((p.seq + G::kBM - 1) / G::kBM, p.num_heads, p.batch);
-  kernel<<<grid, kThreads, bytes, stream>>>(p);
+  kernel<<<grid, kThreads, bytes, stream>>>(p, maps);
   return cudaGetLastError();
 }
 
 template <typename T, int D>
 PrefillLauncher WgmmaVariant(int variant) {
   switch (variant) {
-    case 1: return &LaunchPrefillWgmma<T, D, 2, false>;
-    case 2: return &LaunchPrefillWgmma<T, D, 3, false>;
-    case 3: return &LaunchPrefillWgmma<T, D, 3, true>;
+    case 1: return &LaunchPrefillWgmma<T, D, 2, false, false>;
+    case 2: return &LaunchPrefillWgmma<T, D, 3, false, false>;
+    case 3: return &LaunchPrefillWgmma<T, D, 3, true, false>;
+    case 4: return &LaunchPrefillWgmma<T, D, 3, true, true>;
     default: return nullptr;
   }
 }

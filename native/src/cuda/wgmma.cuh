@@ -70,6 +70,26 @@ __device__ __forceinline__ void MbarWait(uint32_t bar, int parity) {
         : "memory");
   } while (!done);
 }
+// Arrives and adds `bytes` to the transaction count of the barrier's current phase: the phase completes when every
+// arrival is in and that many bytes of tensor copies (TmaLoad*) have landed.
+__device__ __forceinline__ void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+// Tensor copies (TMA) of one box into shared memory at dst, counted on the barrier bar as complete_tx bytes. map: the
+// address of a CUtensorMap kernel parameter (__grid_constant__); c0 the innermost coordinate (elements).
+__device__ __forceinline__ void TmaLoad3(uint32_t dst, const void* map, int c0, int c1, int c2, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void TmaLoad4(uint32_t dst, const void* map, int c0, int c1, int c2, int c3, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+      : "memory");
+}
 // Named barrier of `threads` threads (a warpgroup: 128), id 1..15 (0 is __syncthreads).
 __device__ __forceinline__ void NamedBarrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
