@@ -27,6 +27,12 @@ cmake -S tools/gpu -B "$work/build" -G Ninja -DORT_DIR="$work/no-ort" -DCMAKE_CU
 cmake --build "$work/build" --target kbench $tests -j "$(nproc)" > "$work/build.log" 2>&1 \
   || { grep -E "error" -A3 "$work/build.log" | head -60; exit 1; }
 echo "== built in $(( $(date +%s) - start )) s"
+# The wgmma prefill kernels' registers and spills, and ptxas's warnings where it had to serialize wgmma.
+awk '/Compiling entry function/ {name = $0} /spill stores/ {spill = $0}
+     /Used [0-9]+ registers/ && name ~ /PrefillWgmma/ {print name "|" spill "|" $0}' "$work/build.log" \
+  | sed -E "s/.*entry function '([^']*)'.*\|(.*)\|.*(Used [0-9]+ registers).*/\1 \3,\2/" | c++filt \
+  | sed -E 's/.*PrefillWgmmaKernel</wgmma</; s/ +/ /g' | sort -u
+grep -E "Potential Performance Loss" "$work/build.log" | sed -E 's/.*Potential/Potential/' | sort | uniq -c | head -5
 rc=0
 for t in $tests; do
   "$work/build/$t" --gtest_brief=1 > "$work/$t.log" 2>&1 || rc=1
