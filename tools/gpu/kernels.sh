@@ -7,6 +7,7 @@
 #   tools/gpu/kernels.sh ["KIND B T D [variant...]" | "prefill [B S P D W]..." ...]     e.g. "global 8 32768 128 p64"
 #   KERNEL_TESTS="paged_test kvq_test"  which GoogleTests to run (default all three; empty: none)
 #   KBENCH_ENV="KBENCH_QUANT=1"         environment of the kbench runs
+# A "prefill ..." entry also runs tools/gpu/torch_prefill_bench.py on its global shapes (all of them without shapes).
 #
 # GoogleTest: the system's, else a carried .gtest/ (include/gtest, lib/libgtest*.a). Scratch: $MIXATTN_GPU_WORK
 # (default ${TMPDIR:-/tmp}/mixattn-gpu/kernels). Prints the tests' summaries and kbench's CSV rows.
@@ -45,6 +46,18 @@ for s in "$@"; do
   case $s in  # "prefill [B S P D W]...": kbench's prefill rows (no shape: its standard list); else a decode shape
     prefill*) env ${KBENCH_ENV:-} "$work/build/kbench" $s 2> /dev/null | grep -v "^#" ;;
     *) env ${KBENCH_ENV:-} "$work/build/kbench" shape $s 2> /dev/null | grep -v "^#\|^kind" ;;
+  esac
+done
+# Prefill rows: torch SDPA (flash, cuDNN) on the same global shapes in the same run, where torch is installed (the
+# baseline of issue #23; windowed shapes have no torch counterpart).
+for s in "$@"; do
+  case $s in
+    prefill*)
+      read -r -a f <<< "$s"; args=()
+      for ((i = 1; i + 4 < ${#f[@]} + 1; i += 5)); do [ "${f[i+4]}" = 0 ] && args+=("${f[i]}" "${f[i+1]}" "${f[i+2]}" "${f[i+3]}"); done
+      if [ ${#f[@]} -eq 1 ] || [ ${#args[@]} -gt 0 ]; then
+        python3 tools/gpu/torch_prefill_bench.py "${args[@]}" 2> /dev/null | grep -v "^#\|,efficient," || echo "== torch prefill: not run"
+      fi ;;
   esac
 done
 exit $rc
