@@ -8,7 +8,7 @@
 // which the test requires there), and compares each with the reference and with the mma.sync output: keys < P from the cache (slot pos mod C),
 // keys >= P from the chunk (owner) or the cache (reader), row s of sequence b at position P_b + s sees keys
 // (pos - W, pos], rows s >= new_length are zeros. Shapes: whole prompts, chunks after a past (global and ring
-// caches), readers, GQA groups 1 / 4 / 8, padding rows, one and several query tiles, fp16 and bf16, D = 64 and 128.
+// caches), readers, GQA groups 1 / 4 / 8, padding rows, one and several query tiles, fp16 and bf16, D = 64, 128, 256.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -130,7 +130,7 @@ TEST_P(Prefill, MatchesReference) {
     PlanTuning tuning;
     tuning.prefill_kernel = kernel;
     const LaunchPlan plan = Plan(a, CurrentDeviceSmCount(), tuning);
-    if (kernel > 0 && PrefillWgmmaAvailable() && plan.splits == 1)
+    if (kernel > 0 && plan.splits == 1 && GetPrefillWgmmaLauncher(T, D, kernel) != nullptr)
       EXPECT_EQ(plan.wgmma_prefill, kernel) << c.name() << ": not on wgmma variant " << kernel;
     const std::string which = plan.wgmma_prefill > 0 ? " (wgmma variant " + std::to_string(kernel) + ")" : " (mma.sync)";
     CKT(cudaMemcpy(d_kc.p, kc.data(), kc.size(), cudaMemcpyHostToDevice));  // the previous call wrote its chunk
@@ -178,6 +178,8 @@ std::vector<PrefillCase> Cases() {
   cs.push_back({DType::kFloat16, 128, 257, 0, 100, 1, false});  // whole prompt, sliding window, no GQA
   cs.push_back({DType::kFloat16, 64, 64, 77, 0, 8, false});     // one query tile, a past not a multiple of the tile
   cs.push_back({DType::kBFloat16, 128, 2, 3000, 0, 4, false});  // two tokens after a long past
+  cs.push_back({DType::kFloat16, 256, 300, 0, 0, 4, false});    // D = 256: whole prompt (64-key tiles)
+  cs.push_back({DType::kBFloat16, 256, 200, 1000, 0, 2, false}); // D = 256: chunk after a past
   return cs;
 }
 

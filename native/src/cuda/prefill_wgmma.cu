@@ -1,9 +1,9 @@
-// Prefill (S > 1, fp16 / bf16, D = 64 / 128) on Hopper's warpgroup MMA (sm_90a): the same attention as
+// Prefill (S > 1, fp16 / bf16, D = 64 / 128 / 256) on Hopper's warpgroup MMA (sm_90a): the same attention as
 // PrefillTcKernel (prefill.cu; masks, key sources, the online softmax and the output are that kernel's), with the two
 // products issued as wgmma over shared-memory descriptors and the tile loads taken off the computing warps.
 //
 // Block: 128 query tokens of one head; warps 0-3 and 4-7 are two computing warpgroups of 64 rows each, warp 8 loads.
-//   loader:   streams K / V tiles of 128 keys by cp.async into a ring of kStages stages of 128-byte swizzled panels
+//   loader:   streams K / V tiles of 128 keys (64 at D = 256) by cp.async into a ring of kStages stages of 128-byte swizzled panels
 //             (wgmma.cuh), and marks a stage full (mbarrier) once its copies have landed and are made visible to the
 //             async proxy; it refills a stage when both warpgroups have marked it empty.
 //   compute:  S = Q K^T as D / 16 wgmma (A = the warpgroup's Q panels, B = the K tile, both K-major); mask and online
@@ -55,7 +55,8 @@ struct TmaMaps {
 template <int D, int kStages>
 struct WgmmaGeometry {
   static constexpr int kBM = 128;                        // query rows per block: 64 per warpgroup
-  static constexpr int kBN = kPrefillWgmmaKeysPerTile;   // keys per tile
+  // Keys per tile: 128; 64 at D = 256, where O alone takes 128 registers a thread.
+  static constexpr int kBN = D <= 128 ? kPrefillWgmmaKeysPerTile : kPrefillWgmmaKeysPerTile / 2;
   static constexpr uint32_t kQBytes = 64 * D * 2;        // one warpgroup's Q panels
   static constexpr uint32_t kTileBytes = kBN * D * 2;    // one K (or V) tile
   static constexpr uint32_t kBarriers = 2 * kQBytes + kStages * 2 * kTileBytes;  // full[stages], empty[stages]
@@ -493,9 +494,8 @@ bool EncodeMap(CUtensorMap* map, const void* base, int rank, const cuuint64_t* d
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <typename T, int D>
+template <typename T, int D, int BN>
 TmaMaps EncodeMaps(const PrefillParams& p) {
-  constexpr int BN = kPrefillWgmmaKeysPerTile;
   constexpr cuuint64_t E = sizeof(T);
   TmaMaps m{};
   const cuuint64_t Hkv = p.kv_num_heads;
@@ -531,7 +531,7 @@ cudaError_t LaunchPrefillWgmma(const PrefillParams& p, cudaStream_t stream) {
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)))
     return e;
   TmaMaps maps{};
-  if constexpr (kTma) maps = EncodeMaps<T, D>(p);
+  if constexpr (kTma) maps = EncodeMaps<T, D, G::kBN>(p);
   const dim3 grid((p.seq + G::kBM - 1) / G::kBM, p.num_heads, p.batch);
   kernel<<<grid, kThreads, bytes, stream>>>(p, maps);
   return cudaGetLastError();
@@ -539,12 +539,18 @@ cudaError_t LaunchPrefillWgmma(const PrefillParams& p, cudaStream_t stream) {
 
 template <typename T, int D>
 PrefillLauncher WgmmaVariant(int variant) {
-  switch (variant) {
-    case 1: return &LaunchPrefillWgmma<T, D, 2, false, false>;
-    case 2: return &LaunchPrefillWgmma<T, D, 3, false, false>;
-    case 3: return &LaunchPrefillWgmma<T, D, 3, true, false>;
-    case 4: return &LaunchPrefillWgmma<T, D, 3, true, true>;
-    default: return nullptr;
+  if constexpr (D == 256) {
+    // Two stages in order only: a third stage of its tiles does not fit beside Q in shared memory, and the overlapped
+    // schedule's second P does not fit in registers.
+    return variant == 1 ? &LaunchPrefillWgmma<T, D, 2, false, false> : nullptr;
+  } else {
+    switch (variant) {
+      case 1: return &LaunchPrefillWgmma<T, D, 2, false, false>;
+      case 2: return &LaunchPrefillWgmma<T, D, 3, false, false>;
+      case 3: return &LaunchPrefillWgmma<T, D, 3, true, false>;
+      case 4: return &LaunchPrefillWgmma<T, D, 3, true, true>;
+      default: return nullptr;
+    }
   }
 }
 
@@ -553,6 +559,7 @@ PrefillLauncher WgmmaForHeadDim(int head_dim, int variant) {
   switch (head_dim) {
     case 64: return WgmmaVariant<T, 64>(variant);
     case 128: return WgmmaVariant<T, 128>(variant);
+    case 256: return WgmmaVariant<T, 256>(variant);
     default: return nullptr;
   }
 }
