@@ -82,10 +82,9 @@ int DecodeBlocksPerSm(DType dtype, int head_dim, int head_chunk);
 // mma.sync, flash-attention-2 style (prefill.cu): fp16 / bf16 only.
 PrefillLauncher GetPrefillLauncher(DType dtype, int head_dim);
 // Warpgroup MMA (prefill_wgmma.cu): sm_90 devices, fp16 / bf16, D = 64 / 128 (256: variant 1), splits = 1, no
-// softcap; nullptr
-// elsewhere. PrefillWgmmaAvailable: the current device is sm_90 (cached per device). variant: 1 two stages, each
-// product waited for in turn; 2 three stages; 3 three stages with the softmax of a tile under the previous tile's P V;
-// 4 as 3, whole tiles loaded by TMA.
+// softcap; nullptr elsewhere. PrefillWgmmaAvailable: the current device is sm_90 (cached per device). variant: 1 two
+// stages, each product waited for in turn; 2 three stages; 3 three stages with the softmax of a tile under the
+// previous tile's P V; 4 as 3, whole tiles loaded by TMA.
 bool PrefillWgmmaAvailable();
 constexpr int kPrefillWgmmaVariants = 4;
 PrefillLauncher GetPrefillWgmmaLauncher(DType dtype, int head_dim, int variant);
