@@ -2,7 +2,8 @@
 // PrefillTcKernel (prefill.cu; masks, key sources, the online softmax and the output are that kernel's), with the two
 // products issued as wgmma over shared-memory descriptors and the tile loads taken off the computing warps.
 //
-// Block: 128 query tokens of one head; warps 0-3 and 4-7 are two computing warpgroups of 64 rows each, warp 8 loads.
+// Block: 128 query tokens of one head; warps 0-3 and 4-7 are two computing warpgroups of 64 rows each, warps 8-11
+// load (and hand their registers to the computing ones: setmaxnreg).
 //   loader:   streams K / V tiles of 128 keys (64 at D = 256) by cp.async into a ring of kStages stages of 128-byte swizzled panels
 //             (wgmma.cuh), and marks a stage full (mbarrier) once its copies have landed and are made visible to the
 //             async proxy; it refills a stage when both warpgroups have marked it empty.
@@ -12,7 +13,7 @@
 //             rows can see, and masks per element only in tiles that straddle a boundary of its rows. kOverlap: tile
 //             t's S is issued with tile t - 1's P V, so that t's softmax runs under that product.
 // Variants (PlanTuning::prefill_kernel): 1 two stages in order (measured: docs/benchmarks.md), 2 three stages in
-// order, 3 three stages overlapped, 4 as 3 with whole tiles loaded by the tensor memory accelerator (TMA: one lane
+// order, 3 three stages overlapped, 4 as 3 with whole tiles loaded by the tensor memory accelerator (TMA: one thread
 // issues a tile's copies, the barrier completes on their bytes).
 // Grid: x = query tiles (the last first: under the causal mask later tokens see more keys), y = query head,
 // z = sequence. Split-K, softcap and paged pools whose blocks split a 128-key tile stay on PrefillTcKernel (Plan).
@@ -40,9 +41,13 @@ using dev::SmemAddr;
 using dev::SmemDesc;
 using dev::Traits;
 
-constexpr int kComputeThreads = 256;                    // two warpgroups
-constexpr int kThreads = kComputeThreads + 32;          // and the loading warp
-constexpr int kLoaderWarp = kComputeThreads / 32;
+constexpr int kComputeThreads = 256;                    // two computing warpgroups
+constexpr int kLoaderThreads = 128;                     // and a loading one
+constexpr int kThreads = kComputeThreads + kLoaderThreads;
+// Registers a thread after the block starts (setmaxnreg): the loaders give theirs to the computing warpgroups, whose
+// S, P and O tiles need more than the 168 an even split of the register file leaves (ptxas serializes wgmma or
+// spills below that). 128 x 40 + 256 x 232 = 64,512 of the 65,536.
+[[maybe_unused]] constexpr int kLoaderRegisters = 40, kComputeRegisters = 232;
 
 // Tensor maps of the call's K / V (variant 4), encoded on the host per launch: the cache ([B * Hkv, C, D] rows, or a
 // paged pool [num_blocks, Hkv, block_size, D]) and the owner's chunk ([B, S, Hkv, D]); boxes of 64 elements (128
@@ -64,14 +69,15 @@ struct WgmmaGeometry {
   static constexpr size_t kSmemBytes = kBarriers + 2 * kStages * 8 + 1024;
 };
 
-// One K / V tile of BN rows (keys kt ...) into panels, by the 32 lanes of the loading warp; rows past kend are
-// zero-filled. Fast paths as PrefillTcKernel's: every row in consecutive cache rows, or every row from the chunk.
+// One K / V tile of BN rows (keys kt ...) into panels, by the 128 threads of the loading warpgroup (ltid: the thread's
+// index among them); rows past kend are zero-filled. Fast paths as PrefillTcKernel's: every row in consecutive cache
+// rows, or every row from the chunk.
 template <typename T, int D, int BN>
 __device__ __forceinline__ void LoadTile(uint32_t sk, uint32_t sv, int kt, int kend, int P, int C, int S, int Hkv, int b,
                                          int kvh, const T* chunk_k, const T* chunk_v, const T* cache_k, const T* cache_v,
-                                         const BlockTable& paged, int block) {
-  constexpr int NV = D / 8, RPP = 32 / NV;  // 16-byte chunks per row, rows per pass of the warp
-  const int lane = threadIdx.x % 32, c = lane % NV, r0 = lane / NV;
+                                         const BlockTable& paged, int block, int ltid) {
+  constexpr int NV = D / 8, RPP = kLoaderThreads / NV;  // 16-byte chunks per row, rows per pass
+  const int c = ltid % NV, r0 = ltid / NV;
   const bool owner = chunk_k != nullptr;
   const int slot = kt % C;
   const bool in_cache = (!owner || kt + BN <= P) && (paged.table != nullptr || slot + BN <= C);
@@ -82,7 +88,7 @@ __device__ __forceinline__ void LoadTile(uint32_t sk, uint32_t sv, int kt, int k
                                    : ((static_cast<size_t>(b) * S + (kt - P)) * Hkv + kvh) * D;
     const T* kr = (in_cache ? cache_k : chunk_k) + first + c * 8;
     const T* vr = (in_cache ? cache_v : chunk_v) + first + c * 8;
-#pragma unroll 8
+#pragma unroll
     for (int i = 0; i < BN / RPP; ++i) {
       const int r = r0 + i * RPP;
       const uint32_t o = PanelOffset(BN, r, c);
@@ -157,14 +163,16 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
 
   if (tid == 0) {
     for (int st = 0; st < kStages; ++st) {
-      dev::MbarInit(full_bar + 8 * st, 32);                 // every lane of the loading warp
+      dev::MbarInit(full_bar + 8 * st, kLoaderThreads);         // every loading thread
       dev::MbarInit(empty_bar + 8 * st, kComputeThreads / 32);  // every computing warp
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
 
-  if (warp == kLoaderWarp) {
+  if (tid >= kComputeThreads) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kLoaderRegisters));
+    const int ltid = tid - kComputeThreads;
     const bool paged = p.paged.table != nullptr;
     const size_t cache_base = paged ? 0 : (static_cast<size_t>(b) * Hkv + kvh) * C * D;
     const T* cache_k = static_cast<const T*>(p.key_cache) + cache_base;
@@ -172,7 +180,7 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
     const T* chunk_k = static_cast<const T*>(p.chunk_key);
     const T* chunk_v = static_cast<const T*>(p.chunk_value);
     if constexpr (kTma) {
-      // Whole tiles from the chunk or from consecutive cache rows: one lane issues the tensor copies and the barrier
+      // Whole tiles from the chunk or from consecutive cache rows: one thread issues the tensor copies and the barrier
       // completes on their bytes; other tiles (across the past / chunk boundary or the ring's end, or past the last
       // key: zero-filled) take cp.async, waited for here.
       const bool owner = chunk_k != nullptr;
@@ -186,7 +194,7 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
         const bool from_chunk = maps.chunk && owner && kt >= P && whole;
         const bool from_cache = maps.cache && (!owner || kt + BN <= P) && whole && (paged || kt % C + BN <= C);
         if (from_chunk || from_cache) {
-          if (lane == 0) {
+          if (ltid == 0) {
             dev::MbarArriveExpectTx(full, 2 * G::kTileBytes);
 #pragma unroll
             for (int panel = 0; panel < D / 64; ++panel) {
@@ -206,36 +214,39 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
             dev::MbarArrive(full);
           }
         } else {
-          LoadTile<T, D, BN>(sk, sv, kt, kend, P, C, S, Hkv, b, kvh, chunk_k, chunk_v, cache_k, cache_v, p.paged, block);
+          LoadTile<T, D, BN>(sk, sv, kt, kend, P, C, S, Hkv, b, kvh, chunk_k, chunk_v, cache_k, cache_v, p.paged, block,
+                             ltid);
           CpAsyncCommit();
           CpAsyncWait<0>();
           dev::FenceProxyAsync();
           dev::MbarArrive(full);
         }
       }
-      return;
-    }
-    for (int t = 0; t < ntiles; ++t) {
-      const int st = t % kStages;
-      if (t >= kStages) dev::MbarWait(empty_bar + 8 * st, (t / kStages + 1) & 1);
-      const int kt = kstart + t * BN;
-      const uint32_t sk = kv_addr + st * 2 * G::kTileBytes, sv = sk + G::kTileBytes;
-      const int block = paged ? dev::PagedBlock(p.paged, b, kt) : 0;
-      LoadTile<T, D, BN>(sk, sv, kt, kend, P, C, S, Hkv, b, kvh, chunk_k, chunk_v, cache_k, cache_v, p.paged, block);
-      CpAsyncCommit();
-      if (t >= 1) {  // the previous tile has landed: visible to wgmma, then full
-        CpAsyncWait<1>();
-        dev::FenceProxyAsync();
-        dev::MbarArrive(full_bar + 8 * ((t - 1) % kStages));
+    } else {
+      for (int t = 0; t < ntiles; ++t) {
+        const int st = t % kStages;
+        if (t >= kStages) dev::MbarWait(empty_bar + 8 * st, (t / kStages + 1) & 1);
+        const int kt = kstart + t * BN;
+        const uint32_t sk = kv_addr + st * 2 * G::kTileBytes, sv = sk + G::kTileBytes;
+        const int block = paged ? dev::PagedBlock(p.paged, b, kt) : 0;
+        LoadTile<T, D, BN>(sk, sv, kt, kend, P, C, S, Hkv, b, kvh, chunk_k, chunk_v, cache_k, cache_v, p.paged, block,
+                           ltid);
+        CpAsyncCommit();
+        if (t >= 1) {  // the previous tile has landed: visible to wgmma, then full
+          CpAsyncWait<1>();
+          dev::FenceProxyAsync();
+          dev::MbarArrive(full_bar + 8 * ((t - 1) % kStages));
+        }
       }
+      CpAsyncWait<0>();
+      dev::FenceProxyAsync();
+      dev::MbarArrive(full_bar + 8 * ((ntiles - 1) % kStages));
     }
-    CpAsyncWait<0>();
-    dev::FenceProxyAsync();
-    dev::MbarArrive(full_bar + 8 * ((ntiles - 1) % kStages));
     return;
   }
 
   // Computing warpgroup wg: rows 64 wg ... 64 wg + 63 of the tile. Its Q panels first (rows past nq zero-filled).
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kComputeRegisters));
   const int wg = warp / 4, wwarp = warp % 4, wtid = tid % 128;
   const uint32_t q_wg = q_addr + wg * G::kQBytes;
   {
@@ -285,9 +296,10 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
     dev::WgmmaCommit();
   };
   // Mask (only in tiles that straddle a boundary of the warp's rows: row r sees keys (pr - W, pr]) and online softmax
-  // of the scores of keys kt...: new maxima and sums, P packed as A fragments, the factors al0 / al1 that O must be
-  // scaled by. The lane holds rows g (e = 0, 1) and g + 8 (e = 2, 3); the 4 lanes of a row share its max.
-  auto softmax = [&](float (&s)[NT * 4], int kt, uint32_t (&pf)[NT / 2][4], float& al0, float& al1) {
+  // of the scores of keys kt...: new maxima and sums, the probabilities in place of the scores, the factors al0 / al1
+  // that O must be scaled by. The lane holds rows g (e = 0, 1) and g + 8 (e = 2, 3); the 4 lanes of a row share its
+  // max.
+  auto softmax = [&](float (&s)[NT * 4], int kt, float& al0, float& al1) {
     const int pw_first = p_first + wrow, pw_last = min(p_first + wrow + 15, p_last);
     if (!(kt + BN - 1 <= pw_first && (W == 0 || kt > pw_last - W))) {
       const int lo0 = W > 0 ? pr0 - W : INT_MIN, lo1 = W > 0 ? pr1 - W : INT_MIN;
@@ -329,8 +341,10 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
       const float e2 = exp2f(fmaf(s[4 * n + 2], mul, -b1)), e3 = exp2f(fmaf(s[4 * n + 3], mul, -b1));
       t0[n] = e0 + e1;
       t1[n] = e2 + e3;
-      pf[n / 2][(n % 2) * 2 + 0] = MmaOp<T>::Pack(e0, e1);
-      pf[n / 2][(n % 2) * 2 + 1] = MmaOp<T>::Pack(e2, e3);
+      s[4 * n] = e0;
+      s[4 * n + 1] = e1;
+      s[4 * n + 2] = e2;
+      s[4 * n + 3] = e3;
     }
 #pragma unroll
     for (int w = NT / 2; w > 0; w /= 2)
@@ -341,6 +355,14 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
       }
     l0 = l0 * al0 + t0[0];
     l1 = l1 * al1 + t1[0];
+  };
+  // P as the A fragments of P V, one per 16-key k-step.
+  auto pack = [&](const float (&e)[NT * 4], uint32_t (&pf)[NT / 2][4]) {
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+      pf[n / 2][(n % 2) * 2 + 0] = MmaOp<T>::Pack(e[4 * n], e[4 * n + 1]);
+      pf[n / 2][(n % 2) * 2 + 1] = MmaOp<T>::Pack(e[4 * n + 2], e[4 * n + 3]);
+    }
   };
   auto rescale = [&](float al0, float al1) {
 #pragma unroll
@@ -369,9 +391,10 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
         issue_s(s, st);
         dev::WgmmaWait<0>();
         dev::FenceRegisters(s);
-        uint32_t pf[NT / 2][4];
         float al0, al1;
-        softmax(s, kt, pf, al0, al1);
+        softmax(s, kt, al0, al1);
+        uint32_t pf[NT / 2][4];
+        pack(s, pf);
         rescale(al0, al1);
         dev::FenceRegisters(o);
         dev::FenceRegisters(pf);
@@ -387,56 +410,65 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
     // tile's O += P V, so the softmax of t runs while the tensor cores add P V of t - 1; O is rescaled by t's factors
     // once that product is done. The stage of t - 1 stays held until then (hence three stages).
     static_assert(kStages >= 3, "the overlapped schedule holds two stages while the loader fills a third");
-    uint32_t pending[NT / 2][4] = {};  // P of the last visible tile, whose P V is not issued yet
-    int pending_st = -1;
-    for (int t = 0; t < ntiles; ++t) {
-      const int st = t % kStages, kt = kstart + t * BN;
-      const bool any = wg_live && kt <= pg_last && (W == 0 || kt + BN - 1 > pg_first - W);
-      dev::MbarWait(full_bar + 8 * st, (t / kStages) & 1);
-      float s[NT * 4];
-      dev::FenceRegisters(o);
-      dev::FenceRegisters(pending);
-      dev::WgmmaFence();
-      if (any) issue_s(s, st);
-      if (pending_st >= 0) issue_pv(pending, pending_st);
-      if (any) {
-        if (pending_st >= 0) dev::WgmmaWait<1>();
-        else dev::WgmmaWait<0>();
+    // The warpgroup's visible tiles form one range [first, last] (the causal bound cuts the end, the window the
+    // start); the tiles around it are only waited for and released, in order, and the range runs without branches
+    // around the products, so that ptxas can follow the asynchronous ones (it serializes them when it cannot).
+    auto visible = [&](int t) {
+      const int kt = kstart + t * BN;
+      return wg_live && kt <= pg_last && (W == 0 || kt + BN - 1 > pg_first - W);
+    };
+    int first = 0;
+    while (first < ntiles && !visible(first)) ++first;
+    int last = first;
+    while (last + 1 < ntiles && visible(last + 1)) ++last;
+    auto skip = [&](int t) {
+      dev::MbarWait(full_bar + 8 * (t % kStages), (t / kStages) & 1);
+      release(t % kStages);
+    };
+    for (int t = 0; t < min(first, ntiles); ++t) skip(t);
+    if (first < ntiles) {
+      uint32_t pending[NT / 2][4];  // P of the previous tile, whose P V is issued with the next tile's S
+      {
+        const int st = first % kStages;
+        dev::MbarWait(full_bar + 8 * st, (first / kStages) & 1);
+        float s[NT * 4];
+        dev::WgmmaFence();
+        issue_s(s, st);
+        dev::WgmmaWait<0>();
         dev::FenceRegisters(s);
-        uint32_t pf[NT / 2][4];
         float al0, al1;
-        softmax(s, kt, pf, al0, al1);
-        if (pending_st >= 0) {
-          dev::WgmmaWait<0>();
-          dev::FenceRegisters(o);
-          dev::FenceRegisters(pending);
-          release(pending_st);
-        }
+        softmax(s, kstart + first * BN, al0, al1);
+        pack(s, pending);
         rescale(al0, al1);
-#pragma unroll
-        for (int i = 0; i < NT / 2; ++i)
-#pragma unroll
-          for (int j = 0; j < 4; ++j) pending[i][j] = pf[i][j];
-        pending_st = st;
-      } else {
-        if (pending_st >= 0) {
-          dev::WgmmaWait<0>();
-          dev::FenceRegisters(o);
-          dev::FenceRegisters(pending);
-          release(pending_st);
-          pending_st = -1;
-        }
-        release(st);
       }
-    }
-    if (pending_st >= 0) {
+      for (int t = first + 1; t <= last; ++t) {
+        const int st = t % kStages, prev = (t - 1) % kStages;
+        dev::MbarWait(full_bar + 8 * st, (t / kStages) & 1);
+        float s[NT * 4];
+        dev::FenceRegisters(o);
+        dev::FenceRegisters(pending);
+        dev::WgmmaFence();
+        issue_s(s, st);
+        issue_pv(pending, prev);
+        dev::WgmmaWait<1>();
+        dev::FenceRegisters(s);
+        float al0, al1;
+        softmax(s, kstart + t * BN, al0, al1);
+        dev::WgmmaWait<0>();
+        dev::FenceRegisters(o);
+        dev::FenceRegisters(pending);
+        release(prev);
+        rescale(al0, al1);
+        pack(s, pending);
+      }
       dev::FenceRegisters(o);
       dev::FenceRegisters(pending);
       dev::WgmmaFence();
-      issue_pv(pending, pending_st);
+      issue_pv(pending, last % kStages);
       dev::WgmmaWait<0>();
       dev::FenceRegisters(o);
-      release(pending_st);
+      release(last % kStages);
+      for (int t = last + 1; t < ntiles; ++t) skip(t);
     }
   }
 
@@ -469,8 +501,12 @@ TensorMapEncode TensorMapEncoder() {
   static const TensorMapEncode encoder = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult found{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
-        found != cudaDriverEntryPointSuccess) {
+#if CUDART_VERSION >= 12050
+    const cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found);
+#else
+    const cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn, cudaEnableDefault, &found);
+#endif
+    if (e != cudaSuccess || found != cudaDriverEntryPointSuccess) {
       (void)cudaGetLastError();
       return static_cast<TensorMapEncode>(nullptr);
     }
