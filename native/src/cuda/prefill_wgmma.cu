@@ -12,9 +12,9 @@
 //             O += P V (128 / 16 wgmma, B = the V tile N-major). A warpgroup skips the products of tiles none of its
 //             rows can see, and masks per element only in tiles that straddle a boundary of its rows. kOverlap: tile
 //             t's S is issued with tile t - 1's P V, so that t's softmax runs under that product.
-// Variants (PlanTuning::prefill_kernel): 1 two stages in order (measured: docs/benchmarks.md), 2 three stages in
-// order, 3 three stages overlapped, 4 as 3 with whole tiles loaded by the tensor memory accelerator (TMA: one thread
-// issues a tile's copies, the barrier completes on their bytes).
+// Variants (PlanTuning::prefill_kernel): 1 two stages in order (an earlier block layout of it measured:
+// docs/benchmarks.md), 2 three stages in order, 3 three stages overlapped, 4 as 3 with whole tiles loaded by the tensor
+// memory accelerator (TMA: one thread issues a tile's copies, the barrier completes on their bytes).
 // Grid: x = query tiles (the last first: under the causal mask later tokens see more keys), y = query head,
 // z = sequence. Split-K, softcap and paged pools whose blocks split a 128-key tile stay on PrefillTcKernel (Plan).
 #include <cuda.h>  // CUtensorMap (the encoder comes through the runtime's driver entry point: no libcuda link)

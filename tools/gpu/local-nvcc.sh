@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Compiles CUDA sources with a real nvcc and ptxas on a machine without a GPU or a CUDA install: Debian's packages of
+# the CUDA 12.4 toolkit (non-free, the release after the one the machine runs), downloaded with apt-get into a cache
+# folder and unpacked there, never installed. Where tools/gpu/cuda-syntax.sh (clang) checks C++ only, this one also
+# assembles the sm_90a code: compile errors in inline PTX, registers, spills and ptxas's warnings about wgmma it had to
+# serialize, before a GPU run is spent on them.
+#
+#   tools/gpu/local-nvcc.sh [file.cu ...]     default: native/src/cuda/*.cu and the kernel tools of tools/gpu
+#   MIXATTN_NVCC_DIR   where the toolkit is kept (default ${XDG_CACHE_HOME:-$HOME/.cache}/mixattn-nvcc-12.4)
+#
+# Needs apt-get and the machine's Debian sources (their first URI is used with the next release's suite and the
+# non-free component, in a private apt state: the machine's own package lists are not touched). Each file is compiled
+# for sm_90a and compute_80 (the release library's targets, native/CMakeLists.txt) with the tuning build's definitions.
+# Prints per file: ok / ERROR, and for the prefill and decode kernels their registers and spills; then every ptxas
+# "Potential Performance Loss" line. Exit status: the number of files that failed.
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+dir=${MIXATTN_NVCC_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mixattn-nvcc-12.4}
+nvcc=$dir/root/usr/lib/nvidia-cuda-toolkit/bin/nvcc
+packages=(nvidia-cuda-toolkit=12.4.131~12.4.1-2 nvidia-cuda-dev=12.4.127~12.4.1-2 libcu++-dev=2.3.2-2)
+
+if [ ! -x "$nvcc" ]; then
+  echo "== fetching the CUDA 12.4 toolkit packages into $dir (about 1 GB, once)"
+  apt=$dir/apt
+  mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$dir/root"
+  uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)
+  [ -n "$uri" ] || uri=$(awk '/^deb / && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+  [ -n "$uri" ] || { echo "no Debian source found in /etc/apt"; exit 1; }
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri trixie main contrib non-free" > "$apt/sources.list"
+  opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/nonexistent -o "Dir::State::Lists=$apt/lists"
+        -o "Dir::Cache=$apt/cache" -o APT::Get::List-Cleanup=0)
+  apt-get "${opts[@]}" update > "$apt/update.log" 2>&1 || { tail -5 "$apt/update.log"; exit 1; }
+  (cd "$apt" && apt-get "${opts[@]}" download "${packages[@]}" > "$apt/download.log" 2>&1) || { tail -5 "$apt/download.log"; exit 1; }
+  dpkg-deb -x "$apt"/nvidia-cuda-toolkit_*.deb "$dir/root"
+  dpkg-deb -x "$apt"/libcu++-dev_*.deb "$dir/root"
+  dpkg-deb --fsys-tarfile "$apt"/nvidia-cuda-dev_*.deb | tar -x -C "$dir/root" --wildcards './usr/include/*'
+  rm -f "$apt"/*.deb
+  # The package's nvcc.profile points at /usr (an installed toolkit): point it at the unpacked tree instead.
+  bin=$dir/root/usr/lib/nvidia-cuda-toolkit/bin
+  rm -f "$bin/nvcc.profile"
+  {
+    echo "NVVMIR_LIBRARY_DIR = $dir/root/usr/lib/nvidia-cuda-toolkit/libdevice"
+    echo "PATH += $bin:$dir/root/usr/bin:"
+    echo "INCLUDES += -I$dir/root/usr/include \$(_SPACE_)"
+  } > "$bin/nvcc.profile"
+  [ -x "$nvcc" ] || { echo "nvcc not found after unpacking"; exit 1; }
+fi
+
+files=("$@")
+[ ${#files[@]} -gt 0 ] || files=(native/src/cuda/*.cu tools/gpu/kbench.cu tools/gpu/prefill_test.cu tools/gpu/paged_test.cu
+                                tools/gpu/kvq_test.cu)
+gtest=()
+[ -f /usr/include/gtest/gtest.h ] || { [ -d .gtest/include ] && gtest=(-I.gtest/include); }
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+failed=0
+for f in "${files[@]}"; do
+  if "$nvcc" -ccbin "${CXX:-g++}" -std=c++17 -O3 -Xptxas=-v -gencode=arch=compute_90a,code=sm_90a \
+       -gencode=arch=compute_80,code=compute_80 -Inative/src -Inative/include -Itools/gpu "${gtest[@]}" -DMIXATTN_TUNING=1 \
+       -c "$f" -o /dev/null > "$log" 2>&1; then
+    echo "ok    $f"
+  else
+    echo "ERROR $f"; grep -E "error" -A2 "$log" | head -20; failed=$((failed + 1))
+  fi
+  # Registers and spills of the kernels that matter for speed, one line per instantiation.
+  awk '/Compiling entry function/ {name = $0} /spill stores/ {spill = $0}
+       /Used [0-9]+ registers/ && name ~ /(Prefill|Decode)[A-Za-z]*Kernel/ {print name "|" spill "|" $0}' "$log" \
+    | sed -E "s/.*entry function '([^']*)'.*\\|(.*)\\|.*(Used [0-9]+ registers).*/\\1 \\3,\\2/" | c++filt \
+    | sed -E 's/mixattn::cuda::(\(anonymous namespace\)::)?//g; s/\([^()]*\) Used/ Used/; s/ +/ /g; s/^/      /' | sort -u
+  grep -E "Potential Performance Loss" "$log" | sed -E "s/.*\\((C[0-9]+)\\) Potential Performance Loss: (.*) in the function '([^']*)'.*/\\1 \\3: \\2/" \
+    | c++filt | sed 's/^/      /'
+done
+exit $failed
