@@ -22,6 +22,7 @@
 #include "cuda/kernel_common.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/mma.cuh"
+#include "cuda/prefill_common.cuh"
 
 namespace mixattn::cuda {
 namespace {
@@ -63,25 +64,12 @@ __device__ __noinline__ void CopyTileRows(uint32_t sk, uint32_t sv, int kt, int 
                                           const T* cache_v, const BlockTable paged) {
   constexpr int NV = D / 8, RS = kThreads / NV;
   const int c_own = threadIdx.x % NV, r_own = threadIdx.x / NV;
-  const bool owner = chunk_k != nullptr;
 #pragma unroll
   for (int i = 0; i < BN / RS; ++i) {
     const int r = r_own + i * RS;
-    const int j = kt + r;
-    const bool valid = j < kend;
-    const T* kr = cache_k;
-    const T* vr = cache_v;
-    if (valid) {
-      if (owner && j >= P) {
-        const size_t off = ((static_cast<size_t>(b) * S + (j - P)) * Hkv + kvh) * D;
-        kr = chunk_k + off;
-        vr = chunk_v + off;
-      } else {
-        const size_t off = (paged.table != nullptr ? dev::PagedRow(paged, b, kvh, Hkv, j) : static_cast<size_t>(j % C)) * D;
-        kr = cache_k + off;
-        vr = cache_v + off;
-      }
-    }
+    const T* kr;
+    const T* vr;
+    const bool valid = dev::KeyRows<T, D>(kt + r, kend, P, C, S, Hkv, b, kvh, chunk_k, chunk_v, cache_k, cache_v, paged, kr, vr);
     const uint32_t o = Swizzled<D>(r, c_own) * sizeof(T);
     CpAsync16(sk + o, kr + (valid ? c_own * 8 : 0), valid ? 16 : 0);
     CpAsync16(sv + o, vr + (valid ? c_own * 8 : 0), valid ? 16 : 0);
@@ -286,9 +274,9 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
     // Can any row of the warp see a key of this tile? (causal: kt <= last row; window: last key > first row - W)
     const bool any = warp_live && kt <= pw_last && (W == 0 || kt + BN - 1 > pw_first - W);
     if (any) {
-      float s[NT][4];
+      float s[NT * 4];
 #pragma unroll
-      for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+      for (int i = 0; i < NT * 4; ++i) s[i] = 0.f;
 #pragma unroll
       for (int kc = 0; kc < KC; ++kc) {
         uint32_t a_local[4];
@@ -302,75 +290,20 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
         for (int n = 0; n < NT; n += 2) {
           uint32_t kf[4];
           LdMatrixX4(kf, sk + Swizzled<D>(n * 8 + kb_row, 2 * kc + kb_chunk) * sizeof(T));
-          MmaOp<T>::Run(s[n], a, kf[0], kf[1]);
-          MmaOp<T>::Run(s[n + 1], a, kf[2], kf[3]);
+          MmaOp<T>::Run(s + 4 * n, a, kf[0], kf[1]);
+          MmaOp<T>::Run(s + 4 * n + 4, a, kf[2], kf[3]);
         }
       }
       if constexpr (kSoftcap) {
 #pragma unroll
-        for (int n = 0; n < NT; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s[n][e] = dev::Softcap(s[n][e] * p.scale, p.softcap) * log2e;
+        for (int i = 0; i < NT * 4; ++i) s[i] = dev::Softcap(s[i] * p.scale, p.softcap) * log2e;
       }
-      // Mask, only in tiles that straddle a boundary of the warp's rows: every key of the tile is visible to every
-      // row of the warp when the tile ends at or before the warp's first position and starts inside the window of
-      // its last one. Row r sees keys (pr - W, pr].
-      if (!(kt + BN - 1 <= pw_first && (W == 0 || kt > pw_last - W))) {
-        const int lo0 = W > 0 ? pr0 - W : INT_MIN, lo1 = W > 0 ? pr1 - W : INT_MIN;
-#pragma unroll
-        for (int n = 0; n < NT; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int j = kt + n * 8 + 2 * t4 + (e & 1);
-            if (e < 2 ? (j > pr0 || j <= lo0) : (j > pr1 || j <= lo1)) s[n][e] = -INFINITY;
-          }
-      }
-      // Online softmax: lane holds rows g (e = 0, 1) and g + 8 (e = 2, 3); the 4 lanes of a row share its max.
-      // Maxima and sums as trees over the n-tiles (a chain of NT dependent steps each would be latency on every tile).
-      float t0[NT], t1[NT];
-#pragma unroll
-      for (int n = 0; n < NT; ++n) {
-        t0[n] = fmaxf(s[n][0], s[n][1]);
-        t1[n] = fmaxf(s[n][2], s[n][3]);
-      }
-#pragma unroll
-      for (int w = NT / 2; w > 0; w /= 2)
-#pragma unroll
-        for (int n = 0; n < w; ++n) {
-          t0[n] = fmaxf(t0[n], t0[n + w]);
-          t1[n] = fmaxf(t1[n], t1[n + w]);
-        }
-      float mx0 = fmaxf(m0, t0[0]), mx1 = fmaxf(m1, t1[0]);
-#pragma unroll
-      for (int off = 1; off < 4; off *= 2) {
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
-      }
-      // New maxima mx (raw units); a row that has seen nothing yet keeps -inf, and its exponent base is 0 so that
-      // exp2(-inf) = 0 and never exp2(-inf + inf).
-      const float b0 = mx0 == -INFINITY ? 0.f : mx0 * mul, b1 = mx1 == -INFINITY ? 0.f : mx1 * mul;
-      const float al0 = exp2f(fmaf(m0, mul, -b0)), al1 = exp2f(fmaf(m1, mul, -b1));  // m = -inf: 0 (l, O are 0)
-      m0 = mx0;
-      m1 = mx1;
+      float al0, al1;
       uint32_t pf[NT / 2][4];  // A fragments of P, one per 16-key k-step
-#pragma unroll
-      for (int n = 0; n < NT; ++n) {
-        const float e0 = exp2f(fmaf(s[n][0], mul, -b0)), e1 = exp2f(fmaf(s[n][1], mul, -b0));
-        const float e2 = exp2f(fmaf(s[n][2], mul, -b1)), e3 = exp2f(fmaf(s[n][3], mul, -b1));
-        t0[n] = e0 + e1;
-        t1[n] = e2 + e3;
-        pf[n / 2][(n % 2) * 2 + 0] = MmaOp<T>::Pack(e0, e1);
-        pf[n / 2][(n % 2) * 2 + 1] = MmaOp<T>::Pack(e2, e3);
-      }
-#pragma unroll
-      for (int w = NT / 2; w > 0; w /= 2)
-#pragma unroll
-        for (int n = 0; n < w; ++n) {
-          t0[n] += t0[n + w];
-          t1[n] += t1[n + w];
-        }
-      l0 = l0 * al0 + t0[0];
-      l1 = l1 * al1 + t1[0];
+      dev::SoftmaxTile<NT>(s, kt, t4, pr0, pr1, pw_first, pw_last, W, mul, m0, m1, l0, l1, al0, al1,
+                           [&](int n, float p0, float p1, float p2, float p3) {
+                             dev::PackProbabilities<T, NT>(pf, n, p0, p1, p2, p3);
+                           });
       if (__any_sync(0xffffffffu, al0 != 1.f || al1 != 1.f)) {  // skipped once the row maxima settle
 #pragma unroll
         for (int dt = 0; dt < DT; ++dt) {

@@ -4,9 +4,9 @@
 //
 // Block: 128 query tokens of one head; warps 0-3 and 4-7 are two computing warpgroups of 64 rows each, warps 8-11
 // load (and hand their registers to the computing ones: setmaxnreg).
-//   loader:   streams K / V tiles of 128 keys (64 at D = 256) by cp.async into a ring of kStages stages of 128-byte swizzled panels
-//             (wgmma.cuh), and marks a stage full (mbarrier) once its copies have landed and are made visible to the
-//             async proxy; it refills a stage when both warpgroups have marked it empty.
+//   loader:   streams K / V tiles of 128 keys (64 at D = 256) by cp.async into a ring of kStages stages of 128-byte
+//             swizzled panels (wgmma.cuh), and marks a stage full (mbarrier) once its copies have landed and are made
+//             visible to the async proxy; it refills a stage when both warpgroups have marked it empty.
 //   compute:  S = Q K^T as D / 16 wgmma (A = the warpgroup's Q panels, B = the K tile, both K-major); mask and online
 //             softmax in registers (fp32, base 2); P packed to 16 bits in registers is the A operand of
 //             O += P V (128 / 16 wgmma, B = the V tile N-major). A warpgroup skips the products of tiles none of its
@@ -27,6 +27,7 @@
 #include "cuda/kernel_common.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/mma.cuh"
+#include "cuda/prefill_common.cuh"
 #include "cuda/wgmma.cuh"
 
 namespace mixattn::cuda {
@@ -99,21 +100,9 @@ __device__ __forceinline__ void LoadTile(uint32_t sk, uint32_t sv, int kt, int k
   }
   for (int i = 0; i < BN / RPP; ++i) {
     const int r = r0 + i * RPP;
-    const int j = kt + r;
-    const bool valid = j < kend;
-    const T* kr = cache_k;
-    const T* vr = cache_v;
-    if (valid) {
-      if (owner && j >= P) {
-        const size_t off = ((static_cast<size_t>(b) * S + (j - P)) * Hkv + kvh) * D;
-        kr = chunk_k + off;
-        vr = chunk_v + off;
-      } else {
-        const size_t off = (paged.table != nullptr ? dev::PagedRow(paged, b, kvh, Hkv, j) : static_cast<size_t>(j % C)) * D;
-        kr = cache_k + off;
-        vr = cache_v + off;
-      }
-    }
+    const T* kr;
+    const T* vr;
+    const bool valid = dev::KeyRows<T, D>(kt + r, kend, P, C, S, Hkv, b, kvh, chunk_k, chunk_v, cache_k, cache_v, paged, kr, vr);
     const uint32_t o = PanelOffset(BN, r, c);
     CpAsync16(sk + o, kr + (valid ? c * 8 : 0), valid ? 16 : 0);
     CpAsync16(sv + o, vr + (valid ? c * 8 : 0), valid ? 16 : 0);
@@ -135,8 +124,9 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
   const uint32_t q_addr = base, kv_addr = base + 2 * G::kQBytes;
   const uint32_t full_bar = base + G::kBarriers, empty_bar = full_bar + 8 * kStages;
 
-  const int tiles = gridDim.x;
-  const int tile = tiles - 1 - static_cast<int>(blockIdx.x);
+  // The block's query tile, as PrefillTcKernel finds it (kept inline there: its D = 64 instantiation needs 29 more
+  // registers when this part comes from a shared helper).
+  const int tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
   const int h = blockIdx.y, b = blockIdx.z;
   const int S = p.seq, Hq = p.num_heads, Hkv = p.kv_num_heads, C = p.capacity, W = p.window;
   const int kvh = h / p.group;
@@ -295,74 +285,21 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
     for (int kk = 0; kk < NT / 2; ++kk) dev::Wgmma<T, D>::RS(o, pf[kk], SmemDesc(sv + kk * 16 * 128, BN * 128, 1024), 1);
     dev::WgmmaCommit();
   };
-  // Mask (only in tiles that straddle a boundary of the warp's rows: row r sees keys (pr - W, pr]) and online softmax
-  // of the scores of keys kt...: new maxima and sums, the probabilities in place of the scores, the factors al0 / al1
-  // that O must be scaled by. The lane holds rows g (e = 0, 1) and g + 8 (e = 2, 3); the 4 lanes of a row share its
-  // max.
+  // The tile's online softmax (prefill_common.cuh), the probabilities written over the scores.
+  const int pw_first = p_first + wrow, pw_last = min(p_first + wrow + 15, p_last);
   auto softmax = [&](float (&s)[NT * 4], int kt, float& al0, float& al1) {
-    const int pw_first = p_first + wrow, pw_last = min(p_first + wrow + 15, p_last);
-    if (!(kt + BN - 1 <= pw_first && (W == 0 || kt > pw_last - W))) {
-      const int lo0 = W > 0 ? pr0 - W : INT_MIN, lo1 = W > 0 ? pr1 - W : INT_MIN;
-#pragma unroll
-      for (int n = 0; n < NT; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int j = kt + n * 8 + 2 * t4 + (e & 1);
-          if (e < 2 ? (j > pr0 || j <= lo0) : (j > pr1 || j <= lo1)) s[4 * n + e] = -INFINITY;
-        }
-    }
-    float t0[NT], t1[NT];
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-      t0[n] = fmaxf(s[4 * n], s[4 * n + 1]);
-      t1[n] = fmaxf(s[4 * n + 2], s[4 * n + 3]);
-    }
-#pragma unroll
-    for (int w = NT / 2; w > 0; w /= 2)
-#pragma unroll
-      for (int n = 0; n < w; ++n) {
-        t0[n] = fmaxf(t0[n], t0[n + w]);
-        t1[n] = fmaxf(t1[n], t1[n + w]);
-      }
-    float mx0 = fmaxf(m0, t0[0]), mx1 = fmaxf(m1, t1[0]);
-#pragma unroll
-    for (int off = 1; off < 4; off *= 2) {
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
-    }
-    const float b0 = mx0 == -INFINITY ? 0.f : mx0 * mul, b1 = mx1 == -INFINITY ? 0.f : mx1 * mul;
-    al0 = exp2f(fmaf(m0, mul, -b0));  // m = -inf: 0 (l, O are 0)
-    al1 = exp2f(fmaf(m1, mul, -b1));
-    m0 = mx0;
-    m1 = mx1;
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-      const float e0 = exp2f(fmaf(s[4 * n], mul, -b0)), e1 = exp2f(fmaf(s[4 * n + 1], mul, -b0));
-      const float e2 = exp2f(fmaf(s[4 * n + 2], mul, -b1)), e3 = exp2f(fmaf(s[4 * n + 3], mul, -b1));
-      t0[n] = e0 + e1;
-      t1[n] = e2 + e3;
-      s[4 * n] = e0;
-      s[4 * n + 1] = e1;
-      s[4 * n + 2] = e2;
-      s[4 * n + 3] = e3;
-    }
-#pragma unroll
-    for (int w = NT / 2; w > 0; w /= 2)
-#pragma unroll
-      for (int n = 0; n < w; ++n) {
-        t0[n] += t0[n + w];
-        t1[n] += t1[n + w];
-      }
-    l0 = l0 * al0 + t0[0];
-    l1 = l1 * al1 + t1[0];
+    dev::SoftmaxTile<NT>(s, kt, t4, pr0, pr1, pw_first, pw_last, W, mul, m0, m1, l0, l1, al0, al1,
+                         [&](int n, float p0, float p1, float p2, float p3) {
+                           s[4 * n] = p0;
+                           s[4 * n + 1] = p1;
+                           s[4 * n + 2] = p2;
+                           s[4 * n + 3] = p3;
+                         });
   };
   // P as the A fragments of P V, one per 16-key k-step.
   auto pack = [&](const float (&e)[NT * 4], uint32_t (&pf)[NT / 2][4]) {
 #pragma unroll
-    for (int n = 0; n < NT; ++n) {
-      pf[n / 2][(n % 2) * 2 + 0] = MmaOp<T>::Pack(e[4 * n], e[4 * n + 1]);
-      pf[n / 2][(n % 2) * 2 + 1] = MmaOp<T>::Pack(e[4 * n + 2], e[4 * n + 3]);
-    }
+    for (int n = 0; n < NT; ++n) dev::PackProbabilities<T, NT>(pf, n, e[4 * n], e[4 * n + 1], e[4 * n + 2], e[4 * n + 3]);
   };
   auto rescale = [&](float al0, float al1) {
 #pragma unroll

@@ -1,0 +1,108 @@
+// Device code both prefill kernels share (prefill.cu: mma.sync; prefill_wgmma.cu: warpgroup MMA): where a key row
+// comes from, and the online softmax of one tile of scores held as m16n8 accumulator fragments.
+#pragma once
+
+#include <climits>
+
+#include "cuda/kernel_common.cuh"
+#include "cuda/kernels.cuh"
+#include "cuda/mma.cuh"
+
+namespace mixattn::cuda::dev {
+
+// The K / V rows of key j of (sequence b, KV head kvh): the owner's chunk row for j >= P, else the cache row (slot
+// j mod C, or through the block table of a paged pool). False (rows left at the caches' bases) for j >= kend, a row
+// the caller zero-fills.
+template <typename T, int D>
+__device__ __forceinline__ bool KeyRows(int j, int kend, int P, int C, int S, int Hkv, int b, int kvh, const T* chunk_k,
+                                        const T* chunk_v, const T* cache_k, const T* cache_v, const BlockTable& paged,
+                                        const T*& kr, const T*& vr) {
+  kr = cache_k;
+  vr = cache_v;
+  if (j >= kend) return false;
+  if (chunk_k != nullptr && j >= P) {
+    const size_t off = ((static_cast<size_t>(b) * S + (j - P)) * Hkv + kvh) * D;
+    kr = chunk_k + off;
+    vr = chunk_v + off;
+  } else {
+    const size_t off = (paged.table != nullptr ? PagedRow(paged, b, kvh, Hkv, j) : static_cast<size_t>(j % C)) * D;
+    kr = cache_k + off;
+    vr = cache_v + off;
+  }
+  return true;
+}
+
+// One tile of scores of keys kt ... kt + 8 NT - 1 for a warp's 16 rows, as m16n8 accumulator fragments: s[4 n + e]
+// is row g (e = 0, 1) or g + 8 (e = 2, 3), key kt + 8 n + 2 t4 + e % 2 (g = lane / 4, t4 = lane % 4). Masks, only
+// when the tile straddles a boundary of the warp's rows (positions pw_first ... pw_last; row r sees keys
+// (pr - W, pr]), then hands the probabilities exp2(s mul - max mul) of n-tile n to emit(n, p0, p1, p2, p3) as they
+// are computed, updates the row maxima m (raw units; -inf before any key) and the partial sums l (this lane's share),
+// and returns the factors al by which the output accumulated so far must be scaled. Maxima and sums as trees over
+// the n-tiles (a chain of NT dependent steps would be latency on every tile); the 4 lanes of a row share its max.
+template <int NT, typename Emit>
+__device__ __forceinline__ void SoftmaxTile(float (&s)[NT * 4], int kt, int t4, int pr0, int pr1, int pw_first, int pw_last,
+                                            int W, float mul, float& m0, float& m1, float& l0, float& l1, float& al0,
+                                            float& al1, Emit&& emit) {
+  if (!(kt + 8 * NT - 1 <= pw_first && (W == 0 || kt > pw_last - W))) {
+    const int lo0 = W > 0 ? pr0 - W : INT_MIN, lo1 = W > 0 ? pr1 - W : INT_MIN;
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = kt + n * 8 + 2 * t4 + (e & 1);
+        if (e < 2 ? (j > pr0 || j <= lo0) : (j > pr1 || j <= lo1)) s[4 * n + e] = -INFINITY;
+      }
+  }
+  float t0[NT], t1[NT];
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+    t0[n] = fmaxf(s[4 * n], s[4 * n + 1]);
+    t1[n] = fmaxf(s[4 * n + 2], s[4 * n + 3]);
+  }
+#pragma unroll
+  for (int w = NT / 2; w > 0; w /= 2)
+#pragma unroll
+    for (int n = 0; n < w; ++n) {
+      t0[n] = fmaxf(t0[n], t0[n + w]);
+      t1[n] = fmaxf(t1[n], t1[n + w]);
+    }
+  float mx0 = fmaxf(m0, t0[0]), mx1 = fmaxf(m1, t1[0]);
+#pragma unroll
+  for (int off = 1; off < 4; off *= 2) {
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+  }
+  // A row that has seen nothing yet keeps -inf, and its exponent base is 0 so that exp2(-inf) = 0 and never
+  // exp2(-inf + inf).
+  const float b0 = mx0 == -INFINITY ? 0.f : mx0 * mul, b1 = mx1 == -INFINITY ? 0.f : mx1 * mul;
+  al0 = exp2f(fmaf(m0, mul, -b0));  // m = -inf: 0 (l and the output are 0)
+  al1 = exp2f(fmaf(m1, mul, -b1));
+  m0 = mx0;
+  m1 = mx1;
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+    const float e0 = exp2f(fmaf(s[4 * n], mul, -b0)), e1 = exp2f(fmaf(s[4 * n + 1], mul, -b0));
+    const float e2 = exp2f(fmaf(s[4 * n + 2], mul, -b1)), e3 = exp2f(fmaf(s[4 * n + 3], mul, -b1));
+    t0[n] = e0 + e1;
+    t1[n] = e2 + e3;
+    emit(n, e0, e1, e2, e3);
+  }
+#pragma unroll
+  for (int w = NT / 2; w > 0; w /= 2)
+#pragma unroll
+    for (int n = 0; n < w; ++n) {
+      t0[n] += t0[n + w];
+      t1[n] += t1[n + w];
+    }
+  l0 = l0 * al0 + t0[0];
+  l1 = l1 * al1 + t1[0];
+}
+
+// Probabilities of n-tile n into the A fragments of P V (the m16n8k16 A fragment, one per 16-key k-step), 16 bits.
+template <typename T, int NT>
+__device__ __forceinline__ void PackProbabilities(uint32_t (&pf)[NT / 2][4], int n, float p0, float p1, float p2, float p3) {
+  pf[n / 2][(n % 2) * 2 + 0] = MmaOp<T>::Pack(p0, p1);
+  pf[n / 2][(n % 2) * 2 + 1] = MmaOp<T>::Pack(p2, p3);
+}
+
+}  // namespace mixattn::cuda::dev
