@@ -7,6 +7,7 @@
 #   tools/gpu/kernels.sh ["KIND B T D [variant...]" | "prefill [B S P D W]..." ...]     e.g. "global 8 32768 128 p64"
 #   KERNEL_TESTS="paged_test kvq_test"  which GoogleTests to run (default all three; empty: none)
 #   KBENCH_ENV="KBENCH_QUANT=1"         environment of the kbench runs
+#   KERNEL_TEST_TIMEOUT=240             seconds each GoogleTest may run (kbench: 300 an entry)
 # A "prefill ..." entry also runs tools/gpu/torch_prefill_bench.py on its global shapes (all of them without shapes).
 #
 # GoogleTest: the system's, else a carried .gtest/ (include/gtest, lib/libgtest*.a). Scratch: $MIXATTN_GPU_WORK
@@ -36,7 +37,8 @@ awk '/Compiling entry function/ {name = $0} /spill stores/ {spill = $0}
 grep -E "Potential Performance Loss" "$work/build.log" | sed -E 's/.*Potential/Potential/' | sort | uniq -c | head -5
 rc=0
 for t in $tests; do
-  "$work/build/$t" --gtest_brief=1 > "$work/$t.log" 2>&1 || rc=1
+  # A bounded run: a kernel that hangs (a barrier never completed) fails its test run instead of the GPU call.
+  timeout "${KERNEL_TEST_TIMEOUT:-240}" "$work/build/$t" --gtest_brief=1 > "$work/$t.log" 2>&1 || { e=$?; rc=1; echo "== $t: exit $e (124: timed out)"; }
   grep -E "Failure|error" -A4 "$work/$t.log" | head -40
   echo "== $t: $(grep -E '^\[  (PASSED|FAILED)  \]' "$work/$t.log" | tr '\n' ' ')"
 done
@@ -44,8 +46,8 @@ nvidia-smi --query-gpu=name --format=csv,noheader
 for s in "$@"; do
   # shellcheck disable=SC2086
   case $s in  # "prefill [B S P D W]...": kbench's prefill rows (no shape: its standard list); else a decode shape
-    prefill*) env ${KBENCH_ENV:-} "$work/build/kbench" $s 2> /dev/null | grep -v "^#" ;;
-    *) env ${KBENCH_ENV:-} "$work/build/kbench" shape $s 2> /dev/null | grep -v "^#\|^kind" ;;
+    prefill*) timeout 300 env ${KBENCH_ENV:-} "$work/build/kbench" $s 2> /dev/null | grep -v "^#" ;;
+    *) timeout 300 env ${KBENCH_ENV:-} "$work/build/kbench" shape $s 2> /dev/null | grep -v "^#\|^kind" ;;
   esac
 done
 # Prefill rows: torch SDPA (flash, cuDNN) on the same global shapes in the same run, where torch is installed (the
