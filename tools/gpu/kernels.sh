@@ -38,7 +38,8 @@ grep -E "Potential Performance Loss" "$work/build.log" | sed -E 's/.*Potential/P
 rc=0
 for t in $tests; do
   # A bounded run: a kernel that hangs (a barrier never completed) fails its test run instead of the GPU call.
-  timeout "${KERNEL_TEST_TIMEOUT:-240}" "$work/build/$t" --gtest_brief=1 > "$work/$t.log" 2>&1 || { e=$?; rc=1; echo "== $t: exit $e (124: timed out)"; }
+  timeout "${KERNEL_TEST_TIMEOUT:-240}" "$work/build/$t" > "$work/$t.log" 2>&1 \
+    || { e=$?; rc=1; echo "== $t: exit $e (124: timed out; last started: $(grep -E '^\[ RUN' "$work/$t.log" | tail -1))"; }
   grep -E "Failure|error" -A4 "$work/$t.log" | head -40
   echo "== $t: $(grep -E '^\[  (PASSED|FAILED)  \]' "$work/$t.log" | tr '\n' ' ')"
 done
