@@ -65,9 +65,10 @@ struct WgmmaGeometry {
   static constexpr int kBN = D <= 128 ? kPrefillWgmmaKeysPerTile : kPrefillWgmmaKeysPerTile / 2;
   static constexpr uint32_t kQBytes = 64 * D * 2;        // one warpgroup's Q panels
   static constexpr uint32_t kTileBytes = kBN * D * 2;    // one K (or V) tile
-  static constexpr uint32_t kBarriers = 2 * kQBytes + kStages * 2 * kTileBytes;  // full[stages], empty[stages]
+  // Byte offset of the barriers full[stages], empty[stages], after Q and the stages.
+  static constexpr uint32_t kBarrierOffset = 2 * kQBytes + kStages * 2 * kTileBytes;
   // 1024 bytes of slack: the dynamic buffer is aligned up to the swizzle atom in the kernel.
-  static constexpr size_t kSmemBytes = kBarriers + 2 * kStages * 8 + 1024;
+  static constexpr size_t kSmemBytes = kBarrierOffset + 2 * kStages * 8 + 1024;
 };
 
 // One K / V tile of BN rows (keys kt ...) into panels, by the 128 threads of the loading warpgroup (ltid: the thread's
@@ -122,7 +123,7 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t base = (SmemAddr(smem_raw) + 1023u) & ~1023u;
   const uint32_t q_addr = base, kv_addr = base + 2 * G::kQBytes;
-  const uint32_t full_bar = base + G::kBarriers, empty_bar = full_bar + 8 * kStages;
+  const uint32_t full_bar = base + G::kBarrierOffset, empty_bar = full_bar + 8 * kStages;
 
   // The block's query tile, as PrefillTcKernel finds it (kept inline there: its D = 64 instantiation needs 29 more
   // registers when this part comes from a shared helper).
