@@ -14,7 +14,8 @@
 //             t's S is issued with tile t - 1's P V, so that t's softmax runs under that product.
 // Variants (PlanTuning::prefill_kernel): 1 two stages in order (an earlier block layout of it measured:
 // docs/benchmarks.md), 2 three stages in order, 3 three stages overlapped, 4 as 3 with whole tiles loaded by the tensor
-// memory accelerator (TMA: one thread issues a tile's copies, the barrier completes on their bytes).
+// memory accelerator (TMA: one thread issues a tile's copies, the barrier completes on their bytes), 5 as 4 with the
+// two warpgroups taking turns at the tensor cores (ping-pong).
 // Grid: x = query tiles (the last first: under the causal mask later tokens see more keys), y = query head,
 // z = sequence. Split-K, softcap and paged pools whose blocks split a 128-key tile stay on PrefillTcKernel (Plan).
 #include <cuda.h>  // CUtensorMap (the encoder comes through the runtime's driver entry point: no libcuda link)
@@ -110,7 +111,7 @@ __device__ __forceinline__ void LoadTile(uint32_t sk, uint32_t sv, int kt, int k
   }
 }
 
-template <typename T, int D, int kStages, bool kOverlap, bool kTma>
+template <typename T, int D, int kStages, bool kOverlap, bool kTma, bool kPingPong>
 __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_constant__ PrefillParams p,
                                                                   const __grid_constant__ TmaMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -359,19 +360,44 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
     while (first < ntiles && !visible(first)) ++first;
     int last = first;
     while (last + 1 < ntiles && visible(last + 1)) ++last;
+    // kPingPong (FlashAttention-3's inter-warpgroup schedule): the two warpgroups take turns at issuing their products,
+    // so that one's softmax runs while the other's products occupy the tensor cores. Named barriers 3 (warpgroup 0's
+    // turn) and 4 (warpgroup 1's): a turn waits for its own barrier and, once issued, arrives at the other's. Both
+    // warpgroups take ntiles + 1 turns whatever they see (a tile's products, or none, plus the last P V), so the
+    // hand-offs balance: warpgroup 1 arrives first for warpgroup 0's first turn and not after its own last one.
+    int turn = 0;
+    auto turn_begin = [&] {
+      if constexpr (kPingPong) dev::NamedBarrier(3 + wg, 256);
+    };
+    auto turn_end = [&] {
+      if constexpr (kPingPong) {
+        if (wg == 0 || turn < ntiles) dev::NamedBarrierArrive(3 + (1 - wg), 256);
+      }
+      ++turn;
+    };
+    if constexpr (kPingPong) {
+      if (wg == 1) dev::NamedBarrierArrive(3, 256);
+    }
     auto skip = [&](int t) {
+      turn_begin();
+      turn_end();
       dev::MbarWait(full_bar + 8 * (t % kStages), (t / kStages) & 1);
       release(t % kStages);
     };
     for (int t = 0; t < min(first, ntiles); ++t) skip(t);
-    if (first < ntiles) {
+    if (first >= ntiles) {  // nothing visible: the turn of the last P V, empty
+      turn_begin();
+      turn_end();
+    } else {
       uint32_t pending[NT / 2][4];  // P of the previous tile, whose P V is issued with the next tile's S
       {
         const int st = first % kStages;
         dev::MbarWait(full_bar + 8 * st, (first / kStages) & 1);
         float s[NT * 4];
+        turn_begin();
         dev::WgmmaFence();
         issue_s(s, st);
+        turn_end();
         dev::WgmmaWait<0>();
         dev::FenceRegisters(s);
         float al0, al1;
@@ -385,9 +411,11 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
         float s[NT * 4];
         dev::FenceRegisters(o);
         dev::FenceRegisters(pending);
+        turn_begin();
         dev::WgmmaFence();
         issue_s(s, st);
         issue_pv(pending, prev);
+        turn_end();
         dev::WgmmaWait<1>();
         dev::FenceRegisters(s);
         float al0, al1;
@@ -401,8 +429,10 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
       }
       dev::FenceRegisters(o);
       dev::FenceRegisters(pending);
+      turn_begin();
       dev::WgmmaFence();
       issue_pv(pending, last % kStages);
+      turn_end();
       dev::WgmmaWait<0>();
       dev::FenceRegisters(o);
       release(last % kStages);
@@ -496,12 +526,12 @@ TmaMaps EncodeMaps(const PrefillParams& p) {
   return m;
 }
 
-template <typename T, int D, int kStages, bool kOverlap, bool kTma>
+template <typename T, int D, int kStages, bool kOverlap, bool kTma, bool kPingPong = false>
 cudaError_t LaunchPrefillWgmma(const PrefillParams& p, cudaStream_t stream) {
   using G = WgmmaGeometry<D, kStages>;
   constexpr size_t bytes = G::kSmemBytes;
   static_assert(bytes <= 227 * 1024, "shared memory per block on sm_90");
-  const auto kernel = PrefillWgmmaKernel<T, D, kStages, kOverlap, kTma>;
+  const auto kernel = PrefillWgmmaKernel<T, D, kStages, kOverlap, kTma, kPingPong>;
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)))
     return e;
   TmaMaps maps{};
@@ -523,6 +553,7 @@ PrefillLauncher WgmmaVariant(int variant) {
       case 2: return &LaunchPrefillWgmma<T, D, 3, false, false>;
       case 3: return &LaunchPrefillWgmma<T, D, 3, true, false>;
       case 4: return &LaunchPrefillWgmma<T, D, 3, true, true>;
+      case 5: return &LaunchPrefillWgmma<T, D, 3, true, true, true>;
       default: return nullptr;
     }
   }

@@ -94,6 +94,10 @@ __device__ __forceinline__ void TmaLoad4(uint32_t dst, const void* map, int c0, 
 __device__ __forceinline__ void NamedBarrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
+// Arrives at a named barrier without waiting (the threads that wait there count these arrivals).
+__device__ __forceinline__ void NamedBarrierArrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
 
 // wgmma.mma_async m64nNk16 with fp32 accumulators: SS (A and B K-major from shared memory) and RS (A from registers,
 // B N-major from shared memory). Accumulator layout per warp w of the warpgroup and lane l: d[4 j + e] is row
