@@ -194,11 +194,11 @@ TEST_P(Paged, MatchesContiguousCaches) {
   cudaStream_t stream;
   CKT(cudaStreamCreate(&stream));
   // The cluster merge is never planned for paged tiles: the contiguous call without it has the same arithmetic. The
-  // same prefill kernel for both: the wgmma kernel (its last variant) where block sizes hold its 128-key tiles
-  // (sm_90), else mma.sync.
+  // same prefill kernel for both: the wgmma kernel where block sizes hold its 128-key tiles (sm_90; variant 4, whose
+  // tensor maps read the pool in place), else mma.sync.
   const int tuning = std::max(c.tuning, 1);
   const bool wgmma = S > 1 && c.in_place() && bs % kPrefillWgmmaKeysPerTile == 0;
-  const int prefill_kernel = wgmma ? kPrefillWgmmaVariants : 0;
+  const int prefill_kernel = wgmma ? 4 : 0;
   if (wgmma && PrefillWgmmaAvailable()) {
     PlanTuning w = planned;
     w.prefill_kernel = prefill_kernel;
