@@ -23,12 +23,18 @@ packages=(nvidia-cuda-toolkit=12.4.131~12.4.1-2 nvidia-cuda-dev=12.4.127~12.4.1-
 if [ ! -x "$nvcc" ]; then
   echo "== fetching the CUDA 12.4 toolkit packages into $dir (about 1 GB, once)"
   apt=$dir/apt
-  mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$dir/root"
-  uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)
-  [ -n "$uri" ] || uri=$(awk '/^deb / && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
-  [ -n "$uri" ] || { echo "no Debian source found in /etc/apt"; exit 1; }
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri trixie main contrib non-free" > "$apt/sources.list"
-  opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/nonexistent -o "Dir::State::Lists=$apt/lists"
+  mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/parts" "$dir/root"
+  # The machine's first Debian archive (not its security archive) and the key it is signed with, from the sources
+  # files apt-config names (deb822 stanzas or one-line entries).
+  eval "$(apt-config shell sources_list Dir::Etc::sourcelist/f sources_parts Dir::Etc::sourceparts/d)"
+  read -r uri key < <(cat "$sources_list" "$sources_parts"*.sources "$sources_parts"*.list 2>/dev/null | awk '
+    /^URIs:/ && $2 !~ /security/ && !u {u = $2} /^Signed-By:/ && !k {k = $2}
+    /^deb / && !u {for (i = 2; i <= NF; ++i) if ($i ~ /^(https?|file):/ && $i !~ /security/) {u = $i; break}
+                   if (match($0, /signed-by=[^] ]+/) && !k) k = substr($0, RSTART + 10, RLENGTH - 10)}
+    END {print u, k}')
+  [ -n "${uri:-}" ] || { echo "no Debian archive found in $sources_list or $sources_parts"; exit 1; }
+  echo "deb ${key:+[signed-by=$key] }$uri trixie main contrib non-free" > "$apt/sources.list"
+  opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=$apt/parts" -o "Dir::State::Lists=$apt/lists"
         -o "Dir::Cache=$apt/cache" -o APT::Get::List-Cleanup=0)
   apt-get "${opts[@]}" update > "$apt/update.log" 2>&1 || { tail -5 "$apt/update.log"; exit 1; }
   (cd "$apt" && apt-get "${opts[@]}" download "${packages[@]}" > "$apt/download.log" 2>&1) || { tail -5 "$apt/download.log"; exit 1; }
@@ -36,7 +42,7 @@ if [ ! -x "$nvcc" ]; then
   dpkg-deb -x "$apt"/libcu++-dev_*.deb "$dir/root"
   dpkg-deb --fsys-tarfile "$apt"/nvidia-cuda-dev_*.deb | tar -x -C "$dir/root" --wildcards './usr/include/*'
   rm -f "$apt"/*.deb
-  # The package's nvcc.profile points at /usr (an installed toolkit): point it at the unpacked tree instead.
+  # The package's nvcc.profile points at an installed toolkit: point it at the unpacked tree instead.
   bin=$dir/root/usr/lib/nvidia-cuda-toolkit/bin
   rm -f "$bin/nvcc.profile"
   {
@@ -51,14 +57,15 @@ files=("$@")
 [ ${#files[@]} -gt 0 ] || files=(native/src/cuda/*.cu tools/gpu/kbench.cu tools/gpu/prefill_test.cu tools/gpu/paged_test.cu
                                 tools/gpu/kvq_test.cu)
 gtest=()
-[ -f /usr/include/gtest/gtest.h ] || { [ -d .gtest/include ] && gtest=(-I.gtest/include); }
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+[ -d .gtest/include ] && gtest=(-I.gtest/include)  # else the system's GoogleTest, on the default include path
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+log=$scratch/log
 failed=0
 for f in "${files[@]}"; do
   if "$nvcc" -ccbin "${CXX:-g++}" -std=c++17 -O3 -Xptxas=-v -gencode=arch=compute_90a,code=sm_90a \
        -gencode=arch=compute_80,code=compute_80 -Inative/src -Inative/include -Itools/gpu "${gtest[@]}" -DMIXATTN_TUNING=1 \
-       -c "$f" -o /dev/null > "$log" 2>&1; then
+       -c "$f" -o "$scratch/out.o" > "$log" 2>&1; then
     echo "ok    $f"
   else
     echo "ERROR $f"; grep -E "error" -A2 "$log" | head -20; failed=$((failed + 1))
