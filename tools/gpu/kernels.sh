@@ -30,11 +30,7 @@ cmake --build "$work/build" --target kbench $tests -j "$(nproc)" > "$work/build.
   || { grep -E "error" -A3 "$work/build.log" | head -60; exit 1; }
 echo "== built in $(( $(date +%s) - start )) s"
 # The wgmma prefill kernels' registers and spills, and ptxas's warnings where it had to serialize wgmma.
-awk '/Compiling entry function/ {name = $0} /spill stores/ {spill = $0}
-     /Used [0-9]+ registers/ && name ~ /PrefillWgmma/ {print name "|" spill "|" $0}' "$work/build.log" \
-  | sed -E "s/.*entry function '([^']*)'.*\|(.*)\|.*(Used [0-9]+ registers).*/\1 \3,\2/" | c++filt \
-  | sed -E 's/.*PrefillWgmmaKernel</wgmma</; s/ +/ /g' | sort -u
-grep -E "Potential Performance Loss" "$work/build.log" | sed -E 's/.*Potential/Potential/' | sort | uniq -c | head -5
+bash tools/gpu/ptxas-summary.sh PrefillWgmmaKernel < "$work/build.log"
 rc=0
 for t in $tests; do
   # A bounded run: a kernel that hangs (a barrier never completed) fails its test run instead of the GPU call.

@@ -70,12 +70,7 @@ for f in "${files[@]}"; do
   else
     echo "ERROR $f"; grep -E "error" -A2 "$log" | head -20; failed=$((failed + 1))
   fi
-  # Registers and spills of the kernels that matter for speed, one line per instantiation.
-  awk '/Compiling entry function/ {name = $0} /spill stores/ {spill = $0}
-       /Used [0-9]+ registers/ && name ~ /(Prefill|Decode)[A-Za-z]*Kernel/ {print name "|" spill "|" $0}' "$log" \
-    | sed -E "s/.*entry function '([^']*)'.*\\|(.*)\\|.*(Used [0-9]+ registers).*/\\1 \\3,\\2/" | c++filt \
-    | sed -E 's/mixattn::cuda::(\(anonymous namespace\)::)?//g; s/\([^()]*\) Used/ Used/; s/ +/ /g; s/^/      /' | sort -u
-  grep -E "Potential Performance Loss" "$log" | sed -E "s/.*\\((C[0-9]+)\\) Potential Performance Loss: (.*) in the function '([^']*)'.*/\\1 \\3: \\2/" \
-    | c++filt | sed 's/^/      /'
+  # Registers and spills of the kernels that matter for speed, one line per instantiation; serialized wgmma.
+  bash tools/gpu/ptxas-summary.sh < "$log" | sed 's/^/      /'
 done
 exit $failed
