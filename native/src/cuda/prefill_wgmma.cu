@@ -72,6 +72,18 @@ struct WgmmaGeometry {
   static constexpr size_t kSmemBytes = kBarrierOffset + 2 * kStages * 8 + 1024;
 };
 
+// Where a whole tile of BN keys from kt comes from: every row from the owner's chunk, every row from consecutive rows
+// of the cache (a paged pool's tile never straddles two blocks: Plan's rule), or neither (across the past / chunk
+// boundary or a ring's end, or past the last key: copied row by row, with zero fill).
+enum class TileSource { kRows, kCache, kChunk };
+template <int BN>
+__device__ __forceinline__ TileSource SourceOf(int kt, int kend, int P, int C, bool owner, bool paged) {
+  if (kt + BN > kend) return TileSource::kRows;
+  if (owner && kt >= P) return TileSource::kChunk;
+  if ((!owner || kt + BN <= P) && (paged || kt % C + BN <= C)) return TileSource::kCache;
+  return TileSource::kRows;
+}
+
 // One K / V tile of BN rows (keys kt ...) into panels, by the 128 threads of the loading warpgroup (ltid: the thread's
 // index among them); rows past kend are zero-filled. Fast paths as PrefillTcKernel's: every row in consecutive cache
 // rows, or every row from the chunk.
@@ -81,13 +93,11 @@ __device__ __forceinline__ void LoadTile(uint32_t sk, uint32_t sv, int kt, int k
                                          const BlockTable& paged, int block, int ltid) {
   constexpr int NV = D / 8, RPP = kLoaderThreads / NV;  // 16-byte chunks per row, rows per pass
   const int c = ltid % NV, r0 = ltid / NV;
-  const bool owner = chunk_k != nullptr;
-  const int slot = kt % C;
-  const bool in_cache = (!owner || kt + BN <= P) && (paged.table != nullptr || slot + BN <= C);
-  const bool in_chunk = owner && kt >= P;
-  if (kt + BN <= kend && (in_cache || in_chunk)) {
+  const TileSource source = SourceOf<BN>(kt, kend, P, C, chunk_k != nullptr, paged.table != nullptr);
+  if (source != TileSource::kRows) {
+    const bool in_cache = source == TileSource::kCache;
     const size_t stride = in_cache ? D : static_cast<size_t>(Hkv) * D;
-    const size_t first = in_cache ? (paged.table != nullptr ? dev::PagedRowIn(paged, block, kvh, Hkv, kt) : slot) * D
+    const size_t first = in_cache ? (paged.table != nullptr ? dev::PagedRowIn(paged, block, kvh, Hkv, kt) : kt % C) * D
                                    : ((static_cast<size_t>(b) * S + (kt - P)) * Hkv + kvh) * D;
     const T* kr = (in_cache ? cache_k : chunk_k) + first + c * 8;
     const T* vr = (in_cache ? cache_v : chunk_v) + first + c * 8;
@@ -172,9 +182,9 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
     const T* chunk_k = static_cast<const T*>(p.chunk_key);
     const T* chunk_v = static_cast<const T*>(p.chunk_value);
     if constexpr (kTma) {
-      // Whole tiles from the chunk or from consecutive cache rows: one thread issues the tensor copies and the barrier
-      // completes on their bytes; other tiles (across the past / chunk boundary or the ring's end, or past the last
-      // key: zero-filled) take cp.async, waited for here.
+      // Whole tiles from the chunk or from consecutive cache rows (SourceOf): one thread issues the tensor copies and
+      // the barrier completes on their bytes; other tiles, and those of a map that could not be encoded, take
+      // cp.async, waited for here.
       const bool owner = chunk_k != nullptr;
       for (int t = 0; t < ntiles; ++t) {
         const int st = t % kStages;
@@ -182,9 +192,9 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
         const int kt = kstart + t * BN;
         const uint32_t sk = kv_addr + st * 2 * G::kTileBytes, sv = sk + G::kTileBytes, full = full_bar + 8 * st;
         const int block = paged ? dev::PagedBlock(p.paged, b, kt) : 0;
-        const bool whole = kt + BN <= kend;
-        const bool from_chunk = maps.chunk && owner && kt >= P && whole;
-        const bool from_cache = maps.cache && (!owner || kt + BN <= P) && whole && (paged || kt % C + BN <= C);
+        const TileSource source = SourceOf<BN>(kt, kend, P, C, owner, paged);
+        const bool from_chunk = maps.chunk && source == TileSource::kChunk;
+        const bool from_cache = maps.cache && source == TileSource::kCache;
         if (from_chunk || from_cache) {
           if (ltid == 0) {
             dev::MbarArriveExpectTx(full, 2 * G::kTileBytes);
