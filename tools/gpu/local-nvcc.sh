@@ -7,6 +7,8 @@
 #
 #   tools/gpu/local-nvcc.sh [file.cu ...]     default: native/src/cuda/*.cu and the kernel tools of tools/gpu
 #   MIXATTN_NVCC_DIR   where the toolkit is kept (default ${XDG_CACHE_HOME:-$HOME/.cache}/mixattn-nvcc-12.4)
+#   SASS_DIR           also write each file's sm_90a machine code there (cuobjdump -sass, FILE.sass): to compare a
+#                      kernel's instructions before and after a change that should not alter them
 #
 # Needs apt-get and the machine's Debian sources (their first URI is used with the next release's suite and the
 # non-free component, in a private apt state: the machine's own package lists are not touched). Each file is compiled
@@ -69,6 +71,12 @@ for f in "${files[@]}"; do
     echo "ok    $f"
   else
     echo "ERROR $f"; grep -E "error" -A2 "$log" | head -20; failed=$((failed + 1))
+  fi
+  if [ -n "${SASS_DIR:-}" ]; then
+    mkdir -p "$SASS_DIR"
+    "$nvcc" -ccbin "${CXX:-g++}" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Inative/src -Inative/include -Itools/gpu \
+      "${gtest[@]}" -DMIXATTN_TUNING=1 -cubin "$f" -o "$scratch/out.cubin" > "$scratch/cubin.log" 2>&1 \
+      && "$dir/root/usr/bin/cuobjdump" -sass "$scratch/out.cubin" > "$SASS_DIR/$(basename "$f").sass"
   fi
   # Registers and spills of the kernels that matter for speed, one line per instantiation; serialized wgmma.
   bash tools/gpu/ptxas-summary.sh < "$log" | sed 's/^/      /'
