@@ -5,9 +5,10 @@
 //   kbench [quick]     > kbench.csv
 //   kbench prefill [B S P D W]...    the prefill kernel (reader form, fp16, 32 q / 8 kv heads): a chunk of S tokens
 //                                    after P cached ones (global cache when W = 0, else a ring of C = W + S); no
-//                                    arguments: the standard shape list. Rows: the planned kernel ("mma"), unsplit
-//                                    where the plan splits, and each variant N of the wgmma kernel ("wgmmaN",
-//                                    unsplit) where it applies (sm_90)
+//                                    arguments: the standard shape list. Rows: the mma.sync kernel ("mma") as
+//                                    planned for it, unsplit where that plan splits, and each variant N of the wgmma
+//                                    kernel ("wgmmaN", unsplit) where it applies (sm_90); column planned = 1 on the
+//                                    row the automatic plan runs
 //   kbench floors                    what any kernel needs on this card, for the issue's goals (tools/gpu/goals.py):
 //                                    the best pure-read rate of a 2 GiB stream (read_peak_GBps), an empty kernel
 //                                    and a pure read of each sliding layer's K / V bytes (B = 1, 8, 32; W = 1024,
@@ -171,11 +172,13 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, 
   a.output = out;
   // No present (the reader form: keys >= P come from the cache, which holds C >= P + S rows): the kernel alone, no
   // cache write, and every repetition sees the same inputs.
-  // The plan as it stands; unsplit (s1) when the plan splits the key range; the wgmma kernel where it applies (sm_90,
-  // unsplit; the A/B of issue #23).
-  std::vector<LaunchPlan> plans = {Plan(a, sms)};
+  // The mma.sync kernel as planned, and unsplit (s1) when that plan splits the key range; each variant of the wgmma
+  // kernel where it applies (sm_90, unsplit; the A/B of issue #23). The row the automatic plan runs is marked planned.
+  PlanTuning mma;
+  mma.prefill_kernel = 0;
+  std::vector<LaunchPlan> plans = {Plan(a, sms, mma)};
   if (plans[0].splits > 1) {
-    PlanTuning unsplit;
+    PlanTuning unsplit = mma;
     unsplit.splits = 1;
     plans.push_back(Plan(a, sms, unsplit));
   }
@@ -186,6 +189,7 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, 
     const LaunchPlan pw = Plan(a, sms, wgmma);
     if (pw.wgmma_prefill > 0) plans.push_back(pw);
   }
+  const LaunchPlan automatic = Plan(a, sms);
   for (const LaunchPlan& pl : plans) {
     void* scratch = nullptr;
     if (pl.scratch_bytes) CK(cudaMalloc(&scratch, pl.scratch_bytes));
@@ -206,8 +210,9 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, 
     for (const __half& x : h) bad += !std::isfinite(__half2float(x));
     const double us = MedianUsPerCall(stream, ea, eb, 50.0, 200, launch);
     const std::string kernel = pl.wgmma_prefill > 0 ? "wgmma" + std::to_string(pl.wgmma_prefill) : "mma";
-    std::printf("prefill,%d,%d,%d,%d,%d,%s,%d,%.2f,%.1f,%zu\n", B, S, P, D, W, kernel.c_str(), pl.splits, us,
-                flops / (us * 1e6), bad);
+    const bool planned = pl.wgmma_prefill == automatic.wgmma_prefill && pl.splits == automatic.splits;
+    std::printf("prefill,%d,%d,%d,%d,%d,%s,%d,%.2f,%.1f,%zu,%d\n", B, S, P, D, W, kernel.c_str(), pl.splits, us,
+                flops / (us * 1e6), bad, planned ? 1 : 0);
     std::fflush(stdout);
     if (scratch) CK(cudaFree(scratch));
   }
@@ -499,7 +504,7 @@ int main(int argc, char** argv) {
               prop.l2CacheSize >> 20, peak);
   if (argc > 1 && std::strcmp(argv[1], "floors") == 0) return Floors(stream, ea, eb, prop);
   if (argc > 1 && std::strcmp(argv[1], "prefill") == 0) {
-    std::printf("kind,B,S,P,D,W,kernel,splits,us,tflops,nonfinite\n");
+    std::printf("kind,B,S,P,D,W,kernel,splits,us,tflops,nonfinite,planned\n");
     std::vector<std::vector<int>> shapes;
     for (int i = 2; i + 4 < argc; i += 5)
       shapes.push_back({std::atoi(argv[i]), std::atoi(argv[i + 1]), std::atoi(argv[i + 2]), std::atoi(argv[i + 3]),

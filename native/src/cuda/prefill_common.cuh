@@ -32,6 +32,31 @@ __device__ __forceinline__ bool KeyRows(int j, int kend, int P, int C, int S, in
   return true;
 }
 
+// 2^x by the special-function unit alone (ex2.approx.ftz): exp2f adds a range test and two multiplies per call to
+// keep results below 2^-126 exact, which probabilities that small do not need (they are zero next to the row's
+// maximum, 2^0) and which cost the softmax, 64 exponentials a thread per tile, a third of its instructions.
+__device__ __forceinline__ float FastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Folds two arrays of N values to their first elements in log2(N) halving steps (t[n] = op(t[n], t[n + W]) for
+// W = N / 2, N / 4, ..., 1). A recursion on W rather than a loop: nvcc does not unroll `for (w = N / 2; w > 0; w /= 2)`
+// at N = 16 (the wgmma kernel's 128-key tiles), which put both arrays in local memory and cost every tile a round trip
+// through L1 per step.
+template <int W, int N, typename Op>
+__device__ __forceinline__ void FoldTree(float (&t0)[N], float (&t1)[N], Op op) {
+  if constexpr (W > 0) {
+#pragma unroll
+    for (int n = 0; n < W; ++n) {
+      t0[n] = op(t0[n], t0[n + W]);
+      t1[n] = op(t1[n], t1[n + W]);
+    }
+    FoldTree<W / 2>(t0, t1, op);
+  }
+}
+
 // One tile of scores of keys kt ... kt + 8 NT - 1 for a warp's 16 rows, as m16n8 accumulator fragments: s[4 n + e]
 // is row g (e = 0, 1) or g + 8 (e = 2, 3), key kt + 8 n + 2 t4 + e % 2 (g = lane / 4, t4 = lane % 4). Masks, only
 // when the tile straddles a boundary of the warp's rows (positions pw_first ... pw_last; row r sees keys
@@ -59,13 +84,7 @@ __device__ __forceinline__ void SoftmaxTile(float (&s)[NT * 4], int kt, int t4, 
     t0[n] = fmaxf(s[4 * n], s[4 * n + 1]);
     t1[n] = fmaxf(s[4 * n + 2], s[4 * n + 3]);
   }
-#pragma unroll
-  for (int w = NT / 2; w > 0; w /= 2)
-#pragma unroll
-    for (int n = 0; n < w; ++n) {
-      t0[n] = fmaxf(t0[n], t0[n + w]);
-      t1[n] = fmaxf(t1[n], t1[n + w]);
-    }
+  FoldTree<NT / 2>(t0, t1, [](float a, float b) { return fmaxf(a, b); });
   float mx0 = fmaxf(m0, t0[0]), mx1 = fmaxf(m1, t1[0]);
 #pragma unroll
   for (int off = 1; off < 4; off *= 2) {
@@ -75,25 +94,19 @@ __device__ __forceinline__ void SoftmaxTile(float (&s)[NT * 4], int kt, int t4, 
   // A row that has seen nothing yet keeps -inf, and its exponent base is 0 so that exp2(-inf) = 0 and never
   // exp2(-inf + inf).
   const float b0 = mx0 == -INFINITY ? 0.f : mx0 * mul, b1 = mx1 == -INFINITY ? 0.f : mx1 * mul;
-  al0 = exp2f(fmaf(m0, mul, -b0));  // m = -inf: 0 (l and the output are 0)
-  al1 = exp2f(fmaf(m1, mul, -b1));
+  al0 = FastExp2(fmaf(m0, mul, -b0));  // m = -inf: 0 (l and the output are 0)
+  al1 = FastExp2(fmaf(m1, mul, -b1));
   m0 = mx0;
   m1 = mx1;
 #pragma unroll
   for (int n = 0; n < NT; ++n) {
-    const float e0 = exp2f(fmaf(s[4 * n], mul, -b0)), e1 = exp2f(fmaf(s[4 * n + 1], mul, -b0));
-    const float e2 = exp2f(fmaf(s[4 * n + 2], mul, -b1)), e3 = exp2f(fmaf(s[4 * n + 3], mul, -b1));
+    const float e0 = FastExp2(fmaf(s[4 * n], mul, -b0)), e1 = FastExp2(fmaf(s[4 * n + 1], mul, -b0));
+    const float e2 = FastExp2(fmaf(s[4 * n + 2], mul, -b1)), e3 = FastExp2(fmaf(s[4 * n + 3], mul, -b1));
     t0[n] = e0 + e1;
     t1[n] = e2 + e3;
     emit(n, e0, e1, e2, e3);
   }
-#pragma unroll
-  for (int w = NT / 2; w > 0; w /= 2)
-#pragma unroll
-    for (int n = 0; n < w; ++n) {
-      t0[n] += t0[n + w];
-      t1[n] += t1[n + w];
-    }
+  FoldTree<NT / 2>(t0, t1, [](float a, float b) { return a + b; });
   l0 = l0 * al0 + t0[0];
   l1 = l1 * al1 + t1[0];
 }
