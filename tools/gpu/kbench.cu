@@ -8,7 +8,9 @@
 //                                    arguments: the standard shape list. Rows: the mma.sync kernel ("mma") as
 //                                    planned for it, unsplit where that plan splits, and each variant N of the wgmma
 //                                    kernel ("wgmmaN", unsplit) where it applies (sm_90); column planned = 1 on the
-//                                    row the automatic plan runs
+//                                    row the automatic plan runs; where mma.sync splits, the planned wgmma variant at
+//                                    2, 4 and 8 splits too. KBENCH_PREFILL_KERNEL=mma|wgmmaN keeps that kernel's rows
+//                                    only (for a profiler)
 //   kbench floors                    what any kernel needs on this card, for the issue's goals (tools/gpu/goals.py):
 //                                    the best pure-read rate of a 2 GiB stream (read_peak_GBps), an empty kernel
 //                                    and a pure read of each sliding layer's K / V bytes (B = 1, 8, 32; W = 1024,
@@ -190,7 +192,25 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, 
     if (pw.wgmma_prefill > 0) plans.push_back(pw);
   }
   const LaunchPlan automatic = Plan(a, sms);
+  // Where mma.sync splits: the planned wgmma variant at 2, 4 and 8 splits too, and the automatic plan if none of the
+  // rows is it.
+  if (plans[0].splits > 1)
+    for (int splits : {2, 4, 8}) {
+      PlanTuning wgmma;
+      wgmma.prefill_kernel = automatic.wgmma_prefill > 0 ? automatic.wgmma_prefill : kPrefillWgmmaVariants;
+      wgmma.splits = splits;
+      const LaunchPlan pw = Plan(a, sms, wgmma);
+      if (pw.wgmma_prefill > 0) plans.push_back(pw);
+    }
+  if (std::none_of(plans.begin(), plans.end(), [&](const LaunchPlan& pl) {
+        return pl.wgmma_prefill == automatic.wgmma_prefill && pl.splits == automatic.splits;
+      }))
+    plans.push_back(automatic);
+  // KBENCH_PREFILL_KERNEL=mma|wgmmaN: that row only (a profiler then sees one kernel).
+  const char* only = std::getenv("KBENCH_PREFILL_KERNEL");
   for (const LaunchPlan& pl : plans) {
+    const std::string kernel = pl.wgmma_prefill > 0 ? "wgmma" + std::to_string(pl.wgmma_prefill) : "mma";
+    if (only != nullptr && kernel != only) continue;
     void* scratch = nullptr;
     if (pl.scratch_bytes) CK(cudaMalloc(&scratch, pl.scratch_bytes));
     auto launch = [&] {
@@ -209,7 +229,6 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, 
     size_t bad = 0;
     for (const __half& x : h) bad += !std::isfinite(__half2float(x));
     const double us = MedianUsPerCall(stream, ea, eb, 50.0, 200, launch);
-    const std::string kernel = pl.wgmma_prefill > 0 ? "wgmma" + std::to_string(pl.wgmma_prefill) : "mma";
     const bool planned = pl.wgmma_prefill == automatic.wgmma_prefill && pl.splits == automatic.splits;
     std::printf("prefill,%d,%d,%d,%d,%d,%s,%d,%.2f,%.1f,%zu,%d\n", B, S, P, D, W, kernel.c_str(), pl.splits, us,
                 flops / (us * 1e6), bad, planned ? 1 : 0);

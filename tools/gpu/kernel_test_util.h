@@ -93,10 +93,11 @@ struct Device {
 
 // One planned call, synchronised. tuning: 0 automatic, 1 cluster merge off, 2 also CombineKernel instead of the last
 // block's merge, 3 the SIMT decode kernel, 4 one split (tuning 2's merges; a decode block streams every key).
-// prefill_kernel: PlanTuning's (-1 automatic, 0 the mma.sync kernel).
-inline std::string RunOnce(const CudaAttendArgs& a, int tuning, void* stream, int prefill_kernel = -1) {
+// prefill_kernel: PlanTuning's (-1 automatic, 0 the mma.sync kernel); splits > 0: PlanTuning's too.
+inline std::string RunOnce(const CudaAttendArgs& a, int tuning, void* stream, int prefill_kernel = -1, int splits = 0) {
   PlanTuning t;
   t.prefill_kernel = prefill_kernel;
+  if (splits > 0) t.splits = splits;
   if (tuning >= 1) t.cluster_merge = 0;
   if (tuning >= 2) t.fused_combine = 0;
   if (tuning == 3) t.decode_kernel = 0;

@@ -9,7 +9,8 @@
 // with the mma.sync output on the same inputs: keys < P from the cache (slot pos mod C),
 // keys >= P from the chunk (owner) or the cache (reader), row s of sequence b at position P_b + s sees keys
 // (pos - W, pos], rows s >= new_length are zeros. Shapes: whole prompts, chunks after a past (global and ring
-// caches), readers, GQA groups 1 / 4 / 8, padding rows, one and several query tiles, fp16 and bf16, D = 64, 128, 256.
+// caches), readers, GQA groups 1 / 4 / 8, padding rows, one and several query tiles, fp16 and bf16, D = 64, 128, 256,
+// and split-K (2-8 splits, some of them without keys) merged in the launch.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -40,6 +41,7 @@ struct PrefillCase {
   int window;   // 0: global cache
   int group;    // query heads per KV head
   bool reader;  // no chunk: every key from the cache
+  int splits = 1;  // key-range splits (PlanTuning::splits), merged in the launch when > 1
   int kernel = 0;  // PlanTuning::prefill_kernel: 0 mma.sync, N wgmma variant N
   std::string shape() const {
     std::string n = dtype == DType::kFloat16 ? "f16" : "bf16";
@@ -47,6 +49,7 @@ struct PrefillCase {
     if (window) n += "_W" + std::to_string(window);
     n += "_G" + std::to_string(group);
     if (reader) n += "_reader";
+    if (splits > 1) n += "_s" + std::to_string(splits);
     return n;
   }
   std::string name() const { return shape() + (kernel == 0 ? "_mma" : "_wgmma" + std::to_string(kernel)); }
@@ -138,15 +141,15 @@ TEST_P(Prefill, MatchesReference) {
     if (!outs.empty() && c.kernel == 0) break;
     PlanTuning tuning;
     tuning.prefill_kernel = kernel;
+    tuning.splits = c.splits;
     const LaunchPlan plan = Plan(a, CurrentDeviceSmCount(), tuning);
-    if (kernel > 0 && PrefillWgmmaAvailable()) {
-      ASSERT_EQ(plan.splits, 1) << c.name();
+    ASSERT_EQ(plan.splits, c.splits) << c.name();
+    if (kernel > 0 && PrefillWgmmaAvailable())
       ASSERT_EQ(plan.wgmma_prefill, kernel) << c.name() << ": not on wgmma variant " << kernel;
-    }
     CKT(cudaMemcpy(d_kc.p, kc.data(), kc.size(), cudaMemcpyHostToDevice));  // the previous call wrote its chunk
     CKT(cudaMemcpy(d_vc.p, vc.data(), vc.size(), cudaMemcpyHostToDevice));
     CKT(cudaMemset(d_out.p, 0xff, q.size()));  // NaN: every element must be written
-    ASSERT_EQ(RunOnce(a, 0, stream, kernel), "") << c.name();
+    ASSERT_EQ(RunOnce(a, 0, stream, kernel, c.splits), "") << c.name();
     std::vector<uint8_t> out(q.size());
     CKT(cudaMemcpy(out.data(), d_out.p, out.size(), cudaMemcpyDeviceToHost));
     outs.push_back(out);
@@ -189,6 +192,12 @@ std::vector<PrefillCase> Cases() {
   cs.push_back({DType::kBFloat16, 128, 2, 3000, 0, 4, false});  // two tokens after a long past
   cs.push_back({DType::kFloat16, 256, 300, 0, 0, 4, false});    // D = 256: whole prompt (64-key tiles)
   cs.push_back({DType::kBFloat16, 256, 200, 1000, 0, 2, false}); // D = 256: chunk after a past
+  // Split-K, merged by each group's last block: a short chunk after a long past (3 splits of 8 key tiles of 128; a
+  // fourth split would get none), a window's ring, a reader, and more splits than key tiles (empty blocks).
+  cs.push_back({DType::kFloat16, 128, 64, 3000, 0, 4, false, 3});
+  cs.push_back({DType::kBFloat16, 64, 100, 2000, 300, 4, false, 2});
+  cs.push_back({DType::kFloat16, 64, 130, 600, 0, 8, true, 4});
+  cs.push_back({DType::kFloat16, 128, 40, 100, 0, 4, false, 8});
   // Every case on the mma.sync kernel, then on each wgmma variant that exists for its head size, variant by variant
   // (a variant that hangs is then the last one run: kernels.sh's timeout names it).
   std::vector<PrefillCase> all;

@@ -203,10 +203,12 @@ profile() {
   for sh in "${list[@]}"; do
     # shellcheck disable=SC2086
     set -- $sh
-    if [ "$1" = prefill ]; then  # "prefill B S P D W": the prefill kernel
+    if [ "$1" = prefill ]; then  # "prefill B S P D W [mma|wgmmaN]": that prefill kernel (default mma.sync)
       step "kbench $sh"
-      "$kbench" "$@" 2>> "$logs/kbench.err" | grep -v "^#" | tee -a "$OUT/kbench-shapes.csv"
-      [ -n "$ncu" ] && ncu_report "${sh// /-}" PrefillTc "$@"
+      export KBENCH_PREFILL_KERNEL=${7:-mma}
+      "$kbench" "${@:1:6}" 2>> "$logs/kbench.err" | grep -v "^#" | tee -a "$OUT/kbench-shapes.csv"
+      [ -n "$ncu" ] && ncu_report "${sh// /-}" "Prefill(Tc|Wgmma)" "${@:1:6}"
+      unset KBENCH_PREFILL_KERNEL
     else  # "KIND B T D [variants]": the decode kernel as planned
       step "kbench shape $sh"
       "$kbench" shape "$@" 2>> "$logs/kbench.err" | grep -v "^#" | tee -a "$OUT/kbench-shapes.csv"

@@ -121,8 +121,8 @@ struct PlanTuning {
   int fused_combine = -1;  // -1 auto (on; env MIXATTN_CUDA_FUSED_COMBINE=0 turns it off), 0 CombineKernel, 1 fused
   int cluster_merge = -1;  // -1 auto (where a cluster fits; env MIXATTN_CUDA_CLUSTER_MERGE=0 turns it off), 0 off, 1 on
                            // where it fits
-  int prefill_kernel = -1;  // -1 auto (wgmma on sm_90 where the mma.sync kernel takes at most two splits: Plan),
-                            // 0 mma.sync, 1..5 that variant of the wgmma kernel where it applies (sm_90; kernels.cuh)
+  int prefill_kernel = -1;  // -1 auto (the wgmma kernel on sm_90 where it applies, else mma.sync: Plan), 0 mma.sync,
+                            // 1..5 that variant of the wgmma kernel where it applies (sm_90; kernels.cuh)
 };
 
 // num_sms: multiprocessors of the current device (CurrentDeviceSmCount()).

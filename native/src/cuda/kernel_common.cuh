@@ -220,18 +220,23 @@ __device__ __forceinline__ int NewLength(const int32_t* newl, int b, int S) {
 // merges the group's partials, and resets the group's counter to zero for the next launch or graph replay. The fences
 // order each thread's partial writes before the count (release) and the count before the merge's reads (acquire;
 // read them with ld.global.cg, never through a stale L1). `flag` is a word of shared memory the block may overwrite
-// (no static __shared__ here: one moved the kernels' dynamic buffer off its 128-byte alignment).
-__device__ __forceinline__ bool ArriveLast(int* counter, int splits, int* flag) {
+// (no static __shared__ here: one moved the kernels' dynamic buffer off its 128-byte alignment). The threads that wrote
+// partials take part: the whole block, or (the second form) those that sync() brings together, `leader` one of them.
+template <typename Sync>
+__device__ __forceinline__ bool ArriveLast(int* counter, int splits, int* flag, bool leader, Sync&& sync) {
   __threadfence();
-  __syncthreads();  // every thread's partials are written and fenced
-  if (threadIdx.x == 0) {
+  sync();  // every thread's partials are written and fenced
+  if (leader) {
     *flag = atomicAdd(counter, 1) == splits - 1;
     if (*flag) *counter = 0;
   }
-  __syncthreads();
+  sync();
   const bool last = *flag != 0;
   if (last) __threadfence();
   return last;
+}
+__device__ __forceinline__ bool ArriveLast(int* counter, int splits, int* flag) {
+  return ArriveLast(counter, splits, flag, threadIdx.x == 0, [] { __syncthreads(); });
 }
 
 // Where one decode block sits and what it reads (both decode kernels). Grid: x = token z * splits + split, y = KV head

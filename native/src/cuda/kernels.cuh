@@ -81,8 +81,8 @@ CombineLauncher GetCombineLauncher(DType dtype);
 int DecodeBlocksPerSm(DType dtype, int head_dim, int head_chunk);
 // mma.sync, flash-attention-2 style (prefill.cu): fp16 / bf16 only.
 PrefillLauncher GetPrefillLauncher(DType dtype, int head_dim);
-// Warpgroup MMA (prefill_wgmma.cu): sm_90 devices, fp16 / bf16, D = 64 / 128 (256: variant 1), splits = 1, no
-// softcap; nullptr elsewhere. PrefillWgmmaAvailable: the current device is sm_90 (cached per device). variant: 1 two
+// Warpgroup MMA (prefill_wgmma.cu): sm_90 devices, fp16 / bf16, D = 64 / 128 (256: variant 1), no softcap; nullptr
+// elsewhere. PrefillWgmmaAvailable: the current device is sm_90 (cached per device). variant: 1 two
 // stages, each product waited for in turn; 2 three stages; 3 three stages with the softmax of a tile under the
 // previous tile's P V; 4 as 3, whole tiles loaded by TMA; 5 as 4, the two computing warpgroups taking turns at the
 // tensor cores.
@@ -90,6 +90,7 @@ bool PrefillWgmmaAvailable();
 constexpr int kPrefillWgmmaVariants = 5;
 PrefillLauncher GetPrefillWgmmaLauncher(DType dtype, int head_dim, int variant);
 constexpr int kPrefillWgmmaKeysPerTile = 128;
+constexpr int kPrefillWgmmaRows = 128;  // query tokens per block (two warpgroups of 64)
 // Tensor-core, cp.async-pipelined decode (decode_tc.cu): fp16 / bf16, head chunks of up to 8 heads;
 // nullptr for fp32. Same DecodeParams, grid and split-K partials as the SIMT kernel.
 // cache: the caches' element type (1-byte codes dequantized in registers / shared memory, docs/gpu.md).

@@ -245,20 +245,27 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms) {
     else if (blocks > 0 && 2 * blocks <= resident && longest >= kPrefillSplitFrom)
       pl.splits = static_cast<int>(std::clamp<long long>(
           std::min(resident / blocks, longest / kPrefillMinSplitKeys), 1, kPrefillMaxSplits));
-    // Hopper's warpgroup-MMA kernel (sm_90), unsplit, without softcap; its 128-key tiles read paged pools in place
-    // only when the block size holds whole tiles (else the mma.sync kernel keeps reading them in place). Planned
-    // where the mma.sync kernel would take at most two splits: H200 kbench, variant 5 against mma.sync as planned,
-    // whole prompts 16K D = 128 4117 against 7121 us, D = 64 2722 / 4462, 4K D = 128 319 / 518, D = 256 (variant 1)
-    // 2787 / 5366; 256-token chunks after 4K / 32K keys 63 / 434 against 79 / 466 (2 splits). A 64-token chunk after
-    // 32K keys (8 splits) is 333 unsplit against 157, so more splits keep mma.sync. Variant 5 at D <= 128, 1 at 256.
-    const bool automatic = tuning.prefill_kernel < 0;
-    const int variant = !automatic ? tuning.prefill_kernel
+    // Hopper's warpgroup-MMA kernel (sm_90), without softcap; its 128-key tiles read paged pools in place only when
+    // the block size holds whole tiles (else the mma.sync kernel keeps reading them in place). It runs one block an SM
+    // (three warpgroups, all of its registers), so a grid of fewer blocks than SMs against a long range splits it to
+    // fill them. H200 kbench, variant 5 against mma.sync as planned: whole prompts 16K D = 128 4106 against 7058 us,
+    // D = 64 2749 / 4451, 4K D = 128 319 / 514, D = 256 (variant 1) 2787 / 5363; a 256-token chunk after 32K keys in
+    // 2 splits 267 us (unsplit 430, 4 splits 295) against 463; a 64-token one in 4 splits 102 us (2: 178, 8: 129)
+    // against 157. Variant 5 at D <= 128, 1 at 256; PlanTuning may name the variant and the splits.
+    const int variant = tuning.prefill_kernel >= 0 ? tuning.prefill_kernel
                         : GetPrefillWgmmaLauncher(a.dtype, sh.head_dim, kPrefillWgmmaVariants) != nullptr ? kPrefillWgmmaVariants
                                                                                                         : 1;
     const bool wgmma = variant >= 1 && sh.softcap <= 0.f && GetPrefillWgmmaLauncher(a.dtype, sh.head_dim, variant) != nullptr &&
-                       (!pl.paged_tiles || a.paged.block_size % kPrefillWgmmaKeysPerTile == 0) &&
-                       (automatic ? pl.splits <= 2 && tuning.splits <= 0 : pl.splits == 1);
-    if (wgmma) pl.splits = 1;
+                       (!pl.paged_tiles || a.paged.block_size % kPrefillWgmmaKeysPerTile == 0);
+    if (wgmma && tuning.splits <= 0) {
+      const long long wgmma_blocks =
+          (static_cast<long long>(sh.seq) + kPrefillWgmmaRows - 1) / kPrefillWgmmaRows * sh.num_heads * sh.batch;
+      const long long sms = std::max(num_sms, 1);
+      pl.splits = wgmma_blocks < sms && longest >= kPrefillSplitFrom
+                      ? static_cast<int>(std::clamp<long long>(std::min(sms / wgmma_blocks, longest / kPrefillMinSplitKeys),
+                                                               1, kPrefillMaxSplits))
+                      : 1;
+    }
     pl.wgmma_prefill = wgmma ? variant : 0;
     return WithStagedCaches(a, WithRotary(a, WithPartials(sh, blocks, pl)));  // a group: one (query tile, head, sequence)
   }

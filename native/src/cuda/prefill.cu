@@ -76,48 +76,6 @@ __device__ __noinline__ void CopyTileRows(uint32_t sk, uint32_t sv, int kt, int 
   }
 }
 
-// Split-K merge in the same launch (as the decode kernel's MergeSplitsIfLast): every block of a (sequence, query
-// tile, head) group publishes its partials and counts itself done on the group's counter (dev::ArriveLast); the
-// block that completes the group merges out = sum_i 2^(m_i - M) O_i / sum_i 2^(m_i - M) l_i for each real row
-// (padding rows: zeros), reading the partials with ld.global.cg (L2).
-template <typename T, int D>
-__device__ __forceinline__ void MergeSplitsIfLast(const PrefillParams& p, int b, int tile, int tiles, int h, int s0, int nq,
-                                                  int rows_here, uint4* smem_raw) {
-  // The Q tile's shared memory is free once the loop is done: the flag reuses it.
-  int* counter = p.counters + (static_cast<size_t>(b) * tiles + tile) * p.num_heads + h;
-  if (!dev::ArriveLast(counter, p.splits, reinterpret_cast<int*>(smem_raw))) return;
-  const int S = p.seq, Hq = p.num_heads, splits = p.splits;
-  constexpr int D4 = D / 4;
-  T* out = static_cast<T*>(p.output);
-  for (int idx = threadIdx.x; idx < rows_here * D4; idx += kThreads) {
-    const int r = idx / D4, d4 = idx % D4;
-    const size_t row = (static_cast<size_t>(b) * S + s0 + r) * Hq + h;
-    float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-    float sum = 0.f;
-    if (r < nq) {
-      float mx = -INFINITY;
-      for (int i = 0; i < splits; ++i) mx = fmaxf(mx, __ldcg(&p.part_ml[row * splits + i]).x);
-      for (int i = 0; i < splits && mx != -INFINITY; ++i) {
-        const float2 ml = __ldcg(&p.part_ml[row * splits + i]);
-        if (ml.x == -INFINITY) continue;  // a split that saw no key of this row (its O is zeros)
-        const float w = exp2f(ml.x - mx);
-        const float4 v = __ldcg(reinterpret_cast<const float4*>(p.part_o + (row * splits + i) * D) + d4);
-        sum += w * ml.y;
-        a.x += w * v.x;
-        a.y += w * v.y;
-        a.z += w * v.z;
-        a.w += w * v.w;
-      }
-    }
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    T* o = out + row * D + d4 * 4;
-    o[0] = Traits<T>::From(a.x * inv);
-    o[1] = Traits<T>::From(a.y * inv);
-    o[2] = Traits<T>::From(a.z * inv);
-    o[3] = Traits<T>::From(a.w * inv);
-  }
-}
-
 template <typename T, int D, bool kSoftcap>
 __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constant__ PrefillParams p) {
   using G = PrefillGeometry<D>;
@@ -347,7 +305,9 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
     };
     publish(r0, m0, l0, 0);
     publish(r1, m1, l1, 2);
-    MergeSplitsIfLast<T, D>(p, b, tile, tiles, h, s0, nq, rows_here, smem_raw);
+    // The Q tile's shared memory is free once the loop is done: the flag reuses it.
+    dev::MergePrefillSplitsIfLast<T, D>(p, b, tile, tiles, h, s0, nq, rows_here, tid, kThreads,
+                                        reinterpret_cast<int*>(smem_raw), [] { __syncthreads(); });
     return;
   }
   // O / l (padding rows and rows that saw nothing: zeros).

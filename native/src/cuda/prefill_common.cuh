@@ -1,5 +1,5 @@
 // Device code both prefill kernels share (prefill.cu: mma.sync; prefill_wgmma.cu: warpgroup MMA): where a key row
-// comes from, and the online softmax of one tile of scores held as m16n8 accumulator fragments.
+// comes from, the online softmax of one tile of scores held as m16n8 accumulator fragments, and the split-K merge.
 #pragma once
 
 #include <climits>
@@ -116,6 +116,50 @@ template <typename T, int NT>
 __device__ __forceinline__ void PackProbabilities(uint32_t (&pf)[NT / 2][4], int n, float p0, float p1, float p2, float p3) {
   pf[n / 2][(n % 2) * 2 + 0] = MmaOp<T>::Pack(p0, p1);
   pf[n / 2][(n % 2) * 2 + 1] = MmaOp<T>::Pack(p2, p3);
+}
+
+// Split-K merge in the same launch (as the decode kernel's MergeSplitsIfLast): every block of a (sequence, query
+// tile, head) group publishes its partials and counts itself done on the group's counter (ArriveLast); the block
+// that completes the group merges out = sum_i 2^(m_i - M) O_i / sum_i 2^(m_i - M) l_i for each real row (padding
+// rows: zeros), reading the partials with ld.global.cg (L2). Run by the `threads` threads of the block that wrote
+// partials (tid: this one's index among them), which sync() brings together (the whole block, or the computing
+// warpgroups where the loading one has left); flag: an int of shared memory that nothing else uses by then.
+template <typename T, int D, typename Sync>
+__device__ __forceinline__ void MergePrefillSplitsIfLast(const PrefillParams& p, int b, int tile, int tiles, int h,
+                                                         int s0, int nq, int rows_here, int tid, int threads, int* flag,
+                                                         Sync&& sync) {
+  int* counter = p.counters + (static_cast<size_t>(b) * tiles + tile) * p.num_heads + h;
+  if (!ArriveLast(counter, p.splits, flag, tid == 0, sync)) return;
+  const int S = p.seq, Hq = p.num_heads, splits = p.splits;
+  constexpr int D4 = D / 4;
+  T* out = static_cast<T*>(p.output);
+  for (int idx = tid; idx < rows_here * D4; idx += threads) {
+    const int r = idx / D4, d4 = idx % D4;
+    const size_t row = (static_cast<size_t>(b) * S + s0 + r) * Hq + h;
+    float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+    float sum = 0.f;
+    if (r < nq) {
+      float mx = -INFINITY;
+      for (int i = 0; i < splits; ++i) mx = fmaxf(mx, __ldcg(&p.part_ml[row * splits + i]).x);
+      for (int i = 0; i < splits && mx != -INFINITY; ++i) {
+        const float2 ml = __ldcg(&p.part_ml[row * splits + i]);
+        if (ml.x == -INFINITY) continue;  // a split that saw no key of this row (its O is zeros)
+        const float w = exp2f(ml.x - mx);
+        const float4 v = __ldcg(reinterpret_cast<const float4*>(p.part_o + (row * splits + i) * D) + d4);
+        sum += w * ml.y;
+        a.x += w * v.x;
+        a.y += w * v.y;
+        a.z += w * v.z;
+        a.w += w * v.w;
+      }
+    }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    T* o = out + row * D + d4 * 4;
+    o[0] = Traits<T>::From(a.x * inv);
+    o[1] = Traits<T>::From(a.y * inv);
+    o[2] = Traits<T>::From(a.z * inv);
+    o[3] = Traits<T>::From(a.w * inv);
+  }
 }
 
 }  // namespace mixattn::cuda::dev

@@ -16,8 +16,10 @@
 // docs/benchmarks.md), 2 three stages in order, 3 three stages overlapped, 4 as 3 with whole tiles loaded by the tensor
 // memory accelerator (TMA: one thread issues a tile's copies, the barrier completes on their bytes), 5 as 4 with the
 // two warpgroups taking turns at the tensor cores (ping-pong).
-// Grid: x = query tiles (the last first: under the causal mask later tokens see more keys), y = query head,
-// z = sequence. Split-K, softcap and paged pools whose blocks split a 128-key tile stay on PrefillTcKernel (Plan).
+// Grid: x = query tiles (the last first: under the causal mask later tokens see more keys) x splits, y = query head,
+// z = sequence. With splits > 1 (Plan: short chunks after long pasts) each block takes an equal share of its tile's key
+// tiles and publishes unnormalised partials; the group's last block merges them (prefill_common.cuh, as
+// PrefillTcKernel). Softcap and paged pools whose blocks split a 128-key tile stay on PrefillTcKernel (Plan).
 #include <cuda.h>  // CUtensorMap (the encoder comes through the runtime's driver entry point: no libcuda link)
 
 #include <atomic>
@@ -61,7 +63,7 @@ struct TmaMaps {
 
 template <int D, int kStages>
 struct WgmmaGeometry {
-  static constexpr int kBM = 128;                        // query rows per block: 64 per warpgroup
+  static constexpr int kBM = kPrefillWgmmaRows;          // query rows per block: 64 per warpgroup
   // Keys per tile: 128; 64 at D = 256, where O alone takes 128 registers a thread.
   static constexpr int kBN = D <= 128 ? kPrefillWgmmaKeysPerTile : kPrefillWgmmaKeysPerTile / 2;
   static constexpr uint32_t kQBytes = 64 * D * 2;        // one warpgroup's Q panels
@@ -138,7 +140,8 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
 
   // The block's query tile, as PrefillTcKernel finds it (kept inline there: its D = 64 instantiation needs 29 more
   // registers when this part comes from a shared helper).
-  const int tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
+  const int splits = p.splits, tiles = static_cast<int>(gridDim.x) / splits;
+  const int tile = tiles - 1 - static_cast<int>(blockIdx.x) / splits, split = static_cast<int>(blockIdx.x) % splits;
   const int h = blockIdx.y, b = blockIdx.z;
   const int S = p.seq, Hq = p.num_heads, Hkv = p.kv_num_heads, C = p.capacity, W = p.window;
   const int kvh = h / p.group;
@@ -160,8 +163,15 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
 
   const int p_first = P + s0, p_last = P + s0 + nq - 1;
   const int kend = p_last + 1;
-  const int kstart = W > 0 ? max(0, p_first - W + 1) : 0;
-  const int ntiles = (kend - kstart + BN - 1) / BN;
+  // This split's key tiles: an equal share of the tile range (a block may get none).
+  int kstart = W > 0 ? max(0, p_first - W + 1) : 0;
+  int ntiles = (kend - kstart + BN - 1) / BN;
+  {
+    const int per = (ntiles + splits - 1) / splits;
+    const int first = min(ntiles, split * per);
+    ntiles = min(ntiles, first + per) - first;
+    kstart += first * BN;
+  }
 
   if (tid == 0) {
     for (int st = 0; st < kStages; ++st) {
@@ -240,9 +250,11 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
           dev::MbarArrive(full_bar + 8 * ((t - 1) % kStages));
         }
       }
-      CpAsyncWait<0>();
-      dev::FenceProxyAsync();
-      dev::MbarArrive(full_bar + 8 * ((ntiles - 1) % kStages));
+      if (ntiles > 0) {
+        CpAsyncWait<0>();
+        dev::FenceProxyAsync();
+        dev::MbarArrive(full_bar + 8 * ((ntiles - 1) % kStages));
+      }
     }
     return;
   }
@@ -457,6 +469,25 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
     l1 += __shfl_xor_sync(0xffffffffu, l1, off);
   }
   const int r0 = wrow + g, r1 = r0 + 8;
+  if (splits > 1) {
+    // Unnormalised partial (O, max in base-2 units, sum) of each real row; the group's last block merges them, its
+    // two computing warpgroups together (named barrier 5: the loading warpgroup has left).
+    auto publish = [&](int r, float m, float l, int e) {
+      if (r >= nq) return;
+      const size_t row = ((static_cast<size_t>(b) * S + s0 + r) * Hq + h) * splits + split;
+      float* po = p.part_o + row * D + 2 * t4;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) *reinterpret_cast<float2*>(po + dt * 8) = make_float2(o[4 * dt + e], o[4 * dt + e + 1]);
+      if (t4 == 0) p.part_ml[row] = make_float2(m == -INFINITY ? m : m * mul, l);
+    };
+    publish(r0, m0, l0, 0);
+    publish(r1, m1, l1, 2);
+    // The flag in warpgroup 0's Q panels, which no product reads any more.
+    int* flag = reinterpret_cast<int*>(smem_raw + (q_addr - SmemAddr(smem_raw)));
+    dev::MergePrefillSplitsIfLast<T, D>(p, b, tile, tiles, h, s0, nq, rows_here, tid, kComputeThreads, flag,
+                                        [] { dev::NamedBarrier(5, kComputeThreads); });
+    return;
+  }
   const float inv0 = r0 < nq && l0 > 0.f ? 1.f / l0 : 0.f;
   const float inv1 = r1 < nq && l1 > 0.f ? 1.f / l1 : 0.f;
   T* out0 = out + ((static_cast<size_t>(b) * S + s0 + r0) * Hq + h) * D + 2 * t4;
@@ -546,7 +577,7 @@ cudaError_t LaunchPrefillWgmma(const PrefillParams& p, cudaStream_t stream) {
     return e;
   TmaMaps maps{};
   if constexpr (kTma) maps = EncodeMaps<T, D, G::kBN>(p);
-  const dim3 grid((p.seq + G::kBM - 1) / G::kBM, p.num_heads, p.batch);
+  const dim3 grid((p.seq + G::kBM - 1) / G::kBM * p.splits, p.num_heads, p.batch);
   kernel<<<grid, kThreads, bytes, stream>>>(p, maps);
   return cudaGetLastError();
 }
