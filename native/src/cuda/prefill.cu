@@ -122,15 +122,10 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
 
   const int p_first = P + s0, p_last = P + s0 + nq - 1;
   const int kend = p_last + 1;
-  // This split's key tiles: an equal share of the tile range (split-K, when the grid alone would not fill the GPU).
+  // The key tiles from the window's start (out-of-window tiles are never loaded), this split's share of them.
   int kstart = W > 0 ? max(0, p_first - W + 1) : 0;
   int ntiles = (kend - kstart + BN - 1) / BN;
-  {
-    const int per = (ntiles + splits - 1) / splits;
-    const int first = min(ntiles, split * per);
-    ntiles = min(ntiles, first + per) - first;
-    kstart += first * BN;
-  }
+  dev::SplitKeyTiles(split, splits, BN, kstart, ntiles);
 
   // A thread copies the same 16-byte chunk c of rows r0 + i * RS of every tile (NV divides the block).
   constexpr int RS = kThreads / NV;
@@ -295,16 +290,10 @@ __global__ void __launch_bounds__(kThreads) PrefillTcKernel(const __grid_constan
   const int r0 = wrow + g, r1 = r0 + 8;
   if (splits > 1) {
     // Unnormalised partial (O, max in base-2 units, sum) of each real row; the group's last block merges them.
-    auto publish = [&](int r, float m, float l, int e) {
-      if (r >= nq) return;
-      const size_t row = ((static_cast<size_t>(b) * S + s0 + r) * Hq + h) * splits + split;
-      float* po = p.part_o + row * D + 2 * t4;
-#pragma unroll
-      for (int dt = 0; dt < DT; ++dt) *reinterpret_cast<float2*>(po + dt * 8) = make_float2(o[dt][e], o[dt][e + 1]);
-      if (t4 == 0) p.part_ml[row] = make_float2(m == -INFINITY ? m : m * mul, l);
-    };
-    publish(r0, m0, l0, 0);
-    publish(r1, m1, l1, 2);
+    dev::PublishPartialRow<D>(p, S, Hq, splits, b, s0, h, split, r0, nq, t4, m0, l0, mul,
+                              [&](int dt) { return make_float2(o[dt][0], o[dt][1]); });
+    dev::PublishPartialRow<D>(p, S, Hq, splits, b, s0, h, split, r1, nq, t4, m1, l1, mul,
+                              [&](int dt) { return make_float2(o[dt][2], o[dt][3]); });
     // The Q tile's shared memory is free once the loop is done: the flag reuses it.
     dev::MergePrefillSplitsIfLast<T, D>(p, b, tile, tiles, h, s0, nq, rows_here, tid, kThreads,
                                         reinterpret_cast<int*>(smem_raw), [] { __syncthreads(); });

@@ -118,6 +118,29 @@ __device__ __forceinline__ void PackProbabilities(uint32_t (&pf)[NT / 2][4], int
   pf[n / 2][(n % 2) * 2 + 1] = MmaOp<T>::Pack(p2, p3);
 }
 
+// Split-K: this split's share of the block's key tiles [kstart, kstart + ntiles * BN), equal shares in order; the
+// last splits may get none (ntiles = 0).
+__device__ __forceinline__ void SplitKeyTiles(int split, int splits, int BN, int& kstart, int& ntiles) {
+  const int per = (ntiles + splits - 1) / splits;
+  const int first = min(ntiles, split * per);
+  ntiles = min(ntiles, first + per) - first;
+  kstart += first * BN;
+}
+
+// Split-K: row r of the block's query tile (sequence b, first token s0, head h) publishes this split's unnormalised
+// partial — O of the thread's column pairs (pair(dt): columns 8 dt + 2 t4 and the next) and, from lane t4 = 0, the
+// row's (max in base-2 units, sum) — for MergePrefillSplitsIfLast; padding rows (r >= nq) publish nothing.
+template <int D, typename Pair>
+__device__ __forceinline__ void PublishPartialRow(const PrefillParams& p, int S, int Hq, int splits, int b, int s0, int h,
+                                                  int split, int r, int nq, int t4, float m, float l, float mul, Pair&& pair) {
+  if (r >= nq) return;
+  const size_t row = ((static_cast<size_t>(b) * S + s0 + r) * Hq + h) * splits + split;
+  float* po = p.part_o + row * D + 2 * t4;
+#pragma unroll
+  for (int dt = 0; dt < D / 8; ++dt) *reinterpret_cast<float2*>(po + dt * 8) = pair(dt);
+  if (t4 == 0) p.part_ml[row] = make_float2(m == -INFINITY ? m : m * mul, l);
+}
+
 // Split-K merge in the same launch (as the decode kernel's MergeSplitsIfLast): every block of a (sequence, query
 // tile, head) group publishes its partials and counts itself done on the group's counter (ArriveLast); the block
 // that completes the group merges out = sum_i 2^(m_i - M) O_i / sum_i 2^(m_i - M) l_i for each real row (padding

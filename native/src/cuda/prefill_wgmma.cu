@@ -163,15 +163,10 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
 
   const int p_first = P + s0, p_last = P + s0 + nq - 1;
   const int kend = p_last + 1;
-  // This split's key tiles: an equal share of the tile range (a block may get none).
+  // The key tiles from the window's start (out-of-window tiles are never loaded), this split's share of them.
   int kstart = W > 0 ? max(0, p_first - W + 1) : 0;
   int ntiles = (kend - kstart + BN - 1) / BN;
-  {
-    const int per = (ntiles + splits - 1) / splits;
-    const int first = min(ntiles, split * per);
-    ntiles = min(ntiles, first + per) - first;
-    kstart += first * BN;
-  }
+  dev::SplitKeyTiles(split, splits, BN, kstart, ntiles);
 
   if (tid == 0) {
     for (int st = 0; st < kStages; ++st) {
@@ -472,16 +467,10 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
   if (splits > 1) {
     // Unnormalised partial (O, max in base-2 units, sum) of each real row; the group's last block merges them, its
     // two computing warpgroups together (named barrier 5: the loading warpgroup has left).
-    auto publish = [&](int r, float m, float l, int e) {
-      if (r >= nq) return;
-      const size_t row = ((static_cast<size_t>(b) * S + s0 + r) * Hq + h) * splits + split;
-      float* po = p.part_o + row * D + 2 * t4;
-#pragma unroll
-      for (int dt = 0; dt < DT; ++dt) *reinterpret_cast<float2*>(po + dt * 8) = make_float2(o[4 * dt + e], o[4 * dt + e + 1]);
-      if (t4 == 0) p.part_ml[row] = make_float2(m == -INFINITY ? m : m * mul, l);
-    };
-    publish(r0, m0, l0, 0);
-    publish(r1, m1, l1, 2);
+    dev::PublishPartialRow<D>(p, S, Hq, splits, b, s0, h, split, r0, nq, t4, m0, l0, mul,
+                              [&](int dt) { return make_float2(o[4 * dt], o[4 * dt + 1]); });
+    dev::PublishPartialRow<D>(p, S, Hq, splits, b, s0, h, split, r1, nq, t4, m1, l1, mul,
+                              [&](int dt) { return make_float2(o[4 * dt + 2], o[4 * dt + 3]); });
     // The flag in warpgroup 0's Q panels, which no product reads any more.
     int* flag = reinterpret_cast<int*>(smem_raw + (q_addr - SmemAddr(smem_raw)));
     dev::MergePrefillSplitsIfLast<T, D>(p, b, tile, tiles, h, s0, nq, rows_here, tid, kComputeThreads, flag,
