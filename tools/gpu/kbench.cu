@@ -197,7 +197,7 @@ void BenchPrefill(cudaStream_t stream, cudaEvent_t ea, cudaEvent_t eb, int sms, 
   if (plans[0].splits > 1)
     for (int splits : {2, 4, 8}) {
       PlanTuning wgmma;
-      wgmma.prefill_kernel = automatic.wgmma_prefill > 0 ? automatic.wgmma_prefill : kPrefillWgmmaVariants;
+      wgmma.prefill_kernel = automatic.wgmma_prefill > 0 ? automatic.wgmma_prefill : kPrefillWgmmaPlanned;
       wgmma.splits = splits;
       const LaunchPlan pw = Plan(a, sms, wgmma);
       if (pw.wgmma_prefill > 0) plans.push_back(pw);

@@ -198,7 +198,7 @@ TEST_P(Paged, MatchesContiguousCaches) {
   // whose tensor maps read the pool in place), else mma.sync.
   const int tuning = std::max(c.tuning, 1);
   const bool wgmma = S > 1 && c.in_place() && bs % kPrefillWgmmaKeysPerTile == 0;
-  const int prefill_kernel = wgmma ? kPrefillWgmmaVariants : 0;
+  const int prefill_kernel = wgmma ? kPrefillWgmmaPlanned : 0;
   if (wgmma && PrefillWgmmaAvailable()) {  // the wgmma kernel runs unless the mma.sync plan splits the key range
     PlanTuning w = planned, m = planned;
     w.prefill_kernel = prefill_kernel;

@@ -203,7 +203,7 @@ std::vector<PrefillCase> Cases() {
   std::vector<PrefillCase> all;
   for (int kernel = 0; kernel <= kPrefillWgmmaVariants; ++kernel)
     for (PrefillCase c : cs) {
-      if (kernel > 0 && c.D == 256 && kernel != 1) continue;  // D = 256: variant 1 only (kernels.cuh)
+      if (kernel > 0 && !PrefillWgmmaHasVariant(c.D, kernel)) continue;  // D = 256: variants 1 and 6 (kernels.cuh)
       c.kernel = kernel;
       all.push_back(c);
     }

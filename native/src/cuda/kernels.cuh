@@ -81,13 +81,17 @@ CombineLauncher GetCombineLauncher(DType dtype);
 int DecodeBlocksPerSm(DType dtype, int head_dim, int head_chunk);
 // mma.sync, flash-attention-2 style (prefill.cu): fp16 / bf16 only.
 PrefillLauncher GetPrefillLauncher(DType dtype, int head_dim);
-// Warpgroup MMA (prefill_wgmma.cu): sm_90 devices, fp16 / bf16, D = 64 / 128 (256: variant 1), no softcap; nullptr
-// elsewhere. PrefillWgmmaAvailable: the current device is sm_90 (cached per device). variant: 1 two
+// Warpgroup MMA (prefill_wgmma.cu): sm_90 devices, fp16 / bf16, D = 64 / 128 (256: variants 1 and 6), no softcap;
+// nullptr elsewhere. PrefillWgmmaAvailable: the current device is sm_90 (cached per device). variant: 1 two
 // stages, each product waited for in turn; 2 three stages; 3 three stages with the softmax of a tile under the
 // previous tile's P V; 4 as 3, whole tiles loaded by TMA; 5 as 4, the two computing warpgroups taking turns at the
-// tensor cores.
+// tensor cores; 6 as 5 with K and V on barriers of their own (K refilled once QK^T has read it; at D = 256 two
+// stages). Plan runs kPrefillWgmmaPlanned (1 where it does not exist).
 bool PrefillWgmmaAvailable();
-constexpr int kPrefillWgmmaVariants = 5;
+constexpr int kPrefillWgmmaVariants = 6, kPrefillWgmmaPlanned = 5;
+constexpr bool PrefillWgmmaHasVariant(int head_dim, int variant) {
+  return head_dim <= 128 ? variant >= 1 && variant <= kPrefillWgmmaVariants : variant == 1 || variant == 6;
+}
 PrefillLauncher GetPrefillWgmmaLauncher(DType dtype, int head_dim, int variant);
 constexpr int kPrefillWgmmaKeysPerTile = 128;
 constexpr int kPrefillWgmmaRows = 128;  // query tokens per block (two warpgroups of 64)

@@ -253,8 +253,8 @@ LaunchPlan Plan(const CudaAttendArgs& a, int num_sms) {
     // 2 splits 267 us (unsplit 430, 4 splits 295) against 463; a 64-token one in 4 splits 102 us (2: 178, 8: 129)
     // against 157. Variant 5 at D <= 128, 1 at 256; PlanTuning may name the variant and the splits.
     const int variant = tuning.prefill_kernel >= 0 ? tuning.prefill_kernel
-                        : GetPrefillWgmmaLauncher(a.dtype, sh.head_dim, kPrefillWgmmaVariants) != nullptr ? kPrefillWgmmaVariants
-                                                                                                        : 1;
+                        : GetPrefillWgmmaLauncher(a.dtype, sh.head_dim, kPrefillWgmmaPlanned) != nullptr ? kPrefillWgmmaPlanned
+                                                                                                       : 1;
     const bool wgmma = variant >= 1 && sh.softcap <= 0.f && GetPrefillWgmmaLauncher(a.dtype, sh.head_dim, variant) != nullptr &&
                        (!pl.paged_tiles || a.paged.block_size % kPrefillWgmmaKeysPerTile == 0);
     if (wgmma && tuning.splits <= 0) {

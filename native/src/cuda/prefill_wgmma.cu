@@ -68,10 +68,11 @@ struct WgmmaGeometry {
   static constexpr int kBN = D <= 128 ? kPrefillWgmmaKeysPerTile : kPrefillWgmmaKeysPerTile / 2;
   static constexpr uint32_t kQBytes = 64 * D * 2;        // one warpgroup's Q panels
   static constexpr uint32_t kTileBytes = kBN * D * 2;    // one K (or V) tile
-  // Byte offset of the barriers full[stages], empty[stages], after Q and the stages.
+  // Byte offset of the barriers full[stages], empty[stages] (and, with separate V barriers, full_v[stages],
+  // empty_v[stages]), after Q and the stages.
   static constexpr uint32_t kBarrierOffset = 2 * kQBytes + kStages * 2 * kTileBytes;
   // 1024 bytes of slack: the dynamic buffer is aligned up to the swizzle atom in the kernel.
-  static constexpr size_t kSmemBytes = kBarrierOffset + 2 * kStages * 8 + 1024;
+  static constexpr size_t kSmemBytes = kBarrierOffset + 4 * kStages * 8 + 1024;
 };
 
 // Where a whole tile of BN keys from kt comes from: every row from the owner's chunk, every row from consecutive rows
@@ -89,7 +90,7 @@ __device__ __forceinline__ TileSource SourceOf(int kt, int kend, int P, int C, b
 // One K / V tile of BN rows (keys kt ...) into panels, by the 128 threads of the loading warpgroup (ltid: the thread's
 // index among them); rows past kend are zero-filled. Fast paths as PrefillTcKernel's: every row in consecutive cache
 // rows, or every row from the chunk.
-template <typename T, int D, int BN>
+template <typename T, int D, int BN, bool kKeys = true, bool kValues = true>
 __device__ __forceinline__ void LoadTile(uint32_t sk, uint32_t sv, int kt, int kend, int P, int C, int S, int Hkv, int b,
                                          int kvh, const T* chunk_k, const T* chunk_v, const T* cache_k, const T* cache_v,
                                          const BlockTable& paged, int block, int ltid) {
@@ -107,8 +108,8 @@ __device__ __forceinline__ void LoadTile(uint32_t sk, uint32_t sv, int kt, int k
     for (int i = 0; i < BN / RPP; ++i) {
       const int r = r0 + i * RPP;
       const uint32_t o = PanelOffset(BN, r, c);
-      CpAsync16(sk + o, kr + r * stride, 16);
-      CpAsync16(sv + o, vr + r * stride, 16);
+      if constexpr (kKeys) CpAsync16(sk + o, kr + r * stride, 16);
+      if constexpr (kValues) CpAsync16(sv + o, vr + r * stride, 16);
     }
     return;
   }
@@ -118,12 +119,12 @@ __device__ __forceinline__ void LoadTile(uint32_t sk, uint32_t sv, int kt, int k
     const T* vr;
     const bool valid = dev::KeyRows<T, D>(kt + r, kend, P, C, S, Hkv, b, kvh, chunk_k, chunk_v, cache_k, cache_v, paged, kr, vr);
     const uint32_t o = PanelOffset(BN, r, c);
-    CpAsync16(sk + o, kr + (valid ? c * 8 : 0), valid ? 16 : 0);
-    CpAsync16(sv + o, vr + (valid ? c * 8 : 0), valid ? 16 : 0);
+    if constexpr (kKeys) CpAsync16(sk + o, kr + (valid ? c * 8 : 0), valid ? 16 : 0);
+    if constexpr (kValues) CpAsync16(sv + o, vr + (valid ? c * 8 : 0), valid ? 16 : 0);
   }
 }
 
-template <typename T, int D, int kStages, bool kOverlap, bool kTma, bool kPingPong>
+template <typename T, int D, int kStages, bool kOverlap, bool kTma, bool kPingPong, bool kSplitKV>
 __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_constant__ PrefillParams p,
                                                                   const __grid_constant__ TmaMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -137,6 +138,10 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
   const uint32_t base = (SmemAddr(smem_raw) + 1023u) & ~1023u;
   const uint32_t q_addr = base, kv_addr = base + 2 * G::kQBytes;
   const uint32_t full_bar = base + G::kBarrierOffset, empty_bar = full_bar + 8 * kStages;
+  // kSplitKV: a stage's K and V tiles have barriers of their own (full_bar / empty_bar then speak of K only), so that
+  // K is refilled once QK^T has read it, before the P V that reads the V beside it.
+  const uint32_t full_v_bar = empty_bar + 8 * kStages, empty_v_bar = full_v_bar + 8 * kStages;
+  static_assert(!kSplitKV || (kOverlap && kTma), "separate V barriers are a variant of the overlapped TMA schedule");
 
   // The block's query tile, as PrefillTcKernel finds it (kept inline there: its D = 64 instantiation needs 29 more
   // registers when this part comes from a shared helper).
@@ -172,6 +177,10 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
     for (int st = 0; st < kStages; ++st) {
       dev::MbarInit(full_bar + 8 * st, kLoaderThreads);         // every loading thread
       dev::MbarInit(empty_bar + 8 * st, kComputeThreads / 32);  // every computing warp
+      if constexpr (kSplitKV) {
+        dev::MbarInit(full_v_bar + 8 * st, kLoaderThreads);
+        dev::MbarInit(empty_v_bar + 8 * st, kComputeThreads / 32);
+      }
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -186,7 +195,55 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
     const T* cache_v = static_cast<const T*>(p.value_cache) + cache_base;
     const T* chunk_k = static_cast<const T*>(p.chunk_key);
     const T* chunk_v = static_cast<const T*>(p.chunk_value);
-    if constexpr (kTma) {
+    if constexpr (kSplitKV) {
+      // As below, K and V of a tile each on their own barriers: K(t) waits only for K(t - kStages) to be read.
+      const bool owner = chunk_k != nullptr;
+      for (int t = 0; t < ntiles; ++t) {
+        const int st = t % kStages, kt = kstart + t * BN;
+        const uint32_t sk = kv_addr + st * 2 * G::kTileBytes, sv = sk + G::kTileBytes;
+        const int block = paged ? dev::PagedBlock(p.paged, b, kt) : 0;
+        const TileSource source = SourceOf<BN>(kt, kend, P, C, owner, paged);
+        const bool from_chunk = maps.chunk && source == TileSource::kChunk;
+        const bool from_cache = maps.cache && source == TileSource::kCache;
+        // One operand's tile into dst, completing barrier full.
+        auto load = [&](bool values, uint32_t dst, uint32_t full) {
+          if (from_chunk || from_cache) {
+            if (ltid == 0) {
+              dev::MbarArriveExpectTx(full, G::kTileBytes);
+              const CUtensorMap* map = from_chunk ? (values ? &maps.value_chunk : &maps.key_chunk)
+                                                  : (values ? &maps.value_cache : &maps.key_cache);
+#pragma unroll
+              for (int panel = 0; panel < D / 64; ++panel) {
+                const uint32_t at = dst + panel * BN * 128;
+                if (from_chunk)
+                  dev::TmaLoad4(at, map, 64 * panel, kvh, kt - P, b, full);
+                else if (paged)
+                  dev::TmaLoad4(at, map, 64 * panel, kt % p.paged.block_size, kvh, block, full);
+                else
+                  dev::TmaLoad3(at, map, 64 * panel, kt % C, b * Hkv + kvh, full);
+              }
+            } else {
+              dev::MbarArrive(full);
+            }
+            return;
+          }
+          if (values)
+            LoadTile<T, D, BN, false, true>(sk, sv, kt, kend, P, C, S, Hkv, b, kvh, chunk_k, chunk_v, cache_k, cache_v,
+                                            p.paged, block, ltid);
+          else
+            LoadTile<T, D, BN, true, false>(sk, sv, kt, kend, P, C, S, Hkv, b, kvh, chunk_k, chunk_v, cache_k, cache_v,
+                                            p.paged, block, ltid);
+          CpAsyncCommit();
+          CpAsyncWait<0>();
+          dev::FenceProxyAsync();
+          dev::MbarArrive(full);
+        };
+        if (t >= kStages) dev::MbarWait(empty_bar + 8 * st, (t / kStages + 1) & 1);
+        load(false, sk, full_bar + 8 * st);
+        if (t >= kStages) dev::MbarWait(empty_v_bar + 8 * st, (t / kStages + 1) & 1);
+        load(true, sv, full_v_bar + 8 * st);
+      }
+    } else if constexpr (kTma) {
       // Whole tiles from the chunk or from consecutive cache rows (SourceOf): one thread issues the tensor copies and
       // the barrier completes on their bytes; other tiles, and those of a map that could not be encoded, take
       // cp.async, waited for here.
@@ -329,9 +386,26 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
       o[4 * dt + 3] *= al1;
     }
   };
-  auto release = [&](int st) {  // this warp is done reading the stage
+  auto release = [&](int st) {  // this warp is done reading the stage (kSplitKV: its K tile)
     __syncwarp();
     if (lane == 0) dev::MbarArrive(empty_bar + 8 * st);
+  };
+  // The overlapped schedule's hand-offs by operand. Without separate V barriers a stage is one unit: waiting for
+  // tile t's K waits for the whole stage, and the stage is released once its V has been read.
+  auto wait_keys = [&](int t) { dev::MbarWait(full_bar + 8 * (t % kStages), (t / kStages) & 1); };
+  auto wait_values = [&](int t) {
+    if constexpr (kSplitKV) dev::MbarWait(full_v_bar + 8 * (t % kStages), (t / kStages) & 1);
+  };
+  auto keys_read = [&](int t) {
+    if constexpr (kSplitKV) release(t % kStages);
+  };
+  auto values_read = [&](int t) {
+    if constexpr (kSplitKV) {
+      __syncwarp();
+      if (lane == 0) dev::MbarArrive(empty_v_bar + 8 * (t % kStages));
+    } else {
+      release(t % kStages);
+    }
   };
 
   if constexpr (!kOverlap) {
@@ -364,8 +438,9 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
   } else {
     // Overlapped (FlashAttention-3's intra-warpgroup pipelining): tile t's S is issued together with the previous
     // tile's O += P V, so the softmax of t runs while the tensor cores add P V of t - 1; O is rescaled by t's factors
-    // once that product is done. The stage of t - 1 stays held until then (hence three stages).
-    static_assert(kStages >= 3, "the overlapped schedule holds two stages while the loader fills a third");
+    // once that product is done. The stage of t - 1 stays held until then (hence three stages), or with separate V
+    // barriers only its V tile (two stages suffice: K of t + 1 loads while t - 1's V is read).
+    static_assert(kStages >= 3 || kSplitKV, "the overlapped schedule holds two stages while the loader fills a third");
     // The warpgroup's visible tiles form one range [first, last] (the causal bound cuts the end, the window the
     // start); the tiles around it are only waited for and released, in order, and the range runs without branches
     // around the products, so that ptxas can follow the asynchronous ones (it serializes them when it cannot).
@@ -398,8 +473,10 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
     auto skip = [&](int t) {
       turn_begin();
       turn_end();
-      dev::MbarWait(full_bar + 8 * (t % kStages), (t / kStages) & 1);
-      release(t % kStages);
+      wait_keys(t);
+      wait_values(t);
+      keys_read(t);
+      values_read(t);
     };
     for (int t = 0; t < min(first, ntiles); ++t) skip(t);
     if (first >= ntiles) {  // nothing visible: the turn of the last P V, empty
@@ -409,7 +486,7 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
       uint32_t pending[NT / 2][4];  // P of the previous tile, whose P V is issued with the next tile's S
       {
         const int st = first % kStages;
-        dev::MbarWait(full_bar + 8 * st, (first / kStages) & 1);
+        wait_keys(first);
         float s[NT * 4];
         turn_begin();
         dev::WgmmaFence();
@@ -417,6 +494,7 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
         turn_end();
         dev::WgmmaWait<0>();
         dev::FenceRegisters(s);
+        keys_read(first);
         float al0, al1;
         softmax(s, kstart + first * BN, al0, al1);
         pack(s, pending);
@@ -424,7 +502,8 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
       }
       for (int t = first + 1; t <= last; ++t) {
         const int st = t % kStages, prev = (t - 1) % kStages;
-        dev::MbarWait(full_bar + 8 * st, (t / kStages) & 1);
+        wait_keys(t);
+        wait_values(t - 1);
         float s[NT * 4];
         dev::FenceRegisters(o);
         dev::FenceRegisters(pending);
@@ -435,15 +514,17 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
         turn_end();
         dev::WgmmaWait<1>();
         dev::FenceRegisters(s);
+        keys_read(t);
         float al0, al1;
         softmax(s, kstart + t * BN, al0, al1);
         dev::WgmmaWait<0>();
         dev::FenceRegisters(o);
         dev::FenceRegisters(pending);
-        release(prev);
+        values_read(t - 1);
         rescale(al0, al1);
         pack(s, pending);
       }
+      wait_values(last);
       dev::FenceRegisters(o);
       dev::FenceRegisters(pending);
       turn_begin();
@@ -452,7 +533,7 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillWgmmaKernel(const __grid_c
       turn_end();
       dev::WgmmaWait<0>();
       dev::FenceRegisters(o);
-      release(last % kStages);
+      values_read(last);
       for (int t = last + 1; t < ntiles; ++t) skip(t);
     }
   }
@@ -556,12 +637,12 @@ TmaMaps EncodeMaps(const PrefillParams& p) {
   return m;
 }
 
-template <typename T, int D, int kStages, bool kOverlap, bool kTma, bool kPingPong = false>
+template <typename T, int D, int kStages, bool kOverlap, bool kTma, bool kPingPong = false, bool kSplitKV = false>
 cudaError_t LaunchPrefillWgmma(const PrefillParams& p, cudaStream_t stream) {
   using G = WgmmaGeometry<D, kStages>;
   constexpr size_t bytes = G::kSmemBytes;
   static_assert(bytes <= 227 * 1024, "shared memory per block on sm_90");
-  const auto kernel = PrefillWgmmaKernel<T, D, kStages, kOverlap, kTma, kPingPong>;
+  const auto kernel = PrefillWgmmaKernel<T, D, kStages, kOverlap, kTma, kPingPong, kSplitKV>;
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)))
     return e;
   TmaMaps maps{};
@@ -574,9 +655,11 @@ cudaError_t LaunchPrefillWgmma(const PrefillParams& p, cudaStream_t stream) {
 template <typename T, int D>
 PrefillLauncher WgmmaVariant(int variant) {
   if constexpr (D == 256) {
-    // Two stages in order only: a third stage of its tiles does not fit beside Q in shared memory, and the overlapped
-    // schedule's second P does not fit in registers.
-    return variant == 1 ? &LaunchPrefillWgmma<T, D, 2, false, false> : nullptr;
+    // Two stages: a third does not fit beside Q in shared memory. In order (1), or overlapped with separate V
+    // barriers (6), which needs no third stage.
+    return variant == 1 ? &LaunchPrefillWgmma<T, D, 2, false, false>
+           : variant == 6 ? &LaunchPrefillWgmma<T, D, 2, true, true, true, true>
+                          : nullptr;
   } else {
     switch (variant) {
       case 1: return &LaunchPrefillWgmma<T, D, 2, false, false>;
@@ -584,6 +667,7 @@ PrefillLauncher WgmmaVariant(int variant) {
       case 3: return &LaunchPrefillWgmma<T, D, 3, true, false>;
       case 4: return &LaunchPrefillWgmma<T, D, 3, true, true>;
       case 5: return &LaunchPrefillWgmma<T, D, 3, true, true, true>;
+      case 6: return &LaunchPrefillWgmma<T, D, 3, true, true, true, true>;
       default: return nullptr;
     }
   }
