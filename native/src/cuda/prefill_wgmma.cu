@@ -4,18 +4,18 @@
 //
 // Block: 128 query tokens of one head; warps 0-3 and 4-7 are two computing warpgroups of 64 rows each, warps 8-11
 // load (and hand their registers to the computing ones: setmaxnreg).
-//   loader:   streams K / V tiles of 128 keys (64 at D = 256) by cp.async into a ring of kStages stages of 128-byte
-//             swizzled panels (wgmma.cuh), and marks a stage full (mbarrier) once its copies have landed and are made
-//             visible to the async proxy; it refills a stage when both warpgroups have marked it empty.
+//   loader:   streams K / V tiles of 128 keys (64 at D = 256) by cp.async or TMA into a ring of kStages stages of
+//             128-byte swizzled panels (wgmma.cuh), and marks a stage full (mbarrier) once its copies have landed and
+//             are made visible to the async proxy; it refills a stage when both warpgroups have marked it empty.
 //   compute:  S = Q K^T as D / 16 wgmma (A = the warpgroup's Q panels, B = the K tile, both K-major); mask and online
 //             softmax in registers (fp32, base 2); P packed to 16 bits in registers is the A operand of
 //             O += P V (128 / 16 wgmma, B = the V tile N-major). A warpgroup skips the products of tiles none of its
 //             rows can see, and masks per element only in tiles that straddle a boundary of its rows. kOverlap: tile
 //             t's S is issued with tile t - 1's P V, so that t's softmax runs under that product.
-// Variants (PlanTuning::prefill_kernel): 1 two stages in order (an earlier block layout of it measured:
-// docs/benchmarks.md), 2 three stages in order, 3 three stages overlapped, 4 as 3 with whole tiles loaded by the tensor
-// memory accelerator (TMA: one thread issues a tile's copies, the barrier completes on their bytes), 5 as 4 with the
-// two warpgroups taking turns at the tensor cores (ping-pong).
+// Variants (PlanTuning::prefill_kernel; Plan runs 5, 1 at D = 256): 1 two stages in order, 2 three stages in order,
+// 3 three stages overlapped, 4 as 3 with whole tiles loaded by the tensor memory accelerator (TMA: one thread issues a
+// tile's copies, the barrier completes on their bytes), 5 as 4 with the two warpgroups taking turns at the tensor
+// cores (ping-pong), 6 as 5 with each stage's K and V on barriers of their own (two stages at D = 256).
 // Grid: x = query tiles (the last first: under the causal mask later tokens see more keys) x splits, y = query head,
 // z = sequence. With splits > 1 (Plan: short chunks after long pasts) each block takes an equal share of its tile's key
 // tiles and publishes unnormalised partials; the group's last block merges them (prefill_common.cuh, as
