@@ -8,7 +8,8 @@
 #   KERNEL_TESTS="paged_test kvq_test"  which GoogleTests to run (default all three; empty: none)
 #   KBENCH_ENV="KBENCH_QUANT=1"         environment of the kbench runs
 #   KERNEL_TEST_TIMEOUT=240             seconds each GoogleTest may run (kbench: 300 an entry)
-# A "prefill ..." entry also runs tools/gpu/torch_prefill_bench.py on its global shapes (all of them without shapes).
+# A "prefill ..." entry also runs tools/gpu/torch_prefill_bench.py on its global shapes (all of them without shapes);
+# then tools/gpu/prefill_table.py prints the planned kernel against torch's best per shape.
 #
 # GoogleTest: the system's, else a carried .gtest/ (include/gtest, lib/libgtest*.a). Scratch: $MIXATTN_GPU_WORK
 # (default ${TMPDIR:-/tmp}/mixattn-gpu/kernels). Prints the tests' summaries and kbench's CSV rows.
@@ -17,6 +18,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 work=${MIXATTN_GPU_WORK:-${TMPDIR:-/tmp}/mixattn-gpu}/kernels
 mkdir -p "$work" "$work/no-ort"
+rm -f "$work/prefill-kbench.csv" "$work/prefill-torch.csv"
 export PATH=$PATH:/usr/local/cuda/bin
 gtest=()
 [ -f /usr/include/gtest/gtest.h ] || { [ -d "$root/.gtest" ] && gtest=(-DGTEST_ROOT="$root/.gtest"); }
@@ -43,7 +45,7 @@ nvidia-smi --query-gpu=name --format=csv,noheader
 for s in "$@"; do
   # shellcheck disable=SC2086
   case $s in  # "prefill [B S P D W]...": kbench's prefill rows (no shape: its standard list); else a decode shape
-    prefill*) timeout 300 env ${KBENCH_ENV:-} "$work/build/kbench" $s 2> /dev/null | grep -v "^#" ;;
+    prefill*) timeout 300 env ${KBENCH_ENV:-} "$work/build/kbench" $s 2> /dev/null | grep -v "^#" | tee -a "$work/prefill-kbench.csv" ;;
     *) timeout 300 env ${KBENCH_ENV:-} "$work/build/kbench" shape $s 2> /dev/null | grep -v "^#\|^kind" ;;
   esac
 done
@@ -55,8 +57,14 @@ for s in "$@"; do
       read -r -a f <<< "$s"; args=()
       for ((i = 1; i + 4 < ${#f[@]} + 1; i += 5)); do [ "${f[i+4]}" = 0 ] && args+=("${f[i]}" "${f[i+1]}" "${f[i+2]}" "${f[i+3]}"); done
       if [ ${#f[@]} -eq 1 ] || [ ${#args[@]} -gt 0 ]; then
-        python3 tools/gpu/torch_prefill_bench.py "${args[@]}" 2> /dev/null | grep -v "^#\|,efficient," || echo "== torch prefill: not run"
+        python3 tools/gpu/torch_prefill_bench.py "${args[@]}" 2> /dev/null | grep -v "^#\|,efficient," \
+          | tee -a "$work/prefill-torch.csv" || echo "== torch prefill: not run"
       fi ;;
   esac
 done
+# The prefill rows joined: the planned kernel against torch's best per shape (tools/gpu/prefill_table.py).
+if [ -s "$work/prefill-kbench.csv" ]; then
+  touch "$work/prefill-torch.csv"
+  python3 tools/gpu/prefill_table.py "$work/prefill-kbench.csv" "$work/prefill-torch.csv" || rc=1
+fi
 exit $rc
