@@ -59,10 +59,18 @@ public static class TestPaths
             .Where(d => File.Exists(Path.Combine(d, "model.onnx")))
             .Concat(GeneratedFixtures.Names.Select(FixtureDir));
 
-    /// <summary>A fresh temporary folder, deleted by the caller (or left for the OS in /tmp).</summary>
+    /// <summary>
+    /// This test run's temporary root, mixattn-tests/run-PID-GUID under the system's temp folder: every
+    /// <see cref="TempDir"/> lies below it and <see cref="TestRunCleanup"/> deletes it when the run ends, so repeated
+    /// runs do not fill the disk with converted models (they had left gigabytes behind).
+    /// </summary>
+    public static readonly string RunTempRoot =
+        Path.Combine(Path.GetTempPath(), "mixattn-tests", $"run-{Environment.ProcessId}-{Guid.NewGuid():N}");
+
+    /// <summary>A fresh temporary folder below <see cref="RunTempRoot"/>; the caller may delete it earlier.</summary>
     public static string TempDir()
     {
-        var d = Path.Combine(Path.GetTempPath(), "mixattn-tests", Guid.NewGuid().ToString("N"));
+        var d = Path.Combine(RunTempRoot, Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(d);
         return d;
     }
